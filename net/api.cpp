@@ -1,0 +1,261 @@
+#include "net/api.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include <nlohmann/json.hpp>
+
+namespace parley::net {
+
+namespace {
+
+using json = nlohmann::json;
+
+/// Nesting depth of a JSON text, scanned without building it, so that a deep
+/// document cannot exhaust the stack of a recursive destructor.
+std::size_t json_depth(std::string_view s) {
+  std::size_t depth = 0, max = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"')
+      in_string = true;
+    else if (c == '{' || c == '[')
+      max = std::max(max, ++depth);
+    else if ((c == '}' || c == ']') && depth > 0)
+      --depth;
+  }
+  return max;
+}
+
+/// Parses a body that must be a JSON object; an empty body is `{}` when allowed.
+parsed<json> parse_object(std::string_view body, bool empty_ok) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    if (empty_ok)
+      return {json::object(), {}};
+    return fail<json>(errc::invalid_request, "the request body is empty; send a JSON object");
+  }
+  if (json_depth(body) > max_json_depth)
+    return fail<json>(errc::invalid_request, "the JSON body is nested too deeply");
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded())
+    return fail<json>(errc::invalid_request, "the request body is not valid JSON (UTF-8)");
+  if (!j.is_object())
+    return fail<json>(errc::invalid_request, "the request body must be a JSON object");
+  return {std::move(j), {}};
+}
+
+/// Reads an optional string member; errors name the field.
+template <class T>
+bool optional_string(const json& j, const char* key, std::optional<std::string>& out,
+                     parsed<T>& p) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null())
+    return true;
+  if (!it->is_string()) {
+    p.error = api_error{errc::invalid_request, std::string{"'"} + key + "' must be a string"};
+    return false;
+  }
+  out = it->template get<std::string>();
+  return true;
+}
+
+} // namespace
+
+bool is_json_content_type(std::string_view ct) {
+  auto semi = ct.find(';');
+  auto type = ct.substr(0, semi);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
+    type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
+    type.remove_prefix(1);
+  constexpr std::string_view want = "application/json";
+  if (type.size() != want.size())
+    return false;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(type[i])) != want[i])
+      return false;
+  return true;
+}
+
+std::size_t utf8_length(std::string_view s) {
+  std::size_t n = 0;
+  for (unsigned char c : s)
+    if ((c & 0xC0) != 0x80)
+      ++n;
+  return n;
+}
+
+parsed<create_session_body> parse_create_session(std::string_view body) {
+  parsed<create_session_body> p;
+  auto j = parse_object(body, true);
+  if (!j)
+    return fail<create_session_body>(j.error->code, j.error->message);
+  auto& v = p.value;
+  if (!optional_string(j.value, "system_prompt", v.system_prompt, p) ||
+      !optional_string(j.value, "model", v.model, p))
+    return p;
+  if (v.system_prompt && v.system_prompt->size() > max_content_bytes)
+    return fail<create_session_body>(errc::payload_too_large,
+                                     "'system_prompt' is longer than 32 KiB");
+  if (v.model && (v.model->empty() || v.model->size() > 128))
+    return fail<create_session_body>(errc::invalid_request,
+                                     "'model' must be 1 to 128 characters");
+  if (auto it = j.value.find("metadata"); it != j.value.end() && !it->is_null()) {
+    if (!it->is_object())
+      return fail<create_session_body>(errc::invalid_request, "'metadata' must be an object");
+    v.metadata_json = it->dump();
+  }
+  return p;
+}
+
+parsed<post_message_body> parse_post_message(std::string_view body) {
+  parsed<post_message_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<post_message_body>(j.error->code, j.error->message);
+  auto it = j.value.find("content");
+  if (it == j.value.end() || it->is_null())
+    return fail<post_message_body>(errc::invalid_request, "'content' is required");
+  if (!it->is_string())
+    return fail<post_message_body>(errc::invalid_request, "'content' must be a string");
+  p.value.content = it->get<std::string>();
+  if (p.value.content.empty())
+    return fail<post_message_body>(errc::invalid_request, "'content' must not be empty");
+  if (p.value.content.size() > max_content_bytes)
+    return fail<post_message_body>(errc::payload_too_large, "'content' is longer than 32 KiB");
+  std::optional<std::string> cmid;
+  if (!optional_string(j.value, "client_message_id", cmid, p))
+    return p;
+  if (cmid) {
+    auto n = utf8_length(*cmid);
+    if (n == 0 || n > max_client_message_id_chars)
+      return fail<post_message_body>(errc::invalid_request,
+                                     "'client_message_id' must be 1 to 128 characters");
+    p.value.client_message_id = std::move(*cmid);
+  }
+  if (auto s = j.value.find("stream"); s != j.value.end() && !s->is_null()) {
+    if (!s->is_boolean())
+      return fail<post_message_body>(errc::invalid_request, "'stream' must be a boolean");
+    p.value.stream = s->get<bool>();
+  }
+  return p;
+}
+
+parsed<feedback_body> parse_feedback(std::string_view body) {
+  parsed<feedback_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<feedback_body>(j.error->code, j.error->message);
+  auto it = j.value.find("rating");
+  if (it == j.value.end() || !it->is_number_integer() ||
+      (it->get<std::int64_t>() != 1 && it->get<std::int64_t>() != -1))
+    return fail<feedback_body>(errc::invalid_request, "'rating' must be -1 or 1");
+  p.value.rating = static_cast<int>(it->get<std::int64_t>());
+  if (!optional_string(j.value, "comment", p.value.comment, p))
+    return p;
+  if (p.value.comment && p.value.comment->size() > max_feedback_comment_bytes)
+    return fail<feedback_body>(errc::invalid_request, "'comment' is longer than 4 KiB");
+  return p;
+}
+
+parsed<create_key_body> parse_create_key(std::string_view body) {
+  parsed<create_key_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<create_key_body>(j.error->code, j.error->message);
+  auto it = j.value.find("user");
+  if (it == j.value.end() || !it->is_string() || it->get<std::string>().empty())
+    return fail<create_key_body>(errc::invalid_request, "'user' must be a non-empty string");
+  p.value.user = it->get<std::string>();
+  if (utf8_length(p.value.user) > 128)
+    return fail<create_key_body>(errc::invalid_request, "'user' must be at most 128 characters");
+  return p;
+}
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '+')
+      out += ' ';
+    else if (c == '%') {
+      if (i + 2 >= in.size())
+        return false;
+      int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0)
+        return false;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else
+      out += c;
+  }
+  return true;
+}
+
+} // namespace
+
+parsed<query_map> parse_query(std::string_view query) {
+  parsed<query_map> p;
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty())
+      continue;
+    auto eq = pair.find('=');
+    std::string k, v;
+    if (!percent_decode(pair.substr(0, eq), k) ||
+        !percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1),
+                        v))
+      return fail<query_map>(errc::invalid_request, "the query string has a bad percent-escape");
+    p.value[std::move(k)] = std::move(v);
+  }
+  return p;
+}
+
+parsed<std::int64_t> query_int(const query_map& q, std::string_view key, std::int64_t dflt,
+                               std::int64_t lo, std::int64_t hi) {
+  auto it = q.find(key);
+  if (it == q.end())
+    return {dflt, {}};
+  std::int64_t v = 0;
+  auto& s = it->second;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || ptr != s.data() + s.size() || v < lo || v > hi)
+    return fail<std::int64_t>(errc::invalid_request,
+                              "query parameter '" + std::string{key} + "' must be an integer from " +
+                                  std::to_string(lo) + " to " + std::to_string(hi));
+  return {v, {}};
+}
+
+std::optional<std::int64_t> parse_seq(std::string_view s) {
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || ptr != s.data() + s.size() || v < 1)
+    return std::nullopt;
+  return v;
+}
+
+} // namespace parley::net

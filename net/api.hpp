@@ -1,0 +1,81 @@
+#pragma once
+// Parsing and validation of API request bodies and query strings (API.md
+// sections 2-4). Pure functions: no I/O, safe on any thread. Every failure
+// carries a message a person can act on.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "net/api_error.hpp"
+
+namespace parley::net {
+
+/// Limits of API.md section 2.
+constexpr std::size_t max_body_bytes = 64 * 1024;
+constexpr std::size_t max_content_bytes = 32 * 1024;
+constexpr std::size_t max_client_message_id_chars = 128;
+constexpr std::size_t max_feedback_comment_bytes = 4 * 1024;
+constexpr std::size_t max_json_depth = 64;
+
+/// A value or the error that prevented it.
+template <class T>
+struct parsed {
+  T value{};
+  std::optional<api_error> error;
+  explicit operator bool() const { return !error.has_value(); }
+};
+
+template <class T>
+parsed<T> fail(errc code, std::string message) {
+  parsed<T> p;
+  p.error = api_error{code, std::move(message)};
+  return p;
+}
+
+struct create_session_body {
+  std::optional<std::string> system_prompt;
+  std::optional<std::string> model;
+  std::string metadata_json = "{}"; ///< always a JSON object, serialized
+};
+
+struct post_message_body {
+  std::string content;
+  std::string client_message_id; ///< empty when absent
+  bool stream = false;
+};
+
+struct feedback_body {
+  int rating = 0; ///< -1 or 1
+  std::optional<std::string> comment;
+};
+
+struct create_key_body {
+  std::string user;
+};
+
+/// True when a Content-Type names JSON (`application/json`, parameters allowed).
+bool is_json_content_type(std::string_view content_type);
+
+parsed<create_session_body> parse_create_session(std::string_view body);
+parsed<post_message_body> parse_post_message(std::string_view body);
+parsed<feedback_body> parse_feedback(std::string_view body);
+parsed<create_key_body> parse_create_key(std::string_view body);
+
+/// Decoded query parameters; a repeated key keeps its last value.
+using query_map = std::map<std::string, std::string, std::less<>>;
+parsed<query_map> parse_query(std::string_view query);
+
+/// An integer query parameter within [lo, hi], `dflt` when absent.
+parsed<std::int64_t> query_int(const query_map& q, std::string_view key, std::int64_t dflt,
+                               std::int64_t lo, std::int64_t hi);
+
+/// Number of Unicode code points in valid UTF-8 text.
+std::size_t utf8_length(std::string_view s);
+
+/// A message `seq` path segment: a positive decimal integer.
+std::optional<std::int64_t> parse_seq(std::string_view s);
+
+} // namespace parley::net

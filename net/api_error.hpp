@@ -1,0 +1,53 @@
+#pragma once
+// The error vocabulary of API.md section 2, shared by every layer.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace parley {
+
+/// One value per error `code` of API.md section 2. The numeric values cross
+/// the cluster inside caf::error, so only ever append.
+enum class errc : std::uint8_t {
+  none = 0,
+  invalid_request,
+  unauthorized,
+  forbidden,
+  not_found,
+  method_not_allowed,
+  conflict,
+  payload_too_large,
+  unsupported_media_type,
+  rate_limited,
+  session_busy,
+  upstream_error,
+  overloaded,
+  upstream_unavailable,
+  storage_unavailable,
+  upstream_timeout,
+  internal,       ///< a broken invariant; answered as 500 `internal_error`
+  session_moved,  ///< the actor lost its epoch; answered 503, the client retries
+};
+
+/// HTTP status for an error code.
+unsigned http_status(errc e);
+/// The `code` string of the error body.
+std::string_view code_name(errc e);
+/// The `type` string of the error body (OpenAI's families).
+std::string_view type_name(errc e);
+/// True for codes whose answers carry `Retry-After`.
+bool has_retry_after(errc e);
+/// Parse a code name back (for errors that crossed a text boundary); `none` if unknown.
+errc errc_from_code(std::string_view code);
+
+/// An error with the words a person can act on.
+struct api_error {
+  errc code = errc::internal;
+  std::string message;
+};
+
+/// `{"error": {"message", "type", "code"}}` for an error.
+std::string error_body(const api_error& e);
+
+} // namespace parley

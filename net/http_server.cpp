@@ -1,0 +1,374 @@
+#include "net/http_server.hpp"
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <unordered_set>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "net/api_error.hpp"
+
+namespace parley::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr std::size_t header_limit = 16 * 1024;
+constexpr std::chrono::seconds write_timeout{30};
+
+std::string make_request_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  auto v = rng();
+  std::string s(16, '0');
+  for (int i = 0; i < 16; ++i, v >>= 4)
+    s[static_cast<std::size_t>(i)] = hex[v & 0xF];
+  return s;
+}
+
+/// A client id is echoed only when it is short printable ASCII, so that it
+/// can never break a header or a log line.
+bool acceptable_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128)
+    return false;
+  for (unsigned char c : id)
+    if (c < 0x21 || c > 0x7E)
+      return false;
+  return true;
+}
+
+} // namespace
+
+class connection;
+
+struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
+  impl(io_runtime& io, server_options o, request_handler h)
+    : ioc(io.context()), opts(std::move(o)), handler(std::move(h)),
+      acceptor(asio::make_strand(ioc)) {}
+
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+
+  asio::io_context& ioc;
+  server_options opts;
+  request_handler handler;
+  tcp::acceptor acceptor;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> open{0};
+  std::uint16_t bound_port = 0;
+  // Connections register here on open and close (not per request) so that
+  // stop() can reach idle ones.
+  std::mutex live_mu;
+  std::unordered_set<std::shared_ptr<connection>*> live;
+};
+
+/// One client connection. All of its state is touched on its strand only.
+class connection : public std::enable_shared_from_this<connection> {
+public:
+  connection(tcp::socket&& s, std::shared_ptr<http_server::impl> srv)
+    : stream_(std::move(s)), srv_(std::move(srv)) {
+    srv_->open.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  ~connection() { srv_->open.fetch_sub(1, std::memory_order_relaxed); }
+
+  void start(bool reject) {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this(), reject] {
+      if (reject) {
+        self->write_error(11, true, {errc::overloaded, "this node has too many open connections"},
+                          make_request_id());
+        return;
+      }
+      self->register_live();
+      self->read_request();
+    });
+  }
+
+  /// Closes the connection if no request is in flight. Runs on the strand.
+  void on_stop() {
+    if (!in_flight_) {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+      stream_.close();
+    }
+  }
+
+  /// Posts a response onto the strand. Any thread.
+  void deliver(http_response r) {
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), r = std::move(r)]() mutable { self->write(std::move(r)); });
+  }
+
+  auto executor() { return stream_.get_executor(); }
+
+private:
+  void register_live() {
+    self_slot_ = std::make_unique<std::shared_ptr<connection>>(shared_from_this());
+    std::lock_guard<std::mutex> lk{srv_->live_mu};
+    srv_->live.insert(self_slot_.get());
+  }
+
+  void unregister_live() {
+    if (!self_slot_)
+      return;
+    {
+      std::lock_guard<std::mutex> lk{srv_->live_mu};
+      srv_->live.erase(self_slot_.get());
+    }
+    // Drop the self reference last; the handler holding `self` keeps us alive.
+    auto slot = std::move(self_slot_);
+  }
+
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.close();
+    unregister_live();
+  }
+
+  /// Waits for the first byte of the next request under the idle timeout.
+  void wait_idle() {
+    if (buffer_.size() > 0)
+      return read_request();
+    stream_.expires_after(srv_->opts.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec || self->srv_->stopping.load())
+                                return self->close();
+                              self->buffer_.commit(n);
+                              self->read_request();
+                            });
+  }
+
+  void read_request() {
+    parser_.emplace();
+    parser_->body_limit(srv_->opts.body_limit);
+    parser_->header_limit(header_limit);
+    stream_.expires_after(srv_->opts.header_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&connection::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted)
+      return close();
+    if (ec == http::error::body_limit)
+      return write_error(11, true, {errc::payload_too_large, "the request body is over 64 KiB"},
+                         make_request_id());
+    if (ec) {
+      if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+        std::string what = ec == http::error::header_limit ? "the request headers are too large"
+                                                           : "malformed HTTP request: " + ec.message();
+        return write_error(11, true, {errc::invalid_request, what}, make_request_id());
+      }
+      return close();
+    }
+    auto& msg = parser_->get();
+    http_request req;
+    req.method = std::string{msg.method_string()};
+    auto target = msg.target();
+    auto q = target.find('?');
+    req.path = std::string{target.substr(0, q)};
+    if (q != beast::string_view::npos)
+      req.query = std::string{target.substr(q + 1)};
+    req.content_type = std::string{msg[http::field::content_type]};
+    req.authorization = std::string{msg[http::field::authorization]};
+    req.accept = std::string{msg[http::field::accept]};
+    auto rid = msg["X-Request-Id"];
+    req.request_id = acceptable_request_id(rid) ? std::string{rid} : make_request_id();
+    req.received = std::chrono::steady_clock::now();
+    req.body = std::move(msg.body());
+    version_ = msg.version();
+    keep_alive_ = msg.keep_alive();
+    request_id_ = req.request_id;
+    in_flight_ = true;
+    stream_.expires_never();
+    dispatch(std::move(req));
+  }
+
+  void dispatch(http_request&& req);
+
+  void write(http_response r) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+      static_cast<http::status>(r.status), version_);
+    res->set(http::field::content_type, r.content_type);
+    res->set("X-Request-Id", request_id_);
+    res->set("X-Parley-Node", srv_->opts.node_id);
+    for (auto& [k, v] : r.headers)
+      res->set(k, v);
+    res->body() = std::move(r.body);
+    bool keep = keep_alive_ && !srv_->stopping.load() && !close_after_;
+    res->keep_alive(keep);
+    res->prepare_payload();
+    stream_.expires_after(write_timeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                        self->in_flight_ = false;
+                        if (ec || !keep)
+                          return self->close();
+                        self->wait_idle();
+                      });
+  }
+
+  void write_error(unsigned version, bool close_after, const api_error& e, std::string rid) {
+    version_ = version;
+    keep_alive_ = false;
+    close_after_ = close_after;
+    request_id_ = std::move(rid);
+    in_flight_ = true;
+    http_response r;
+    r.status = http_status(e.code);
+    r.body = error_body(e);
+    if (has_retry_after(e.code))
+      r.headers.emplace_back("Retry-After", "1");
+    write(std::move(r));
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<http_server::impl> srv_;
+  std::unique_ptr<std::shared_ptr<connection>> self_slot_;
+  std::string request_id_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool close_after_ = false;
+  bool in_flight_ = false;
+};
+
+namespace {
+
+/// Answers exactly once; a responder dropped unanswered answers 500 so that
+/// a bug can never leave a client hanging.
+class connection_responder final : public responder {
+public:
+  explicit connection_responder(std::shared_ptr<connection> c) : conn_(std::move(c)) {}
+
+  ~connection_responder() override {
+    if (!done_.exchange(true)) {
+      http_response r;
+      r.status = 500;
+      r.body = error_body({errc::internal, "the request was dropped without an answer"});
+      conn_->deliver(std::move(r));
+    }
+  }
+
+  void send(http_response r) override {
+    if (done_.exchange(true))
+      return;
+    conn_->deliver(std::move(r));
+  }
+
+private:
+  std::shared_ptr<connection> conn_;
+  std::atomic<bool> done_{false};
+};
+
+} // namespace
+
+void connection::dispatch(http_request&& req) {
+  auto rsp = std::make_shared<connection_responder>(shared_from_this());
+  try {
+    srv_->handler(std::move(req), rsp);
+  } catch (const std::exception& e) {
+    http_response r;
+    r.status = 500;
+    r.body = error_body({errc::internal, std::string{"internal error: "} + e.what()});
+    rsp->send(std::move(r));
+  }
+}
+
+void http_server::impl::do_accept() {
+  acceptor.async_accept(asio::make_strand(ioc),
+                        beast::bind_front_handler(&impl::on_accept, shared_from_this()));
+}
+
+void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (stopping.load() || !acceptor.is_open())
+    return;
+  if (!ec) {
+    socket.set_option(tcp::no_delay{true}, ec);
+    bool reject = open.load(std::memory_order_relaxed) >= opts.max_connections;
+    std::make_shared<connection>(std::move(socket), shared_from_this())->start(reject);
+  } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+    // Out of file descriptors: back off briefly instead of spinning.
+    auto t = std::make_shared<asio::steady_timer>(acceptor.get_executor());
+    t->expires_after(std::chrono::milliseconds(50));
+    t->async_wait([self = shared_from_this(), t](beast::error_code) { self->do_accept(); });
+    return;
+  }
+  do_accept();
+}
+
+http_server::http_server(io_runtime& io, server_options opts, request_handler handler)
+  : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {}
+
+http_server::~http_server() {
+  if (!impl_->stopping.load())
+    stop(std::chrono::milliseconds(0));
+}
+
+void http_server::start() {
+  beast::error_code ec;
+  auto addr = asio::ip::make_address(impl_->opts.host, ec);
+  if (ec)
+    throw std::runtime_error("PARLEY_HTTP_HOST: not an IP address: " + impl_->opts.host);
+  tcp::endpoint ep{addr, impl_->opts.port};
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec)
+    a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec)
+    a.bind(ep, ec);
+  if (!ec)
+    a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error("cannot listen on " + impl_->opts.host + ":" +
+                             std::to_string(impl_->opts.port) + ": " + ec.message());
+  impl_->bound_port = a.local_endpoint().port();
+  asio::dispatch(a.get_executor(), [i = impl_] { i->do_accept(); });
+}
+
+void http_server::stop(std::chrono::milliseconds deadline) {
+  if (impl_->stopping.exchange(true))
+    return;
+  std::promise<void> closed;
+  asio::post(impl_->acceptor.get_executor(), [i = impl_, &closed] {
+    beast::error_code ec;
+    i->acceptor.close(ec);
+    closed.set_value();
+  });
+  closed.get_future().wait_for(std::chrono::seconds(2));
+  {
+    std::lock_guard<std::mutex> lk{impl_->live_mu};
+    for (auto* slot : impl_->live) {
+      auto c = *slot;
+      asio::post(c->executor(), [c] { c->on_stop(); });
+    }
+  }
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (impl_->open.load() > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+std::uint16_t http_server::port() const { return impl_->bound_port; }
+
+std::size_t http_server::connections() const { return impl_->open.load(); }
+
+} // namespace parley::net

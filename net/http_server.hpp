@@ -1,0 +1,92 @@
+#pragma once
+// Parley's HTTP/1.1 listener (Boost.Beast, asynchronous, keep-alive). It
+// reads one request at a time per connection, enforces the size limits and
+// timeouts, and hands each request to a handler together with a responder.
+// The handler may answer from any thread, later; the responder posts the
+// answer onto the connection's strand (the only way in from outside).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "net/io_runtime.hpp"
+
+namespace parley::net {
+
+/// One parsed request, owned by the handler.
+struct http_request {
+  std::string method;
+  std::string path;  ///< target without the query string
+  std::string query; ///< after '?', undecoded
+  std::string body;
+  std::string content_type;
+  std::string authorization;
+  std::string accept;
+  std::string request_id; ///< the client's X-Request-Id, or a generated one
+  std::chrono::steady_clock::time_point received;
+};
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+struct http_response {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  header_list headers;
+};
+
+/// The answer channel of one request. send() is thread-safe and takes effect
+/// once; later calls are ignored.
+class responder {
+public:
+  virtual ~responder() = default;
+  virtual void send(http_response r) = 0;
+};
+using responder_ptr = std::shared_ptr<responder>;
+
+/// Called on an asio thread for every complete request. Must not block.
+using request_handler = std::function<void(http_request&&, responder_ptr)>;
+
+struct server_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::string node_id;
+  std::chrono::milliseconds header_timeout{10000}; ///< first byte to end of body
+  std::chrono::milliseconds idle_timeout{60000};   ///< keep-alive wait between requests
+  std::size_t body_limit = 64 * 1024;
+  std::size_t max_connections = 20000;
+};
+
+class http_server {
+public:
+  http_server(io_runtime& io, server_options opts, request_handler handler);
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  /// Binds and starts accepting. Throws std::runtime_error naming the address
+  /// when the bind fails.
+  void start();
+
+  /// Stops accepting, closes idle connections, lets in-flight requests answer
+  /// (their connections then close), and returns when none is left or the
+  /// deadline passed.
+  void stop(std::chrono::milliseconds deadline);
+
+  /// The bound port (useful when the configured port was 0).
+  std::uint16_t port() const;
+
+  /// Connections currently open.
+  std::size_t connections() const;
+
+  struct impl; ///< implementation detail, public for the connection class
+
+private:
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace parley::net

@@ -1,0 +1,437 @@
+#include "storage/pg_store.hpp"
+
+#include <pqxx/pqxx>
+
+#include "storage/schema.hpp"
+
+namespace parley::storage {
+
+namespace {
+
+// Timestamps leave PostgreSQL in exactly the format now_rfc3339() writes.
+#define PARLEY_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+constexpr const char* session_columns =
+  "id, user_id, " PARLEY_TS("created_at") ", system_prompt, model, metadata::text, "
+  "message_count, last_seq, epoch";
+
+constexpr const char* message_columns =
+  "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id";
+
+const std::string sql_insert_key =
+  "INSERT INTO api_keys (user_id, prefix, key_hash) VALUES ($1, $2, $3) RETURNING id";
+const std::string sql_find_key =
+  "SELECT id, user_id, prefix FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+const std::string sql_revoke_key =
+  "WITH hit AS (SELECT id FROM api_keys WHERE id::text = $1 OR prefix = $1) "
+  "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()) FROM hit "
+  "WHERE k.id = hit.id RETURNING k.id";
+const std::string sql_insert_session =
+  "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata) "
+  "VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb)";
+const std::string sql_get_session =
+  std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
+const std::string sql_list_sessions_first =
+  std::string{"SELECT "} + session_columns +
+  " FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+const std::string sql_list_sessions_after =
+  std::string{"SELECT "} + session_columns +
+  " FROM sessions WHERE user_id = $1 AND (created_at, id) < ($3::timestamptz, $4) "
+  "ORDER BY created_at DESC, id DESC LIMIT $2";
+const std::string sql_delete_session = "DELETE FROM sessions WHERE id = $1 AND user_id = $2";
+const std::string sql_activate =
+  std::string{"UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 RETURNING "} + session_columns;
+const std::string sql_window = std::string{"SELECT "} + message_columns +
+                               " FROM messages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2";
+const std::string sql_session_owned = "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2";
+const std::string sql_list_messages =
+  std::string{"SELECT "} + message_columns +
+  " FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const std::string sql_find_client_id =
+  std::string{"SELECT "} + message_columns +
+  " FROM messages WHERE session_id = $1 AND (client_message_id = $2 OR reply_to = "
+  "(SELECT seq FROM messages WHERE session_id = $1 AND client_message_id = $2)) ORDER BY seq";
+const std::string sql_message_role =
+  "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
+const std::string sql_upsert_feedback =
+  "INSERT INTO feedback (session_id, seq, rating, comment) VALUES ($1, $2, $3, $4) "
+  "ON CONFLICT (session_id, seq) DO UPDATE SET rating = EXCLUDED.rating, "
+  "comment = EXCLUDED.comment, created_at = now()";
+// The fence: a turn commits only while its actor's epoch is the session's
+// current one and the actor's view of last_seq is right. The row lock this
+// UPDATE takes orders it against a concurrent activation's epoch bump.
+const std::string sql_fence =
+  "UPDATE sessions SET last_seq = $3, message_count = message_count + 2, updated_at = now() "
+  "WHERE id = $1 AND epoch = $2 AND last_seq = $4";
+const std::string sql_insert_pair =
+  "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
+  "client_message_id) VALUES "
+  "($1, $2, 'user', $3, $4::timestamptz, NULL, NULL, $5), "
+  "($1, $6, 'assistant', $7, $8::timestamptz, $2, $9, NULL)";
+
+std::optional<std::string> nonempty(const std::string& s) {
+  if (s.empty())
+    return std::nullopt;
+  return s;
+}
+
+session_record read_session(const pqxx::row& r) {
+  session_record s;
+  s.id = r[0].as<std::string>();
+  s.user_id = r[1].as<std::string>();
+  s.created_at = r[2].as<std::string>();
+  s.system_prompt = r[3].is_null() ? std::string{} : r[3].as<std::string>();
+  s.model = r[4].as<std::string>();
+  s.metadata_json = r[5].as<std::string>();
+  s.message_count = r[6].as<std::int64_t>();
+  s.last_seq = r[7].as<std::int64_t>();
+  s.epoch = r[8].as<std::int64_t>();
+  return s;
+}
+
+message_record read_message(const pqxx::row& r) {
+  message_record m;
+  m.seq = r[0].as<std::int64_t>();
+  m.role = r[1].as<std::string>();
+  m.content = r[2].as<std::string>();
+  m.created_at = r[3].as<std::string>();
+  m.reply_to = r[4].is_null() ? 0 : r[4].as<std::int64_t>();
+  m.model = r[5].is_null() ? std::string{} : r[5].as<std::string>();
+  m.client_message_id = r[6].is_null() ? std::string{} : r[6].as<std::string>();
+  return m;
+}
+
+bool is_transient(const pqxx::sql_error& e) {
+  auto state = e.sqlstate();
+  // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator
+  // intervention (shutdown, statement timeout): a retry may succeed.
+  return state.size() >= 2 && (state.compare(0, 2, "08") == 0 || state.compare(0, 2, "40") == 0 ||
+                               state.compare(0, 2, "53") == 0 || state.compare(0, 2, "57") == 0);
+}
+
+} // namespace
+
+pg_store::pg_store(std::string url) : url_(std::move(url)) {}
+pg_store::~pg_store() = default;
+
+pqxx::connection& pg_store::conn() {
+  if (!conn_) {
+    conn_ = std::make_unique<pqxx::connection>(url_);
+    // A query that hangs must not hold the store (and its actor) forever.
+    pqxx::nontransaction n{*conn_};
+    n.exec("SET statement_timeout = 30000");
+  }
+  return *conn_;
+}
+
+void pg_store::drop_connection() { conn_.reset(); }
+
+template <class F>
+auto pg_store::guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const pqxx::broken_connection& e) {
+    drop_connection();
+    throw storage_error(storage_error::kind::transient,
+                        std::string{"PostgreSQL connection failed: "} + e.what());
+  } catch (const pqxx::sql_error& e) {
+    if (is_transient(e)) {
+      drop_connection();
+      throw storage_error(storage_error::kind::transient, e.what());
+    }
+    throw storage_error(storage_error::kind::permanent, e.what());
+  } catch (const pqxx::in_doubt_error& e) {
+    drop_connection();
+    throw storage_error(storage_error::kind::transient, e.what());
+  } catch (const storage_error&) {
+    throw;
+  } catch (const std::exception& e) {
+    drop_connection();
+    throw storage_error(storage_error::kind::transient, e.what());
+  }
+}
+
+int pg_store::migrate() {
+  return guarded([&] { return storage::migrate(conn()); });
+}
+
+bool pg_store::ping() {
+  try {
+    return guarded([&] {
+      pqxx::nontransaction n{conn()};
+      n.exec("SELECT 1");
+      return true;
+    });
+  } catch (const storage_error&) {
+    return false;
+  }
+}
+
+api_key_record pg_store::create_key(const std::string& user, const std::string& key_hash,
+                                    const std::string& prefix) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_insert_key, user, prefix, key_hash);
+    w.commit();
+    return api_key_record{r[0][0].as<std::int64_t>(), user, prefix};
+  });
+}
+
+std::optional<api_key_record> pg_store::find_key(const std::string& key_hash) {
+  return guarded([&]() -> std::optional<api_key_record> {
+    pqxx::nontransaction n{conn()};
+    auto r = n.exec_params(sql_find_key, key_hash);
+    if (r.empty())
+      return std::nullopt;
+    return api_key_record{r[0][0].as<std::int64_t>(), r[0][1].as<std::string>(),
+                          r[0][2].as<std::string>()};
+  });
+}
+
+int pg_store::revoke_key(const std::string& prefix_or_id) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_revoke_key, prefix_or_id);
+    w.commit();
+    return static_cast<int>(r.size());
+  });
+}
+
+void pg_store::create_session(const session_record& s) {
+  guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session, s.id, s.user_id, s.created_at, nonempty(s.system_prompt), s.model,
+                  s.metadata_json);
+    w.commit();
+    return 0;
+  });
+}
+
+std::optional<session_record> pg_store::get_session(const std::string& id,
+                                                    const std::string& user) {
+  return guarded([&]() -> std::optional<session_record> {
+    pqxx::nontransaction n{conn()};
+    auto r = n.exec_params(sql_get_session, id, user);
+    if (r.empty())
+      return std::nullopt;
+    return read_session(r[0]);
+  });
+}
+
+session_page pg_store::list_sessions(const std::string& user, int limit,
+                                     const std::string& cursor) {
+  return guarded([&] {
+    pqxx::nontransaction n{conn()};
+    pqxx::result r;
+    if (cursor.empty())
+      r = n.exec_params(sql_list_sessions_first, user, limit + 1);
+    else {
+      std::string ts, id;
+      decode_cursor(cursor, ts, id);
+      r = n.exec_params(sql_list_sessions_after, user, limit + 1, ts, id);
+    }
+    session_page page;
+    for (auto row : r) {
+      if (static_cast<int>(page.data.size()) == limit) {
+        auto& last = page.data.back();
+        page.next_cursor = encode_cursor(last.created_at, last.id);
+        break;
+      }
+      page.data.push_back(read_session(row));
+    }
+    return page;
+  });
+}
+
+bool pg_store::delete_session(const std::string& id, const std::string& user) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_delete_session, id, user);
+    w.commit();
+    return r.affected_rows() > 0;
+  });
+}
+
+std::optional<activation_record> pg_store::activate(const std::string& id, int window) {
+  return guarded([&]() -> std::optional<activation_record> {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_activate, id);
+    if (r.empty())
+      return std::nullopt;
+    activation_record a;
+    a.session = read_session(r[0]);
+    auto m = w.exec_params(sql_window, id, window);
+    a.window.reserve(m.size());
+    for (auto it = m.rbegin(); it != m.rend(); ++it)
+      a.window.push_back(read_message(*it));
+    w.commit();
+    return a;
+  });
+}
+
+std::optional<message_page> pg_store::list_messages(const std::string& id, const std::string& user,
+                                                    std::int64_t after, int limit) {
+  return guarded([&]() -> std::optional<message_page> {
+    pqxx::read_transaction t{conn()};
+    if (t.exec_params(sql_session_owned, id, user).empty())
+      return std::nullopt;
+    auto r = t.exec_params(sql_list_messages, id, after, limit + 1);
+    message_page page;
+    for (auto row : r) {
+      if (static_cast<int>(page.data.size()) == limit) {
+        page.next_after = page.data.back().seq;
+        break;
+      }
+      page.data.push_back(read_message(row));
+    }
+    t.commit();
+    return page;
+  });
+}
+
+std::optional<std::pair<message_record, std::optional<message_record>>>
+pg_store::find_by_client_id(const std::string& session_id, const std::string& client_message_id) {
+  return guarded([&]() -> std::optional<std::pair<message_record, std::optional<message_record>>> {
+    pqxx::nontransaction n{conn()};
+    auto r = n.exec_params(sql_find_client_id, session_id, client_message_id);
+    if (r.empty())
+      return std::nullopt;
+    std::pair<message_record, std::optional<message_record>> out{read_message(r[0]), std::nullopt};
+    if (r.size() > 1)
+      out.second = read_message(r[1]);
+    return out;
+  });
+}
+
+feedback_outcome pg_store::put_feedback(const std::string& id, const std::string& user,
+                                        std::int64_t seq, int rating,
+                                        const std::optional<std::string>& comment) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    if (w.exec_params(sql_session_owned, id, user).empty())
+      return feedback_outcome::no_session;
+    auto role = w.exec_params(sql_message_role, id, seq);
+    if (role.empty())
+      return feedback_outcome::no_message;
+    if (role[0][0].as<std::string>() != "assistant")
+      return feedback_outcome::not_assistant;
+    w.exec_params(sql_upsert_feedback, id, seq, rating, comment);
+    w.commit();
+    return feedback_outcome::stored;
+  });
+}
+
+bool pg_store::commit_batch(const std::vector<turn_write>& turns,
+                            std::vector<commit_outcome>& out) {
+  out.assign(turns.size(), commit_outcome::failed);
+  pqxx::work w{conn()};
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    auto& t = turns[i];
+    auto fence = w.exec_params(sql_fence, t.session_id, t.epoch, t.reply.seq, t.user.seq - 1);
+    if (fence.affected_rows() == 0) {
+      out[i] = commit_outcome::fenced;
+      continue;
+    }
+    w.exec_params(sql_insert_pair, t.session_id, t.user.seq, t.user.content, t.user.created_at,
+                  nonempty(t.user.client_message_id), t.reply.seq, t.reply.content,
+                  t.reply.created_at, t.reply.model);
+    out[i] = commit_outcome::committed;
+  }
+  try {
+    w.commit();
+  } catch (const pqxx::in_doubt_error&) {
+    drop_connection();
+    for (auto& o : out)
+      if (o == commit_outcome::committed)
+        o = commit_outcome::unknown;
+    return true;
+  } catch (const pqxx::broken_connection&) {
+    drop_connection();
+    for (auto& o : out)
+      if (o == commit_outcome::committed)
+        o = commit_outcome::unknown;
+    return true;
+  }
+  return true;
+}
+
+std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>& turns) {
+  std::vector<commit_outcome> out;
+  try {
+    commit_batch(turns, out);
+    return out;
+  } catch (const pqxx::broken_connection&) {
+    drop_connection();
+    out.assign(turns.size(), commit_outcome::failed);
+    return out;
+  } catch (const pqxx::sql_error& e) {
+    if (is_transient(e)) {
+      drop_connection();
+      out.assign(turns.size(), commit_outcome::failed);
+      return out;
+    }
+    if (turns.size() == 1) {
+      out.assign(1, commit_outcome::conflict);
+      return out;
+    }
+  } catch (const std::exception&) {
+    drop_connection();
+    out.assign(turns.size(), commit_outcome::failed);
+    return out;
+  }
+  // One turn broke the batch: commit each on its own.
+  out.clear();
+  for (auto& t : turns) {
+    auto one = commit_turns(std::vector<turn_write>{t});
+    out.push_back(one.front());
+  }
+  return out;
+}
+
+std::string encode_cursor(const std::string& created_at, const std::string& id) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string raw = created_at + "|" + id, s;
+  s.reserve(raw.size() * 2);
+  for (unsigned char c : raw) {
+    s += hex[c >> 4];
+    s += hex[c & 0xF];
+  }
+  return s;
+}
+
+bool decode_cursor(const std::string& cursor, std::string& created_at, std::string& id) {
+  if (cursor.empty() || cursor.size() % 2 != 0 || cursor.size() > 512)
+    return false;
+  std::string raw;
+  for (std::size_t i = 0; i < cursor.size(); i += 2) {
+    auto v = [](char c) -> int {
+      if (c >= '0' && c <= '9')
+        return c - '0';
+      if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+      return -1;
+    };
+    int hi = v(cursor[i]), lo = v(cursor[i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    raw += static_cast<char>(hi * 16 + lo);
+  }
+  auto bar = raw.find('|');
+  if (bar == std::string::npos)
+    return false;
+  created_at = raw.substr(0, bar);
+  id = raw.substr(bar + 1);
+  // Exactly the shape now_rfc3339() writes, so PostgreSQL never sees junk.
+  if (created_at.size() != 27 || created_at[4] != '-' || created_at[10] != 'T' ||
+      created_at.back() != 'Z' || id.empty())
+    return false;
+  for (std::size_t i = 0; i < 26; ++i) {
+    char c = created_at[i];
+    bool digit_pos = !(i == 4 || i == 7 || i == 10 || i == 13 || i == 16 || i == 19);
+    if (digit_pos != (c >= '0' && c <= '9'))
+      return false;
+  }
+  return true;
+}
+
+} // namespace parley::storage

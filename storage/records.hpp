@@ -1,0 +1,77 @@
+#pragma once
+// Plain records of Parley's domain, as stored in PostgreSQL and as carried by
+// actor messages. No behaviour, no dependencies.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace parley {
+
+/// One message of a session's history.
+struct message_record {
+  std::int64_t seq = 0;
+  std::string role; ///< "user" or "assistant"
+  std::string content;
+  std::string created_at;       ///< RFC 3339, UTC, microseconds
+  std::int64_t reply_to = 0;    ///< assistant only: seq of the user message
+  std::string model;            ///< assistant only
+  std::string client_message_id; ///< user only; empty when the client sent none
+};
+
+struct session_record {
+  std::string id;
+  std::string user_id;
+  std::string created_at;
+  std::string system_prompt; ///< empty: none
+  std::string model;
+  std::string metadata_json = "{}";
+  std::int64_t message_count = 0;
+  std::int64_t last_seq = 0;
+  std::int64_t epoch = 0;
+};
+
+/// What a session actor loads when it activates.
+struct activation_record {
+  session_record session;
+  std::vector<message_record> window; ///< the latest messages, ascending by seq
+};
+
+/// One committed turn: the user message and its reply, written together.
+struct turn_write {
+  std::string session_id;
+  std::int64_t epoch = 0;
+  message_record user;
+  message_record reply;
+};
+
+enum class commit_outcome : std::uint8_t {
+  committed,
+  fenced,   ///< the epoch moved on (or the session is gone): nothing written
+  conflict, ///< a unique key was hit: the actor's view is stale, nothing written
+  unknown,  ///< the connection failed around COMMIT: maybe written
+  failed,   ///< PostgreSQL unavailable before anything was written
+};
+
+struct api_key_record {
+  std::int64_t id = 0;
+  std::string user_id;
+  std::string prefix;
+};
+
+/// A page of sessions, newest first.
+struct session_page {
+  std::vector<session_record> data;
+  std::string next_cursor; ///< empty when this is the last page
+};
+
+/// A page of messages, ascending by seq.
+struct message_page {
+  std::vector<message_record> data;
+  std::int64_t next_after = 0; ///< 0 when this is the last page
+};
+
+enum class feedback_outcome : std::uint8_t { stored, no_session, no_message, not_assistant };
+
+} // namespace parley

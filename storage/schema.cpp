@@ -1,0 +1,96 @@
+#include "storage/schema.hpp"
+
+#include <pqxx/pqxx>
+
+namespace parley::storage {
+
+namespace {
+
+// Any constant works; it only has to be the same on every node.
+constexpr const char* lock_sql = "SELECT pg_advisory_xact_lock(7021700905)";
+
+constexpr const char* bootstrap_sql = R"sql(
+CREATE TABLE IF NOT EXISTS parley_schema_migrations (
+  version    integer PRIMARY KEY,
+  name       text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+))sql";
+
+constexpr const char* v1_sql = R"sql(
+CREATE TABLE api_keys (
+  id          bigserial PRIMARY KEY,
+  user_id     text NOT NULL,
+  prefix      text NOT NULL,
+  key_hash    text NOT NULL UNIQUE,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  revoked_at  timestamptz
+);
+CREATE INDEX api_keys_prefix ON api_keys (prefix);
+
+CREATE TABLE sessions (
+  id            text PRIMARY KEY,
+  user_id       text NOT NULL,
+  created_at    timestamptz NOT NULL,
+  updated_at    timestamptz NOT NULL DEFAULT now(),
+  system_prompt text,
+  model         text NOT NULL,
+  metadata      jsonb NOT NULL DEFAULT '{}',
+  epoch         bigint NOT NULL DEFAULT 0,
+  last_seq      bigint NOT NULL DEFAULT 0,
+  message_count bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, created_at DESC, id DESC);
+
+CREATE TABLE messages (
+  session_id        text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+  seq               bigint NOT NULL,
+  role              text NOT NULL CHECK (role IN ('user', 'assistant')),
+  content           text NOT NULL,
+  created_at        timestamptz NOT NULL,
+  reply_to          bigint,
+  model             text,
+  client_message_id text,
+  PRIMARY KEY (session_id, seq)
+);
+CREATE UNIQUE INDEX messages_client_id ON messages (session_id, client_message_id)
+  WHERE client_message_id IS NOT NULL;
+
+CREATE TABLE feedback (
+  session_id text NOT NULL,
+  seq        bigint NOT NULL,
+  rating     smallint NOT NULL CHECK (rating IN (-1, 1)),
+  comment    text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (session_id, seq),
+  FOREIGN KEY (session_id, seq) REFERENCES messages (session_id, seq) ON DELETE CASCADE
+);
+)sql";
+
+} // namespace
+
+const std::vector<migration>& migrations() {
+  static const std::vector<migration> all{
+    {1, "sessions, messages, api keys, feedback", v1_sql},
+  };
+  return all;
+}
+
+int migrate(pqxx::connection& c) {
+  pqxx::work w{c};
+  w.exec(lock_sql);
+  w.exec(bootstrap_sql);
+  auto r = w.exec("SELECT coalesce(max(version), 0) FROM parley_schema_migrations");
+  int current = r[0][0].as<int>();
+  for (auto& m : migrations()) {
+    if (m.version <= current)
+      continue;
+    w.exec(m.sql);
+    w.exec_params("INSERT INTO parley_schema_migrations (version, name) VALUES ($1, $2)",
+                  m.version, m.name);
+    current = m.version;
+  }
+  w.commit();
+  return current;
+}
+
+} // namespace parley::storage
