@@ -1,0 +1,81 @@
+#include "actors/api_render.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace parley {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Stored text is valid UTF-8 (input is validated), but a renderer must never
+// throw on the request path: replace anything invalid.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json message_json(const message_record& m) {
+  json j = {{"seq", m.seq}, {"role", m.role}, {"content", m.content}, {"created_at", m.created_at}};
+  if (m.role == "assistant") {
+    j["reply_to"] = m.reply_to;
+    j["model"] = m.model;
+  } else if (!m.client_message_id.empty())
+    j["client_message_id"] = m.client_message_id;
+  return j;
+}
+
+json session_json(const session_record& s) {
+  json meta = json::parse(s.metadata_json, nullptr, false);
+  if (meta.is_discarded())
+    meta = json::object();
+  return {{"id", s.id},
+          {"object", "session"},
+          {"created_at", s.created_at},
+          {"system_prompt", s.system_prompt.empty() ? json(nullptr) : json(s.system_prompt)},
+          {"model", s.model},
+          {"metadata", std::move(meta)},
+          {"message_count", s.message_count},
+          {"last_seq", s.last_seq}};
+}
+
+json turn_json(const turn_reply& t) {
+  return {{"user_message", message_json(t.user)}, {"reply", message_json(t.reply)}};
+}
+
+} // namespace
+
+std::string render_session(const session_record& s) { return dump(session_json(s)); }
+
+std::string render_session_page(const session_page& p) {
+  json data = json::array();
+  for (auto& s : p.data)
+    data.push_back(session_json(s));
+  return dump({{"object", "list"},
+               {"data", std::move(data)},
+               {"next_cursor", p.next_cursor.empty() ? json(nullptr) : json(p.next_cursor)}});
+}
+
+std::string render_message_page(const message_page& p) {
+  json data = json::array();
+  for (auto& m : p.data)
+    data.push_back(message_json(m));
+  return dump({{"object", "list"},
+               {"data", std::move(data)},
+               {"next_after", p.next_after == 0 ? json(nullptr) : json(p.next_after)}});
+}
+
+std::string render_turn(const turn_reply& t) { return dump(turn_json(t)); }
+
+std::string render_created_key(const api_key_record& k, const std::string& secret) {
+  return dump({{"id", k.id}, {"user", k.user_id}, {"api_key", secret}, {"prefix", k.prefix}});
+}
+
+std::string render_turn_sse(const turn_reply& t) {
+  std::string out = "event: delta\ndata: " + dump({{"content", t.reply.content}}) + "\n\n";
+  out += "event: done\ndata: " + render_turn(t) + "\n\n";
+  return out;
+}
+
+std::string render_error_sse(const api_error& e) {
+  return "event: error\ndata: " + error_body(e) + "\n\n";
+}
+
+} // namespace parley

@@ -1,0 +1,30 @@
+#pragma once
+// A session's context window: the rules that bound a session's memory and
+// decide what the model sees. Pure functions, tested without actors.
+
+#include <cstddef>
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/messages.hpp"
+
+namespace parley {
+
+/// Appends `m` and drops the oldest messages beyond `n` (n >= 1).
+void push_window(std::deque<message_record>& window, message_record m, std::size_t n);
+
+/// The model's `messages`: the system prompt (if any), then the newest `n`
+/// messages of history ending with the new `user` message, in seq order.
+std::vector<llm_message> build_context(const std::string& system_prompt,
+                                       const std::deque<message_record>& window,
+                                       const message_record& user, std::size_t n);
+
+/// The user message with this client id in the window, and its reply if the
+/// window holds it.
+std::optional<std::pair<message_record, std::optional<message_record>>>
+find_in_window(const std::deque<message_record>& window, const std::string& client_message_id);
+
+} // namespace parley

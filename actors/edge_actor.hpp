@@ -1,0 +1,72 @@
+#pragma once
+// The edge actor: one per node, where HTTP meets the actors. The HTTP layer
+// parses and validates on its own threads and sends one `http_call` per
+// request; the edge authenticates it (with a short-lived key cache), routes
+// it to storage or to the session's owner, and answers through the call's
+// responder, which posts onto the connection's strand.
+//
+/// Protocol:
+///   http_call          (local only: it carries the responder)
+///   (drain_atom)       stop being ready: /readyz answers 503
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+
+#include "actors/storage_actor.hpp"
+#include "net/api.hpp"
+#include "net/http_server.hpp"
+#include "net/router.hpp"
+
+namespace parley {
+
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+/// One validated HTTP request on its way to the edge.
+struct http_call {
+  net::route route = net::route::not_found;
+  std::string id;
+  std::int64_t seq = 0;
+  std::string bearer; ///< the token after "Bearer ", empty when absent
+  std::string request_id;
+  bool stream = false;
+  /// A validation failure found before authentication; answered only once
+  /// the caller proved who they are, so nothing leaks to strangers.
+  std::optional<api_error> early_error;
+  net::create_session_body create_session;
+  net::post_message_body post_message;
+  net::feedback_body feedback;
+  net::create_key_body create_key;
+  std::int32_t limit = 0;
+  std::int64_t after = 0;
+  std::string cursor;
+  net::responder_ptr out;
+};
+
+struct edge_config {
+  std::string node_id;
+  std::string admin_token;
+  std::string default_model;
+  std::size_t max_inflight = 10000;
+  std::chrono::milliseconds turn_timeout{600000};
+  std::chrono::milliseconds storage_timeout{30000};
+  std::chrono::milliseconds key_cache_ttl{2000};
+};
+
+/// Maps a session id to the registry of the node that owns it (placement).
+/// Called inside the edge actor only.
+using owner_lookup = std::function<caf::actor(const std::string& session_id)>;
+
+caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg,
+                            storage_pool_ptr storage, owner_lookup owner);
+
+} // namespace parley
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::http_call)

@@ -1,0 +1,173 @@
+#pragma once
+// The message vocabulary of Parley's actors: atoms, message structs with
+// their `inspect`, the error category, and type registration. Everything a
+// session's turn carries is serializable so that it can cross the cluster.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "net/api_error.hpp"
+#include "storage/records.hpp"
+
+namespace caf {
+class actor_system_config;
+}
+
+namespace parley {
+
+// -- atoms -------------------------------------------------------------------
+
+using activate_atom = caf::atom_constant<caf::atom("activate")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+using gone_atom = caf::atom_constant<caf::atom("gone")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using count_atom = caf::atom_constant<caf::atom("count")>;
+using find_key_atom = caf::atom_constant<caf::atom("findkey")>;
+using make_key_atom = caf::atom_constant<caf::atom("makekey")>;
+using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
+using new_sess_atom = caf::atom_constant<caf::atom("newsess")>;
+using get_sess_atom = caf::atom_constant<caf::atom("getsess")>;
+using list_sess_atom = caf::atom_constant<caf::atom("listsess")>;
+using del_sess_atom = caf::atom_constant<caf::atom("delsess")>;
+using list_msg_atom = caf::atom_constant<caf::atom("listmsg")>;
+using find_cmid_atom = caf::atom_constant<caf::atom("findcmid")>;
+using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
+using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
+using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
+
+// -- turns -------------------------------------------------------------------
+
+/// One chat turn, from the edge to the owner's registry and session actor.
+struct turn_request {
+  std::string session_id;
+  std::string user_id;
+  std::string content;
+  std::string client_message_id; ///< empty: none
+  std::string request_id;
+};
+
+/// A completed turn: both messages are committed in PostgreSQL.
+struct turn_reply {
+  message_record user;
+  message_record reply;
+};
+
+// -- model calls -------------------------------------------------------------
+
+struct llm_message {
+  std::string role;
+  std::string content;
+};
+
+struct llm_request {
+  std::string model;
+  std::vector<llm_message> messages;
+};
+
+struct llm_result {
+  std::string content;
+  std::string model;
+};
+
+/// What a stored client id resolved to.
+struct client_id_hit {
+  bool found = false;
+  message_record user;
+  bool has_reply = false;
+  message_record reply;
+};
+
+// -- inspect -----------------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, message_record& x) {
+  return f(caf::meta::type_name("parley.message"), x.seq, x.role, x.content, x.created_at,
+           x.reply_to, x.model, x.client_message_id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, session_record& x) {
+  return f(caf::meta::type_name("parley.session"), x.id, x.user_id, x.created_at,
+           x.system_prompt, x.model, x.metadata_json, x.message_count, x.last_seq, x.epoch);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, activation_record& x) {
+  return f(caf::meta::type_name("parley.activation"), x.session, x.window);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
+  return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, api_key_record& x) {
+  return f(caf::meta::type_name("parley.api_key"), x.id, x.user_id, x.prefix);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, session_page& x) {
+  return f(caf::meta::type_name("parley.session_page"), x.data, x.next_cursor);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, message_page& x) {
+  return f(caf::meta::type_name("parley.message_page"), x.data, x.next_after);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
+  return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
+           x.client_message_id, x.request_id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, turn_reply& x) {
+  return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, llm_message& x) {
+  return f(caf::meta::type_name("parley.llm_message"), x.role, x.content);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
+  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, llm_result& x) {
+  return f(caf::meta::type_name("parley.llm_result"), x.content, x.model);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, client_id_hit& x) {
+  return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply);
+}
+
+// -- errors ------------------------------------------------------------------
+
+/// The CAF error category of Parley's errors.
+constexpr caf::atom_value error_category = caf::atom("parley");
+
+/// A caf::error carrying an API error code and a message for the client.
+caf::error make_error(errc code, std::string message);
+
+/// Translates any caf::error (ours, or CAF's own such as a request timeout)
+/// back into an API error.
+api_error to_api_error(const caf::error& e);
+
+/// Registers every message type and the error category; call on each node.
+void register_types(caf::actor_system_config& cfg);
+
+} // namespace parley

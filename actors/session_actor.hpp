@@ -1,0 +1,52 @@
+#pragma once
+// The session actor: one per active chat session, living on the session's
+// owner node. Its queue is the session's turn order: one turn at a time, in
+// arrival order, each turn's model call seeing every earlier turn.
+//
+/// Protocol:
+///   turn_request               -> turn_reply | session_busy | not_found | conflict
+///                                 | upstream_* | storage_unavailable | session_moved
+///   (idle_atom, activity)      internal idle timer
+///   (passivate_atom)           from the registry: no turn is on its way; quit
+///   (gone_atom)                from the registry: the session was deleted; quit
+///
+/// Life: spawned by the registry on the first turn, the actor activates by
+/// bumping the session's epoch in PostgreSQL and loading its window. Every
+/// commit carries that epoch, so once another activation happened (a
+/// migration, a partition, a second node) this actor can never commit again:
+/// it answers `session_moved` and asks the registry to let it go. After
+/// PARLEY_SESSION_IDLE_SECONDS without a turn it asks the same (passivation).
+/// A turn writes its user message and reply in one transaction after the
+/// model answered, so a history never holds a user message without reply.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include "actors/storage_actor.hpp"
+
+namespace parley {
+
+struct session_config {
+  std::size_t window = 20;      ///< PARLEY_CONTEXT_MESSAGES
+  std::size_t queue_limit = 32; ///< turns waiting beyond the running one
+  std::chrono::seconds idle{300};
+  std::chrono::milliseconds llm_timeout{60000};
+  std::chrono::milliseconds storage_timeout{30000};
+};
+
+/// What every session actor of a node shares.
+struct session_env {
+  std::shared_ptr<const session_config> cfg;
+  storage_pool_ptr storage;
+  caf::actor llm;
+};
+
+/// Spawns a session actor as a child of `registry`.
+caf::actor spawn_session_actor(caf::event_based_actor* registry, std::string id,
+                               const session_env& env);
+
+} // namespace parley

@@ -1,0 +1,56 @@
+#pragma once
+// Storage actors: each owns one PostgreSQL connection (pg_store) and runs
+// DETACHED, on its own thread, so that blocking libpqxx calls never stall the
+// CAF scheduler.
+//
+/// Protocol (every request answers a value or a parley error):
+///   (find_key_atom, hash)                     -> api_key_record (id 0: none)
+///   (make_key_atom, user, hash, prefix)       -> api_key_record
+///   (revoke_atom, prefix_or_id)               -> int32 matched
+///   (new_sess_atom, session_record)           -> session_record
+///   (get_sess_atom, id, user)                 -> session_record | not_found
+///   (list_sess_atom, user, limit, cursor)     -> session_page
+///   (del_sess_atom, id, user)                 -> bool deleted
+///   (activate_atom, id, window)               -> activation_record | not_found
+///   (list_msg_atom, id, user, after, limit)   -> message_page | not_found
+///   (find_cmid_atom, id, client_message_id)   -> client_id_hit
+///   (feedback_atom, id, user, seq, rating, comment, has_comment) -> feedback_outcome
+///   (ping_atom)                               -> bool
+///   turn_write                                -> commit_outcome
+///
+/// Group commit: turn writes are not committed one by one. A write joins
+/// the current batch and the actor sends itself `flush_atom`; because the
+/// mailbox is FIFO, the flush runs after every write that arrived before it,
+/// so all of them share one transaction and one COMMIT.
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+namespace parley {
+
+/// Spawns one detached storage actor for `pg_url`.
+caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url);
+
+/// The node's storage actors. A session's writes always go to the same actor
+/// (so they stay ordered and batch together); reads spread round robin.
+class storage_pool {
+public:
+  explicit storage_pool(std::vector<caf::actor> actors) : actors_(std::move(actors)) {}
+
+  const caf::actor& for_session(const std::string& session_id) const;
+  const caf::actor& any() const;
+  const std::vector<caf::actor>& all() const { return actors_; }
+
+private:
+  std::vector<caf::actor> actors_;
+  mutable std::atomic<std::size_t> next_{0};
+};
+
+using storage_pool_ptr = std::shared_ptr<const storage_pool>;
+
+} // namespace parley

@@ -1,0 +1,222 @@
+#include "runtime/config.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+
+extern char** environ;
+
+namespace parley {
+
+const std::vector<std::string>& known_settings() {
+  static const std::vector<std::string> names{
+    "PARLEY_NODE_ID", "PARLEY_HTTP_HOST", "PARLEY_HTTP_PORT", "PARLEY_CLUSTER_HOST",
+    "PARLEY_CLUSTER_PORT", "PARLEY_SEEDS", "PARLEY_PG_URL", "PARLEY_REDIS_URL",
+    "PARLEY_LLM_BASE_URL", "PARLEY_LLM_API_KEY", "PARLEY_LLM_MODEL",
+    "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
+    "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_SESSION_IDLE_SECONDS",
+    "PARLEY_FAILURE_DETECT_MS",
+    // Extensions.
+    "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
+    "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
+    "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
+    "PARLEY_LOG_LEVEL"};
+  return names;
+}
+
+namespace {
+
+bool is_known(const std::string& k) {
+  auto& all = known_settings();
+  return std::find(all.begin(), all.end(), k) != all.end();
+}
+
+std::string trim(std::string s) {
+  auto b = s.find_first_not_of(" \t\r");
+  auto e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? std::string{} : s.substr(b, e - b + 1);
+}
+
+/// Reads settings one by one, remembering the first error.
+class reader {
+public:
+  reader(const settings& file, const settings& env) : file_(file), env_(env) {}
+
+  const std::string* raw(const std::string& key) const {
+    if (auto it = env_.find(key); it != env_.end())
+      return &it->second;
+    if (auto it = file_.find(key); it != file_.end())
+      return &it->second;
+    return nullptr;
+  }
+
+  void text(const std::string& key, std::string& out) {
+    if (auto v = raw(key))
+      out = *v;
+  }
+
+  template <class T>
+  void integer(const std::string& key, T& out, std::int64_t lo, std::int64_t hi) {
+    auto v = raw(key);
+    if (!v || v->empty())
+      return;
+    std::int64_t x = 0;
+    auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), x);
+    if (ec != std::errc{} || p != v->data() + v->size() || x < lo || x > hi)
+      return fail(key + ": expected an integer from " + std::to_string(lo) + " to " +
+                  std::to_string(hi) + ", got '" + *v + "'");
+    out = static_cast<T>(x);
+  }
+
+  template <class Duration>
+  void duration(const std::string& key, Duration& out, std::int64_t lo, std::int64_t hi) {
+    std::int64_t n = out.count();
+    integer(key, n, lo, hi);
+    out = Duration{n};
+  }
+
+  void flag(const std::string& key, bool& out) {
+    auto v = raw(key);
+    if (!v || v->empty())
+      return;
+    if (*v == "1" || *v == "true" || *v == "yes")
+      out = true;
+    else if (*v == "0" || *v == "false" || *v == "no")
+      out = false;
+    else
+      fail(key + ": expected 1 or 0, got '" + *v + "'");
+  }
+
+  void fail(std::string e) {
+    if (err.empty())
+      err = std::move(e);
+  }
+
+  std::string err;
+
+private:
+  const settings& file_;
+  const settings& env_;
+};
+
+bool valid_host_port(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    return false;
+  return s.find_first_not_of("0123456789", colon + 1) == std::string::npos;
+}
+
+} // namespace
+
+bool read_config_file(const std::string& path, settings& out, std::string& err) {
+  std::ifstream in{path};
+  if (!in) {
+    err = "--config: cannot read '" + path + "'";
+    return false;
+  }
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    line = trim(line);
+    if (line.empty() || line[0] == '#')
+      continue;
+    if (line.rfind("export ", 0) == 0)
+      line = trim(line.substr(7));
+    auto eq = line.find('=');
+    if (eq == std::string::npos) {
+      err = "--config: " + path + ":" + std::to_string(n) + ": expected KEY=VALUE";
+      return false;
+    }
+    auto key = trim(line.substr(0, eq));
+    auto value = trim(line.substr(eq + 1));
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+        value.back() == value.front())
+      value = value.substr(1, value.size() - 2);
+    if (!is_known(key)) {
+      err = "--config: " + path + ":" + std::to_string(n) + ": unknown setting '" + key + "'";
+      return false;
+    }
+    out[key] = value;
+  }
+  return true;
+}
+
+settings settings_from_environment() {
+  settings s;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv{*e};
+    if (kv.rfind("PARLEY_", 0) != 0)
+      continue;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos)
+      s[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return s;
+}
+
+bool make_config(const settings& file, const settings& env, const std::string& hostname,
+                 node_config& out, std::string& err) {
+  node_config c;
+  reader r{file, env};
+  r.text("PARLEY_HTTP_HOST", c.http_host);
+  r.integer("PARLEY_HTTP_PORT", c.http_port, 0, 65535);
+  r.text("PARLEY_CLUSTER_HOST", c.cluster_host);
+  r.integer("PARLEY_CLUSTER_PORT", c.cluster_port, 0, 65535);
+  c.node_id = "node-" + hostname + "-" + std::to_string(c.http_port);
+  r.text("PARLEY_NODE_ID", c.node_id);
+  if (c.node_id.empty() || c.node_id.size() > 128)
+    r.fail("PARLEY_NODE_ID: must be 1 to 128 characters");
+  std::string seeds;
+  r.text("PARLEY_SEEDS", seeds);
+  for (std::size_t pos = 0; pos <= seeds.size() && !seeds.empty();) {
+    auto comma = seeds.find(',', pos);
+    auto s = trim(seeds.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (!s.empty()) {
+      if (!valid_host_port(s))
+        r.fail("PARLEY_SEEDS: expected host:port entries, got '" + s + "'");
+      c.seeds.push_back(s);
+    }
+    if (comma == std::string::npos)
+      break;
+    pos = comma + 1;
+  }
+  r.text("PARLEY_PG_URL", c.pg_url);
+  if (c.pg_url.empty())
+    r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI)");
+  r.text("PARLEY_REDIS_URL", c.redis_url);
+  if (!c.redis_url.empty() && c.redis_url.rfind("redis://", 0) != 0)
+    r.fail("PARLEY_REDIS_URL: expected redis://host:port[/db], got '" + c.redis_url + "'");
+  r.text("PARLEY_LLM_BASE_URL", c.llm_base_url);
+  r.text("PARLEY_LLM_API_KEY", c.llm_api_key);
+  r.text("PARLEY_LLM_MODEL", c.llm_model);
+  r.text("PARLEY_LLM_FALLBACK_BASE_URL", c.llm_fallback_base_url);
+  r.duration("PARLEY_LLM_TIMEOUT_MS", c.llm_timeout, 1, 3600000);
+  r.text("PARLEY_ADMIN_TOKEN", c.admin_token);
+  r.integer("PARLEY_RATE_LIMIT_PER_MIN", c.rate_limit_per_min, 0, 100000000);
+  r.integer("PARLEY_CONTEXT_MESSAGES", c.context_messages, 1, 100000);
+  r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);
+  r.duration("PARLEY_FAILURE_DETECT_MS", c.failure_detect, 100, 600000);
+  r.flag("PARLEY_DEV", c.dev);
+  r.integer("PARLEY_PG_POOL", c.pg_pool, 1, 256);
+  r.integer("PARLEY_HTTP_THREADS", c.http_threads, 1, 256);
+  r.integer("PARLEY_ACTOR_THREADS", c.actor_threads, 0, 256);
+  r.integer("PARLEY_MAX_INFLIGHT", c.max_inflight, 1, 10000000);
+  r.integer("PARLEY_SESSION_QUEUE_LIMIT", c.session_queue_limit, 1, 100000);
+  r.duration("PARLEY_HTTP_HEADER_TIMEOUT_MS", c.http_header_timeout, 10, 3600000);
+  r.duration("PARLEY_HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 10, 3600000);
+  r.integer("PARLEY_LLM_POOL_SIZE", c.llm_pool_size, 1, 100000);
+  r.integer("PARLEY_MAX_CONNECTIONS", c.max_connections, 1, 10000000);
+  r.text("PARLEY_LOG_LEVEL", c.log_level);
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+      c.log_level != "error")
+    r.fail("PARLEY_LOG_LEVEL: expected debug, info, warn or error, got '" + c.log_level + "'");
+  if (c.admin_token.empty() && !c.dev)
+    r.fail("PARLEY_ADMIN_TOKEN: required (or set PARLEY_DEV=1 to have one generated)");
+  if (!r.err.empty()) {
+    err = r.err;
+    return false;
+  }
+  out = std::move(c);
+  return true;
+}
+
+} // namespace parley

@@ -1,0 +1,66 @@
+#pragma once
+// Node configuration: every PARLEY_* setting of API.md section 1 plus
+// Parley's extensions, from the environment and an optional KEY=VALUE file
+// (environment wins). Pure: parsing never touches the process environment.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace parley {
+
+struct node_config {
+  std::string node_id;
+  std::string http_host = "127.0.0.1";
+  std::uint16_t http_port = 8080;
+  std::string cluster_host = "127.0.0.1";
+  std::uint16_t cluster_port = 4242;
+  std::vector<std::string> seeds;
+  std::string pg_url;
+  std::string redis_url;
+  std::string llm_base_url;
+  std::string llm_api_key;
+  std::string llm_model;
+  std::string llm_fallback_base_url;
+  std::chrono::milliseconds llm_timeout{60000};
+  std::string admin_token;
+  std::int64_t rate_limit_per_min = 600;
+  std::size_t context_messages = 20;
+  std::chrono::seconds session_idle{300};
+  std::chrono::milliseconds failure_detect{3000};
+  // Extensions.
+  bool dev = false;
+  std::size_t pg_pool = 4;
+  unsigned http_threads = 2;
+  unsigned actor_threads = 0; ///< 0: CAF's default
+  std::size_t max_inflight = 10000;
+  std::size_t session_queue_limit = 32;
+  std::chrono::milliseconds http_header_timeout{10000};
+  std::chrono::milliseconds http_idle_timeout{60000};
+  std::size_t llm_pool_size = 64;
+  std::size_t max_connections = 20000;
+  std::string log_level = "info";
+};
+
+using settings = std::map<std::string, std::string>;
+
+/// Every setting name Parley reads, in documentation order.
+const std::vector<std::string>& known_settings();
+
+/// Reads `KEY=VALUE` lines ('#' comments, blank lines, optional `export `
+/// prefix, optional surrounding quotes). False with `err` set on a bad line
+/// or an unknown PARLEY_* key.
+bool read_config_file(const std::string& path, settings& out, std::string& err);
+
+/// The PARLEY_* variables of the process environment.
+settings settings_from_environment();
+
+/// Builds the configuration from file values overridden by environment
+/// values. On failure returns false and sets `err` to one line that names
+/// the bad setting. `hostname` feeds the default node id.
+bool make_config(const settings& file, const settings& env, const std::string& hostname,
+                 node_config& out, std::string& err);
+
+} // namespace parley

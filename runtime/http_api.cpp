@@ -1,0 +1,146 @@
+#include "runtime/http_api.hpp"
+
+#include <caf/send.hpp>
+
+#include "actors/edge_actor.hpp"
+#include "storage/pg_store.hpp"
+
+namespace parley {
+
+namespace {
+
+constexpr std::size_t max_id_length = 128;
+
+void answer_error(const net::responder_ptr& out, const api_error& e,
+                  net::header_list headers = {}) {
+  net::http_response r;
+  r.status = http_status(e.code);
+  r.body = error_body(e);
+  r.headers = std::move(headers);
+  out->send(std::move(r));
+}
+
+std::string bearer_token(const std::string& authorization) {
+  constexpr std::string_view scheme = "bearer ";
+  if (authorization.size() <= scheme.size())
+    return {};
+  for (std::size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != scheme[i])
+      return {};
+  auto token = authorization.substr(scheme.size());
+  auto b = token.find_first_not_of(' ');
+  return b == std::string::npos ? std::string{} : token.substr(b);
+}
+
+template <class T>
+bool take(net::parsed<T>&& p, T& out, http_call& call) {
+  if (!p) {
+    if (!call.early_error)
+      call.early_error = std::move(p.error);
+    return false;
+  }
+  out = std::move(p.value);
+  return true;
+}
+
+/// Fills the call's body and query fields; the first problem becomes its
+/// early error.
+void parse_inputs(const net::http_request& req, http_call& call) {
+  bool has_body = req.body.find_first_not_of(" \t\r\n") != std::string::npos;
+  if (has_body && !req.content_type.empty() && !net::is_json_content_type(req.content_type)) {
+    call.early_error = api_error{errc::unsupported_media_type,
+                                 "the body must be JSON (Content-Type: application/json), not '" +
+                                   req.content_type + "'"};
+    return;
+  }
+  if (call.id.size() > max_id_length) {
+    call.early_error = api_error{errc::not_found, "session not found"};
+    return;
+  }
+  net::query_map q;
+  if (!take(net::parse_query(req.query), q, call))
+    return;
+  switch (call.route) {
+    case net::route::create_session:
+      take(net::parse_create_session(req.body), call.create_session, call);
+      break;
+    case net::route::post_message:
+      if (take(net::parse_post_message(req.body), call.post_message, call))
+        call.stream = call.post_message.stream ||
+                      req.accept.find("text/event-stream") != std::string::npos;
+      break;
+    case net::route::post_feedback:
+      take(net::parse_feedback(req.body), call.feedback, call);
+      break;
+    case net::route::create_api_key:
+      take(net::parse_create_key(req.body), call.create_key, call);
+      break;
+    case net::route::list_sessions: {
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      if (auto c = q.find("cursor"); c != q.end() && !c->second.empty()) {
+        std::string ts, id;
+        if (!storage::decode_cursor(c->second, ts, id)) {
+          call.early_error = api_error{errc::invalid_request, "query parameter 'cursor' is not a "
+                                                              "cursor this API returned"};
+          return;
+        }
+        call.cursor = c->second;
+      }
+      break;
+    }
+    case net::route::list_messages: {
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 50, 1, 500), limit, call) ||
+          !take(net::query_int(q, "after", 0, 0, INT64_MAX), call.after, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+} // namespace
+
+net::request_handler make_http_handler(caf::actor edge) {
+  return [edge](net::http_request&& req, net::responder_ptr out) {
+    auto m = net::match_route(req.method, req.path);
+    switch (m.r) {
+      case net::route::not_found:
+        return answer_error(out, {errc::not_found, "no route for " + req.method + " " + req.path});
+      case net::route::method_not_allowed:
+        return answer_error(out,
+                            {errc::method_not_allowed, req.method + " is not allowed on " +
+                                                         req.path + "; allowed: " + m.allow},
+                            {{"Allow", m.allow}});
+      case net::route::healthz: {
+        net::http_response r;
+        r.body = R"({"status":"ok"})";
+        return out->send(std::move(r));
+      }
+      default:
+        break;
+    }
+    http_call call;
+    call.route = m.r;
+    call.id = std::move(m.id);
+    call.bearer = bearer_token(req.authorization);
+    call.request_id = req.request_id;
+    if (m.r == net::route::post_feedback) {
+      if (auto seq = net::parse_seq(m.seq))
+        call.seq = *seq;
+      else
+        call.early_error = api_error{errc::not_found, "message '" + m.seq + "' not found"};
+    }
+    if (!call.early_error)
+      parse_inputs(req, call);
+    call.out = std::move(out);
+    caf::anon_send(edge, std::move(call));
+  };
+}
+
+} // namespace parley

@@ -1,0 +1,170 @@
+#include "runtime/node.hpp"
+
+#include <csignal>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/edge_actor.hpp"
+#include "actors/llm_actor.hpp"
+#include "actors/messages.hpp"
+#include "actors/registry_actor.hpp"
+#include "actors/storage_actor.hpp"
+#include "net/http_server.hpp"
+#include "net/io_runtime.hpp"
+#include "runtime/http_api.hpp"
+#include "runtime/log.hpp"
+#include "runtime/placement.hpp"
+#include "storage/pg_store.hpp"
+#include "storage/secrets.hpp"
+
+namespace parley {
+
+namespace {
+
+/// Applies migrations, waiting up to 30 s for PostgreSQL to come up.
+bool migrate_with_retry(const std::string& url) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (int attempt = 1;; ++attempt) {
+    try {
+      storage::pg_store store{url};
+      auto v = store.migrate();
+      log::info("schema ready", {{"schema_version", std::to_string(v)}});
+      return true;
+    } catch (const storage::storage_error& e) {
+      if (e.error_kind() == storage::storage_error::kind::permanent ||
+          std::chrono::steady_clock::now() > until) {
+        log::error("PARLEY_PG_URL: cannot prepare the database", {{"error", e.what()}});
+        return false;
+      }
+      if (attempt == 1)
+        log::warn("waiting for PostgreSQL", {{"error", e.what()}});
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+}
+
+int wait_for_stop_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+} // namespace
+
+void block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A client closing its socket mid-write must never kill the node.
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+int run_node(const node_config& cfg_in) {
+  auto cfg = cfg_in;
+  log::init(cfg.node_id, cfg.log_level);
+  if (cfg.admin_token.empty()) {
+    cfg.admin_token = random_hex(24);
+    log::warn("development mode: generated an admin token", {{"admin_token", cfg.admin_token}});
+  }
+  if (!migrate_with_retry(cfg.pg_url))
+    return 1;
+
+  caf::actor_system_config caf_cfg;
+  register_types(caf_cfg);
+  if (cfg.actor_threads > 0)
+    caf_cfg.set("scheduler.max-threads", static_cast<std::size_t>(cfg.actor_threads));
+  caf::actor_system sys{caf_cfg};
+  net::io_runtime io{cfg.http_threads};
+
+  std::vector<caf::actor> storage_actors;
+  for (std::size_t i = 0; i < cfg.pg_pool; ++i)
+    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url));
+  auto storage = std::make_shared<const storage_pool>(storage_actors);
+
+  llm_config llm_cfg;
+  llm_cfg.base_url = cfg.llm_base_url;
+  llm_cfg.api_key = cfg.llm_api_key;
+  llm_cfg.default_model = cfg.llm_model.empty() ? std::string{echo_model} : cfg.llm_model;
+  llm_cfg.timeout = cfg.llm_timeout;
+  llm_cfg.pool_size = cfg.llm_pool_size;
+  caf::actor llm;
+  try {
+    llm = spawn_llm_actor(sys, io, llm_cfg);
+  } catch (const std::invalid_argument& e) {
+    log::error(e.what());
+    for (auto& a : storage_actors)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    return 2;
+  }
+
+  auto session_cfg = std::make_shared<session_config>();
+  session_cfg->window = cfg.context_messages;
+  session_cfg->queue_limit = cfg.session_queue_limit;
+  session_cfg->idle = cfg.session_idle;
+  session_cfg->llm_timeout = cfg.llm_timeout;
+  auto registry = spawn_registry_actor(sys, session_env{session_cfg, storage, llm});
+
+  // One member today; the cluster adds the others and their registries.
+  std::vector<std::string> members{cfg.node_id};
+  owner_lookup owner = [members, self_id = cfg.node_id, registry](const std::string& id) {
+    auto node = place(id, members);
+    (void) node; // every session is local until the cluster lands
+    return registry;
+  };
+
+  edge_config edge_cfg;
+  edge_cfg.node_id = cfg.node_id;
+  edge_cfg.admin_token = cfg.admin_token;
+  edge_cfg.default_model = llm_cfg.default_model;
+  edge_cfg.max_inflight = cfg.max_inflight;
+  // A safety net only: every turn ends by itself within the model's and
+  // storage's timeouts, even the last one of a full queue.
+  edge_cfg.turn_timeout = (cfg.llm_timeout + std::chrono::seconds(40)) *
+                          static_cast<long>(cfg.session_queue_limit + 1);
+  auto edge = spawn_edge_actor(sys, edge_cfg, storage, owner);
+
+  net::server_options http_opts;
+  http_opts.host = cfg.http_host;
+  http_opts.port = cfg.http_port;
+  http_opts.node_id = cfg.node_id;
+  http_opts.header_timeout = cfg.http_header_timeout;
+  http_opts.idle_timeout = cfg.http_idle_timeout;
+  http_opts.max_connections = cfg.max_connections;
+  net::http_server server{io, http_opts, make_http_handler(edge)};
+  int rc = 0;
+  try {
+    server.start();
+    log::info("listening on http://" + cfg.http_host + ":" + std::to_string(server.port()),
+              {{"http", cfg.http_host + ":" + std::to_string(server.port())},
+               {"model", cfg.llm_base_url.empty() ? "echo (built-in)" : cfg.llm_base_url}});
+    auto sig = wait_for_stop_signal();
+    log::info("stopping: draining in-flight requests", {{"signal", std::to_string(sig)}});
+    caf::anon_send(edge, drain_atom::value);
+    server.stop(std::chrono::seconds(30));
+  } catch (const std::exception& e) {
+    log::error(std::string{"PARLEY_HTTP_PORT: "} + e.what());
+    rc = 2;
+  }
+
+  for (auto& a : storage_actors)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(edge, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(llm, caf::exit_reason::user_shutdown);
+  io.stop();
+  if (rc == 0)
+    log::info("stopped");
+  return rc;
+}
+
+} // namespace parley
