@@ -1,0 +1,121 @@
+#include <gtest/gtest.h>
+
+#include "net/api.hpp"
+
+using namespace parley;
+using namespace parley::net;
+
+TEST(api, post_message_accepts_content_client_id_and_stream) {
+  auto p = parse_post_message(R"({"content":"hi","client_message_id":"c-1","stream":true})");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p.value.content, "hi");
+  EXPECT_EQ(p.value.client_message_id, "c-1");
+  EXPECT_TRUE(p.value.stream);
+}
+
+TEST(api, post_message_rejects_bad_input_with_the_right_code) {
+  struct tc {
+    const char* body;
+    errc code;
+  } cases[] = {
+    {"", errc::invalid_request},
+    {"not json", errc::invalid_request},
+    {"[1,2]", errc::invalid_request},
+    {R"({})", errc::invalid_request},
+    {R"({"content":""})", errc::invalid_request},
+    {R"({"content":5})", errc::invalid_request},
+    {R"({"content":"x","stream":"yes"})", errc::invalid_request},
+    {R"({"content":"x","client_message_id":""})", errc::invalid_request},
+    {R"({"content":"x","client_message_id":7})", errc::invalid_request},
+    {"{\"content\":\"\xff\xfe\"}", errc::invalid_request},
+  };
+  for (auto& c : cases) {
+    auto p = parse_post_message(c.body);
+    ASSERT_FALSE(p) << c.body;
+    EXPECT_EQ(p.error->code, c.code) << c.body;
+    EXPECT_FALSE(p.error->message.empty());
+  }
+}
+
+TEST(api, content_limit_is_32_kib_and_client_id_128_chars) {
+  std::string ok(max_content_bytes, 'a'), big(max_content_bytes + 1, 'a');
+  EXPECT_TRUE(parse_post_message(R"({"content":")" + ok + "\"}"));
+  auto p = parse_post_message(R"({"content":")" + big + "\"}");
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error->code, errc::payload_too_large);
+  // 128 code points pass even when they take more bytes; 129 do not.
+  std::string id;
+  for (int i = 0; i < 128; ++i)
+    id += "\xc3\xa9";
+  EXPECT_TRUE(parse_post_message(R"({"content":"x","client_message_id":")" + id + "\"}"));
+  EXPECT_FALSE(parse_post_message(R"({"content":"x","client_message_id":")" + id + "e\"}"));
+}
+
+TEST(api, deeply_nested_json_is_rejected_without_recursion) {
+  std::string deep(10000, '[');
+  auto p = parse_post_message(deep);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error->code, errc::invalid_request);
+  // Brackets inside strings do not count.
+  EXPECT_TRUE(parse_post_message(R"({"content":")" + std::string(200, '[') + "\"}"));
+}
+
+TEST(api, create_session_body_is_optional_and_typed) {
+  EXPECT_TRUE(parse_create_session(""));
+  auto p = parse_create_session(R"({"system_prompt":"s","model":"m","metadata":{"a":1}})");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p.value.system_prompt, "s");
+  EXPECT_EQ(*p.value.model, "m");
+  EXPECT_EQ(p.value.metadata_json, R"({"a":1})");
+  EXPECT_FALSE(parse_create_session(R"({"metadata":[1]})"));
+  EXPECT_FALSE(parse_create_session(R"({"system_prompt":1})"));
+}
+
+TEST(api, feedback_rating_is_minus_one_or_one) {
+  EXPECT_TRUE(parse_feedback(R"({"rating":1})"));
+  EXPECT_TRUE(parse_feedback(R"({"rating":-1,"comment":"meh"})"));
+  EXPECT_FALSE(parse_feedback(R"({"rating":0})"));
+  EXPECT_FALSE(parse_feedback(R"({"rating":"1"})"));
+  EXPECT_FALSE(parse_feedback(R"({"rating":1.5})"));
+  EXPECT_FALSE(parse_feedback(R"({"rating":1,"comment":")" + std::string(4097, 'c') + "\"}"));
+}
+
+TEST(api, query_parsing_and_ranges) {
+  auto q = parse_query("limit=5&after=3&cursor=a%20b+c");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q.value.at("cursor"), "a b c");
+  EXPECT_EQ(query_int(q.value, "limit", 20, 1, 100).value, 5);
+  EXPECT_EQ(query_int(q.value, "missing", 20, 1, 100).value, 20);
+  for (auto bad : {"limit=0", "limit=101", "limit=x", "limit=", "limit=5x", "limit=-1"}) {
+    auto b = parse_query(bad);
+    ASSERT_TRUE(b);
+    EXPECT_FALSE(query_int(b.value, "limit", 20, 1, 100)) << bad;
+  }
+  EXPECT_FALSE(parse_query("a=%zz"));
+  EXPECT_FALSE(parse_query("a=%4"));
+}
+
+TEST(api, json_content_type_detection) {
+  EXPECT_TRUE(is_json_content_type("application/json"));
+  EXPECT_TRUE(is_json_content_type("Application/JSON; charset=utf-8"));
+  EXPECT_FALSE(is_json_content_type("text/plain"));
+  EXPECT_FALSE(is_json_content_type("application/jsonx"));
+}
+
+TEST(api, seq_segments) {
+  EXPECT_EQ(parse_seq("12"), 12);
+  EXPECT_FALSE(parse_seq("0"));
+  EXPECT_FALSE(parse_seq("-1"));
+  EXPECT_FALSE(parse_seq("1a"));
+  EXPECT_FALSE(parse_seq(""));
+}
+
+TEST(api, error_bodies_have_openai_shape_and_statuses) {
+  EXPECT_EQ(error_body({errc::session_busy, "busy"}),
+            R"({"error":{"code":"session_busy","message":"busy","type":"rate_limit_error"}})");
+  EXPECT_EQ(http_status(errc::payload_too_large), 413u);
+  EXPECT_EQ(http_status(errc::upstream_timeout), 504u);
+  EXPECT_TRUE(has_retry_after(errc::storage_unavailable));
+  EXPECT_FALSE(has_retry_after(errc::not_found));
+  EXPECT_EQ(errc_from_code("rate_limited"), errc::rate_limited);
+}

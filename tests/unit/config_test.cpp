@@ -1,0 +1,95 @@
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "runtime/config.hpp"
+
+using namespace parley;
+
+namespace {
+
+settings base() { return {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_ADMIN_TOKEN", "t"}}; }
+
+} // namespace
+
+TEST(config, defaults_follow_the_contract) {
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.http_host, "127.0.0.1");
+  EXPECT_EQ(c.http_port, 8080);
+  EXPECT_EQ(c.cluster_port, 4242);
+  EXPECT_EQ(c.node_id, "node-h-8080");
+  EXPECT_EQ(c.llm_timeout.count(), 60000);
+  EXPECT_EQ(c.rate_limit_per_min, 600);
+  EXPECT_EQ(c.context_messages, 20u);
+  EXPECT_EQ(c.session_idle.count(), 300);
+  EXPECT_EQ(c.failure_detect.count(), 3000);
+  EXPECT_EQ(c.session_queue_limit, 32u);
+}
+
+TEST(config, environment_wins_over_the_file) {
+  node_config c;
+  std::string err;
+  settings file = base();
+  file["PARLEY_HTTP_PORT"] = "9000";
+  file["PARLEY_NODE_ID"] = "from-file";
+  settings env{{"PARLEY_HTTP_PORT", "9100"}};
+  ASSERT_TRUE(make_config(file, env, "h", c, err)) << err;
+  EXPECT_EQ(c.http_port, 9100);
+  EXPECT_EQ(c.node_id, "from-file");
+}
+
+TEST(config, errors_name_the_bad_setting) {
+  struct tc {
+    const char* key;
+    const char* value;
+  } cases[] = {{"PARLEY_HTTP_PORT", "abc"},         {"PARLEY_HTTP_PORT", "70000"},
+               {"PARLEY_CONTEXT_MESSAGES", "0"},    {"PARLEY_SEEDS", "hostonly"},
+               {"PARLEY_REDIS_URL", "http://x"},    {"PARLEY_LLM_TIMEOUT_MS", "-5"},
+               {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"}};
+  for (auto& t : cases) {
+    auto env = base();
+    env[t.key] = t.value;
+    node_config c;
+    std::string err;
+    EXPECT_FALSE(make_config({}, env, "h", c, err)) << t.key;
+    EXPECT_EQ(err.rfind(t.key, 0), 0u) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos);
+  }
+  node_config c;
+  std::string err;
+  EXPECT_FALSE(make_config({}, {{"PARLEY_ADMIN_TOKEN", "t"}}, "h", c, err));
+  EXPECT_EQ(err.rfind("PARLEY_PG_URL", 0), 0u);
+  EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "x"}}, "h", c, err));
+  EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u);
+  EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
+}
+
+TEST(config, file_format_and_unknown_keys) {
+  auto path = std::string{::testing::TempDir()} + "parley-config-test.env";
+  {
+    std::ofstream f{path};
+    f << "# comment\n\nexport PARLEY_HTTP_PORT=9001\nPARLEY_PG_URL=\"host=a port=1\"\n";
+  }
+  settings s;
+  std::string err;
+  ASSERT_TRUE(read_config_file(path, s, err)) << err;
+  EXPECT_EQ(s["PARLEY_HTTP_PORT"], "9001");
+  EXPECT_EQ(s["PARLEY_PG_URL"], "host=a port=1");
+  {
+    std::ofstream f{path};
+    f << "PARLEY_HTTP_PORTT=1\n";
+  }
+  EXPECT_FALSE(read_config_file(path, s, err));
+  EXPECT_NE(err.find("PARLEY_HTTP_PORTT"), std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST(config, the_shipped_examples_use_only_known_settings) {
+  settings s;
+  std::string err;
+  EXPECT_TRUE(read_config_file(PARLEY_SOURCE_DIR "/cluster-config/single-node.env", s, err))
+    << err;
+}

@@ -1,0 +1,224 @@
+// pg_store against a real PostgreSQL (PARLEY_TEST_PG_URL, set by scripts/test):
+// migrations, epoch fencing and group commit.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include <pqxx/pqxx>
+#include <unistd.h>
+
+#include "storage/clock.hpp"
+#include "storage/pg_store.hpp"
+
+using namespace parley;
+using namespace parley::storage;
+
+namespace {
+
+/// A fresh database for one test, dropped afterwards.
+class scratch_db {
+public:
+  scratch_db() {
+    auto* admin = std::getenv("PARLEY_TEST_PG_URL");
+    if (!admin)
+      throw std::runtime_error("PARLEY_TEST_PG_URL is not set: run the tests through scripts/test");
+    admin_ = admin;
+    static int counter = 0;
+    name_ = "parley_ut_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
+    pqxx::connection c{admin_};
+    pqxx::nontransaction n{c};
+    n.exec("CREATE DATABASE " + name_);
+    url_ = admin_ + " dbname=" + name_;
+  }
+  ~scratch_db() {
+    try {
+      pqxx::connection c{admin_};
+      pqxx::nontransaction n{c};
+      n.exec("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+    } catch (...) {
+    }
+  }
+  const std::string& url() const { return url_; }
+
+private:
+  std::string admin_, name_, url_;
+};
+
+session_record new_session(const std::string& id) {
+  session_record s;
+  s.id = id;
+  s.user_id = "alice";
+  s.created_at = now_rfc3339();
+  s.model = "echo";
+  return s;
+}
+
+turn_write turn(const std::string& id, std::int64_t epoch, std::int64_t first_seq,
+                const std::string& text) {
+  turn_write t;
+  t.session_id = id;
+  t.epoch = epoch;
+  t.user = {first_seq, "user", text, now_rfc3339(), 0, "", ""};
+  t.reply = {first_seq + 1, "assistant", text, now_rfc3339(), first_seq, "echo", ""};
+  return t;
+}
+
+} // namespace
+
+TEST(storage_pg, migrations_are_safe_when_nodes_start_at_once) {
+  scratch_db db;
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i)
+    ts.emplace_back([&] {
+      pg_store s{db.url()};
+      if (s.migrate() == 1)
+        ++ok;
+    });
+  for (auto& t : ts)
+    t.join();
+  EXPECT_EQ(ok.load(), 4);
+  pg_store again{db.url()};
+  EXPECT_EQ(again.migrate(), 1);
+}
+
+TEST(storage_pg, a_stale_epoch_can_never_commit) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("s1"));
+  auto first = s.activate("s1", 20);
+  ASSERT_TRUE(first);
+  auto second = s.activate("s1", 20); // a second actor took over
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->session.epoch, first->session.epoch + 1);
+
+  auto stale = s.commit_turns({turn("s1", first->session.epoch, 1, "old")});
+  EXPECT_EQ(stale.front(), commit_outcome::fenced);
+  auto page = s.list_messages("s1", "alice", 0, 50);
+  ASSERT_TRUE(page);
+  EXPECT_TRUE(page->data.empty()) << "a fenced turn must write nothing";
+
+  auto current = s.commit_turns({turn("s1", second->session.epoch, 1, "new")});
+  EXPECT_EQ(current.front(), commit_outcome::committed);
+  auto after = s.get_session("s1", "alice");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->last_seq, 2);
+  EXPECT_EQ(after->message_count, 2);
+  // A wrong view of last_seq is fenced too.
+  EXPECT_EQ(s.commit_turns({turn("s1", second->session.epoch, 1, "again")}).front(),
+            commit_outcome::fenced);
+}
+
+TEST(storage_pg, group_commit_isolates_fenced_and_conflicting_turns) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  std::vector<turn_write> batch;
+  for (int i = 0; i < 5; ++i) {
+    auto id = "g" + std::to_string(i);
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    batch.push_back(turn(id, a->session.epoch, 1, "t" + std::to_string(i)));
+  }
+  batch[1].epoch = 99; // fenced
+  auto out = s.commit_turns(batch);
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(out[0], commit_outcome::committed);
+  EXPECT_EQ(out[1], commit_outcome::fenced);
+  EXPECT_EQ(out[4], commit_outcome::committed);
+
+  // A turn whose client id is already used breaks the batch; the others
+  // still commit one by one.
+  std::vector<turn_write> second;
+  for (int i : {0, 2, 3}) {
+    auto id = "g" + std::to_string(i);
+    auto t = turn(id, 1, 3, "x");
+    t.user.client_message_id = "dup";
+    second.push_back(t);
+  }
+  second[1].user.client_message_id = "dup";
+  auto base = s.commit_turns({second[1]});
+  EXPECT_EQ(base.front(), commit_outcome::committed);
+  second[1].user.seq = 5; // passes the fence, then hits the unique client id
+  second[1].reply.seq = 6;
+  auto out2 = s.commit_turns(second);
+  EXPECT_EQ(out2[0], commit_outcome::committed);
+  EXPECT_EQ(out2[1], commit_outcome::conflict);
+  EXPECT_EQ(out2[2], commit_outcome::committed);
+  auto g2 = s.list_messages("g2", "alice", 0, 50);
+  ASSERT_TRUE(g2);
+  ASSERT_EQ(g2->data.size(), 4u);
+  EXPECT_EQ(g2->data[2].client_message_id, "dup");
+}
+
+TEST(storage_pg, timestamps_and_client_ids_round_trip_exactly) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("r1"));
+  auto a = s.activate("r1", 20);
+  auto t = turn("r1", a->session.epoch, 1, "héllo ✓");
+  t.user.client_message_id = "cid-1";
+  ASSERT_EQ(s.commit_turns({t}).front(), commit_outcome::committed);
+  auto hit = s.find_by_client_id("r1", "cid-1");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->first.created_at, t.user.created_at);
+  EXPECT_EQ(hit->first.content, "héllo ✓");
+  ASSERT_TRUE(hit->second);
+  EXPECT_EQ(hit->second->seq, 2);
+  EXPECT_EQ(hit->second->created_at, t.reply.created_at);
+  EXPECT_FALSE(s.find_by_client_id("r1", "other"));
+  // Another user sees nothing of it.
+  EXPECT_FALSE(s.list_messages("r1", "bob", 0, 50));
+  EXPECT_FALSE(s.get_session("r1", "bob"));
+  EXPECT_FALSE(s.delete_session("r1", "bob"));
+  EXPECT_EQ(s.put_feedback("r1", "bob", 2, 1, std::nullopt), feedback_outcome::no_session);
+  EXPECT_EQ(s.put_feedback("r1", "alice", 1, 1, std::nullopt), feedback_outcome::not_assistant);
+  EXPECT_EQ(s.put_feedback("r1", "alice", 9, 1, std::nullopt), feedback_outcome::no_message);
+  EXPECT_EQ(s.put_feedback("r1", "alice", 2, -1, std::string{"meh"}), feedback_outcome::stored);
+}
+
+TEST(storage_pg, session_pages_follow_the_cursor_newest_first) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  for (int i = 0; i < 5; ++i) {
+    s.create_session(new_session("p" + std::to_string(i)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  std::vector<std::string> seen;
+  std::string cursor;
+  for (int page = 0; page < 10; ++page) {
+    auto p = s.list_sessions("alice", 2, cursor);
+    for (auto& r : p.data)
+      seen.push_back(r.id);
+    if (p.next_cursor.empty())
+      break;
+    cursor = p.next_cursor;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"p4", "p3", "p2", "p1", "p0"}));
+}
+
+TEST(storage_pg, an_unreachable_server_is_a_transient_error) {
+  pg_store s{"host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"};
+  EXPECT_FALSE(s.ping());
+  try {
+    s.get_session("x", "y");
+    FAIL() << "expected storage_error";
+  } catch (const storage_error& e) {
+    EXPECT_EQ(e.error_kind(), storage_error::kind::transient);
+  }
+}
+
+TEST(cursor, encodes_and_rejects_junk) {
+  auto c = encode_cursor("2026-11-23T10:00:00.123456Z", "abc");
+  std::string ts, id;
+  ASSERT_TRUE(decode_cursor(c, ts, id));
+  EXPECT_EQ(ts, "2026-11-23T10:00:00.123456Z");
+  EXPECT_EQ(id, "abc");
+  for (auto bad : {"", "zz", "abc", "00", encode_cursor("2026-11-23 10:00", "x").c_str()})
+    EXPECT_FALSE(decode_cursor(bad, ts, id)) << bad;
+}
