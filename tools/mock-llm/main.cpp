@@ -1,0 +1,158 @@
+// mock-llm: an OpenAI-compatible mock model upstream for Parley's integration
+// tests and benchmarks. Parses the flags, binds, prints the listening line and
+// runs everything on one thread until SIGINT or SIGTERM.
+
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/system/system_error.hpp>
+
+#include "mock_server.hpp"
+#include "mock_state.hpp"
+
+namespace {
+
+namespace net = boost::asio;
+
+constexpr int exit_usage = 2;
+
+constexpr std::string_view usage =
+    "usage: mock-llm [--host ADDR] [--port N] [--latency-ms N] [--chunk-delay-ms N]\n"
+    "                [--max-records N]\n"
+    "defaults: --host 127.0.0.1 --port 9000 --latency-ms 0 --chunk-delay-ms 0\n"
+    "          --max-records 100000\n";
+
+struct options {
+  std::string host = "127.0.0.1";
+  long long port = 9000;
+  long long latency_ms = 0;
+  long long chunk_delay_ms = 0;
+  long long max_records = 100000;
+};
+
+struct numeric_flag {
+  std::string_view name;
+  long long max;
+  long long options::*field;
+};
+
+constexpr long long max_ms = 3'600'000;
+constexpr numeric_flag numeric_flags[] = {
+    {"--port", std::numeric_limits<std::uint16_t>::max(), &options::port},
+    {"--latency-ms", max_ms, &options::latency_ms},
+    {"--chunk-delay-ms", max_ms, &options::chunk_delay_ms},
+    {"--max-records", std::numeric_limits<std::int32_t>::max(), &options::max_records},
+};
+
+std::optional<long long> parse_number(std::string_view text, long long max) {
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value < 0 || value > max)
+    return std::nullopt;
+  return value;
+}
+
+/// Parses `--flag value` and `--flag=value`. Returns nullopt after printing
+/// the problem to stderr.
+std::optional<options> parse_options(int argc, char** argv) {
+  options opts;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view flag = argv[i];
+    std::optional<std::string_view> value;
+    if (const auto eq = flag.find('='); eq != std::string_view::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    }
+    auto bad = [&](std::string_view why) -> std::optional<options> {
+      std::cerr << "mock-llm: " << flag << ": " << why << '\n' << usage;
+      return std::nullopt;
+    };
+    const numeric_flag* numeric = nullptr;
+    for (const auto& candidate : numeric_flags) {
+      if (candidate.name == flag)
+        numeric = &candidate;
+    }
+    if (!numeric && flag != "--host")
+      return bad("unknown flag");
+    if (!value && i + 1 < argc)
+      value = argv[++i];
+    if (!value)
+      return bad("missing value");
+
+    if (!numeric) {
+      opts.host = std::string(*value);
+      continue;
+    }
+    const auto number = parse_number(*value, numeric->max);
+    if (!number)
+      return bad("not a number from 0 to " + std::to_string(numeric->max) + ": " +
+                 std::string(*value));
+    opts.*(numeric->field) = *number;
+  }
+  return opts;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << usage;
+      return 0;
+    }
+  }
+  const auto opts = parse_options(argc, argv);
+  if (!opts)
+    return exit_usage;
+
+  boost::system::error_code ec;
+  const auto address = net::ip::make_address(opts->host, ec);
+  if (ec) {
+    std::cerr << "mock-llm: --host: not an IP address: " << opts->host << '\n';
+    return exit_usage;
+  }
+
+  mock_llm::mock_config defaults;
+  defaults.latency = std::chrono::milliseconds(opts->latency_ms);
+  defaults.chunk_delay = std::chrono::milliseconds(opts->chunk_delay_ms);
+  auto state =
+      std::make_shared<mock_llm::mock_state>(defaults, static_cast<std::size_t>(opts->max_records));
+
+  net::io_context ioc{1};
+  std::optional<mock_llm::mock_server> server;
+  try {
+    const net::ip::tcp::endpoint endpoint(address, static_cast<std::uint16_t>(opts->port));
+    server.emplace(ioc, endpoint, state);
+  } catch (const boost::system::system_error& e) {
+    std::cerr << "mock-llm: cannot listen on " << opts->host << ':' << opts->port << ": "
+              << e.code().message() << '\n';
+    return 1;
+  }
+
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int) {
+    server->stop();
+    ioc.stop();
+  });
+
+  server->start();
+  const auto bound = server->local_endpoint();
+  const std::string host =
+      bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
+  std::cout << "mock-llm listening on http://" << host << ':' << bound.port() << std::endl;
+
+  ioc.run();
+  return 0;
+}

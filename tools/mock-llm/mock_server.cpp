@@ -1,0 +1,436 @@
+#include "mock_server.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace mock_llm {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+constexpr std::uint64_t body_limit = 1024 * 1024;
+constexpr auto idle_timeout = 120s;
+constexpr std::size_t drain_bytes = 256;
+
+using string_request = http::request<http::string_body>;
+using string_response = http::response<http::string_body>;
+
+/// Whether the stream of a reply runs to [DONE] or is cut halfway.
+enum class stream_end { complete, cut };
+
+// Clients that go away are the normal case here, not worth a line on stderr.
+void fail(beast::error_code ec, const char* what) {
+  if (ec == net::error::operation_aborted || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+      ec == http::error::partial_message || ec == beast::error::timeout)
+    return;
+  std::cerr << "mock-llm: " << what << ": " << ec.message() << '\n';
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+string_response make_response(unsigned status, std::string body, unsigned version,
+                              bool keep_alive, std::string_view content_type = "application/json") {
+  string_response res;
+  res.version(version);
+  res.result(status);
+  res.keep_alive(keep_alive);
+  res.set(http::field::server, "mock-llm");
+  if (!body.empty())
+    res.set(http::field::content_type, content_type);
+  res.body() = std::move(body);
+  return res;
+}
+
+string_response json_response(const json& doc, unsigned version, bool keep_alive) {
+  return make_response(200, dump(doc), version, keep_alive);
+}
+
+string_response error_response(unsigned status, std::string_view message, std::string_view code,
+                               unsigned version, bool keep_alive) {
+  return make_response(status, error_body(message, "invalid_request_error", code), version,
+                       keep_alive);
+}
+
+/// One client connection. Owned by the handlers of its pending operations:
+/// it lives while a read, write or timer wait is outstanding.
+class session : public std::enable_shared_from_this<session> {
+public:
+  session(tcp::socket&& socket, std::shared_ptr<mock_state> state)
+      : stream_(std::move(socket)), timer_(stream_.get_executor()), state_(std::move(state)) {}
+
+  void run() { do_read(); }
+
+private:
+  /// The header of a streamed reply and the serializer that writes it.
+  struct stream_head {
+    stream_head(unsigned version, bool keep_alive) : res(http::status::ok, version) {
+      res.set(http::field::server, "mock-llm");
+      res.set(http::field::content_type, "text/event-stream");
+      res.set(http::field::cache_control, "no-cache");
+      res.keep_alive(keep_alive);
+      res.chunked(true);
+    }
+    http::response<http::empty_body> res;
+    http::response_serializer<http::empty_body> serializer{res};
+  };
+
+  void do_read();
+  void on_read(beast::error_code ec, std::size_t bytes);
+  void handle(string_request req);
+  void handle_chat(const string_request& req, std::string_view path);
+  void handle_config(const string_request& req);
+
+  void send(string_response res);
+  void on_write(bool close, beast::error_code ec, std::size_t bytes);
+
+  void start_stream(unsigned version, bool keep_alive, std::vector<std::string> events,
+                    stream_end end);
+  void on_stream_header(beast::error_code ec, std::size_t bytes);
+  void write_event();
+  void on_event(beast::error_code ec, std::size_t bytes);
+  void finish_stream();
+  void on_stream_end(beast::error_code ec, std::size_t bytes);
+
+  void hang();
+  void do_drain();
+  void close();
+
+  /// Runs `fn` after `delay` on the timer, or at once when `delay` is zero.
+  template <class Fn> void after(std::chrono::milliseconds delay, Fn fn);
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  net::steady_timer timer_;
+  std::shared_ptr<mock_state> state_;
+
+  // The reply being streamed.
+  std::unique_ptr<stream_head> stream_head_;
+  std::vector<std::string> events_;
+  std::size_t next_event_ = 0;
+  std::size_t stop_after_ = 0; ///< events to send; fewer than events_.size() when cut
+  stream_end stream_end_ = stream_end::complete;
+  std::chrono::milliseconds chunk_delay_{0};
+  bool keep_alive_ = false;
+};
+
+template <class Fn> void session::after(std::chrono::milliseconds delay, Fn fn) {
+  if (delay <= 0ms) {
+    fn();
+    return;
+  }
+  timer_.expires_after(delay);
+  timer_.async_wait([self = shared_from_this(), fn = std::move(fn)](beast::error_code ec) mutable {
+    if (!ec)
+      fn();
+  });
+}
+
+void session::do_read() {
+  parser_.emplace();
+  parser_->body_limit(body_limit);
+  stream_.expires_after(idle_timeout);
+  http::async_read(stream_, buffer_, *parser_,
+                   beast::bind_front_handler(&session::on_read, shared_from_this()));
+}
+
+void session::on_read(beast::error_code ec, std::size_t) {
+  if (ec == http::error::end_of_stream)
+    return close();
+  if (ec == http::error::body_limit)
+    return send(error_response(413, "request body exceeds 1 MiB", "request_too_large", 11, false));
+  if (ec && ec.category() == beast::error_code(http::error::bad_target).category() &&
+      ec != http::error::partial_message)
+    return send(error_response(400, "malformed HTTP request: " + ec.message(), "invalid_request",
+                               11, false));
+  if (ec) {
+    fail(ec, "read");
+    return close();
+  }
+  auto req = parser_->release();
+  parser_.reset();
+  try {
+    handle(std::move(req));
+  } catch (const std::exception& e) {
+    // Only resource exhaustion gets here; the connection is in an unknown state.
+    send(make_response(500, error_body(e.what(), "server_error", "internal_error"), 11, false));
+  }
+}
+
+void session::handle(string_request req) {
+  const std::string_view target = req.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  const auto method = req.method();
+  const unsigned version = req.version();
+  const bool keep_alive = req.keep_alive();
+  auto not_allowed = [&](std::string_view allow) {
+    auto res = error_response(405, "method not allowed", "method_not_allowed", version, keep_alive);
+    res.set(http::field::allow, allow);
+    return res;
+  };
+
+  if (path == "/v1/chat/completions" || path == "/chat/completions") {
+    if (method != http::verb::post)
+      return send(not_allowed("POST"));
+    return handle_chat(req, path);
+  }
+  if (path == "/v1/models" || path == "/models") {
+    if (method != http::verb::get)
+      return send(not_allowed("GET"));
+    const json models = {{"object", "list"},
+                         {"data", json::array({{{"id", "mock"},
+                                                {"object", "model"},
+                                                {"owned_by", "mock"}}})}};
+    return send(json_response(models, version, keep_alive));
+  }
+  if (path == "/healthz") {
+    if (method != http::verb::get)
+      return send(not_allowed("GET"));
+    return send(json_response({{"status", "ok"}}, version, keep_alive));
+  }
+  if (path == "/_mock/requests") {
+    if (method == http::verb::get)
+      return send(json_response(state_->records_document(), version, keep_alive));
+    if (method == http::verb::delete_) {
+      state_->clear_records();
+      return send(make_response(204, {}, version, keep_alive));
+    }
+    return send(not_allowed("GET, DELETE"));
+  }
+  if (path == "/_mock/config")
+    return handle_config(req);
+  send(error_response(404, "no route for " + std::string(req.method_string()) + " " +
+                               std::string(path),
+                      "not_found", version, keep_alive));
+}
+
+void session::handle_chat(const string_request& req, std::string_view path) {
+  const unsigned version = req.version();
+  const bool keep_alive = req.keep_alive();
+  const json body = parse_json(req.body());
+  const std::uint64_t n =
+      state_->record("POST", path, req[http::field::authorization], body, req.body());
+
+  chat_request chat;
+  if (auto error = read_chat_request(body, chat))
+    return send(error_response(400, *error, "invalid_request", version, keep_alive));
+
+  const mock_config& config = state_->config();
+  const failure_kind failure = state_->take_failure();
+  switch (failure) {
+  case failure_kind::hang:
+    return hang();
+  case failure_kind::close:
+    return close();
+  case failure_kind::status: {
+    const bool is_json = !parse_json(config.fail_body).is_discarded();
+    auto res = make_response(static_cast<unsigned>(config.fail_status), config.fail_body, version,
+                             keep_alive, is_json ? "application/json" : "text/plain");
+    if (config.retry_after > 0)
+      res.set(http::field::retry_after, std::to_string(config.retry_after));
+    return after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+  }
+  case failure_kind::cut_stream:
+    if (!chat.stream)
+      return close();
+    break;
+  case failure_kind::none:
+    break;
+  }
+  if (chat.stream) {
+    const auto end = failure == failure_kind::cut_stream ? stream_end::cut : stream_end::complete;
+    return after(config.latency, [this, version, keep_alive, end,
+                                  events = stream_events(chat, n, unix_now())]() mutable {
+      start_stream(version, keep_alive, std::move(events), end);
+    });
+  }
+  auto res = json_response(completion_document(chat, n, unix_now()), version, keep_alive);
+  after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+}
+
+void session::handle_config(const string_request& req) {
+  const unsigned version = req.version();
+  const bool keep_alive = req.keep_alive();
+  switch (req.method()) {
+  case http::verb::get:
+    break;
+  case http::verb::post: {
+    const json patch = parse_json(req.body());
+    if (patch.is_discarded())
+      return send(error_response(400, "config is not valid JSON", "invalid_request", version,
+                                 keep_alive));
+    if (auto error = apply_patch(state_->config(), patch))
+      return send(error_response(400, *error, "invalid_request", version, keep_alive));
+    break;
+  }
+  case http::verb::delete_:
+    state_->reset_config();
+    break;
+  default: {
+    auto res = error_response(405, "method not allowed", "method_not_allowed", version, keep_alive);
+    res.set(http::field::allow, "GET, POST, DELETE");
+    return send(std::move(res));
+  }
+  }
+  send(json_response(to_json(state_->config()), version, keep_alive));
+}
+
+void session::send(string_response res) {
+  auto owned = std::make_shared<string_response>(std::move(res));
+  owned->prepare_payload();
+  if (owned->result() == http::status::no_content) // RFC 9110: no Content-Length on 204
+    owned->erase(http::field::content_length);
+  stream_.expires_after(idle_timeout);
+  http::async_write(stream_, *owned,
+                    [self = shared_from_this(), owned](beast::error_code ec, std::size_t bytes) {
+                      self->on_write(owned->need_eof(), ec, bytes);
+                    });
+}
+
+void session::on_write(bool close, beast::error_code ec, std::size_t) {
+  if (ec) {
+    fail(ec, "write");
+    return this->close();
+  }
+  if (close) {
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    return;
+  }
+  do_read();
+}
+
+void session::start_stream(unsigned version, bool keep_alive, std::vector<std::string> events,
+                           stream_end end) {
+  events_ = std::move(events);
+  next_event_ = 0;
+  stream_end_ = end;
+  // Cut streams stop after about half of the content chunks, never at [DONE].
+  stop_after_ = end == stream_end::cut ? (content_event_count(events_) + 1) / 2 : events_.size();
+  chunk_delay_ = state_->config().chunk_delay;
+  keep_alive_ = keep_alive;
+  stream_head_ = std::make_unique<stream_head>(version, keep_alive);
+  stream_.expires_after(idle_timeout);
+  http::async_write_header(stream_, stream_head_->serializer,
+                           beast::bind_front_handler(&session::on_stream_header,
+                                                     shared_from_this()));
+}
+
+void session::on_stream_header(beast::error_code ec, std::size_t) {
+  stream_head_.reset();
+  if (ec) {
+    fail(ec, "write header");
+    return close();
+  }
+  if (stop_after_ == 0)
+    return finish_stream();
+  write_event();
+}
+
+void session::write_event() {
+  stream_.expires_after(idle_timeout);
+  net::async_write(stream_, http::make_chunk(net::buffer(events_[next_event_])),
+                   beast::bind_front_handler(&session::on_event, shared_from_this()));
+}
+
+void session::on_event(beast::error_code ec, std::size_t) {
+  if (ec) {
+    fail(ec, "write chunk");
+    return close();
+  }
+  if (++next_event_ == stop_after_)
+    return finish_stream();
+  after(chunk_delay_, [this] { write_event(); });
+}
+
+void session::finish_stream() {
+  events_.clear();
+  if (stream_end_ == stream_end::cut)
+    return close();
+  stream_.expires_after(idle_timeout);
+  net::async_write(stream_, http::make_chunk_last(),
+                   beast::bind_front_handler(&session::on_stream_end, shared_from_this()));
+}
+
+void session::on_stream_end(beast::error_code ec, std::size_t bytes) {
+  on_write(!keep_alive_, ec, bytes);
+}
+
+void session::hang() {
+  // Keep only the socket: the request is gone, the buffer shrinks to the drain size.
+  buffer_.clear();
+  buffer_.shrink_to_fit();
+  stream_.expires_never();
+  do_drain();
+}
+
+void session::do_drain() {
+  // Reads and discards until the client closes, which ends the session.
+  stream_.async_read_some(buffer_.prepare(drain_bytes),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec)
+                              return self->close();
+                            self->do_drain();
+                          });
+}
+
+void session::close() {
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream_.close();
+}
+
+} // namespace
+
+mock_server::mock_server(net::io_context& ioc, const tcp::endpoint& endpoint,
+                         std::shared_ptr<mock_state> state)
+    : ioc_(ioc), acceptor_(ioc), state_(std::move(state)) {
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(net::socket_base::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(net::socket_base::max_listen_connections);
+}
+
+tcp::endpoint mock_server::local_endpoint() const { return acceptor_.local_endpoint(); }
+
+void mock_server::start() { do_accept(); }
+
+void mock_server::stop() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+}
+
+void mock_server::do_accept() {
+  acceptor_.async_accept(ioc_, beast::bind_front_handler(&mock_server::on_accept, this));
+}
+
+void mock_server::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec == net::error::operation_aborted || !acceptor_.is_open())
+    return;
+  if (ec)
+    fail(ec, "accept");
+  else
+    std::make_shared<session>(std::move(socket), state_)->run();
+  do_accept();
+}
+
+} // namespace mock_llm

@@ -1,0 +1,121 @@
+#pragma once
+// The mock's domain: failure-injection config, the request log and the
+// OpenAI-shaped documents it answers with. No networking here.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mock_llm {
+
+using json = nlohmann::ordered_json; ///< keeps keys in the order written
+
+/// What a failing chat request does.
+enum class failure_mode { normal, hang, close, cut_stream };
+
+/// The failure a chat request receives, decided by mock_state::take_failure().
+enum class failure_kind { none, status, hang, close, cut_stream };
+
+/// The default `fail_body`: an OpenAI error document saying "injected failure".
+std::string default_fail_body();
+
+/// Runtime behaviour, changed through /_mock/config.
+struct mock_config {
+  std::chrono::milliseconds latency{0};
+  std::chrono::milliseconds chunk_delay{0};
+  int fail_status = 0;   ///< HTTP status of injected failures in mode normal; 0 = none
+  int fail_count = -1;   ///< failures left: -1 = every request, 0 = none
+  int retry_after = 0;   ///< seconds; sent as Retry-After when > 0
+  std::string fail_body = default_fail_body(); ///< body of injected failures
+  failure_mode mode = failure_mode::normal;
+};
+
+/// The config as the JSON object /_mock/config shows.
+json to_json(const mock_config& config);
+
+/// Applies the fields present in `patch` to `config`. All or nothing: returns
+/// an error message (and leaves `config` unchanged) on an unknown field, a
+/// wrong type or an out-of-range value.
+std::optional<std::string> apply_patch(mock_config& config, const json& patch);
+
+/// Parses untrusted text as JSON. Returns a discarded value (is_discarded())
+/// when it is not JSON or nests deeper than the recursive dump() can take.
+json parse_json(std::string_view text);
+
+/// Serializes without throwing: invalid UTF-8 is replaced by U+FFFD.
+std::string dump(const json& value);
+
+/// `{"error":{"message":..,"type":..,"code":..}}`, OpenAI's error shape.
+std::string error_body(std::string_view message, std::string_view type = "invalid_request_error",
+                       std::string_view code = "invalid_request");
+
+/// The parts of a Chat Completions request the mock uses.
+struct chat_request {
+  std::string model;   ///< the request's model, or "mock"
+  std::string reply;   ///< "mock: " + the last message's content
+  bool stream = false;
+  int prompt_tokens = 0;
+};
+
+/// Validates a parsed request body (`parse_json` output). Returns an error
+/// message when it is not a JSON object or a known field has the wrong type.
+/// A missing `messages` counts as an empty conversation.
+std::optional<std::string> read_chat_request(const json& body, chat_request& out);
+
+/// Number of whitespace-separated words: the mock's token estimate.
+int count_words(std::string_view text);
+
+/// The non-streaming `chat.completion` document for request number `n`.
+json completion_document(const chat_request& req, std::uint64_t n, std::int64_t created);
+
+/// The server-sent events of a streamed reply, each a complete
+/// `data: ...\n\n` frame: the content chunks (the first carrying the role),
+/// then the finish chunk, then `data: [DONE]`. Always at least one content chunk.
+std::vector<std::string> stream_events(const chat_request& req, std::uint64_t n,
+                                       std::int64_t created);
+
+/// Number of content chunks in `events` (all but the finish chunk and [DONE]).
+inline std::size_t content_event_count(const std::vector<std::string>& events) {
+  return events.size() - 2;
+}
+
+/// Everything the server keeps between requests. Single-threaded: touched only
+/// from the one thread that runs the io_context.
+class mock_state {
+public:
+  mock_state(mock_config defaults, std::size_t max_records);
+
+  const mock_config& config() const { return config_; }
+  mock_config& config() { return config_; }
+  void reset_config() { config_ = defaults_; }
+
+  /// Appends a request to the log (dropping the oldest beyond max_records)
+  /// and returns its 1-based number. `body` is the parsed body, or discarded
+  /// when the body is not JSON, in which case `raw_body` is logged as a string.
+  std::uint64_t record(std::string_view method, std::string_view path,
+                       std::string_view authorization, const json& body,
+                       std::string_view raw_body);
+
+  /// `{"data":[...]}` in arrival order.
+  json records_document() const;
+  void clear_records() { records_.clear(); }
+
+  /// Decides the failure for the next chat request and counts it down.
+  failure_kind take_failure();
+
+private:
+  mock_config defaults_;
+  mock_config config_;
+  std::size_t max_records_;
+  std::deque<json> records_;
+  std::uint64_t next_n_ = 1;
+};
+
+} // namespace mock_llm
