@@ -94,7 +94,11 @@ int run_node(const node_config& cfg_in) {
   llm_config llm_cfg;
   llm_cfg.base_url = cfg.llm_base_url;
   llm_cfg.api_key = cfg.llm_api_key;
-  llm_cfg.default_model = cfg.llm_model.empty() ? std::string{echo_model} : cfg.llm_model;
+  // With an upstream and no PARLEY_LLM_MODEL, "default" lets OpenAI-compatible
+  // servers that serve one model pick it; real providers need the setting.
+  llm_cfg.default_model = !cfg.llm_model.empty()     ? cfg.llm_model
+                          : cfg.llm_base_url.empty() ? std::string{echo_model}
+                                                     : std::string{"default"};
   llm_cfg.timeout = cfg.llm_timeout;
   llm_cfg.pool_size = cfg.llm_pool_size;
   caf::actor llm;
