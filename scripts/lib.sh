@@ -1,119 +1,335 @@
-# Shared helpers of scripts/run and scripts/test. Source it; do not run it.
-# Servers started here bind 127.0.0.1 on ports below 32768 and are stopped by
-# PID, never by name.
+# shellcheck shell=bash
+# Shared helpers of scripts/run and scripts/test; source it, do not run it.
+#
+#   parley_install_deps            apt-get what scripts/packages.txt lists and is missing
+#   parley_build [build-type]      configure build/ (Ninja) once, then build it
+#   parley_pg_start DIR PORT       private PostgreSQL: data in DIR/data, socket in DIR
+#   parley_pg_stop DIR             stop it by the PID in DIR/data/postmaster.pid
+#   parley_redis_start DIR PORT    private Redis, PID file DIR/redis.pid
+#   parley_redis_stop DIR          stop it by that PID
+#
+# Servers bind 127.0.0.1 only and are stopped by PID, never by name: other
+# people's servers may run on the same machine. Works under `set -euo pipefail`.
 
 PARLEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PARLEY_PG_PID=""    # set by parley_pg_start
+PARLEY_REDIS_PID="" # set by parley_redis_start
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-# Runs a command as root: directly when we are root, through sudo otherwise.
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else die "need root (or sudo) to run: $*"; fi
+parley_say() { printf '==> %s\n' "$*" >&2; }
+parley_warn() { printf 'warning: %s\n' "$*" >&2; }
+parley_die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
 }
 
-# Installs whatever of scripts/packages.txt is missing; quick when nothing is.
+_parley_is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# ---------------------------------------------------------------------------
+# Dependencies
+
+# The package names of scripts/packages.txt, one per line.
+parley_packages() {
+  sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$PARLEY_ROOT/scripts/packages.txt"
+}
+
+# Installs whatever of scripts/packages.txt is missing; fast (dpkg-query only)
+# when everything is installed, and needs neither root nor network then.
 parley_install_deps() {
-  local want missing=()
-  want=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$PARLEY_ROOT/scripts/packages.txt")
-  for p in $want; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then
-    say "dependencies: all installed"
+  local p missing=()
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    parley_warn "dpkg-query not found (not Debian?): assuming scripts/packages.txt is installed"
     return 0
   fi
-  say "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -q
-  as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+  while IFS= read -r p; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+  done < <(parley_packages)
+  if ((${#missing[@]} == 0)); then
+    parley_say "dependencies: all $(parley_packages | wc -l) packages installed"
+    return 0
+  fi
+  parley_say "installing ${#missing[@]} missing packages: ${missing[*]}"
+  local -a sudo=()
+  if ! _parley_is_root; then
+    command -v sudo >/dev/null 2>&1 ||
+      parley_die "not root and no sudo: install these packages first: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  # DPkg::Lock::Timeout waits for a concurrent apt instead of failing at once.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
+    parley_die "apt-get update failed"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" ||
+    parley_die "apt-get install failed"
 }
 
-# parley_build [build-type]: configures build/ once, then builds it.
+# ---------------------------------------------------------------------------
+# Build
+
+# parley_build [build-type]: configures build/ with Ninja unless it is already
+# configured (an explicit build type that differs from the configured one
+# re-runs the configure step), then builds with PARLEY_BUILD_JOBS [2] jobs.
+# With no type, a fresh build/ is configured as Release.
 parley_build() {
-  local type=${1:-${PARLEY_BUILD_TYPE:-Release}}
-  local dir="$PARLEY_ROOT/build"
-  if [ ! -f "$dir/build.ninja" ]; then
-    say "configuring ($type)"
+  local type=${1:-} dir="$PARLEY_ROOT/build" have=""
+  if [[ -f $dir/CMakeCache.txt ]]; then
+    have=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt")
+    if [[ -n $type && $type != "$have" ]]; then
+      parley_say "reconfiguring build/ as $type (was ${have:-unset})"
+      cmake -S "$PARLEY_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >/dev/null
+    fi
+  else
+    type=${type:-Release}
+    parley_say "configuring build/ ($type, Ninja)"
     cmake -S "$PARLEY_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" >/dev/null
   fi
-  say "building"
+  parley_say "building (${type:-$have}, ${PARLEY_BUILD_JOBS:-2} jobs)"
   cmake --build "$dir" -j"${PARLEY_BUILD_JOBS:-2}"
 }
 
-pg_bindir() {
+# ---------------------------------------------------------------------------
+# Process helpers
+
+# True while PID is a live process (a zombie counts as gone).
+_parley_alive() {
+  local pid=$1 state
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
+  [[ $state != Z ]]
+}
+
+# True when PID's command line contains WORD (guards against a reused PID).
+_parley_cmd_has() {
+  local pid=$1 word=$2
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word"
+}
+
+# _parley_wait_gone PID SECONDS: polls until PID has exited.
+_parley_wait_gone() {
+  local pid=$1 i
+  for ((i = 0; i < $2 * 10; i++)); do
+    _parley_alive "$pid" || return 0
+    sleep 0.1
+  done
+  ! _parley_alive "$pid"
+}
+
+# True when something listens on TCP 127.0.0.1:PORT (or on all addresses).
+_parley_port_listening() {
+  command -v ss >/dev/null 2>&1 || return 1
+  ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+_parley_check_port() {
+  local port=$1
+  [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 32768)) ||
+    parley_die "port '$port' must be a number from 1 to 32767 (32768 and up is the ephemeral range)"
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+
+# The bin directory of the newest installed PostgreSQL major version.
+parley_pg_bindir() {
   local v
-  v=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
-  [ -n "$v" ] || die "PostgreSQL server binaries not found (is the postgresql package installed?)"
+  v=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)
+  [[ -n $v && -x /usr/lib/postgresql/$v/bin/postgres ]] ||
+    parley_die "PostgreSQL server binaries not found under /usr/lib/postgresql (package postgresql)"
   echo "/usr/lib/postgresql/$v/bin"
 }
 
-# Runs a PostgreSQL binary as the postgres user when we are root (initdb and
-# postgres refuse to run as root).
-pg_run() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+# Runs a PostgreSQL binary as the postgres user when root (initdb and postgres
+# refuse to run as root), directly otherwise. From / so that a working
+# directory the postgres user cannot enter does not matter.
+_parley_pg_run() {
+  if _parley_is_root; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    (cd / && "$@")
+  fi
 }
 
-# parley_pg_start DIR PORT: a private server with data in DIR/data, its
-# socket in DIR, extra server options in PARLEY_PG_OPTS.
+# parley_pg_start DIR PORT: initdb (first time only) into DIR/data, owned by
+# postgres when root, then starts the server on 127.0.0.1:PORT with its unix
+# socket in DIR and PARLEY_PG_OPTS as extra server options (e.g.
+# "-c fsync=off"). Waits until it accepts connections; retries while the port
+# is briefly held (TIME_WAIT). Sets PARLEY_PG_PID. A server already running
+# from DIR is reused.
 parley_pg_start() {
   local dir=$1 port=$2 bin
-  bin=$(pg_bindir)
+  _parley_check_port "$port"
+  bin=$(parley_pg_bindir)
   mkdir -p "$dir"
-  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
-  chmod 700 "$dir"
-  if [ ! -f "$dir/data/PG_VERSION" ]; then
-    pg_run "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  dir=$(cd "$dir" && pwd)
+  local data="$dir/data" log="$dir/server.log"
+  if ((${#dir} > 90)); then
+    parley_die "PostgreSQL dir '$dir' is too long for a unix socket path; use a shorter one"
   fi
-  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 ${PARLEY_PG_OPTS:-}"
-  for attempt in 1 2 3 4 5 6; do
-    if pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$opts" start \
-      >/dev/null 2>&1; then
-      say "PostgreSQL on 127.0.0.1:$port (pid $(head -1 "$dir/data/postmaster.pid"))"
+  if _parley_is_root; then
+    chown postgres:postgres "$dir"
+    chmod 700 "$dir"
+    runuser -u postgres -- test -w "$dir" ||
+      parley_die "the postgres user cannot reach '$dir' (a parent directory is closed to it)"
+  fi
+
+  # Already running from this directory (e.g. left over by a killed script)?
+  if [[ -f $data/postmaster.pid ]]; then
+    local old
+    old=$(head -n 1 "$data/postmaster.pid")
+    if _parley_alive "$old" && _parley_cmd_has "$old" postgres; then
+      PARLEY_PG_PID=$old
+      parley_say "PostgreSQL already running from $dir (PID $old); reusing it"
       return 0
     fi
-    # A TIME_WAIT socket can hold the port for a while; wait and retry.
-    say "PostgreSQL did not start (attempt $attempt); retrying"
-    sleep 5
+  fi
+
+  if [[ -d $data && ! -f $data/PG_VERSION ]]; then
+    parley_warn "removing incomplete data directory $data"
+    rm -rf "$data"
+  fi
+  if [[ ! -f $data/PG_VERSION ]]; then
+    parley_say "PostgreSQL: initdb in $data"
+    _parley_pg_run "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >"$dir/initdb.log" 2>&1 || {
+      cat "$dir/initdb.log" >&2
+      parley_die "initdb failed (log: $dir/initdb.log)"
+    }
+  elif [[ $(cat "$data/PG_VERSION") != "$(basename "$(dirname "$bin")")" ]]; then
+    parley_die "$data was made by PostgreSQL $(cat "$data/PG_VERSION"), but $bin is installed; remove $dir to start over"
+  fi
+
+  local opts="-p $port -k '$dir' -c listen_addresses=127.0.0.1 ${PARLEY_PG_OPTS:-}"
+  local attempt offset
+  for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    if _parley_port_listening "$port"; then
+      parley_die "port $port is already in use by another process; choose another port"
+    fi
+    parley_say "PostgreSQL: starting on 127.0.0.1:$port (attempt $attempt)"
+    offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    if _parley_pg_run "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "$opts" start \
+      >"$dir/pg_ctl.log" 2>&1 &&
+      "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -t 10; then
+      PARLEY_PG_PID=$(head -n 1 "$data/postmaster.pid")
+      parley_say "PostgreSQL: ready on 127.0.0.1:$port (PID $PARLEY_PG_PID, log $log)"
+      return 0
+    fi
+    # A TIME_WAIT socket of some other connection can hold the port for up to
+    # a minute although nothing listens on it; wait and retry only then.
+    if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
+      parley_warn "port $port is held (TIME_WAIT?); retrying in 5 s"
+      sleep 5
+      continue
+    fi
+    break
   done
-  tail -20 "$dir/server.log" >&2
-  die "PostgreSQL would not start on port $port"
+  cat "$dir/pg_ctl.log" >&2 || true
+  tail -n 20 "$log" >&2 || true
+  parley_pg_stop "$dir" # in case it came up but did not answer
+  parley_die "PostgreSQL would not start on port $port (log: $log)"
 }
 
+# parley_pg_stop DIR: fast shutdown (SIGINT) of the server whose PID is in
+# DIR/data/postmaster.pid, waiting until it has exited. No-op when none runs.
 parley_pg_stop() {
-  local dir=$1 pid
-  [ -f "$dir/data/postmaster.pid" ] || return 0
-  pid=$(head -1 "$dir/data/postmaster.pid")
+  local dir=$1 pidfile="$1/data/postmaster.pid" pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(head -n 1 "$pidfile")
+  if ! _parley_alive "$pid" || ! _parley_cmd_has "$pid" postgres; then
+    return 0 # stale PID file of a server that is gone
+  fi
+  parley_say "PostgreSQL: stopping PID $pid"
   kill -INT "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  _parley_wait_gone "$pid" 30 && return 0
+  parley_warn "PostgreSQL PID $pid still running after 30 s; immediate shutdown"
+  kill -QUIT "$pid" 2>/dev/null || true
+  _parley_wait_gone "$pid" 10 && return 0
   kill -KILL "$pid" 2>/dev/null || true
+  _parley_wait_gone "$pid" 5
 }
 
-# parley_redis_start DIR PORT
+# ---------------------------------------------------------------------------
+# Redis
+
+# parley_redis_start DIR PORT: a daemonized, non-persistent Redis on
+# 127.0.0.1:PORT with PID file, log and working directory in DIR. Waits until
+# it answers PING; retries while the port is briefly held. Sets
+# PARLEY_REDIS_PID. A server already running from DIR is reused.
 parley_redis_start() {
   local dir=$1 port=$2
+  _parley_check_port "$port"
+  command -v redis-server >/dev/null 2>&1 || parley_die "redis-server not found (package redis-server)"
   mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" >/dev/null
-  for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && {
-      say "Redis on 127.0.0.1:$port (pid $(cat "$dir/redis.pid"))"
+  dir=$(cd "$dir" && pwd)
+  local pidfile="$dir/redis.pid" log="$dir/redis.log"
+
+  if [[ -f $pidfile ]]; then
+    local old
+    old=$(cat "$pidfile")
+    if _parley_alive "$old" && _parley_cmd_has "$old" redis-server; then
+      PARLEY_REDIS_PID=$old
+      parley_say "Redis already running from $dir (PID $old); reusing it"
       return 0
-    }
-    sleep 0.1
+    fi
+    rm -f "$pidfile"
+  fi
+
+  local attempt offset i pid
+  for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    if _parley_port_listening "$port"; then
+      parley_die "port $port is already in use by another process; choose another port"
+    fi
+    parley_say "Redis: starting on 127.0.0.1:$port (attempt $attempt)"
+    offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+      --pidfile "$pidfile" --logfile "$log" --dir "$dir" >/dev/null ||
+      parley_die "redis-server failed to start (log: $log)"
+    # --daemonize returns before the bind; the server's own PID answering
+    # PING on our port is the proof that it is ours and ready.
+    for ((i = 0; i < 100; i++)); do
+      pid=$(cat "$pidfile" 2>/dev/null || true)
+      if [[ -n $pid ]] && redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null |
+        grep -q "^process_id:$pid"; then
+        PARLEY_REDIS_PID=$pid
+        parley_say "Redis: ready on 127.0.0.1:$port (PID $pid, log $log)"
+        return 0
+      fi
+      if [[ -n $pid ]] && ! _parley_alive "$pid"; then break; fi
+      if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
+        break
+      fi
+      sleep 0.1
+    done
+    if [[ -n $pid ]] && _parley_alive "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      _parley_wait_gone "$pid" 5 || true
+    fi
+    if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
+      parley_warn "port $port is held (TIME_WAIT?); retrying in 5 s"
+      sleep 5
+      continue
+    fi
+    break
   done
-  tail -20 "$dir/redis.log" >&2
-  die "Redis would not start on port $port"
+  tail -n 20 "$log" >&2 || true
+  parley_die "Redis would not start on port $port (log: $log)"
 }
 
+# parley_redis_stop DIR: SIGTERM to the PID in DIR/redis.pid, waiting until
+# it has exited. No-op when none runs.
 parley_redis_stop() {
-  local dir=$1 pid
-  [ -f "$dir/redis.pid" ] || return 0
-  pid=$(cat "$dir/redis.pid")
+  local dir=$1 pidfile="$1/redis.pid" pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(cat "$pidfile")
+  if ! _parley_alive "$pid" || ! _parley_cmd_has "$pid" redis-server; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  parley_say "Redis: stopping PID $pid"
   kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+  if ! _parley_wait_gone "$pid" 15; then
+    parley_warn "Redis PID $pid still running after 15 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    _parley_wait_gone "$pid" 5 || true
+  fi
+  rm -f "$pidfile"
 }
