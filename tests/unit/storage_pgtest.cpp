@@ -3,48 +3,18 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <thread>
-
-#include <pqxx/pqxx>
-#include <unistd.h>
 
 #include "storage/clock.hpp"
 #include "storage/pg_store.hpp"
+#include "tests/support/scratch_db.hpp"
 
 using namespace parley;
 using namespace parley::storage;
 
 namespace {
 
-/// A fresh database for one test, dropped afterwards.
-class scratch_db {
-public:
-  scratch_db() {
-    auto* admin = std::getenv("PARLEY_TEST_PG_URL");
-    if (!admin)
-      throw std::runtime_error("PARLEY_TEST_PG_URL is not set: run the tests through scripts/test");
-    admin_ = admin;
-    static int counter = 0;
-    name_ = "parley_ut_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
-    pqxx::connection c{admin_};
-    pqxx::nontransaction n{c};
-    n.exec("CREATE DATABASE " + name_);
-    url_ = admin_ + " dbname=" + name_;
-  }
-  ~scratch_db() {
-    try {
-      pqxx::connection c{admin_};
-      pqxx::nontransaction n{c};
-      n.exec("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
-    } catch (...) {
-    }
-  }
-  const std::string& url() const { return url_; }
-
-private:
-  std::string admin_, name_, url_;
-};
+using parley::test::scratch_db;
 
 session_record new_session(const std::string& id) {
   session_record s;
