@@ -1,0 +1,256 @@
+// Every route of API.md sections 3-4 and 7 (health) against a real node:
+// success and error cases, and isolation between users.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/integration/node_harness.hpp"
+
+using namespace parley::test;
+
+namespace {
+
+class api : public ::testing::Test {
+protected:
+  scratch_db db;
+  parley_node node{db};
+  std::string alice = node.create_key("alice");
+  std::string bob = node.create_key("bob");
+
+  void expect_error(const http_result& r, int status, const std::string& code) {
+    EXPECT_EQ(r.status, status) << describe(r);
+    EXPECT_EQ(r.code(), code) << describe(r);
+    auto j = r.js();
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    EXPECT_TRUE(j["error"]["type"].is_string());
+    EXPECT_FALSE(r.header("x-request-id").empty());
+    EXPECT_EQ(r.header("x-parley-node"), node.node_id());
+  }
+};
+
+} // namespace
+
+TEST_F(api, health_and_readiness) {
+  auto h = http(node.port(), "GET", "/healthz");
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(h.js()["status"], "ok");
+  auto r = http(node.port(), "GET", "/readyz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.js()["status"], "ready");
+  EXPECT_EQ(r.js()["checks"]["postgres"], "ok");
+  EXPECT_TRUE(r.js()["checks"]["redis"].is_string());
+  EXPECT_EQ(r.js()["checks"]["cluster"], "ok");
+}
+
+TEST_F(api, authentication_and_admin_routes) {
+  expect_error(node.call("GET", "/v1/sessions", ""), 401, "unauthorized");
+  expect_error(node.call("GET", "/v1/sessions", "pk_nope"), 401, "unauthorized");
+  expect_error(http(node.port(), "GET", "/v1/sessions", "", {{"Authorization", "Basic abc"}}), 401,
+               "unauthorized");
+  expect_error(node.call("POST", "/admin/v1/api-keys", alice, R"({"user":"mallory"})"), 403,
+               "forbidden");
+  expect_error(node.call("POST", "/admin/v1/api-keys", "", R"({"user":"mallory"})"), 401,
+               "unauthorized");
+  expect_error(node.call("POST", "/admin/v1/api-keys", node.admin_token(), R"({"user":""})"), 400,
+               "invalid_request");
+  auto k = node.call("POST", "/admin/v1/api-keys", node.admin_token(), R"({"user":"carol"})");
+  ASSERT_EQ(k.status, 201) << describe(k);
+  EXPECT_EQ(k.js()["user"], "carol");
+  auto secret = k.js()["api_key"].get<std::string>();
+  EXPECT_EQ(secret.rfind("pk_", 0), 0u);
+  EXPECT_EQ(node.call("GET", "/v1/sessions", secret).status, 200);
+  // Only a hash is stored.
+  auto stored = db.query("SELECT key_hash FROM api_keys WHERE user_id = 'carol'");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_NE(stored[0][0].as<std::string>(), secret);
+  expect_error(node.call("DELETE", "/admin/v1/api-keys/pk_00000000", node.admin_token()), 404,
+               "not_found");
+}
+
+TEST_F(api, revoked_keys_stop_working_within_five_seconds) {
+  auto key = node.create_key("dave");
+  ASSERT_EQ(node.call("GET", "/v1/sessions", key).status, 200);
+  auto prefix = key.substr(0, 11);
+  EXPECT_EQ(node.call("DELETE", "/admin/v1/api-keys/" + prefix, node.admin_token()).status, 204);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int status = 200;
+  while (std::chrono::steady_clock::now() < until &&
+         (status = node.call("GET", "/v1/sessions", key).status) == 200)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(status, 401);
+  EXPECT_EQ(node.call("GET", "/v1/sessions", alice).status, 200) << "other keys unaffected";
+}
+
+TEST_F(api, sessions_create_get_list_delete) {
+  auto created = node.call("POST", "/v1/sessions", alice,
+                           R"({"system_prompt":"be brief","model":"echo","metadata":{"k":1}})");
+  ASSERT_EQ(created.status, 201) << describe(created);
+  auto s = created.js();
+  EXPECT_TRUE(s["id"].is_string());
+  EXPECT_TRUE(s["created_at"].get<std::string>().back() == 'Z');
+  EXPECT_EQ(s["system_prompt"], "be brief");
+  EXPECT_EQ(s["metadata"]["k"], 1);
+  auto id = s["id"].get<std::string>();
+  EXPECT_EQ(node.call("POST", "/v1/sessions", alice).status, 201) << "the body is optional";
+
+  auto got = node.call("GET", "/v1/sessions/" + id, alice);
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.js()["message_count"], 0);
+  EXPECT_EQ(got.js()["last_seq"], 0);
+  ASSERT_EQ(node.post_message(alice, id, {{"content", "hi"}}).status, 200);
+  got = node.call("GET", "/v1/sessions/" + id, alice);
+  EXPECT_EQ(got.js()["message_count"], 2);
+  EXPECT_EQ(got.js()["last_seq"], 2);
+
+  EXPECT_EQ(node.call("DELETE", "/v1/sessions/" + id, alice).status, 204);
+  expect_error(node.call("GET", "/v1/sessions/" + id, alice), 404, "not_found");
+  expect_error(node.call("GET", "/v1/sessions/" + id + "/messages", alice), 404, "not_found");
+  expect_error(node.post_message(alice, id, {{"content", "again"}}), 404, "not_found");
+  expect_error(node.call("DELETE", "/v1/sessions/" + id, alice), 404, "not_found");
+  EXPECT_EQ(db.query("SELECT count(*) FROM messages WHERE session_id = '" + id + "'")[0][0].as<int>(),
+            0);
+}
+
+TEST_F(api, session_list_pages_newest_first) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.insert(ids.begin(), node.create_session(alice));
+  node.create_session(bob);
+  std::vector<std::string> seen;
+  std::string target = "/v1/sessions?limit=2";
+  for (int page = 0; page < 10; ++page) {
+    auto r = node.call("GET", target, alice);
+    ASSERT_EQ(r.status, 200) << describe(r);
+    auto j = r.js();
+    EXPECT_LE(j["data"].size(), 2u);
+    for (auto& s : j["data"])
+      seen.push_back(s["id"]);
+    if (j["next_cursor"].is_null())
+      break;
+    target = "/v1/sessions?limit=2&cursor=" + j["next_cursor"].get<std::string>();
+  }
+  EXPECT_EQ(seen, ids);
+  expect_error(node.call("GET", "/v1/sessions?limit=0", alice), 400, "invalid_request");
+  expect_error(node.call("GET", "/v1/sessions?limit=101", alice), 400, "invalid_request");
+  expect_error(node.call("GET", "/v1/sessions?limit=abc", alice), 400, "invalid_request");
+  expect_error(node.call("GET", "/v1/sessions?cursor=garbage", alice), 400, "invalid_request");
+}
+
+TEST_F(api, messages_pages_and_feedback) {
+  auto id = node.create_session(alice);
+  for (int i = 1; i <= 3; ++i)
+    ASSERT_EQ(node.post_message(alice, id, {{"content", "m" + std::to_string(i)}}).status, 200);
+  auto page = node.call("GET", "/v1/sessions/" + id + "/messages?after=1&limit=2", alice);
+  ASSERT_EQ(page.status, 200);
+  auto j = page.js();
+  ASSERT_EQ(j["data"].size(), 2u);
+  EXPECT_EQ(j["data"][0]["seq"], 2);
+  EXPECT_EQ(j["data"][1]["seq"], 3);
+  EXPECT_EQ(j["next_after"], 3);
+  auto last = node.call("GET", "/v1/sessions/" + id + "/messages?after=5", alice).js();
+  EXPECT_EQ(last["data"].size(), 1u);
+  EXPECT_TRUE(last["next_after"].is_null());
+  auto all = node.all_messages(alice, id);
+  ASSERT_EQ(all.size(), 6u);
+  EXPECT_EQ(all[1]["role"], "assistant");
+  EXPECT_EQ(all[1]["reply_to"], 1);
+  EXPECT_EQ(all[1]["model"], "echo");
+  EXPECT_EQ(all[1]["content"], "m1");
+  expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?limit=501", alice), 400,
+               "invalid_request");
+  expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?after=-1", alice), 400,
+               "invalid_request");
+
+  auto fb = "/v1/sessions/" + id + "/messages/2/feedback";
+  EXPECT_EQ(node.call("POST", fb, alice, R"({"rating":1,"comment":"good"})").status, 201);
+  EXPECT_EQ(node.call("POST", fb, alice, R"({"rating":-1})").status, 201);
+  auto stored = db.query("SELECT rating, comment FROM feedback");
+  ASSERT_EQ(stored.size(), 1u) << "feedback again on a message replaces it";
+  EXPECT_EQ(stored[0][0].as<int>(), -1);
+  expect_error(node.call("POST", fb, alice, R"({"rating":0})"), 400, "invalid_request");
+  expect_error(node.call("POST", "/v1/sessions/" + id + "/messages/1/feedback", alice,
+                         R"({"rating":1})"),
+               400, "invalid_request");
+  expect_error(node.call("POST", "/v1/sessions/" + id + "/messages/99/feedback", alice,
+                         R"({"rating":1})"),
+               404, "not_found");
+  expect_error(node.call("POST", "/v1/sessions/" + id + "/messages/x/feedback", alice,
+                         R"({"rating":1})"),
+               404, "not_found");
+}
+
+TEST_F(api, request_validation) {
+  auto id = node.create_session(alice);
+  auto post = [&](const std::string& body, headers h = {}) {
+    return node.call("POST", "/v1/sessions/" + id + "/messages", alice, body, h);
+  };
+  expect_error(post("{not json"), 400, "invalid_request");
+  expect_error(post(R"({"content":5})"), 400, "invalid_request");
+  expect_error(post(R"({"content":""})"), 400, "invalid_request");
+  expect_error(post(R"({})"), 400, "invalid_request");
+  expect_error(post(R"({"content":"x","client_message_id":""})"), 400, "invalid_request");
+  expect_error(post(json{{"content", "x"}, {"client_message_id", std::string(129, 'c')}}.dump()),
+               400, "invalid_request");
+  expect_error(post(R"({"content":"x"})", {{"Content-Type", "text/plain"}}), 415,
+               "unsupported_media_type");
+  expect_error(post(json{{"content", std::string(32 * 1024 + 1, 'a')}}.dump()), 413,
+               "payload_too_large");
+  expect_error(post(json{{"content", "a"}, {"pad", std::string(64 * 1024, 'p')}}.dump()), 413,
+               "payload_too_large");
+  auto big_ok = post(json{{"content", std::string(32 * 1024 - 10, 'a')}}.dump());
+  EXPECT_EQ(big_ok.status, 200) << describe(big_ok);
+  expect_error(node.call("GET", "/v1/nothing", alice), 404, "not_found");
+  auto wrong = node.call("PUT", "/v1/sessions", alice);
+  expect_error(wrong, 405, "method_not_allowed");
+  EXPECT_EQ(wrong.header("allow"), "GET, POST");
+  // None of the rejected requests stored anything.
+  auto s = node.call("GET", "/v1/sessions/" + id, alice).js();
+  EXPECT_EQ(s["message_count"], 2);
+}
+
+TEST_F(api, one_user_cannot_see_or_touch_another_users_session) {
+  auto id = node.create_session(alice);
+  ASSERT_EQ(node.post_message(alice, id, {{"content", "secret"}}).status, 200);
+  expect_error(node.call("GET", "/v1/sessions/" + id, bob), 404, "not_found");
+  expect_error(node.call("GET", "/v1/sessions/" + id + "/messages", bob), 404, "not_found");
+  expect_error(node.post_message(bob, id, {{"content", "intrude"}}), 404, "not_found");
+  expect_error(node.call("POST", "/v1/sessions/" + id + "/messages/2/feedback", bob,
+                         R"({"rating":-1})"),
+               404, "not_found");
+  expect_error(node.call("DELETE", "/v1/sessions/" + id, bob), 404, "not_found");
+  EXPECT_EQ(node.call("GET", "/v1/sessions", bob).js()["data"].size(), 0u);
+  auto msgs = node.all_messages(alice, id);
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0]["content"], "secret");
+  EXPECT_EQ(db.query("SELECT count(*) FROM feedback")[0][0].as<int>(), 0);
+}
+
+TEST_F(api, request_ids_and_node_header) {
+  auto r = http(node.port(), "GET", "/healthz", "", {{"X-Request-Id", "abc-123"}});
+  EXPECT_EQ(r.header("x-request-id"), "abc-123");
+  auto g = http(node.port(), "GET", "/healthz");
+  EXPECT_EQ(g.header("x-request-id").size(), 16u);
+  EXPECT_NE(g.header("x-request-id"), http(node.port(), "GET", "/healthz").header("x-request-id"));
+  auto e = node.call("GET", "/v1/sessions/nope", alice, "", {{"X-Request-Id", "err-1"}});
+  EXPECT_EQ(e.header("x-request-id"), "err-1");
+  EXPECT_EQ(e.header("x-parley-node"), node.node_id());
+}
+
+TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
+  auto id = node.create_session(alice);
+  auto r = node.post_message(alice, id, {{"content", "stream me"}, {"stream", true}});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-type"), "text/event-stream");
+  auto done = r.body.find("event: done\ndata: ");
+  ASSERT_NE(done, std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("event: delta"), std::string::npos);
+  auto payload = r.body.substr(done + 18);
+  payload = payload.substr(0, payload.find("\n\n"));
+  auto j = json::parse(payload);
+  EXPECT_EQ(j["reply"]["content"], "stream me");
+  EXPECT_EQ(j["reply"]["seq"], 2);
+  EXPECT_EQ(node.all_messages(alice, id).size(), 2u);
+}

@@ -1,0 +1,474 @@
+#include "tests/integration/node_harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace parley::test {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::string lower(std::string s) {
+  for (auto& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int connect_to(unsigned short port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+bool send_all(int fd, const std::string& s) {
+  std::size_t off = 0;
+  while (off < s.size()) {
+    auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0)
+      return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+/// Reads more bytes into `buf`; false on close, error or deadline.
+bool read_more(int fd, std::string& buf, clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  if (left.count() <= 0)
+    return false;
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+    return false;
+  char tmp[65536];
+  auto n = ::recv(fd, tmp, sizeof tmp, 0);
+  if (n <= 0)
+    return false;
+  buf.append(tmp, static_cast<std::size_t>(n));
+  return true;
+}
+
+/// Parses one response from `buf` (reading more as needed); removes it.
+http_result read_response(int fd, std::string& buf, clock::time_point deadline) {
+  http_result r;
+  std::size_t end;
+  while ((end = buf.find("\r\n\r\n")) == std::string::npos)
+    if (!read_more(fd, buf, deadline))
+      return r;
+  std::istringstream head{buf.substr(0, end)};
+  std::string line;
+  std::getline(head, line);
+  if (line.size() < 12)
+    return r;
+  int status = std::atoi(line.c_str() + 9);
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos)
+      continue;
+    auto v = line.substr(colon + 1);
+    v.erase(0, v.find_first_not_of(' '));
+    r.head[lower(line.substr(0, colon))] = v;
+  }
+  buf.erase(0, end + 4);
+  if (auto it = r.head.find("content-length"); it != r.head.end()) {
+    auto len = static_cast<std::size_t>(std::stoul(it->second));
+    while (buf.size() < len)
+      if (!read_more(fd, buf, deadline))
+        return http_result{};
+    r.body = buf.substr(0, len);
+    buf.erase(0, len);
+  } else {
+    while (read_more(fd, buf, deadline)) {
+    }
+    r.body = std::move(buf);
+    buf.clear();
+  }
+  r.status = status;
+  return r;
+}
+
+std::string format_request(const std::string& method, const std::string& target,
+                           const std::string& body, const headers& extra, bool keep_alive) {
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  bool has_type = false;
+  for (auto& [k, v] : extra) {
+    req += k + ": " + v + "\r\n";
+    has_type = has_type || lower(k) == "content-type";
+  }
+  if (!body.empty() && !has_type)
+    req += "Content-Type: application/json\r\n";
+  if (!body.empty() || method == "POST")
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += keep_alive ? "" : "Connection: close\r\n";
+  return req + "\r\n" + body;
+}
+
+std::string random_token() {
+  std::mt19937_64 rng{std::random_device{}()};
+  std::ostringstream s;
+  s << std::hex << rng() << rng();
+  return s.str();
+}
+
+std::string log_dir() {
+  std::string d = "it-logs";
+  ::mkdir(d.c_str(), 0755);
+  return d;
+}
+
+bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
+  auto until = clock::now() + limit;
+  while (clock::now() < until) {
+    if (ok())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return ok();
+}
+
+} // namespace
+
+unsigned short free_port() {
+  static std::set<unsigned short> handed_out;
+  static unsigned short next = static_cast<unsigned short>(20000 + (getpid() * 37) % 11000);
+  for (int tries = 0; tries < 12000; ++tries) {
+    unsigned short p = next;
+    next = static_cast<unsigned short>(next >= 31999 ? 20000 : next + 1);
+    if (handed_out.count(p))
+      continue;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(p);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (ok) {
+      handed_out.insert(p);
+      return p;
+    }
+  }
+  throw std::runtime_error("no free port below 32768");
+}
+
+std::string http_result::header(const std::string& lower_name) const {
+  auto it = head.find(lower_name);
+  return it == head.end() ? std::string{} : it->second;
+}
+
+std::string http_result::code() const {
+  auto j = js();
+  if (j.is_object() && j.contains("error") && j["error"].is_object())
+    return j["error"].value("code", "");
+  return {};
+}
+
+http_result http(unsigned short port, const std::string& method, const std::string& target,
+                 const std::string& body, const headers& extra, std::chrono::milliseconds timeout) {
+  int fd = connect_to(port);
+  if (fd < 0)
+    return {};
+  std::string buf;
+  http_result r;
+  if (send_all(fd, format_request(method, target, body, extra, false)))
+    r = read_response(fd, buf, clock::now() + timeout);
+  ::close(fd);
+  return r;
+}
+
+http_connection::http_connection(unsigned short port) : fd_(connect_to(port)) {}
+http_connection::~http_connection() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+http_result http_connection::request(const std::string& method, const std::string& target,
+                                     const std::string& body, const headers& extra) {
+  if (fd_ < 0 || !send_all(fd_, format_request(method, target, body, extra, true)))
+    return {};
+  return read_response(fd_, buffer_, clock::now() + std::chrono::seconds(30));
+}
+
+bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
+  if (fd_ < 0)
+    return true;
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(wait.count())) <= 0)
+    return false;
+  char c;
+  return ::recv(fd_, &c, 1, MSG_PEEK) == 0;
+}
+
+std::string raw_exchange(unsigned short port, const std::string& bytes,
+                         std::chrono::milliseconds timeout, bool* closed) {
+  int fd = connect_to(port);
+  if (closed)
+    *closed = false;
+  if (fd < 0)
+    return {};
+  send_all(fd, bytes);
+  std::string out;
+  auto deadline = clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() <= 0)
+      break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      break;
+    char tmp[4096];
+    auto n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) {
+      if (closed)
+        *closed = true;
+      break;
+    }
+    out.append(tmp, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+child_process::child_process(const std::string& exe, const std::vector<std::string>& args,
+                             const std::map<std::string, std::string>& env,
+                             const std::string& log_path)
+  : log_(log_path) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) {
+    std::string kv{*e};
+    auto key = kv.substr(0, kv.find('='));
+    if (!env.count(key))
+      envs.push_back(kv);
+  }
+  for (auto& [k, v] : env)
+    envs.push_back(k + "=" + v);
+  std::vector<char*> argv{const_cast<char*>(exe.c_str())};
+  for (auto& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : envs)
+    envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(exe.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+}
+
+child_process::~child_process() {
+  if (pid_ > 0)
+    terminate(std::chrono::seconds(5));
+}
+
+child_process::child_process(child_process&& o) noexcept
+  : pid_(std::exchange(o.pid_, -1)), status_(o.status_), log_(std::move(o.log_)) {}
+
+child_process& child_process::operator=(child_process&& o) noexcept {
+  if (this != &o) {
+    if (pid_ > 0)
+      terminate(std::chrono::seconds(5));
+    pid_ = std::exchange(o.pid_, -1);
+    status_ = o.status_;
+    log_ = std::move(o.log_);
+  }
+  return *this;
+}
+
+bool child_process::alive() {
+  if (pid_ <= 0)
+    return false;
+  int st = 0;
+  auto r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+int child_process::terminate(std::chrono::milliseconds grace) {
+  if (pid_ <= 0)
+    return status_;
+  ::kill(pid_, SIGTERM);
+  auto until = clock::now() + grace;
+  while (clock::now() < until) {
+    if (!alive())
+      return status_;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill9();
+  return -1;
+}
+
+void child_process::kill9() {
+  if (pid_ <= 0)
+    return;
+  ::kill(pid_, SIGKILL);
+  int st = 0;
+  ::waitpid(pid_, &st, 0);
+  pid_ = -1;
+  status_ = -1;
+}
+
+std::string child_process::log_tail(int lines) const {
+  std::ifstream in{log_};
+  std::deque<std::string> tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    tail.push_back(line);
+    if (static_cast<int>(tail.size()) > lines)
+      tail.pop_front();
+  }
+  std::string out;
+  for (auto& l : tail)
+    out += l + "\n";
+  return out;
+}
+
+mock_llm::mock_llm() : port_(free_port()) {
+  proc_ = child_process(MOCK_LLM_BIN, {"--host", "127.0.0.1", "--port", std::to_string(port_)}, {},
+                        log_dir() + "/mock-" + std::to_string(port_) + ".log");
+  if (!wait_until([&] { return http(port_, "GET", "/healthz").status == 200; },
+                  std::chrono::seconds(10)))
+    throw std::runtime_error("mock-llm did not start:\n" + proc_.log_tail());
+}
+
+std::string mock_llm::base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
+
+json mock_llm::requests() const { return http(port_, "GET", "/_mock/requests").js()["data"]; }
+
+void mock_llm::clear() const { http(port_, "DELETE", "/_mock/requests"); }
+
+void mock_llm::configure(const json& cfg) const {
+  auto r = http(port_, "POST", "/_mock/config", cfg.dump());
+  if (r.status != 200)
+    throw std::runtime_error("mock config rejected: " + r.body);
+}
+
+void mock_llm::reset() const { http(port_, "DELETE", "/_mock/config"); }
+
+parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string> env)
+  : env_(std::move(env)), port_(free_port()), token_(random_token()) {
+  node_id_ = env_.count("PARLEY_NODE_ID") ? env_["PARLEY_NODE_ID"]
+                                          : "it-node-" + std::to_string(port_);
+  env_["PARLEY_PG_URL"] = db.url();
+  env_["PARLEY_HTTP_HOST"] = "127.0.0.1";
+  env_["PARLEY_HTTP_PORT"] = std::to_string(port_);
+  env_["PARLEY_CLUSTER_HOST"] = "127.0.0.1";
+  env_["PARLEY_CLUSTER_PORT"] = std::to_string(free_port());
+  env_["PARLEY_NODE_ID"] = node_id_;
+  env_["PARLEY_ADMIN_TOKEN"] = token_;
+  env_.emplace("PARLEY_LOG_LEVEL", "info");
+  start();
+}
+
+parley_node::~parley_node() = default;
+
+void parley_node::start() {
+  proc_ = child_process(PARLEY_BIN, {}, env_,
+                        log_dir() + "/parley-" + std::to_string(port_) + ".log");
+  if (!wait_until(
+        [&] { return !proc_.alive() || http(port_, "GET", "/readyz").status == 200; },
+        std::chrono::seconds(30)) ||
+      !proc_.alive())
+    throw std::runtime_error("parley did not become ready:\n" + proc_.log_tail());
+}
+
+std::string parley_node::create_key(const std::string& user) {
+  auto r = http(port_, "POST", "/admin/v1/api-keys", json{{"user", user}}.dump(),
+                {{"Authorization", "Bearer " + token_}});
+  if (r.status != 201)
+    throw std::runtime_error("create key: " + describe(r));
+  return r.js()["api_key"];
+}
+
+http_result parley_node::call(const std::string& method, const std::string& target,
+                              const std::string& key, const std::string& body,
+                              headers extra) const {
+  if (!key.empty())
+    extra["Authorization"] = "Bearer " + key;
+  return http(port_, method, target, body, extra);
+}
+
+std::string parley_node::create_session(const std::string& key, const json& body) {
+  auto r = call("POST", "/v1/sessions", key, body.dump());
+  if (r.status != 201)
+    throw std::runtime_error("create session: " + describe(r));
+  return r.js()["id"];
+}
+
+http_result parley_node::post_message(const std::string& key, const std::string& session,
+                                      const json& body) {
+  return call("POST", "/v1/sessions/" + session + "/messages", key, body.dump());
+}
+
+json parley_node::all_messages(const std::string& key, const std::string& session) {
+  json all = json::array();
+  std::int64_t after = 0;
+  for (int page = 0; page < 1000; ++page) {
+    auto r = call("GET",
+                  "/v1/sessions/" + session + "/messages?limit=500&after=" + std::to_string(after),
+                  key);
+    if (r.status != 200)
+      throw std::runtime_error("list messages: " + describe(r));
+    auto j = r.js();
+    for (auto& m : j["data"])
+      all.push_back(m);
+    if (j["next_after"].is_null())
+      break;
+    after = j["next_after"];
+  }
+  return all;
+}
+
+std::string describe(const http_result& r) {
+  return "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 400);
+}
+
+} // namespace parley::test

@@ -1,0 +1,137 @@
+#pragma once
+// Integration-test harness: real `parley` and `mock-llm` processes on
+// 127.0.0.1 ports below 32768, a scratch PostgreSQL database each, and a
+// small blocking HTTP/1.1 client with timeouts on every call.
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <sys/types.h>
+
+#include "tests/support/scratch_db.hpp"
+
+namespace parley::test {
+
+using json = nlohmann::json;
+using headers = std::map<std::string, std::string>;
+
+/// A port below 32768 that nothing listens on now; never the same twice in
+/// one process.
+unsigned short free_port();
+
+struct http_result {
+  int status = 0; ///< 0: no response (connection failed, closed or timed out)
+  headers head;   ///< lower-case names
+  std::string body;
+  json js() const { return json::parse(body, nullptr, false); }
+  std::string header(const std::string& lower_name) const;
+  /// The error `code` of an error body, or "".
+  std::string code() const;
+};
+
+/// One request on a fresh connection (Connection: close).
+http_result http(unsigned short port, const std::string& method, const std::string& target,
+                 const std::string& body = "", const headers& extra = {},
+                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+/// A keep-alive connection for several requests.
+class http_connection {
+public:
+  explicit http_connection(unsigned short port);
+  ~http_connection();
+  http_result request(const std::string& method, const std::string& target,
+                      const std::string& body = "", const headers& extra = {});
+  /// True once the server closed its side (checked without blocking long).
+  bool closed_by_peer(std::chrono::milliseconds wait);
+
+private:
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+/// Writes raw bytes, then reads until the peer closes or `timeout` passes.
+/// `closed` tells which happened.
+std::string raw_exchange(unsigned short port, const std::string& bytes,
+                         std::chrono::milliseconds timeout, bool* closed = nullptr);
+
+/// A child process with its output in a log file; killed and reaped at the end.
+class child_process {
+public:
+  child_process() = default;
+  child_process(const std::string& exe, const std::vector<std::string>& args,
+                const std::map<std::string, std::string>& env, const std::string& log_path);
+  ~child_process();
+  child_process(child_process&&) noexcept;
+  child_process& operator=(child_process&&) noexcept;
+
+  pid_t pid() const { return pid_; }
+  bool alive();
+  /// SIGTERM, then SIGKILL after `grace`; returns the exit status (-1: killed).
+  int terminate(std::chrono::milliseconds grace = std::chrono::seconds(20));
+  void kill9();
+  const std::string& log_path() const { return log_; }
+  std::string log_tail(int lines = 40) const;
+
+private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_;
+};
+
+/// The mock OpenAI upstream.
+class mock_llm {
+public:
+  mock_llm();
+  std::string base_url() const;
+  json requests() const;
+  void clear() const;
+  void configure(const json& cfg) const;
+  void reset() const;
+  unsigned short port() const { return port_; }
+
+private:
+  unsigned short port_;
+  child_process proc_;
+};
+
+/// One Parley node on a scratch database.
+class parley_node {
+public:
+  explicit parley_node(const scratch_db& db, std::map<std::string, std::string> env = {});
+  ~parley_node();
+
+  void start();
+  void restart() { start(); }
+  int stop() { return proc_.terminate(); }
+  void kill9() { proc_.kill9(); }
+  child_process& process() { return proc_; }
+
+  unsigned short port() const { return port_; }
+  const std::string& admin_token() const { return token_; }
+  const std::string& node_id() const { return node_id_; }
+
+  /// A new user API key.
+  std::string create_key(const std::string& user);
+
+  http_result call(const std::string& method, const std::string& target, const std::string& key,
+                   const std::string& body = "", headers extra = {}) const;
+  /// Creates a session; returns its id.
+  std::string create_session(const std::string& key, const json& body = json::object());
+  http_result post_message(const std::string& key, const std::string& session, const json& body);
+  /// Every message of a session, following next_after.
+  json all_messages(const std::string& key, const std::string& session);
+
+private:
+  std::map<std::string, std::string> env_;
+  unsigned short port_;
+  std::string token_, node_id_;
+  child_process proc_;
+};
+
+/// Fails the current test with the log tail of `node` attached.
+std::string describe(const http_result& r);
+
+} // namespace parley::test

@@ -1,0 +1,100 @@
+// Bad bytes, bad JSON and slow clients never crash a node or hold it.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/integration/node_harness.hpp"
+
+using namespace parley::test;
+
+namespace {
+
+void expect_alive(parley_node& node, const std::string& after) {
+  EXPECT_TRUE(node.process().alive()) << "node died after: " << after << "\n"
+                                      << node.process().log_tail();
+  EXPECT_EQ(http(node.port(), "GET", "/healthz").status, 200) << after;
+}
+
+} // namespace
+
+TEST(robustness, malformed_http_and_json_never_crash_the_node) {
+  scratch_db db;
+  parley_node node{db, {{"PARLEY_HTTP_HEADER_TIMEOUT_MS", "1000"}}};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  auto auth = "Authorization: Bearer " + key + "\r\n";
+  auto post = [&](const std::string& body, const std::string& extra = "") {
+    return "POST /v1/sessions/" + id + "/messages HTTP/1.1\r\nHost: x\r\n" + auth + extra +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body;
+  };
+  std::string huge_header = "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(100000, 'a') + "\r\n\r\n";
+  std::string many_headers = "GET /healthz HTTP/1.1\r\n";
+  for (int i = 0; i < 5000; ++i)
+    many_headers += "X-H" + std::to_string(i) + ": v\r\n";
+  many_headers += "\r\n";
+  std::vector<std::pair<std::string, std::string>> cases = {
+    {"garbage", "GARBAGE\r\n\r\n"},
+    {"binary", std::string("\x00\x01\x02\xff\xfe\r\n\r\n", 9)},
+    {"no version", "GET /healthz\r\n\r\n"},
+    {"bad version", "GET /healthz HTTP/9.9\r\n\r\n"},
+    {"huge header", huge_header},
+    {"many headers", many_headers},
+    {"short body then close", post("{\"content\":\"x\"}").substr(0, 200) + "\r\nContent-Length: 9999"},
+    {"length mismatch", "POST /v1/sessions HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc"},
+    {"bad chunked", "POST /v1/sessions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n"},
+    {"negative length", "POST /v1/sessions HTTP/1.1\r\nContent-Length: -5\r\n\r\n"},
+    {"invalid utf-8", post("{\"content\":\"\xc3\x28\xff\"}")},
+    {"deep json", post(std::string(10000, '[') + std::string(10000, ']'))},
+    {"deep object", post("{\"content\":\"x\",\"m\":" + std::string(5000, '[') + "}")},
+    {"nul bytes", post(std::string("{\"content\":\"a\0b\"}", 17))},
+    {"json array", post("[1,2,3]")},
+    {"huge number", post("{\"content\":1e999999}")},
+    {"wrong auth scheme", "GET /v1/sessions HTTP/1.1\r\nAuthorization: Bearer\r\n\r\n"},
+  };
+  for (auto& [name, bytes] : cases) {
+    bool closed = false;
+    auto reply = raw_exchange(node.port(), bytes, std::chrono::seconds(3), &closed);
+    if (!reply.empty()) {
+      EXPECT_EQ(reply.rfind("HTTP/1.1 ", 0), 0u) << name << ": " << reply.substr(0, 80);
+    }
+    EXPECT_EQ(reply.find(" 500 "), std::string::npos) << name << ": " << reply.substr(0, 200);
+    expect_alive(node, name);
+  }
+  // Nothing of it was stored.
+  EXPECT_EQ(node.call("GET", "/v1/sessions/" + id, key).js()["message_count"], 0);
+}
+
+TEST(robustness, slow_and_idle_clients_are_cut_off) {
+  scratch_db db;
+  parley_node node{db, {{"PARLEY_HTTP_HEADER_TIMEOUT_MS", "500"},
+                        {"PARLEY_HTTP_IDLE_TIMEOUT_MS", "700"}}};
+  bool closed = false;
+  auto start = std::chrono::steady_clock::now();
+  raw_exchange(node.port(), "GET /heal", std::chrono::seconds(5), &closed);
+  EXPECT_TRUE(closed) << "a stalled request line must be dropped";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+
+  http_connection keep{node.port()};
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(keep.request("GET", "/healthz").status, 200) << "request " << i << " on one connection";
+  EXPECT_TRUE(keep.closed_by_peer(std::chrono::seconds(3))) << "idle keep-alive must close";
+  expect_alive(node, "timeouts");
+}
+
+TEST(robustness, sigterm_finishes_in_flight_turns_and_exits_zero) {
+  scratch_db db;
+  mock_llm mock;
+  mock.configure({{"latency_ms", 800}});
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}}};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  http_result r;
+  std::thread t{[&] { r = node.post_message(key, id, {{"content", "in flight"}}); }};
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(node.stop(), 0);
+  t.join();
+  EXPECT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(db.query("SELECT count(*) FROM messages")[0][0].as<int>(), 2);
+}
