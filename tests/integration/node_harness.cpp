@@ -37,14 +37,15 @@ std::string lower(std::string s) {
   return s;
 }
 
-int connect_to(unsigned short port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -1;
+int connect_to(const std::string& host, unsigned short port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+    return -1;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(fd);
     return -1;
@@ -200,7 +201,13 @@ std::string http_result::code() const {
 
 http_result http(unsigned short port, const std::string& method, const std::string& target,
                  const std::string& body, const headers& extra, std::chrono::milliseconds timeout) {
-  int fd = connect_to(port);
+  return http_at("127.0.0.1", port, method, target, body, extra, timeout);
+}
+
+http_result http_at(const std::string& host, unsigned short port, const std::string& method,
+                    const std::string& target, const std::string& body, const headers& extra,
+                    std::chrono::milliseconds timeout) {
+  int fd = connect_to(host, port);
   if (fd < 0)
     return {};
   std::string buf;
@@ -211,7 +218,7 @@ http_result http(unsigned short port, const std::string& method, const std::stri
   return r;
 }
 
-http_connection::http_connection(unsigned short port) : fd_(connect_to(port)) {}
+http_connection::http_connection(unsigned short port) : fd_(connect_to("127.0.0.1", port)) {}
 http_connection::~http_connection() {
   if (fd_ >= 0)
     ::close(fd_);
@@ -236,7 +243,7 @@ bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
 
 std::string raw_exchange(unsigned short port, const std::string& bytes,
                          std::chrono::milliseconds timeout, bool* closed) {
-  int fd = connect_to(port);
+  int fd = connect_to("127.0.0.1", port);
   if (closed)
     *closed = false;
   if (fd < 0)

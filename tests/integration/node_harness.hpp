@@ -37,6 +37,13 @@ http_result http(unsigned short port, const std::string& method, const std::stri
                  const std::string& body = "", const headers& extra = {},
                  std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+/// The same, to `host` (an IPv4 address), for nodes outside 127.0.0.1
+/// (network namespaces).
+http_result http_at(const std::string& host, unsigned short port, const std::string& method,
+                    const std::string& target, const std::string& body = "",
+                    const headers& extra = {},
+                    std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 /// A keep-alive connection for several requests.
 class http_connection {
 public:
