@@ -78,4 +78,33 @@ std::string render_error_sse(const api_error& e) {
   return "event: error\ndata: " + error_body(e) + "\n\n";
 }
 
+std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields) {
+  json j = json::object();
+  for (auto& [k, v] : fields)
+    j[k] = v;
+  return dump(j);
+}
+
+std::string render_cluster(const std::string& self_id, const std::vector<member_info>& members) {
+  json nodes = json::array();
+  for (auto& m : members)
+    nodes.push_back({{"id", m.id},
+                     {"http", m.http},
+                     {"cluster", m.cluster},
+                     {"status", m.status},
+                     {"sessions_active", m.sessions_active},
+                     {"self", m.id == self_id}});
+  return dump({{"self", self_id}, {"nodes", std::move(nodes)}});
+}
+
+std::string render_location(const session_record& s, const session_location& where) {
+  return dump({{"id", s.id},
+               {"node", where.node},
+               {"state", where.state},
+               {"user", s.user_id},
+               {"message_count", s.message_count},
+               {"last_seq", s.last_seq},
+               {"epoch", s.epoch}});
+}
+
 } // namespace parley

@@ -2,6 +2,8 @@
 // JSON renderings of Parley's records for the HTTP API (API.md section 4).
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "actors/messages.hpp"
 
@@ -12,6 +14,12 @@ std::string render_session_page(const session_page& p);
 std::string render_message_page(const message_page& p);
 std::string render_turn(const turn_reply& t);
 std::string render_created_key(const api_key_record& k, const std::string& secret);
+/// A flat JSON object of string fields, in the given order.
+std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields);
+/// `GET /admin/v1/cluster`: this node's view, itself first.
+std::string render_cluster(const std::string& self_id, const std::vector<member_info>& members);
+/// `GET /admin/v1/sessions/{id}`.
+std::string render_location(const session_record& s, const session_location& where);
 /// A turn as Server-Sent Events: one delta with the reply, then `done`.
 std::string render_turn_sse(const turn_reply& t);
 /// A failure as one Server-Sent Event `error`.

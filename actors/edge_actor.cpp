@@ -7,6 +7,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/api_render.hpp"
+#include "actors/cluster_view.hpp"
 #include "actors/messages.hpp"
 #include "storage/clock.hpp"
 #include "storage/secrets.hpp"
@@ -26,10 +27,16 @@ struct cached_key {
 struct edge_state {
   edge_config cfg;
   storage_pool_ptr storage;
-  owner_lookup owner;
+  caf::actor registry;
+  caf::actor membership;
+  view_ptr view;
   std::unordered_map<std::string, cached_key> keys; ///< by key hash
   std::size_t inflight = 0;
   bool draining = false;
+  /// Turns sent to another node's registry, by node, until answered; when
+  /// that node goes down they are answered 503 at once.
+  std::unordered_map<std::string, std::unordered_map<std::uint64_t, call_ptr>> remote;
+  std::uint64_t next_ticket = 0;
 };
 
 using edge_self = caf::stateful_actor<edge_state>;
@@ -60,6 +67,15 @@ api_error not_found_session(const call_ptr& c) {
   return {errc::not_found, "session '" + c->id + "' not found"};
 }
 
+/// The registry that should get a turn for `session_id`, and its node.
+std::pair<caf::actor, std::string> route_to(edge_self* self, const std::string& session_id) {
+  auto& st = self->state;
+  auto& owner = st.view->owner(session_id);
+  if (owner.id == st.cfg.node_id || !owner.registry)
+    return {st.registry, st.cfg.node_id};
+  return {owner.registry, owner.id};
+}
+
 /// Authenticates a user key (cache, then storage) and continues with the
 /// key's record; answers 401 itself.
 template <class F>
@@ -84,6 +100,31 @@ void with_key(edge_self* self, const call_ptr& c, F&& next) {
           s.keys.clear();
         s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
         next(rec);
+      },
+      [c](caf::error& e) { reply_error(c, e); });
+}
+
+/// `GET /admin/v1/sessions/{id}` and `POST .../migrate`: both ask the
+/// registry of the node that hosts the session, which follows a recent move.
+void handle_admin_session(edge_self* self, const call_ptr& c) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, get_sess_atom::value, c->id)
+    .then(
+      [self, c](session_record& s) {
+        auto registry = route_to(self, c->id).first;
+        if (c->route == net::route::admin_session) {
+          self->request(registry, std::chrono::seconds(10), where_atom::value, c->id)
+            .then([c, s](session_location& w) { reply(c, 200, render_location(s, w)); },
+                  [c](caf::error& e) { reply_error(c, e); });
+          return;
+        }
+        self->request(registry, std::chrono::seconds(90), migrate_atom::value, c->id,
+                      c->migrate.to)
+          .then(
+            [c](std::string& node) {
+              reply(c, 200, render_object({{"id", c->id}, {"node", node}}));
+            },
+            [c](caf::error& e) { reply_error(c, e); });
       },
       [c](caf::error& e) { reply_error(c, e); });
 }
@@ -117,8 +158,65 @@ void handle_admin(edge_self* self, const call_ptr& c) {
           },
           [c](caf::error& e) { reply_error(c, e); });
       return;
+    case net::route::cluster_info:
+      self->request(st.membership, std::chrono::seconds(5), cluster_atom::value)
+        .then(
+          [self, c](std::vector<member_info>& ms) {
+            reply(c, 200, render_cluster(self->state.cfg.node_id, ms));
+          },
+          [c](caf::error& e) { reply_error(c, e); });
+      return;
+    case net::route::admin_session:
+    case net::route::migrate_session:
+      return handle_admin_session(self, c);
+    case net::route::drain_node:
+      self->request(st.membership, std::chrono::seconds(5), drain_atom::value, c->id)
+        .then(
+          [c](bool known) {
+            if (!known)
+              return reply_error(c, {errc::not_found,
+                                     "node '" + c->id + "' is not an up member of the cluster"});
+            reply(c, 202, render_object({{"node", c->id}, {"status", "leaving"}}));
+          },
+          [c](caf::error& e) { reply_error(c, e); });
+      return;
     default:
       reply_error(c, {errc::internal, "unexpected admin route"});
+  }
+}
+
+/// True exactly once per turn: when its answer may still be sent.
+bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
+  auto& st = self->state;
+  if (node == st.cfg.node_id)
+    return true;
+  auto n = st.remote.find(node);
+  if (n == st.remote.end() || n->second.erase(ticket) == 0)
+    return false;
+  if (n->second.empty())
+    st.remote.erase(n);
+  return true;
+}
+
+void on_view(edge_self* self, view_ptr v) {
+  auto& st = self->state;
+  st.view = std::move(v);
+  if (auto* me = st.view->find(st.cfg.node_id); me && me->status == "leaving")
+    st.draining = true;
+  for (auto& m : st.view->members) {
+    if (m.status != "down")
+      continue;
+    auto n = st.remote.find(m.id);
+    if (n == st.remote.end())
+      continue;
+    auto calls = std::move(n->second);
+    st.remote.erase(n);
+    for (auto& [ticket, c] : calls) {
+      --st.inflight;
+      reply_error(c, {errc::session_moved, "node '" + m.id + "' hosting session '" + c->id +
+                                             "' went down; retry with the same "
+                                             "client_message_id"});
+    }
   }
 }
 
@@ -128,18 +226,25 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
     return reply_error(c, {errc::overloaded, "this node has too many turns in flight; retry"});
   ++st.inflight;
   turn_request t{c->id, user, std::move(c->post_message.content),
-                 std::move(c->post_message.client_message_id), c->request_id};
-  auto registry = st.owner(c->id);
+                 std::move(c->post_message.client_message_id), c->request_id, 0};
+  auto [registry, node] = route_to(self, c->id);
+  auto ticket = ++st.next_ticket;
+  if (node != st.cfg.node_id)
+    st.remote[node].emplace(ticket, c);
   self->request(registry, st.cfg.turn_timeout, std::move(t))
     .then(
-      [self, c](turn_reply& r) {
+      [self, c, node = node, ticket](turn_reply& r) {
+        if (!settle(self, node, ticket))
+          return;
         --self->state.inflight;
         if (c->stream)
           reply(c, 200, render_turn_sse(r), "text/event-stream");
         else
           reply(c, 200, render_turn(r));
       },
-      [self, c](caf::error& e) {
+      [self, c, node = node, ticket](caf::error& e) {
+        if (!settle(self, node, ticket))
+          return;
         --self->state.inflight;
         auto err = to_api_error(e);
         bool before_turn = err.code == errc::session_busy || err.code == errc::not_found ||
@@ -186,7 +291,7 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
           [self, c](bool deleted) {
             if (!deleted)
               return reply_error(c, not_found_session(c));
-            self->send(self->state.owner(c->id), gone_atom::value, c->id);
+            self->send(route_to(self, c->id).first, gone_atom::value, c->id);
             reply(c, 204, {});
           },
           [c](caf::error& e) { reply_error(c, e); });
@@ -232,31 +337,52 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
 }
 
 void handle_ready(edge_self* self, const call_ptr& c) {
-  auto draining = self->state.draining;
-  auto answer = [c, draining](bool pg_ok) {
-    bool ready = pg_ok && !draining;
+  auto& st = self->state;
+  std::string cluster = st.draining ? "draining" : !st.view->joined ? "joining" : "ok";
+  auto answer = [c, cluster](bool pg_ok) {
+    bool ready = pg_ok && cluster == "ok";
     std::string body = std::string{"{\"status\":\""} + (ready ? "ready" : "unavailable") +
                        "\",\"checks\":{\"postgres\":\"" + (pg_ok ? "ok" : "down") +
-                       "\",\"redis\":\"off\",\"cluster\":\"" + (draining ? "draining" : "ok") +
-                       "\"}}";
+                       "\",\"redis\":\"off\",\"cluster\":\"" + cluster + "\"}}";
     reply(c, ready ? 200 : 503, std::move(body));
   };
   self->request(self->state.storage->any(), std::chrono::seconds(2), ping_atom::value)
     .then([answer](bool ok) { answer(ok); }, [answer](caf::error&) { answer(false); });
 }
 
-caf::behavior edge_actor(edge_self* self, edge_config cfg, storage_pool_ptr storage,
-                         owner_lookup owner) {
+bool is_admin_route(net::route r) {
+  switch (r) {
+    case net::route::create_api_key:
+    case net::route::revoke_api_key:
+    case net::route::cluster_info:
+    case net::route::admin_session:
+    case net::route::migrate_session:
+    case net::route::drain_node:
+      return true;
+    default:
+      return false;
+  }
+}
+
+caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  st.storage = std::move(storage);
-  st.owner = std::move(owner);
+  st.storage = std::move(peers.storage);
+  st.registry = std::move(peers.registry);
+  st.membership = std::move(peers.membership);
+  member_info me;
+  me.id = st.cfg.node_id;
+  me.status = "up";
+  me.registry = st.registry;
+  st.view = cluster_view::alone(std::move(me));
+  if (st.membership)
+    self->send(st.membership, view_atom::value, caf::actor_cast<caf::actor>(self));
   return {
     [self](http_call& call) {
       auto c = std::make_shared<http_call>(std::move(call));
       if (c->route == net::route::readyz)
         return handle_ready(self, c);
-      bool admin = c->route == net::route::create_api_key || c->route == net::route::revoke_api_key;
+      bool admin = is_admin_route(c->route);
       if (admin && !c->bearer.empty() &&
           constant_time_equal(c->bearer, self->state.cfg.admin_token)) {
         if (c->early_error)
@@ -271,15 +397,15 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, storage_pool_ptr stor
         handle_user(self, c, key);
       });
     },
+    [self](view_atom, view_ptr& v) { on_view(self, std::move(v)); },
     [self](drain_atom) { self->state.draining = true; },
   };
 }
 
 } // namespace
 
-caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg,
-                            storage_pool_ptr storage, owner_lookup owner) {
-  return sys.spawn(edge_actor, cfg, std::move(storage), std::move(owner));
+caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers) {
+  return sys.spawn(edge_actor, cfg, std::move(peers));
 }
 
 } // namespace parley

@@ -6,12 +6,17 @@
 // responder, which posts onto the connection's strand.
 //
 /// Protocol:
-///   http_call          (local only: it carries the responder)
-///   (drain_atom)       stop being ready: /readyz answers 503
+///   http_call                (local only: it carries the responder)
+///   (view_atom, view_ptr)    the cluster changed: route with the new view;
+///                            turns waiting on a node that went down get 503
+///   (drain_atom)             stop being ready: /readyz answers 503
+///
+/// Routing: a turn goes to the registry of the session's owner in the
+/// current view (this node's registry when it owns it); reads and writes
+/// that need no session actor go straight to storage.
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 
@@ -26,8 +31,6 @@
 #include "net/router.hpp"
 
 namespace parley {
-
-using drain_atom = caf::atom_constant<caf::atom("drain")>;
 
 /// One validated HTTP request on its way to the edge.
 struct http_call {
@@ -44,6 +47,7 @@ struct http_call {
   net::post_message_body post_message;
   net::feedback_body feedback;
   net::create_key_body create_key;
+  net::migrate_body migrate;
   std::int32_t limit = 0;
   std::int64_t after = 0;
   std::string cursor;
@@ -60,12 +64,14 @@ struct edge_config {
   std::chrono::milliseconds key_cache_ttl{2000};
 };
 
-/// Maps a session id to the registry of the node that owns it (placement).
-/// Called inside the edge actor only.
-using owner_lookup = std::function<caf::actor(const std::string& session_id)>;
+/// The node's other actors the edge talks to.
+struct edge_peers {
+  storage_pool_ptr storage;
+  caf::actor registry;   ///< this node's session registry
+  caf::actor membership; ///< this node's membership actor
+};
 
-caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg,
-                            storage_pool_ptr storage, owner_lookup owner);
+caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);
 
 } // namespace parley
 

@@ -47,6 +47,10 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<llm_request>("parley.llm_request");
   cfg.add_message_type<llm_result>("parley.llm_result");
   cfg.add_message_type<client_id_hit>("parley.client_id_hit");
+  cfg.add_message_type<member_info>("parley.member");
+  cfg.add_message_type<std::vector<member_info>>("parley.member_list");
+  cfg.add_message_type<handoff_state>("parley.handoff");
+  cfg.add_message_type<session_location>("parley.location");
   cfg.add_error_category(error_category, [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {
     std::string s{"parley."};
     s += code_name(static_cast<errc>(code));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
@@ -42,6 +43,21 @@ using find_cmid_atom = caf::atom_constant<caf::atom("findcmid")>;
 using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+// cluster
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using beat_atom = caf::atom_constant<caf::atom("beat")>;
+using dial_atom = caf::atom_constant<caf::atom("dial")>;
+using view_atom = caf::atom_constant<caf::atom("view")>;
+using pin_atom = caf::atom_constant<caf::atom("pin")>;
+using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
+using handoff_atom = caf::atom_constant<caf::atom("handoff")>;
+using moved_atom = caf::atom_constant<caf::atom("moved")>;
+using where_atom = caf::atom_constant<caf::atom("where")>;
+using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
 
 // -- turns -------------------------------------------------------------------
 
@@ -52,6 +68,9 @@ struct turn_request {
   std::string content;
   std::string client_message_id; ///< empty: none
   std::string request_id;
+  /// Registries this turn passed through; bounds forwarding while nodes'
+  /// views of the cluster disagree.
+  std::int32_t hops = 0;
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -85,7 +104,49 @@ struct client_id_hit {
   message_record reply;
 };
 
+// -- cluster -----------------------------------------------------------------
+
+/// One node as the cluster sees it. Travels in hello and heartbeat messages.
+struct member_info {
+  std::string id;
+  std::string http;    ///< host:port of its HTTP API
+  std::string cluster; ///< host:port of its CAF middleman
+  std::string status;  ///< "up", "leaving" or "down"
+  std::uint64_t incarnation = 0; ///< start time; a restarted node is a new incarnation
+  std::uint64_t sessions_active = 0;
+  caf::actor membership;
+  caf::actor registry;
+};
+
+/// What a session actor ships to its new node when it migrates.
+struct handoff_state {
+  session_record session;
+  std::vector<message_record> window;
+};
+
+/// Where a session lives (`GET /admin/v1/sessions/{id}`).
+struct session_location {
+  std::string node;
+  std::string state; ///< "active" or "passive"
+};
+
 // -- inspect -----------------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, member_info& x) {
+  return f(caf::meta::type_name("parley.member"), x.id, x.http, x.cluster, x.status,
+           x.incarnation, x.sessions_active, x.membership, x.registry);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, handoff_state& x) {
+  return f(caf::meta::type_name("parley.handoff"), x.session, x.window);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, session_location& x) {
+  return f(caf::meta::type_name("parley.location"), x.node, x.state);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_record& x) {
@@ -127,7 +188,7 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id);
+           x.client_message_id, x.request_id, x.hops);
 }
 
 template <class Inspector>

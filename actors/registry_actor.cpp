@@ -6,32 +6,142 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/cluster_view.hpp"
 #include "actors/messages.hpp"
 
 namespace parley {
 
 namespace {
 
+using clock = std::chrono::steady_clock;
+
+/// How long a node remembers where it moved a session, for turns that were
+/// routed with an older view.
+constexpr auto tombstone_ttl = std::chrono::seconds(60);
+constexpr std::size_t tombstone_sweep_at = 10000;
+constexpr std::int32_t max_hops = 2;
+constexpr auto migrate_timeout = std::chrono::seconds(60);
+
 struct registry_entry {
   caf::actor actor;
   std::uint64_t forwarded = 0;
+  bool migrating = false;
+};
+
+struct tombstone {
+  caf::actor registry;
+  clock::time_point expires;
 };
 
 struct registry_state {
   session_env env;
+  std::string node_id;
+  view_ptr view;
   std::unordered_map<std::string, registry_entry> sessions;
   std::unordered_map<caf::actor_addr, std::string> by_addr;
+  std::unordered_map<std::string, tombstone> moved;
 };
 
 using registry_self = caf::stateful_actor<registry_state>;
+using entry_iter = std::unordered_map<std::string, registry_entry>::iterator;
 
-void forget(registry_self* self, std::unordered_map<std::string, registry_entry>::iterator it) {
+void forget(registry_self* self, entry_iter it) {
   self->state.by_addr.erase(it->second.actor.address());
   self->state.sessions.erase(it);
 }
 
-caf::behavior registry_actor(registry_self* self, session_env env) {
+entry_iter spawn_entry(registry_self* self, const std::string& id) {
+  auto& st = self->state;
+  auto a = spawn_session_actor(self, id, st.env);
+  self->monitor(a);
+  st.by_addr.emplace(a.address(), id);
+  return st.sessions.emplace(id, registry_entry{a, 0, false}).first;
+}
+
+/// Where a recent migration sent `id`, if it is still remembered.
+const tombstone* moved_to(registry_self* self, const std::string& id) {
+  auto& moved = self->state.moved;
+  auto it = moved.find(id);
+  if (it == moved.end())
+    return nullptr;
+  if (it->second.expires < clock::now()) {
+    moved.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+void remember_move(registry_self* self, const std::string& id, caf::actor registry) {
+  auto& moved = self->state.moved;
+  auto now = clock::now();
+  if (moved.size() >= tombstone_sweep_at)
+    for (auto it = moved.begin(); it != moved.end();)
+      it = it->second.expires < now ? moved.erase(it) : std::next(it);
+  moved[id] = tombstone{std::move(registry), now + tombstone_ttl};
+}
+
+/// The owner of `id` in this node's view when it is another node.
+const member_info* remote_owner(registry_self* self, const std::string& id) {
+  auto& st = self->state;
+  if (!st.view)
+    return nullptr;
+  auto& owner = st.view->owner(id);
+  if (owner.id == st.node_id || !owner.registry)
+    return nullptr;
+  return &owner;
+}
+
+void pin(registry_self* self, const std::string& id, const std::string& node) {
+  if (auto* me = self->state.view ? self->state.view->find(self->state.node_id) : nullptr)
+    self->send(me->membership, pin_atom::value, id, node, true);
+}
+
+/// Ships an active session to `target` (a member's registry). The session
+/// actor finishes its running turn first and forwards what is queued.
+caf::result<std::string> migrate_active(registry_self* self, entry_iter it,
+                                        const member_info& target) {
+  if (it->second.migrating)
+    return make_error(errc::conflict, "session '" + it->first + "' is already migrating");
+  it->second.migrating = true;
+  auto rp = self->make_response_promise<std::string>();
+  auto id = it->first;
+  self->request(it->second.actor, migrate_timeout, migrate_atom::value, target.registry, target.id)
+    .then(
+      [self, rp, id, node = target.id](std::string&) mutable {
+        pin(self, id, node);
+        rp.deliver(node);
+      },
+      [self, rp, id](caf::error& e) mutable {
+        if (auto e2 = self->state.sessions.find(id); e2 != self->state.sessions.end())
+          e2->second.migrating = false;
+        rp.deliver(std::move(e));
+      });
+  return rp;
+}
+
+/// Moves every session this node hosts but no longer owns to its owner.
+void rebalance(registry_self* self) {
+  std::vector<std::pair<entry_iter, const member_info*>> moves;
+  for (auto it = self->state.sessions.begin(); it != self->state.sessions.end(); ++it)
+    if (!it->second.migrating)
+      if (auto* owner = remote_owner(self, it->first))
+        moves.emplace_back(it, owner);
+  for (auto& [it, owner] : moves) {
+    it->second.migrating = true;
+    self->request(it->second.actor, migrate_timeout, migrate_atom::value, owner->registry,
+                  owner->id)
+      .then([](std::string&) {},
+            [self, id = it->first](caf::error&) {
+              // It stays here; the next view change or turn tries again.
+              if (auto e = self->state.sessions.find(id); e != self->state.sessions.end())
+                e->second.migrating = false;
+            });
+  }
+}
+
+caf::behavior registry_actor(registry_self* self, session_env env, std::string node_id) {
   self->state.env = std::move(env);
+  self->state.node_id = std::move(node_id);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     auto a = st.by_addr.find(dm.source);
@@ -47,19 +157,97 @@ caf::behavior registry_actor(registry_self* self, session_env env) {
       auto& st = self->state;
       auto it = st.sessions.find(t.session_id);
       if (it == st.sessions.end()) {
-        auto a = spawn_session_actor(self, t.session_id, st.env);
-        self->monitor(a);
-        st.by_addr.emplace(a.address(), t.session_id);
-        it = st.sessions.emplace(t.session_id, registry_entry{a, 0}).first;
+        if (auto* tomb = moved_to(self, t.session_id); tomb && t.hops < max_hops) {
+          ++t.hops;
+          return self->delegate(tomb->registry, std::move(t));
+        }
+        if (auto* owner = remote_owner(self, t.session_id); owner && t.hops < max_hops) {
+          ++t.hops;
+          return self->delegate(owner->registry, std::move(t));
+        }
+        it = spawn_entry(self, t.session_id);
       }
       ++it->second.forwarded;
       return self->delegate(it->second.actor, std::move(t));
+    },
+    [self](view_atom, view_ptr& v) {
+      self->state.view = std::move(v);
+      rebalance(self);
+    },
+    [self](migrate_atom, const std::string& id,
+           const std::string& node) -> caf::result<std::string> {
+      auto& st = self->state;
+      auto* target = st.view ? st.view->find(node) : nullptr;
+      if (!target)
+        return make_error(errc::not_found, "node '" + node + "' is not a member of the cluster");
+      if (target->status != "up")
+        return make_error(errc::invalid_request,
+                          "node '" + node + "' is " + target->status + ", not up");
+      auto it = st.sessions.find(id);
+      if (it != st.sessions.end()) {
+        if (node == st.node_id)
+          return node;
+        return migrate_active(self, it, *target);
+      }
+      if (auto* tomb = moved_to(self, id)) {
+        self->delegate(tomb->registry, migrate_atom::value, id, node);
+        return caf::delegated<std::string>{};
+      }
+      // Not active here: make it active on the target, then pin it there.
+      auto rp = self->make_response_promise<std::string>();
+      self->request(target->registry, migrate_timeout, activate_atom::value, id)
+        .then(
+          [self, rp, id, node](caf::actor&) mutable {
+            pin(self, id, node);
+            rp.deliver(node);
+          },
+          [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+      return rp;
+    },
+    [self](handoff_atom, handoff_state& h) {
+      auto& st = self->state;
+      auto id = h.session.id;
+      st.moved.erase(id);
+      auto it = st.sessions.find(id);
+      if (it == st.sessions.end())
+        it = spawn_entry(self, id);
+      return self->delegate(it->second.actor, handoff_atom::value, std::move(h));
+    },
+    [self](activate_atom, const std::string& id) {
+      auto& st = self->state;
+      st.moved.erase(id);
+      auto it = st.sessions.find(id);
+      if (it == st.sessions.end())
+        it = spawn_entry(self, id);
+      return self->delegate(it->second.actor, activate_atom::value);
+    },
+    [self](moved_atom, const std::string& id, caf::actor& to) {
+      auto& st = self->state;
+      auto it = st.sessions.find(id);
+      if (it == st.sessions.end() || it->second.actor.address() != self->current_sender())
+        return;
+      auto a = it->second.actor;
+      forget(self, it);
+      remember_move(self, id, std::move(to));
+      // After this, nothing more is sent to the old actor: it may go once
+      // the turns it forwarded are answered.
+      self->send(a, passivate_atom::value);
+    },
+    [self](where_atom, const std::string& id) -> caf::result<session_location> {
+      auto& st = self->state;
+      if (st.sessions.count(id))
+        return session_location{st.node_id, "active"};
+      if (auto* tomb = moved_to(self, id)) {
+        self->delegate(tomb->registry, where_atom::value, id);
+        return caf::delegated<session_location>{};
+      }
+      return session_location{st.node_id, "passive"};
     },
     [self](idle_atom, const std::string& id, std::uint64_t received) {
       auto& st = self->state;
       auto it = st.sessions.find(id);
       if (it == st.sessions.end() || it->second.actor.address() != self->current_sender() ||
-          it->second.forwarded != received)
+          it->second.forwarded != received || it->second.migrating)
         return;
       auto a = it->second.actor;
       forget(self, it);
@@ -67,6 +255,8 @@ caf::behavior registry_actor(registry_self* self, session_env env) {
     },
     [self](gone_atom, const std::string& id) {
       auto& st = self->state;
+      if (auto* tomb = moved_to(self, id))
+        self->send(tomb->registry, gone_atom::value, id);
       auto it = st.sessions.find(id);
       if (it == st.sessions.end())
         return;
@@ -80,8 +270,9 @@ caf::behavior registry_actor(registry_self* self, session_env env) {
 
 } // namespace
 
-caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env) {
-  return sys.spawn(registry_actor, env);
+caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
+                                std::string node_id) {
+  return sys.spawn(registry_actor, env, std::move(node_id));
 }
 
 } // namespace parley

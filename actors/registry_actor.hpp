@@ -1,18 +1,36 @@
 #pragma once
 // The session registry: one per node; finds or activates the session actor
-// of each turn that this node owns, and decides when one may passivate.
+// of each turn this node owns, forwards turns for sessions it does not own,
+// moves sessions away when the cluster changes, and decides when one may
+// passivate.
 //
 /// Protocol:
-///   turn_request                        -> delegated to the session actor
-///   (idle_atom, id, received)           from a session asking to go
-///   (gone_atom, id)                     the session was deleted
-///   (count_atom)                        -> uint64 active session actors
+///   turn_request                  -> delegated to the session actor, or to the
+///                                    registry of the node that hosts it
+///   (view_atom, view_ptr)         a new cluster view: sessions whose owner
+///                                 changed migrate to it
+///   (migrate_atom, id, node)      -> string node: move a session (admin)
+///   (handoff_atom, handoff_state) -> actor: take over a migrating session
+///   (activate_atom, id)           -> actor: make a session active here
+///   (moved_atom, id, registry)    from a session actor that shipped itself
+///   (where_atom, id)              -> session_location
+///   (idle_atom, id, received)     from a session asking to go
+///   (gone_atom, id)               the session was deleted
+///   (count_atom)                  -> uint64 active session actors
 ///
 /// Passivation handshake: the registry counts the turns it forwarded to each
 /// session actor; a session that asks to go reports how many it received.
 /// Only when both agree is nothing in flight, and only then is the entry
 /// removed and the actor told to quit. So no turn is ever sent to an actor
-/// that is about to vanish.
+/// that is about to vanish. Migration uses the same rule: the old actor quits
+/// only after the registry acknowledged its move and every turn it forwarded
+/// to the new actor was answered.
+///
+/// Forwarding: a turn goes to the session's actor here if there is one, else
+/// to the node a recent migration moved it to, else to its owner in this
+/// node's view. Views converge within a heartbeat; until they do, a turn may
+/// take a second hop, and after two hops it is served where it is (epoch
+/// fencing keeps that safe whatever the views say).
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -21,6 +39,7 @@
 
 namespace parley {
 
-caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env);
+caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
+                                std::string node_id);
 
 } // namespace parley

@@ -19,7 +19,7 @@ struct pending_turn {
 };
 using turn_ptr = std::shared_ptr<pending_turn>;
 
-enum class phase { inactive, activating, ready, stale };
+enum class phase { inactive, activating, ready, stale, moved };
 
 struct session_state {
   std::string id;
@@ -32,12 +32,20 @@ struct session_state {
   bool busy = false;
   std::uint64_t received = 0; ///< turns received, compared by the registry
   std::uint64_t activity = 0; ///< bumps on every event; the idle timer checks it
+  std::vector<caf::response_promise> ready_waiters; ///< (activate_atom) and handoffs
+  // migration
+  bool migrating = false;
+  caf::response_promise migrate_rp;
+  caf::actor migrate_registry; ///< the target node's registry
+  std::string migrate_node;
+  caf::actor successor; ///< the actor on the new node, once moved
 };
 
 using session_self = caf::stateful_actor<session_state>;
 
 void pump(session_self* self);
 void activate(session_self* self);
+void ship(session_self* self);
 
 const caf::actor& my_storage(session_self* self) {
   return self->state.env.storage->for_session(self->state.id);
@@ -59,6 +67,8 @@ void finish_turn(session_self* self) {
   auto& st = self->state;
   st.busy = false;
   ++st.activity;
+  if (st.migrating)
+    return ship(self);
   if (!st.queue.empty())
     return pump(self);
   self->delayed_send(self, st.env.cfg->idle, idle_atom::value, st.activity);
@@ -71,7 +81,9 @@ void reset(session_self* self) {
   st.busy = false;
   st.ph = phase::inactive;
   st.window.clear();
-  if (!st.queue.empty())
+  if (st.migrating)
+    ship(self); // the successor loads the truth itself
+  else if (!st.queue.empty())
     activate(self);
   else
     request_passivation(self);
@@ -83,7 +95,52 @@ void become_stale(session_self* self) {
   st.ph = phase::stale;
   fail_queue(self, make_error(errc::session_moved,
                               "session '" + st.id + "' moved to another actor; retry"));
+  if (st.migrating) {
+    st.migrating = false;
+    st.migrate_rp.deliver(make_error(errc::session_moved,
+                                     "session '" + st.id + "' was taken over elsewhere"));
+  }
   request_passivation(self);
+}
+
+/// Migration, once no turn runs: hands the session's state to the target
+/// registry, which starts its successor there; then every queued turn and
+/// every later arrival is delegated to the successor, in order.
+void ship(session_self* self) {
+  auto& st = self->state;
+  handoff_state h;
+  h.session = st.rec;
+  h.session.id = st.id;
+  if (st.ph == phase::ready)
+    h.window.assign(st.window.begin(), st.window.end());
+  else
+    h.session.epoch = 0; // never activated here: the successor loads it
+  st.busy = true; // no turn may start while the handoff is on its way
+  self->request(st.migrate_registry, st.env.cfg->storage_timeout, handoff_atom::value, std::move(h))
+    .then(
+      [self](caf::actor& successor) {
+        auto& s = self->state;
+        s.busy = false;
+        s.migrating = false;
+        s.ph = phase::moved;
+        s.successor = successor;
+        for (auto& t : s.queue)
+          t->rp.delegate(successor, std::move(t->req));
+        s.queue.clear();
+        s.window.clear();
+        self->send(s.registry, moved_atom::value, s.id, s.migrate_registry);
+        s.migrate_rp.deliver(s.migrate_node);
+      },
+      [self](caf::error& e) {
+        auto& s = self->state;
+        s.busy = false;
+        s.migrating = false;
+        s.migrate_rp.deliver(std::move(e));
+        if (s.ph == phase::inactive && !s.queue.empty())
+          activate(self);
+        else
+          pump(self);
+      });
 }
 
 void answer_duplicate(session_self* self, const turn_ptr& t, const message_record& user,
@@ -195,12 +252,23 @@ void run_turn(session_self* self, turn_ptr t) {
 
 void pump(session_self* self) {
   auto& st = self->state;
-  if (st.ph != phase::ready || st.busy || st.queue.empty())
+  if (st.ph != phase::ready || st.busy || st.queue.empty() || st.migrating)
     return;
   st.busy = true;
   auto t = std::move(st.queue.front());
   st.queue.pop_front();
   run_turn(self, std::move(t));
+}
+
+void became_ready(session_self* self) {
+  auto& st = self->state;
+  st.ph = phase::ready;
+  for (auto& w : st.ready_waiters)
+    w.deliver(caf::actor_cast<caf::actor>(self));
+  st.ready_waiters.clear();
+  if (st.migrating)
+    return ship(self);
+  pump(self);
 }
 
 void activate(session_self* self) {
@@ -213,14 +281,45 @@ void activate(session_self* self) {
         auto& s = self->state;
         s.rec = std::move(a.session);
         s.window.assign(a.window.begin(), a.window.end());
-        s.ph = phase::ready;
-        pump(self);
+        became_ready(self);
       },
       [self](caf::error& e) {
-        self->state.ph = phase::inactive;
+        auto& s = self->state;
+        s.ph = phase::inactive;
         fail_queue(self, e);
+        for (auto& w : s.ready_waiters)
+          w.deliver(e);
+        s.ready_waiters.clear();
+        if (s.migrating) {
+          s.migrating = false;
+          s.migrate_rp.deliver(e);
+        }
         request_passivation(self);
       });
+}
+
+/// Takes over a session that another node's actor shipped here: if nothing
+/// happened to it since (same epoch and last seq in PostgreSQL), the shipped
+/// window is the truth and only the epoch moves on; otherwise a normal
+/// activation loads it again.
+void adopt(session_self* self, handoff_state h) {
+  auto& st = self->state;
+  st.ph = phase::activating;
+  auto epoch = h.session.epoch;
+  auto last_seq = h.session.last_seq;
+  self->request(my_storage(self), st.env.cfg->storage_timeout, adopt_atom::value, st.id, epoch,
+                last_seq)
+    .then(
+      [self, h = std::move(h)](std::int64_t new_epoch) mutable {
+        if (new_epoch == 0)
+          return activate(self);
+        auto& s = self->state;
+        s.rec = std::move(h.session);
+        s.rec.epoch = new_epoch;
+        s.window.assign(h.window.begin(), h.window.end());
+        became_ready(self);
+      },
+      [self](caf::error&) { activate(self); });
 }
 
 caf::behavior session_actor(session_self* self, std::string id, session_env env,
@@ -234,6 +333,10 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       auto& s = self->state;
       ++s.received;
       ++s.activity;
+      if (s.ph == phase::moved) {
+        self->delegate(s.successor, std::move(req));
+        return caf::delegated<turn_reply>{};
+      }
       if (s.ph == phase::stale) {
         request_passivation(self);
         return make_error(errc::session_moved, "session '" + s.id + "' moved; retry");
@@ -259,6 +362,41 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
     [self](passivate_atom) {
       fail_queue(self, make_error(errc::session_moved, "session was passivated; retry"));
       self->quit();
+    },
+    [self](migrate_atom, caf::actor& target,
+           std::string& node) -> caf::result<std::string> {
+      auto& s = self->state;
+      if (s.ph == phase::stale || s.ph == phase::moved)
+        return make_error(errc::session_moved, "session '" + s.id + "' already moved");
+      if (s.migrating)
+        return make_error(errc::conflict, "session '" + s.id + "' is already migrating");
+      s.migrating = true;
+      s.migrate_rp = self->make_response_promise();
+      s.migrate_registry = std::move(target);
+      s.migrate_node = std::move(node);
+      if (!s.busy && s.ph != phase::activating)
+        ship(self);
+      return caf::delegated<std::string>{};
+    },
+    [self](handoff_atom, handoff_state& h) -> caf::result<caf::actor> {
+      auto& s = self->state;
+      if (s.ph == phase::ready)
+        return caf::actor_cast<caf::actor>(self);
+      s.ready_waiters.push_back(self->make_response_promise());
+      if (s.ph == phase::inactive)
+        adopt(self, std::move(h));
+      return caf::delegated<caf::actor>{};
+    },
+    [self](activate_atom) -> caf::result<caf::actor> {
+      auto& s = self->state;
+      if (s.ph == phase::ready)
+        return caf::actor_cast<caf::actor>(self);
+      if (s.ph == phase::stale || s.ph == phase::moved)
+        return make_error(errc::session_moved, "session '" + s.id + "' moved; retry");
+      s.ready_waiters.push_back(self->make_response_promise());
+      if (s.ph == phase::inactive)
+        activate(self);
+      return caf::delegated<caf::actor>{};
     },
     [self](gone_atom) {
       fail_queue(self, make_error(errc::not_found,

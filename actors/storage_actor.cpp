@@ -67,6 +67,18 @@ caf::behavior storage_actor(storage_self* self, std::string url) {
         return translate(e);
       }
     },
+    [&st](get_sess_atom, const std::string& id) -> caf::result<session_record> {
+      try {
+        if (auto v = st.store->find_session(id))
+          return std::move(*v);
+        return make_error(errc::not_found, "session '" + id + "' not found");
+      } catch (const storage::storage_error& e) {
+        return translate(e);
+      }
+    },
+    [&st](adopt_atom, const std::string& id, std::int64_t epoch, std::int64_t last_seq) {
+      return guarded([&] { return st.store->adopt(id, epoch, last_seq); });
+    },
     [&st](list_sess_atom, const std::string& user, std::int32_t limit, const std::string& cursor) {
       return guarded([&] { return st.store->list_sessions(user, limit, cursor); });
     },

@@ -9,6 +9,8 @@
 ///   (revoke_atom, prefix_or_id)               -> int32 matched
 ///   (new_sess_atom, session_record)           -> session_record
 ///   (get_sess_atom, id, user)                 -> session_record | not_found
+///   (get_sess_atom, id)                       -> session_record | not_found (any user)
+///   (adopt_atom, id, epoch, last_seq)         -> int64 new epoch (0: state outdated)
 ///   (list_sess_atom, user, limit, cursor)     -> session_page
 ///   (del_sess_atom, id, user)                 -> bool deleted
 ///   (activate_atom, id, window)               -> activation_record | not_found

@@ -182,6 +182,20 @@ parsed<create_key_body> parse_create_key(std::string_view body) {
   return p;
 }
 
+parsed<migrate_body> parse_migrate(std::string_view body) {
+  parsed<migrate_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<migrate_body>(j.error->code, j.error->message);
+  auto it = j.value.find("to");
+  if (it == j.value.end() || !it->is_string() || it->get<std::string>().empty())
+    return fail<migrate_body>(errc::invalid_request, "'to' must be a non-empty node id");
+  p.value.to = it->get<std::string>();
+  if (p.value.to.size() > 256)
+    return fail<migrate_body>(errc::invalid_request, "'to' must be at most 256 characters");
+  return p;
+}
+
 namespace {
 
 int hex_value(char c) {

@@ -56,6 +56,11 @@ struct create_key_body {
   std::string user;
 };
 
+/// `POST /admin/v1/sessions/{id}/migrate`: `{"to": node_id}`.
+struct migrate_body {
+  std::string to;
+};
+
 /// True when a Content-Type names JSON (`application/json`, parameters allowed).
 bool is_json_content_type(std::string_view content_type);
 
@@ -63,6 +68,7 @@ parsed<create_session_body> parse_create_session(std::string_view body);
 parsed<post_message_body> parse_post_message(std::string_view body);
 parsed<feedback_body> parse_feedback(std::string_view body);
 parsed<create_key_body> parse_create_key(std::string_view body);
+parsed<migrate_body> parse_migrate(std::string_view body);
 
 /// Decoded query parameters; a repeated key keeps its last value.
 using query_map = std::map<std::string, std::string, std::less<>>;

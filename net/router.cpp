@@ -97,6 +97,18 @@ route_match match_route(std::string_view method, std::string_view path) {
       m.id = std::string{s[3]};
     } else
       return {};
+  } else if (n >= 3 && s[0] == "admin" && s[1] == "v1") {
+    if (n == 3 && s[2] == "cluster")
+      m = pick(method, {route::cluster_info, route::not_found, route::not_found});
+    else if (n == 4 && s[2] == "sessions")
+      m = pick(method, {route::admin_session, route::not_found, route::not_found});
+    else if (n == 5 && s[2] == "sessions" && s[4] == "migrate")
+      m = pick(method, {route::not_found, route::migrate_session, route::not_found});
+    else if (n == 5 && s[2] == "nodes" && s[4] == "drain")
+      m = pick(method, {route::not_found, route::drain_node, route::not_found});
+    else
+      return {};
+    m.id = n >= 4 ? std::string{s[3]} : std::string{};
   } else
     return {};
   return m;
@@ -117,6 +129,10 @@ std::string_view route_name(route r) {
     case route::post_message: return "post_message";
     case route::list_messages: return "list_messages";
     case route::post_feedback: return "post_feedback";
+    case route::cluster_info: return "cluster_info";
+    case route::admin_session: return "admin_session";
+    case route::migrate_session: return "migrate_session";
+    case route::drain_node: return "drain_node";
   }
   return "unknown";
 }

@@ -22,6 +22,10 @@ enum class route : std::uint8_t {
   post_message,
   list_messages,
   post_feedback,
+  cluster_info,
+  admin_session,
+  migrate_session,
+  drain_node,
 };
 
 /// The outcome of routing one request.

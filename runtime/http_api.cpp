@@ -75,6 +75,9 @@ void parse_inputs(const net::http_request& req, http_call& call) {
     case net::route::create_api_key:
       take(net::parse_create_key(req.body), call.create_key, call);
       break;
+    case net::route::migrate_session:
+      take(net::parse_migrate(req.body), call.migrate, call);
+      break;
     case net::route::list_sessions: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))

@@ -6,10 +6,13 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
 #include "actors/edge_actor.hpp"
 #include "actors/llm_actor.hpp"
+#include "actors/membership_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
@@ -17,7 +20,6 @@
 #include "net/io_runtime.hpp"
 #include "runtime/http_api.hpp"
 #include "runtime/log.hpp"
-#include "runtime/placement.hpp"
 #include "storage/pg_store.hpp"
 #include "storage/secrets.hpp"
 
@@ -44,6 +46,79 @@ bool migrate_with_retry(const std::string& url) {
         log::warn("waiting for PostgreSQL", {{"error", e.what()}});
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
+  }
+}
+
+/// Sets CAF's middleman up for the cluster: its own heartbeat closes a
+/// connection to a silent node within PARLEY_FAILURE_DETECT_MS, which every
+/// monitor of that node's actors then sees as a down message.
+void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& cfg) {
+  caf_cfg.load<caf::io::middleman>();
+  auto beat = std::clamp<std::chrono::milliseconds>(cfg.failure_detect / 4,
+                                                    std::chrono::milliseconds(50),
+                                                    std::chrono::milliseconds(1000));
+  caf_cfg.set("middleman.heartbeat-interval", caf::timespan{beat});
+  caf_cfg.set("middleman.connection-timeout", caf::timespan{cfg.failure_detect});
+}
+
+/// Asks `a` for a count; 0 when it does not answer within a second.
+std::uint64_t ask_count(caf::actor_system& sys, const caf::actor& a) {
+  caf::scoped_actor s{sys};
+  std::uint64_t n = 0;
+  s->request(a, std::chrono::seconds(1), count_atom::value)
+    .receive([&](std::uint64_t x) { n = x; }, [](caf::error&) {});
+  return n;
+}
+
+/// How many other members are up, per the membership actor.
+std::size_t peers_up(caf::actor_system& sys, const caf::actor& membership,
+                     const std::string& self_id) {
+  caf::scoped_actor s{sys};
+  std::size_t n = 0;
+  s->request(membership, std::chrono::seconds(2), cluster_atom::value)
+    .receive(
+      [&](std::vector<member_info>& ms) {
+        for (auto& m : ms)
+          if (m.id != self_id && m.status == "up")
+            ++n;
+      },
+      [](caf::error&) {});
+  return n;
+}
+
+/// SIGTERM in a cluster: become "leaving" so that every node routes around
+/// this one and its registry hands each active session to its new owner;
+/// wait (bounded) until none is left here.
+void drain_sessions(caf::actor_system& sys, const caf::actor& membership,
+                    const caf::actor& registry, const std::string& self_id,
+                    std::chrono::seconds limit) {
+  if (peers_up(sys, membership, self_id) == 0)
+    return; // nobody to hand sessions to: they re-activate from PostgreSQL later
+  caf::anon_send(membership, drain_atom::value);
+  auto until = std::chrono::steady_clock::now() + limit;
+  std::uint64_t left = 0;
+  while ((left = ask_count(sys, registry)) > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  log::info("sessions handed over", {{"left", std::to_string(left)}});
+}
+
+/// Stops `actors` and waits (bounded) until they are gone: the llm actor
+/// and its upstream client use the asio runtime, which must outlive them.
+void stop_actors(caf::actor_system& sys, const std::vector<caf::actor>& actors,
+                 std::chrono::seconds limit) {
+  caf::scoped_actor s{sys};
+  for (auto& a : actors) {
+    s->monitor(a);
+    s->send_exit(a, caf::exit_reason::user_shutdown);
+  }
+  auto until = std::chrono::steady_clock::now() + limit;
+  for (std::size_t down = 0; down < actors.size();) {
+    auto left = until - std::chrono::steady_clock::now();
+    if (left <= left.zero())
+      break;
+    s->receive([&](caf::down_msg&) { ++down; },
+               caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(left)) >>
+                 [&] { down = actors.size(); });
   }
 }
 
@@ -81,6 +156,7 @@ int run_node(const node_config& cfg_in) {
 
   caf::actor_system_config caf_cfg;
   register_types(caf_cfg);
+  configure_middleman(caf_cfg, cfg);
   if (cfg.actor_threads > 0)
     caf_cfg.set("scheduler.max-threads", static_cast<std::size_t>(cfg.actor_threads));
   caf::actor_system sys{caf_cfg};
@@ -116,15 +192,30 @@ int run_node(const node_config& cfg_in) {
   session_cfg->queue_limit = cfg.session_queue_limit;
   session_cfg->idle = cfg.session_idle;
   session_cfg->llm_timeout = cfg.llm_timeout;
-  auto registry = spawn_registry_actor(sys, session_env{session_cfg, storage, llm});
+  auto registry = spawn_registry_actor(sys, session_env{session_cfg, storage, llm}, cfg.node_id);
 
-  // One member today; the cluster adds the others and their registries.
-  std::vector<std::string> members{cfg.node_id};
-  owner_lookup owner = [members, self_id = cfg.node_id, registry](const std::string& id) {
-    auto node = place(id, members);
-    (void) node; // every session is local until the cluster lands
-    return registry;
-  };
+  membership_config mcfg;
+  mcfg.self.id = cfg.node_id;
+  mcfg.self.http = cfg.http_host + ":" + std::to_string(cfg.http_port);
+  mcfg.self.cluster = cfg.cluster_host + ":" + std::to_string(cfg.cluster_port);
+  mcfg.self.incarnation = static_cast<std::uint64_t>(
+    std::chrono::system_clock::now().time_since_epoch().count());
+  mcfg.seeds = cfg.seeds;
+  mcfg.failure_detect = cfg.failure_detect;
+  mcfg.registry = registry;
+  auto membership = spawn_membership_actor(sys, mcfg);
+  caf::anon_send(membership, view_atom::value, registry);
+  auto published = sys.middleman().publish(membership, cfg.cluster_port,
+                                           cfg.cluster_host.c_str(), true);
+  if (!published) {
+    log::error("PARLEY_CLUSTER_PORT: cannot listen on " + mcfg.self.cluster,
+               {{"error", sys.render(published.error())}});
+    for (auto a : {membership, registry, llm})
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    for (auto& a : storage_actors)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    return 2;
+  }
 
   edge_config edge_cfg;
   edge_cfg.node_id = cfg.node_id;
@@ -135,7 +226,7 @@ int run_node(const node_config& cfg_in) {
   // storage's timeouts, even the last one of a full queue.
   edge_cfg.turn_timeout = (cfg.llm_timeout + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
-  auto edge = spawn_edge_actor(sys, edge_cfg, storage, owner);
+  auto edge = spawn_edge_actor(sys, edge_cfg, edge_peers{storage, registry, membership});
 
   net::server_options http_opts;
   http_opts.host = cfg.http_host;
@@ -150,21 +241,22 @@ int run_node(const node_config& cfg_in) {
     server.start();
     log::info("listening on http://" + cfg.http_host + ":" + std::to_string(server.port()),
               {{"http", cfg.http_host + ":" + std::to_string(server.port())},
+               {"cluster", mcfg.self.cluster},
                {"model", cfg.llm_base_url.empty() ? "echo (built-in)" : cfg.llm_base_url}});
     auto sig = wait_for_stop_signal();
-    log::info("stopping: draining in-flight requests", {{"signal", std::to_string(sig)}});
+    log::info("stopping: draining sessions and in-flight requests",
+              {{"signal", std::to_string(sig)}});
     caf::anon_send(edge, drain_atom::value);
+    drain_sessions(sys, membership, registry, cfg.node_id, std::chrono::seconds(30));
     server.stop(std::chrono::seconds(30));
   } catch (const std::exception& e) {
     log::error(std::string{"PARLEY_HTTP_PORT: "} + e.what());
     rc = 2;
   }
 
-  for (auto& a : storage_actors)
-    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(edge, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(llm, caf::exit_reason::user_shutdown);
+  std::vector<caf::actor> all{edge, registry, membership, llm};
+  all.insert(all.end(), storage_actors.begin(), storage_actors.end());
+  stop_actors(sys, all, std::chrono::seconds(10));
   io.stop();
   if (rc == 0)
     log::info("stopped");

@@ -41,6 +41,10 @@ const std::string sql_list_sessions_after =
 const std::string sql_delete_session = "DELETE FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_activate =
   std::string{"UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 RETURNING "} + session_columns;
+const std::string sql_adopt = "UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 AND epoch = $2 "
+                              "AND last_seq = $3 RETURNING epoch";
+const std::string sql_find_session =
+  std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1";
 const std::string sql_window = std::string{"SELECT "} + message_columns +
                                " FROM messages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2";
 const std::string sql_session_owned = "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2";
@@ -240,6 +244,25 @@ session_page pg_store::list_sessions(const std::string& user, int limit,
       page.data.push_back(read_session(row));
     }
     return page;
+  });
+}
+
+std::optional<session_record> pg_store::find_session(const std::string& id) {
+  return guarded([&]() -> std::optional<session_record> {
+    pqxx::nontransaction n{conn()};
+    auto r = n.exec_params(sql_find_session, id);
+    if (r.empty())
+      return std::nullopt;
+    return read_session(r[0]);
+  });
+}
+
+std::int64_t pg_store::adopt(const std::string& id, std::int64_t epoch, std::int64_t last_seq) {
+  return guarded([&]() -> std::int64_t {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_adopt, id, epoch, last_seq);
+    w.commit();
+    return r.empty() ? 0 : r[0][0].as<std::int64_t>();
   });
 }
 

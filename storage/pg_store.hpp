@@ -56,6 +56,15 @@ public:
   session_page list_sessions(const std::string& user, int limit, const std::string& cursor);
   bool delete_session(const std::string& id, const std::string& user);
 
+  /// Any user's session (admin views); nullopt if there is none.
+  std::optional<session_record> find_session(const std::string& id);
+
+  /// Migration: takes a session over from an actor that shipped its state,
+  /// bumping the epoch only if it is still `epoch` with `last_seq` stored,
+  /// i.e. nothing happened since the state was shipped. Returns the new
+  /// epoch, or 0 when the state is outdated (then activate from scratch).
+  std::int64_t adopt(const std::string& id, std::int64_t epoch, std::int64_t last_seq);
+
   /// Bumps the epoch and loads the newest `window` messages; nullopt if the
   /// session does not exist.
   std::optional<activation_record> activate(const std::string& id, int window);

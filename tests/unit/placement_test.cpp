@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "runtime/placement.hpp"
+#include "actors/placement.hpp"
 
 using parley::place;
 

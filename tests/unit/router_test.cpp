@@ -24,6 +24,18 @@ TEST(router, maps_every_route_with_its_parameters) {
   auto k = match_route("DELETE", "/admin/v1/api-keys/pk_12345678");
   EXPECT_EQ(k.r, route::revoke_api_key);
   EXPECT_EQ(k.id, "pk_12345678");
+  EXPECT_EQ(match_route("GET", "/admin/v1/cluster").r, route::cluster_info);
+  auto a = match_route("GET", "/admin/v1/sessions/s1");
+  EXPECT_EQ(a.r, route::admin_session);
+  EXPECT_EQ(a.id, "s1");
+  auto mg = match_route("POST", "/admin/v1/sessions/s1/migrate");
+  EXPECT_EQ(mg.r, route::migrate_session);
+  EXPECT_EQ(mg.id, "s1");
+  auto d = match_route("POST", "/admin/v1/nodes/node-2/drain");
+  EXPECT_EQ(d.r, route::drain_node);
+  EXPECT_EQ(d.id, "node-2");
+  EXPECT_EQ(match_route("GET", "/admin/v1/nodes/node-2/drain").r, route::method_not_allowed);
+  EXPECT_EQ(match_route("GET", "/admin/v1/nodes/node-2").r, route::not_found);
 }
 
 TEST(router, wrong_method_on_known_path_is_405_with_allow) {

@@ -1,4 +1,4 @@
-#include "runtime/placement.hpp"
+#include "actors/placement.hpp"
 
 namespace parley {
 

@@ -1,0 +1,41 @@
+#include "actors/cluster_view.hpp"
+
+#include "actors/placement.hpp"
+
+namespace parley {
+
+const member_info* cluster_view::find(const std::string& node_id) const {
+  for (auto& m : members)
+    if (m.id == node_id)
+      return &m;
+  return nullptr;
+}
+
+std::vector<std::string> cluster_view::live_ids() const { return live_; }
+
+void cluster_view::index() {
+  live_.clear();
+  for (auto& m : members)
+    if (m.status == "up")
+      live_.push_back(m.id);
+}
+
+const member_info& cluster_view::owner(const std::string& session_id) const {
+  if (auto p = pins.find(session_id); p != pins.end())
+    if (auto* m = find(p->second); m && m->status == "up")
+      return *m;
+  if (!live_.empty())
+    if (auto* m = find(place(session_id, live_)))
+      return *m;
+  return *find(self);
+}
+
+view_ptr cluster_view::alone(member_info self) {
+  auto v = std::make_shared<cluster_view>();
+  v->self = self.id;
+  v->members.push_back(std::move(self));
+  v->seal();
+  return v;
+}
+
+} // namespace parley

@@ -1,0 +1,293 @@
+#include "actors/membership_actor.hpp"
+
+#include <deque>
+#include <map>
+#include <set>
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/cluster_view.hpp"
+
+namespace parley {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+constexpr std::size_t max_pins = 100000;
+constexpr auto dial_every = std::chrono::seconds(1);
+constexpr auto dial_timeout = std::chrono::seconds(2);
+
+struct peer {
+  member_info info;
+  clock::time_point last_seen;
+};
+
+struct membership_state {
+  membership_config cfg;
+  std::string status = "up";
+  std::uint64_t sessions_active = 0;
+  std::map<std::string, peer> peers; ///< every other member ever seen, by id
+  std::unordered_map<std::string, std::string> pins;
+  std::deque<std::string> pin_order;
+  std::vector<caf::actor> subscribers;
+  std::set<std::string> dialing;      ///< addresses with a connect in flight
+  std::set<std::string> seeds_tried;  ///< seeds dialled at least once
+  std::map<std::string, std::string> seed_node; ///< seed address -> node id reached there
+  std::uint64_t version = 0;
+  clock::time_point last_dial;
+  view_ptr view;
+};
+
+using membership_self = caf::stateful_actor<membership_state>;
+
+member_info self_info(membership_self* self) {
+  auto& st = self->state;
+  auto m = st.cfg.self;
+  m.status = st.status;
+  m.sessions_active = st.sessions_active;
+  m.membership = caf::actor_cast<caf::actor>(self);
+  m.registry = st.cfg.registry;
+  return m;
+}
+
+/// This node first, then every peer as last seen.
+std::vector<member_info> known(membership_self* self) {
+  std::vector<member_info> out{self_info(self)};
+  for (auto& [id, p] : self->state.peers)
+    out.push_back(p.info);
+  return out;
+}
+
+bool joined(membership_self* self) {
+  auto& st = self->state;
+  for (auto& s : st.cfg.seeds)
+    if (s != st.cfg.self.cluster && !st.seeds_tried.count(s))
+      return false;
+  return true;
+}
+
+/// Builds and hands out a new view. A change of membership drops the pins:
+/// explicit migrations hold until the next change, then placement rules.
+void publish(membership_self* self, bool membership_changed) {
+  auto& st = self->state;
+  if (membership_changed) {
+    st.pins.clear();
+    st.pin_order.clear();
+  }
+  auto v = std::make_shared<cluster_view>();
+  v->self = st.cfg.self.id;
+  v->version = ++st.version;
+  v->members = known(self);
+  v->pins = st.pins;
+  v->joined = joined(self);
+  v->seal();
+  st.view = v;
+  for (auto& s : st.subscribers)
+    self->send(s, view_atom::value, view_ptr{v});
+}
+
+void mark_down(membership_self* self, peer& p) {
+  if (p.info.status == "down")
+    return;
+  p.info.status = "down";
+  p.info.sessions_active = 0;
+  publish(self, true);
+}
+
+/// Takes in what a member says about itself (hello, heartbeat).
+void learn(membership_self* self, const member_info& m) {
+  auto& st = self->state;
+  if (m.id.empty() || m.id == st.cfg.self.id || !m.membership)
+    return;
+  auto [it, fresh] = st.peers.try_emplace(m.id);
+  auto& p = it->second;
+  if (!fresh && m.incarnation < p.info.incarnation)
+    return; // a message of a previous life of that node
+  bool changed = fresh || p.info.status != m.status || p.info.incarnation != m.incarnation ||
+                 p.info.membership != m.membership;
+  if (fresh || p.info.membership != m.membership)
+    self->monitor(m.membership);
+  p.info = m;
+  p.last_seen = clock::now();
+  if (changed)
+    publish(self, true);
+}
+
+void dial(membership_self* self, const std::string& addr);
+
+/// Dials the members a peer told us of that we have not reached ourselves.
+void follow(membership_self* self, const std::vector<member_info>& infos) {
+  auto& st = self->state;
+  for (auto& m : infos) {
+    if (m.id == st.cfg.self.id || m.status == "down" || m.cluster.empty())
+      continue;
+    auto it = st.peers.find(m.id);
+    if (it == st.peers.end() || it->second.info.status == "down")
+      dial(self, m.cluster);
+  }
+}
+
+void dial(membership_self* self, const std::string& addr) {
+  auto& st = self->state;
+  auto colon = addr.rfind(':');
+  if (addr == st.cfg.self.cluster || colon == std::string::npos || st.dialing.count(addr))
+    return;
+  std::string host = addr.substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(addr.substr(colon + 1));
+  } catch (...) {
+    port = 0;
+  }
+  if (port <= 0 || port > 65535) {
+    st.seeds_tried.insert(addr);
+    return;
+  }
+  st.dialing.insert(addr);
+  auto done = [self, addr] {
+    self->state.dialing.erase(addr);
+    bool was_joined = joined(self);
+    self->state.seeds_tried.insert(addr);
+    if (!was_joined && joined(self))
+      publish(self, false);
+  };
+  auto mm = self->home_system().middleman().actor_handle();
+  self->request(mm, dial_timeout, caf::connect_atom::value, host, static_cast<std::uint16_t>(port))
+    .then(
+      [self, addr, done](const caf::node_id& nid, caf::strong_actor_ptr& ptr,
+                         const std::set<std::string>&) {
+        auto remote = caf::actor_cast<caf::actor>(ptr);
+        if (!remote || nid == self->home_system().node())
+          return done();
+        self->request(remote, dial_timeout, hello_atom::value, self_info(self), known(self))
+          .then(
+            [self, addr, done](std::vector<member_info>& infos) {
+              if (!infos.empty()) {
+                self->state.seed_node[addr] = infos.front().id;
+                learn(self, infos.front());
+              }
+              done();
+              follow(self, infos);
+            },
+            [done](caf::error&) { done(); });
+      },
+      [done](caf::error&) { done(); });
+}
+
+bool seed_connected(membership_self* self, const std::string& seed) {
+  auto& st = self->state;
+  auto n = st.seed_node.find(seed);
+  if (n == st.seed_node.end())
+    return false;
+  auto p = st.peers.find(n->second);
+  return p != st.peers.end() && p->second.info.status != "down";
+}
+
+std::chrono::milliseconds beat_interval(const membership_config& cfg) {
+  auto b = cfg.failure_detect / 5;
+  return std::clamp<std::chrono::milliseconds>(b, std::chrono::milliseconds(50),
+                                               std::chrono::milliseconds(1000));
+}
+
+void beat(membership_self* self) {
+  auto& st = self->state;
+  auto now = clock::now();
+  auto me = self_info(self);
+  for (auto& [id, p] : st.peers) {
+    if (p.info.status == "down")
+      continue;
+    if (now - p.last_seen > st.cfg.failure_detect) {
+      mark_down(self, p);
+      continue;
+    }
+    self->send(p.info.membership, heartbeat_atom::value, me);
+  }
+  if (now - st.last_dial >= dial_every) {
+    st.last_dial = now;
+    for (auto& s : st.cfg.seeds)
+      if (!seed_connected(self, s))
+        dial(self, s);
+    for (auto& [id, p] : st.peers)
+      if (p.info.status == "down" && !p.info.cluster.empty())
+        dial(self, p.info.cluster);
+  }
+  self->request(st.cfg.registry, std::chrono::seconds(1), count_atom::value)
+    .then([self](std::uint64_t n) { self->state.sessions_active = n; }, [](caf::error&) {});
+  self->delayed_send(self, beat_interval(st.cfg), beat_atom::value);
+}
+
+void leave(membership_self* self) {
+  auto& st = self->state;
+  if (st.status == "leaving")
+    return;
+  st.status = "leaving";
+  auto me = self_info(self);
+  for (auto& [id, p] : st.peers)
+    if (p.info.status != "down")
+      self->send(p.info.membership, heartbeat_atom::value, me);
+  publish(self, true);
+}
+
+caf::behavior membership_actor(membership_self* self, membership_config cfg) {
+  self->state.cfg = std::move(cfg);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    for (auto& [id, p] : self->state.peers)
+      if (p.info.membership && p.info.membership.address() == dm.source)
+        return mark_down(self, p);
+  });
+  publish(self, false);
+  self->send(self, beat_atom::value);
+  return {
+    [self](hello_atom, member_info& from, std::vector<member_info>& theirs) {
+      learn(self, from);
+      follow(self, theirs);
+      return known(self);
+    },
+    [self](heartbeat_atom, member_info& from) { learn(self, from); },
+    [self](beat_atom) { beat(self); },
+    [self](view_atom, caf::actor& sub) {
+      self->send(sub, view_atom::value, self->state.view);
+      self->state.subscribers.push_back(std::move(sub));
+    },
+    [self](pin_atom, std::string& session, std::string& node, bool relay) {
+      auto& st = self->state;
+      if (relay)
+        for (auto& [id, p] : st.peers)
+          if (p.info.status != "down")
+            self->send(p.info.membership, pin_atom::value, session, node, false);
+      if (st.pins.size() >= max_pins) {
+        st.pins.erase(st.pin_order.front());
+        st.pin_order.pop_front();
+      }
+      if (st.pins.insert_or_assign(session, node).second)
+        st.pin_order.push_back(session);
+      publish(self, false);
+    },
+    [self](drain_atom) { leave(self); },
+    [self](drain_atom, const std::string& node) {
+      auto& st = self->state;
+      if (node == st.cfg.self.id) {
+        leave(self);
+        return true;
+      }
+      auto it = st.peers.find(node);
+      if (it == st.peers.end() || it->second.info.status == "down")
+        return false;
+      self->send(it->second.info.membership, drain_atom::value);
+      return true;
+    },
+    [self](cluster_atom) { return known(self); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg) {
+  return sys.spawn<caf::detached>(membership_actor, std::move(cfg));
+}
+
+} // namespace parley

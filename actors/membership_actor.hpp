@@ -1,0 +1,49 @@
+#pragma once
+// Membership: one per node, published on the cluster port (CAF middleman).
+// It keeps this node's view of the members (up, leaving, down), joins the
+// cluster through the seeds, and tells its subscribers (edge, registry) of
+// every change with a fresh immutable cluster_view.
+//
+/// Protocol:
+///   (hello_atom, member_info, vector<member_info>) -> vector<member_info>
+///                                     a peer introduces itself and its view
+///   (heartbeat_atom, member_info)     a peer is alive (status, load)
+///   (view_atom, actor subscriber)     subscribe; the current view is sent at once
+///                                     as (view_atom, view_ptr)
+///   (pin_atom, session, node, relay)  a migration pinned a session to a node
+///   (drain_atom)                      this node is leaving: status "leaving"
+///   (drain_atom, node)                -> bool: tell `node` to leave (false: unknown)
+///   (cluster_atom)                    -> vector<member_info>, this node first
+///
+/// Failure detection: each member monitors the others' membership actors, so
+/// a killed process (its TCP connection closes) is down within milliseconds;
+/// a silent one (hung, partitioned) misses its heartbeats and is declared
+/// down after PARLEY_FAILURE_DETECT_MS. CAF's own middleman heartbeat (set up
+/// by the runtime on every node) closes such connections on the same bound.
+/// Down members and unreached seeds are dialled again every second, so a
+/// healed partition or a restarted node joins back without help.
+///
+/// The actor is detached (its own thread): its timers must not wait behind
+/// a busy scheduler, or heavy load would look like a dead node.
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include "actors/messages.hpp"
+
+namespace parley {
+
+struct membership_config {
+  member_info self; ///< id, http, cluster and incarnation; handles are filled in
+  std::vector<std::string> seeds; ///< "host:port" cluster addresses
+  std::chrono::milliseconds failure_detect{3000};
+  caf::actor registry; ///< asked for this node's active session count
+};
+
+caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg);
+
+} // namespace parley
