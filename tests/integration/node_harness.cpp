@@ -164,6 +164,10 @@ bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit
 
 } // namespace
 
+bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
+  return wait_until(ok, limit);
+}
+
 unsigned short free_port() {
   static std::set<unsigned short> handed_out;
   static unsigned short next = static_cast<unsigned short>(20000 + (getpid() * 37) % 11000);
@@ -408,7 +412,8 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
   env_["PARLEY_HTTP_HOST"] = "127.0.0.1";
   env_["PARLEY_HTTP_PORT"] = std::to_string(port_);
   env_["PARLEY_CLUSTER_HOST"] = "127.0.0.1";
-  env_["PARLEY_CLUSTER_PORT"] = std::to_string(free_port());
+  if (!env_.count("PARLEY_CLUSTER_PORT"))
+    env_["PARLEY_CLUSTER_PORT"] = std::to_string(free_port());
   env_["PARLEY_NODE_ID"] = node_id_;
   env_["PARLEY_ADMIN_TOKEN"] = token_;
   env_.emplace("PARLEY_LOG_LEVEL", "info");
@@ -472,6 +477,68 @@ json parley_node::all_messages(const std::string& key, const std::string& sessio
     after = j["next_after"];
   }
   return all;
+}
+
+http_result parley_node::admin(const std::string& method, const std::string& target,
+                               const json& body) const {
+  return call(method, target, token_, body.is_null() ? std::string{} : body.dump());
+}
+
+json parley_node::cluster() const {
+  auto r = admin("GET", "/admin/v1/cluster");
+  return r.status == 200 ? r.js() : json{};
+}
+
+std::string parley_node::host_of(const std::string& session) const {
+  auto r = admin("GET", "/admin/v1/sessions/" + session);
+  return r.status == 200 ? r.js().value("node", "") : "";
+}
+
+parley_cluster::parley_cluster(const scratch_db& db, int n,
+                               std::map<std::string, std::string> env) {
+  std::vector<unsigned short> ports;
+  std::string seeds;
+  for (int i = 0; i < n; ++i) {
+    ports.push_back(free_port());
+    seeds += (i ? "," : "") + std::string{"127.0.0.1:"} + std::to_string(ports.back());
+  }
+  for (int i = 0; i < n; ++i) {
+    auto e = env;
+    e["PARLEY_CLUSTER_PORT"] = std::to_string(ports[i]);
+    e["PARLEY_SEEDS"] = seeds;
+    e["PARLEY_NODE_ID"] = "node-" + std::to_string(i);
+    e.emplace("PARLEY_FAILURE_DETECT_MS", "1500");
+    nodes_.push_back(std::make_unique<parley_node>(db, e));
+  }
+  if (!wait_converged(n))
+    throw std::runtime_error("the cluster did not converge: " + nodes_[0]->cluster().dump());
+}
+
+bool parley_cluster::wait_converged(int up, std::chrono::milliseconds limit) {
+  return wait_until(
+    [&] {
+      for (auto& node : nodes_) {
+        if (!node->process().alive())
+          continue;
+        auto c = node->cluster();
+        if (!c.is_object())
+          return false;
+        int n = 0;
+        for (auto& m : c["nodes"])
+          n += m["status"] == "up";
+        if (n != up)
+          return false;
+      }
+      return true;
+    },
+    limit);
+}
+
+int parley_cluster::index_of(const std::string& node_id) const {
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i]->node_id() == node_id)
+      return static_cast<int>(i);
+  return -1;
 }
 
 std::string describe(const http_result& r) {

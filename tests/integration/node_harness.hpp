@@ -4,7 +4,9 @@
 // small blocking HTTP/1.1 client with timeouts on every call.
 
 #include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,9 @@ namespace parley::test {
 
 using json = nlohmann::json;
 using headers = std::map<std::string, std::string>;
+
+/// Polls `ok` every 50 ms until it holds or `limit` passed; its last answer.
+bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit);
 
 /// A port below 32768 that nothing listens on now; never the same twice in
 /// one process.
@@ -131,11 +136,35 @@ public:
   /// Every message of a session, following next_after.
   json all_messages(const std::string& key, const std::string& session);
 
+  /// An admin call with this node's token.
+  http_result admin(const std::string& method, const std::string& target,
+                    const json& body = nullptr) const;
+  /// `GET /admin/v1/cluster` (null when it fails).
+  json cluster() const;
+  /// The node hosting `session` per `GET /admin/v1/sessions/{id}` ("" on failure).
+  std::string host_of(const std::string& session) const;
+
 private:
   std::map<std::string, std::string> env_;
   unsigned short port_;
   std::string token_, node_id_;
   child_process proc_;
+};
+
+/// Nodes `node-0` .. `node-{n-1}` on one database, each seeded with every
+/// cluster address; the constructor waits until all see each other up.
+class parley_cluster {
+public:
+  parley_cluster(const scratch_db& db, int n, std::map<std::string, std::string> env = {});
+  parley_node& operator[](int i) { return *nodes_.at(static_cast<std::size_t>(i)); }
+  int size() const { return static_cast<int>(nodes_.size()); }
+  /// Index of the node with this id, or -1.
+  int index_of(const std::string& node_id) const;
+  /// Waits until every live node counts `up` members up.
+  bool wait_converged(int up, std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+private:
+  std::vector<std::unique_ptr<parley_node>> nodes_;
 };
 
 /// Fails the current test with the log tail of `node` attached.
