@@ -1,0 +1,120 @@
+#pragma once
+// The ratelimit actor: chat requests per API key per minute, cluster-wide
+// through one token bucket per key in Redis, per node while Redis is away.
+// It runs DETACHED and owns one blocking redis_client, so Redis never stalls
+// the CAF scheduler. One per node; node-local (deadlines are steady-clock).
+//
+/// Protocol:
+///   (rate_check_atom, key_id, rate_per_min, live_nodes, deadline_ns) -> rate_decision
+///   (redis_status_atom)                -> bool: the last Redis operation succeeded
+///   (publish_revoked_atom, payload)    -> nothing; PUBLISH on `revoked_channel`
+///
+/// Rate checks: rate_per_min <= 0 means "off" (allowed, nothing counted).
+/// Otherwise the bucket `key_prefix + key_id` in Redis decides (capacity =
+/// rate, refill rate/60 per second; redis_ok = true). The local bucket
+/// decides instead, at once (redis_ok = false, limit = rate / live_nodes, at
+/// least 1), when no Redis is configured, when Redis failed recently and is
+/// in its reconnect backoff, when `deadline_ns` (see rate_check_deadline) has
+/// passed by the time the request is dequeued, or when the Redis call fails.
+/// When Redis is back, the next call after the backoff uses it again.
+///
+/// Latency and backlog: the actor handles one message at a time. A Redis call
+/// blocks it for at most `command_timeout` (50 ms); a reconnect attempt for
+/// at most `connect_timeout` + `command_timeout`, and only once per
+/// `reconnect_backoff`, since any failure starts a backoff during which
+/// nothing touches the network. Requests that queue up meanwhile and whose
+/// deadline passes are answered from the local bucket in microseconds, so
+/// a backlog drains at memory speed: no request waits much longer than its
+/// own deadline plus one Redis call in progress. Callers therefore MUST pass
+/// a short deadline (rate_check_deadline(40ms), say) and use a request
+/// timeout a little above it, falling back on their own side if it fires.
+/// Note that an answer the caller no longer waits for still took a token.
+///
+/// redis_status: answers from the last operation; when that is older than
+/// `status_max_age` and no backoff is running, it PINGs first (bounded as
+/// above), so an idle node still notices Redis coming and going.
+///
+/// Revocations: publish_revoked is fire and forget and silently dropped
+/// while Redis is away; it only shortens the time until other nodes notice a
+/// revoked key, which their key cache expiry bounds anyway.
+///
+/// The revocation listener (spawn_revocation_listener) sends its target
+///   (key_revoked_atom, payload)
+/// for each message published on `revoked_channel`.
+///
+/// Both actors keep running until they receive an exit message
+/// (caf::anon_send_exit): send one before the actor system shuts down. The
+/// listener also quits when its target terminates.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "storage/redis_client.hpp"
+
+namespace parley {
+
+// -- atoms -------------------------------------------------------------------
+
+using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
+using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;
+using publish_revoked_atom = caf::atom_constant<caf::atom("pubrevoke")>;
+using key_revoked_atom = caf::atom_constant<caf::atom("keyrevoked")>;
+
+// -- messages ----------------------------------------------------------------
+
+/// The answer to a rate check.
+struct rate_decision {
+  bool allowed = true;
+  std::int32_t limit = 0;          ///< the bucket capacity used (rate, or this node's share)
+  std::int32_t remaining = 0;      ///< whole tokens left after this request
+  std::int32_t retry_after_ms = 0; ///< when denied: until the next token; else 0
+  bool redis_ok = false;           ///< true: Redis decided; false: the local bucket did
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
+  return f(caf::meta::type_name("parley.rate_decision"), x.allowed, x.limit, x.remaining,
+           x.retry_after_ms, x.redis_ok);
+}
+
+/// Registers rate_decision (only needed if it ever crosses nodes).
+void register_ratelimit_types(caf::actor_system_config& cfg);
+
+// -- actors ------------------------------------------------------------------
+
+/// The Redis channel that carries revoked key ids or prefixes.
+inline constexpr const char* revoked_channel = "parley:revoked";
+
+struct ratelimit_config {
+  std::string redis_url; ///< PARLEY_REDIS_URL; empty: no Redis, local buckets only
+  storage::redis_options redis;
+  std::string key_prefix = "parley:rl:"; ///< Redis key of a bucket: prefix + key_id
+  std::size_t max_local_keys = 100000;   ///< keys the local bucket remembers
+  std::chrono::milliseconds status_max_age{1000};
+};
+
+/// The deadline argument of a rate check: `budget` from now, in nanoseconds
+/// of std::chrono::steady_clock. Meaningful on this host only.
+std::int64_t rate_check_deadline(std::chrono::nanoseconds budget);
+
+/// Spawns the node's ratelimit actor (detached). Throws std::invalid_argument
+/// when cfg.redis_url is set but malformed. Does not connect yet.
+caf::actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config cfg);
+
+/// Spawns a detached actor that SUBSCRIBEs to `revoked_channel` and forwards
+/// each payload to `target`, reconnecting forever (with the backoff of
+/// `opts`) and re-subscribing after each reconnect. It checks its mailbox
+/// between reads of at most `read_timeout`, so an exit message stops it
+/// within about that time. Throws std::invalid_argument on a bad URL.
+caf::actor spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url,
+                                     caf::actor target, storage::redis_options opts = {},
+                                     std::chrono::milliseconds read_timeout =
+                                       std::chrono::milliseconds{200});
+
+} // namespace parley

@@ -1,0 +1,468 @@
+#include "storage/redis_client.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <cstring>
+#include <initializer_list>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/time.h>
+
+namespace parley::storage {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// The cluster-wide token bucket. One script so that read, refill, take and
+// write are one atomic step on the server, in one round trip.
+//
+// KEYS[1]: the bucket, a hash {tokens, ts}; ts is Redis time in microseconds.
+// ARGV[1]: rate per minute, which is also the capacity (burst = rate).
+// ARGV[2]: cost in tokens.
+// Returns {allowed 0|1, whole tokens left, ms until `cost` tokens exist}.
+//
+// - redis.replicate_commands(): Redis 3.2-4.x replicate scripts verbatim and
+//   then refuse writes after the non-deterministic TIME; it switches to
+//   effects replication. Redis 5+ always does that (7 keeps the call as a
+//   no-op that returns true), and the guard covers servers that dropped it.
+// - TIME, not the caller's clock: every node then refills by one clock.
+// - ts is written with %d because tostring() keeps 14 digits, which would
+//   round microseconds since the epoch; tokens keep 17 digits.
+// - The epsilon keeps 0.99999999999 from denying what is exactly one token.
+// - A time going backwards (failover to a replica) refills nothing.
+// - PEXPIRE at the moment the bucket would be full again: a missing key
+//   means a full bucket, so idle keys vanish without changing any answer.
+constexpr const char* token_bucket_lua = R"lua(
+if redis.replicate_commands then redis.replicate_commands() end
+local rate = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local per_us = rate / 60000000
+local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(s[1])
+local ts = tonumber(s[2])
+if tokens == nil or ts == nil then
+  tokens = rate
+  ts = now
+elseif now > ts then
+  tokens = math.min(rate, tokens + (now - ts) * per_us)
+  ts = now
+else
+  tokens = math.min(rate, tokens)
+end
+local allowed = 0
+local retry_ms = 0
+if tokens + 1e-9 >= cost then
+  tokens = math.max(0, tokens - cost)
+  allowed = 1
+else
+  retry_ms = math.ceil((cost - tokens) / per_us / 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%d', ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) / per_us / 1000) + 1)
+return {allowed, math.floor(tokens + 1e-9), retry_ms}
+)lua";
+
+struct reply_deleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+
+timeval to_timeval(milliseconds d) {
+  auto ms = std::max<milliseconds::rep>(d.count(), 1);
+  return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>(ms % 1000 * 1000)};
+}
+
+// hiredis writes with write(2): a peer that reset the connection raises
+// SIGPIPE, which would kill the process unless ignored. Blocking it in the
+// thread that owns the connection turns it into a plain EPIPE without
+// touching the rest of the process.
+void block_sigpipe_in_this_thread() {
+  thread_local bool blocked = false;
+  if (blocked)
+    return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  blocked = true;
+}
+
+bool is_error(const redisReply& r) { return r.type == REDIS_REPLY_ERROR; }
+
+std::string reply_text(const redisReply& r) {
+  return r.str ? std::string{r.str, r.len} : std::string{};
+}
+
+std::string sha1_hex(std::string_view text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(text.data(), text.size(), md, &len, EVP_sha1(), nullptr) != 1)
+    throw std::runtime_error("SHA-1 of the token bucket script failed");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 0xf];
+  }
+  return out;
+}
+
+const std::string& token_bucket_sha() {
+  static const std::string sha = sha1_hex(token_bucket_lua);
+  return sha;
+}
+
+// -- URL parsing --------------------------------------------------------------
+
+[[noreturn]] void bad_url(const std::string& url, const std::string& why) {
+  throw std::invalid_argument("PARLEY_REDIS_URL: " + why +
+                              " (expected redis://host:port[/db], got '" + url + "')");
+}
+
+/// A decimal number of at most `max_digits` digits, nothing else.
+std::optional<std::uint32_t> parse_decimal(std::string_view s, std::size_t max_digits) {
+  if (s.empty() || s.size() > max_digits)
+    return std::nullopt;
+  std::uint32_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size())
+    return std::nullopt;
+  return v;
+}
+
+bool valid_host(std::string_view h, bool bracketed) {
+  return std::all_of(h.begin(), h.end(), [bracketed](char ch) {
+    auto c = static_cast<unsigned char>(ch);
+    if (bracketed)
+      return std::isxdigit(c) || c == ':' || c == '.';
+    return std::isalnum(c) || c == '.' || c == '-' || c == '_';
+  });
+}
+
+} // namespace
+
+redis_endpoint parse_redis_url(const std::string& url) {
+  constexpr std::string_view scheme = "redis://";
+  if (url.compare(0, scheme.size(), scheme) != 0)
+    bad_url(url, "the scheme must be redis://");
+  std::string_view rest{url};
+  rest.remove_prefix(scheme.size());
+  if (rest.find('@') != std::string_view::npos)
+    bad_url(url, "credentials in the URL are not supported");
+  if (rest.find_first_of("?#") != std::string_view::npos)
+    bad_url(url, "query parameters are not supported");
+
+  auto slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  redis_endpoint ep;
+  std::string_view host, port;
+  bool has_port = false;
+  bool bracketed = !authority.empty() && authority.front() == '[';
+  if (bracketed) {
+    auto close = authority.find(']');
+    if (close == std::string_view::npos)
+      bad_url(url, "an IPv6 host needs a closing ']'");
+    host = authority.substr(1, close - 1);
+    auto after = authority.substr(close + 1);
+    if (!after.empty() && after.front() != ':')
+      bad_url(url, "unexpected text after the host");
+    has_port = !after.empty();
+    port = has_port ? after.substr(1) : after;
+  } else {
+    auto colon = authority.find(':');
+    if (colon != std::string_view::npos && authority.find(':', colon + 1) != std::string_view::npos)
+      bad_url(url, "an IPv6 host must be written in brackets, e.g. redis://[::1]:6379");
+    host = authority.substr(0, colon);
+    has_port = colon != std::string_view::npos;
+    if (has_port)
+      port = authority.substr(colon + 1);
+  }
+  if (host.empty())
+    bad_url(url, "the host is missing");
+  if (!valid_host(host, bracketed))
+    bad_url(url, "the host '" + std::string{host} + "' contains invalid characters");
+  ep.host = std::string{host};
+
+  if (has_port) {
+    auto p = parse_decimal(port, 5);
+    if (!p || *p < 1 || *p > 65535)
+      bad_url(url, "the port must be a number from 1 to 65535");
+    ep.port = static_cast<std::uint16_t>(*p);
+  }
+  if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+    auto db = parse_decimal(rest.substr(slash + 1), 9);
+    if (!db)
+      bad_url(url, "the database must be a non-negative number");
+    ep.db = static_cast<int>(*db);
+  }
+  return ep;
+}
+
+// -- the connection -----------------------------------------------------------
+
+namespace detail {
+
+/// One connection and the reconnect policy the client and the subscriber
+/// share: an error drops the context and no new connection is attempted
+/// before `reconnect_backoff` has passed.
+class redis_link {
+public:
+  redis_link(redis_endpoint ep, redis_options opts) : ep_(std::move(ep)), opts_(opts) {}
+  ~redis_link() { close(); }
+
+  /// The open context, connecting first when allowed; nullptr while backing
+  /// off or when connecting failed (which starts a backoff).
+  redisContext* get() {
+    if (ctx_)
+      return ctx_;
+    if (steady::now() < retry_at_)
+      return nullptr;
+    block_sigpipe_in_this_thread();
+    redisContext* c =
+      redisConnectWithTimeout(ep_.host.c_str(), ep_.port, to_timeval(opts_.connect_timeout));
+    if (!c || c->err) {
+      fail("cannot connect to Redis at " + where() + ": " + (c ? c->errstr : "out of memory"));
+      if (c)
+        redisFree(c);
+      return nullptr;
+    }
+    if (redisSetTimeout(c, to_timeval(opts_.command_timeout)) != REDIS_OK) {
+      fail(std::string{"cannot set the Redis command timeout: "} + c->errstr);
+      redisFree(c);
+      return nullptr;
+    }
+    redisEnableKeepAlive(c); // a vanished host shows up without traffic; best effort
+    ctx_ = c;
+    used_ = false;
+    ++generation_;
+    if (ep_.db != 0 && !select_db())
+      return nullptr;
+    return ctx_;
+  }
+
+  /// Runs one command. A reply error comes back as the reply; a lost
+  /// connection or a timeout drops the context and throws
+  /// redis_error(unavailable).
+  reply_ptr command(std::initializer_list<std::string_view> args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (auto a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    for (int attempt = 0;; ++attempt) {
+      auto* c = get();
+      if (!c)
+        throw redis_error(redis_error::kind::unavailable, last_error_);
+      bool was_idle = used_;
+      errno = 0;
+      void* raw = redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+      int err = errno;
+      if (raw) {
+        used_ = true;
+        return reply_ptr{static_cast<redisReply*>(raw)};
+      }
+      // A connection that served earlier commands and then finds the server
+      // gone was closed while idle (a Redis restart): one fresh connect right
+      // away makes the restart invisible. A timeout is never retried.
+      bool closed = c->err == REDIS_ERR_EOF ||
+                    (c->err == REDIS_ERR_IO && (err == ECONNRESET || err == EPIPE));
+      bool timed_out = c->err == REDIS_ERR_IO && (err == EAGAIN || err == EWOULDBLOCK);
+      std::string why = timed_out ? "Redis at " + where() + " did not answer within " +
+                                      std::to_string(opts_.command_timeout.count()) + " ms"
+                                  : "Redis at " + where() + " failed: " + c->errstr;
+      if (attempt == 0 && was_idle && closed) {
+        close();
+        continue;
+      }
+      fail(why);
+      throw redis_error(redis_error::kind::unavailable, why);
+    }
+  }
+
+  /// Drops the connection after a failure and starts the backoff.
+  void fail(std::string why) {
+    close();
+    last_error_ = std::move(why);
+    retry_at_ = steady::now() + opts_.reconnect_backoff;
+  }
+
+  bool backing_off() const { return !ctx_ && steady::now() < retry_at_; }
+  steady::time_point retry_at() const { return retry_at_; }
+  /// Counts successful connects: tells a subscriber its SUBSCRIBE is gone.
+  std::uint64_t generation() const { return generation_; }
+  redisContext* context() const { return ctx_; }
+
+private:
+  bool select_db() {
+    try {
+      auto db = std::to_string(ep_.db);
+      auto r = command({"SELECT", db});
+      if (!is_error(*r))
+        return true;
+      fail("Redis refused SELECT " + db + ": " + reply_text(*r));
+    } catch (const redis_error&) {
+      // command() has already dropped the connection and set the backoff.
+    }
+    return false;
+  }
+
+  void close() {
+    if (ctx_)
+      redisFree(ctx_);
+    ctx_ = nullptr;
+  }
+
+  std::string where() const { return ep_.host + ":" + std::to_string(ep_.port); }
+
+  redis_endpoint ep_;
+  redis_options opts_;
+  redisContext* ctx_ = nullptr;
+  steady::time_point retry_at_{};
+  std::uint64_t generation_ = 0;
+  bool used_ = false; ///< the current context has answered a command
+  std::string last_error_ = "Redis is not connected";
+};
+
+} // namespace detail
+
+// -- client -------------------------------------------------------------------
+
+redis_client::redis_client(redis_endpoint ep, redis_options opts)
+  : link_(std::make_unique<detail::redis_link>(std::move(ep), opts)) {}
+
+redis_client::~redis_client() = default;
+
+const std::string& redis_client::token_bucket_script() {
+  static const std::string text = token_bucket_lua;
+  return text;
+}
+
+bool redis_client::ping() {
+  try {
+    auto r = link_->command({"PING"});
+    return r->type == REDIS_REPLY_STATUS && reply_text(*r) == "PONG";
+  } catch (const redis_error&) {
+    return false;
+  }
+}
+
+bucket_reply redis_client::eval_token_bucket(const std::string& key, std::int32_t rate_per_min,
+                                             std::int32_t cost) {
+  if (rate_per_min < 1 || cost < 1 || cost > rate_per_min)
+    throw std::invalid_argument("eval_token_bucket: need 1 <= cost <= rate_per_min");
+  auto rate = std::to_string(rate_per_min);
+  auto n = std::to_string(cost);
+  auto r = link_->command({"EVALSHA", token_bucket_sha(), "1", key, rate, n});
+  // Not cached after a restart, SCRIPT FLUSH or failover: EVAL loads it again.
+  if (is_error(*r) && reply_text(*r).rfind("NOSCRIPT", 0) == 0)
+    r = link_->command({"EVAL", token_bucket_lua, "1", key, rate, n});
+  if (is_error(*r))
+    throw redis_error(redis_error::kind::reply, "token bucket script failed: " + reply_text(*r));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+      std::any_of(r->element, r->element + 3,
+                  [](const redisReply* e) { return e->type != REDIS_REPLY_INTEGER; }))
+    throw redis_error(redis_error::kind::reply, "token bucket script: unexpected reply");
+  return {r->element[0]->integer == 1, r->element[1]->integer, r->element[2]->integer};
+}
+
+std::int64_t redis_client::publish(const std::string& channel, const std::string& payload) {
+  auto r = link_->command({"PUBLISH", channel, payload});
+  if (r->type != REDIS_REPLY_INTEGER)
+    throw redis_error(redis_error::kind::reply, "PUBLISH failed: " + reply_text(*r));
+  return r->integer;
+}
+
+bool redis_client::backing_off() const { return link_->backing_off(); }
+
+// -- subscriber ---------------------------------------------------------------
+
+redis_subscriber::redis_subscriber(redis_endpoint ep, std::string channel, redis_options opts)
+  : link_(std::make_unique<detail::redis_link>(std::move(ep), opts)),
+    channel_(std::move(channel)) {}
+
+redis_subscriber::~redis_subscriber() = default;
+
+bool redis_subscriber::subscribed() const {
+  return link_->context() && subscribed_generation_ == link_->generation();
+}
+
+bool redis_subscriber::ensure_subscribed() {
+  if (!link_->get())
+    return false;
+  if (subscribed_generation_ == link_->generation())
+    return true;
+  try {
+    auto r = link_->command({"SUBSCRIBE", channel_});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element[0]->str ||
+        reply_text(*r->element[0]) != "subscribe") {
+      link_->fail("Redis refused SUBSCRIBE " + channel_ + ": " + reply_text(*r));
+      return false;
+    }
+    subscribed_generation_ = link_->generation();
+    return true;
+  } catch (const redis_error&) {
+    return false;
+  }
+}
+
+std::optional<std::string> redis_subscriber::next(milliseconds timeout) {
+  auto deadline = steady::now() + timeout;
+  if (!ensure_subscribed()) {
+    // Sleep rather than return at once, so that a loop around next() never
+    // spins while Redis is away.
+    auto retry = link_->retry_at();
+    auto wake = retry > steady::now() ? std::min(deadline, retry) : deadline;
+    std::this_thread::sleep_until(wake);
+    return std::nullopt;
+  }
+  // Poll the socket ourselves: a hiredis read timeout would leave the
+  // context in an error state, and a quiet channel is not an error.
+  redisContext* c = link_->context();
+  for (;;) {
+    void* raw = nullptr;
+    if (redisGetReplyFromReader(c, &raw) != REDIS_OK) {
+      link_->fail(std::string{"Redis protocol error: "} + c->errstr);
+      return std::nullopt;
+    }
+    if (raw) {
+      reply_ptr r{static_cast<redisReply*>(raw)};
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          reply_text(*r->element[0]) == "message" && reply_text(*r->element[1]) == channel_)
+        return reply_text(*r->element[2]);
+      continue; // confirmations and anything else a subscriber may see
+    }
+    auto left = std::chrono::ceil<milliseconds>(deadline - steady::now());
+    if (left.count() <= 0)
+      return std::nullopt;
+    pollfd p{c->fd, POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      link_->fail(std::string{"poll on the Redis connection failed: "} + std::strerror(errno));
+      return std::nullopt;
+    }
+    if (n == 0)
+      return std::nullopt;
+    if (redisBufferRead(c) != REDIS_OK) {
+      link_->fail(std::string{"Redis subscription lost: "} + c->errstr);
+      return std::nullopt;
+    }
+  }
+}
+
+} // namespace parley::storage

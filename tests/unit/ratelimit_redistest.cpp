@@ -1,0 +1,293 @@
+// The ratelimit actor and the revocation listener against real Redis
+// servers: Redis decides while it is up; the local bucket answers within the
+// bound while it is down, hung or late; Redis is used again after a restart;
+// revocations published on one side reach the listener's target.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/ratelimit_actor.hpp"
+#include "tests/support/redis_server.hpp"
+
+using namespace std::chrono_literals;
+using namespace parley;
+using parley::test::redis_server;
+using parley::test::shared_redis_url;
+using parley::test::unique_name;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+struct two_threads : caf::actor_system_config {
+  two_threads() {
+    set("scheduler.max-threads", 2);
+    register_ratelimit_types(*this);
+  }
+};
+
+class ratelimit : public ::testing::Test {
+protected:
+  ~ratelimit() override {
+    for (auto& a : spawned_)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  }
+
+  caf::actor limiter(const std::string& url, std::string prefix = unique_name("rl") + ":") {
+    ratelimit_config cfg;
+    cfg.redis_url = url;
+    cfg.key_prefix = std::move(prefix);
+    spawned_.push_back(spawn_ratelimit_actor(sys_, cfg));
+    return spawned_.back();
+  }
+
+  caf::actor listener(const std::string& url, const caf::actor& target) {
+    spawned_.push_back(spawn_revocation_listener(sys_, url, target));
+    return spawned_.back();
+  }
+
+  /// One rate check with a 40 ms deadline, as the edge will send it.
+  rate_decision check(const caf::actor& rl, const std::string& key, std::int32_t rate,
+                      std::int32_t nodes, std::chrono::nanoseconds budget = 40ms) {
+    rate_decision out;
+    out.allowed = false;
+    caf::scoped_actor self{sys_};
+    self->request(rl, 2s, rate_check_atom::value, key, rate, nodes, rate_check_deadline(budget))
+      .receive([&](const rate_decision& d) { out = d; },
+               [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
+    return out;
+  }
+
+  /// check() and how long it took.
+  std::pair<rate_decision, steady::duration> timed_check(const caf::actor& rl,
+                                                         const std::string& key,
+                                                         std::int32_t rate, std::int32_t nodes) {
+    auto start = steady::now();
+    auto d = check(rl, key, rate, nodes);
+    return {d, steady::now() - start};
+  }
+
+  bool status(const caf::actor& rl) {
+    bool out = false;
+    caf::scoped_actor self{sys_};
+    self->request(rl, 2s, redis_status_atom::value)
+      .receive([&](bool ok) { out = ok; }, [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
+    return out;
+  }
+
+  two_threads cfg_;
+  caf::actor_system sys_{cfg_};
+  std::vector<caf::actor> spawned_;
+};
+
+} // namespace
+
+TEST_F(ratelimit, redis_decides_while_it_is_up) {
+  auto rl = limiter(shared_redis_url());
+  for (int i = 0; i < 3; ++i) {
+    auto d = check(rl, "key-1", 3, 4);
+    EXPECT_TRUE(d.redis_ok);
+    EXPECT_TRUE(d.allowed) << i;
+    EXPECT_EQ(d.limit, 3) << "the cluster-wide rate, not a node's share";
+    EXPECT_EQ(d.remaining, 2 - i);
+  }
+  auto denied = check(rl, "key-1", 3, 4);
+  EXPECT_TRUE(denied.redis_ok);
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_GT(denied.retry_after_ms, 15000);
+  EXPECT_LE(denied.retry_after_ms, 20000);
+  EXPECT_TRUE(check(rl, "key-2", 3, 4).allowed);
+  EXPECT_TRUE(status(rl));
+}
+
+TEST_F(ratelimit, two_nodes_share_one_bucket_through_redis) {
+  auto prefix = unique_name("cluster") + ":";
+  auto n1 = limiter(shared_redis_url(), prefix);
+  auto n2 = limiter(shared_redis_url(), prefix);
+  int allowed = 0;
+  for (int i = 0; i < 5; ++i) {
+    allowed += check(n1, "key", 6, 2).allowed;
+    allowed += check(n2, "key", 6, 2).allowed;
+  }
+  EXPECT_EQ(allowed, 6) << "the rate is cluster-wide, not per node";
+}
+
+TEST_F(ratelimit, a_late_request_is_answered_locally) {
+  auto rl = limiter(shared_redis_url());
+  auto d = check(rl, "key", 10, 2, -1ms);
+  EXPECT_FALSE(d.redis_ok);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.limit, 5);
+}
+
+TEST_F(ratelimit, without_redis_the_nodes_share_applies_at_once) {
+  for (auto url : {std::string{}, "redis://127.0.0.1:" + std::to_string(test::unused_port())}) {
+    auto rl = limiter(url);
+    int allowed = 0;
+    for (int i = 0; i < 8; ++i) {
+      auto [d, took] = timed_check(rl, "key", 10, 2);
+      EXPECT_FALSE(d.redis_ok);
+      EXPECT_EQ(d.limit, 5);
+      EXPECT_LT(took, 100ms);
+      allowed += d.allowed;
+      if (!d.allowed) {
+        EXPECT_GT(d.retry_after_ms, 0);
+        EXPECT_LE(d.retry_after_ms, 12000) << "5 per minute: one token every 12 s";
+      }
+    }
+    EXPECT_EQ(allowed, 5) << "url '" << url << "'";
+    EXPECT_FALSE(status(rl));
+  }
+}
+
+TEST_F(ratelimit, rate_zero_is_off) {
+  auto rl = limiter("");
+  for (int i = 0; i < 20; ++i)
+    EXPECT_TRUE(check(rl, "key", 0, 1).allowed);
+}
+
+TEST_F(ratelimit, a_bad_url_is_refused_at_spawn) {
+  ratelimit_config cfg;
+  cfg.redis_url = "redis://host:notaport";
+  EXPECT_THROW(spawn_ratelimit_actor(sys_, cfg), std::invalid_argument);
+  EXPECT_THROW(spawn_revocation_listener(sys_, "http://x", caf::actor{}), std::invalid_argument);
+}
+
+TEST_F(ratelimit, falls_back_within_the_bound_when_redis_stops_and_returns_after_a_restart) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  auto up = check(rl, "key", 600, 3);
+  EXPECT_TRUE(up.redis_ok);
+  EXPECT_EQ(up.limit, 600);
+
+  server.stop();
+  for (auto until = steady::now() + 1200ms; steady::now() < until;) {
+    auto [d, took] = timed_check(rl, "key", 600, 3);
+    EXPECT_FALSE(d.redis_ok);
+    EXPECT_TRUE(d.allowed);
+    EXPECT_EQ(d.limit, 200);
+    EXPECT_LT(took, 100ms);
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_FALSE(status(rl));
+
+  server.restart();
+  bool back = false;
+  for (auto until = steady::now() + 5s; !back && steady::now() < until;) {
+    back = check(rl, "key", 600, 3).redis_ok;
+    if (!back)
+      std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(back) << "Redis must be used again without a restart";
+  EXPECT_TRUE(status(rl));
+}
+
+TEST_F(ratelimit, a_hung_redis_never_holds_a_request_beyond_the_bound) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  ASSERT_TRUE(check(rl, "key", 600, 2).redis_ok);
+  server.hang();
+  for (auto until = steady::now() + 1200ms; steady::now() < until;) {
+    auto [d, took] = timed_check(rl, "key", 600, 2);
+    EXPECT_FALSE(d.redis_ok);
+    EXPECT_LT(took, 100ms);
+    std::this_thread::sleep_for(20ms);
+  }
+  server.resume();
+}
+
+TEST_F(ratelimit, a_burst_against_a_hung_redis_drains_at_local_speed) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  ASSERT_TRUE(check(rl, "key", 600, 2).redis_ok);
+  server.hang();
+  // The first request waits for the command timeout; the others queue behind
+  // it and must then be answered locally (they are late, and Redis is in its
+  // backoff), not one by one from Redis, which would take 100 x 50 ms.
+  caf::scoped_actor self{sys_};
+  constexpr int burst = 100;
+  auto start = steady::now();
+  for (int i = 0; i < burst; ++i)
+    self->send(rl, rate_check_atom::value, std::string{"key"}, std::int32_t{600}, std::int32_t{2},
+               rate_check_deadline(40ms));
+  int answers = 0, from_redis = 0;
+  for (bool more = true; more && answers < burst;)
+    self->receive(
+      [&](const rate_decision& d) {
+        ++answers;
+        from_redis += d.redis_ok;
+      },
+      caf::after(2s) >> [&] { more = false; });
+  EXPECT_EQ(answers, burst);
+  EXPECT_EQ(from_redis, 0);
+  EXPECT_LT(steady::now() - start, 500ms);
+  server.resume();
+}
+
+TEST_F(ratelimit, redis_status_notices_a_change_without_traffic) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  EXPECT_TRUE(status(rl)) << "the first status pings";
+  server.stop();
+  std::this_thread::sleep_for(1100ms); // older than status_max_age
+  EXPECT_FALSE(status(rl));
+}
+
+TEST_F(ratelimit, a_published_revocation_reaches_the_listeners_target) {
+  auto url = shared_redis_url();
+  caf::scoped_actor target{sys_};
+  auto lst = listener(url, target);
+  auto rl = limiter(url);
+  std::optional<std::string> got;
+  for (auto until = steady::now() + 5s; !got && steady::now() < until;) {
+    // The listener may not have subscribed yet; publish until it hears one.
+    caf::anon_send(rl, publish_revoked_atom::value, std::string{"pk_deadbeef"});
+    target->receive([&](key_revoked_atom, const std::string& payload) { got = payload; },
+                    caf::after(300ms) >> [] {});
+  }
+  EXPECT_EQ(got.value_or("<none>"), "pk_deadbeef");
+
+  target->monitor(lst);
+  caf::anon_send_exit(lst, caf::exit_reason::user_shutdown);
+  bool down = false;
+  auto start = steady::now();
+  while (!down && steady::now() - start < 3s)
+    target->receive([&](const caf::down_msg& m) { down = m.source == lst.address(); },
+                    [&](key_revoked_atom, const std::string&) {}, caf::after(3s) >> [] {});
+  EXPECT_TRUE(down);
+  EXPECT_LT(steady::now() - start, 1s) << "it checks for exit between reads of 200 ms";
+}
+
+TEST_F(ratelimit, the_listener_stops_promptly_while_redis_is_down) {
+  caf::scoped_actor target{sys_};
+  auto lst = listener("redis://127.0.0.1:" + std::to_string(test::unused_port()), target);
+  std::this_thread::sleep_for(300ms); // let it fail and back off
+  target->monitor(lst);
+  auto start = steady::now();
+  caf::anon_send_exit(lst, caf::exit_reason::user_shutdown);
+  bool down = false;
+  target->receive([&](const caf::down_msg&) { down = true; }, caf::after(3s) >> [] {});
+  EXPECT_TRUE(down);
+  EXPECT_LT(steady::now() - start, 1s);
+}
+
+TEST_F(ratelimit, the_listener_quits_when_its_target_terminates) {
+  caf::actor lst;
+  {
+    caf::scoped_actor target{sys_};
+    lst = listener(shared_redis_url(), target);
+  }
+  caf::scoped_actor watcher{sys_};
+  watcher->monitor(lst);
+  bool down = false;
+  watcher->receive([&](const caf::down_msg&) { down = true; }, caf::after(3s) >> [] {});
+  EXPECT_TRUE(down);
+}

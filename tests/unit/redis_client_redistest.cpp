@@ -1,0 +1,324 @@
+// redis_client and redis_subscriber against real Redis servers: the token
+// bucket script (burst, refill, expiry, independence, atomicity, NOSCRIPT),
+// pub/sub, and the failure model (fast failure, backoff, reconnect after a
+// restart, a hung server bounded by the command timeout).
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <openssl/evp.h>
+
+#include "storage/redis_client.hpp"
+#include "tests/support/redis_server.hpp"
+
+using namespace std::chrono_literals;
+using namespace parley::storage;
+using parley::test::raw_command;
+using parley::test::redis_server;
+using parley::test::shared_redis_url;
+using parley::test::unique_name;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+redis_client shared_client() { return redis_client{parse_redis_url(shared_redis_url())}; }
+
+parley::test::raw_reply shared_raw(const std::vector<std::string>& args) {
+  auto ep = parse_redis_url(shared_redis_url());
+  return raw_command(ep.host, ep.port, args);
+}
+
+std::string sha1_hex(const std::string& text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha1(), nullptr);
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    static constexpr char hex[] = "0123456789abcdef";
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 0xf];
+  }
+  return out;
+}
+
+/// Runs `f` and returns how long it took.
+template <class F>
+steady::duration timed(F&& f) {
+  auto start = steady::now();
+  f();
+  return steady::now() - start;
+}
+
+} // namespace
+
+TEST(redis_bucket, lets_exactly_the_rate_through_as_a_burst_then_denies) {
+  auto c = shared_client();
+  auto key = unique_name("burst");
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.eval_token_bucket(key, 5);
+    EXPECT_TRUE(r.allowed) << i;
+    EXPECT_EQ(r.remaining, 4 - i);
+    EXPECT_EQ(r.retry_after_ms, 0);
+  }
+  auto denied = c.eval_token_bucket(key, 5);
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_EQ(denied.remaining, 0);
+  // 5 per minute: one token every 12 s, minus the little time spent above.
+  EXPECT_GT(denied.retry_after_ms, 10000);
+  EXPECT_LE(denied.retry_after_ms, 12000);
+}
+
+TEST(redis_bucket, refills_by_the_server_clock) {
+  auto c = shared_client();
+  auto key = unique_name("refill");
+  // 600 per minute: a token every 100 ms. Take the whole burst at once.
+  auto all = c.eval_token_bucket(key, 600, 600);
+  EXPECT_TRUE(all.allowed);
+  EXPECT_EQ(all.remaining, 0);
+  auto denied = c.eval_token_bucket(key, 600);
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_GT(denied.retry_after_ms, 0);
+  EXPECT_LE(denied.retry_after_ms, 100);
+  std::this_thread::sleep_for(std::chrono::milliseconds{denied.retry_after_ms + 50});
+  EXPECT_TRUE(c.eval_token_bucket(key, 600).allowed);
+}
+
+TEST(redis_bucket, keys_are_independent) {
+  auto c = shared_client();
+  auto a = unique_name("a");
+  auto b = unique_name("b");
+  EXPECT_TRUE(c.eval_token_bucket(a, 3, 3).allowed);
+  EXPECT_FALSE(c.eval_token_bucket(a, 3).allowed);
+  auto other = c.eval_token_bucket(b, 3);
+  EXPECT_TRUE(other.allowed);
+  EXPECT_EQ(other.remaining, 2);
+}
+
+TEST(redis_bucket, idle_keys_expire_once_the_bucket_would_be_full) {
+  auto c = shared_client();
+  auto key = unique_name("ttl");
+  c.eval_token_bucket(key, 60); // one token per second: full again after 1 s
+  auto ttl = shared_raw({"PTTL", key});
+  ASSERT_TRUE(ttl);
+  ASSERT_EQ(ttl->type, REDIS_REPLY_INTEGER);
+  EXPECT_GT(ttl->integer, 0);
+  EXPECT_LE(ttl->integer, 1001);
+  std::this_thread::sleep_for(1200ms);
+  auto exists = shared_raw({"EXISTS", key});
+  ASSERT_TRUE(exists);
+  EXPECT_EQ(exists->integer, 0);
+}
+
+TEST(redis_bucket, survives_a_script_flush) {
+  auto c = shared_client();
+  auto key = unique_name("flush");
+  EXPECT_EQ(c.eval_token_bucket(key, 10).remaining, 9);
+  auto sha = sha1_hex(redis_client::token_bucket_script());
+  auto flushed = shared_raw({"SCRIPT", "FLUSH"});
+  ASSERT_TRUE(flushed);
+  auto gone = shared_raw({"SCRIPT", "EXISTS", sha});
+  ASSERT_TRUE(gone && gone->type == REDIS_REPLY_ARRAY && gone->elements == 1);
+  EXPECT_EQ(gone->element[0]->integer, 0);
+  // EVALSHA fails with NOSCRIPT, EVAL runs it and caches it again.
+  EXPECT_EQ(c.eval_token_bucket(key, 10).remaining, 8);
+  auto back = shared_raw({"SCRIPT", "EXISTS", sha});
+  ASSERT_TRUE(back && back->type == REDIS_REPLY_ARRAY && back->elements == 1);
+  EXPECT_EQ(back->element[0]->integer, 1);
+  EXPECT_EQ(c.eval_token_bucket(key, 10).remaining, 7);
+}
+
+TEST(redis_bucket, is_atomic_under_concurrent_clients) {
+  // 10 per minute refills one token every 6 s; the hammering below takes far
+  // less, so exactly 10 may pass whatever the interleaving.
+  constexpr int rate = 10, threads = 8, calls = 40;
+  auto key = unique_name("race");
+  std::atomic<int> allowed{0}, denied{0}, ready{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      redis_client c{parse_redis_url(shared_redis_url()), {200ms, 1000ms, 500ms}};
+      c.ping(); // connect before the start line
+      ++ready;
+      while (ready.load() < threads)
+        std::this_thread::yield();
+      for (int i = 0; i < calls; ++i) {
+        auto r = c.eval_token_bucket(key, rate);
+        ++(r.allowed ? allowed : denied);
+      }
+    });
+  auto took = timed([&] {
+    for (auto& t : ts)
+      t.join();
+  });
+  ASSERT_LT(took, 5s) << "too slow for the exactness claim below";
+  EXPECT_EQ(allowed.load(), rate);
+  EXPECT_EQ(denied.load(), threads * calls - rate);
+}
+
+TEST(redis_bucket, rejects_impossible_arguments) {
+  auto c = shared_client();
+  EXPECT_THROW(c.eval_token_bucket("k", 0), std::invalid_argument);
+  EXPECT_THROW(c.eval_token_bucket("k", 5, 0), std::invalid_argument);
+  EXPECT_THROW(c.eval_token_bucket("k", 5, 6), std::invalid_argument);
+}
+
+TEST(redis_pubsub, a_subscriber_receives_what_is_published) {
+  auto c = shared_client();
+  auto channel = unique_name("chan");
+  redis_subscriber sub{parse_redis_url(shared_redis_url()), channel};
+  EXPECT_FALSE(sub.next(50ms)); // connects and subscribes; nothing yet
+  EXPECT_TRUE(sub.subscribed());
+  EXPECT_EQ(c.publish(channel, "pk_0123abcd"), 1);
+  EXPECT_EQ(c.publish(channel, "second one"), 1);
+  EXPECT_EQ(sub.next(1s).value_or("<none>"), "pk_0123abcd");
+  EXPECT_EQ(sub.next(1s).value_or("<none>"), "second one");
+  EXPECT_EQ(c.publish(unique_name("other"), "x"), 0);
+}
+
+TEST(redis_pubsub, a_quiet_channel_returns_after_the_read_timeout) {
+  redis_subscriber sub{parse_redis_url(shared_redis_url()), unique_name("quiet")};
+  sub.next(50ms);
+  std::optional<std::string> got;
+  auto took = timed([&] { got = sub.next(200ms); });
+  EXPECT_FALSE(got);
+  EXPECT_GE(took, 190ms);
+  EXPECT_LT(took, 400ms);
+  EXPECT_TRUE(sub.subscribed()) << "a read timeout is not an error";
+}
+
+TEST(redis_failure, nothing_listening_fails_fast_and_then_backs_off) {
+  redis_client c{{"127.0.0.1", static_cast<std::uint16_t>(parley::test::unused_port()), 0}};
+  EXPECT_FALSE(c.backing_off());
+  auto took = timed([&] { EXPECT_FALSE(c.ping()); });
+  EXPECT_LT(took, 100ms);
+  EXPECT_TRUE(c.backing_off());
+  try {
+    c.eval_token_bucket("k", 5);
+    ADD_FAILURE() << "no Redis, yet an answer";
+  } catch (const redis_error& e) {
+    EXPECT_EQ(e.error_kind(), redis_error::kind::unavailable);
+    EXPECT_NE(std::string{e.what()}.find("cannot connect"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c.publish("ch", "x"), redis_error);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_FALSE(c.backing_off()) << "the backoff is 500 ms";
+}
+
+TEST(redis_failure, a_stopped_server_fails_within_the_bound_and_a_restarted_one_is_used_again) {
+  redis_server server;
+  redis_client c{parse_redis_url(server.url()), {200ms, 50ms, 500ms}};
+  ASSERT_TRUE(c.ping());
+  auto key = unique_name("restart");
+  EXPECT_TRUE(c.eval_token_bucket(key, 100).allowed);
+
+  server.stop();
+  int failures = 0;
+  bool saw_backoff = false;
+  for (auto until = steady::now() + 1500ms; steady::now() < until;) {
+    auto took = timed([&] {
+      try {
+        c.eval_token_bucket(key, 100);
+        ADD_FAILURE() << "the server is stopped";
+      } catch (const redis_error& e) {
+        EXPECT_EQ(e.error_kind(), redis_error::kind::unavailable);
+        ++failures;
+      }
+    });
+    EXPECT_LT(took, 100ms);
+    saw_backoff |= c.backing_off();
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GT(failures, 10);
+  EXPECT_TRUE(saw_backoff);
+
+  server.restart();
+  bool ok = false;
+  for (auto until = steady::now() + 5s; !ok && steady::now() < until;) {
+    try {
+      ok = c.eval_token_bucket(key, 100).allowed;
+    } catch (const redis_error&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  EXPECT_TRUE(ok) << "the same client must reconnect to the restarted server";
+  EXPECT_TRUE(c.ping());
+}
+
+TEST(redis_failure, a_restart_while_idle_is_invisible) {
+  redis_server server;
+  redis_client c{parse_redis_url(server.url()), {200ms, 50ms, 500ms}};
+  auto key = unique_name("idle");
+  EXPECT_TRUE(c.eval_token_bucket(key, 10).allowed);
+  server.restart();
+  // The old connection is dead; the client reconnects once, at once, instead
+  // of failing and backing off. The restarted server starts empty.
+  auto r = c.eval_token_bucket(key, 10);
+  EXPECT_TRUE(r.allowed);
+  EXPECT_EQ(r.remaining, 9);
+  EXPECT_FALSE(c.backing_off());
+}
+
+TEST(redis_failure, a_hung_server_costs_at_most_the_command_timeout) {
+  redis_server server;
+  redis_client c{parse_redis_url(server.url()), {200ms, 50ms, 500ms}};
+  ASSERT_TRUE(c.ping());
+  server.hang();
+  try {
+    c.publish("ch", "x");
+    ADD_FAILURE() << "a hung server answered";
+  } catch (const redis_error& e) {
+    EXPECT_EQ(e.error_kind(), redis_error::kind::unavailable);
+    EXPECT_NE(std::string{e.what()}.find("did not answer within 50 ms"), std::string::npos)
+      << e.what();
+  }
+  EXPECT_TRUE(c.backing_off()) << "a timeout drops the connection";
+  std::this_thread::sleep_for(500ms);
+  std::vector<steady::duration> took;
+  for (auto until = steady::now() + 1200ms; steady::now() < until;) {
+    took.push_back(timed([&] { EXPECT_THROW(c.eval_token_bucket("k", 5), redis_error); }));
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_FALSE(took.empty());
+  EXPECT_GE(took.front(), 40ms) << "after the backoff, a reconnect waits for its command timeout";
+  for (auto t : took)
+    EXPECT_LT(t, 100ms);
+  server.resume();
+  bool ok = false;
+  for (auto until = steady::now() + 5s; !ok && steady::now() < until;) {
+    ok = c.ping();
+    if (!ok)
+      std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(ok);
+}
+
+TEST(redis_failure, a_subscriber_resubscribes_after_a_restart) {
+  redis_server server;
+  auto ep = parse_redis_url(server.url());
+  redis_subscriber sub{ep, "parley:revoked"};
+  redis_client pub{ep};
+  sub.next(50ms);
+  ASSERT_TRUE(sub.subscribed());
+  ASSERT_EQ(pub.publish("parley:revoked", "before"), 1);
+  EXPECT_EQ(sub.next(1s).value_or("<none>"), "before");
+
+  server.restart();
+  std::optional<std::string> got;
+  for (auto until = steady::now() + 5s; !got && steady::now() < until;) {
+    auto took = timed([&] { got = sub.next(100ms); });
+    // A read, plus at worst one reconnect and SUBSCRIBE.
+    EXPECT_LT(took, 100ms + 200ms + 50ms + 100ms);
+    if (!got && sub.subscribed()) {
+      try {
+        pub.publish("parley:revoked", "after");
+      } catch (const redis_error&) {
+      }
+    }
+  }
+  EXPECT_EQ(got.value_or("<none>"), "after");
+}
