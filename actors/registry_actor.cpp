@@ -21,6 +21,7 @@ constexpr auto tombstone_ttl = std::chrono::seconds(60);
 constexpr std::size_t tombstone_sweep_at = 10000;
 constexpr std::int32_t max_hops = 2;
 constexpr auto migrate_timeout = std::chrono::seconds(60);
+constexpr auto retry_every = std::chrono::seconds(1);
 
 struct registry_entry {
   caf::actor actor;
@@ -40,6 +41,8 @@ struct registry_state {
   std::unordered_map<std::string, registry_entry> sessions;
   std::unordered_map<caf::actor_addr, std::string> by_addr;
   std::unordered_map<std::string, tombstone> moved;
+  /// A move failed (target unreachable, timed out): retry on the next tick.
+  bool unsettled = false;
 };
 
 using registry_self = caf::stateful_actor<registry_state>;
@@ -132,9 +135,10 @@ void rebalance(registry_self* self) {
                   owner->id)
       .then([](std::string&) {},
             [self, id = it->first](caf::error&) {
-              // It stays here; the next view change or turn tries again.
+              // It stays here for now; the retry tick tries again.
               if (auto e = self->state.sessions.find(id); e != self->state.sessions.end())
                 e->second.migrating = false;
+              self->state.unsettled = true;
             });
   }
 }
@@ -142,6 +146,7 @@ void rebalance(registry_self* self) {
 caf::behavior registry_actor(registry_self* self, session_env env, std::string node_id) {
   self->state.env = std::move(env);
   self->state.node_id = std::move(node_id);
+  self->delayed_send(self, retry_every, beat_atom::value);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     auto a = st.by_addr.find(dm.source);
@@ -173,6 +178,13 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
     [self](view_atom, view_ptr& v) {
       self->state.view = std::move(v);
       rebalance(self);
+    },
+    [self](beat_atom) {
+      if (self->state.unsettled) {
+        self->state.unsettled = false;
+        rebalance(self);
+      }
+      self->delayed_send(self, retry_every, beat_atom::value);
     },
     [self](migrate_atom, const std::string& id,
            const std::string& node) -> caf::result<std::string> {

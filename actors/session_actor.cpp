@@ -116,7 +116,8 @@ void ship(session_self* self) {
   else
     h.session.epoch = 0; // never activated here: the successor loads it
   st.busy = true; // no turn may start while the handoff is on its way
-  self->request(st.migrate_registry, st.env.cfg->storage_timeout, handoff_atom::value, std::move(h))
+  // Bounded well below a drain's patience: a failed handoff is retried.
+  self->request(st.migrate_registry, std::chrono::seconds(5), handoff_atom::value, std::move(h))
     .then(
       [self](caf::actor& successor) {
         auto& s = self->state;

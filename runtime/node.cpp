@@ -97,14 +97,17 @@ void drain_sessions(caf::actor_system& sys, const caf::actor& membership,
   caf::anon_send(membership, drain_atom::value);
   auto until = std::chrono::steady_clock::now() + limit;
   std::uint64_t left = 0;
-  while ((left = ask_count(sys, registry)) > 0 && std::chrono::steady_clock::now() < until)
+  // Sessions can only go to members that are up; when every other member
+  // leaves too (a whole cluster stopping), the rest stay and stop here.
+  while ((left = ask_count(sys, registry)) > 0 && std::chrono::steady_clock::now() < until &&
+         peers_up(sys, membership, self_id) > 0)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   log::info("sessions handed over", {{"left", std::to_string(left)}});
 }
 
 /// Stops `actors` and waits (bounded) until they are gone: the llm actor
 /// and its upstream client use the asio runtime, which must outlive them.
-void stop_actors(caf::actor_system& sys, const std::vector<caf::actor>& actors,
+bool stop_actors(caf::actor_system& sys, const std::vector<caf::actor>& actors,
                  std::chrono::seconds limit) {
   caf::scoped_actor s{sys};
   for (auto& a : actors) {
@@ -112,14 +115,17 @@ void stop_actors(caf::actor_system& sys, const std::vector<caf::actor>& actors,
     s->send_exit(a, caf::exit_reason::user_shutdown);
   }
   auto until = std::chrono::steady_clock::now() + limit;
-  for (std::size_t down = 0; down < actors.size();) {
+  std::size_t down = 0;
+  bool timed_out = false;
+  while (down < actors.size() && !timed_out) {
     auto left = until - std::chrono::steady_clock::now();
     if (left <= left.zero())
       break;
     s->receive([&](caf::down_msg&) { ++down; },
                caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(left)) >>
-                 [&] { down = actors.size(); });
+                 [&] { timed_out = true; });
   }
+  return down == actors.size();
 }
 
 int wait_for_stop_signal() {
@@ -248,7 +254,11 @@ int run_node(const node_config& cfg_in) {
               {{"signal", std::to_string(sig)}});
     caf::anon_send(edge, drain_atom::value);
     drain_sessions(sys, membership, registry, cfg.node_id, std::chrono::seconds(30));
+    log::info("stopping HTTP", {{"connections", std::to_string(server.connections())}});
     server.stop(std::chrono::seconds(30));
+    if (auto open = server.connections(); open > 0)
+      log::warn("HTTP connections still open after 30 s; closing them",
+                {{"connections", std::to_string(open)}});
   } catch (const std::exception& e) {
     log::error(std::string{"PARLEY_HTTP_PORT: "} + e.what());
     rc = 2;
@@ -256,7 +266,8 @@ int run_node(const node_config& cfg_in) {
 
   std::vector<caf::actor> all{edge, registry, membership, llm};
   all.insert(all.end(), storage_actors.begin(), storage_actors.end());
-  stop_actors(sys, all, std::chrono::seconds(10));
+  if (!stop_actors(sys, all, std::chrono::seconds(10)))
+    log::warn("some actors did not stop within 10 s");
   io.stop();
   if (rc == 0)
     log::info("stopped");
