@@ -88,8 +88,11 @@ TEST(config, file_format_and_unknown_keys) {
 }
 
 TEST(config, the_shipped_examples_use_only_known_settings) {
-  settings s;
   std::string err;
-  EXPECT_TRUE(read_config_file(PARLEY_SOURCE_DIR "/cluster-config/single-node.env", s, err))
-    << err;
+  for (auto name : {"single-node", "node-1", "node-2", "node-3"}) {
+    settings file;
+    EXPECT_TRUE(read_config_file(PARLEY_SOURCE_DIR "/cluster-config/" + std::string{name} + ".env",
+                                 file, err))
+      << err;
+  }
 }
