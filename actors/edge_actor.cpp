@@ -8,6 +8,8 @@
 
 #include "actors/api_render.hpp"
 #include "actors/cluster_view.hpp"
+#include "actors/local_bucket.hpp"
+#include "actors/ratelimit_actor.hpp"
 #include "actors/messages.hpp"
 #include "storage/clock.hpp"
 #include "storage/secrets.hpp"
@@ -37,6 +39,10 @@ struct edge_state {
   /// that node goes down they are answered 503 at once.
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, call_ptr>> remote;
   std::uint64_t next_ticket = 0;
+  caf::actor ratelimit;
+  /// Decides when the ratelimit actor does not answer in time.
+  local_bucket fallback{10000};
+  std::uint64_t rate_limited = 0; ///< chat requests refused by the rate limit
 };
 
 using edge_self = caf::stateful_actor<edge_state>;
@@ -49,6 +55,7 @@ void reply(const call_ptr& c, unsigned status, std::string body,
   r.status = status;
   r.body = std::move(body);
   r.content_type = std::move(content_type);
+  r.headers = c->headers;
   c->out->send(std::move(r));
 }
 
@@ -56,8 +63,9 @@ void reply_error(const call_ptr& c, const api_error& e) {
   net::http_response r;
   r.status = http_status(e.code);
   r.body = error_body(e);
+  r.headers = c->headers;
   if (has_retry_after(e.code))
-    r.headers.emplace_back("Retry-After", "1");
+    r.headers.emplace_back("Retry-After", std::to_string(c->retry_after > 0 ? c->retry_after : 1));
   c->out->send(std::move(r));
 }
 
@@ -129,6 +137,16 @@ void handle_admin_session(edge_self* self, const call_ptr& c) {
       [c](caf::error& e) { reply_error(c, e); });
 }
 
+/// Drops a revoked key (by prefix or id) from the key cache.
+void forget_key(edge_self* self, const std::string& prefix_or_id) {
+  auto& keys = self->state.keys;
+  for (auto it = keys.begin(); it != keys.end();)
+    if (it->second.rec.prefix == prefix_or_id || std::to_string(it->second.rec.id) == prefix_or_id)
+      it = keys.erase(it);
+    else
+      ++it;
+}
+
 void handle_admin(edge_self* self, const call_ptr& c) {
   auto& st = self->state;
   auto& storage = st.storage->any();
@@ -148,12 +166,11 @@ void handle_admin(edge_self* self, const call_ptr& c) {
           [self, c](std::int32_t n) {
             if (n == 0)
               return reply_error(c, {errc::not_found, "no API key matches '" + c->id + "'"});
-            auto& keys = self->state.keys;
-            for (auto it = keys.begin(); it != keys.end();)
-              if (it->second.rec.prefix == c->id || std::to_string(it->second.rec.id) == c->id)
-                it = keys.erase(it);
-              else
-                ++it;
+            forget_key(self, c->id);
+            // Other nodes drop it from their caches at once; without Redis
+            // their cache expiry (2 s) bounds how long it still works there.
+            if (self->state.ratelimit)
+              self->send(self->state.ratelimit, publish_revoked_atom::value, c->id);
             reply(c, 204, {});
           },
           [c](caf::error& e) { reply_error(c, e); });
@@ -256,6 +273,48 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
       });
 }
 
+/// The cluster-wide rate limit of chat requests: the ratelimit actor asks
+/// Redis (or its per-node bucket); if it does not answer within 60 ms the
+/// edge's own bucket decides, so no request waits on Redis for longer.
+template <class F>
+void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key, F&& next) {
+  auto& st = self->state;
+  auto rate = static_cast<std::int32_t>(st.cfg.rate_limit_per_min);
+  if (rate <= 0 || !st.ratelimit)
+    return next();
+  auto live = st.cfg.redis ? static_cast<std::int32_t>(std::max<std::size_t>(
+                               1, st.view->live_ids().size()))
+                           : 1;
+  // The prefix is random, so clusters with separate databases sharing one
+  // Redis do not share buckets; the id keeps it unique within one.
+  auto key_id = key.prefix + ":" + std::to_string(key.id);
+  auto apply = [self, c, next = std::forward<F>(next)](const rate_decision& d) mutable {
+    c->headers.emplace_back("X-RateLimit-Limit", std::to_string(d.limit));
+    c->headers.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
+    if (d.allowed)
+      return next();
+    ++self->state.rate_limited;
+    c->retry_after = std::max(1, (d.retry_after_ms + 999) / 1000);
+    reply_error(c, {errc::rate_limited, "rate limit of " + std::to_string(d.limit) +
+                                          " chat requests per minute reached for this API key; "
+                                          "retry after " +
+                                          std::to_string(c->retry_after) + " s"});
+  };
+  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, key_id, rate,
+                live, rate_check_deadline(std::chrono::milliseconds(40)))
+    .then([apply](rate_decision& d) mutable { apply(d); },
+          [self, apply, key_id, rate, live](caf::error&) mutable {
+            auto v = self->state.fallback.take(key_id, rate, live,
+                                               local_bucket::clock::now());
+            rate_decision d;
+            d.allowed = v.allowed;
+            d.limit = v.limit;
+            d.remaining = v.remaining;
+            d.retry_after_ms = v.retry_after_ms;
+            apply(d);
+          });
+}
+
 void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) {
   auto& st = self->state;
   auto timeout = st.cfg.storage_timeout;
@@ -297,7 +356,8 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
           [c](caf::error& e) { reply_error(c, e); });
       return;
     case net::route::post_message:
-      return handle_turn(self, c, user);
+      return with_rate_limit(self, c, key,
+                             [self, c, user = user] { handle_turn(self, c, user); });
     case net::route::list_messages:
       self->request(st.storage->any(), timeout, list_msg_atom::value, c->id, user, c->after,
                     c->limit)
@@ -336,18 +396,29 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
   }
 }
 
+/// `/readyz`: PostgreSQL answers, the node has joined and is not leaving.
+/// Redis is reported ("ok", "down", or "off" when not configured) but never
+/// makes the node unready: chat goes on with per-node limits without it.
 void handle_ready(edge_self* self, const call_ptr& c) {
   auto& st = self->state;
   std::string cluster = st.draining ? "draining" : !st.view->joined ? "joining" : "ok";
-  auto answer = [c, cluster](bool pg_ok) {
+  auto answer = [c, cluster](bool pg_ok, const std::string& redis) {
     bool ready = pg_ok && cluster == "ok";
     std::string body = std::string{"{\"status\":\""} + (ready ? "ready" : "unavailable") +
                        "\",\"checks\":{\"postgres\":\"" + (pg_ok ? "ok" : "down") +
-                       "\",\"redis\":\"off\",\"cluster\":\"" + cluster + "\"}}";
+                       "\",\"redis\":\"" + redis + "\",\"cluster\":\"" + cluster + "\"}}";
     reply(c, ready ? 200 : 503, std::move(body));
   };
-  self->request(self->state.storage->any(), std::chrono::seconds(2), ping_atom::value)
-    .then([answer](bool ok) { answer(ok); }, [answer](caf::error&) { answer(false); });
+  auto with_pg = [self, answer](const std::string& redis) {
+    self->request(self->state.storage->any(), std::chrono::seconds(2), ping_atom::value)
+      .then([answer, redis](bool ok) { answer(ok, redis); },
+            [answer, redis](caf::error&) { answer(false, redis); });
+  };
+  if (!st.cfg.redis || !st.ratelimit)
+    return with_pg("off");
+  self->request(st.ratelimit, std::chrono::milliseconds(500), redis_status_atom::value)
+    .then([with_pg](bool ok) { with_pg(ok ? "ok" : "down"); },
+          [with_pg](caf::error&) { with_pg("down"); });
 }
 
 bool is_admin_route(net::route r) {
@@ -370,6 +441,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.storage = std::move(peers.storage);
   st.registry = std::move(peers.registry);
   st.membership = std::move(peers.membership);
+  st.ratelimit = std::move(peers.ratelimit);
   member_info me;
   me.id = st.cfg.node_id;
   me.status = "up";
@@ -399,6 +471,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
     },
     [self](view_atom, view_ptr& v) { on_view(self, std::move(v)); },
     [self](drain_atom) { self->state.draining = true; },
+    [self](key_revoked_atom, const std::string& prefix_or_id) { forget_key(self, prefix_or_id); },
   };
 }
 

@@ -10,6 +10,7 @@
 ///   (view_atom, view_ptr)    the cluster changed: route with the new view;
 ///                            turns waiting on a node that went down get 503
 ///   (drain_atom)             stop being ready: /readyz answers 503
+///   (key_revoked_atom, s)    another node revoked key `s` (prefix or id)
 ///
 /// Routing: a turn goes to the registry of the session's owner in the
 /// current view (this node's registry when it owns it); reads and writes
@@ -52,6 +53,10 @@ struct http_call {
   std::int64_t after = 0;
   std::string cursor;
   net::responder_ptr out;
+  /// Added to every answer (rate-limit headers of chat responses).
+  net::header_list headers;
+  /// Retry-After seconds of an error answer; 0: the default of its code.
+  int retry_after = 0;
 };
 
 struct edge_config {
@@ -62,6 +67,8 @@ struct edge_config {
   std::chrono::milliseconds turn_timeout{600000};
   std::chrono::milliseconds storage_timeout{30000};
   std::chrono::milliseconds key_cache_ttl{2000};
+  std::int32_t rate_limit_per_min = 600; ///< 0: off
+  bool redis = false; ///< PARLEY_REDIS_URL set: limits are cluster-wide, else per node
 };
 
 /// The node's other actors the edge talks to.
@@ -69,6 +76,7 @@ struct edge_peers {
   storage_pool_ptr storage;
   caf::actor registry;   ///< this node's session registry
   caf::actor membership; ///< this node's membership actor
+  caf::actor ratelimit;  ///< this node's ratelimit actor
 };
 
 caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);

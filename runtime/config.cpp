@@ -1,5 +1,7 @@
 #include "runtime/config.hpp"
 
+#include "storage/redis_client.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -183,8 +185,13 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   if (c.pg_url.empty())
     r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI)");
   r.text("PARLEY_REDIS_URL", c.redis_url);
-  if (!c.redis_url.empty() && c.redis_url.rfind("redis://", 0) != 0)
-    r.fail("PARLEY_REDIS_URL: expected redis://host:port[/db], got '" + c.redis_url + "'");
+  if (!c.redis_url.empty()) {
+    try {
+      storage::parse_redis_url(c.redis_url);
+    } catch (const std::invalid_argument& e) {
+      r.fail(e.what());
+    }
+  }
   r.text("PARLEY_LLM_BASE_URL", c.llm_base_url);
   r.text("PARLEY_LLM_API_KEY", c.llm_api_key);
   r.text("PARLEY_LLM_MODEL", c.llm_model);

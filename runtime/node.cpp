@@ -13,6 +13,7 @@
 #include "actors/edge_actor.hpp"
 #include "actors/llm_actor.hpp"
 #include "actors/membership_actor.hpp"
+#include "actors/ratelimit_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
@@ -232,7 +233,15 @@ int run_node(const node_config& cfg_in) {
   // storage's timeouts, even the last one of a full queue.
   edge_cfg.turn_timeout = (cfg.llm_timeout + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
-  auto edge = spawn_edge_actor(sys, edge_cfg, edge_peers{storage, registry, membership});
+  edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
+  edge_cfg.redis = !cfg.redis_url.empty();
+  ratelimit_config rl_cfg;
+  rl_cfg.redis_url = cfg.redis_url;
+  auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
+  auto edge = spawn_edge_actor(sys, edge_cfg, edge_peers{storage, registry, membership, ratelimit});
+  caf::actor revocations;
+  if (!cfg.redis_url.empty())
+    revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
 
   net::server_options http_opts;
   http_opts.host = cfg.http_host;
@@ -264,7 +273,9 @@ int run_node(const node_config& cfg_in) {
     rc = 2;
   }
 
-  std::vector<caf::actor> all{edge, registry, membership, llm};
+  std::vector<caf::actor> all{edge, registry, membership, llm, ratelimit};
+  if (revocations)
+    all.push_back(revocations);
   all.insert(all.end(), storage_actors.begin(), storage_actors.end());
   if (!stop_actors(sys, all, std::chrono::seconds(10)))
     log::warn("some actors did not stop within 10 s");
