@@ -85,7 +85,8 @@ std::string render_object(const std::vector<std::pair<std::string, std::string>>
   return dump(j);
 }
 
-std::string render_cluster(const std::string& self_id, const std::vector<member_info>& members) {
+std::string render_cluster(const std::string& self_id, std::uint64_t view_version,
+                           const std::vector<member_info>& members) {
   json nodes = json::array();
   for (auto& m : members)
     nodes.push_back({{"id", m.id},
@@ -94,7 +95,7 @@ std::string render_cluster(const std::string& self_id, const std::vector<member_
                      {"status", m.status},
                      {"sessions_active", m.sessions_active},
                      {"self", m.id == self_id}});
-  return dump({{"self", self_id}, {"nodes", std::move(nodes)}});
+  return dump({{"self", self_id}, {"view_version", view_version}, {"nodes", std::move(nodes)}});
 }
 
 std::string render_location(const session_record& s, const session_location& where) {

@@ -17,7 +17,8 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
 /// A flat JSON object of string fields, in the given order.
 std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields);
 /// `GET /admin/v1/cluster`: this node's view, itself first.
-std::string render_cluster(const std::string& self_id, const std::vector<member_info>& members);
+std::string render_cluster(const std::string& self_id, std::uint64_t view_version,
+                           const std::vector<member_info>& members);
 /// `GET /admin/v1/sessions/{id}`.
 std::string render_location(const session_record& s, const session_location& where);
 /// A turn as Server-Sent Events: one delta with the reply, then `done`.

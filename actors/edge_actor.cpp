@@ -178,8 +178,8 @@ void handle_admin(edge_self* self, const call_ptr& c) {
     case net::route::cluster_info:
       self->request(st.membership, std::chrono::seconds(5), cluster_atom::value)
         .then(
-          [self, c](std::vector<member_info>& ms) {
-            reply(c, 200, render_cluster(self->state.cfg.node_id, ms));
+          [self, c](std::uint64_t version, std::vector<member_info>& ms) {
+            reply(c, 200, render_cluster(self->state.cfg.node_id, version, ms));
           },
           [c](caf::error& e) { reply_error(c, e); });
       return;

@@ -280,7 +280,9 @@ caf::behavior membership_actor(membership_self* self, membership_config cfg) {
       self->send(it->second.info.membership, drain_atom::value);
       return true;
     },
-    [self](cluster_atom) { return known(self); },
+    [self](cluster_atom) -> caf::result<std::uint64_t, std::vector<member_info>> {
+      return {self->state.version, known(self)};
+    },
   };
 }
 

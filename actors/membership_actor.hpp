@@ -13,7 +13,9 @@
 ///   (pin_atom, session, node, relay)  a migration pinned a session to a node
 ///   (drain_atom)                      this node is leaving: status "leaving"
 ///   (drain_atom, node)                -> bool: tell `node` to leave (false: unknown)
-///   (cluster_atom)                    -> vector<member_info>, this node first
+///   (cluster_atom)                    -> (uint64 view version, vector<member_info>),
+///                                     this node first; the version moves on every
+///                                     change of membership (and pin)
 ///
 /// Failure detection: each member monitors the others' membership actors, so
 /// a killed process (its TCP connection closes) is down within milliseconds;

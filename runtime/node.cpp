@@ -78,7 +78,7 @@ std::size_t peers_up(caf::actor_system& sys, const caf::actor& membership,
   std::size_t n = 0;
   s->request(membership, std::chrono::seconds(2), cluster_atom::value)
     .receive(
-      [&](std::vector<member_info>& ms) {
+      [&](std::uint64_t, std::vector<member_info>& ms) {
         for (auto& m : ms)
           if (m.id != self_id && m.status == "up")
             ++n;

@@ -429,3 +429,51 @@ TEST(cluster, two_actors_of_one_session_race_and_only_the_current_one_commits) {
   users = check_history(b.all_messages(key, id));
   EXPECT_EQ(users, (std::vector<std::string>{"on a", "on b", "stale a"}));
 }
+
+TEST(cluster, heavy_load_raises_no_false_alarm) {
+  // A short failure-detection time and every core busy with turns crossing
+  // nodes: no member may be declared down, so the view never changes.
+  scratch_db db;
+  parley_cluster c{db, 3, {{"PARLEY_FAILURE_DETECT_MS", "500"}}};
+  auto key = c[0].create_key("alice");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 24; ++i)
+    ids.push_back(c[0].create_session(key));
+  std::vector<std::uint64_t> before;
+  for (int i = 0; i < 3; ++i)
+    before.push_back(c[i].cluster()["view_version"]);
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> load;
+  for (int w = 0; w < 12; ++w)
+    load.emplace_back([&, w] {
+      // Keep-alive connections, one per node, as a load balancer would hold.
+      std::vector<std::unique_ptr<http_connection>> conns;
+      for (int i = 0; i < 3; ++i)
+        conns.push_back(std::make_unique<http_connection>(c[i].port()));
+      for (int n = 0; n < 2000 && !stop; ++n) {
+        auto& id = ids[static_cast<std::size_t>((w + n) % 24)];
+        auto r = conns[static_cast<std::size_t>((w + n) % 3)]->request(
+          "POST", "/v1/sessions/" + id + "/messages", json{{"content", "load"}}.dump(),
+          {{"Authorization", "Bearer " + key}});
+        if (r.status == 200)
+          ++ok;
+        else if (failed++ == 0)
+          ADD_FAILURE() << "first failure: " << describe(r);
+      }
+    });
+  std::this_thread::sleep_for(5s);
+  stop = true;
+  for (auto& t : load)
+    t.join();
+  std::printf("[ figures  ] %d turns in 5 s across 3 nodes with PARLEY_FAILURE_DETECT_MS=500\n",
+              ok.load());
+  EXPECT_EQ(failed.load(), 0);
+  for (int i = 0; i < 3; ++i) {
+    auto view = c[i].cluster();
+    EXPECT_EQ(view["view_version"], before[static_cast<std::size_t>(i)])
+      << "node-" << i << " saw a membership change under load: " << view.dump();
+    for (auto& m : view["nodes"])
+      EXPECT_EQ(m["status"], "up") << view.dump();
+  }
+}
