@@ -42,7 +42,7 @@ struct edge_state {
   caf::actor ratelimit;
   /// Decides when the ratelimit actor does not answer in time.
   local_bucket fallback{10000};
-  std::uint64_t rate_limited = 0; ///< chat requests refused by the rate limit
+  metrics_ptr metrics;
 };
 
 using edge_self = caf::stateful_actor<edge_state>;
@@ -220,6 +220,10 @@ void on_view(edge_self* self, view_ptr v) {
   st.view = std::move(v);
   if (auto* me = st.view->find(st.cfg.node_id); me && me->status == "leaving")
     st.draining = true;
+  double up = 0, leaving = 0, down = 0;
+  for (auto& m : st.view->members)
+    (m.status == "up" ? up : m.status == "leaving" ? leaving : down) += 1;
+  st.metrics->cluster_nodes(up, leaving, down);
   for (auto& m : st.view->members) {
     if (m.status != "down")
       continue;
@@ -239,8 +243,10 @@ void on_view(edge_self* self, view_ptr v) {
 
 void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
   auto& st = self->state;
-  if (st.inflight >= st.cfg.max_inflight)
+  if (st.inflight >= st.cfg.max_inflight) {
+    st.metrics->shed("overloaded");
     return reply_error(c, {errc::overloaded, "this node has too many turns in flight; retry"});
+  }
   ++st.inflight;
   turn_request t{c->id, user, std::move(c->post_message.content),
                  std::move(c->post_message.client_message_id), c->request_id, 0};
@@ -264,6 +270,8 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
           return;
         --self->state.inflight;
         auto err = to_api_error(e);
+        if (err.code == errc::session_busy)
+          self->state.metrics->shed("session_busy");
         bool before_turn = err.code == errc::session_busy || err.code == errc::not_found ||
                            err.code == errc::conflict || err.code == errc::overloaded;
         if (c->stream && !before_turn)
@@ -293,7 +301,7 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
     c->headers.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
     if (d.allowed)
       return next();
-    ++self->state.rate_limited;
+    self->state.metrics->rate_limited();
     c->retry_after = std::max(1, (d.retry_after_ms + 999) / 1000);
     reply_error(c, {errc::rate_limited, "rate limit of " + std::to_string(d.limit) +
                                           " chat requests per minute reached for this API key; "
@@ -442,6 +450,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.registry = std::move(peers.registry);
   st.membership = std::move(peers.membership);
   st.ratelimit = std::move(peers.ratelimit);
+  st.metrics = peers.metrics ? std::move(peers.metrics) : std::make_shared<node_metrics>();
   member_info me;
   me.id = st.cfg.node_id;
   me.status = "up";

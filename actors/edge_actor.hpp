@@ -26,6 +26,7 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
+#include "actors/metrics.hpp"
 #include "actors/storage_actor.hpp"
 #include "net/api.hpp"
 #include "net/http_server.hpp"
@@ -77,6 +78,7 @@ struct edge_peers {
   caf::actor registry;   ///< this node's session registry
   caf::actor membership; ///< this node's membership actor
   caf::actor ratelimit;  ///< this node's ratelimit actor
+  metrics_ptr metrics;
 };
 
 caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);

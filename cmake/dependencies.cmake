@@ -21,5 +21,8 @@ find_package(OpenSSL REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+# Metrics registry and Prometheus text serializer (core only; Parley serves
+# /metrics on its own HTTP listener).
+find_package(prometheus-cpp CONFIG REQUIRED COMPONENTS core)
 find_package(GTest REQUIRED)
 include(GoogleTest)

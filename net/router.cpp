@@ -75,6 +75,8 @@ route_match match_route(std::string_view method, std::string_view path) {
     m = pick(method, {route::healthz, route::not_found, route::not_found});
   else if (n == 1 && s[0] == "readyz")
     m = pick(method, {route::readyz, route::not_found, route::not_found});
+  else if (n == 1 && s[0] == "metrics")
+    m = pick(method, {route::metrics, route::not_found, route::not_found});
   else if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
     if (n == 2)
       m = pick(method, {route::list_sessions, route::create_session, route::not_found});
@@ -133,6 +135,7 @@ std::string_view route_name(route r) {
     case route::admin_session: return "admin_session";
     case route::migrate_session: return "migrate_session";
     case route::drain_node: return "drain_node";
+    case route::metrics: return "metrics";
   }
   return "unknown";
 }

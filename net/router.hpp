@@ -26,6 +26,7 @@ enum class route : std::uint8_t {
   admin_session,
   migrate_session,
   drain_node,
+  metrics,
 };
 
 /// The outcome of routing one request.

@@ -1,5 +1,8 @@
 #include "runtime/http_api.hpp"
 
+#include <atomic>
+#include <chrono>
+
 #include <caf/send.hpp>
 
 #include "actors/edge_actor.hpp"
@@ -10,6 +13,30 @@ namespace parley {
 namespace {
 
 constexpr std::size_t max_id_length = 128;
+
+/// Counts the answer of one request in the metrics, then sends it.
+class counted_responder final : public net::responder {
+public:
+  counted_responder(net::responder_ptr inner, metrics_ptr metrics, net::route r)
+    : inner_(std::move(inner)), metrics_(std::move(metrics)), route_(r),
+      start_(std::chrono::steady_clock::now()) {}
+
+  void send(net::http_response r) override {
+    if (!counted_.exchange(true))
+      metrics_->http_request(net::route_name(route_), r.status,
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                           start_)
+                               .count());
+    inner_->send(std::move(r));
+  }
+
+private:
+  net::responder_ptr inner_;
+  metrics_ptr metrics_;
+  net::route route_;
+  std::chrono::steady_clock::time_point start_;
+  std::atomic<bool> counted_{false};
+};
 
 void answer_error(const net::responder_ptr& out, const api_error& e,
                   net::header_list headers = {}) {
@@ -109,9 +136,10 @@ void parse_inputs(const net::http_request& req, http_call& call) {
 
 } // namespace
 
-net::request_handler make_http_handler(caf::actor edge) {
-  return [edge](net::http_request&& req, net::responder_ptr out) {
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics) {
+  return [edge, metrics](net::http_request&& req, net::responder_ptr raw) {
     auto m = net::match_route(req.method, req.path);
+    net::responder_ptr out = std::make_shared<counted_responder>(std::move(raw), metrics, m.r);
     switch (m.r) {
       case net::route::not_found:
         return answer_error(out, {errc::not_found, "no route for " + req.method + " " + req.path});
@@ -123,6 +151,12 @@ net::request_handler make_http_handler(caf::actor edge) {
       case net::route::healthz: {
         net::http_response r;
         r.body = R"({"status":"ok"})";
+        return out->send(std::move(r));
+      }
+      case net::route::metrics: {
+        net::http_response r;
+        r.body = metrics->scrape();
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
         return out->send(std::move(r));
       }
       default:

@@ -1,15 +1,17 @@
 #pragma once
 // The HTTP side of the edge: turns each request into an `http_call` on the
 // asio thread that read it (routing, size and type checks, JSON parsing and
-// validation), answers what needs no actor (/healthz, unknown routes), and
-// sends the rest to the edge actor.
+// validation), answers what needs no actor (/healthz, /metrics, unknown
+// routes), and sends the rest to the edge actor. Every answer is counted in
+// the node's metrics by route and status.
 
 #include <caf/actor.hpp>
 
+#include "actors/metrics.hpp"
 #include "net/http_server.hpp"
 
 namespace parley {
 
-net::request_handler make_http_handler(caf::actor edge);
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics);
 
 } // namespace parley

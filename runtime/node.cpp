@@ -238,7 +238,9 @@ int run_node(const node_config& cfg_in) {
   ratelimit_config rl_cfg;
   rl_cfg.redis_url = cfg.redis_url;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
-  auto edge = spawn_edge_actor(sys, edge_cfg, edge_peers{storage, registry, membership, ratelimit});
+  auto metrics = std::make_shared<node_metrics>();
+  auto edge = spawn_edge_actor(sys, edge_cfg,
+                               edge_peers{storage, registry, membership, ratelimit, metrics});
   caf::actor revocations;
   if (!cfg.redis_url.empty())
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
@@ -250,7 +252,7 @@ int run_node(const node_config& cfg_in) {
   http_opts.header_timeout = cfg.http_header_timeout;
   http_opts.idle_timeout = cfg.http_idle_timeout;
   http_opts.max_connections = cfg.max_connections;
-  net::http_server server{io, http_opts, make_http_handler(edge)};
+  net::http_server server{io, http_opts, make_http_handler(edge, metrics)};
   int rc = 0;
   try {
     server.start();

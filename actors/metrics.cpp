@@ -1,0 +1,81 @@
+#include "actors/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+namespace parley {
+
+struct node_metrics::impl {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Counter>& requests =
+    prometheus::BuildCounter()
+      .Name("parley_http_requests_total")
+      .Help("HTTP requests answered, by route and status code")
+      .Register(registry);
+  prometheus::Family<prometheus::Histogram>& duration =
+    prometheus::BuildHistogram()
+      .Name("parley_http_request_duration_seconds")
+      .Help("Time from a complete request to its answer, by route")
+      .Register(registry);
+  prometheus::Counter& rate_limited =
+    prometheus::BuildCounter()
+      .Name("parley_rate_limited_total")
+      .Help("Chat requests refused by the per-key rate limit")
+      .Register(registry)
+      .Add({});
+  prometheus::Family<prometheus::Counter>& shed =
+    prometheus::BuildCounter()
+      .Name("parley_load_shed_total")
+      .Help("Turns refused by load shedding: overloaded (node in-flight cap) or "
+            "session_busy (session queue full)")
+      .Register(registry);
+  prometheus::Family<prometheus::Gauge>& nodes =
+    prometheus::BuildGauge()
+      .Name("parley_cluster_nodes")
+      .Help("Cluster members by status, as this node sees them")
+      .Register(registry);
+};
+
+namespace {
+
+// Request latency from sub-millisecond (echo model) to the upstream timeout.
+const prometheus::Histogram::BucketBoundaries duration_buckets{
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+} // namespace
+
+node_metrics::node_metrics() : impl_(std::make_unique<impl>()) {
+  // Both reasons exist from the start, so a rate() over them is never empty.
+  impl_->shed.Add({{"reason", "overloaded"}});
+  impl_->shed.Add({{"reason", "session_busy"}});
+  cluster_nodes(1, 0, 0);
+}
+
+node_metrics::~node_metrics() = default;
+
+void node_metrics::http_request(std::string_view route, unsigned status, double seconds) {
+  std::string r{route};
+  impl_->requests.Add({{"route", r}, {"code", std::to_string(status)}}).Increment();
+  impl_->duration.Add({{"route", r}}, duration_buckets).Observe(seconds);
+}
+
+void node_metrics::rate_limited() { impl_->rate_limited.Increment(); }
+
+void node_metrics::shed(std::string_view reason) {
+  impl_->shed.Add({{"reason", std::string{reason}}}).Increment();
+}
+
+void node_metrics::cluster_nodes(double up, double leaving, double down) {
+  impl_->nodes.Add({{"status", "up"}}).Set(up);
+  impl_->nodes.Add({{"status", "leaving"}}).Set(leaving);
+  impl_->nodes.Add({{"status", "down"}}).Set(down);
+}
+
+std::string node_metrics::scrape() const {
+  return prometheus::TextSerializer{}.Serialize(impl_->registry.Collect());
+}
+
+} // namespace parley

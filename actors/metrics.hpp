@@ -1,0 +1,41 @@
+#pragma once
+// The node's metrics (API.md section 7): one prometheus-cpp registry whose
+// families are created once at start-up. Counters, gauges and histograms
+// are atomics, so any thread (asio, actors) may update them; `scrape`
+// renders the Prometheus text exposition for `GET /metrics`.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace parley {
+
+class node_metrics {
+public:
+  node_metrics();
+  ~node_metrics();
+  node_metrics(const node_metrics&) = delete;
+  node_metrics& operator=(const node_metrics&) = delete;
+
+  /// One answered HTTP request: `parley_http_requests_total{route,code}` and
+  /// `parley_http_request_duration_seconds{route}`.
+  void http_request(std::string_view route, unsigned status, double seconds);
+  /// A chat request refused by the rate limit: `parley_rate_limited_total`.
+  void rate_limited();
+  /// A turn refused by load shedding: `parley_load_shed_total{reason}` with
+  /// reason "overloaded" (node in-flight cap) or "session_busy" (session queue).
+  void shed(std::string_view reason);
+  /// `parley_cluster_nodes{status}` as this node sees the cluster.
+  void cluster_nodes(double up, double leaving, double down);
+
+  /// The Prometheus text format of every metric.
+  std::string scrape() const;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+using metrics_ptr = std::shared_ptr<node_metrics>;
+
+} // namespace parley
