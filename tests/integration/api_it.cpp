@@ -254,3 +254,20 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
   EXPECT_EQ(j["reply"]["seq"], 2);
   EXPECT_EQ(node.all_messages(alice, id).size(), 2u);
 }
+
+TEST_F(api, metrics_are_prometheus_text_counting_every_answer) {
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(http(node.port(), "GET", "/healthz").status, 200);
+  ASSERT_EQ(http(node.port(), "GET", "/nope").status, 404);
+  auto r = http(node.port(), "GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-type").rfind("text/plain", 0), 0u);
+  EXPECT_NE(r.body.find("# TYPE parley_http_requests_total counter"), std::string::npos);
+  EXPECT_NE(r.body.find("# TYPE parley_http_request_duration_seconds histogram"),
+            std::string::npos);
+  EXPECT_EQ(node.metric("parley_http_requests_total{code=\"200\",route=\"healthz\"}"), 3);
+  EXPECT_EQ(node.metric("parley_http_requests_total{code=\"404\",route=\"not_found\"}"), 1);
+  EXPECT_EQ(node.metric("parley_http_request_duration_seconds_count{route=\"healthz\"}"), 3);
+  EXPECT_EQ(node.metric("parley_cluster_nodes{status=\"up\"}"), 1);
+  EXPECT_EQ(node.metric("parley_rate_limited_total"), 0);
+}

@@ -48,6 +48,10 @@ TEST(limits, three_nodes_share_one_rate_limit_per_key) {
   EXPECT_GE(ok, 28);
   EXPECT_LE(ok, 35);
   EXPECT_EQ(ok + limited, 60);
+  double counted = 0;
+  for (int i = 0; i < 3; ++i)
+    counted += c[i].metric("parley_rate_limited_total");
+  EXPECT_EQ(counted, limited) << "every refusal is counted in parley_rate_limited_total";
   // A refused request stored nothing.
   EXPECT_EQ(c[1].all_messages(key, id).size(), static_cast<std::size_t>(2 * ok));
   // Another key is not affected.
@@ -158,5 +162,8 @@ TEST(limits, a_node_over_its_inflight_cap_sheds_load_at_once) {
   }
   EXPECT_GE(ok, 2);
   EXPECT_GE(shed, 1);
+  EXPECT_EQ(node.metric("parley_load_shed_total{reason=\"overloaded\"}"), shed);
+  EXPECT_EQ(node.metric("parley_http_requests_total{code=\"503\",route=\"post_message\"}"),
+            shed);
   EXPECT_EQ(static_cast<int>(mock.requests().size()), ok) << "a shed turn never reached the model";
 }

@@ -487,6 +487,14 @@ http_result parley_node::admin(const std::string& method, const std::string& tar
   return call(method, target, token_, body.is_null() ? std::string{} : body.dump());
 }
 
+double parley_node::metric(const std::string& sample) const {
+  auto body = http(port_, "GET", "/metrics").body;
+  auto at = body.find("\n" + sample + " ");
+  if (at == std::string::npos)
+    return -1;
+  return std::stod(body.substr(at + sample.size() + 2));
+}
+
 json parley_node::cluster() const {
   auto r = admin("GET", "/admin/v1/cluster");
   return r.status == 200 ? r.js() : json{};

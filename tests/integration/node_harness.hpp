@@ -139,6 +139,9 @@ public:
   /// An admin call with this node's token.
   http_result admin(const std::string& method, const std::string& target,
                     const json& body = nullptr) const;
+  /// The value of one sample of `GET /metrics`, e.g.
+  /// `parley_rate_limited_total` (-1 when absent).
+  double metric(const std::string& sample) const;
   /// `GET /admin/v1/cluster` (null when it fails).
   json cluster() const;
   /// The node hosting `session` per `GET /admin/v1/sessions/{id}` ("" on failure).

@@ -187,6 +187,7 @@ TEST(turns, a_full_queue_answers_session_busy_and_loses_nothing_accepted) {
   }
   EXPECT_GT(busy, 0);
   EXPECT_EQ(ok + busy, 45);
+  EXPECT_EQ(node.metric("parley_load_shed_total{reason=\"session_busy\"}"), busy);
   EXPECT_EQ(node.all_messages(key, id).size(), static_cast<std::size_t>(2 * ok));
 }
 
