@@ -1,5 +1,6 @@
 #include "actors/llm_actor.hpp"
 
+#include <random>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -10,17 +11,40 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/messages.hpp"
+#include "actors/upstream_policy.hpp"
 #include "net/http_client.hpp"
 
 namespace parley {
 
 namespace {
 
+using clock = std::chrono::steady_clock;
+
+struct upstream {
+  std::string label; ///< "primary" or "fallback": the metrics label
+  std::shared_ptr<net::http_client> client;
+  circuit_breaker breaker;
+};
+
+/// One model call on its way through attempts, retries and upstreams.
+struct call {
+  caf::response_promise rp;
+  std::string model;
+  std::string body;
+  std::size_t upstream = 0; ///< index of the upstream being tried
+  int attempts = 0;         ///< attempts on that upstream so far
+  bool reached_any = false; ///< some upstream's circuit let an attempt through
+  clock::time_point started;
+  clock::time_point attempt_started;
+  caf::error last; ///< the most recent failure, answered if nothing succeeds
+};
+
 struct llm_state {
   llm_config cfg;
-  std::shared_ptr<net::http_client> client; ///< null: echo model
-  std::unordered_map<std::uint64_t, std::pair<caf::response_promise, std::string>> pending;
+  std::vector<upstream> upstreams; ///< empty: the echo model
+  std::unordered_map<std::uint64_t, call> calls;
   std::uint64_t next_id = 0;
+  std::mt19937_64 rng{std::random_device{}()};
 };
 
 using llm_self = caf::stateful_actor<llm_state>;
@@ -53,23 +77,186 @@ llm_result parse_completion(const std::string& body, const std::string& model, c
   return r;
 }
 
+const char* outcome_label(attempt_outcome o) {
+  switch (o) {
+    case attempt_outcome::success: return "success";
+    case attempt_outcome::connect_error: return "connect_error";
+    case attempt_outcome::broken: return "broken";
+    case attempt_outcome::throttled: return "throttled";
+    case attempt_outcome::server_error: return "server_error";
+    case attempt_outcome::client_error: return "client_error";
+    case attempt_outcome::timeout: return "timeout";
+    case attempt_outcome::local_overload: return "overloaded";
+  }
+  return "unknown";
+}
+
+void report_circuit(llm_self* self, const upstream& u) {
+  if (self->state.cfg.metrics)
+    self->state.cfg.metrics->llm_circuit(u.label,
+                                         static_cast<int>(u.breaker.current(clock::now())));
+}
+
+void attempt(llm_self* self, std::uint64_t id);
+
+/// Starts the next attempt on the first upstream from `c.upstream` on whose
+/// circuit lets it through; answers the call when none is left.
+void next_upstream(llm_self* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto it = st.calls.find(id);
+  if (it == st.calls.end())
+    return;
+  auto& c = it->second;
+  auto now = clock::now();
+  for (; c.upstream < st.upstreams.size(); ++c.upstream, c.attempts = 0) {
+    auto& u = st.upstreams[c.upstream];
+    bool allowed = u.breaker.allow(now);
+    report_circuit(self, u);
+    if (allowed) {
+      c.reached_any = true;
+      return attempt(self, id);
+    }
+  }
+  auto rp = std::move(c.rp);
+  auto err = c.reached_any ? std::move(c.last)
+                           : make_error(errc::upstream_unavailable,
+                                        "the model upstream is failing and its circuit is open; "
+                                        "retry later");
+  st.calls.erase(it);
+  rp.deliver(std::move(err));
+}
+
+void attempt(llm_self* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto& c = st.calls.at(id);
+  ++c.attempts;
+  c.attempt_started = clock::now();
+  auto me = caf::actor_cast<caf::actor>(self);
+  st.upstreams[c.upstream].client->post_json(
+    "/chat/completions", c.body, st.cfg.api_key, st.cfg.timeout, [me, id](net::fetch_result r) {
+      caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
+                     r.http_status, std::move(r.body), std::move(r.error),
+                     std::move(r.retry_after));
+    });
+}
+
+attempt_outcome outcome_of(net::fetch_status status, unsigned http_status) {
+  switch (status) {
+    case net::fetch_status::ok: return classify_status(http_status);
+    case net::fetch_status::connect_error: return attempt_outcome::connect_error;
+    case net::fetch_status::timeout: return attempt_outcome::timeout;
+    case net::fetch_status::overloaded: return attempt_outcome::local_overload;
+    default: return attempt_outcome::broken;
+  }
+}
+
+caf::error error_for(attempt_outcome o, unsigned http_status, const std::string& what,
+                     std::chrono::milliseconds timeout) {
+  switch (o) {
+    case attempt_outcome::timeout:
+      return make_error(errc::upstream_timeout, "the model upstream did not answer within " +
+                                                  std::to_string(timeout.count()) + " ms");
+    case attempt_outcome::local_overload:
+      return make_error(errc::overloaded, "too many model calls are waiting; retry shortly");
+    case attempt_outcome::throttled:
+      return make_error(errc::upstream_unavailable,
+                        "the model upstream is throttling requests (HTTP 429); retry later");
+    case attempt_outcome::connect_error:
+    case attempt_outcome::broken:
+      return make_error(errc::upstream_error, "cannot reach the model upstream: " + what);
+    default:
+      return make_error(errc::upstream_error,
+                        "the model upstream answered HTTP " + std::to_string(http_status));
+  }
+}
+
+void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigned http_status,
+             const std::string& body, const std::string& what, const std::string& retry_after) {
+  auto& st = self->state;
+  auto it = st.calls.find(id);
+  if (it == st.calls.end())
+    return;
+  auto& c = it->second;
+  auto& u = st.upstreams[c.upstream];
+  auto now = clock::now();
+  auto o = outcome_of(status, http_status);
+  caf::error parse_err;
+  llm_result result;
+  if (o == attempt_outcome::success) {
+    result = parse_completion(body, c.model, parse_err);
+    if (parse_err)
+      o = attempt_outcome::client_error;
+  }
+  if (st.cfg.metrics)
+    st.cfg.metrics->llm_attempt(u.label, outcome_label(o),
+                                std::chrono::duration<double>(now - c.attempt_started).count());
+  if (o == attempt_outcome::success) {
+    u.breaker.on_success();
+    report_circuit(self, u);
+    auto rp = std::move(c.rp);
+    st.calls.erase(it);
+    rp.deliver(std::move(result));
+    return;
+  }
+  if (counts_as_failure(o))
+    u.breaker.on_failure(now);
+  else
+    u.breaker.on_abandon();
+  report_circuit(self, u);
+  c.last = parse_err ? std::move(parse_err) : error_for(o, http_status, what, st.cfg.timeout);
+  if (!is_retryable(o)) {
+    // Our own overload or a request the upstream refuses: another upstream
+    // would not do better. A timeout spent the call's time budget.
+    auto rp = std::move(c.rp);
+    auto err = std::move(c.last);
+    st.calls.erase(it);
+    rp.deliver(std::move(err));
+    return;
+  }
+  bool in_budget = now - c.started < st.cfg.timeout;
+  if (in_budget && c.attempts < st.cfg.retry.max_attempts) {
+    if (auto wait = st.cfg.retry.backoff(c.attempts, parse_retry_after(retry_after), st.rng)) {
+      self->delayed_send(self, *wait, retry_atom::value, id);
+      return;
+    }
+  }
+  // This upstream is done with: the fallback takes over, if any.
+  ++c.upstream;
+  c.attempts = 0;
+  if (in_budget)
+    return next_upstream(self, id);
+  auto rp = std::move(c.rp);
+  auto err = std::move(c.last);
+  st.calls.erase(it);
+  rp.deliver(std::move(err));
+}
+
 caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  if (!st.cfg.base_url.empty()) {
+  auto add = [&](const std::string& label, const std::string& base_url) {
     std::string err;
-    auto url = net::parse_upstream_url(st.cfg.base_url, err);
+    auto url = net::parse_upstream_url(base_url, err);
     if (!url)
-      throw std::invalid_argument("PARLEY_LLM_BASE_URL: " + err);
+      throw std::invalid_argument(err);
     net::client_options opts;
     opts.pool_size = st.cfg.pool_size;
-    st.client = std::make_shared<net::http_client>(*io, std::move(*url), opts);
+    st.upstreams.push_back(
+      upstream{label, std::make_shared<net::http_client>(*io, std::move(*url), opts),
+               circuit_breaker{st.cfg.breaker_threshold, st.cfg.breaker_cooldown}});
+    report_circuit(self, st.upstreams.back());
+  };
+  if (!st.cfg.base_url.empty()) {
+    add("primary", st.cfg.base_url);
+    if (!st.cfg.fallback_base_url.empty())
+      add("fallback", st.cfg.fallback_base_url);
   }
   return {
-    [self, &st](llm_call_atom, llm_request& req) -> caf::result<llm_result> {
+    [self](llm_call_atom, llm_request& req) -> caf::result<llm_result> {
+      auto& s = self->state;
       if (req.model.empty())
-        req.model = st.cfg.default_model;
-      if (!st.client) {
+        req.model = s.cfg.default_model;
+      if (s.upstreams.empty()) {
         // The echo model answers with the newest message, unchanged.
         llm_result r;
         r.model = echo_model;
@@ -77,51 +264,35 @@ caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
           r.content = req.messages.back().content;
         return r;
       }
-      auto id = ++st.next_id;
-      st.pending.emplace(id, std::make_pair(self->make_response_promise(), req.model));
-      auto me = caf::actor_cast<caf::actor>(self);
-      st.client->post_json("/chat/completions", request_body(req), st.cfg.api_key, st.cfg.timeout,
-                           [me, id](net::fetch_result r) {
-                             caf::anon_send(me, llm_done_atom::value, id,
-                                            static_cast<std::int32_t>(r.status), r.http_status,
-                                            std::move(r.body), std::move(r.error));
-                           });
+      auto id = ++s.next_id;
+      call c;
+      c.rp = self->make_response_promise();
+      c.model = req.model;
+      c.body = request_body(req);
+      c.started = clock::now();
+      s.calls.emplace(id, std::move(c));
+      next_upstream(self, id);
       return caf::delegated<llm_result>{};
     },
-    [&st](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,
-          const std::string& body, const std::string& what) {
-      auto it = st.pending.find(id);
-      if (it == st.pending.end())
+    [self](retry_atom, std::uint64_t id) {
+      auto& s = self->state;
+      auto it = s.calls.find(id);
+      if (it == s.calls.end())
         return;
-      auto rp = std::move(it->second.first);
-      auto model = std::move(it->second.second);
-      st.pending.erase(it);
-      switch (static_cast<net::fetch_status>(status)) {
-        case net::fetch_status::ok: {
-          if (http_status < 200 || http_status >= 300) {
-            rp.deliver(make_error(errc::upstream_error, "the model upstream answered HTTP " +
-                                                          std::to_string(http_status)));
-            return;
-          }
-          caf::error err;
-          auto r = parse_completion(body, model, err);
-          if (err)
-            rp.deliver(std::move(err));
-          else
-            rp.deliver(std::move(r));
-          return;
-        }
-        case net::fetch_status::timeout:
-          rp.deliver(make_error(errc::upstream_timeout,
-                                "the model upstream did not answer within " +
-                                  std::to_string(st.cfg.timeout.count()) + " ms"));
-          return;
-        case net::fetch_status::overloaded:
-          rp.deliver(make_error(errc::overloaded, "too many model calls are waiting; retry shortly"));
-          return;
-        default:
-          rp.deliver(make_error(errc::upstream_error, "cannot reach the model upstream: " + what));
-      }
+      // The circuit may have opened meanwhile (other calls failing too).
+      auto& u = s.upstreams[it->second.upstream];
+      bool allowed = u.breaker.allow(clock::now());
+      report_circuit(self, u);
+      if (allowed)
+        return attempt(self, id);
+      ++it->second.upstream;
+      it->second.attempts = 0;
+      next_upstream(self, id);
+    },
+    [self](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,
+           const std::string& body, const std::string& what, const std::string& retry_after) {
+      on_done(self, id, static_cast<net::fetch_status>(status), http_status, body, what,
+              retry_after);
     },
   };
 }
@@ -129,11 +300,11 @@ caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
 } // namespace
 
 caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg) {
-  if (!cfg.base_url.empty()) {
-    std::string err;
-    if (!net::parse_upstream_url(cfg.base_url, err))
-      throw std::invalid_argument("PARLEY_LLM_BASE_URL: " + err);
-  }
+  std::string err;
+  if (!cfg.base_url.empty() && !net::parse_upstream_url(cfg.base_url, err))
+    throw std::invalid_argument("PARLEY_LLM_BASE_URL: " + err);
+  if (!cfg.fallback_base_url.empty() && !net::parse_upstream_url(cfg.fallback_base_url, err))
+    throw std::invalid_argument("PARLEY_LLM_FALLBACK_BASE_URL: " + err);
   return sys.spawn(llm_actor, &io, cfg);
 }
 

@@ -6,14 +6,27 @@
 //
 /// Protocol:
 ///   (llm_call_atom, llm_request) -> llm_result
-///     | upstream_error | upstream_timeout | overloaded
-///   (llm_done_atom, id, status, http_status, body, error)   internal
+///     | upstream_error | upstream_timeout | upstream_unavailable | overloaded
+///   (llm_done_atom, id, status, http_status, body, error, retry_after)   internal
+///   (retry_atom, id)                                                      internal
+///
+/// Resilience (upstream_policy.hpp): connect errors, broken connections,
+/// 429 (after its Retry-After) and 5xx are retried with exponential backoff
+/// and jitter, up to `retry.max_attempts` per upstream; then the fallback
+/// upstream, if configured, gets the call. Each upstream has a circuit
+/// breaker: while it is open its calls skip it at once, and with every
+/// circuit open the call fails fast with 503 upstream_unavailable. No new
+/// attempt starts after PARLEY_LLM_TIMEOUT_MS from the call's start, so a
+/// call ends within about twice that.
 
 #include <chrono>
 #include <string>
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+
+#include "actors/metrics.hpp"
+#include "actors/upstream_policy.hpp"
 
 namespace parley {
 namespace net {
@@ -22,10 +35,15 @@ class io_runtime;
 
 struct llm_config {
   std::string base_url; ///< empty: the built-in echo model
+  std::string fallback_base_url; ///< empty: none
   std::string api_key;
   std::string default_model;
-  std::chrono::milliseconds timeout{60000};
+  std::chrono::milliseconds timeout{60000}; ///< one attempt
   std::size_t pool_size = 64;
+  retry_policy retry;
+  int breaker_threshold = 5; ///< consecutive failures that open a circuit
+  std::chrono::milliseconds breaker_cooldown{10000}; ///< open, before a half-open probe
+  metrics_ptr metrics;
 };
 
 /// The model name the echo model reports.

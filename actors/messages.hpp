@@ -44,6 +44,7 @@ using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 // cluster
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;

@@ -32,6 +32,21 @@ struct node_metrics::impl {
       .Help("Turns refused by load shedding: overloaded (node in-flight cap) or "
             "session_busy (session queue full)")
       .Register(registry);
+  prometheus::Family<prometheus::Counter>& llm_requests =
+    prometheus::BuildCounter()
+      .Name("parley_llm_requests_total")
+      .Help("Attempts at a model upstream, by upstream and outcome")
+      .Register(registry);
+  prometheus::Family<prometheus::Histogram>& llm_latency =
+    prometheus::BuildHistogram()
+      .Name("parley_llm_latency_seconds")
+      .Help("Duration of one attempt at a model upstream")
+      .Register(registry);
+  prometheus::Family<prometheus::Gauge>& llm_circuit =
+    prometheus::BuildGauge()
+      .Name("parley_llm_circuit_state")
+      .Help("Circuit breaker of a model upstream: 0 closed, 1 open, 2 half-open")
+      .Register(registry);
   prometheus::Family<prometheus::Gauge>& nodes =
     prometheus::BuildGauge()
       .Name("parley_cluster_nodes")
@@ -72,6 +87,17 @@ void node_metrics::cluster_nodes(double up, double leaving, double down) {
   impl_->nodes.Add({{"status", "up"}}).Set(up);
   impl_->nodes.Add({{"status", "leaving"}}).Set(leaving);
   impl_->nodes.Add({{"status", "down"}}).Set(down);
+}
+
+void node_metrics::llm_attempt(std::string_view upstream, std::string_view outcome,
+                               double seconds) {
+  std::string u{upstream};
+  impl_->llm_requests.Add({{"upstream", u}, {"outcome", std::string{outcome}}}).Increment();
+  impl_->llm_latency.Add({{"upstream", u}}, duration_buckets).Observe(seconds);
+}
+
+void node_metrics::llm_circuit(std::string_view upstream, int state) {
+  impl_->llm_circuit.Add({{"upstream", std::string{upstream}}}).Set(state);
 }
 
 std::string node_metrics::scrape() const {

@@ -28,6 +28,12 @@ public:
   /// `parley_cluster_nodes{status}` as this node sees the cluster.
   void cluster_nodes(double up, double leaving, double down);
 
+  /// One attempt at a model upstream: `parley_llm_requests_total{upstream,outcome}`
+  /// and `parley_llm_latency_seconds{upstream}`.
+  void llm_attempt(std::string_view upstream, std::string_view outcome, double seconds);
+  /// `parley_llm_circuit_state{upstream}`: 0 closed, 1 open, 2 half-open.
+  void llm_circuit(std::string_view upstream, int state);
+
   /// The Prometheus text format of every metric.
   std::string scrape() const;
 

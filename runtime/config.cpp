@@ -22,7 +22,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
     "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
-    "PARLEY_LOG_LEVEL"};
+    "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
+    "PARLEY_LLM_BREAKER_COOLDOWN_MS"};
   return names;
 }
 
@@ -211,6 +212,9 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.duration("PARLEY_HTTP_HEADER_TIMEOUT_MS", c.http_header_timeout, 10, 3600000);
   r.duration("PARLEY_HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 10, 3600000);
   r.integer("PARLEY_LLM_POOL_SIZE", c.llm_pool_size, 1, 100000);
+  r.integer("PARLEY_LLM_MAX_ATTEMPTS", c.llm_max_attempts, 1, 10);
+  r.integer("PARLEY_LLM_BREAKER_THRESHOLD", c.llm_breaker_threshold, 1, 1000);
+  r.duration("PARLEY_LLM_BREAKER_COOLDOWN_MS", c.llm_breaker_cooldown, 1, 3600000);
   r.integer("PARLEY_MAX_CONNECTIONS", c.max_connections, 1, 10000000);
   r.text("PARLEY_LOG_LEVEL", c.log_level);
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&

@@ -40,6 +40,9 @@ struct node_config {
   std::chrono::milliseconds http_header_timeout{10000};
   std::chrono::milliseconds http_idle_timeout{60000};
   std::size_t llm_pool_size = 64;
+  int llm_max_attempts = 3;       ///< per upstream, the first included
+  int llm_breaker_threshold = 5;  ///< consecutive failures that open a circuit
+  std::chrono::milliseconds llm_breaker_cooldown{10000};
   std::size_t max_connections = 20000;
   std::string log_level = "info";
 };

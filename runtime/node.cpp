@@ -174,6 +174,7 @@ int run_node(const node_config& cfg_in) {
     storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url));
   auto storage = std::make_shared<const storage_pool>(storage_actors);
 
+  auto metrics = std::make_shared<node_metrics>();
   llm_config llm_cfg;
   llm_cfg.base_url = cfg.llm_base_url;
   llm_cfg.api_key = cfg.llm_api_key;
@@ -184,6 +185,11 @@ int run_node(const node_config& cfg_in) {
                                                      : std::string{"default"};
   llm_cfg.timeout = cfg.llm_timeout;
   llm_cfg.pool_size = cfg.llm_pool_size;
+  llm_cfg.fallback_base_url = cfg.llm_fallback_base_url;
+  llm_cfg.retry.max_attempts = cfg.llm_max_attempts;
+  llm_cfg.breaker_threshold = cfg.llm_breaker_threshold;
+  llm_cfg.breaker_cooldown = cfg.llm_breaker_cooldown;
+  llm_cfg.metrics = metrics;
   caf::actor llm;
   try {
     llm = spawn_llm_actor(sys, io, llm_cfg);
@@ -238,7 +244,6 @@ int run_node(const node_config& cfg_in) {
   ratelimit_config rl_cfg;
   rl_cfg.redis_url = cfg.redis_url;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
-  auto metrics = std::make_shared<node_metrics>();
   auto edge = spawn_edge_actor(sys, edge_cfg,
                                edge_peers{storage, registry, membership, ratelimit, metrics});
   caf::actor revocations;
