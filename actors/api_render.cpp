@@ -68,10 +68,12 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
   return dump({{"id", k.id}, {"user", k.user_id}, {"api_key", secret}, {"prefix", k.prefix}});
 }
 
-std::string render_turn_sse(const turn_reply& t) {
-  std::string out = "event: delta\ndata: " + dump({{"content", t.reply.content}}) + "\n\n";
-  out += "event: done\ndata: " + render_turn(t) + "\n\n";
-  return out;
+std::string render_delta_sse(const std::string& piece) {
+  return "event: delta\ndata: " + dump({{"content", piece}}) + "\n\n";
+}
+
+std::string render_done_sse(const turn_reply& t) {
+  return "event: done\ndata: " + render_turn(t) + "\n\n";
 }
 
 std::string render_error_sse(const api_error& e) {

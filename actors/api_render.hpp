@@ -21,8 +21,10 @@ std::string render_cluster(const std::string& self_id, std::uint64_t view_versio
                            const std::vector<member_info>& members);
 /// `GET /admin/v1/sessions/{id}`.
 std::string render_location(const session_record& s, const session_location& where);
-/// A turn as Server-Sent Events: one delta with the reply, then `done`.
-std::string render_turn_sse(const turn_reply& t);
+/// One streamed piece of a reply as the Server-Sent Event `delta`.
+std::string render_delta_sse(const std::string& piece);
+/// The end of a streamed turn: `done` with the non-streaming body.
+std::string render_done_sse(const turn_reply& t);
 /// A failure as one Server-Sent Event `error`.
 std::string render_error_sse(const api_error& e);
 

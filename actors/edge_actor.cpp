@@ -234,11 +234,99 @@ void on_view(edge_self* self, view_ptr v) {
     st.remote.erase(n);
     for (auto& [ticket, c] : calls) {
       --st.inflight;
+      if (c->sink) {
+        self->send(c->sink, gone_atom::value);
+        continue;
+      }
       reply_error(c, {errc::session_moved, "node '" + m.id + "' hosting session '" + c->id +
                                              "' went down; retry with the same "
                                              "client_message_id"});
     }
   }
+}
+
+bool known_before_turn(errc code) {
+  return code == errc::session_busy || code == errc::not_found || code == errc::conflict ||
+         code == errc::overloaded;
+}
+
+/// A streamed turn's sink: it asks for the turn itself, so the reply's
+/// pieces and the final turn_reply come from the same session actor and
+/// arrive in order; it writes them as Server-Sent Events as they come, then
+/// tells the edge it is done. An error known before the turn started (busy,
+/// not found, conflict) is a plain HTTP error; a later one an `error` event.
+struct sink_state {
+  call_ptr c;
+  bool started = false;
+  bool done = false;
+};
+
+caf::behavior stream_sink(caf::stateful_actor<sink_state>* self, call_ptr c, caf::actor edge,
+                          caf::actor registry, turn_request t, std::string node,
+                          std::uint64_t ticket, std::chrono::milliseconds timeout) {
+  self->state.c = std::move(c);
+  auto start = [self] {
+    auto& st = self->state;
+    if (st.started)
+      return;
+    st.started = true;
+    net::http_response head;
+    head.status = 200;
+    head.content_type = "text/event-stream";
+    head.headers = st.c->headers;
+    st.c->out->start_stream(std::move(head));
+  };
+  auto end = [self, edge, node, ticket] {
+    auto& st = self->state;
+    if (st.done)
+      return;
+    st.done = true;
+    st.c->out->finish();
+    self->send(edge, finished_atom::value, node, ticket);
+    self->quit();
+  };
+  auto fail = [self, start, end](const api_error& err, bool plain_if_not_started) {
+    auto& st = self->state;
+    if (st.done)
+      return;
+    if (!st.started && (plain_if_not_started || known_before_turn(err.code))) {
+      st.done = true;
+      reply_error(st.c, err);
+      self->send(caf::actor_cast<caf::actor>(self), finished_atom::value);
+      return;
+    }
+    start();
+    st.c->out->write(render_error_sse(err));
+    end();
+  };
+  t.sink = caf::actor_cast<caf::actor>(self);
+  self->request(registry, timeout, std::move(t))
+    .then(
+      [self, start, end](turn_reply& r) {
+        start();
+        self->state.c->out->write(render_done_sse(r));
+        end();
+      },
+      [fail](caf::error& e) { fail(to_api_error(e), false); });
+  return {
+    [self, start](delta_atom, std::string& piece) {
+      if (self->state.done)
+        return;
+      start();
+      self->state.c->out->write(render_delta_sse(piece));
+    },
+    // The node hosting the session went down (from the edge).
+    [fail, node](gone_atom) {
+      fail({errc::session_moved, "node '" + node + "' hosting the session went down; retry with "
+                                                   "the same client_message_id"},
+           true);
+    },
+    // After a plain error answer: report and go.
+    [self, edge, node, ticket](finished_atom) {
+      self->send(edge, finished_atom::value, node, ticket);
+      self->quit();
+    },
+  };
 }
 
 void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
@@ -249,21 +337,23 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
   }
   ++st.inflight;
   turn_request t{c->id, user, std::move(c->post_message.content),
-                 std::move(c->post_message.client_message_id), c->request_id, 0};
+                 std::move(c->post_message.client_message_id), c->request_id, 0, caf::actor{}};
   auto [registry, node] = route_to(self, c->id);
   auto ticket = ++st.next_ticket;
   if (node != st.cfg.node_id)
     st.remote[node].emplace(ticket, c);
+  if (c->stream) {
+    c->sink = self->spawn(stream_sink, c, caf::actor_cast<caf::actor>(self), registry,
+                          std::move(t), node, ticket, st.cfg.turn_timeout);
+    return;
+  }
   self->request(registry, st.cfg.turn_timeout, std::move(t))
     .then(
       [self, c, node = node, ticket](turn_reply& r) {
         if (!settle(self, node, ticket))
           return;
         --self->state.inflight;
-        if (c->stream)
-          reply(c, 200, render_turn_sse(r), "text/event-stream");
-        else
-          reply(c, 200, render_turn(r));
+        reply(c, 200, render_turn(r));
       },
       [self, c, node = node, ticket](caf::error& e) {
         if (!settle(self, node, ticket))
@@ -272,12 +362,7 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
         auto err = to_api_error(e);
         if (err.code == errc::session_busy)
           self->state.metrics->shed("session_busy");
-        bool before_turn = err.code == errc::session_busy || err.code == errc::not_found ||
-                           err.code == errc::conflict || err.code == errc::overloaded;
-        if (c->stream && !before_turn)
-          reply(c, 200, render_error_sse(err), "text/event-stream");
-        else
-          reply_error(c, err);
+        reply_error(c, err);
       });
 }
 
@@ -479,6 +564,11 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
       });
     },
     [self](view_atom, view_ptr& v) { on_view(self, std::move(v)); },
+    // A streamed turn ended (its sink answered the client).
+    [self](finished_atom, const std::string& node, std::uint64_t ticket) {
+      if (settle(self, node, ticket))
+        --self->state.inflight;
+    },
     [self](drain_atom) { self->state.draining = true; },
     [self](key_revoked_atom, const std::string& prefix_or_id) { forget_key(self, prefix_or_id); },
   };

@@ -58,6 +58,8 @@ struct http_call {
   net::header_list headers;
   /// Retry-After seconds of an error answer; 0: the default of its code.
   int retry_after = 0;
+  /// A streamed turn's sink actor (set by the edge).
+  caf::actor sink;
 };
 
 struct edge_config {

@@ -37,6 +37,7 @@ struct call {
   clock::time_point started;
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
+  caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
 };
 
 struct llm_state {
@@ -193,6 +194,8 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     u.breaker.on_success();
     report_circuit(self, u);
+    if (c.listener && !result.content.empty())
+      self->send(c.listener, delta_atom::value, result.content);
     auto rp = std::move(c.rp);
     st.calls.erase(it);
     rp.deliver(std::move(result));
@@ -231,6 +234,43 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   rp.deliver(std::move(err));
 }
 
+/// The echo model streams its answer word by word.
+void echo_pieces(llm_self* self, const caf::actor& listener, const std::string& text) {
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto space = text.find(' ', start);
+    auto end = space == std::string::npos ? text.size() : space + 1;
+    self->send(listener, delta_atom::value, text.substr(start, end - start));
+    start = end;
+  }
+}
+
+caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor listener) {
+  auto& s = self->state;
+  if (req.model.empty())
+    req.model = s.cfg.default_model;
+  if (s.upstreams.empty()) {
+    // The echo model answers with the newest message, unchanged.
+    llm_result r;
+    r.model = echo_model;
+    if (!req.messages.empty())
+      r.content = req.messages.back().content;
+    if (listener)
+      echo_pieces(self, listener, r.content);
+    return r;
+  }
+  auto id = ++s.next_id;
+  call c;
+  c.rp = self->make_response_promise();
+  c.model = req.model;
+  c.body = request_body(req);
+  c.started = clock::now();
+  c.listener = std::move(listener);
+  s.calls.emplace(id, std::move(c));
+  next_upstream(self, id);
+  return caf::delegated<llm_result>{};
+}
+
 caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -253,26 +293,10 @@ caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
   }
   return {
     [self](llm_call_atom, llm_request& req) -> caf::result<llm_result> {
-      auto& s = self->state;
-      if (req.model.empty())
-        req.model = s.cfg.default_model;
-      if (s.upstreams.empty()) {
-        // The echo model answers with the newest message, unchanged.
-        llm_result r;
-        r.model = echo_model;
-        if (!req.messages.empty())
-          r.content = req.messages.back().content;
-        return r;
-      }
-      auto id = ++s.next_id;
-      call c;
-      c.rp = self->make_response_promise();
-      c.model = req.model;
-      c.body = request_body(req);
-      c.started = clock::now();
-      s.calls.emplace(id, std::move(c));
-      next_upstream(self, id);
-      return caf::delegated<llm_result>{};
+      return start_call(self, std::move(req), caf::actor{});
+    },
+    [self](llm_call_atom, llm_request& req, caf::actor& listener) -> caf::result<llm_result> {
+      return start_call(self, std::move(req), std::move(listener));
     },
     [self](retry_atom, std::uint64_t id) {
       auto& s = self->state;

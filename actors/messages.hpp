@@ -45,6 +45,8 @@ using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using delta_atom = caf::atom_constant<caf::atom("delta")>;
+using finished_atom = caf::atom_constant<caf::atom("finished")>;
 // cluster
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
@@ -72,6 +74,10 @@ struct turn_request {
   /// Registries this turn passed through; bounds forwarding while nodes'
   /// views of the cluster disagree.
   std::int32_t hops = 0;
+  /// A streamed turn: the actor on the client's node that gets each piece
+  /// of the reply as (delta_atom, string) before the turn_reply. Invalid:
+  /// not streamed.
+  caf::actor sink;
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -189,7 +195,7 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id, x.hops);
+           x.client_message_id, x.request_id, x.hops, x.sink);
 }
 
 template <class Inspector>

@@ -39,6 +39,7 @@ struct session_state {
   caf::actor migrate_registry; ///< the target node's registry
   std::string migrate_node;
   caf::actor successor; ///< the actor on the new node, once moved
+  caf::actor sink; ///< the running turn's stream sink, if it is streamed
 };
 
 using session_self = caf::stateful_actor<session_state>;
@@ -66,6 +67,7 @@ void request_passivation(session_self* self) {
 void finish_turn(session_self* self) {
   auto& st = self->state;
   st.busy = false;
+  st.sink = nullptr;
   ++st.activity;
   if (st.migrating)
     return ship(self);
@@ -208,8 +210,11 @@ void call_model(session_self* self, turn_ptr t) {
   // Retries and the fallback upstream may follow a first attempt that failed
   // fast; no new attempt starts after one PARLEY_LLM_TIMEOUT_MS (llm_actor).
   auto timeout = 2 * st.env.cfg->llm_timeout + std::chrono::seconds(10);
-  self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req))
-    .then(
+  st.sink = t->req.sink;
+  auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
+                                      caf::actor_cast<caf::actor>(self))
+                      : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
+  std::move(call).then(
       [self, t, user](llm_result& r) {
         message_record reply;
         reply.seq = user.seq + 1;
@@ -356,6 +361,11 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       else
         pump(self);
       return caf::delegated<turn_reply>{};
+    },
+    [self](delta_atom, std::string& piece) {
+      // A piece of the running turn's reply: on to the client's node.
+      if (self->state.sink)
+        self->send(self->state.sink, delta_atom::value, std::move(piece));
     },
     [self](idle_atom, std::uint64_t activity) {
       auto& s = self->state;

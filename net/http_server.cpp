@@ -1,6 +1,7 @@
 #include "net/http_server.hpp"
 
 #include <atomic>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -14,6 +15,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -113,6 +115,26 @@ public:
     asio::post(stream_.get_executor(),
                [self = shared_from_this(), r = std::move(r)]() mutable { self->write(std::move(r)); });
   }
+
+  /// Streamed answers (responder::start_stream, write, finish). Any thread;
+  /// everything is queued on the strand and written in order.
+  void deliver_stream_start(http_response head) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), h = std::move(head)]() mutable {
+      self->stream_start(std::move(h));
+    });
+  }
+  void deliver_chunk(std::string chunk) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), c = std::move(chunk)]() mutable {
+      self->enqueue(out_item{std::move(c), false});
+    });
+  }
+  void deliver_stream_end() {
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this()] { self->enqueue(out_item{{}, true}); });
+  }
+
+  /// Set once a write to the client failed; read from any thread.
+  std::atomic<bool> peer_gone{false};
 
   auto executor() { return stream_.get_executor(); }
 
@@ -226,6 +248,79 @@ private:
                       });
   }
 
+  struct out_item {
+    std::string data;
+    bool last = false;
+  };
+
+  void stream_start(http_response h) {
+    auto res = std::make_shared<http::response<http::empty_body>>(
+      static_cast<http::status>(h.status), version_);
+    res->set(http::field::content_type, h.content_type);
+    res->set(http::field::cache_control, "no-cache");
+    res->set("X-Request-Id", request_id_);
+    res->set("X-Parley-Node", srv_->opts.node_id);
+    for (auto& [k, v] : h.headers)
+      res->set(k, v);
+    res->chunked(true);
+    stream_keep_ = keep_alive_ && !srv_->stopping.load() && !close_after_;
+    res->keep_alive(stream_keep_);
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+    writing_ = true;
+    stream_.expires_after(write_timeout);
+    http::async_write_header(stream_, *sr,
+                             [self = shared_from_this(), res, sr](beast::error_code ec, std::size_t) {
+                               self->writing_ = false;
+                               if (ec)
+                                 return self->stream_failed();
+                               self->pump_out();
+                             });
+  }
+
+  void enqueue(out_item item) {
+    out_.push_back(std::move(item));
+    if (!writing_)
+      pump_out();
+  }
+
+  /// Writes the next queued chunk; after the last one the connection goes
+  /// back to reading requests (or closes).
+  void pump_out() {
+    if (writing_ || out_.empty())
+      return;
+    if (peer_gone.load()) {
+      out_.clear();
+      return;
+    }
+    auto item = std::make_shared<out_item>(std::move(out_.front()));
+    out_.pop_front();
+    writing_ = true;
+    stream_.expires_after(write_timeout);
+    auto done = [self = shared_from_this(), item](beast::error_code ec, std::size_t) {
+      self->writing_ = false;
+      if (ec)
+        return self->stream_failed();
+      if (item->last) {
+        self->in_flight_ = false;
+        if (!self->stream_keep_)
+          return self->close();
+        return self->wait_idle();
+      }
+      self->pump_out();
+    };
+    if (item->last)
+      asio::async_write(stream_, http::make_chunk_last(), std::move(done));
+    else
+      asio::async_write(stream_, http::make_chunk(asio::buffer(item->data)), std::move(done));
+  }
+
+  void stream_failed() {
+    peer_gone.store(true);
+    out_.clear();
+    in_flight_ = false;
+    close();
+  }
+
   void write_error(unsigned version, bool close_after, const api_error& e, std::string rid) {
     version_ = version;
     keep_alive_ = false;
@@ -250,6 +345,10 @@ private:
   bool keep_alive_ = true;
   bool close_after_ = false;
   bool in_flight_ = false;
+  // streamed answers
+  std::deque<out_item> out_;
+  bool writing_ = false;
+  bool stream_keep_ = false;
 };
 
 namespace {
@@ -261,6 +360,10 @@ public:
   explicit connection_responder(std::shared_ptr<connection> c) : conn_(std::move(c)) {}
 
   ~connection_responder() override {
+    if (streaming_) {
+      finish(); // a stream dropped without finish() still ends properly
+      return;
+    }
     if (!done_.exchange(true)) {
       http_response r;
       r.status = 500;
@@ -275,9 +378,30 @@ public:
     conn_->deliver(std::move(r));
   }
 
+  void start_stream(http_response head) override {
+    if (done_.exchange(true))
+      return;
+    streaming_ = true;
+    conn_->deliver_stream_start(std::move(head));
+  }
+
+  void write(std::string chunk) override {
+    if (streaming_ && !finished_ && !chunk.empty())
+      conn_->deliver_chunk(std::move(chunk));
+  }
+
+  void finish() override {
+    if (streaming_ && !finished_.exchange(true))
+      conn_->deliver_stream_end();
+  }
+
+  bool closed() const override { return conn_->peer_gone.load(); }
+
 private:
   std::shared_ptr<connection> conn_;
   std::atomic<bool> done_{false};
+  std::atomic<bool> streaming_{false};
+  std::atomic<bool> finished_{false};
 };
 
 } // namespace

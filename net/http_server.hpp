@@ -45,6 +45,16 @@ class responder {
 public:
   virtual ~responder() = default;
   virtual void send(http_response r) = 0;
+
+  /// A streamed answer instead of send(): the status and headers of `head`
+  /// go out at once with chunked transfer encoding (its body is ignored),
+  /// then each write() is one chunk, in order, and finish() ends the answer
+  /// (the connection then serves its next request). All thread-safe.
+  virtual void start_stream(http_response head) { send(std::move(head)); }
+  virtual void write(std::string chunk) {}
+  virtual void finish() {}
+  /// True once the client is known to be gone (a write to it failed).
+  virtual bool closed() const { return false; }
 };
 using responder_ptr = std::shared_ptr<responder>;
 

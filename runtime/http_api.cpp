@@ -30,6 +30,18 @@ public:
     inner_->send(std::move(r));
   }
 
+  void start_stream(net::http_response head) override {
+    if (!counted_.exchange(true))
+      metrics_->http_request(net::route_name(route_), head.status,
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                           start_)
+                               .count());
+    inner_->start_stream(std::move(head));
+  }
+  void write(std::string chunk) override { inner_->write(std::move(chunk)); }
+  void finish() override { inner_->finish(); }
+  bool closed() const override { return inner_->closed(); }
+
 private:
   net::responder_ptr inner_;
   metrics_ptr metrics_;
