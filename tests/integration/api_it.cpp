@@ -253,6 +253,28 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
   EXPECT_EQ(j["reply"]["content"], "stream me");
   EXPECT_EQ(j["reply"]["seq"], 2);
   EXPECT_EQ(node.all_messages(alice, id).size(), 2u);
+  // The deltas, in order, make up the reply; done carries the same body as
+  // a non-streaming turn.
+  std::string joined;
+  for (auto at = r.body.find("event: delta\ndata: "); at != std::string::npos && at < done;
+       at = r.body.find("event: delta\ndata: ", at + 1)) {
+    auto data = r.body.substr(at + 19);
+    joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
+  }
+  EXPECT_EQ(joined, "stream me");
+  // Keep-alive: the connection serves the next request after a stream.
+  http_connection conn{node.port()};
+  auto h = headers{{"Authorization", "Bearer " + alice}};
+  auto s1 = conn.request("POST", "/v1/sessions/" + id + "/messages",
+                         json{{"content", "one more"}, {"stream", true}}.dump(), h);
+  ASSERT_EQ(s1.status, 200);
+  EXPECT_NE(s1.body.find("event: done"), std::string::npos);
+  auto s2 = conn.request("GET", "/v1/sessions/" + id, "", h);
+  EXPECT_EQ(s2.status, 200);
+  EXPECT_EQ(s2.js()["message_count"], 4);
+  // Errors known before the turn are plain HTTP errors, not events.
+  auto missing = node.post_message(alice, "nope", {{"content", "x"}, {"stream", true}});
+  EXPECT_EQ(missing.status, 404);
 }
 
 TEST_F(api, metrics_are_prometheus_text_counting_every_answer) {

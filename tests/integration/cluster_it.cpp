@@ -477,3 +477,26 @@ TEST(cluster, heavy_load_raises_no_false_alarm) {
       EXPECT_EQ(m["status"], "up") << view.dump();
   }
 }
+
+TEST(cluster, a_streamed_turn_crosses_nodes_in_order) {
+  scratch_db db;
+  parley_cluster c{db, 3};
+  auto key = c[0].create_key("alice");
+  auto id = session_on(c, key, 2);
+  auto r = c[0].post_message(key, id, {{"content", "one two three four five"}, {"stream", true}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(r.header("content-type"), "text/event-stream");
+  auto done = r.body.find("event: done\ndata: ");
+  ASSERT_NE(done, std::string::npos) << r.body;
+  std::string joined;
+  int deltas = 0;
+  for (auto at = r.body.find("event: delta\ndata: "); at != std::string::npos && at < done;
+       at = r.body.find("event: delta\ndata: ", at + 1), ++deltas) {
+    auto data = r.body.substr(at + 19);
+    joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
+  }
+  EXPECT_GE(deltas, 2) << "the echo model streams word by word";
+  EXPECT_EQ(joined, "one two three four five") << "pieces arrive complete and in order";
+  EXPECT_EQ(r.body.find("event: delta", done), std::string::npos) << "no delta after done";
+  check_history(c[1].all_messages(key, id));
+}

@@ -113,6 +113,23 @@ http_result read_response(int fd, std::string& buf, clock::time_point deadline) 
         return http_result{};
     r.body = buf.substr(0, len);
     buf.erase(0, len);
+  } else if (auto te = r.head.find("transfer-encoding");
+             te != r.head.end() && lower(te->second) == "chunked") {
+    // Chunked (streamed answers): size line, data, CRLF; a 0 size ends it.
+    for (;;) {
+      std::size_t eol;
+      while ((eol = buf.find("\r\n")) == std::string::npos)
+        if (!read_more(fd, buf, deadline))
+          return http_result{};
+      auto size = static_cast<std::size_t>(std::stoul(buf.substr(0, eol), nullptr, 16));
+      while (buf.size() < eol + 2 + size + 2)
+        if (!read_more(fd, buf, deadline))
+          return http_result{};
+      r.body += buf.substr(eol + 2, size);
+      buf.erase(0, eol + 2 + size + 2);
+      if (size == 0)
+        break;
+    }
   } else {
     while (read_more(fd, buf, deadline)) {
     }
