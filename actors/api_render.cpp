@@ -80,6 +80,44 @@ std::string render_error_sse(const api_error& e) {
   return "event: error\ndata: " + error_body(e) + "\n\n";
 }
 
+std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r) {
+  return dump({{"id", id},
+               {"object", "chat.completion"},
+               {"created", created},
+               {"model", r.model},
+               {"choices",
+                json::array({{{"index", 0},
+                              {"message", {{"role", "assistant"}, {"content", r.content}}},
+                              {"logprobs", nullptr},
+                              {"finish_reason", "stop"}}})}});
+}
+
+std::string render_completion_chunk(const std::string& id, std::int64_t created,
+                                    const std::string& model, const std::string* piece,
+                                    bool first, bool last) {
+  json delta = json::object();
+  if (first)
+    delta["role"] = "assistant";
+  if (piece)
+    delta["content"] = *piece;
+  json choice = {{"index", 0}, {"delta", std::move(delta)}, {"logprobs", nullptr},
+                 {"finish_reason", last ? json("stop") : json(nullptr)}};
+  return "data: " +
+         dump({{"id", id},
+               {"object", "chat.completion.chunk"},
+               {"created", created},
+               {"model", model},
+               {"choices", json::array({std::move(choice)})}}) +
+         "\n\n";
+}
+
+std::string render_models(const std::vector<std::string>& ids) {
+  json data = json::array();
+  for (auto& m : ids)
+    data.push_back({{"id", m}, {"object", "model"}, {"created", 0}, {"owned_by", "parley"}});
+  return dump({{"object", "list"}, {"data", std::move(data)}});
+}
+
 std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields) {
   json j = json::object();
   for (auto& [k, v] : fields)

@@ -1,6 +1,7 @@
 #pragma once
 // JSON renderings of Parley's records for the HTTP API (API.md section 4).
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,15 @@ std::string render_session_page(const session_page& p);
 std::string render_message_page(const message_page& p);
 std::string render_turn(const turn_reply& t);
 std::string render_created_key(const api_key_record& k, const std::string& secret);
+/// OpenAI `chat.completion` (`POST /v1/chat/completions`).
+std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);
+/// One OpenAI `chat.completion.chunk` as an SSE `data:` line: the first has
+/// the role, then one per piece, the last an empty delta with finish_reason.
+std::string render_completion_chunk(const std::string& id, std::int64_t created,
+                                    const std::string& model, const std::string* piece,
+                                    bool first, bool last);
+/// `GET /v1/models`.
+std::string render_models(const std::vector<std::string>& ids);
 /// A flat JSON object of string fields, in the given order.
 std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields);
 /// `GET /admin/v1/cluster`: this node's view, itself first.

@@ -1,5 +1,6 @@
 #include "actors/edge_actor.hpp"
 
+#include <ctime>
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
@@ -40,6 +41,7 @@ struct edge_state {
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, call_ptr>> remote;
   std::uint64_t next_ticket = 0;
   caf::actor ratelimit;
+  caf::actor llm;
   /// Decides when the ratelimit actor does not answer in time.
   local_bucket fallback{10000};
   metrics_ptr metrics;
@@ -366,6 +368,105 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
       });
 }
 
+/// The stateless gateway's streamed answer: OpenAI chunks as the llm actor
+/// sends the pieces (the pieces and the result come from it, in order),
+/// then `data: [DONE]`. An error before the first piece is a plain HTTP
+/// error in OpenAI's shape; after it, one `data:` line with the error.
+struct gateway_sink_state {
+  call_ptr c;
+  std::string id;
+  std::int64_t created = 0;
+  std::string model;
+  bool started = false;
+};
+
+caf::behavior gateway_sink(caf::stateful_actor<gateway_sink_state>* self, call_ptr c,
+                           caf::actor edge, caf::actor llm, llm_request req,
+                           std::chrono::milliseconds timeout) {
+  auto& st = self->state;
+  st.c = std::move(c);
+  st.id = "chatcmpl-" + random_hex(12);
+  st.created = static_cast<std::int64_t>(std::time(nullptr));
+  st.model = req.model;
+  auto start = [self] {
+    auto& s = self->state;
+    if (s.started)
+      return;
+    s.started = true;
+    net::http_response head;
+    head.content_type = "text/event-stream";
+    head.headers = s.c->headers;
+    s.c->out->start_stream(std::move(head));
+    s.c->out->write(render_completion_chunk(s.id, s.created, s.model, nullptr, true, false));
+  };
+  auto end = [self, edge] {
+    self->state.c->out->finish();
+    self->send(edge, finished_atom::value, std::string{}, std::uint64_t{0});
+    self->quit();
+  };
+  self->request(llm, timeout, llm_call_atom::value, std::move(req),
+                caf::actor_cast<caf::actor>(self))
+    .then(
+      [self, start, end](llm_result& r) {
+        auto& s = self->state;
+        s.model = r.model;
+        start();
+        s.c->out->write(render_completion_chunk(s.id, s.created, s.model, nullptr, false, true));
+        s.c->out->write("data: [DONE]\n\n");
+        end();
+      },
+      [self, edge, end](caf::error& e) {
+        auto& s = self->state;
+        auto err = to_api_error(e);
+        if (!s.started) {
+          reply_error(s.c, err);
+          self->send(edge, finished_atom::value, std::string{}, std::uint64_t{0});
+          return self->quit();
+        }
+        s.c->out->write("data: " + error_body(err) + "\n\n");
+        end();
+      });
+  return {
+    [self, start](delta_atom, std::string& piece) {
+      auto& s = self->state;
+      start();
+      s.c->out->write(render_completion_chunk(s.id, s.created, s.model, &piece, false, false));
+    },
+  };
+}
+
+/// `POST /v1/chat/completions`: no session, the same rate limit, in-flight
+/// cap, retries, breaker and fallback as a turn (all in the llm actor).
+void handle_chat_completion(edge_self* self, const call_ptr& c) {
+  auto& st = self->state;
+  if (st.inflight >= st.cfg.max_inflight) {
+    st.metrics->shed("overloaded");
+    return reply_error(c, {errc::overloaded, "this node has too many requests in flight; retry"});
+  }
+  ++st.inflight;
+  llm_request req;
+  req.model = c->chat.model.value_or(st.cfg.default_model);
+  for (auto& m : c->chat.messages)
+    req.messages.push_back({m.role, m.content});
+  req.extra_json = c->chat.extra_json;
+  if (c->stream) {
+    self->spawn(gateway_sink, c, caf::actor_cast<caf::actor>(self), st.llm, std::move(req),
+                st.cfg.turn_timeout);
+    return;
+  }
+  self->request(st.llm, st.cfg.turn_timeout, llm_call_atom::value, std::move(req))
+    .then(
+      [self, c](llm_result& r) {
+        --self->state.inflight;
+        reply(c, 200, render_completion("chatcmpl-" + random_hex(12),
+                                        static_cast<std::int64_t>(std::time(nullptr)), r));
+      },
+      [self, c](caf::error& e) {
+        --self->state.inflight;
+        reply_error(c, e);
+      });
+}
+
 /// The cluster-wide rate limit of chat requests: the ratelimit actor asks
 /// Redis (or its per-node bucket); if it does not answer within 60 ms the
 /// edge's own bucket decides, so no request waits on Redis for longer.
@@ -451,6 +552,12 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
     case net::route::post_message:
       return with_rate_limit(self, c, key,
                              [self, c, user = user] { handle_turn(self, c, user); });
+    case net::route::chat_completions:
+      return with_rate_limit(self, c, key, [self, c] { handle_chat_completion(self, c); });
+    case net::route::list_models: {
+      std::vector<std::string> models{st.cfg.default_model};
+      return reply(c, 200, render_models(models));
+    }
     case net::route::list_messages:
       self->request(st.storage->any(), timeout, list_msg_atom::value, c->id, user, c->after,
                     c->limit)
@@ -535,6 +642,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.registry = std::move(peers.registry);
   st.membership = std::move(peers.membership);
   st.ratelimit = std::move(peers.ratelimit);
+  st.llm = std::move(peers.llm);
   st.metrics = peers.metrics ? std::move(peers.metrics) : std::make_shared<node_metrics>();
   member_info me;
   me.id = st.cfg.node_id;
@@ -566,7 +674,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
     [self](view_atom, view_ptr& v) { on_view(self, std::move(v)); },
     // A streamed turn ended (its sink answered the client).
     [self](finished_atom, const std::string& node, std::uint64_t ticket) {
-      if (settle(self, node, ticket))
+      if (node.empty() || settle(self, node, ticket))
         --self->state.inflight;
     },
     [self](drain_atom) { self->state.draining = true; },

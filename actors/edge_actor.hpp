@@ -50,6 +50,7 @@ struct http_call {
   net::feedback_body feedback;
   net::create_key_body create_key;
   net::migrate_body migrate;
+  net::chat_completion_body chat;
   std::int32_t limit = 0;
   std::int64_t after = 0;
   std::string cursor;
@@ -81,6 +82,7 @@ struct edge_peers {
   caf::actor membership; ///< this node's membership actor
   caf::actor ratelimit;  ///< this node's ratelimit actor
   metrics_ptr metrics;
+  caf::actor llm; ///< this node's llm actor (the stateless gateway)
 };
 
 caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);

@@ -54,7 +54,15 @@ std::string request_body(const llm_request& req) {
   nlohmann::json msgs = nlohmann::json::array();
   for (auto& m : req.messages)
     msgs.push_back({{"role", m.role}, {"content", m.content}});
-  return nlohmann::json{{"model", req.model}, {"messages", std::move(msgs)}}.dump();
+  nlohmann::json body = nlohmann::json::object();
+  if (!req.extra_json.empty()) {
+    auto extra = nlohmann::json::parse(req.extra_json, nullptr, false);
+    if (extra.is_object())
+      body = std::move(extra);
+  }
+  body["model"] = req.model;
+  body["messages"] = std::move(msgs);
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 /// Interprets an upstream answer; sets `err` when it is not a completion.

@@ -96,6 +96,9 @@ struct llm_message {
 struct llm_request {
   std::string model;
   std::vector<llm_message> messages;
+  /// Further fields of an OpenAI request (temperature, max_tokens, ...) as
+  /// a serialized JSON object, passed on unchanged; "" or "{}": none.
+  std::string extra_json;
 };
 
 struct llm_result {
@@ -210,7 +213,7 @@ typename Inspector::result_type inspect(Inspector& f, llm_message& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
-  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages);
+  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.extra_json);
 }
 
 template <class Inspector>

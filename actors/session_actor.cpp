@@ -205,8 +205,8 @@ void call_model(session_self* self, turn_ptr t) {
   user.content = t->req.content;
   user.created_at = now_rfc3339();
   user.client_message_id = t->req.client_message_id;
-  llm_request req{st.rec.model, build_context(st.rec.system_prompt, st.window, user,
-                                              st.env.cfg->window)};
+  llm_request req{st.rec.model,
+                  build_context(st.rec.system_prompt, st.window, user, st.env.cfg->window), {}};
   // Retries and the fallback upstream may follow a first attempt that failed
   // fast; no new attempt starts after one PARLEY_LLM_TIMEOUT_MS (llm_actor).
   auto timeout = 2 * st.env.cfg->llm_timeout + std::chrono::seconds(10);

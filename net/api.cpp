@@ -196,6 +196,63 @@ parsed<migrate_body> parse_migrate(std::string_view body) {
   return p;
 }
 
+parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
+  using P = chat_completion_body;
+  parsed<P> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<P>(j.error->code, j.error->message);
+  if (!optional_string(j.value, "model", p.value.model, p))
+    return p;
+  auto msgs = j.value.find("messages");
+  if (msgs == j.value.end() || !msgs->is_array() || msgs->empty())
+    return fail<P>(errc::invalid_request, "'messages' must be a non-empty array");
+  if (msgs->size() > 1000)
+    return fail<P>(errc::invalid_request, "'messages' may hold at most 1000 messages");
+  std::size_t i = 0;
+  for (auto& m : *msgs) {
+    auto where = "messages[" + std::to_string(i++) + "]";
+    if (!m.is_object())
+      return fail<P>(errc::invalid_request, "'" + where + "' must be an object");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string())
+      return fail<P>(errc::invalid_request, "'" + where + ".role' must be a string");
+    auto r = role->get<std::string>();
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool" && r != "developer")
+      return fail<P>(errc::invalid_request, "'" + where + ".role' must be system, user, "
+                                            "assistant, tool or developer, not '" + r + "'");
+    auto content = m.find("content");
+    std::string text;
+    if (content != m.end() && content->is_string())
+      text = content->get<std::string>();
+    else if (content != m.end() && content->is_array()) {
+      // Content parts: Parley passes text parts on and refuses the others.
+      for (auto& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string())
+          return fail<P>(errc::invalid_request,
+                         "'" + where + ".content' parts must be {\"type\":\"text\",\"text\":...}");
+        text += part["text"].get<std::string>();
+      }
+    } else if (!(content != m.end() && content->is_null() && r == "assistant"))
+      return fail<P>(errc::invalid_request, "'" + where + ".content' must be a string");
+    if (text.size() > max_content_bytes)
+      return fail<P>(errc::payload_too_large, "'" + where + ".content' is over 32 KiB");
+    p.value.messages.push_back({std::move(r), std::move(text)});
+  }
+  if (auto st = j.value.find("stream"); st != j.value.end() && !st->is_null()) {
+    if (!st->is_boolean())
+      return fail<P>(errc::invalid_request, "'stream' must be true or false");
+    p.value.stream = st->get<bool>();
+  }
+  json extra = json::object();
+  for (auto& [k, v] : j.value.items())
+    if (k != "model" && k != "messages" && k != "stream" && k != "stream_options")
+      extra[k] = v;
+  p.value.extra_json = extra.dump();
+  return p;
+}
+
 namespace {
 
 int hex_value(char c) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "net/api_error.hpp"
 
@@ -56,6 +57,20 @@ struct create_key_body {
   std::string user;
 };
 
+/// `POST /v1/chat/completions` (OpenAI's Chat Completions request).
+struct chat_message {
+  std::string role; ///< system, user, assistant, tool or developer
+  std::string content;
+};
+struct chat_completion_body {
+  std::optional<std::string> model;
+  std::vector<chat_message> messages;
+  bool stream = false;
+  /// The other sampling fields (temperature, top_p, max_tokens, stop, ...),
+  /// passed on to the upstream unchanged: a serialized JSON object.
+  std::string extra_json = "{}";
+};
+
 /// `POST /admin/v1/sessions/{id}/migrate`: `{"to": node_id}`.
 struct migrate_body {
   std::string to;
@@ -69,6 +84,7 @@ parsed<post_message_body> parse_post_message(std::string_view body);
 parsed<feedback_body> parse_feedback(std::string_view body);
 parsed<create_key_body> parse_create_key(std::string_view body);
 parsed<migrate_body> parse_migrate(std::string_view body);
+parsed<chat_completion_body> parse_chat_completion(std::string_view body);
 
 /// Decoded query parameters; a repeated key keeps its last value.
 using query_map = std::map<std::string, std::string, std::less<>>;

@@ -77,6 +77,10 @@ route_match match_route(std::string_view method, std::string_view path) {
     m = pick(method, {route::readyz, route::not_found, route::not_found});
   else if (n == 1 && s[0] == "metrics")
     m = pick(method, {route::metrics, route::not_found, route::not_found});
+  else if (n == 3 && s[0] == "v1" && s[1] == "chat" && s[2] == "completions")
+    m = pick(method, {route::not_found, route::chat_completions, route::not_found});
+  else if (n == 2 && s[0] == "v1" && s[1] == "models")
+    m = pick(method, {route::list_models, route::not_found, route::not_found});
   else if (n >= 2 && s[0] == "v1" && s[1] == "sessions") {
     if (n == 2)
       m = pick(method, {route::list_sessions, route::create_session, route::not_found});
@@ -136,6 +140,8 @@ std::string_view route_name(route r) {
     case route::migrate_session: return "migrate_session";
     case route::drain_node: return "drain_node";
     case route::metrics: return "metrics";
+    case route::chat_completions: return "chat_completions";
+    case route::list_models: return "list_models";
   }
   return "unknown";
 }

@@ -27,6 +27,8 @@ enum class route : std::uint8_t {
   migrate_session,
   drain_node,
   metrics,
+  chat_completions,
+  list_models,
 };
 
 /// The outcome of routing one request.

@@ -117,6 +117,10 @@ void parse_inputs(const net::http_request& req, http_call& call) {
     case net::route::migrate_session:
       take(net::parse_migrate(req.body), call.migrate, call);
       break;
+    case net::route::chat_completions:
+      if (take(net::parse_chat_completion(req.body), call.chat, call))
+        call.stream = call.chat.stream;
+      break;
     case net::route::list_sessions: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))

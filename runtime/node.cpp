@@ -245,7 +245,7 @@ int run_node(const node_config& cfg_in) {
   rl_cfg.redis_url = cfg.redis_url;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
   auto edge = spawn_edge_actor(sys, edge_cfg,
-                               edge_peers{storage, registry, membership, ratelimit, metrics});
+                               edge_peers{storage, registry, membership, ratelimit, metrics, llm});
   caf::actor revocations;
   if (!cfg.redis_url.empty())
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);

@@ -9,6 +9,9 @@ TEST(router, maps_every_route_with_its_parameters) {
   EXPECT_EQ(match_route("GET", "/healthz").r, route::healthz);
   EXPECT_EQ(match_route("GET", "/readyz").r, route::readyz);
   EXPECT_EQ(match_route("GET", "/metrics").r, route::metrics);
+  EXPECT_EQ(match_route("POST", "/v1/chat/completions").r, route::chat_completions);
+  EXPECT_EQ(match_route("GET", "/v1/models").r, route::list_models);
+  EXPECT_EQ(match_route("GET", "/v1/chat/completions").r, route::method_not_allowed);
   EXPECT_EQ(match_route("POST", "/v1/sessions").r, route::create_session);
   EXPECT_EQ(match_route("GET", "/v1/sessions").r, route::list_sessions);
   auto m = match_route("GET", "/v1/sessions/abc");
