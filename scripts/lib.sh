@@ -41,7 +41,13 @@ parley_install_deps() {
     return 0
   fi
   while IFS= read -r p; do
-    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' && continue
+    # Node.js from another source (for example a nodejs package that bundles
+    # npm) serves as well; installing Debian's npm over it would conflict.
+    if [[ $p == npm || $p == nodejs ]] && command -v "${p/nodejs/node}" >/dev/null 2>&1; then
+      continue
+    fi
+    missing+=("$p")
   done < <(parley_packages)
   if ((${#missing[@]} == 0)); then
     parley_say "dependencies: all $(parley_packages | wc -l) packages installed"
