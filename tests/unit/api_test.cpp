@@ -119,3 +119,23 @@ TEST(api, error_bodies_have_openai_shape_and_statuses) {
   EXPECT_FALSE(has_retry_after(errc::not_found));
   EXPECT_EQ(errc_from_code("rate_limited"), errc::rate_limited);
 }
+
+TEST(api, chat_completion_requests_follow_openai) {
+  auto ok = parse_chat_completion(
+    R"({"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"stream":true,"temperature":0.3})");
+  ASSERT_TRUE(ok) << ok.error->message;
+  EXPECT_EQ(ok.value.model, "m");
+  ASSERT_EQ(ok.value.messages.size(), 2u);
+  EXPECT_EQ(ok.value.messages[1].content, "ab");
+  EXPECT_TRUE(ok.value.stream);
+  EXPECT_EQ(ok.value.extra_json, R"({"temperature":0.3})");
+  EXPECT_FALSE(parse_chat_completion(R"({"messages":[]})"));
+  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"user"}]})"));
+  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"x","content":"a"}]})"));
+  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})"));
+  EXPECT_FALSE(parse_chat_completion(R"({"model":5,"messages":[{"role":"user","content":"a"}]})"));
+  auto big = parse_chat_completion(R"({"messages":[{"role":"user","content":")" +
+                                   std::string(33 * 1024, 'x') + R"("}]})");
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error->code, parley::errc::payload_too_large);
+}
