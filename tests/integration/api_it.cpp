@@ -293,3 +293,30 @@ TEST_F(api, metrics_are_prometheus_text_counting_every_answer) {
   EXPECT_EQ(node.metric("parley_cluster_nodes{status=\"up\"}"), 1);
   EXPECT_EQ(node.metric("parley_rate_limited_total"), 0);
 }
+
+TEST(streaming, a_client_leaving_mid_stream_does_not_lose_the_turn) {
+  scratch_db db;
+  mock_llm mock;
+  mock.configure({{"latency_ms", 600}});
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}}};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  auto body = json{{"content", "are you still there"}, {"stream", true},
+                   {"client_message_id", "left-1"}}
+                .dump();
+  std::string req = "POST /v1/sessions/" + id + "/messages HTTP/1.1\r\nHost: x\r\n"
+                    "Authorization: Bearer " + key + "\r\nContent-Type: application/json\r\n"
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  // The client gives up after 200 ms, long before the model answers.
+  raw_exchange(node.port(), req, std::chrono::milliseconds(200));
+  // The turn still completes and is stored; a reconnecting client finds it.
+  ASSERT_TRUE(wait_for([&] { return node.all_messages(key, id).size() == 2; },
+                       std::chrono::seconds(10)));
+  auto msgs = node.all_messages(key, id);
+  EXPECT_EQ(msgs[1]["content"], "mock: are you still there");
+  auto again = node.post_message(key, id, {{"content", "are you still there"},
+                                           {"client_message_id", "left-1"}});
+  ASSERT_EQ(again.status, 200);
+  EXPECT_EQ(again.js()["reply"]["seq"], 2);
+  EXPECT_EQ(mock.requests().size(), 1u);
+}
