@@ -209,7 +209,10 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
       auto rp = self->make_response_promise<std::string>();
       self->request(target->registry, migrate_timeout, activate_atom::value, id)
         .then(
-          [self, rp, id, node](caf::actor&) mutable {
+          [self, rp, id, node, to = target->registry](caf::actor&) mutable {
+            // Nodes that have not seen the pin yet route here: send them on.
+            if (node != self->state.node_id)
+              remember_move(self, id, to);
             pin(self, id, node);
             rp.deliver(node);
           },
