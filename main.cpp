@@ -1,5 +1,6 @@
 // parley: one node of the Parley chat runtime.
 //   parley [serve] [--config FILE]     run a node (settings: PARLEY_* variables)
+//   parley --list-settings             every PARLEY_* name it reads, one per line
 //   parley --help | --version
 
 #include <unistd.h>
@@ -15,8 +16,10 @@ namespace {
 
 constexpr const char* usage =
   "usage: parley [serve] [--config FILE]\n"
+  "       parley --list-settings | --help | --version\n"
   "Runs one Parley node. Settings come from PARLEY_* environment variables and,\n"
-  "optionally, a KEY=VALUE file; the environment wins. See README.md.\n";
+  "optionally, a KEY=VALUE file; the environment wins. See README.md.\n"
+  "--list-settings prints every PARLEY_* setting name it reads, one per line.\n";
 
 } // namespace
 
@@ -33,6 +36,11 @@ int main(int argc, char** argv) {
     }
     if (a == "--version") {
       std::cout << "parley 0.1.0\n";
+      return 0;
+    }
+    if (a == "--list-settings") {
+      for (auto& name : parley::known_settings())
+        std::cout << name << '\n';
       return 0;
     }
     if (a == "--config" && i + 1 < argc) {
