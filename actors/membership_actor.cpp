@@ -24,7 +24,15 @@ constexpr auto dial_timeout = std::chrono::seconds(2);
 struct peer {
   member_info info;
   clock::time_point last_seen;
+  clock::time_point down_since;
 };
+
+/// How long a member stays listed as down before it is forgotten (a node
+/// removed for good must not stay "down" in every view forever). Seeds are
+/// dialled regardless, so a node that comes back still rejoins.
+std::chrono::milliseconds forget_after(const membership_config& cfg) {
+  return std::max<std::chrono::milliseconds>(std::chrono::minutes(5), 100 * cfg.failure_detect);
+}
 
 struct membership_state {
   membership_config cfg;
@@ -95,6 +103,7 @@ void mark_down(membership_self* self, peer& p) {
     return;
   p.info.status = "down";
   p.info.sessions_active = 0;
+  p.down_since = clock::now();
   publish(self, true);
 }
 
@@ -206,6 +215,15 @@ void beat(membership_self* self) {
     }
     self->send(p.info.membership, heartbeat_atom::value, me);
   }
+  bool forgot = false;
+  for (auto it = st.peers.begin(); it != st.peers.end();)
+    if (it->second.info.status == "down" && now - it->second.down_since > forget_after(st.cfg)) {
+      it = st.peers.erase(it);
+      forgot = true;
+    } else
+      ++it;
+  if (forgot)
+    publish(self, false);
   if (now - st.last_dial >= dial_every) {
     st.last_dial = now;
     for (auto& s : st.cfg.seeds)

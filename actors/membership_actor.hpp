@@ -23,7 +23,8 @@
 /// down after PARLEY_FAILURE_DETECT_MS. CAF's own middleman heartbeat (set up
 /// by the runtime on every node) closes such connections on the same bound.
 /// Down members and unreached seeds are dialled again every second, so a
-/// healed partition or a restarted node joins back without help.
+/// healed partition or a restarted node joins back without help. A member
+/// down for max(5 min, 100 x PARLEY_FAILURE_DETECT_MS) is forgotten (scale-in).
 ///
 /// The actor is detached (its own thread): its timers must not wait behind
 /// a busy scheduler, or heavy load would look like a dead node.
