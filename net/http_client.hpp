@@ -1,9 +1,10 @@
 #pragma once
-// A pooled keep-alive HTTP/1.1 client for one upstream (Boost.Beast). All of
-// its state lives on one strand, so it needs no lock; callers may post from
-// any thread and get exactly one callback, on an asio thread.
+// A pooled keep-alive HTTP/1.1 client for one upstream (Boost.Beast), over
+// plain TCP or TLS. All of its state lives on one strand, so it needs no lock;
+// callers may post from any thread and get their callbacks on an asio thread.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,20 +16,22 @@
 
 namespace parley::net {
 
-/// An http:// base URL split into parts; `base_path` has no trailing '/'.
+/// An http:// or https:// base URL split into parts; `base_path` has no
+/// trailing '/'; an IPv6 `host` is kept without its brackets.
 struct upstream_url {
-  std::string scheme;
+  std::string scheme; ///< "http" or "https"
   std::string host;
   std::string port;
   std::string base_path;
 };
 
-/// Parses `http://host[:port][/path]`; on failure returns nullopt and sets `err`.
+/// Parses `http[s]://host[:port][/path]` (port 80 for http, 443 for https by
+/// default; `[v6addr]` works as host); on failure returns nullopt and sets `err`.
 std::optional<upstream_url> parse_upstream_url(std::string_view url, std::string& err);
 
 enum class fetch_status : std::uint8_t {
-  ok,            ///< a response arrived (any HTTP status)
-  connect_error, ///< resolve or connect failed
+  ok,            ///< a response arrived (any HTTP status); for a stream: it ended cleanly
+  connect_error, ///< resolve, connect or the TLS handshake (e.g. certificate verification) failed
   timeout,       ///< the attempt's deadline passed
   io_error,      ///< the connection broke mid-exchange
   overloaded,    ///< the pool and its wait queue are full
@@ -37,31 +40,68 @@ enum class fetch_status : std::uint8_t {
 struct fetch_result {
   fetch_status status = fetch_status::io_error;
   unsigned http_status = 0;
-  std::string body;
+  std::string body;        ///< the response body; for a stream only a non-event-stream answer's
   std::string retry_after; ///< the Retry-After header, if any
   std::string error;       ///< what went wrong, for logs and messages
+  /// post_json_stream: the events delivered to on_event before this result
+  /// (so a caller knows whether anything was streamed before a failure).
+  std::size_t events = 0;
 };
 
 using fetch_callback = std::function<void(fetch_result)>;
 
+/// The callbacks of one streamed call. Both run on the client's strand (an
+/// asio thread shared with the HTTP server): they must not block or throw;
+/// hand the work to an actor instead.
+struct stream_callbacks {
+  /// Called once per server-sent event, in order and as it arrives, with the
+  /// event's `data:` lines joined by '\n'. The view is valid only during the call.
+  std::function<void(std::string_view data)> on_event;
+  /// Called exactly once, after the last on_event.
+  fetch_callback on_done;
+};
+
 struct client_options {
-  std::size_t pool_size = 64;     ///< connections open at most
-  std::size_t queue_limit = 4096; ///< requests waiting for a connection at most
-  std::size_t body_limit = 16 * 1024 * 1024;
+  std::size_t pool_size = 64;                ///< connections open at most
+  std::size_t queue_limit = 4096;            ///< requests waiting for a connection at most
+  std::size_t body_limit = 16 * 1024 * 1024; ///< a response body, or one event, at most
+  /// https only: a PEM file of CA certificates trusted in addition to the
+  /// system store (OpenSSL's default paths; SSL_CERT_FILE/SSL_CERT_DIR apply).
+  std::string ca_file;
 };
 
 class http_client {
 public:
+  /// For https, builds the TLS context (TLS 1.2+, peer and host name
+  /// verification). Throws std::invalid_argument when `opts.ca_file` cannot
+  /// be loaded.
   http_client(io_runtime& io, upstream_url url, client_options opts);
   ~http_client();
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;
 
   /// POSTs a JSON body to base_path + path with a bearer key (empty: none).
-  /// The whole attempt, including the wait for a pooled connection, ends by
-  /// `timeout`. Thread-safe.
+  /// The whole attempt, including the wait for a pooled connection, the
+  /// connect and the TLS handshake, ends by `timeout`. Thread-safe; `cb` is
+  /// called exactly once, on an asio thread.
   void post_json(std::string path, std::string body, std::string bearer,
                  std::chrono::milliseconds timeout, fetch_callback cb);
+
+  /// POSTs like post_json with `Accept: text/event-stream` and reads the
+  /// answer incrementally: each event of a 2xx `text/event-stream` body goes
+  /// to `cb.on_event` as it arrives (chunked, sized or close-delimited; LF or
+  /// CRLF lines; comments skipped; events without data are not delivered).
+  /// Then `cb.on_done` gets:
+  /// - ok with http_status once the body ended cleanly (body empty);
+  /// - ok with http_status and the whole body, and no on_event, for a non-2xx
+  ///   answer or one that is not an event stream;
+  /// - timeout when `timeout` (which covers the whole stream) passed, or
+  ///   connect_error, io_error or overloaded; `events` tells how many events
+  ///   were delivered before.
+  /// A cleanly ended stream's connection returns to the pool; a broken or
+  /// timed-out one is closed. Thread-safe; see stream_callbacks for threading.
+  void post_json_stream(std::string path, std::string body, std::string bearer,
+                        std::chrono::milliseconds timeout, stream_callbacks cb);
 
   const upstream_url& url() const;
 

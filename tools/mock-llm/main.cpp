@@ -1,11 +1,13 @@
 // mock-llm: an OpenAI-compatible mock model upstream for Parley's integration
-// tests and benchmarks. Parses the flags, binds, prints the listening line and
-// runs everything on one thread until SIGINT or SIGTERM.
+// tests and benchmarks. Parses the flags, binds (HTTPS with --tls-cert and
+// --tls-key), prints the listening line and runs everything on one thread
+// until SIGINT or SIGTERM.
 
 #include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -13,9 +15,12 @@
 #include <string>
 #include <string_view>
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/system/system_error.hpp>
 
 #include "mock_server.hpp"
@@ -29,12 +34,14 @@ constexpr int exit_usage = 2;
 
 constexpr std::string_view usage =
     "usage: mock-llm [--host ADDR] [--port N] [--latency-ms N] [--chunk-delay-ms N]\n"
-    "                [--max-records N]\n"
+    "                [--max-records N] [--tls-cert FILE --tls-key FILE]\n"
     "defaults: --host 127.0.0.1 --port 9000 --latency-ms 0 --chunk-delay-ms 0\n"
-    "          --max-records 100000\n";
+    "          --max-records 100000 (plain HTTP unless both TLS flags are given)\n";
 
 struct options {
   std::string host = "127.0.0.1";
+  std::string tls_cert; ///< PEM certificate chain, leaf first; with tls_key: serve HTTPS
+  std::string tls_key;  ///< PEM private key of the leaf
   long long port = 9000;
   long long latency_ms = 0;
   long long chunk_delay_ms = 0;
@@ -45,6 +52,17 @@ struct numeric_flag {
   std::string_view name;
   long long max;
   long long options::*field;
+};
+
+struct string_flag {
+  std::string_view name;
+  std::string options::*field;
+};
+
+constexpr string_flag string_flags[] = {
+    {"--host", &options::host},
+    {"--tls-cert", &options::tls_cert},
+    {"--tls-key", &options::tls_key},
 };
 
 constexpr long long max_ms = 3'600'000;
@@ -83,15 +101,20 @@ std::optional<options> parse_options(int argc, char** argv) {
       if (candidate.name == flag)
         numeric = &candidate;
     }
-    if (!numeric && flag != "--host")
+    const string_flag* text = nullptr;
+    for (const auto& candidate : string_flags) {
+      if (candidate.name == flag)
+        text = &candidate;
+    }
+    if (!numeric && !text)
       return bad("unknown flag");
     if (!value && i + 1 < argc)
       value = argv[++i];
     if (!value)
       return bad("missing value");
 
-    if (!numeric) {
-      opts.host = std::string(*value);
+    if (text) {
+      opts.*(text->field) = std::string(*value);
       continue;
     }
     const auto number = parse_number(*value, numeric->max);
@@ -100,7 +123,41 @@ std::optional<options> parse_options(int argc, char** argv) {
                  std::string(*value));
     opts.*(numeric->field) = *number;
   }
+  if (opts.tls_cert.empty() != opts.tls_key.empty()) {
+    std::cerr << "mock-llm: --tls-cert and --tls-key go together\n" << usage;
+    return std::nullopt;
+  }
   return opts;
+}
+
+/// A TLS 1.2+ server context with the flags' certificate chain and key, or
+/// nullopt after printing why it cannot be loaded.
+std::optional<net::ssl::context> make_tls_context(const options& opts) {
+  net::ssl::context tls{net::ssl::context::tls_server};
+  tls.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                  net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                  net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  for (const auto* file : {&opts.tls_cert, &opts.tls_key}) {
+    if (!std::ifstream{*file}) {
+      std::cerr << "mock-llm: cannot read " << *file << '\n';
+      return std::nullopt;
+    }
+  }
+  boost::system::error_code ec;
+  if (tls.use_certificate_chain_file(opts.tls_cert, ec); ec) {
+    std::cerr << "mock-llm: --tls-cert " << opts.tls_cert << ": " << ec.message() << '\n';
+    return std::nullopt;
+  }
+  if (tls.use_private_key_file(opts.tls_key, net::ssl::context::pem, ec); ec) {
+    std::cerr << "mock-llm: --tls-key " << opts.tls_key << ": " << ec.message() << '\n';
+    return std::nullopt;
+  }
+  if (SSL_CTX_check_private_key(tls.native_handle()) != 1) {
+    std::cerr << "mock-llm: --tls-key " << opts.tls_key << " does not belong to --tls-cert "
+              << opts.tls_cert << '\n';
+    return std::nullopt;
+  }
+  return tls;
 }
 
 } // namespace
@@ -130,11 +187,18 @@ int main(int argc, char** argv) {
   auto state =
       std::make_shared<mock_llm::mock_state>(defaults, static_cast<std::size_t>(opts->max_records));
 
+  std::optional<net::ssl::context> tls;
+  if (!opts->tls_cert.empty()) {
+    tls = make_tls_context(*opts);
+    if (!tls)
+      return 1;
+  }
+
   net::io_context ioc{1};
   std::optional<mock_llm::mock_server> server;
   try {
     const net::ip::tcp::endpoint endpoint(address, static_cast<std::uint16_t>(opts->port));
-    server.emplace(ioc, endpoint, state);
+    server.emplace(ioc, endpoint, state, tls ? &*tls : nullptr);
   } catch (const boost::system::system_error& e) {
     std::cerr << "mock-llm: cannot listen on " << opts->host << ':' << opts->port << ": "
               << e.code().message() << '\n';
@@ -151,7 +215,8 @@ int main(int argc, char** argv) {
   const auto bound = server->local_endpoint();
   const std::string host =
       bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
-  std::cout << "mock-llm listening on http://" << host << ':' << bound.port() << std::endl;
+  std::cout << "mock-llm listening on " << (tls ? "https" : "http") << "://" << host << ':'
+            << bound.port() << std::endl;
 
   ioc.run();
   return 0;

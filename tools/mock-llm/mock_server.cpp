@@ -7,12 +7,16 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <openssl/ssl.h>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 namespace mock_llm {
 namespace {
@@ -20,11 +24,14 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
 constexpr std::uint64_t body_limit = 1024 * 1024;
 constexpr auto idle_timeout = 120s;
+constexpr auto handshake_timeout = 10s;
+constexpr auto tls_shutdown_timeout = 2s;
 constexpr std::size_t drain_bytes = 256;
 
 using string_request = http::request<http::string_body>;
@@ -33,11 +40,20 @@ using string_response = http::response<http::string_body>;
 /// Whether the stream of a reply runs to [DONE] or is cut halfway.
 enum class stream_end { complete, cut };
 
+// A TLS peer that closed without close_notify. OpenSSL 3 reports it as an
+// SSL error of its own rather than the stream_truncated Asio 1.74 knows.
+bool truncated(beast::error_code ec) {
+  return ec == ssl::error::stream_truncated ||
+         (ec.category() == net::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+              SSL_R_UNEXPECTED_EOF_WHILE_READING);
+}
+
 // Clients that go away are the normal case here, not worth a line on stderr.
 void fail(beast::error_code ec, const char* what) {
   if (ec == net::error::operation_aborted || ec == net::error::eof ||
       ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-      ec == http::error::partial_message || ec == beast::error::timeout)
+      ec == http::error::partial_message || ec == beast::error::timeout || truncated(ec))
     return;
   std::cerr << "mock-llm: " << what << ": " << ec.message() << '\n';
 }
@@ -71,16 +87,55 @@ string_response error_response(unsigned status, std::string_view message, std::s
                        keep_alive);
 }
 
-/// One client connection. Owned by the handlers of its pending operations:
-/// it lives while a read, write or timer wait is outstanding.
-class session : public std::enable_shared_from_this<session> {
-public:
-  session(tcp::socket&& socket, std::shared_ptr<mock_state> state)
-      : stream_(std::move(socket)), timer_(stream_.get_executor()), state_(std::move(state)) {}
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
-  void run() { do_read(); }
+/// One client connection over `Stream` (plain_stream or tls_stream). Owned
+/// by the handlers of its pending operations: it lives while a handshake,
+/// read, write or timer wait is outstanding.
+template <class Stream> class session : public std::enable_shared_from_this<session<Stream>> {
+public:
+  static constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
+  session(plain_stream&& stream, std::shared_ptr<mock_state> state)
+      : stream_(std::move(stream)), timer_(stream_.get_executor()), state_(std::move(state)),
+        connection_(state_->next_connection()) {}
+
+  session(plain_stream&& stream, ssl::context& tls, std::shared_ptr<mock_state> state)
+      : stream_(std::move(stream), tls), timer_(stream_.get_executor()), state_(std::move(state)),
+        connection_(state_->next_connection()) {}
+
+  void run() {
+    if constexpr (is_tls) {
+      // Each TLS record is a small write of its own (session tickets, the
+      // stream header, every chunk); without this, Nagle holds one back for
+      // the peer's delayed ACK (~40 ms) and skews stream timings.
+      beast::error_code ignored;
+      lowest().socket().set_option(tcp::no_delay{true}, ignored);
+      lowest().expires_after(handshake_timeout);
+      stream_.async_handshake(ssl::stream_base::server,
+                              beast::bind_front_handler(&session::on_handshake, self()));
+    } else {
+      do_read();
+    }
+  }
 
 private:
+  std::shared_ptr<session> self() { return this->shared_from_this(); }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void on_handshake(beast::error_code ec) {
+    if (ec) {
+      fail(ec, "TLS handshake");
+      return close();
+    }
+    do_read();
+  }
+
+  /// Ends the connection after a response that said `Connection: close`:
+  /// half-close for plain TCP, close_notify (bounded) for TLS.
+  void close_gracefully();
+
   /// The header of a streamed reply and the serializer that writes it.
   struct stream_head {
     stream_head(unsigned version, bool keep_alive) : res(http::status::ok, version) {
@@ -118,11 +173,12 @@ private:
   /// Runs `fn` after `delay` on the timer, or at once when `delay` is zero.
   template <class Fn> void after(std::chrono::milliseconds delay, Fn fn);
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   net::steady_timer timer_;
   std::shared_ptr<mock_state> state_;
+  std::uint64_t connection_; ///< this connection's number, logged with each request
 
   // The reply being streamed.
   std::unique_ptr<stream_head> stream_head_;
@@ -134,27 +190,29 @@ private:
   bool keep_alive_ = false;
 };
 
-template <class Fn> void session::after(std::chrono::milliseconds delay, Fn fn) {
+template <class Stream>
+template <class Fn>
+void session<Stream>::after(std::chrono::milliseconds delay, Fn fn) {
   if (delay <= 0ms) {
     fn();
     return;
   }
   timer_.expires_after(delay);
-  timer_.async_wait([self = shared_from_this(), fn = std::move(fn)](beast::error_code ec) mutable {
+  timer_.async_wait([keep = self(), fn = std::move(fn)](beast::error_code ec) mutable {
     if (!ec)
       fn();
   });
 }
 
-void session::do_read() {
+template <class Stream> void session<Stream>::do_read() {
   parser_.emplace();
   parser_->body_limit(body_limit);
-  stream_.expires_after(idle_timeout);
+  lowest().expires_after(idle_timeout);
   http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&session::on_read, shared_from_this()));
+                   beast::bind_front_handler(&session::on_read, self()));
 }
 
-void session::on_read(beast::error_code ec, std::size_t) {
+template <class Stream> void session<Stream>::on_read(beast::error_code ec, std::size_t) {
   if (ec == http::error::end_of_stream)
     return close();
   if (ec == http::error::body_limit)
@@ -177,7 +235,7 @@ void session::on_read(beast::error_code ec, std::size_t) {
   }
 }
 
-void session::handle(string_request req) {
+template <class Stream> void session<Stream>::handle(string_request req) {
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
   const auto method = req.method();
@@ -224,12 +282,13 @@ void session::handle(string_request req) {
                       "not_found", version, keep_alive));
 }
 
-void session::handle_chat(const string_request& req, std::string_view path) {
+template <class Stream>
+void session<Stream>::handle_chat(const string_request& req, std::string_view path) {
   const unsigned version = req.version();
   const bool keep_alive = req.keep_alive();
   const json body = parse_json(req.body());
   const std::uint64_t n =
-      state_->record("POST", path, req[http::field::authorization], body, req.body());
+      state_->record("POST", path, req[http::field::authorization], body, req.body(), connection_);
 
   chat_request chat;
   if (auto error = read_chat_request(body, chat))
@@ -268,7 +327,7 @@ void session::handle_chat(const string_request& req, std::string_view path) {
   after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
 }
 
-void session::handle_config(const string_request& req) {
+template <class Stream> void session<Stream>::handle_config(const string_request& req) {
   const unsigned version = req.version();
   const bool keep_alive = req.keep_alive();
   switch (req.method()) {
@@ -295,32 +354,42 @@ void session::handle_config(const string_request& req) {
   send(json_response(to_json(state_->config()), version, keep_alive));
 }
 
-void session::send(string_response res) {
+template <class Stream> void session<Stream>::send(string_response res) {
   auto owned = std::make_shared<string_response>(std::move(res));
   owned->prepare_payload();
   if (owned->result() == http::status::no_content) // RFC 9110: no Content-Length on 204
     owned->erase(http::field::content_length);
-  stream_.expires_after(idle_timeout);
+  lowest().expires_after(idle_timeout);
   http::async_write(stream_, *owned,
-                    [self = shared_from_this(), owned](beast::error_code ec, std::size_t bytes) {
-                      self->on_write(owned->need_eof(), ec, bytes);
+                    [keep = self(), owned](beast::error_code ec, std::size_t bytes) {
+                      keep->on_write(owned->need_eof(), ec, bytes);
                     });
 }
 
-void session::on_write(bool close, beast::error_code ec, std::size_t) {
+template <class Stream>
+void session<Stream>::on_write(bool close, beast::error_code ec, std::size_t) {
   if (ec) {
     fail(ec, "write");
     return this->close();
   }
-  if (close) {
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    return;
-  }
+  if (close)
+    return close_gracefully();
   do_read();
 }
 
-void session::start_stream(unsigned version, bool keep_alive, std::vector<std::string> events,
-                           stream_end end) {
+template <class Stream> void session<Stream>::close_gracefully() {
+  if constexpr (is_tls) {
+    lowest().expires_after(tls_shutdown_timeout);
+    stream_.async_shutdown([keep = self()](beast::error_code) { keep->close(); });
+  } else {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+}
+
+template <class Stream>
+void session<Stream>::start_stream(unsigned version, bool keep_alive,
+                                   std::vector<std::string> events, stream_end end) {
   events_ = std::move(events);
   next_event_ = 0;
   stream_end_ = end;
@@ -329,13 +398,13 @@ void session::start_stream(unsigned version, bool keep_alive, std::vector<std::s
   chunk_delay_ = state_->config().chunk_delay;
   keep_alive_ = keep_alive;
   stream_head_ = std::make_unique<stream_head>(version, keep_alive);
-  stream_.expires_after(idle_timeout);
+  lowest().expires_after(idle_timeout);
   http::async_write_header(stream_, stream_head_->serializer,
                            beast::bind_front_handler(&session::on_stream_header,
-                                                     shared_from_this()));
+                                                     self()));
 }
 
-void session::on_stream_header(beast::error_code ec, std::size_t) {
+template <class Stream> void session<Stream>::on_stream_header(beast::error_code ec, std::size_t) {
   stream_head_.reset();
   if (ec) {
     fail(ec, "write header");
@@ -346,13 +415,13 @@ void session::on_stream_header(beast::error_code ec, std::size_t) {
   write_event();
 }
 
-void session::write_event() {
-  stream_.expires_after(idle_timeout);
+template <class Stream> void session<Stream>::write_event() {
+  lowest().expires_after(idle_timeout);
   net::async_write(stream_, http::make_chunk(net::buffer(events_[next_event_])),
-                   beast::bind_front_handler(&session::on_event, shared_from_this()));
+                   beast::bind_front_handler(&session::on_event, self()));
 }
 
-void session::on_event(beast::error_code ec, std::size_t) {
+template <class Stream> void session<Stream>::on_event(beast::error_code ec, std::size_t) {
   if (ec) {
     fail(ec, "write chunk");
     return close();
@@ -362,48 +431,49 @@ void session::on_event(beast::error_code ec, std::size_t) {
   after(chunk_delay_, [this] { write_event(); });
 }
 
-void session::finish_stream() {
+template <class Stream> void session<Stream>::finish_stream() {
   events_.clear();
   if (stream_end_ == stream_end::cut)
     return close();
-  stream_.expires_after(idle_timeout);
+  lowest().expires_after(idle_timeout);
   net::async_write(stream_, http::make_chunk_last(),
-                   beast::bind_front_handler(&session::on_stream_end, shared_from_this()));
+                   beast::bind_front_handler(&session::on_stream_end, self()));
 }
 
-void session::on_stream_end(beast::error_code ec, std::size_t bytes) {
+template <class Stream>
+void session<Stream>::on_stream_end(beast::error_code ec, std::size_t bytes) {
   on_write(!keep_alive_, ec, bytes);
 }
 
-void session::hang() {
+template <class Stream> void session<Stream>::hang() {
   // Keep only the socket: the request is gone, the buffer shrinks to the drain size.
   buffer_.clear();
   buffer_.shrink_to_fit();
-  stream_.expires_never();
+  lowest().expires_never();
   do_drain();
 }
 
-void session::do_drain() {
+template <class Stream> void session<Stream>::do_drain() {
   // Reads and discards until the client closes, which ends the session.
   stream_.async_read_some(buffer_.prepare(drain_bytes),
-                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          [keep = self()](beast::error_code ec, std::size_t) {
                             if (ec)
-                              return self->close();
-                            self->do_drain();
+                              return keep->close();
+                            keep->do_drain();
                           });
 }
 
-void session::close() {
+template <class Stream> void session<Stream>::close() {
   beast::error_code ec;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-  stream_.close();
+  lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+  lowest().close();
 }
 
 } // namespace
 
 mock_server::mock_server(net::io_context& ioc, const tcp::endpoint& endpoint,
-                         std::shared_ptr<mock_state> state)
-    : ioc_(ioc), acceptor_(ioc), state_(std::move(state)) {
+                         std::shared_ptr<mock_state> state, ssl::context* tls)
+    : ioc_(ioc), acceptor_(ioc), state_(std::move(state)), tls_(tls) {
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(net::socket_base::reuse_address(true));
   acceptor_.bind(endpoint);
@@ -428,8 +498,10 @@ void mock_server::on_accept(beast::error_code ec, tcp::socket socket) {
     return;
   if (ec)
     fail(ec, "accept");
+  else if (tls_)
+    std::make_shared<session<tls_stream>>(plain_stream(std::move(socket)), *tls_, state_)->run();
   else
-    std::make_shared<session>(std::move(socket), state_)->run();
+    std::make_shared<session<plain_stream>>(plain_stream(std::move(socket)), state_)->run();
   do_accept();
 }
 

@@ -295,13 +295,14 @@ mock_state::mock_state(mock_config defaults, std::size_t max_records)
 
 std::uint64_t mock_state::record(std::string_view method, std::string_view path,
                                  std::string_view authorization, const json& body,
-                                 std::string_view raw_body) {
+                                 std::string_view raw_body, std::uint64_t connection) {
   const std::uint64_t n = next_n_++;
   records_.push_back({{"n", n},
                       {"method", method},
                       {"path", path},
                       {"authorization", authorization},
-                      {"body", body.is_discarded() ? json(raw_body) : body}});
+                      {"body", body.is_discarded() ? json(raw_body) : body},
+                      {"connection", connection}});
   while (records_.size() > max_records_)
     records_.pop_front();
   return n;

@@ -99,9 +99,14 @@ public:
   /// Appends a request to the log (dropping the oldest beyond max_records)
   /// and returns its 1-based number. `body` is the parsed body, or discarded
   /// when the body is not JSON, in which case `raw_body` is logged as a string.
+  /// `connection` is the 1-based number of the connection it came on (see
+  /// next_connection()), so a client's keep-alive reuse is visible.
   std::uint64_t record(std::string_view method, std::string_view path,
                        std::string_view authorization, const json& body,
-                       std::string_view raw_body);
+                       std::string_view raw_body, std::uint64_t connection);
+
+  /// Numbers an accepted connection: 1, 2, ...
+  std::uint64_t next_connection() { return next_connection_++; }
 
   /// `{"data":[...]}` in arrival order.
   json records_document() const;
@@ -116,6 +121,7 @@ private:
   std::size_t max_records_;
   std::deque<json> records_;
   std::uint64_t next_n_ = 1;
+  std::uint64_t next_connection_ = 1;
 };
 
 } // namespace mock_llm
