@@ -38,6 +38,8 @@ struct call {
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
+  std::string streamed; ///< the pieces forwarded so far (a streamed call)
+  std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
 };
 
 struct llm_state {
@@ -50,7 +52,7 @@ struct llm_state {
 
 using llm_self = caf::stateful_actor<llm_state>;
 
-std::string request_body(const llm_request& req) {
+std::string request_body(const llm_request& req, bool stream) {
   nlohmann::json msgs = nlohmann::json::array();
   for (auto& m : req.messages)
     msgs.push_back({{"role", m.role}, {"content", m.content}});
@@ -62,6 +64,8 @@ std::string request_body(const llm_request& req) {
   }
   body["model"] = req.model;
   body["messages"] = std::move(msgs);
+  if (stream)
+    body["stream"] = true;
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -141,6 +145,22 @@ void attempt(llm_self* self, std::uint64_t id) {
   ++c.attempts;
   c.attempt_started = clock::now();
   auto me = caf::actor_cast<caf::actor>(self);
+  if (c.listener) {
+    // Streamed: every event goes to this actor as it arrives (the asio
+    // thread only sends); the pieces go on to the listener from here.
+    net::stream_callbacks cb;
+    cb.on_event = [me, id](std::string_view data) {
+      caf::anon_send(me, llm_event_atom::value, id, std::string{data});
+    };
+    cb.on_done = [me, id](net::fetch_result r) {
+      caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
+                     r.http_status, std::move(r.body), std::move(r.error),
+                     std::move(r.retry_after));
+    };
+    st.upstreams[c.upstream].client->post_json_stream("/chat/completions", c.body, st.cfg.api_key,
+                                                      st.cfg.timeout, std::move(cb));
+    return;
+  }
   st.upstreams[c.upstream].client->post_json(
     "/chat/completions", c.body, st.cfg.api_key, st.cfg.timeout, [me, id](net::fetch_result r) {
       caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
@@ -192,9 +212,16 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   caf::error parse_err;
   llm_result result;
   if (o == attempt_outcome::success) {
-    result = parse_completion(body, c.model, parse_err);
-    if (parse_err)
-      o = attempt_outcome::client_error;
+    if (c.listener && body.empty()) {
+      // A stream that ended cleanly: its pieces are the reply.
+      result.content = c.streamed;
+      result.model = c.model;
+    } else {
+      // A whole completion (also an upstream that ignored "stream").
+      result = parse_completion(body, c.model, parse_err);
+      if (parse_err)
+        o = attempt_outcome::client_error;
+    }
   }
   if (st.cfg.metrics)
     st.cfg.metrics->llm_attempt(u.label, outcome_label(o),
@@ -202,7 +229,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     u.breaker.on_success();
     report_circuit(self, u);
-    if (c.listener && !result.content.empty())
+    if (c.listener && c.forwarded == 0 && !result.content.empty())
       self->send(c.listener, delta_atom::value, result.content);
     auto rp = std::move(c.rp);
     st.calls.erase(it);
@@ -215,6 +242,15 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     u.breaker.on_abandon();
   report_circuit(self, u);
   c.last = parse_err ? std::move(parse_err) : error_for(o, http_status, what, st.cfg.timeout);
+  if (c.forwarded > 0) {
+    // Pieces already reached the client: neither a retry nor the fallback
+    // may start the reply again.
+    auto rp = std::move(c.rp);
+    st.calls.erase(it);
+    rp.deliver(make_error(errc::upstream_error,
+                          "the model upstream broke off the reply mid-stream: " + what));
+    return;
+  }
   if (!is_retryable(o)) {
     // Our own overload or a request the upstream refuses: another upstream
     // would not do better. A timeout spent the call's time budget.
@@ -271,7 +307,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   call c;
   c.rp = self->make_response_promise();
   c.model = req.model;
-  c.body = request_body(req);
+  c.body = request_body(req, static_cast<bool>(listener));
   c.started = clock::now();
   c.listener = std::move(listener);
   s.calls.emplace(id, std::move(c));
@@ -279,26 +315,12 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   return caf::delegated<llm_result>{};
 }
 
-caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
+caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> upstreams) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  auto add = [&](const std::string& label, const std::string& base_url) {
-    std::string err;
-    auto url = net::parse_upstream_url(base_url, err);
-    if (!url)
-      throw std::invalid_argument(err);
-    net::client_options opts;
-    opts.pool_size = st.cfg.pool_size;
-    st.upstreams.push_back(
-      upstream{label, std::make_shared<net::http_client>(*io, std::move(*url), opts),
-               circuit_breaker{st.cfg.breaker_threshold, st.cfg.breaker_cooldown}});
-    report_circuit(self, st.upstreams.back());
-  };
-  if (!st.cfg.base_url.empty()) {
-    add("primary", st.cfg.base_url);
-    if (!st.cfg.fallback_base_url.empty())
-      add("fallback", st.cfg.fallback_base_url);
-  }
+  st.upstreams = std::move(upstreams);
+  for (auto& u : st.upstreams)
+    report_circuit(self, u);
   return {
     [self](llm_call_atom, llm_request& req) -> caf::result<llm_result> {
       return start_call(self, std::move(req), caf::actor{});
@@ -321,6 +343,33 @@ caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
       it->second.attempts = 0;
       next_upstream(self, id);
     },
+    [self](llm_event_atom, std::uint64_t id, const std::string& data) {
+      auto& s = self->state;
+      auto it = s.calls.find(id);
+      if (it == s.calls.end() || data == "[DONE]")
+        return;
+      auto& c = it->second;
+      auto j = nlohmann::json::parse(data, nullptr, false);
+      if (!j.is_object())
+        return;
+      try {
+        if (auto m = j.find("model"); m != j.end() && m->is_string())
+          c.model = m->get<std::string>();
+        auto& choices = j.at("choices");
+        if (choices.empty())
+          return;
+        auto& delta = choices.at(0).at("delta");
+        auto content = delta.find("content");
+        if (content == delta.end() || !content->is_string() || content->get_ref<const std::string&>().empty())
+          return;
+        auto piece = content->get<std::string>();
+        c.streamed += piece;
+        ++c.forwarded;
+        self->send(c.listener, delta_atom::value, std::move(piece));
+      } catch (const nlohmann::json::exception&) {
+        // Not a chunk Parley understands: skip it.
+      }
+    },
     [self](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,
            const std::string& body, const std::string& what, const std::string& retry_after) {
       on_done(self, id, static_cast<net::fetch_status>(status), http_status, body, what,
@@ -332,12 +381,31 @@ caf::behavior llm_actor(llm_self* self, net::io_runtime* io, llm_config cfg) {
 } // namespace
 
 caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg) {
-  std::string err;
-  if (!cfg.base_url.empty() && !net::parse_upstream_url(cfg.base_url, err))
-    throw std::invalid_argument("PARLEY_LLM_BASE_URL: " + err);
-  if (!cfg.fallback_base_url.empty() && !net::parse_upstream_url(cfg.fallback_base_url, err))
-    throw std::invalid_argument("PARLEY_LLM_FALLBACK_BASE_URL: " + err);
-  return sys.spawn(llm_actor, &io, cfg);
+  // The clients are made here, not in the actor, so that a bad URL or CA
+  // file stops the node with a clear message instead of killing an actor.
+  std::vector<upstream> upstreams;
+  auto add = [&](const char* setting, const std::string& label, const std::string& base_url) {
+    std::string err;
+    auto url = net::parse_upstream_url(base_url, err);
+    if (!url)
+      throw std::invalid_argument(std::string{setting} + ": " + err);
+    net::client_options opts;
+    opts.pool_size = cfg.pool_size;
+    opts.ca_file = cfg.ca_file;
+    try {
+      upstreams.push_back(
+        upstream{label, std::make_shared<net::http_client>(io, std::move(*url), opts),
+                 circuit_breaker{cfg.breaker_threshold, cfg.breaker_cooldown}});
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string{"PARLEY_LLM_CA_FILE: "} + e.what());
+    }
+  };
+  if (!cfg.base_url.empty()) {
+    add("PARLEY_LLM_BASE_URL", "primary", cfg.base_url);
+    if (!cfg.fallback_base_url.empty())
+      add("PARLEY_LLM_FALLBACK_BASE_URL", "fallback", cfg.fallback_base_url);
+  }
+  return sys.spawn(llm_actor, cfg, std::move(upstreams));
 }
 
 } // namespace parley

@@ -40,6 +40,7 @@ struct llm_config {
   std::string default_model;
   std::chrono::milliseconds timeout{60000}; ///< one attempt
   std::size_t pool_size = 64;
+  std::string ca_file; ///< https upstreams: extra trusted CAs (PEM), beside the system store
   retry_policy retry;
   int breaker_threshold = 5; ///< consecutive failures that open a circuit
   std::chrono::milliseconds breaker_cooldown{10000}; ///< open, before a half-open probe

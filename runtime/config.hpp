@@ -24,6 +24,7 @@ struct node_config {
   std::string llm_api_key;
   std::string llm_model;
   std::string llm_fallback_base_url;
+  std::string llm_ca_file; ///< PEM CAs trusted for https upstreams, beside the system store
   std::chrono::milliseconds llm_timeout{60000};
   std::string admin_token;
   std::int64_t rate_limit_per_min = 600;

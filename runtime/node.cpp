@@ -186,6 +186,7 @@ int run_node(const node_config& cfg_in) {
   llm_cfg.timeout = cfg.llm_timeout;
   llm_cfg.pool_size = cfg.llm_pool_size;
   llm_cfg.fallback_base_url = cfg.llm_fallback_base_url;
+  llm_cfg.ca_file = cfg.llm_ca_file;
   llm_cfg.retry.max_attempts = cfg.llm_max_attempts;
   llm_cfg.breaker_threshold = cfg.llm_breaker_threshold;
   llm_cfg.breaker_cooldown = cfg.llm_breaker_cooldown;
