@@ -292,6 +292,39 @@ std::string raw_exchange(unsigned short port, const std::string& bytes,
   return out;
 }
 
+std::vector<std::pair<std::chrono::milliseconds, std::string>>
+timed_exchange(unsigned short port, const std::string& bytes, std::chrono::milliseconds timeout) {
+  std::vector<std::pair<std::chrono::milliseconds, std::string>> out;
+  int fd = connect_to("127.0.0.1", port);
+  if (fd < 0)
+    return out;
+  send_all(fd, bytes);
+  auto start = clock::now();
+  auto deadline = start + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() <= 0)
+      break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      break;
+    char tmp[4096];
+    auto n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0)
+      break;
+    out.emplace_back(std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start),
+                     std::string(tmp, static_cast<std::size_t>(n)));
+  }
+  ::close(fd);
+  return out;
+}
+
+std::string raw_post(const std::string& target, const std::string& key, const std::string& body) {
+  return "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key +
+         "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 child_process::child_process(const std::string& exe, const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env,
                              const std::string& log_path)

@@ -69,6 +69,14 @@ private:
 std::string raw_exchange(unsigned short port, const std::string& bytes,
                          std::chrono::milliseconds timeout, bool* closed = nullptr);
 
+/// Like raw_exchange, but returns what arrived with each read's time since
+/// the request was sent, to see whether an answer streams.
+std::vector<std::pair<std::chrono::milliseconds, std::string>>
+timed_exchange(unsigned short port, const std::string& bytes, std::chrono::milliseconds timeout);
+
+/// A POST of `body` as raw HTTP/1.1 with a bearer key (Connection: close).
+std::string raw_post(const std::string& target, const std::string& key, const std::string& body);
+
 /// A child process with its output in a log file; killed and reaped at the end.
 class child_process {
 public:

@@ -915,3 +915,30 @@ TEST(upstream_client_sse, a_tls_close_delimited_body_cut_without_close_notify_is
   EXPECT_EQ(s.result.events, tricky_expected.size());
   EXPECT_NE(s.result.error.find("truncated"), std::string::npos) << s.result.error;
 }
+
+// A whole node on an https upstream: PARLEY_LLM_CA_FILE trusts the private
+// CA; without it the node refuses the certificate and stores nothing.
+TEST_F(upstream_client_tls, a_node_talks_to_an_https_upstream_with_its_ca_file) {
+  mock_upstream mock{pki_.issue("server", "IP:127.0.0.1,DNS:localhost"), pki_.ca()};
+  scratch_db db;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.url("localhost") + "/v1"},
+                        {"PARLEY_LLM_CA_FILE", pki_.ca()}}};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  auto plain = node.post_message(key, id, {{"content", "over tls"}});
+  ASSERT_EQ(plain.status, 200) << parley::test::describe(plain);
+  EXPECT_EQ(plain.js()["reply"]["content"], "mock: over tls");
+  auto streamed = node.post_message(key, id, {{"content", "streamed over tls"}, {"stream", true}});
+  ASSERT_EQ(streamed.status, 200);
+  EXPECT_NE(streamed.body.find("event: done"), std::string::npos) << streamed.body;
+  EXPECT_EQ(node.all_messages(key, id).size(), 4u);
+
+  parley_node untrusting{db, {{"PARLEY_LLM_BASE_URL", mock.url() + "/v1"},
+                              {"PARLEY_LLM_MAX_ATTEMPTS", "1"}}};
+  auto key2 = untrusting.create_key("bob");
+  auto id2 = untrusting.create_session(key2);
+  auto refused = untrusting.post_message(key2, id2, {{"content", "no"}});
+  EXPECT_EQ(refused.status, 502);
+  EXPECT_NE(refused.body.find("certificate"), std::string::npos) << refused.body;
+  EXPECT_EQ(untrusting.all_messages(key2, id2).size(), 0u);
+}

@@ -157,3 +157,75 @@ TEST(upstream, a_hung_upstream_times_out_and_the_fallback_is_not_tried_beyond_th
   EXPECT_EQ(s.fallback->requests().size(), 0u) << "a timeout spent the call's budget";
   EXPECT_EQ(s.stored(), 0u);
 }
+
+namespace {
+
+/// When (ms after sending) a marker first appeared in a timed exchange; -1: never.
+std::int64_t first_seen(const std::vector<std::pair<std::chrono::milliseconds, std::string>>& parts,
+                        const std::string& marker) {
+  std::string all;
+  for (auto& [at, data] : parts) {
+    all += data;
+    if (all.find(marker) != std::string::npos)
+      return at.count();
+  }
+  return -1;
+}
+
+std::string joined(const std::vector<std::pair<std::chrono::milliseconds, std::string>>& parts) {
+  std::string all;
+  for (auto& p : parts)
+    all += p.second;
+  return all;
+}
+
+} // namespace
+
+TEST(upstream_stream, pieces_reach_the_client_as_the_upstream_sends_them) {
+  setup s;
+  s.primary.configure({{"chunk_delay_ms", 150}});
+  auto parts = timed_exchange(
+    s.node->port(),
+    raw_post("/v1/sessions/" + s.id + "/messages", s.key,
+             json{{"content", "abcdefghijklmnopqrst"}, {"stream", true}}.dump()),
+    std::chrono::seconds(10));
+  auto first = first_seen(parts, "event: delta");
+  auto done = first_seen(parts, "event: done");
+  ASSERT_GE(first, 0) << joined(parts);
+  ASSERT_GE(done, 0) << joined(parts);
+  std::printf("[ figures  ] streamed turn: first delta after %lld ms, done after %lld ms\n",
+              static_cast<long long>(first), static_cast<long long>(done));
+  EXPECT_GE(done - first, 600) << "the reply was buffered, not streamed";
+  auto stored = s.node->all_messages(s.key, s.id);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1]["content"], "mock: abcdefghijklmnopqrst");
+  EXPECT_TRUE(s.primary.requests()[0]["body"]["stream"].get<bool>());
+}
+
+TEST(upstream_stream, a_stream_cut_midway_is_not_retried_and_stores_nothing) {
+  setup s{{{"PARLEY_LLM_MAX_ATTEMPTS", "3"}}, true};
+  s.primary.configure({{"mode", "cut_stream"}, {"fail_count", 1}});
+  auto r = s.node->post_message(s.key, s.id,
+                                {{"content", "a long answer please"}, {"stream", true}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_NE(r.body.find("event: delta"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("event: error"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("event: done"), std::string::npos);
+  EXPECT_EQ(s.primary.requests().size(), 1u) << "no retry after the first piece reached the client";
+  EXPECT_EQ(s.fallback->requests().size(), 0u) << "nor the fallback";
+  EXPECT_EQ(s.stored(), 0u);
+  auto next = s.turn("and now");
+  EXPECT_EQ(next.status, 200) << describe(next);
+}
+
+TEST(upstream_stream, a_stream_failing_before_its_first_piece_goes_to_the_fallback) {
+  setup s{{{"PARLEY_LLM_MAX_ATTEMPTS", "1"}}, true};
+  s.primary.configure({{"fail_status", 503}, {"fail_count", -1}});
+  auto r = s.node->post_message(s.key, s.id, {{"content", "rescue me"}, {"stream", true}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_NE(r.body.find("event: done"), std::string::npos) << r.body;
+  EXPECT_EQ(s.fallback->requests().size(), 1u);
+  auto stored = s.node->all_messages(s.key, s.id);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1]["content"], "mock: rescue me");
+}
