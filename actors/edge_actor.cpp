@@ -261,12 +261,15 @@ struct sink_state {
   call_ptr c;
   bool started = false;
   bool done = false;
+  bool cancel = false;      ///< cancel the turn when the client is gone
+  bool cancel_sent = false;
 };
 
 caf::behavior stream_sink(caf::stateful_actor<sink_state>* self, call_ptr c, caf::actor edge,
                           caf::actor registry, turn_request t, std::string node,
-                          std::uint64_t ticket, std::chrono::milliseconds timeout) {
+                          std::uint64_t ticket, std::chrono::milliseconds timeout, bool cancel) {
   self->state.c = std::move(c);
+  self->state.cancel = cancel;
   auto start = [self] {
     auto& st = self->state;
     if (st.started)
@@ -312,10 +315,16 @@ caf::behavior stream_sink(caf::stateful_actor<sink_state>* self, call_ptr c, caf
       [fail](caf::error& e) { fail(to_api_error(e), false); });
   return {
     [self, start](delta_atom, std::string& piece) {
-      if (self->state.done)
+      auto& st = self->state;
+      if (st.done)
         return;
       start();
-      self->state.c->out->write(render_delta_sse(piece));
+      st.c->out->write(render_delta_sse(piece));
+      if (st.cancel && !st.cancel_sent && st.c->out->closed()) {
+        // The session actor sent this piece: it stops the model call.
+        st.cancel_sent = true;
+        self->send(caf::actor_cast<caf::actor>(self->current_sender()), cancel_atom::value);
+      }
     },
     // The node hosting the session went down (from the edge).
     [fail, node](gone_atom) {
@@ -346,7 +355,8 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
     st.remote[node].emplace(ticket, c);
   if (c->stream) {
     c->sink = self->spawn(stream_sink, c, caf::actor_cast<caf::actor>(self), registry,
-                          std::move(t), node, ticket, st.cfg.turn_timeout);
+                          std::move(t), node, ticket, st.cfg.turn_timeout,
+                          st.cfg.cancel_on_disconnect);
     return;
   }
   self->request(registry, st.cfg.turn_timeout, std::move(t))
@@ -378,13 +388,16 @@ struct gateway_sink_state {
   std::int64_t created = 0;
   std::string model;
   bool started = false;
+  bool cancel = false;
+  bool cancel_sent = false;
 };
 
 caf::behavior gateway_sink(caf::stateful_actor<gateway_sink_state>* self, call_ptr c,
                            caf::actor edge, caf::actor llm, llm_request req,
-                           std::chrono::milliseconds timeout) {
+                           std::chrono::milliseconds timeout, bool cancel) {
   auto& st = self->state;
   st.c = std::move(c);
+  st.cancel = cancel;
   st.id = "chatcmpl-" + random_hex(12);
   st.created = static_cast<std::int64_t>(std::time(nullptr));
   st.model = req.model;
@@ -427,10 +440,14 @@ caf::behavior gateway_sink(caf::stateful_actor<gateway_sink_state>* self, call_p
         end();
       });
   return {
-    [self, start](delta_atom, std::string& piece) {
+    [self, start, llm](delta_atom, std::string& piece) {
       auto& s = self->state;
       start();
       s.c->out->write(render_completion_chunk(s.id, s.created, s.model, &piece, false, false));
+      if (s.cancel && !s.cancel_sent && s.c->out->closed()) {
+        s.cancel_sent = true;
+        self->send(llm, cancel_atom::value);
+      }
     },
   };
 }
@@ -451,7 +468,7 @@ void handle_chat_completion(edge_self* self, const call_ptr& c) {
   req.extra_json = c->chat.extra_json;
   if (c->stream) {
     self->spawn(gateway_sink, c, caf::actor_cast<caf::actor>(self), st.llm, std::move(req),
-                st.cfg.turn_timeout);
+                st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
     return;
   }
   self->request(st.llm, st.cfg.turn_timeout, llm_call_atom::value, std::move(req))

@@ -73,6 +73,9 @@ struct edge_config {
   std::chrono::milliseconds key_cache_ttl{2000};
   std::int32_t rate_limit_per_min = 600; ///< 0: off
   bool redis = false; ///< PARLEY_REDIS_URL set: limits are cluster-wide, else per node
+  /// PARLEY_STREAM_CANCEL_ON_DISCONNECT: a streamed turn whose client left is
+  /// abandoned (upstream call closed, nothing stored) instead of completed.
+  bool cancel_on_disconnect = false;
 };
 
 /// The node's other actors the edge talks to.

@@ -1,5 +1,6 @@
 #include "actors/llm_actor.hpp"
 
+#include <atomic>
 #include <random>
 #include <stdexcept>
 #include <unordered_map>
@@ -40,6 +41,7 @@ struct call {
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
   std::string streamed; ///< the pieces forwarded so far (a streamed call)
   std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
 };
 
 struct llm_state {
@@ -157,6 +159,7 @@ void attempt(llm_self* self, std::uint64_t id) {
                      r.http_status, std::move(r.body), std::move(r.error),
                      std::move(r.retry_after));
     };
+    cb.cancel = c.cancel;
     st.upstreams[c.upstream].client->post_json_stream("/chat/completions", c.body, st.cfg.api_key,
                                                       st.cfg.timeout, std::move(cb));
     return;
@@ -342,6 +345,14 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
       ++it->second.upstream;
       it->second.attempts = 0;
       next_upstream(self, id);
+    },
+    // The listener's client went away (PARLEY_STREAM_CANCEL_ON_DISCONNECT):
+    // close the upstream stream; the call then fails and nothing is stored.
+    [self](cancel_atom) {
+      auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+      for (auto& [id, c] : self->state.calls)
+        if (c.listener && c.listener == sender)
+          c.cancel->store(true);
     },
     [self](llm_event_atom, std::uint64_t id, const std::string& data) {
       auto& s = self->state;

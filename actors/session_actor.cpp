@@ -362,6 +362,12 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
         pump(self);
       return caf::delegated<turn_reply>{};
     },
+    // The running turn's client left and the node cancels on disconnect.
+    [self](cancel_atom) {
+      if (self->state.sink &&
+          caf::actor_cast<caf::actor_addr>(self->current_sender()) == self->state.sink.address())
+        self->send(self->state.env.llm, cancel_atom::value);
+    },
     [self](delta_atom, std::string& piece) {
       // A piece of the running turn's reply: on to the client's node.
       if (self->state.sink)

@@ -136,6 +136,7 @@ struct pending_call {
   clock::time_point deadline;
   fetch_callback cb; ///< on_done for a stream
   std::function<void(std::string_view)> on_event;
+  std::shared_ptr<std::atomic<bool>> cancel; ///< a stream the caller abandoned
   bool streamed = false;
   bool retried = false;
 };
@@ -524,6 +525,9 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
                                           : "the response body exceeds the body limit",
                          rd->result.events),
                     conn_fate::abort);
+    if (p->cancel && p->cancel->load())
+      return finish(c, p, fail(fetch_status::io_error, "cancelled", rd->result.events),
+                    conn_fate::abort);
     if (ec) {
       auto st = ec == beast::error::timeout ? fetch_status::timeout : fetch_status::io_error;
       auto what = describe(ec);
@@ -647,6 +651,7 @@ void http_client::post_json_stream(std::string path, std::string body, std::stri
   call.deadline = clock::now() + timeout;
   call.cb = std::move(cb.on_done);
   call.on_event = std::move(cb.on_event);
+  call.cancel = std::move(cb.cancel);
   call.streamed = true;
   asio::post(impl_->strand,
              [i = impl_, call = std::move(call)]() mutable { i->submit(std::move(call)); });

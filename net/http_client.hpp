@@ -3,6 +3,7 @@
 // plain TCP or TLS. All of its state lives on one strand, so it needs no lock;
 // callers may post from any thread and get their callbacks on an asio thread.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +60,10 @@ struct stream_callbacks {
   std::function<void(std::string_view data)> on_event;
   /// Called exactly once, after the last on_event.
   fetch_callback on_done;
+  /// Optional: set it (from any thread) to abandon the stream; the client
+  /// closes the upstream connection when the next bytes arrive (or at the
+  /// deadline) and on_done gets io_error "cancelled".
+  std::shared_ptr<std::atomic<bool>> cancel;
 };
 
 struct client_options {

@@ -242,6 +242,7 @@ int run_node(const node_config& cfg_in) {
                           static_cast<long>(cfg.session_queue_limit + 1);
   edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
   edge_cfg.redis = !cfg.redis_url.empty();
+  edge_cfg.cancel_on_disconnect = cfg.stream_cancel_on_disconnect == 1;
   ratelimit_config rl_cfg;
   rl_cfg.redis_url = cfg.redis_url;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
