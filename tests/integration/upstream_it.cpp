@@ -229,3 +229,36 @@ TEST(upstream_stream, a_stream_failing_before_its_first_piece_goes_to_the_fallba
   ASSERT_EQ(stored.size(), 2u);
   EXPECT_EQ(stored[1]["content"], "mock: rescue me");
 }
+
+namespace {
+
+/// Starts a streamed turn whose client reads for 400 ms, then leaves.
+void leave_mid_stream(setup& s, const std::string& content) {
+  timed_exchange(s.node->port(),
+                 raw_post("/v1/sessions/" + s.id + "/messages", s.key,
+                          json{{"content", content}, {"stream", true}}.dump()),
+                 std::chrono::milliseconds(400));
+}
+
+} // namespace
+
+TEST(upstream_stream, by_default_a_client_leaving_mid_stream_still_gets_its_turn_stored) {
+  setup s;
+  s.primary.configure({{"chunk_delay_ms", 100}});
+  leave_mid_stream(s, "a fairly long question for a slow stream");
+  EXPECT_TRUE(wait_for([&] { return s.stored() == 2; }, std::chrono::seconds(10)));
+}
+
+TEST(upstream_stream, with_cancel_on_disconnect_the_upstream_call_stops_and_nothing_is_stored) {
+  setup s{{{"PARLEY_STREAM_CANCEL_ON_DISCONNECT", "1"}}};
+  s.primary.configure({{"chunk_delay_ms", 100}});
+  leave_mid_stream(s, "a fairly long question for a slow stream");
+  // The full stream takes ~1.3 s; give it well beyond that, then check.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(s.stored(), 0u);
+  EXPECT_GE(s.node->metric("parley_llm_requests_total{outcome=\"broken\",upstream=\"primary\"}"), 1)
+    << "the upstream call ended as cancelled";
+  // The session goes on normally.
+  s.primary.configure({{"chunk_delay_ms", 0}});
+  EXPECT_EQ(s.turn("next").status, 200);
+}
