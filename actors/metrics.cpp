@@ -47,6 +47,39 @@ struct node_metrics::impl {
       .Name("parley_llm_circuit_state")
       .Help("Circuit breaker of a model upstream: 0 closed, 1 open, 2 half-open")
       .Register(registry);
+  prometheus::Histogram& batch_size =
+    prometheus::BuildHistogram()
+      .Name("parley_storage_batch_size")
+      .Help("Turns written by one group commit")
+      .Register(registry)
+      .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256});
+  prometheus::Histogram& commit_seconds =
+    prometheus::BuildHistogram()
+      .Name("parley_storage_commit_seconds")
+      .Help("Duration of one group commit in PostgreSQL")
+      .Register(registry)
+      .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                       0.05, 0.1, 0.25, 0.5, 1, 5});
+  prometheus::Gauge& sessions_active = prometheus::BuildGauge()
+                                         .Name("parley_sessions_active")
+                                         .Help("Session actors alive on this node")
+                                         .Register(registry)
+                                         .Add({});
+  prometheus::Counter& activations = prometheus::BuildCounter()
+                                       .Name("parley_session_activations_total")
+                                       .Help("Sessions activated (loaded with a new epoch)")
+                                       .Register(registry)
+                                       .Add({});
+  prometheus::Counter& passivations = prometheus::BuildCounter()
+                                        .Name("parley_session_passivations_total")
+                                        .Help("Idle session actors passivated")
+                                        .Register(registry)
+                                        .Add({});
+  prometheus::Counter& migrations = prometheus::BuildCounter()
+                                      .Name("parley_session_migrations_total")
+                                      .Help("Sessions this node handed to another node")
+                                      .Register(registry)
+                                      .Add({});
   prometheus::Family<prometheus::Gauge>& nodes =
     prometheus::BuildGauge()
       .Name("parley_cluster_nodes")
@@ -99,6 +132,17 @@ void node_metrics::llm_attempt(std::string_view upstream, std::string_view outco
 void node_metrics::llm_circuit(std::string_view upstream, int state) {
   impl_->llm_circuit.Add({{"upstream", std::string{upstream}}}).Set(state);
 }
+
+void node_metrics::storage_commit(std::size_t turns, double seconds) {
+  impl_->batch_size.Observe(static_cast<double>(turns));
+  impl_->commit_seconds.Observe(seconds);
+}
+
+void node_metrics::session_started() { impl_->sessions_active.Increment(); }
+void node_metrics::session_stopped() { impl_->sessions_active.Decrement(); }
+void node_metrics::session_activated() { impl_->activations.Increment(); }
+void node_metrics::session_passivated() { impl_->passivations.Increment(); }
+void node_metrics::session_migrated() { impl_->migrations.Increment(); }
 
 std::string node_metrics::scrape() const {
   return prometheus::TextSerializer{}.Serialize(impl_->registry.Collect());

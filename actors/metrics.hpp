@@ -34,6 +34,17 @@ public:
   /// `parley_llm_circuit_state{upstream}`: 0 closed, 1 open, 2 half-open.
   void llm_circuit(std::string_view upstream, int state);
 
+  /// One group commit: `parley_storage_batch_size` and `parley_storage_commit_seconds`.
+  void storage_commit(std::size_t turns, double seconds);
+  /// Session actors: `parley_sessions_active` (+1/-1) and the lifecycle
+  /// counters `parley_session_activations_total`,
+  /// `parley_session_passivations_total`, `parley_session_migrations_total`.
+  void session_started();
+  void session_stopped();
+  void session_activated();
+  void session_passivated();
+  void session_migrated();
+
   /// The Prometheus text format of every metric.
   std::string scrape() const;
 

@@ -126,6 +126,8 @@ void ship(session_self* self) {
         s.busy = false;
         s.migrating = false;
         s.ph = phase::moved;
+        if (s.env.metrics)
+          s.env.metrics->session_migrated();
         s.successor = successor;
         for (auto& t : s.queue)
           t->rp.delegate(successor, std::move(t->req));
@@ -271,6 +273,8 @@ void pump(session_self* self) {
 void became_ready(session_self* self) {
   auto& st = self->state;
   st.ph = phase::ready;
+  if (st.env.metrics)
+    st.env.metrics->session_activated();
   for (auto& w : st.ready_waiters)
     w.deliver(caf::actor_cast<caf::actor>(self));
   st.ready_waiters.clear();
@@ -336,6 +340,10 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
   st.id = std::move(id);
   st.env = std::move(env);
   st.registry = std::move(registry);
+  if (auto m = st.env.metrics) {
+    m->session_started();
+    self->attach_functor([m] { m->session_stopped(); });
+  }
   return {
     [self](turn_request& req) -> caf::result<turn_reply> {
       auto& s = self->state;
@@ -379,6 +387,9 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
         request_passivation(self);
     },
     [self](passivate_atom) {
+      auto& s = self->state;
+      if (s.env.metrics && s.ph != phase::moved)
+        s.env.metrics->session_passivated();
       fail_queue(self, make_error(errc::session_moved, "session was passivated; retry"));
       self->quit();
     },

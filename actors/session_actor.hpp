@@ -26,6 +26,7 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include "actors/metrics.hpp"
 #include "actors/storage_actor.hpp"
 
 namespace parley {
@@ -43,6 +44,7 @@ struct session_env {
   std::shared_ptr<const session_config> cfg;
   storage_pool_ptr storage;
   caf::actor llm;
+  metrics_ptr metrics; ///< may be null (tests)
 };
 
 /// Spawns a session actor as a child of `registry`.

@@ -13,6 +13,7 @@ namespace {
 
 struct storage_state {
   std::unique_ptr<storage::pg_store> store;
+  metrics_ptr metrics;
   std::vector<turn_write> batch;
   std::vector<caf::response_promise> waiting;
   bool flush_scheduled = false;
@@ -37,8 +38,9 @@ auto guarded(F&& f) -> caf::result<decltype(f())> {
   }
 }
 
-caf::behavior storage_actor(storage_self* self, std::string url) {
+caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr metrics) {
   self->state.store = std::make_unique<storage::pg_store>(std::move(url));
+  self->state.metrics = std::move(metrics);
   auto& st = self->state;
   return {
     [&st](find_key_atom, const std::string& hash) {
@@ -144,7 +146,12 @@ caf::behavior storage_actor(storage_self* self, std::string url) {
       auto waiting = std::move(st.waiting);
       st.batch.clear();
       st.waiting.clear();
+      auto started = std::chrono::steady_clock::now();
       auto out = st.store->commit_turns(batch);
+      if (st.metrics)
+        st.metrics->storage_commit(
+          batch.size(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       for (std::size_t i = 0; i < waiting.size(); ++i)
         waiting[i].deliver(out[i]);
     },
@@ -153,8 +160,9 @@ caf::behavior storage_actor(storage_self* self, std::string url) {
 
 } // namespace
 
-caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url) {
-  return sys.spawn<caf::detached>(storage_actor, pg_url);
+caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
+                               metrics_ptr metrics) {
+  return sys.spawn<caf::detached>(storage_actor, pg_url, std::move(metrics));
 }
 
 const caf::actor& storage_pool::for_session(const std::string& session_id) const {

@@ -33,10 +33,13 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include "actors/metrics.hpp"
+
 namespace parley {
 
 /// Spawns one detached storage actor for `pg_url`.
-caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url);
+caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
+                               metrics_ptr metrics = nullptr);
 
 /// The node's storage actors. A session's writes always go to the same actor
 /// (so they stay ordered and batch together); reads spread round robin.

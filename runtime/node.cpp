@@ -169,12 +169,12 @@ int run_node(const node_config& cfg_in) {
   caf::actor_system sys{caf_cfg};
   net::io_runtime io{cfg.http_threads};
 
+  auto metrics = std::make_shared<node_metrics>();
   std::vector<caf::actor> storage_actors;
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
-    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url));
+    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics));
   auto storage = std::make_shared<const storage_pool>(storage_actors);
 
-  auto metrics = std::make_shared<node_metrics>();
   llm_config llm_cfg;
   llm_cfg.base_url = cfg.llm_base_url;
   llm_cfg.api_key = cfg.llm_api_key;
@@ -206,7 +206,8 @@ int run_node(const node_config& cfg_in) {
   session_cfg->queue_limit = cfg.session_queue_limit;
   session_cfg->idle = cfg.session_idle;
   session_cfg->llm_timeout = cfg.llm_timeout;
-  auto registry = spawn_registry_actor(sys, session_env{session_cfg, storage, llm}, cfg.node_id);
+  auto registry =
+    spawn_registry_actor(sys, session_env{session_cfg, storage, llm, metrics}, cfg.node_id);
 
   membership_config mcfg;
   mcfg.self.id = cfg.node_id;
