@@ -292,6 +292,14 @@ TEST_F(api, metrics_are_prometheus_text_counting_every_answer) {
   EXPECT_EQ(node.metric("parley_http_request_duration_seconds_count{route=\"healthz\"}"), 3);
   EXPECT_EQ(node.metric("parley_cluster_nodes{status=\"up\"}"), 1);
   EXPECT_EQ(node.metric("parley_rate_limited_total"), 0);
+  // A turn: one session actor activated, one group commit.
+  auto id = node.create_session(alice);
+  ASSERT_EQ(node.post_message(alice, id, {{"content", "count me"}}).status, 200);
+  EXPECT_EQ(node.metric("parley_sessions_active"), 1);
+  EXPECT_EQ(node.metric("parley_session_activations_total"), 1);
+  EXPECT_EQ(node.metric("parley_storage_batch_size_count"), 1);
+  EXPECT_EQ(node.metric("parley_storage_batch_size_sum"), 1);
+  EXPECT_EQ(node.metric("parley_storage_commit_seconds_count"), 1);
 }
 
 TEST(streaming, a_client_leaving_mid_stream_does_not_lose_the_turn) {

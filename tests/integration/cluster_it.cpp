@@ -162,6 +162,7 @@ TEST(cluster, an_idle_session_migrates_with_its_state) {
   EXPECT_EQ(r.js()["node"], "node-1");
   EXPECT_EQ(r.js()["id"], id);
   std::printf("[ figures  ] migrate one idle session: %lld ms\n", static_cast<long long>(took));
+  EXPECT_EQ(c[0].metric("parley_session_migrations_total"), 1);
   for (int i = 0; i < 3; ++i) {
     auto loc = c[i].admin("GET", "/admin/v1/sessions/" + id).js();
     EXPECT_EQ(loc["node"], "node-1") << "seen from node-" << i;

@@ -202,8 +202,11 @@ TEST(turns, idle_sessions_passivate_and_reactivate_from_postgres) {
   };
   EXPECT_EQ(epoch(), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(node.metric("parley_session_passivations_total"), 1);
+  EXPECT_EQ(node.metric("parley_sessions_active"), 0);
   auto r = node.post_message(key, id, {{"content", "after"}});
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.js()["user_message"]["seq"], 3);
   EXPECT_EQ(epoch(), 2) << "the session passivated and was activated again";
+  EXPECT_EQ(node.metric("parley_session_activations_total"), 2);
 }
