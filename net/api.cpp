@@ -6,36 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "net/json_depth.hpp"
+
 namespace parley::net {
 
 namespace {
 
 using json = nlohmann::json;
-
-/// Nesting depth of a JSON text, scanned without building it, so that a deep
-/// document cannot exhaust the stack of a recursive destructor.
-std::size_t json_depth(std::string_view s) {
-  std::size_t depth = 0, max = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-      continue;
-    }
-    if (c == '"')
-      in_string = true;
-    else if (c == '{' || c == '[')
-      max = std::max(max, ++depth);
-    else if ((c == '}' || c == ']') && depth > 0)
-      --depth;
-  }
-  return max;
-}
 
 /// Parses a body that must be a JSON object; an empty body is `{}` when allowed.
 parsed<json> parse_object(std::string_view body, bool empty_ok) {

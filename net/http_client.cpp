@@ -630,13 +630,23 @@ const upstream_url& http_client::url() const {
   return impl_->url;
 }
 
-void http_client::post_json(std::string path, std::string body, std::string bearer,
-                            std::chrono::milliseconds timeout, fetch_callback cb) {
+namespace {
+
+pending_call make_call(const upstream_url& url, std::string path, std::string body,
+                       std::string bearer, std::chrono::milliseconds timeout) {
   pending_call call;
-  call.target = impl_->url.base_path + path;
+  call.target = url.base_path + path;
   call.body = std::move(body);
   call.bearer = std::move(bearer);
   call.deadline = clock::now() + timeout;
+  return call;
+}
+
+} // namespace
+
+void http_client::post_json(std::string path, std::string body, std::string bearer,
+                            std::chrono::milliseconds timeout, fetch_callback cb) {
+  auto call = make_call(impl_->url, std::move(path), std::move(body), std::move(bearer), timeout);
   call.cb = std::move(cb);
   asio::post(impl_->strand,
              [i = impl_, call = std::move(call)]() mutable { i->submit(std::move(call)); });
@@ -644,11 +654,7 @@ void http_client::post_json(std::string path, std::string body, std::string bear
 
 void http_client::post_json_stream(std::string path, std::string body, std::string bearer,
                                    std::chrono::milliseconds timeout, stream_callbacks cb) {
-  pending_call call;
-  call.target = impl_->url.base_path + path;
-  call.body = std::move(body);
-  call.bearer = std::move(bearer);
-  call.deadline = clock::now() + timeout;
+  auto call = make_call(impl_->url, std::move(path), std::move(body), std::move(bearer), timeout);
   call.cb = std::move(cb.on_done);
   call.on_event = std::move(cb.on_event);
   call.cancel = std::move(cb.cancel);

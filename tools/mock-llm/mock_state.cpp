@@ -4,38 +4,16 @@
 #include <limits>
 #include <utility>
 
+#include "net/json_depth.hpp"
+
 namespace mock_llm {
 namespace {
 
 // dump() and the copy constructor recurse once per nesting level; a 1 MiB
 // body of '[' would overflow the stack, so deeper documents count as not JSON.
-constexpr int max_json_depth = 256;
+constexpr std::size_t max_json_depth = 256;
 
 constexpr std::size_t stream_piece_chars = 4;
-
-bool nests_too_deep(std::string_view text) {
-  int depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_json_depth)
-        return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
-}
 
 std::optional<failure_mode> mode_from_string(std::string_view s) {
   if (s == "normal")
@@ -202,7 +180,7 @@ std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
 }
 
 json parse_json(std::string_view text) {
-  if (nests_too_deep(text))
+  if (parley::net::json_depth(text) > max_json_depth)
     return json(json::value_t::discarded);
   return json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
 }
