@@ -11,8 +11,6 @@ const member_info* cluster_view::find(const std::string& node_id) const {
   return nullptr;
 }
 
-std::vector<std::string> cluster_view::live_ids() const { return live_; }
-
 void cluster_view::index() {
   live_.clear();
   for (auto& m : members)

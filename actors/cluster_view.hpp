@@ -27,7 +27,7 @@ struct cluster_view {
 
   const member_info* find(const std::string& node_id) const;
   /// Ids of the members placement may choose: those with status "up".
-  std::vector<std::string> live_ids() const;
+  const std::vector<std::string>& live_ids() const { return live_; }
   /// The node that hosts `session_id`: its pin when that member is up,
   /// otherwise the rendezvous owner among the up members; this node when
   /// none is up (a lone node that is leaving still serves).
