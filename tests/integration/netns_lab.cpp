@@ -1,4 +1,5 @@
 #include "tests/integration/netns_lab.hpp"
+#include "tests/integration/node_harness.hpp"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -778,18 +779,7 @@ std::string netns_postgres::url() const {
 }
 
 std::string netns_postgres::log_tail(int lines) const {
-  std::ifstream in{dir_ + "/server.log"};
-  std::deque<std::string> tail;
-  std::string line;
-  while (std::getline(in, line)) {
-    tail.push_back(line);
-    if (static_cast<int>(tail.size()) > lines)
-      tail.pop_front();
-  }
-  std::string out;
-  for (auto& l : tail)
-    out += l + "\n";
-  return out;
+  return file_tail(dir_ + "/server.log", lines);
 }
 
 } // namespace parley::test

@@ -262,16 +262,19 @@ bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
   return ::recv(fd_, &c, 1, MSG_PEEK) == 0;
 }
 
-std::string raw_exchange(unsigned short port, const std::string& bytes,
-                         std::chrono::milliseconds timeout, bool* closed) {
+namespace {
+
+/// Sends `bytes`, then hands every read to `on_data` with its time since the
+/// send, until the peer closes (returns true) or `timeout` passes.
+bool exchange(unsigned short port, const std::string& bytes, std::chrono::milliseconds timeout,
+              const std::function<void(std::chrono::milliseconds, std::string_view)>& on_data) {
   int fd = connect_to("127.0.0.1", port);
-  if (closed)
-    *closed = false;
   if (fd < 0)
-    return {};
+    return false;
   send_all(fd, bytes);
-  std::string out;
-  auto deadline = clock::now() + timeout;
+  auto start = clock::now();
+  auto deadline = start + timeout;
+  bool closed = false;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
     if (left.count() <= 0)
@@ -282,40 +285,34 @@ std::string raw_exchange(unsigned short port, const std::string& bytes,
     char tmp[4096];
     auto n = ::recv(fd, tmp, sizeof tmp, 0);
     if (n <= 0) {
-      if (closed)
-        *closed = true;
+      closed = true;
       break;
     }
-    out.append(tmp, static_cast<std::size_t>(n));
+    on_data(std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start),
+            std::string_view{tmp, static_cast<std::size_t>(n)});
   }
   ::close(fd);
+  return closed;
+}
+
+} // namespace
+
+std::string raw_exchange(unsigned short port, const std::string& bytes,
+                         std::chrono::milliseconds timeout, bool* closed) {
+  std::string out;
+  bool c = exchange(port, bytes, timeout,
+                    [&](std::chrono::milliseconds, std::string_view data) { out += data; });
+  if (closed)
+    *closed = c;
   return out;
 }
 
 std::vector<std::pair<std::chrono::milliseconds, std::string>>
 timed_exchange(unsigned short port, const std::string& bytes, std::chrono::milliseconds timeout) {
   std::vector<std::pair<std::chrono::milliseconds, std::string>> out;
-  int fd = connect_to("127.0.0.1", port);
-  if (fd < 0)
-    return out;
-  send_all(fd, bytes);
-  auto start = clock::now();
-  auto deadline = start + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-    if (left.count() <= 0)
-      break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-      break;
-    char tmp[4096];
-    auto n = ::recv(fd, tmp, sizeof tmp, 0);
-    if (n <= 0)
-      break;
-    out.emplace_back(std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start),
-                     std::string(tmp, static_cast<std::size_t>(n)));
-  }
-  ::close(fd);
+  exchange(port, bytes, timeout, [&](std::chrono::milliseconds at, std::string_view data) {
+    out.emplace_back(at, std::string{data});
+  });
   return out;
 }
 
@@ -417,8 +414,10 @@ void child_process::kill9() {
   status_ = -1;
 }
 
-std::string child_process::log_tail(int lines) const {
-  std::ifstream in{log_};
+std::string child_process::log_tail(int lines) const { return file_tail(log_, lines); }
+
+std::string file_tail(const std::string& path, int lines) {
+  std::ifstream in{path};
   std::deque<std::string> tail;
   std::string line;
   while (std::getline(in, line)) {
