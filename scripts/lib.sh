@@ -126,6 +126,15 @@ _parley_port_listening() {
   ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
+# _parley_port_held LOG OFFSET PORT: true (after a 5 s pause) when the server
+# logged, past OFFSET, that the port was in use: a TIME_WAIT socket of some
+# other connection can hold it for up to a minute while nothing listens.
+_parley_port_held() {
+  tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -q 'Address already in use' || return 1
+  parley_warn "port $3 is held (TIME_WAIT?); retrying in 5 s"
+  sleep 5
+}
+
 _parley_check_port() {
   local port=$1
   [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 32768)) ||
@@ -219,13 +228,7 @@ parley_pg_start() {
       parley_say "PostgreSQL: ready on 127.0.0.1:$port (PID $PARLEY_PG_PID, log $log)"
       return 0
     fi
-    # A TIME_WAIT socket of some other connection can hold the port for up to
-    # a minute although nothing listens on it; wait and retry only then.
-    if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
-      parley_warn "port $port is held (TIME_WAIT?); retrying in 5 s"
-      sleep 5
-      continue
-    fi
+    _parley_port_held "$log" "$offset" "$port" && continue
     break
   done
   cat "$dir/pg_ctl.log" >&2 || true
@@ -309,11 +312,7 @@ parley_redis_start() {
       kill -TERM "$pid" 2>/dev/null || true
       _parley_wait_gone "$pid" 5 || true
     fi
-    if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q 'Address already in use'; then
-      parley_warn "port $port is held (TIME_WAIT?); retrying in 5 s"
-      sleep 5
-      continue
-    fi
+    _parley_port_held "$log" "$offset" "$port" && continue
     break
   done
   tail -n 20 "$log" >&2 || true
