@@ -77,6 +77,8 @@ route_match match_route(std::string_view method, std::string_view path) {
     m = pick(method, {route::readyz, route::not_found, route::not_found});
   else if (n == 1 && s[0] == "metrics")
     m = pick(method, {route::metrics, route::not_found, route::not_found});
+  else if (n == 1 && s[0] == "dashboard")
+    m = pick(method, {route::dashboard, route::not_found, route::not_found});
   else if (n == 3 && s[0] == "v1" && s[1] == "chat" && s[2] == "completions")
     m = pick(method, {route::not_found, route::chat_completions, route::not_found});
   else if (n == 2 && s[0] == "v1" && s[1] == "models")
@@ -106,6 +108,8 @@ route_match match_route(std::string_view method, std::string_view path) {
   } else if (n >= 3 && s[0] == "admin" && s[1] == "v1") {
     if (n == 3 && s[2] == "cluster")
       m = pick(method, {route::cluster_info, route::not_found, route::not_found});
+    else if (n == 3 && s[2] == "actors")
+      m = pick(method, {route::admin_actors, route::not_found, route::not_found});
     else if (n == 4 && s[2] == "sessions")
       m = pick(method, {route::admin_session, route::not_found, route::not_found});
     else if (n == 5 && s[2] == "sessions" && s[4] == "migrate")
@@ -138,6 +142,8 @@ std::string_view route_name(route r) {
     case route::cluster_info: return "cluster_info";
     case route::admin_session: return "admin_session";
     case route::migrate_session: return "migrate_session";
+    case route::admin_actors: return "admin_actors";
+    case route::dashboard: return "dashboard";
     case route::drain_node: return "drain_node";
     case route::metrics: return "metrics";
     case route::chat_completions: return "chat_completions";

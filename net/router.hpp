@@ -26,6 +26,8 @@ enum class route : std::uint8_t {
   admin_session,
   migrate_session,
   drain_node,
+  admin_actors,
+  dashboard,
   metrics,
   chat_completions,
   list_models,

@@ -29,6 +29,10 @@ TEST(router, maps_every_route_with_its_parameters) {
   EXPECT_EQ(k.r, route::revoke_api_key);
   EXPECT_EQ(k.id, "pk_12345678");
   EXPECT_EQ(match_route("GET", "/admin/v1/cluster").r, route::cluster_info);
+  EXPECT_EQ(match_route("GET", "/admin/v1/actors").r, route::admin_actors);
+  EXPECT_EQ(match_route("POST", "/admin/v1/actors").r, route::method_not_allowed);
+  EXPECT_EQ(match_route("GET", "/dashboard").r, route::dashboard);
+  EXPECT_EQ(match_route("GET", "/dashboard/x").r, route::not_found);
   auto a = match_route("GET", "/admin/v1/sessions/s1");
   EXPECT_EQ(a.r, route::admin_session);
   EXPECT_EQ(a.id, "s1");
