@@ -126,16 +126,29 @@ std::string render_object(const std::vector<std::pair<std::string, std::string>>
 }
 
 std::string render_cluster(const std::string& self_id, std::uint64_t view_version,
-                           const std::vector<member_info>& members) {
+                           const std::vector<member_info>& members,
+                           const std::map<std::string, std::string>& stats) {
   json nodes = json::array();
-  for (auto& m : members)
+  for (auto& m : members) {
+    json figures = nullptr;
+    if (auto it = stats.find(m.id); it != stats.end())
+      figures = json::parse(it->second, nullptr, false);
+    if (figures.is_discarded())
+      figures = nullptr;
     nodes.push_back({{"id", m.id},
                      {"http", m.http},
                      {"cluster", m.cluster},
                      {"status", m.status},
                      {"sessions_active", m.sessions_active},
-                     {"self", m.id == self_id}});
+                     {"self", m.id == self_id},
+                     {"stats", std::move(figures)}});
+  }
   return dump({{"self", self_id}, {"view_version", view_version}, {"nodes", std::move(nodes)}});
+}
+
+std::string render_actors(const std::string& node_id,
+                          const std::vector<actor_type_figures>& types) {
+  return dump({{"node", node_id}, {"actors", types}});
 }
 
 std::string render_location(const session_record& s, const session_location& where) {

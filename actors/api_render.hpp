@@ -2,10 +2,12 @@
 // JSON renderings of Parley's records for the HTTP API (API.md section 4).
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "actors/actor_stats.hpp"
 #include "actors/messages.hpp"
 
 namespace parley {
@@ -27,8 +29,13 @@ std::string render_models(const std::vector<std::string>& ids);
 /// A flat JSON object of string fields, in the given order.
 std::string render_object(const std::vector<std::pair<std::string, std::string>>& fields);
 /// `GET /admin/v1/cluster`: this node's view, itself first.
+/// `stats` holds the figures each node sent (a JSON object as text, see
+/// node_metrics::stats_json); a member missing from it gets "stats": null.
 std::string render_cluster(const std::string& self_id, std::uint64_t view_version,
-                           const std::vector<member_info>& members);
+                           const std::vector<member_info>& members,
+                           const std::map<std::string, std::string>& stats);
+/// `GET /admin/v1/actors`: this node's actor types.
+std::string render_actors(const std::string& node_id, const std::vector<actor_type_figures>& types);
 /// `GET /admin/v1/sessions/{id}`.
 std::string render_location(const session_record& s, const session_location& where);
 /// One streamed piece of a reply as the Server-Sent Event `delta`.

@@ -5,13 +5,13 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
 #include "actors/api_render.hpp"
 #include "actors/cluster_view.hpp"
+#include "actors/instrumented.hpp"
 #include "actors/local_bucket.hpp"
-#include "actors/ratelimit_actor.hpp"
 #include "actors/messages.hpp"
+#include "actors/ratelimit_actor.hpp"
 #include "storage/clock.hpp"
 #include "storage/secrets.hpp"
 
@@ -28,6 +28,7 @@ struct cached_key {
 };
 
 struct edge_state {
+  static inline const char* name = "edge";
   edge_config cfg;
   storage_pool_ptr storage;
   caf::actor registry;
@@ -47,7 +48,7 @@ struct edge_state {
   metrics_ptr metrics;
 };
 
-using edge_self = caf::stateful_actor<edge_state>;
+using edge_self = instrumented_actor<edge_state>;
 
 constexpr std::size_t key_cache_limit = 100000;
 
@@ -181,10 +182,20 @@ void handle_admin(edge_self* self, const call_ptr& c) {
       self->request(st.membership, std::chrono::seconds(5), cluster_atom::value)
         .then(
           [self, c](std::uint64_t version, std::vector<member_info>& ms) {
-            reply(c, 200, render_cluster(self->state.cfg.node_id, version, ms));
+            // Then every member's figures (the membership actor waits at
+            // most its stats timeout for each).
+            self->request(self->state.membership, std::chrono::seconds(5), stats_atom::value,
+                          cluster_atom::value)
+              .then(
+                [self, c, version, ms](std::map<std::string, std::string>& stats) {
+                  reply(c, 200, render_cluster(self->state.cfg.node_id, version, ms, stats));
+                },
+                [c](caf::error& e) { reply_error(c, e); });
           },
           [c](caf::error& e) { reply_error(c, e); });
       return;
+    case net::route::admin_actors:
+      return reply(c, 200, render_actors(st.cfg.node_id, actor_figures()));
     case net::route::admin_session:
     case net::route::migrate_session:
       return handle_admin_session(self, c);
@@ -258,6 +269,7 @@ bool known_before_turn(errc code) {
 /// tells the edge it is done. An error known before the turn started (busy,
 /// not found, conflict) is a plain HTTP error; a later one an `error` event.
 struct sink_state {
+  static inline const char* name = "stream_sink";
   call_ptr c;
   bool started = false;
   bool done = false;
@@ -265,7 +277,7 @@ struct sink_state {
   bool cancel_sent = false;
 };
 
-caf::behavior stream_sink(caf::stateful_actor<sink_state>* self, call_ptr c, caf::actor edge,
+caf::behavior stream_sink(instrumented_actor<sink_state>* self, call_ptr c, caf::actor edge,
                           caf::actor registry, turn_request t, std::string node,
                           std::uint64_t ticket, std::chrono::milliseconds timeout, bool cancel) {
   self->state.c = std::move(c);
@@ -383,6 +395,7 @@ void handle_turn(edge_self* self, const call_ptr& c, const std::string& user) {
 /// then `data: [DONE]`. An error before the first piece is a plain HTTP
 /// error in OpenAI's shape; after it, one `data:` line with the error.
 struct gateway_sink_state {
+  static inline const char* name = "gateway_sink";
   call_ptr c;
   std::string id;
   std::int64_t created = 0;
@@ -392,7 +405,7 @@ struct gateway_sink_state {
   bool cancel_sent = false;
 };
 
-caf::behavior gateway_sink(caf::stateful_actor<gateway_sink_state>* self, call_ptr c,
+caf::behavior gateway_sink(instrumented_actor<gateway_sink_state>* self, call_ptr c,
                            caf::actor edge, caf::actor llm, llm_request req,
                            std::chrono::milliseconds timeout, bool cancel) {
   auto& st = self->state;
@@ -643,6 +656,7 @@ bool is_admin_route(net::route r) {
     case net::route::create_api_key:
     case net::route::revoke_api_key:
     case net::route::cluster_info:
+    case net::route::admin_actors:
     case net::route::admin_session:
     case net::route::migrate_session:
     case net::route::drain_node:

@@ -8,9 +8,9 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
-#include <caf/stateful_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
 #include "actors/upstream_policy.hpp"
 #include "net/http_client.hpp"
@@ -45,6 +45,7 @@ struct call {
 };
 
 struct llm_state {
+  static inline const char* name = "llm";
   llm_config cfg;
   std::vector<upstream> upstreams; ///< empty: the echo model
   std::unordered_map<std::uint64_t, call> calls;
@@ -52,7 +53,7 @@ struct llm_state {
   std::mt19937_64 rng{std::random_device{}()};
 };
 
-using llm_self = caf::stateful_actor<llm_state>;
+using llm_self = instrumented_actor<llm_state>;
 
 std::string request_body(const llm_request& req, bool stream) {
   nlohmann::json msgs = nlohmann::json::array();

@@ -7,9 +7,9 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
-#include <caf/stateful_actor.hpp>
 
 #include "actors/cluster_view.hpp"
+#include "actors/instrumented.hpp"
 
 namespace parley {
 
@@ -35,6 +35,7 @@ std::chrono::milliseconds forget_after(const membership_config& cfg) {
 }
 
 struct membership_state {
+  static inline const char* name = "membership";
   membership_config cfg;
   std::string status = "up";
   std::uint64_t sessions_active = 0;
@@ -50,7 +51,7 @@ struct membership_state {
   view_ptr view;
 };
 
-using membership_self = caf::stateful_actor<membership_state>;
+using membership_self = instrumented_actor<membership_state>;
 
 member_info self_info(membership_self* self) {
   auto& st = self->state;
@@ -250,6 +251,48 @@ void leave(membership_self* self) {
   publish(self, true);
 }
 
+std::string local_stats(membership_self* self) {
+  auto& f = self->state.cfg.local_stats;
+  return f ? f() : std::string{"{}"};
+}
+
+using stats_map = std::map<std::string, std::string>;
+
+/// Asks every member not down for its figures; answers with what arrived
+/// within stats_timeout (a silent member is simply absent).
+caf::result<stats_map> gather_stats(membership_self* self) {
+  auto& st = self->state;
+  struct gathering {
+    stats_map figures;
+    std::size_t pending = 0;
+    caf::response_promise rp;
+  };
+  auto g = std::make_shared<gathering>();
+  g->figures.emplace(st.cfg.self.id, local_stats(self));
+  for (auto& [id, p] : st.peers)
+    if (p.info.status != "down" && p.info.membership)
+      ++g->pending;
+  if (g->pending == 0)
+    return std::move(g->figures);
+  g->rp = self->make_response_promise();
+  auto one_done = [g] {
+    if (--g->pending == 0)
+      g->rp.deliver(std::move(g->figures));
+  };
+  for (auto& [id, p] : st.peers) {
+    if (p.info.status == "down" || !p.info.membership)
+      continue;
+    self->request(p.info.membership, st.cfg.stats_timeout, stats_atom::value)
+      .then(
+        [g, one_done, id = id](std::string& figures) {
+          g->figures.emplace(id, std::move(figures));
+          one_done();
+        },
+        [one_done](caf::error&) { one_done(); });
+  }
+  return caf::delegated<stats_map>{};
+}
+
 caf::behavior membership_actor(membership_self* self, membership_config cfg) {
   self->state.cfg = std::move(cfg);
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -301,6 +344,8 @@ caf::behavior membership_actor(membership_self* self, membership_config cfg) {
     [self](cluster_atom) -> caf::result<std::uint64_t, std::vector<member_info>> {
       return {self->state.version, known(self)};
     },
+    [self](stats_atom) { return local_stats(self); },
+    [self](stats_atom, cluster_atom) { return gather_stats(self); },
   };
 }
 

@@ -16,6 +16,10 @@
 ///   (cluster_atom)                    -> (uint64 view version, vector<member_info>),
 ///                                     this node first; the version moves on every
 ///                                     change of membership (and pin)
+///   (stats_atom)                      -> string: this node's figures (JSON object)
+///   (stats_atom, cluster_atom)        -> map<node id, string>: the figures of this
+///                                     node and of every member not down that
+///                                     answers within stats_timeout
 ///
 /// Failure detection: each member monitors the others' membership actors, so
 /// a killed process (its TCP connection closes) is down within milliseconds;
@@ -30,6 +34,7 @@
 /// a busy scheduler, or heavy load would look like a dead node.
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +50,8 @@ struct membership_config {
   std::vector<std::string> seeds; ///< "host:port" cluster addresses
   std::chrono::milliseconds failure_detect{3000};
   caf::actor registry; ///< asked for this node's active session count
+  std::function<std::string()> local_stats; ///< this node's figures as JSON
+  std::chrono::milliseconds stats_timeout{1000};
 };
 
 caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg);

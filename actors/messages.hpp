@@ -61,6 +61,7 @@ using handoff_atom = caf::atom_constant<caf::atom("handoff")>;
 using moved_atom = caf::atom_constant<caf::atom("moved")>;
 using where_atom = caf::atom_constant<caf::atom("where")>;
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 

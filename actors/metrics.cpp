@@ -1,15 +1,30 @@
 #include "actors/metrics.hpp"
 
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include <nlohmann/json.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include "actors/actor_stats.hpp"
+
 namespace parley {
 
 struct node_metrics::impl {
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   prometheus::Registry registry;
+  prometheus::Gauge& in_flight = prometheus::BuildGauge()
+                                   .Name("parley_http_requests_in_flight")
+                                   .Help("HTTP requests read and not yet answered")
+                                   .Register(registry)
+                                   .Add({});
   prometheus::Family<prometheus::Counter>& requests =
     prometheus::BuildCounter()
       .Name("parley_http_requests_total")
@@ -104,7 +119,10 @@ node_metrics::node_metrics() : impl_(std::make_unique<impl>()) {
 
 node_metrics::~node_metrics() = default;
 
+void node_metrics::http_started() { impl_->in_flight.Increment(); }
+
 void node_metrics::http_request(std::string_view route, unsigned status, double seconds) {
+  impl_->in_flight.Decrement();
   std::string r{route};
   impl_->requests.Add({{"route", r}, {"code", std::to_string(status)}}).Increment();
   impl_->duration.Add({{"route", r}}, duration_buckets).Observe(seconds);
@@ -145,7 +163,121 @@ void node_metrics::session_passivated() { impl_->passivations.Increment(); }
 void node_metrics::session_migrated() { impl_->migrations.Increment(); }
 
 std::string node_metrics::scrape() const {
-  return prometheus::TextSerializer{}.Serialize(impl_->registry.Collect());
+  auto families = impl_->registry.Collect();
+  auto actors = actor_registry().Collect();
+  families.insert(families.end(), std::make_move_iterator(actors.begin()),
+                  std::make_move_iterator(actors.end()));
+  return prometheus::TextSerializer{}.Serialize(families);
+}
+
+namespace {
+
+using json = nlohmann::json;
+
+std::vector<std::pair<double, std::uint64_t>>
+cumulative(const prometheus::ClientMetric::Histogram& h) {
+  std::vector<std::pair<double, std::uint64_t>> out;
+  for (auto& b : h.bucket)
+    out.emplace_back(b.upper_bound, b.cumulative_count);
+  return out;
+}
+
+std::string label(const prometheus::ClientMetric& m, const char* name) {
+  for (auto& l : m.label)
+    if (l.name == name)
+      return l.value;
+  return {};
+}
+
+std::uint64_t whole(double x) { return static_cast<std::uint64_t>(x < 0 ? 0 : x + 0.5); }
+
+/// Resident set size of this process, from /proc/self/statm.
+std::uint64_t rss_bytes() {
+  unsigned long pages_total = 0, pages_resident = 0;
+  if (auto* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lu %lu", &pages_total, &pages_resident) != 2)
+      pages_resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<std::uint64_t>(pages_resident) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+const char* circuit_name(double state) {
+  switch (whole(state)) {
+    case 1: return "open";
+    case 2: return "half_open";
+    default: return "closed";
+  }
+}
+
+} // namespace
+
+std::string node_metrics::stats_json() const {
+  std::uint64_t requests = 0, errors_4xx = 0, errors_5xx = 0, shed = 0;
+  json storage = json::object();
+  std::map<std::string, json> llm;
+  double sessions = 0, in_flight = 0, rate_limited = 0;
+  for (auto& family : impl_->registry.Collect()) {
+    for (auto& m : family.metric) {
+      if (family.name == "parley_http_requests_total") {
+        auto n = whole(m.counter.value);
+        auto code = label(m, "code");
+        requests += n;
+        if (!code.empty() && code[0] == '4')
+          errors_4xx += n;
+        else if (!code.empty() && code[0] == '5')
+          errors_5xx += n;
+      } else if (family.name == "parley_http_requests_in_flight") {
+        in_flight = m.gauge.value;
+      } else if (family.name == "parley_sessions_active") {
+        sessions = m.gauge.value;
+      } else if (family.name == "parley_rate_limited_total") {
+        rate_limited = m.counter.value;
+      } else if (family.name == "parley_load_shed_total") {
+        shed += whole(m.counter.value);
+      } else if (family.name == "parley_llm_requests_total") {
+        auto& u = llm[label(m, "upstream")];
+        auto n = whole(m.counter.value);
+        u["requests"] = u.value("requests", std::uint64_t{0}) + n;
+        if (label(m, "outcome") != "success")
+          u["errors"] = u.value("errors", std::uint64_t{0}) + n;
+      } else if (family.name == "parley_llm_circuit_state") {
+        llm[label(m, "upstream")]["circuit"] = circuit_name(m.gauge.value);
+      } else if (family.name == "parley_storage_commit_seconds") {
+        auto b = cumulative(m.histogram);
+        storage["commits"] = m.histogram.sample_count;
+        storage["commit_p50_seconds"] = bucket_quantile(b, 0.5);
+        storage["commit_p99_seconds"] = bucket_quantile(b, 0.99);
+      } else if (family.name == "parley_storage_batch_size") {
+        auto n = m.histogram.sample_count;
+        storage["batch_mean"] = n == 0 ? 0.0 : m.histogram.sample_sum / static_cast<double>(n);
+        storage["batch_p99"] = bucket_quantile(cumulative(m.histogram), 0.99);
+      }
+    }
+  }
+  json upstreams = json::array();
+  for (auto& [name, u] : llm) {
+    json entry = {{"upstream", name},
+                  {"circuit", u.value("circuit", "closed")},
+                  {"requests", u.value("requests", std::uint64_t{0})},
+                  {"errors", u.value("errors", std::uint64_t{0})}};
+    upstreams.push_back(std::move(entry));
+  }
+  std::chrono::duration<double> up = std::chrono::steady_clock::now() - impl_->started;
+  json out = {{"uptime_seconds", up.count()},
+              {"http",
+               {{"requests", requests},
+                {"errors_4xx", errors_4xx},
+                {"errors_5xx", errors_5xx},
+                {"inflight", whole(in_flight)}}},
+              {"sessions_active", whole(sessions)},
+              {"actors", actor_figures()},
+              {"llm", std::move(upstreams)},
+              {"storage", std::move(storage)},
+              {"rate_limited", whole(rate_limited)},
+              {"load_shed", shed},
+              {"rss_bytes", rss_bytes()}};
+  return out.dump();
 }
 
 } // namespace parley

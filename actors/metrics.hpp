@@ -17,6 +17,9 @@ public:
   node_metrics(const node_metrics&) = delete;
   node_metrics& operator=(const node_metrics&) = delete;
 
+  /// A request was read and routed: `parley_http_requests_in_flight` until
+  /// its answer is counted by `http_request`.
+  void http_started();
   /// One answered HTTP request: `parley_http_requests_total{route,code}` and
   /// `parley_http_request_duration_seconds{route}`.
   void http_request(std::string_view route, unsigned status, double seconds);
@@ -45,8 +48,15 @@ public:
   void session_passivated();
   void session_migrated();
 
-  /// The Prometheus text format of every metric.
+  /// The Prometheus text format of every metric (these and the actor
+  /// figures of actors/actor_stats.hpp).
   std::string scrape() const;
+
+  /// This node's figures as one JSON object, for the per-node "stats" of
+  /// `GET /admin/v1/cluster` and the dashboard: uptime, HTTP totals,
+  /// sessions, actor types, upstreams, storage, refusals, RSS. Totals are
+  /// since start; the dashboard derives rates from successive polls.
+  std::string stats_json() const;
 
 private:
   struct impl;

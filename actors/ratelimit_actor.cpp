@@ -8,8 +8,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
+#include "actors/instrumented.hpp"
 #include "actors/local_bucket.hpp"
 
 namespace parley {
@@ -21,6 +21,7 @@ using steady = std::chrono::steady_clock;
 using listen_atom = caf::atom_constant<caf::atom("listen")>;
 
 struct ratelimit_state {
+  static inline const char* name = "ratelimit";
   ratelimit_config cfg;
   std::unique_ptr<storage::redis_client> redis; ///< null: no Redis configured
   local_bucket local;
@@ -36,7 +37,7 @@ struct ratelimit_state {
   bool redis_usable() const { return redis && !redis->backing_off(); }
 };
 
-using ratelimit_self = caf::stateful_actor<ratelimit_state>;
+using ratelimit_self = instrumented_actor<ratelimit_state>;
 
 std::int32_t clamp32(std::int64_t v) {
   return static_cast<std::int32_t>(
@@ -99,11 +100,12 @@ caf::behavior ratelimit_actor(ratelimit_self* self, ratelimit_config cfg,
 }
 
 struct listener_state {
+  static inline const char* name = "revocation_listener";
   std::unique_ptr<storage::redis_subscriber> sub;
   caf::actor target;
 };
 
-using listener_self = caf::stateful_actor<listener_state>;
+using listener_self = instrumented_actor<listener_state>;
 
 // A blocking read loop expressed as messages to itself: each read returns
 // within `read_timeout`, and an exit message queued meanwhile runs next.

@@ -4,9 +4,9 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
 #include "actors/cluster_view.hpp"
+#include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
 
 namespace parley {
@@ -35,6 +35,7 @@ struct tombstone {
 };
 
 struct registry_state {
+  static inline const char* name = "registry";
   session_env env;
   std::string node_id;
   view_ptr view;
@@ -45,7 +46,7 @@ struct registry_state {
   bool unsettled = false;
 };
 
-using registry_self = caf::stateful_actor<registry_state>;
+using registry_self = instrumented_actor<registry_state>;
 using entry_iter = std::unordered_map<std::string, registry_entry>::iterator;
 
 void forget(registry_self* self, entry_iter it) {

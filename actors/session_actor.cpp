@@ -3,9 +3,9 @@
 #include <deque>
 
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
 #include "actors/context_window.hpp"
+#include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
 #include "storage/clock.hpp"
 
@@ -22,6 +22,7 @@ using turn_ptr = std::shared_ptr<pending_turn>;
 enum class phase { inactive, activating, ready, stale, moved };
 
 struct session_state {
+  static inline const char* name = "session";
   std::string id;
   session_env env;
   caf::actor registry;
@@ -42,7 +43,7 @@ struct session_state {
   caf::actor sink; ///< the running turn's stream sink, if it is streamed
 };
 
-using session_self = caf::stateful_actor<session_state>;
+using session_self = instrumented_actor<session_state>;
 
 void pump(session_self* self);
 void activate(session_self* self);

@@ -2,8 +2,8 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
+#include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
 #include "storage/pg_store.hpp"
 
@@ -12,6 +12,7 @@ namespace parley {
 namespace {
 
 struct storage_state {
+  static inline const char* name = "storage";
   std::unique_ptr<storage::pg_store> store;
   metrics_ptr metrics;
   std::vector<turn_write> batch;
@@ -19,7 +20,7 @@ struct storage_state {
   bool flush_scheduled = false;
 };
 
-using storage_self = caf::stateful_actor<storage_state>;
+using storage_self = instrumented_actor<storage_state>;
 
 caf::error translate(const storage::storage_error& e) {
   if (e.error_kind() == storage::storage_error::kind::transient)

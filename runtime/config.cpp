@@ -23,7 +23,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
-    "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT"};
+    "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
+    "PARLEY_ACTOR_METRICS"};
   return names;
 }
 
@@ -199,6 +200,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.text("PARLEY_LLM_FALLBACK_BASE_URL", c.llm_fallback_base_url);
   r.text("PARLEY_LLM_CA_FILE", c.llm_ca_file);
   r.integer("PARLEY_STREAM_CANCEL_ON_DISCONNECT", c.stream_cancel_on_disconnect, 0, 1);
+  r.integer("PARLEY_ACTOR_METRICS", c.actor_metrics, 0, 1);
   if (!c.llm_ca_file.empty() && !std::ifstream{c.llm_ca_file})
     r.fail("PARLEY_LLM_CA_FILE: cannot read '" + c.llm_ca_file + "'");
   r.duration("PARLEY_LLM_TIMEOUT_MS", c.llm_timeout, 1, 3600000);

@@ -24,8 +24,9 @@ struct node_config {
   std::string llm_api_key;
   std::string llm_model;
   std::string llm_fallback_base_url;
-  std::string llm_ca_file;
-  int stream_cancel_on_disconnect = 0; ///< 1: abandon a streamed turn whose client left ///< PEM CAs trusted for https upstreams, beside the system store
+  std::string llm_ca_file; ///< PEM CAs trusted for https upstreams, beside the system store
+  int stream_cancel_on_disconnect = 0; ///< 1: abandon a streamed turn whose client left
+  int actor_metrics = 1; ///< 0: no per-message actor instrumentation
   std::chrono::milliseconds llm_timeout{60000};
   std::string admin_token;
   std::int64_t rate_limit_per_min = 600;

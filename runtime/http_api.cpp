@@ -155,6 +155,7 @@ void parse_inputs(const net::http_request& req, http_call& call) {
 net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics) {
   return [edge, metrics](net::http_request&& req, net::responder_ptr raw) {
     auto m = net::match_route(req.method, req.path);
+    metrics->http_started();
     net::responder_ptr out = std::make_shared<counted_responder>(std::move(raw), metrics, m.r);
     switch (m.r) {
       case net::route::not_found:

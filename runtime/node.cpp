@@ -10,6 +10,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include "actors/actor_stats.hpp"
 #include "actors/edge_actor.hpp"
 #include "actors/llm_actor.hpp"
 #include "actors/membership_actor.hpp"
@@ -169,6 +170,7 @@ int run_node(const node_config& cfg_in) {
   caf::actor_system sys{caf_cfg};
   net::io_runtime io{cfg.http_threads};
 
+  set_actor_metrics(cfg.actor_metrics == 1);
   auto metrics = std::make_shared<node_metrics>();
   std::vector<caf::actor> storage_actors;
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
@@ -218,6 +220,7 @@ int run_node(const node_config& cfg_in) {
   mcfg.seeds = cfg.seeds;
   mcfg.failure_detect = cfg.failure_detect;
   mcfg.registry = registry;
+  mcfg.local_stats = [metrics] { return metrics->stats_json(); };
   auto membership = spawn_membership_actor(sys, mcfg);
   caf::anon_send(membership, view_atom::value, registry);
   auto published = sys.middleman().publish(membership, cfg.cluster_port,

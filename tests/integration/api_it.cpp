@@ -300,6 +300,22 @@ TEST_F(api, metrics_are_prometheus_text_counting_every_answer) {
   EXPECT_EQ(node.metric("parley_storage_batch_size_count"), 1);
   EXPECT_EQ(node.metric("parley_storage_batch_size_sum"), 1);
   EXPECT_EQ(node.metric("parley_storage_commit_seconds_count"), 1);
+  // Every actor type through the one instrumented entry point.
+  auto text = http(node.port(), "GET", "/metrics").body;
+  for (auto family : {"parley_actors gauge", "parley_actor_mailbox_depth gauge",
+                      "parley_actor_messages_total counter",
+                      "parley_actor_processing_seconds histogram",
+                      "parley_session_activations_total counter",
+                      "parley_storage_batch_size histogram", "parley_cluster_nodes gauge",
+                      "parley_http_requests_in_flight gauge"})
+    EXPECT_NE(text.find(std::string{"# TYPE "} + family), std::string::npos) << family;
+  EXPECT_EQ(node.metric("parley_actors{actor=\"session\"}"), 1);
+  EXPECT_GE(node.metric("parley_actor_messages_total{actor=\"session\"}"), 2);
+  EXPECT_GE(node.metric("parley_actor_messages_total{actor=\"edge\"}"), 2);
+  EXPECT_GE(node.metric("parley_actor_processing_seconds_count{actor=\"storage\"}"), 1);
+  EXPECT_NE(text.find("parley_actor_processing_seconds_bucket{actor=\"session\",le=\"+Inf\"}"),
+            std::string::npos);
+  EXPECT_EQ(node.metric("parley_actor_mailbox_depth{actor=\"session\"}"), 0);
 }
 
 TEST(streaming, a_client_leaving_mid_stream_does_not_lose_the_turn) {

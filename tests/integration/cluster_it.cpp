@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <csignal>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -500,4 +501,76 @@ TEST(cluster, a_streamed_turn_crosses_nodes_in_order) {
   EXPECT_EQ(joined, "one two three four five") << "pieces arrive complete and in order";
   EXPECT_EQ(r.body.find("event: delta", done), std::string::npos) << "no delta after done";
   check_history(c[1].all_messages(key, id));
+}
+
+TEST(cluster, the_cluster_view_carries_every_nodes_figures_and_skips_a_silent_one) {
+  scratch_db db;
+  parley_cluster c{db, 3};
+  auto key = c[0].create_key("alice");
+  for (int n = 0; n < 3; ++n) {
+    auto id = session_on(c, key, n);
+    for (int t = 0; t < 2; ++t)
+      ASSERT_EQ(c[(n + 1) % 3].post_message(key, id, {{"content", "x"}}).status, 200);
+  }
+  // Asked through node-0, every node's own figures: node-1's sessions as
+  // node-1 itself counts them, its actor types, its HTTP totals.
+  auto view = c[0].cluster();
+  ASSERT_EQ(view["nodes"].size(), 3u);
+  for (auto& m : view["nodes"]) {
+    auto& stats = m["stats"];
+    ASSERT_TRUE(stats.is_object()) << m.dump();
+    auto i = std::stoi(m["id"].get<std::string>().substr(5)); // node-<i> is c[i]
+    EXPECT_EQ(stats["sessions_active"].get<double>(), c[i].metric("parley_sessions_active"));
+    EXPECT_GT(stats["http"]["requests"].get<int>(), 0);
+    EXPECT_GT(stats["rss_bytes"].get<double>(), 1e6);
+    EXPECT_GE(stats["storage"]["commits"].get<int>(), 2);
+    bool saw_session = false;
+    for (auto& a : stats["actors"])
+      if (a["type"] == "session") {
+        saw_session = true;
+        EXPECT_GE(a["count"].get<int>(), 1);
+        EXPECT_GE(a["messages"].get<int>(), 4);
+        EXPECT_GT(a["processing_p99_seconds"].get<double>(), 0);
+      }
+    EXPECT_TRUE(saw_session) << stats.dump();
+  }
+  // A hung node (stopped, still "up" until detected) costs the view at
+  // most the stats timeout and shows as "stats": null.
+  ::kill(c[2].process().pid(), SIGSTOP);
+  auto t0 = std::chrono::steady_clock::now();
+  auto hung = c[0].cluster();
+  auto waited = elapsed_ms(t0);
+  ::kill(c[2].process().pid(), SIGCONT);
+  EXPECT_LT(waited, 3000);
+  ASSERT_TRUE(hung.is_object());
+  for (auto& m : hung["nodes"])
+    EXPECT_EQ(m["stats"].is_null(), m["id"] == "node-2") << m.dump();
+}
+
+TEST(cluster, actors_route_needs_the_admin_token) {
+  scratch_db db;
+  parley_cluster c{db, 2};
+  auto key = c[0].create_key("alice");
+  auto id = session_on(c, key, 1);
+  ASSERT_EQ(c[0].post_message(key, id, {{"content", "x"}}).status, 200);
+  EXPECT_EQ(http(c[1].port(), "GET", "/admin/v1/actors").status, 401);
+  EXPECT_EQ(http(c[1].port(), "GET", "/admin/v1/actors", "", {{"Authorization", "Bearer " + key}})
+              .status,
+            403);
+  auto r = c[1].admin("GET", "/admin/v1/actors");
+  ASSERT_EQ(r.status, 200);
+  auto body = r.js();
+  EXPECT_EQ(body["node"], "node-1");
+  std::set<std::string> types;
+  for (auto& a : body["actors"]) {
+    types.insert(a["type"].get<std::string>());
+    for (auto field : {"count", "mailbox_depth", "messages", "processing_p50_seconds",
+                       "processing_p99_seconds"})
+      EXPECT_TRUE(a.contains(field)) << a.dump();
+  }
+  for (auto type : {"edge", "registry", "session", "storage", "llm", "membership"})
+    EXPECT_EQ(types.count(type), 1u) << type << " missing from " << r.body;
+  EXPECT_GE(c[1].metric("parley_actor_messages_total{actor=\"session\"}"), 3);
+  EXPECT_GE(c[1].metric("parley_actor_processing_seconds_count{actor=\"session\"}"), 3);
+  EXPECT_EQ(c[1].metric("parley_actors{actor=\"session\"}"), 1);
 }
