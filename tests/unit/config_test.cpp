@@ -48,7 +48,8 @@ TEST(config, errors_name_the_bad_setting) {
   } cases[] = {{"PARLEY_HTTP_PORT", "abc"},         {"PARLEY_HTTP_PORT", "70000"},
                {"PARLEY_CONTEXT_MESSAGES", "0"},    {"PARLEY_SEEDS", "hostonly"},
                {"PARLEY_REDIS_URL", "http://x"},    {"PARLEY_LLM_TIMEOUT_MS", "-5"},
-               {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"}};
+               {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"},
+               {"PARLEY_ACTOR_METRICS", "2"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;
