@@ -150,6 +150,19 @@ void forget_key(edge_self* self, const std::string& prefix_or_id) {
       ++it;
 }
 
+/// `GET /dashboard`: the page itself holds no data (it polls the admin API
+/// with the token), is never cached, and may load nothing from elsewhere.
+void serve_dashboard(edge_self* self, const call_ptr& c) {
+  c->headers.emplace_back("Cache-Control", "no-store");
+  c->headers.emplace_back("Content-Security-Policy",
+                          "default-src 'none'; script-src 'unsafe-inline'; "
+                          "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
+                          "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+  c->headers.emplace_back("X-Content-Type-Options", "nosniff");
+  c->headers.emplace_back("Referrer-Policy", "no-referrer");
+  reply(c, 200, std::string{self->state.cfg.dashboard_page}, "text/html; charset=utf-8");
+}
+
 void handle_admin(edge_self* self, const call_ptr& c) {
   auto& st = self->state;
   auto& storage = st.storage->any();
@@ -199,6 +212,8 @@ void handle_admin(edge_self* self, const call_ptr& c) {
     case net::route::admin_session:
     case net::route::migrate_session:
       return handle_admin_session(self, c);
+    case net::route::dashboard:
+      return serve_dashboard(self, c);
     case net::route::drain_node:
       self->request(st.membership, std::chrono::seconds(5), drain_atom::value, c->id)
         .then(
@@ -660,6 +675,7 @@ bool is_admin_route(net::route r) {
     case net::route::admin_session:
     case net::route::migrate_session:
     case net::route::drain_node:
+    case net::route::dashboard:
       return true;
     default:
       return false;
@@ -688,6 +704,11 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
       if (c->route == net::route::readyz)
         return handle_ready(self, c);
       bool admin = is_admin_route(c->route);
+      if (c->route == net::route::dashboard && c->bearer.empty())
+        return reply_error(c, {errc::unauthorized,
+                               "the dashboard needs the admin token: open "
+                               "/dashboard?token=<PARLEY_ADMIN_TOKEN> or send "
+                               "Authorization: Bearer <PARLEY_ADMIN_TOKEN>"});
       if (admin && !c->bearer.empty() &&
           constant_time_equal(c->bearer, self->state.cfg.admin_token)) {
         if (c->early_error)

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -66,6 +67,8 @@ struct http_call {
 struct edge_config {
   std::string node_id;
   std::string admin_token;
+  /// The page of `GET /dashboard` (static storage: it is not copied).
+  std::string_view dashboard_page;
   std::string default_model;
   std::size_t max_inflight = 10000;
   std::chrono::milliseconds turn_timeout{600000};

@@ -137,6 +137,12 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       }
       break;
     }
+    case net::route::dashboard:
+      // A browser cannot send a header when opening a page: the token may
+      // come as ?token= instead (the page then drops it from the address bar).
+      if (auto t = q.find("token"); t != q.end() && call.bearer.empty())
+        call.bearer = t->second;
+      break;
     case net::route::list_messages: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 50, 1, 500), limit, call) ||

@@ -20,6 +20,7 @@
 #include "actors/storage_actor.hpp"
 #include "net/http_server.hpp"
 #include "net/io_runtime.hpp"
+#include "runtime/dashboard.hpp"
 #include "runtime/http_api.hpp"
 #include "runtime/log.hpp"
 #include "storage/pg_store.hpp"
@@ -238,6 +239,7 @@ int run_node(const node_config& cfg_in) {
   edge_config edge_cfg;
   edge_cfg.node_id = cfg.node_id;
   edge_cfg.admin_token = cfg.admin_token;
+  edge_cfg.dashboard_page = dashboard_page();
   edge_cfg.default_model = llm_cfg.default_model;
   edge_cfg.max_inflight = cfg.max_inflight;
   // A safety net only: every turn ends by itself within the model's and

@@ -324,7 +324,7 @@ std::string raw_post(const std::string& target, const std::string& key, const st
 
 child_process::child_process(const std::string& exe, const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env,
-                             const std::string& log_path)
+                             const std::string& log_path, const std::string& stdout_path)
   : log_(log_path) {
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e) {
@@ -349,6 +349,13 @@ child_process::child_process(const std::string& exe, const std::vector<std::stri
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
+    }
+    if (!stdout_path.empty()) {
+      int out = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (out >= 0) {
+        ::dup2(out, 1);
+        ::close(out);
+      }
     }
     sigset_t none;
     sigemptyset(&none);

@@ -84,8 +84,11 @@ std::string file_tail(const std::string& path, int lines = 40);
 class child_process {
 public:
   child_process() = default;
+  /// With `stdout_path`, standard output goes to that file and only standard
+  /// error to the log.
   child_process(const std::string& exe, const std::vector<std::string>& args,
-                const std::map<std::string, std::string>& env, const std::string& log_path);
+                const std::map<std::string, std::string>& env, const std::string& log_path,
+                const std::string& stdout_path = {});
   ~child_process();
   child_process(child_process&&) noexcept;
   child_process& operator=(child_process&&) noexcept;
