@@ -1,5 +1,6 @@
 // parley: one node of the Parley chat runtime.
 //   parley [serve] [--config FILE]     run a node (settings: PARLEY_* variables)
+//   parley ctl [OPTIONS] COMMAND       the operators' command line (runtime/ctl.hpp)
 //   parley --list-settings             every PARLEY_* name it reads, one per line
 //   parley --help | --version
 
@@ -10,20 +11,26 @@
 #include <string>
 
 #include "runtime/config.hpp"
+#include "runtime/ctl.hpp"
 #include "runtime/node.hpp"
 
 namespace {
 
 constexpr const char* usage =
   "usage: parley [serve] [--config FILE]\n"
+  "       parley ctl [--url URL] [--token TOKEN] [--json] [--timeout-ms N] COMMAND\n"
   "       parley --list-settings | --help | --version\n"
   "Runs one Parley node. Settings come from PARLEY_* environment variables and,\n"
   "optionally, a KEY=VALUE file; the environment wins. See README.md.\n"
+  "`parley ctl` drives the admin API of a running node (`parley ctl --help`).\n"
   "--list-settings prints every PARLEY_* setting name it reads, one per line.\n";
 
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "ctl") == 0)
+    return parley::run_ctl({argv + 2, argv + argc}, parley::settings_from_environment(), std::cout,
+                           std::cerr);
   parley::block_stop_signals();
   std::string config_file;
   for (int i = 1; i < argc; ++i) {

@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "tests/integration/node_harness.hpp"
@@ -24,21 +23,6 @@ struct gateway : ::testing::Test {
     return node.call("POST", "/v1/chat/completions", key, body.dump());
   }
 };
-
-/// Runs a shell command and returns its standard output; `status` gets the exit code.
-std::string run(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  char buf[4096];
-  while (auto n = std::fread(buf, 1, sizeof buf, p))
-    out.append(buf, n);
-  status = ::pclose(p);
-  return out;
-}
 
 } // namespace
 
@@ -119,15 +103,15 @@ TEST_F(gateway, the_official_openai_client_works_plain_and_streaming) {
   auto* modules = std::getenv("PARLEY_TEST_NODE_MODULES");
   ASSERT_TRUE(modules && *modules)
     << "PARLEY_TEST_NODE_MODULES is not set: scripts/test installs the openai npm package";
-  std::string cmd = "NODE_PATH='" + std::string{modules} + "' node '" OPENAI_CHECK_SCRIPT "' " +
-                    "'http://127.0.0.1:" + std::to_string(node.port()) + "/v1' '" + key + "' 2>&1";
-  int status = 0;
-  auto out = run(cmd, status);
-  ASSERT_EQ(status, 0) << out;
+  auto run = run_process(
+    "node", {OPENAI_CHECK_SCRIPT, "http://127.0.0.1:" + std::to_string(node.port()) + "/v1", key},
+    {{"NODE_PATH", modules}}, std::chrono::seconds(120));
+  ASSERT_EQ(run.status, 0) << describe(run);
+  auto& out = run.out;
   auto at = out.find("{\"ids\"");
-  ASSERT_NE(at, std::string::npos) << out;
+  ASSERT_NE(at, std::string::npos) << describe(run);
   auto j = json::parse(out.substr(at, out.find('\n', at) - at), nullptr, false);
-  ASSERT_FALSE(j.is_discarded()) << out;
+  ASSERT_FALSE(j.is_discarded()) << describe(run);
   EXPECT_EQ(j["ids"][0], "mock-model");
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["text"], "mock: hello from openai");

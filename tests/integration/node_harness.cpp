@@ -322,10 +322,13 @@ std::string raw_post(const std::string& target, const std::string& key, const st
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-child_process::child_process(const std::string& exe, const std::vector<std::string>& args,
-                             const std::map<std::string, std::string>& env,
-                             const std::string& log_path, const std::string& stdout_path)
-  : log_(log_path) {
+namespace {
+
+/// fork + execvp of `exe` (looked up on PATH when it has no '/') with this
+/// process's environment, `env` over it; its stdout goes to `out_fd` and its
+/// stderr to `err_fd`, with every signal unblocked. -1 when fork fails.
+pid_t spawn(const std::string& exe, const std::vector<std::string>& args,
+            const std::map<std::string, std::string>& env, int out_fd, int err_fd) {
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e) {
     std::string kv{*e};
@@ -343,26 +346,87 @@ child_process::child_process(const std::string& exe, const std::vector<std::stri
   for (auto& e : envs)
     envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    if (!stdout_path.empty()) {
-      int out = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (out >= 0) {
-        ::dup2(out, 1);
-        ::close(out);
-      }
-    }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execve(exe.c_str(), argv.data(), envp.data());
+    ::execvpe(exe.c_str(), argv.data(), envp.data());
     _exit(127);
   }
+  return pid;
+}
+
+} // namespace
+
+child_process::child_process(const std::string& exe, const std::vector<std::string>& args,
+                             const std::map<std::string, std::string>& env,
+                             const std::string& log_path, const std::string& stdout_path)
+  : log_(log_path) {
+  int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int out = stdout_path.empty()
+              ? fd
+              : ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  pid_ = spawn(exe, args, env, out, fd);
+  if (out >= 0 && out != fd)
+    ::close(out);
+  if (fd >= 0)
+    ::close(fd);
+}
+
+process_result run_process(const std::string& exe, const std::vector<std::string>& args,
+                           const std::map<std::string, std::string>& env,
+                           std::chrono::milliseconds timeout) {
+  process_result r;
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    return r;
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return r;
+  }
+  auto start = clock::now();
+  auto deadline = start + timeout;
+  pid_t pid = spawn(exe, args, env, out[1], err[1]);
+  ::close(out[1]);
+  ::close(err[1]);
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  for (int open = pid > 0 ? 2 : 0; open > 0;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() <= 0 || ::poll(fds, 2, static_cast<int>(left.count())) < 0)
+      break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0)
+        continue;
+      char buf[4096];
+      auto n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(n));
+      } else {
+        fds[i].fd = -1; // poll skips it from now on
+        --open;
+      }
+    }
+  }
+  ::close(out[0]);
+  ::close(err[0]);
+  if (pid > 0) {
+    int st = 0;
+    bool reaped =
+      wait_until([&] { return ::waitpid(pid, &st, WNOHANG) == pid; },
+                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()));
+    if (!reaped) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+    }
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+  r.took = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start);
+  return r;
 }
 
 child_process::~child_process() {
@@ -610,6 +674,11 @@ int parley_cluster::index_of(const std::string& node_id) const {
 
 std::string describe(const http_result& r) {
   return "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 400);
+}
+
+std::string describe(const process_result& r) {
+  return "exit " + std::to_string(r.status) + " after " + std::to_string(r.took.count()) +
+         " ms\nstdout: " + r.out.substr(0, 2000) + "\nstderr: " + r.err.substr(0, 2000);
 }
 
 } // namespace parley::test

@@ -107,6 +107,20 @@ private:
   std::string log_;
 };
 
+/// What a child process run to its end did.
+struct process_result {
+  int status = -1; ///< its exit code; -1: killed by a signal (or at run_process's deadline)
+  std::string out, err;
+  std::chrono::milliseconds took{0};
+};
+
+/// Runs `exe` (a path, or a name looked up on PATH) with `args`, this
+/// process's environment and `env` over it, to its end, capturing stdout and
+/// stderr; SIGKILLs it once `timeout` passed.
+process_result run_process(const std::string& exe, const std::vector<std::string>& args,
+                           const std::map<std::string, std::string>& env = {},
+                           std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
 /// The mock OpenAI upstream.
 class mock_llm {
 public:
@@ -186,5 +200,7 @@ private:
 
 /// Fails the current test with the log tail of `node` attached.
 std::string describe(const http_result& r);
+/// Exit code, time, stdout and stderr of a run, for failure messages.
+std::string describe(const process_result& r);
 
 } // namespace parley::test
