@@ -1,7 +1,11 @@
 #include "storage/pg_store.hpp"
 
+#include <set>
+#include <tuple>
+
 #include <pqxx/pqxx>
 
+#include "storage/pg_array.hpp"
 #include "storage/schema.hpp"
 
 namespace parley::storage {
@@ -64,14 +68,36 @@ const std::string sql_upsert_feedback =
 // The fence: a turn commits only while its actor's epoch is the session's
 // current one and the actor's view of last_seq is right. The row lock this
 // UPDATE takes orders it against a concurrent activation's epoch bump.
-const std::string sql_fence =
-  "UPDATE sessions SET last_seq = $3, message_count = message_count + 2, updated_at = now() "
-  "WHERE id = $1 AND epoch = $2 AND last_seq = $4";
-const std::string sql_insert_pair =
-  "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
-  "client_message_id) VALUES "
-  "($1, $2, 'user', $3, $4::timestamptz, NULL, NULL, $5), "
-  "($1, $6, 'assistant', $7, $8::timestamptz, $2, $9, NULL)";
+// A whole group commit in one statement (one round trip, one implicit
+// transaction): the fenced UPDATE of every turn's session, then both
+// messages of exactly the turns whose fence held (joined on session, epoch
+// and seq, so a stale actor's turn in the same batch writes nothing).
+// Returns session id, epoch and user seq of every turn written.
+const char* const commit_statement = "parley_commit_turns";
+const std::string sql_commit_turns = R"sql(
+WITH t AS (
+  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
+                       $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[])
+    AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
+         reply_at, model)
+), fenced AS (
+  UPDATE sessions s
+     SET last_seq = t.reply_seq, message_count = s.message_count + 2, updated_at = now()
+    FROM t
+   WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - 1
+  RETURNING t.session_id, t.epoch, t.user_seq
+), written AS (
+  SELECT t.* FROM t JOIN fenced f USING (session_id, epoch, user_seq)
+), ins AS (
+  INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
+                        client_message_id)
+  SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid FROM written
+  UNION ALL
+  SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL
+    FROM written
+)
+SELECT session_id, epoch, user_seq FROM fenced
+)sql";
 
 std::optional<std::string> nonempty(const std::string& s) {
   if (s.empty())
@@ -128,7 +154,10 @@ pqxx::connection& pg_store::conn() {
   return *conn_;
 }
 
-void pg_store::drop_connection() { conn_.reset(); }
+void pg_store::drop_connection() {
+  conn_.reset();
+  commit_prepared_ = false;
+}
 
 template <class F>
 auto pg_store::guarded(F&& f) -> decltype(f()) {
@@ -344,70 +373,72 @@ feedback_outcome pg_store::put_feedback(const std::string& id, const std::string
   });
 }
 
-bool pg_store::commit_batch(const std::vector<turn_write>& turns,
-                            std::vector<commit_outcome>& out) {
-  out.assign(turns.size(), commit_outcome::failed);
-  pqxx::work w{conn()};
-  for (std::size_t i = 0; i < turns.size(); ++i) {
-    auto& t = turns[i];
-    auto fence = w.exec_params(sql_fence, t.session_id, t.epoch, t.reply.seq, t.user.seq - 1);
-    if (fence.affected_rows() == 0) {
-      out[i] = commit_outcome::fenced;
-      continue;
-    }
-    w.exec_params(sql_insert_pair, t.session_id, t.user.seq, t.user.content, t.user.created_at,
-                  nonempty(t.user.client_message_id), t.reply.seq, t.reply.content,
-                  t.reply.created_at, t.reply.model);
-    out[i] = commit_outcome::committed;
-  }
-  try {
-    w.commit();
-  } catch (const pqxx::in_doubt_error&) {
-    drop_connection();
-    for (auto& o : out)
-      if (o == commit_outcome::committed)
-        o = commit_outcome::unknown;
-    return true;
-  } catch (const pqxx::broken_connection&) {
-    drop_connection();
-    for (auto& o : out)
-      if (o == commit_outcome::committed)
-        o = commit_outcome::unknown;
-    return true;
-  }
-  return true;
-}
-
 std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>& turns) {
-  std::vector<commit_outcome> out;
+  std::vector<commit_outcome> out(turns.size(), commit_outcome::failed);
+  pqxx::connection* c = nullptr;
   try {
-    commit_batch(turns, out);
+    c = &conn();
+    if (!commit_prepared_) {
+      c->prepare(commit_statement, sql_commit_turns);
+      commit_prepared_ = true;
+    }
+  } catch (const std::exception&) {
+    drop_connection(); // nothing was sent: failed
+    return out;
+  }
+  pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
+    reply_at, model;
+  for (auto& t : turns) {
+    session.add(t.session_id);
+    epoch.add(t.epoch);
+    user_seq.add(t.user.seq);
+    user_content.add(t.user.content);
+    user_at.add(t.user.created_at);
+    if (t.user.client_message_id.empty())
+      cmid.add_null();
+    else
+      cmid.add(t.user.client_message_id);
+    reply_seq.add(t.reply.seq);
+    reply_content.add(t.reply.content);
+    reply_at.add(t.reply.created_at);
+    model.add(t.reply.model);
+  }
+  try {
+    pqxx::nontransaction n{*c};
+    auto rows = n.exec_prepared(commit_statement, session.str(), epoch.str(), user_seq.str(),
+                                user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
+                                reply_content.str(), reply_at.str(), model.str());
+    std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
+    for (const auto& r : rows)
+      written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());
+    for (std::size_t i = 0; i < turns.size(); ++i)
+      out[i] = written.count({turns[i].session_id, turns[i].epoch, turns[i].user.seq})
+                 ? commit_outcome::committed
+                 : commit_outcome::fenced;
     return out;
   } catch (const pqxx::broken_connection&) {
+    // The statement may have committed before the connection went.
     drop_connection();
-    out.assign(turns.size(), commit_outcome::failed);
+    out.assign(turns.size(), commit_outcome::unknown);
     return out;
   } catch (const pqxx::sql_error& e) {
     if (is_transient(e)) {
       drop_connection();
-      out.assign(turns.size(), commit_outcome::failed);
-      return out;
+      return out; // rolled back: failed
     }
     if (turns.size() == 1) {
-      out.assign(1, commit_outcome::conflict);
+      out[0] = commit_outcome::conflict;
       return out;
     }
   } catch (const std::exception&) {
     drop_connection();
-    out.assign(turns.size(), commit_outcome::failed);
+    out.assign(turns.size(), commit_outcome::unknown);
     return out;
   }
-  // One turn broke the batch: commit each on its own.
-  out.clear();
-  for (auto& t : turns) {
-    auto one = commit_turns(std::vector<turn_write>{t});
-    out.push_back(one.front());
-  }
+  // One turn broke the statement (a unique key): nothing of the batch was
+  // written; commit each on its own so the others go through.
+  for (std::size_t i = 0; i < turns.size(); ++i)
+    out[i] = commit_turns(std::vector<turn_write>{turns[i]}).front();
   return out;
 }
 

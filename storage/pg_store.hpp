@@ -81,19 +81,20 @@ public:
                                 int rating, const std::optional<std::string>& comment);
 
   /// Group commit: writes every turn whose epoch is current in ONE
-  /// transaction; one outcome per turn, in order. A batch that hits an error
-  /// is retried turn by turn so that one bad turn cannot fail the others.
+  /// statement (one round trip, one transaction); one outcome per turn, in
+  /// order. A batch that hits a unique key is retried turn by turn so that
+  /// one bad turn cannot fail the others.
   std::vector<commit_outcome> commit_turns(const std::vector<turn_write>& turns);
 
 private:
   pqxx::connection& conn();
   void drop_connection();
-  bool commit_batch(const std::vector<turn_write>& turns, std::vector<commit_outcome>& out);
   template <class F>
   auto guarded(F&& f) -> decltype(f());
 
   std::string url_;
   std::unique_ptr<pqxx::connection> conn_;
+  bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
 };
 
 /// Encodes and decodes the opaque cursor of session listings.

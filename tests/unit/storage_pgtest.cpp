@@ -151,6 +151,52 @@ TEST(storage_pg, timestamps_and_client_ids_round_trip_exactly) {
   EXPECT_EQ(s.put_feedback("r1", "alice", 2, -1, std::string{"meh"}), feedback_outcome::stored);
 }
 
+TEST(storage_pg, one_batch_with_a_stale_and_a_current_actor_of_a_session_writes_only_the_current) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("d1"));
+  auto first = s.activate("d1", 20);
+  auto second = s.activate("d1", 20); // a newer actor: epoch moved on
+  auto out = s.commit_turns({turn("d1", first->session.epoch, 1, "stale"),
+                             turn("d1", second->session.epoch, 1, "current")});
+  EXPECT_EQ(out[0], commit_outcome::fenced);
+  EXPECT_EQ(out[1], commit_outcome::committed);
+  auto page = s.list_messages("d1", "alice", 0, 50);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->data.size(), 2u);
+  EXPECT_EQ(page->data[0].content, "current");
+}
+
+TEST(storage_pg, any_text_survives_the_array_parameters_of_a_group_commit) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  const std::vector<std::string> texts{
+    "plain", "a \"quoted\" word", "back\\slash\\", "{braces},commas", "NULL", "",
+    "  spaces  ", "line\nbreak\ttab", "héllo ✓ 🚀", "'single' and \\\""};
+  std::vector<turn_write> batch;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto id = "a" + std::to_string(i);
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    auto t = turn(id, a->session.epoch, 1, texts[i]);
+    t.user.client_message_id = i % 2 ? texts[i] + "-id" : "";
+    batch.push_back(t);
+  }
+  for (auto o : s.commit_turns(batch))
+    EXPECT_EQ(o, commit_outcome::committed);
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto page = s.list_messages("a" + std::to_string(i), "alice", 0, 50);
+    ASSERT_TRUE(page);
+    ASSERT_EQ(page->data.size(), 2u);
+    EXPECT_EQ(page->data[0].content, texts[i]);
+    EXPECT_EQ(page->data[1].content, texts[i]);
+    EXPECT_EQ(page->data[0].client_message_id, i % 2 ? texts[i] + "-id" : "");
+    EXPECT_EQ(page->data[1].reply_to, 1);
+  }
+}
+
 TEST(storage_pg, session_pages_follow_the_cursor_newest_first) {
   scratch_db db;
   pg_store s{db.url()};
