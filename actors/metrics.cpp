@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <atomic>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <prometheus/counter.h>
@@ -110,7 +112,12 @@ const prometheus::Histogram::BucketBoundaries duration_buckets{
 
 } // namespace
 
-node_metrics::node_metrics() : impl_(std::make_unique<impl>()) {
+namespace {
+std::atomic<std::uint64_t> next_serial{1};
+} // namespace
+
+node_metrics::node_metrics()
+  : impl_(std::make_unique<impl>()), serial_(next_serial.fetch_add(1)) {
   // Both reasons exist from the start, so a rate() over them is never empty.
   impl_->shed.Add({{"reason", "overloaded"}});
   impl_->shed.Add({{"reason", "session_busy"}});
@@ -123,9 +130,25 @@ void node_metrics::http_started() { impl_->in_flight.Increment(); }
 
 void node_metrics::http_request(std::string_view route, unsigned status, double seconds) {
   impl_->in_flight.Decrement();
-  std::string r{route};
-  impl_->requests.Add({{"route", r}, {"code", std::to_string(status)}}).Increment();
-  impl_->duration.Add({{"route", r}}, duration_buckets).Observe(seconds);
+  // Family::Add builds a label map and takes the family's lock; a request
+  // finds its two series in a per-thread cache instead (the series live as
+  // long as the registry, which outlives every request).
+  struct series {
+    prometheus::Counter* requests;
+    prometheus::Histogram* duration;
+  };
+  thread_local std::map<std::tuple<std::uint64_t, std::string, unsigned>, series, std::less<>>
+    cache;
+  auto key = std::make_tuple(serial_, route, status);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    std::string r{route};
+    series s{&impl_->requests.Add({{"route", r}, {"code", std::to_string(status)}}),
+             &impl_->duration.Add({{"route", r}}, duration_buckets)};
+    it = cache.emplace(std::make_tuple(serial_, std::move(r), status), s).first;
+  }
+  it->second.requests->Increment();
+  it->second.duration->Observe(seconds);
 }
 
 void node_metrics::rate_limited() { impl_->rate_limited.Increment(); }

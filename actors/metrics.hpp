@@ -4,6 +4,7 @@
 // are atomics, so any thread (asio, actors) may update them; `scrape`
 // renders the Prometheus text exposition for `GET /metrics`.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -61,6 +62,7 @@ public:
 private:
   struct impl;
   std::unique_ptr<impl> impl_;
+  std::uint64_t serial_; ///< tells this instance's series apart in per-thread caches
 };
 
 using metrics_ptr = std::shared_ptr<node_metrics>;
