@@ -17,6 +17,14 @@ target_compile_definitions(parley_options INTERFACE PQXX_HAVE_OPTIONAL=1
 
 option(PARLEY_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(PARLEY_TSAN "Build with ThreadSanitizer" OFF)
+option(PARLEY_JEMALLOC "Link the parley binary with jemalloc" ON)
+# jemalloc (Debian libjemalloc-dev) replaces glibc malloc in the parley
+# binary: a turn allocates many small short-lived objects across threads
+# (bench/RESULTS.md has the measurement). Not with the sanitizers, which
+# bring their own allocator.
+if(PARLEY_JEMALLOC AND NOT PARLEY_SANITIZE AND NOT PARLEY_TSAN)
+  pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc)
+endif()
 if(PARLEY_SANITIZE)
   target_compile_options(parley_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(parley_options INTERFACE -fsanitize=address,undefined)
