@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "net/json_text.hpp"
+
 namespace parley {
 
 namespace {
@@ -36,10 +38,6 @@ json session_json(const session_record& s) {
           {"last_seq", s.last_seq}};
 }
 
-json turn_json(const turn_reply& t) {
-  return {{"user_message", message_json(t.user)}, {"reply", message_json(t.reply)}};
-}
-
 } // namespace
 
 std::string render_session(const session_record& s) { return dump(session_json(s)); }
@@ -62,7 +60,50 @@ std::string render_message_page(const message_page& p) {
                {"next_after", p.next_after == 0 ? json(nullptr) : json(p.next_after)}});
 }
 
-std::string render_turn(const turn_reply& t) { return dump(turn_json(t)); }
+namespace {
+
+/// One message as message_json renders it (same keys, same order), written
+/// straight into `out`: a turn's answer is on every turn's path.
+void append_message(std::string& out, const message_record& m) {
+  auto field = [&out](const char* name) {
+    out += '"';
+    out += name;
+    out += "\":";
+  };
+  auto text = [&](const char* name, const std::string& value) {
+    field(name);
+    net::append_json_string(out, value);
+    out += ',';
+  };
+  out += '{';
+  if (m.role != "assistant" && !m.client_message_id.empty())
+    text("client_message_id", m.client_message_id);
+  text("content", m.content);
+  text("created_at", m.created_at);
+  if (m.role == "assistant") {
+    text("model", m.model);
+    field("reply_to");
+    out += std::to_string(m.reply_to);
+    out += ',';
+  }
+  text("role", m.role);
+  field("seq");
+  out += std::to_string(m.seq);
+  out += '}';
+}
+
+} // namespace
+
+std::string render_turn(const turn_reply& t) {
+  std::string out;
+  out.reserve(192 + t.user.content.size() + t.reply.content.size());
+  out += "{\"reply\":";
+  append_message(out, t.reply);
+  out += ",\"user_message\":";
+  append_message(out, t.user);
+  out += '}';
+  return out;
+}
 
 std::string render_created_key(const api_key_record& k, const std::string& secret) {
   return dump({{"id", k.id}, {"user", k.user_id}, {"api_key", secret}, {"prefix", k.prefix}});

@@ -1,0 +1,20 @@
+#pragma once
+// JSON text written directly into a string, for the hot paths (a turn's
+// answer, a log line) where building an nlohmann DOM first costs more than
+// the rest of the work.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace parley::net {
+
+/// Length of the valid UTF-8 sequence at the start of `s`, or 0 when it is
+/// not one (overlong forms, surrogates and code points past U+10FFFF are not).
+std::size_t utf8_sequence(std::string_view s);
+
+/// Appends `s` as a JSON string: quotes and backslashes escaped, control
+/// characters as \n-style or \u00XX escapes, invalid UTF-8 as U+FFFD.
+void append_json_string(std::string& out, std::string_view s);
+
+} // namespace parley::net

@@ -1,0 +1,55 @@
+// A turn's answer, written without a JSON DOM: the same document as the DOM
+// rendering would give, for any text.
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "actors/api_render.hpp"
+#include "net/json_text.hpp"
+
+namespace parley {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(render, a_turn_is_the_documented_json_for_any_text) {
+  for (std::string text : {std::string{"hello"}, std::string{"quote \" and \\ backslash"},
+                           std::string{"ctl \x01\x1f\n\t\r\b\f end"}, std::string{"héllo ✓ 🚀"},
+                           std::string{""}, std::string{"{\"json\": [1, 2]}"}}) {
+    turn_reply t;
+    t.user = {7, "user", text, "2026-11-23T10:00:00.000001Z", 0, "", text + "-id"};
+    t.reply = {8, "assistant", text, "2026-11-23T10:00:00.000002Z", 7, "gpt-x", ""};
+    auto j = json::parse(render_turn(t));
+    json want = {{"user_message",
+                  {{"seq", 7},
+                   {"role", "user"},
+                   {"content", text},
+                   {"created_at", "2026-11-23T10:00:00.000001Z"},
+                   {"client_message_id", text + "-id"}}},
+                 {"reply",
+                  {{"seq", 8},
+                   {"role", "assistant"},
+                   {"content", text},
+                   {"created_at", "2026-11-23T10:00:00.000002Z"},
+                   {"reply_to", 7},
+                   {"model", "gpt-x"}}}};
+    EXPECT_EQ(j, want) << render_turn(t);
+  }
+  // Without a client id the user message has no such key.
+  turn_reply t;
+  t.user = {1, "user", "x", "t", 0, "", ""};
+  t.reply = {2, "assistant", "y", "t", 1, "echo", ""};
+  EXPECT_FALSE(json::parse(render_turn(t))["user_message"].contains("client_message_id"));
+}
+
+TEST(render, invalid_utf8_becomes_the_replacement_character) {
+  std::string out;
+  net::append_json_string(out, std::string{"a\xff" "b\xc3(\xed\xa0\x80z"});
+  EXPECT_EQ(json::parse(out).get<std::string>(), "a\xef\xbf\xbd" "b\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz");
+  out.clear();
+  net::append_json_string(out, "\x7f");
+  EXPECT_EQ(out, "\"\\u007f\"");
+}
+
+} // namespace
+} // namespace parley
