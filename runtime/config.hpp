@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/log.hpp"
+
 namespace parley {
 
 struct node_config {
@@ -46,7 +48,7 @@ struct node_config {
   int llm_breaker_threshold = 5;  ///< consecutive failures that open a circuit
   std::chrono::milliseconds llm_breaker_cooldown{10000};
   std::size_t max_connections = 20000;
-  std::string log_level = "info";
+  log::level log_level = log::level::info;
 };
 
 using settings = std::map<std::string, std::string>;

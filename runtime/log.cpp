@@ -2,18 +2,30 @@
 
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
+#include <algorithm>
+#include <charconv>
+#include <ctime>
+#include <memory>
 
-#include "storage/clock.hpp"
+#include <spdlog/async_logger.h>
+#include <spdlog/details/thread_pool.h>
+#include <spdlog/sinks/stdout_sinks.h>
 
 namespace parley::log {
 
 namespace {
 
+// Lines the queue holds (about 2.5 MB preallocated); beyond, the oldest one
+// is overwritten so that logging never blocks.
+constexpr std::size_t queue_lines = 8192;
+
 std::string node_id_;
 level min_level_ = level::info;
+std::shared_ptr<spdlog::details::thread_pool> pool_;
+std::shared_ptr<spdlog::async_logger> logger_;
+std::uint64_t dropped_before_shutdown_ = 0;
 
-const char* name(level lv) {
+constexpr std::string_view name(level lv) {
   switch (lv) {
     case level::debug: return "debug";
     case level::info: return "info";
@@ -23,25 +35,237 @@ const char* name(level lv) {
   return "info";
 }
 
+spdlog::level::level_enum spdlog_level(level lv) {
+  switch (lv) {
+    case level::debug: return spdlog::level::debug;
+    case level::info: return spdlog::level::info;
+    case level::warn: return spdlog::level::warn;
+    case level::error: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+/// Length of the valid UTF-8 sequence at the start of `s`, or 0 when it is
+/// not one (overlong forms, surrogates and code points past U+10FFFF are not).
+std::size_t utf8_sequence(std::string_view s) {
+  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    return i < s.size() && b(i) >= lo && b(i) <= hi;
+  };
+  unsigned char c = b(0);
+  if (c >= 0xC2 && c <= 0xDF)
+    return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return cont(1, lo, hi) && cont(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return cont(1, lo, hi) && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/// Appends `s` as a JSON string: quotes and backslashes escaped, control
+/// characters as \n-style or \u00XX escapes, invalid UTF-8 as U+FFFD.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t plain = 0; // start of the run of bytes copied as they are
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7F) {
+      ++i;
+      continue;
+    }
+    std::size_t n = c >= 0x80 ? utf8_sequence(s.substr(i)) : 0;
+    if (n > 0) {
+      i += n;
+      continue;
+    }
+    out.append(s.data() + plain, i - plain);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c >= 0x80) {
+          out += "\\ufffd";
+        } else {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 0xF];
+        }
+    }
+    plain = ++i;
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out += '"';
+}
+
+/// Appends ".ddd" for 0 <= thousandths < 1000.
+void append_fraction(std::string& out, std::int64_t thousandths) {
+  out += '.';
+  out += static_cast<char>('0' + thousandths / 100);
+  out += static_cast<char>('0' + thousandths / 10 % 10);
+  out += static_cast<char>('0' + thousandths % 10);
+}
+
+/// Appends "2026-11-23T10:00:00.123Z". The part up to the second changes
+/// once a second, so each thread keeps its last one.
+void append_time(std::string& out, std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  auto secs = static_cast<std::time_t>(ms / 1000);
+  thread_local std::time_t cached_secs = -1;
+  thread_local char cached[32];
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
+  out += '"';
+  out += cached;
+  append_fraction(out, ms % 1000);
+  out += "Z\"";
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out += ',';
+  append_json_string(out, key);
+  out += ':';
+}
+
+void append_int(std::string& out, std::int64_t v) {
+  char digits[24];
+  auto r = std::to_chars(digits, digits + sizeof digits, v);
+  out.append(digits, r.ptr);
+}
+
+/// Straight to stderr, one write(2): before init and after shutdown.
+void write_now(std::string text) {
+  text += '\n';
+  auto n = ::write(STDERR_FILENO, text.data(), text.size());
+  (void)n;
+}
+
 } // namespace
 
-void init(std::string node_id, std::string_view min_level) {
-  node_id_ = std::move(node_id);
+std::optional<level> parse_level(std::string_view s) {
   for (auto lv : {level::debug, level::info, level::warn, level::error})
-    if (min_level == name(lv))
-      min_level_ = lv;
+    if (s == name(lv))
+      return lv;
+  return std::nullopt;
+}
+
+void init(std::string node_id, level min_level) {
+  node_id_ = std::move(node_id);
+  min_level_ = min_level;
+  pool_ = std::make_shared<spdlog::details::thread_pool>(queue_lines, 1);
+  // stderr is unbuffered: the sink's one fwrite per line reaches it at once.
+  logger_ = std::make_shared<spdlog::async_logger>(
+    "parley", std::make_shared<spdlog::sinks::stderr_sink_st>(), pool_,
+    spdlog::async_overflow_policy::overrun_oldest);
+  logger_->set_pattern("%v");
+  logger_->set_level(spdlog::level::trace);
+}
+
+void shutdown() {
+  if (!pool_)
+    return;
+  dropped_before_shutdown_ = pool_->overrun_counter();
+  logger_.reset();
+  // The pool's destructor lets its thread write every queued line, then joins it.
+  pool_.reset();
+  if (dropped_before_shutdown_ > 0)
+    line(level::warn, "log lines dropped: the queue was full")
+      .num("dropped", static_cast<std::int64_t>(dropped_before_shutdown_))
+      .write();
+}
+
+bool enabled(level lv) {
+  return lv >= min_level_;
+}
+
+std::uint64_t dropped() {
+  return pool_ ? pool_->overrun_counter() : dropped_before_shutdown_;
+}
+
+line::line(level lv, std::string_view msg)
+  : lv_(lv), on_(enabled(lv)), time_(std::chrono::system_clock::now()) {
+  if (on_)
+    start(node_id_, msg);
+}
+
+line::line(level lv, std::string_view msg, std::chrono::system_clock::time_point t,
+           std::string_view node)
+  : lv_(lv), on_(true), time_(t) {
+  start(node, msg);
+}
+
+void line::start(std::string_view node, std::string_view msg) {
+  buf_.reserve(256);
+  buf_ += "{\"time\":";
+  append_time(buf_, time_);
+  buf_ += ",\"level\":\"";
+  buf_ += name(lv_);
+  buf_ += "\",\"node\":";
+  append_json_string(buf_, node);
+  buf_ += ",\"msg\":";
+  append_json_string(buf_, msg);
+}
+
+line& line::str(std::string_view key, std::string_view value) {
+  if (on_) {
+    append_key(buf_, key);
+    append_json_string(buf_, value);
+  }
+  return *this;
+}
+
+line& line::num(std::string_view key, std::int64_t value) {
+  if (on_) {
+    append_key(buf_, key);
+    append_int(buf_, value);
+  }
+  return *this;
+}
+
+line& line::ms(std::string_view key, std::chrono::nanoseconds value) {
+  if (on_) {
+    auto us = std::max<std::int64_t>(0, value.count() / 1000);
+    append_key(buf_, key);
+    append_int(buf_, us / 1000);
+    append_fraction(buf_, us % 1000);
+  }
+  return *this;
+}
+
+std::string line::text() const {
+  return buf_.empty() ? std::string{} : buf_ + "}";
+}
+
+void line::write() {
+  if (!on_)
+    return;
+  on_ = false;
+  buf_ += '}';
+  if (!logger_)
+    return write_now(std::move(buf_));
+  logger_->log(time_, spdlog::source_loc{}, spdlog_level(lv_),
+               spdlog::string_view_t{buf_.data(), buf_.size()});
 }
 
 void write(level lv, std::string_view msg, const fields& extra) {
-  if (lv < min_level_)
-    return;
-  nlohmann::json j = {{"time", now_rfc3339()}, {"level", name(lv)}, {"node", node_id_},
-                      {"msg", msg}};
+  line l{lv, msg};
   for (auto& [k, v] : extra)
-    j[k] = v;
-  auto line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  auto n = ::write(STDERR_FILENO, line.data(), line.size());
-  (void) n;
+    l.str(k, v);
+  l.write();
 }
 
 } // namespace parley::log

@@ -27,6 +27,7 @@ TEST(config, defaults_follow_the_contract) {
   EXPECT_EQ(c.session_idle.count(), 300);
   EXPECT_EQ(c.failure_detect.count(), 3000);
   EXPECT_EQ(c.session_queue_limit, 32u);
+  EXPECT_EQ(c.log_level, log::level::info);
 }
 
 TEST(config, environment_wins_over_the_file) {
@@ -48,7 +49,8 @@ TEST(config, errors_name_the_bad_setting) {
   } cases[] = {{"PARLEY_HTTP_PORT", "abc"},         {"PARLEY_HTTP_PORT", "70000"},
                {"PARLEY_CONTEXT_MESSAGES", "0"},    {"PARLEY_SEEDS", "hostonly"},
                {"PARLEY_REDIS_URL", "http://x"},    {"PARLEY_LLM_TIMEOUT_MS", "-5"},
-               {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"}};
+               {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"},
+               {"PARLEY_LOG_LEVEL", "INFO"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;
