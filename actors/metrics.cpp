@@ -1,5 +1,7 @@
 #include "actors/metrics.hpp"
 
+#include <mutex>
+
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
@@ -85,6 +87,13 @@ struct node_metrics::impl {
       .Name("parley_cluster_nodes")
       .Help("Cluster members by status, as this node sees them")
       .Register(registry);
+  prometheus::Counter& log_dropped =
+    prometheus::BuildCounter()
+      .Name("parley_log_dropped_total")
+      .Help("Log lines lost because the log queue was full (the oldest is overwritten)")
+      .Register(registry)
+      .Add({});
+  std::mutex log_dropped_mu; // two scrapes must not both add the same lines
 };
 
 namespace {
@@ -136,6 +145,13 @@ void node_metrics::llm_circuit(std::string_view upstream, int state) {
 void node_metrics::storage_commit(std::size_t turns, double seconds) {
   impl_->batch_size.Observe(static_cast<double>(turns));
   impl_->commit_seconds.Observe(seconds);
+}
+
+void node_metrics::log_lines_dropped(std::uint64_t total) {
+  std::lock_guard<std::mutex> lk{impl_->log_dropped_mu};
+  auto seen = impl_->log_dropped.Value();
+  if (static_cast<double>(total) > seen)
+    impl_->log_dropped.Increment(static_cast<double>(total) - seen);
 }
 
 void node_metrics::session_started() { impl_->sessions_active.Increment(); }

@@ -4,6 +4,7 @@
 // are atomics, so any thread (asio, actors) may update them; `scrape`
 // renders the Prometheus text exposition for `GET /metrics`.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,6 +45,10 @@ public:
   void session_activated();
   void session_passivated();
   void session_migrated();
+
+  /// `parley_log_dropped_total`: set to `total`, the log lines lost so far
+  /// because the log queue was full.
+  void log_lines_dropped(std::uint64_t total);
 
   /// The Prometheus text format of every metric.
   std::string scrape() const;

@@ -23,7 +23,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
-    "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT"};
+    "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
+    "PARLEY_ACCESS_LOG"};
   return names;
 }
 
@@ -228,6 +229,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
     else
       r.fail("PARLEY_LOG_LEVEL: expected debug, info, warn or error, got '" + log_level + "'");
   }
+  r.flag("PARLEY_ACCESS_LOG", c.access_log);
   if (c.admin_token.empty() && !c.dev)
     r.fail("PARLEY_ADMIN_TOKEN: required (or set PARLEY_DEV=1 to have one generated)");
   if (!r.err.empty()) {

@@ -49,6 +49,7 @@ struct node_config {
   std::chrono::milliseconds llm_breaker_cooldown{10000};
   std::size_t max_connections = 20000;
   log::level log_level = log::level::info;
+  bool access_log = true; ///< one info line per answered HTTP request
 };
 
 using settings = std::map<std::string, std::string>;

@@ -268,7 +268,9 @@ int serve(node_config cfg) {
   http_opts.header_timeout = cfg.http_header_timeout;
   http_opts.idle_timeout = cfg.http_idle_timeout;
   http_opts.max_connections = cfg.max_connections;
-  net::http_server server{io, http_opts, make_http_handler(edge, metrics)};
+  net::http_server server{
+    io, http_opts,
+    make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off)};
   int rc = 0;
   try {
     server.start();
