@@ -163,12 +163,6 @@ std::string random_token() {
   return s.str();
 }
 
-std::string log_dir() {
-  std::string d = "it-logs";
-  ::mkdir(d.c_str(), 0755);
-  return d;
-}
-
 bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
   auto until = clock::now() + limit;
   while (clock::now() < until) {
@@ -183,6 +177,12 @@ bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit
 
 bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
   return wait_until(ok, limit);
+}
+
+std::string log_dir() {
+  std::string d = "it-logs";
+  ::mkdir(d.c_str(), 0755);
+  return d;
 }
 
 unsigned short free_port() {

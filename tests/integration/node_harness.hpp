@@ -77,6 +77,9 @@ timed_exchange(unsigned short port, const std::string& bytes, std::chrono::milli
 /// A POST of `body` as raw HTTP/1.1 with a bearer key (Connection: close).
 std::string raw_post(const std::string& target, const std::string& key, const std::string& body);
 
+/// The folder of the log files of the processes tests start (made on first use).
+std::string log_dir();
+
 /// The last `lines` lines of a text file ("" when it cannot be read).
 std::string file_tail(const std::string& path, int lines = 40);
 
