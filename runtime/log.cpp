@@ -3,13 +3,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <ctime>
 #include <memory>
+#include <thread>
 
 #include <spdlog/async_logger.h>
+#include <spdlog/details/null_mutex.h>
 #include <spdlog/details/thread_pool.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/base_sink.h>
 
 namespace parley::log {
 
@@ -18,6 +21,9 @@ namespace {
 // Lines the queue holds (about 2.5 MB preallocated); beyond, the oldest one
 // is overwritten so that logging never blocks.
 constexpr std::size_t queue_lines = 8192;
+// The writer's pause once the queue is empty, and its largest write.
+constexpr std::chrono::milliseconds writer_pause{1};
+constexpr std::size_t writer_batch_bytes = 64 * 1024;
 
 std::string node_id_;
 level min_level_ = level::info;
@@ -147,12 +153,53 @@ void append_int(std::string& out, std::int64_t v) {
   out.append(digits, r.ptr);
 }
 
-/// Straight to stderr, one write(2): before init and after shutdown.
+/// Writes all of `data` to stderr (a failed write drops the rest).
+void write_stderr(const char* data, std::size_t size) {
+  while (size > 0) {
+    auto n = ::write(STDERR_FILENO, data, size);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return;
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+/// Straight to stderr: before init and after shutdown.
 void write_now(std::string text) {
   text += '\n';
-  auto n = ::write(STDERR_FILENO, text.data(), text.size());
-  (void)n;
+  write_stderr(text.data(), text.size());
 }
+
+/// The writer thread's sink. Lines gather in a buffer that goes to stderr in
+/// one write(2) once the queue is empty (or the buffer is large); then the
+/// writer pauses briefly instead of waiting on the queue, so that a busy node
+/// queues lines without waking it for each one: one wake-up and one write per
+/// pause rather than per line, and a line reaches stderr within about a pause.
+class stderr_batch_sink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+public:
+  explicit stderr_batch_sink(spdlog::details::thread_pool& pool) : pool_(pool) {}
+  ~stderr_batch_sink() override { flush_(); }
+
+private:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    formatter_->format(msg, buf_);
+    bool drained = pool_.queue_size() == 0;
+    if (drained || buf_.size() >= writer_batch_bytes)
+      flush_();
+    if (drained)
+      std::this_thread::sleep_for(writer_pause);
+  }
+
+  void flush_() override {
+    write_stderr(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+
+  spdlog::details::thread_pool& pool_;
+  spdlog::memory_buf_t buf_;
+};
 
 } // namespace
 
@@ -167,9 +214,8 @@ void init(std::string node_id, level min_level) {
   node_id_ = std::move(node_id);
   min_level_ = min_level;
   pool_ = std::make_shared<spdlog::details::thread_pool>(queue_lines, 1);
-  // stderr is unbuffered: the sink's one fwrite per line reaches it at once.
   logger_ = std::make_shared<spdlog::async_logger>(
-    "parley", std::make_shared<spdlog::sinks::stderr_sink_st>(), pool_,
+    "parley", std::make_shared<stderr_batch_sink>(*pool_), pool_,
     spdlog::async_overflow_policy::overrun_oldest);
   logger_->set_pattern("%v");
   logger_->set_level(spdlog::level::trace);
@@ -178,9 +224,10 @@ void init(std::string node_id, level min_level) {
 void shutdown() {
   if (!pool_)
     return;
+  logger_->flush(); // queued behind every line: writes them all out
   dropped_before_shutdown_ = pool_->overrun_counter();
   logger_.reset();
-  // The pool's destructor lets its thread write every queued line, then joins it.
+  // The pool's destructor lets its thread finish the queue, then joins it.
   pool_.reset();
   if (dropped_before_shutdown_ > 0)
     line(level::warn, "log lines dropped: the queue was full")
