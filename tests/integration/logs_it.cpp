@@ -4,9 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "tests/integration/node_harness.hpp"
 
@@ -228,4 +234,53 @@ TEST(logs, a_fatal_error_is_written_before_the_node_exits) {
   EXPECT_EQ(lines.back()["level"], "error");
   EXPECT_NE(lines.back()["msg"].get<std::string>().find("PARLEY_CLUSTER_PORT"), std::string::npos)
     << lines.back();
+}
+
+TEST(logs, a_stalled_stderr_holds_up_no_request_and_lost_lines_are_counted) {
+  scratch_db db;
+  // stderr is a pipe nobody reads: once its buffer is full, the log writer
+  // waits in write(2) and the log queue fills up.
+  auto fifo = log_dir() + "/parley-stalled-" + std::to_string(free_port()) + ".fifo";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  auto port = free_port();
+  child_process node{PARLEY_BIN,
+                     {},
+                     {{"PARLEY_PG_URL", db.url()},
+                      {"PARLEY_ADMIN_TOKEN", "t"},
+                      {"PARLEY_HTTP_PORT", std::to_string(port)},
+                      {"PARLEY_CLUSTER_PORT", std::to_string(free_port())}},
+                     fifo};
+  ASSERT_TRUE(wait_for([&] { return http(port, "GET", "/readyz").status == 200; }, 30s));
+  http_connection c{port};
+  int answered = 0;
+  while (answered < 12000 && c.request("GET", "/healthz").status == 200)
+    ++answered;
+  EXPECT_EQ(answered, 12000);
+  EXPECT_GT(metric(port, "parley_log_dropped_total"), 0);
+
+  // Read the pipe again: the node writes what it kept and stops normally.
+  std::string out;
+  std::thread drain{[&] {
+    auto until = std::chrono::steady_clock::now() + 60s;
+    char buf[65536];
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{reader, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0)
+        continue;
+      auto n = ::read(reader, buf, sizeof buf);
+      if (n == 0)
+        break; // the node closed its end
+      if (n > 0)
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+  }};
+  EXPECT_EQ(node.terminate(30s), 0);
+  drain.join();
+  ::close(reader);
+  ::unlink(fifo.c_str());
+  EXPECT_NE(out.find("\"msg\":\"stopped\""), std::string::npos);
+  EXPECT_NE(out.find("log lines dropped"), std::string::npos);
 }

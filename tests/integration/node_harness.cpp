@@ -536,12 +536,16 @@ http_result parley_node::admin(const std::string& method, const std::string& tar
   return call(method, target, token_, body.is_null() ? std::string{} : body.dump());
 }
 
-double parley_node::metric(const std::string& sample) const {
-  auto body = http(port_, "GET", "/metrics").body;
+double metric(unsigned short port, const std::string& sample) {
+  auto body = http(port, "GET", "/metrics").body;
   auto at = body.find("\n" + sample + " ");
   if (at == std::string::npos)
     return -1;
   return std::stod(body.substr(at + sample.size() + 2));
+}
+
+double parley_node::metric(const std::string& sample) const {
+  return test::metric(port_, sample);
 }
 
 json parley_node::cluster() const {
