@@ -169,7 +169,7 @@ TEST(logs, level_warn_drops_info_lines_and_keeps_warnings) {
   }
 
   // Warnings still come: development mode and a PostgreSQL that is not up.
-  auto path = log_dir() + "/parley-warn-" + std::to_string(free_port()) + ".log";
+  auto path = fresh_log("parley-warn-" + std::to_string(free_port()) + ".log");
   child_process waiting{PARLEY_BIN,
                         {},
                         {{"PARLEY_PG_URL", "host=127.0.0.1 port=" + std::to_string(free_port()) +
@@ -205,7 +205,7 @@ TEST(logs, bad_log_settings_stop_the_node_with_one_line_naming_them) {
   for (auto [name, value] :
        {std::pair{"PARLEY_LOG_LEVEL", "loud"}, std::pair{"PARLEY_LOG_LEVEL", "WARN"},
         std::pair{"PARLEY_ACCESS_LOG", "2"}}) {
-    auto path = log_dir() + "/parley-bad-" + std::to_string(free_port()) + ".log";
+    auto path = fresh_log("parley-bad-" + std::to_string(free_port()) + ".log");
     auto status = exit_status_of({{"PARLEY_PG_URL", "host=127.0.0.1"},
                                   {"PARLEY_ADMIN_TOKEN", "t"},
                                   {"PARLEY_HTTP_PORT", std::to_string(free_port())},
@@ -222,7 +222,7 @@ TEST(logs, a_fatal_error_is_written_before_the_node_exits) {
   scratch_db db;
   auto cluster_port = std::to_string(free_port());
   parley_node node{db, {{"PARLEY_CLUSTER_PORT", cluster_port}}};
-  auto path = log_dir() + "/parley-fatal-" + std::to_string(free_port()) + ".log";
+  auto path = fresh_log("parley-fatal-" + std::to_string(free_port()) + ".log");
   auto status = exit_status_of({{"PARLEY_PG_URL", db.url()},
                                 {"PARLEY_ADMIN_TOKEN", "t"},
                                 {"PARLEY_HTTP_PORT", std::to_string(free_port())},

@@ -185,6 +185,12 @@ std::string log_dir() {
   return d;
 }
 
+std::string fresh_log(const std::string& name) {
+  auto path = log_dir() + "/" + name;
+  std::ofstream{path, std::ios::trunc};
+  return path;
+}
+
 unsigned short free_port() {
   static std::set<unsigned short> handed_out;
   static unsigned short next = static_cast<unsigned short>(20000 + (getpid() * 37) % 11000);
@@ -454,7 +460,8 @@ void mock_llm::configure(const json& cfg) const {
 void mock_llm::reset() const { http(port_, "DELETE", "/_mock/config"); }
 
 parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string> env)
-  : env_(std::move(env)), port_(free_port()), token_(random_token()) {
+  : env_(std::move(env)), port_(free_port()), token_(random_token()),
+    log_(fresh_log("parley-" + std::to_string(port_) + ".log")) {
   node_id_ = env_.count("PARLEY_NODE_ID") ? env_["PARLEY_NODE_ID"]
                                           : "it-node-" + std::to_string(port_);
   env_["PARLEY_PG_URL"] = db.url();
@@ -475,8 +482,7 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
 parley_node::~parley_node() = default;
 
 void parley_node::start() {
-  proc_ = child_process(PARLEY_BIN, {}, env_,
-                        log_dir() + "/parley-" + std::to_string(port_) + ".log");
+  proc_ = child_process(PARLEY_BIN, {}, env_, log_);
   if (!wait_until(
         [&] { return !proc_.alive() || http(port_, "GET", "/readyz").status == 200; },
         std::chrono::seconds(30)) ||

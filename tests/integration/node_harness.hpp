@@ -84,6 +84,9 @@ double metric(unsigned short port, const std::string& sample);
 /// The folder of the log files of the processes tests start (made on first use).
 std::string log_dir();
 
+/// `log_dir()/name`, emptied: ports, and so log names, recur across test runs.
+std::string fresh_log(const std::string& name);
+
 /// The last `lines` lines of a text file ("" when it cannot be read).
 std::string file_tail(const std::string& path, int lines = 40);
 
@@ -168,6 +171,7 @@ private:
   std::map<std::string, std::string> env_;
   unsigned short port_;
   std::string token_, node_id_;
+  std::string log_; ///< one file for all its starts
   child_process proc_;
 };
 
