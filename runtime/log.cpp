@@ -214,9 +214,9 @@ void init(std::string node_id, level min_level) {
   node_id_ = std::move(node_id);
   min_level_ = min_level;
   pool_ = std::make_shared<spdlog::details::thread_pool>(queue_lines, 1);
-  logger_ = std::make_shared<spdlog::async_logger>(
-    "parley", std::make_shared<stderr_batch_sink>(*pool_), pool_,
-    spdlog::async_overflow_policy::overrun_oldest);
+  logger_ =
+    std::make_shared<spdlog::async_logger>("parley", std::make_shared<stderr_batch_sink>(*pool_),
+                                           pool_, spdlog::async_overflow_policy::overrun_oldest);
   logger_->set_pattern("%v");
   logger_->set_level(spdlog::level::trace);
 }
@@ -243,10 +243,11 @@ std::uint64_t dropped() {
   return pool_ ? pool_->overrun_counter() : dropped_before_shutdown_;
 }
 
-line::line(level lv, std::string_view msg)
-  : lv_(lv), on_(enabled(lv)), time_(std::chrono::system_clock::now()) {
-  if (on_)
-    start(node_id_, msg);
+line::line(level lv, std::string_view msg) : lv_(lv), on_(enabled(lv)) {
+  if (!on_)
+    return;
+  time_ = std::chrono::system_clock::now();
+  start(node_id_, msg);
 }
 
 line::line(level lv, std::string_view msg, std::chrono::system_clock::time_point t,
