@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -102,6 +103,13 @@ struct node_metrics::impl {
       .Name("parley_cluster_nodes")
       .Help("Cluster members by status, as this node sees them")
       .Register(registry);
+  prometheus::Counter& log_dropped =
+    prometheus::BuildCounter()
+      .Name("parley_log_dropped_total")
+      .Help("Log lines lost because the log queue was full (the oldest is overwritten)")
+      .Register(registry)
+      .Add({});
+  std::mutex log_dropped_mu; // two scrapes must not both add the same lines
 };
 
 namespace {
@@ -177,6 +185,13 @@ void node_metrics::llm_circuit(std::string_view upstream, int state) {
 void node_metrics::storage_commit(std::size_t turns, double seconds) {
   impl_->batch_size.Observe(static_cast<double>(turns));
   impl_->commit_seconds.Observe(seconds);
+}
+
+void node_metrics::log_lines_dropped(std::uint64_t total) {
+  std::lock_guard<std::mutex> lk{impl_->log_dropped_mu};
+  auto seen = impl_->log_dropped.Value();
+  if (static_cast<double>(total) > seen)
+    impl_->log_dropped.Increment(static_cast<double>(total) - seen);
 }
 
 void node_metrics::session_started() { impl_->sessions_active.Increment(); }

@@ -49,6 +49,10 @@ public:
   void session_passivated();
   void session_migrated();
 
+  /// `parley_log_dropped_total`: set to `total`, the log lines lost so far
+  /// because the log queue was full.
+  void log_lines_dropped(std::uint64_t total);
+
   /// The Prometheus text format of every metric (these and the actor
   /// figures of actors/actor_stats.hpp).
   std::string scrape() const;

@@ -24,7 +24,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
-    "PARLEY_ACTOR_METRICS"};
+    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG"};
   return names;
 }
 
@@ -222,10 +222,15 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.integer("PARLEY_LLM_BREAKER_THRESHOLD", c.llm_breaker_threshold, 1, 1000);
   r.duration("PARLEY_LLM_BREAKER_COOLDOWN_MS", c.llm_breaker_cooldown, 1, 3600000);
   r.integer("PARLEY_MAX_CONNECTIONS", c.max_connections, 1, 10000000);
-  r.text("PARLEY_LOG_LEVEL", c.log_level);
-  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
-      c.log_level != "error")
-    r.fail("PARLEY_LOG_LEVEL: expected debug, info, warn or error, got '" + c.log_level + "'");
+  std::string log_level;
+  r.text("PARLEY_LOG_LEVEL", log_level);
+  if (!log_level.empty()) {
+    if (auto lv = log::parse_level(log_level))
+      c.log_level = *lv;
+    else
+      r.fail("PARLEY_LOG_LEVEL: expected debug, info, warn or error, got '" + log_level + "'");
+  }
+  r.flag("PARLEY_ACCESS_LOG", c.access_log);
   if (c.admin_token.empty() && !c.dev)
     r.fail("PARLEY_ADMIN_TOKEN: required (or set PARLEY_DEV=1 to have one generated)");
   if (!r.err.empty()) {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/log.hpp"
+
 namespace parley {
 
 struct node_config {
@@ -47,7 +49,8 @@ struct node_config {
   int llm_breaker_threshold = 5;  ///< consecutive failures that open a circuit
   std::chrono::milliseconds llm_breaker_cooldown{10000};
   std::size_t max_connections = 20000;
-  std::string log_level = "info";
+  log::level log_level = log::level::info;
+  bool access_log = true; ///< one info line per answered HTTP request
 };
 
 using settings = std::map<std::string, std::string>;

@@ -6,6 +6,7 @@
 #include <caf/send.hpp>
 
 #include "actors/edge_actor.hpp"
+#include "runtime/log.hpp"
 #include "storage/pg_store.hpp"
 
 namespace parley {
@@ -14,41 +15,109 @@ namespace {
 
 constexpr std::size_t max_id_length = 128;
 
-/// Counts the answer of one request in the metrics, then sends it.
-class counted_responder final : public net::responder {
+/// Records the answer of one request: in the metrics when it starts, in the
+/// access log (when on) when it ends, which for a streamed answer is finish().
+class recorded_responder final : public net::responder {
 public:
-  counted_responder(net::responder_ptr inner, metrics_ptr metrics, net::route r)
-    : inner_(std::move(inner)), metrics_(std::move(metrics)), route_(r),
-      start_(std::chrono::steady_clock::now()) {}
+  recorded_responder(net::responder_ptr inner, metrics_ptr metrics, net::route r,
+                     std::chrono::steady_clock::time_point received)
+    : inner_(std::move(inner)), metrics_(std::move(metrics)), route_(r), received_(received) {}
+
+  /// Also writes the request's access log line, with these fields.
+  void log_access(const net::http_request& req, std::string session) {
+    access_ = true;
+    method_ = req.method;
+    path_ = req.path;
+    request_id_ = req.request_id;
+    session_ = std::move(session);
+  }
+
+  /// A request dropped unanswered gets a 500 from the connection: record it.
+  ~recorded_responder() override {
+    if (!answered_.exchange(true))
+      record_start(500);
+    if (!logged_.exchange(true))
+      record_end();
+  }
 
   void send(net::http_response r) override {
-    if (!counted_.exchange(true))
-      metrics_->http_request(net::route_name(route_), r.status,
-                             std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                           start_)
-                               .count());
+    auto status = r.status;
+    auto bytes = r.body.size();
     inner_->send(std::move(r));
+    if (answered_.exchange(true))
+      return;
+    record_start(status);
+    bytes_ = bytes;
+    logged_ = true;
+    record_end();
   }
 
   void start_stream(net::http_response head) override {
-    if (!counted_.exchange(true))
-      metrics_->http_request(net::route_name(route_), head.status,
-                             std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                           start_)
-                               .count());
+    auto status = head.status;
     inner_->start_stream(std::move(head));
+    if (!answered_.exchange(true))
+      record_start(status);
   }
-  void write(std::string chunk) override { inner_->write(std::move(chunk)); }
-  void finish() override { inner_->finish(); }
+  void write(std::string chunk) override {
+    bytes_ += chunk.size();
+    inner_->write(std::move(chunk));
+  }
+  void finish() override {
+    inner_->finish();
+    if (!logged_.exchange(true))
+      record_end();
+  }
   bool closed() const override { return inner_->closed(); }
 
 private:
+  void record_start(unsigned status) {
+    status_ = status;
+    metrics_->http_request(
+      net::route_name(route_), status,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - received_).count());
+  }
+
+  void record_end() {
+    if (!access_)
+      return;
+    log::line l{log::level::info, "access"};
+    l.str("request_id", request_id_);
+    if (!session_.empty())
+      l.str("session", session_);
+    l.ms("latency_ms", std::chrono::steady_clock::now() - received_)
+      .str("method", method_)
+      .str("path", path_)
+      .str("route", net::route_name(route_))
+      .num("status", status_)
+      .num("bytes", static_cast<std::int64_t>(bytes_.load()))
+      .write();
+  }
+
   net::responder_ptr inner_;
   metrics_ptr metrics_;
   net::route route_;
-  std::chrono::steady_clock::time_point start_;
-  std::atomic<bool> counted_{false};
+  std::chrono::steady_clock::time_point received_;
+  bool access_ = false;
+  std::string method_, path_, request_id_, session_;
+  std::atomic<unsigned> status_{0};
+  std::atomic<std::size_t> bytes_{0};
+  std::atomic<bool> answered_{false};
+  std::atomic<bool> logged_{false};
 };
+
+/// Routes whose `{id}` is a session id.
+bool names_a_session(net::route r) {
+  switch (r) {
+    case net::route::get_session:
+    case net::route::delete_session:
+    case net::route::post_message:
+    case net::route::list_messages:
+    case net::route::post_feedback:
+    case net::route::admin_session:
+    case net::route::migrate_session: return true;
+    default: return false;
+  }
+}
 
 void answer_error(const net::responder_ptr& out, const api_error& e,
                   net::header_list headers = {}) {
@@ -158,11 +227,15 @@ void parse_inputs(const net::http_request& req, http_call& call) {
 
 } // namespace
 
-net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics) {
-  return [edge, metrics](net::http_request&& req, net::responder_ptr raw) {
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access) {
+  return [edge, metrics, access](net::http_request&& req, net::responder_ptr raw) {
     auto m = net::match_route(req.method, req.path);
     metrics->http_started();
-    net::responder_ptr out = std::make_shared<counted_responder>(std::move(raw), metrics, m.r);
+    auto recorded =
+      std::make_shared<recorded_responder>(std::move(raw), metrics, m.r, req.received);
+    if (access == access_log::on)
+      recorded->log_access(req, names_a_session(m.r) ? m.id : std::string{});
+    net::responder_ptr out = std::move(recorded);
     switch (m.r) {
       case net::route::not_found:
         return answer_error(out, {errc::not_found, "no route for " + req.method + " " + req.path});
@@ -177,6 +250,7 @@ net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics) {
         return out->send(std::move(r));
       }
       case net::route::metrics: {
+        metrics->log_lines_dropped(log::dropped());
         net::http_response r;
         r.body = metrics->scrape();
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";

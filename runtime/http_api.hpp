@@ -3,7 +3,8 @@
 // asio thread that read it (routing, size and type checks, JSON parsing and
 // validation), answers what needs no actor (/healthz, /metrics, unknown
 // routes), and sends the rest to the edge actor. Every answer is counted in
-// the node's metrics by route and status.
+// the node's metrics by route and status and, unless turned off, written to
+// the access log (one info line per request, when its answer is complete).
 
 #include <caf/actor.hpp>
 
@@ -12,6 +13,8 @@
 
 namespace parley {
 
-net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics);
+enum class access_log { off, on };
+
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access);
 
 } // namespace parley

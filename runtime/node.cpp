@@ -1,5 +1,6 @@
 #include "runtime/node.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <thread>
 
@@ -108,27 +109,33 @@ void drain_sessions(caf::actor_system& sys, const caf::actor& membership,
   log::info("sessions handed over", {{"left", std::to_string(left)}});
 }
 
+/// The node's long-lived actors, each with its role for the log.
+using named_actors = std::vector<std::pair<std::string, caf::actor>>;
+
 /// Stops `actors` and waits (bounded) until they are gone: the llm actor
 /// and its upstream client use the asio runtime, which must outlive them.
-bool stop_actors(caf::actor_system& sys, const std::vector<caf::actor>& actors,
-                 std::chrono::seconds limit) {
+/// Logs each actor still alive at the limit.
+void stop_actors(caf::actor_system& sys, const named_actors& actors, std::chrono::seconds limit) {
   caf::scoped_actor s{sys};
-  for (auto& a : actors) {
+  for (auto& [role, a] : actors) {
     s->monitor(a);
     s->send_exit(a, caf::exit_reason::user_shutdown);
   }
   auto until = std::chrono::steady_clock::now() + limit;
-  std::size_t down = 0;
+  std::vector<caf::actor_addr> down;
   bool timed_out = false;
-  while (down < actors.size() && !timed_out) {
+  while (down.size() < actors.size() && !timed_out) {
     auto left = until - std::chrono::steady_clock::now();
     if (left <= left.zero())
       break;
-    s->receive([&](caf::down_msg&) { ++down; },
+    s->receive([&](caf::down_msg& m) { down.push_back(m.source); },
                caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(left)) >>
                  [&] { timed_out = true; });
   }
-  return down == actors.size();
+  for (auto& [role, a] : actors)
+    if (std::find(down.begin(), down.end(), a.address()) == down.end())
+      log::warn("actor did not stop within " + std::to_string(limit.count()) + " s",
+                {{"actor", role}});
 }
 
 int wait_for_stop_signal() {
@@ -153,9 +160,10 @@ void block_stop_signals() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
-int run_node(const node_config& cfg_in) {
-  auto cfg = cfg_in;
-  log::init(cfg.node_id, cfg.log_level);
+namespace {
+
+/// The node's life between log::init and log::shutdown.
+int serve(node_config cfg) {
   if (cfg.admin_token.empty()) {
     cfg.admin_token = random_hex(24);
     log::warn("development mode: generated an admin token", {{"admin_token", cfg.admin_token}});
@@ -265,7 +273,9 @@ int run_node(const node_config& cfg_in) {
   http_opts.header_timeout = cfg.http_header_timeout;
   http_opts.idle_timeout = cfg.http_idle_timeout;
   http_opts.max_connections = cfg.max_connections;
-  net::http_server server{io, http_opts, make_http_handler(edge, metrics)};
+  net::http_server server{
+    io, http_opts,
+    make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off)};
   int rc = 0;
   try {
     server.start();
@@ -288,15 +298,28 @@ int run_node(const node_config& cfg_in) {
     rc = 2;
   }
 
-  std::vector<caf::actor> all{edge, registry, membership, llm, ratelimit};
+  named_actors all{{"edge", edge},
+                   {"registry", registry},
+                   {"membership", membership},
+                   {"llm", llm},
+                   {"ratelimit", ratelimit}};
   if (revocations)
-    all.push_back(revocations);
-  all.insert(all.end(), storage_actors.begin(), storage_actors.end());
-  if (!stop_actors(sys, all, std::chrono::seconds(10)))
-    log::warn("some actors did not stop within 10 s");
+    all.emplace_back("revocations", revocations);
+  for (auto& a : storage_actors)
+    all.emplace_back("storage", a);
+  stop_actors(sys, all, std::chrono::seconds(10));
   io.stop();
   if (rc == 0)
     log::info("stopped");
+  return rc;
+}
+
+} // namespace
+
+int run_node(const node_config& cfg) {
+  log::init(cfg.node_id, cfg.log_level);
+  auto rc = serve(cfg);
+  log::shutdown();
   return rc;
 }
 

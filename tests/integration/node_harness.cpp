@@ -163,12 +163,6 @@ std::string random_token() {
   return s.str();
 }
 
-std::string log_dir() {
-  std::string d = "it-logs";
-  ::mkdir(d.c_str(), 0755);
-  return d;
-}
-
 bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
   auto until = clock::now() + limit;
   while (clock::now() < until) {
@@ -183,6 +177,18 @@ bool wait_until(const std::function<bool()>& ok, std::chrono::milliseconds limit
 
 bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit) {
   return wait_until(ok, limit);
+}
+
+std::string log_dir() {
+  std::string d = "it-logs";
+  ::mkdir(d.c_str(), 0755);
+  return d;
+}
+
+std::string fresh_log(const std::string& name) {
+  auto path = log_dir() + "/" + name;
+  std::ofstream{path, std::ios::trunc};
+  return path;
 }
 
 unsigned short free_port() {
@@ -525,7 +531,8 @@ void mock_llm::configure(const json& cfg) const {
 void mock_llm::reset() const { http(port_, "DELETE", "/_mock/config"); }
 
 parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string> env)
-  : env_(std::move(env)), port_(free_port()), token_(random_token()) {
+  : env_(std::move(env)), port_(free_port()), token_(random_token()),
+    log_(fresh_log("parley-" + std::to_string(port_) + ".log")) {
   node_id_ = env_.count("PARLEY_NODE_ID") ? env_["PARLEY_NODE_ID"]
                                           : "it-node-" + std::to_string(port_);
   env_["PARLEY_PG_URL"] = db.url();
@@ -546,8 +553,7 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
 parley_node::~parley_node() = default;
 
 void parley_node::start() {
-  proc_ = child_process(PARLEY_BIN, {}, env_,
-                        log_dir() + "/parley-" + std::to_string(port_) + ".log");
+  proc_ = child_process(PARLEY_BIN, {}, env_, log_);
   if (!wait_until(
         [&] { return !proc_.alive() || http(port_, "GET", "/readyz").status == 200; },
         std::chrono::seconds(30)) ||
@@ -607,12 +613,16 @@ http_result parley_node::admin(const std::string& method, const std::string& tar
   return call(method, target, token_, body.is_null() ? std::string{} : body.dump());
 }
 
-double parley_node::metric(const std::string& sample) const {
-  auto body = http(port_, "GET", "/metrics").body;
+double metric(unsigned short port, const std::string& sample) {
+  auto body = http(port, "GET", "/metrics").body;
   auto at = body.find("\n" + sample + " ");
   if (at == std::string::npos)
     return -1;
   return std::stod(body.substr(at + sample.size() + 2));
+}
+
+double parley_node::metric(const std::string& sample) const {
+  return test::metric(port_, sample);
 }
 
 json parley_node::cluster() const {

@@ -77,6 +77,16 @@ timed_exchange(unsigned short port, const std::string& bytes, std::chrono::milli
 /// A POST of `body` as raw HTTP/1.1 with a bearer key (Connection: close).
 std::string raw_post(const std::string& target, const std::string& key, const std::string& body);
 
+/// The value of one sample of `GET /metrics` on `port`, e.g.
+/// `parley_rate_limited_total` (-1 when absent).
+double metric(unsigned short port, const std::string& sample);
+
+/// The folder of the log files of the processes tests start (made on first use).
+std::string log_dir();
+
+/// `log_dir()/name`, emptied: ports, and so log names, recur across test runs.
+std::string fresh_log(const std::string& name);
+
 /// The last `lines` lines of a text file ("" when it cannot be read).
 std::string file_tail(const std::string& path, int lines = 40);
 
@@ -167,8 +177,7 @@ public:
   /// An admin call with this node's token.
   http_result admin(const std::string& method, const std::string& target,
                     const json& body = nullptr) const;
-  /// The value of one sample of `GET /metrics`, e.g.
-  /// `parley_rate_limited_total` (-1 when absent).
+  /// The value of one sample of its `GET /metrics` (see test::metric).
   double metric(const std::string& sample) const;
   /// `GET /admin/v1/cluster` (null when it fails).
   json cluster() const;
@@ -179,6 +188,7 @@ private:
   std::map<std::string, std::string> env_;
   unsigned short port_;
   std::string token_, node_id_;
+  std::string log_; ///< one file for all its starts
   child_process proc_;
 };
 

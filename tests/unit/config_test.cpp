@@ -27,6 +27,27 @@ TEST(config, defaults_follow_the_contract) {
   EXPECT_EQ(c.session_idle.count(), 300);
   EXPECT_EQ(c.failure_detect.count(), 3000);
   EXPECT_EQ(c.session_queue_limit, 32u);
+  EXPECT_EQ(c.log_level, log::level::info);
+  EXPECT_TRUE(c.access_log);
+}
+
+TEST(config, log_level_and_access_log) {
+  struct tc {
+    const char* level_name;
+    log::level lv;
+    const char* access_name;
+    bool access;
+  } cases[] = {{"warn", log::level::warn, "0", false}, {"debug", log::level::debug, "1", true}};
+  for (auto& t : cases) {
+    auto env = base();
+    env["PARLEY_LOG_LEVEL"] = t.level_name;
+    env["PARLEY_ACCESS_LOG"] = t.access_name;
+    node_config c;
+    std::string err;
+    ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+    EXPECT_EQ(c.log_level, t.lv);
+    EXPECT_EQ(c.access_log, t.access);
+  }
 }
 
 TEST(config, environment_wins_over_the_file) {
@@ -49,7 +70,9 @@ TEST(config, errors_name_the_bad_setting) {
                {"PARLEY_CONTEXT_MESSAGES", "0"},    {"PARLEY_SEEDS", "hostonly"},
                {"PARLEY_REDIS_URL", "http://x"},    {"PARLEY_LLM_TIMEOUT_MS", "-5"},
                {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"},
-               {"PARLEY_ACTOR_METRICS", "2"}};
+               {"PARLEY_ACTOR_METRICS", "2"},
+               {"PARLEY_LOG_LEVEL", "INFO"},        {"PARLEY_ACCESS_LOG", "2"},
+               {"PARLEY_ACCESS_LOG", "on"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;
