@@ -15,6 +15,7 @@
 #include <spdlog/sinks/base_sink.h>
 
 #include "net/json_text.hpp"
+#include "storage/clock.hpp"
 
 namespace parley::log {
 
@@ -61,24 +62,11 @@ void append_fraction(std::string& out, std::int64_t thousandths) {
   out += static_cast<char>('0' + thousandths % 10);
 }
 
-/// Appends "2026-11-23T10:00:00.123Z". The part up to the second changes
-/// once a second, so each thread keeps its last one.
+/// Appends "2026-11-23T10:00:00.123Z" with its quotes.
 void append_time(std::string& out, std::chrono::system_clock::time_point t) {
-  using namespace std::chrono;
-  auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
-  auto secs = static_cast<std::time_t>(ms / 1000);
-  thread_local std::time_t cached_secs = -1;
-  thread_local char cached[32];
-  if (secs != cached_secs) {
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_secs = secs;
-  }
   out += '"';
-  out += cached;
-  append_fraction(out, ms % 1000);
-  out += "Z\"";
+  append_rfc3339(out, t, 3);
+  out += '"';
 }
 
 void append_key(std::string& out, std::string_view key) {

@@ -1,36 +1,41 @@
 #include "storage/clock.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 
 namespace parley {
 
-std::string now_rfc3339() {
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t, int digits) {
   using namespace std::chrono;
-  auto us = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-  auto secs = static_cast<std::time_t>(us / 1000000);
-  // Two timestamps per turn: the part up to the second changes once a
-  // second, so each thread formats it once and then only writes the
-  // microseconds.
+  auto ns = duration_cast<nanoseconds>(t.time_since_epoch()).count();
+  auto secs = static_cast<std::time_t>(ns / 1000000000);
   thread_local std::time_t cached_secs = -1;
   thread_local char prefix[80];
   if (secs != cached_secs) {
     std::tm tm{};
     gmtime_r(&secs, &tm);
-    std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+    std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     cached_secs = secs;
   }
+  out += prefix;
+  if (digits > 0) {
+    char frac[10] = {};
+    auto rest = ns % 1000000000;
+    for (int i = 8; i >= 0; --i, rest /= 10)
+      frac[i] = static_cast<char>('0' + rest % 10);
+    out += '.';
+    out.append(frac, static_cast<std::size_t>(std::min(digits, 9)));
+  }
+  out += 'Z';
+}
+
+std::string now_rfc3339() {
   std::string out;
   out.reserve(27);
-  out += prefix;
-  auto frac = static_cast<long>(us % 1000000);
-  char digits[7] = "000000";
-  for (int i = 5; i >= 0; --i, frac /= 10)
-    digits[i] = static_cast<char>('0' + frac % 10);
-  out.append(digits, 6);
-  out += 'Z';
+  append_rfc3339(out, std::chrono::system_clock::now(), 6);
   return out;
 }
 
