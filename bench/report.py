@@ -312,6 +312,9 @@ def summarize(phase_dir):
         procs[name] = {"cpu_s": round(a["cpu_s"] - b["cpu_s"], 2),
                        "rss_mib": round(a["rss_kb"] / 1024, 1),
                        "peak_rss_mib": round(a["hwm_kb"] / 1024, 1)}
+    wrk = [open(p).read().split() for p in glob.glob(os.path.join(phase_dir, "wrk-*.cpu"))]
+    if wrk:
+        procs["wrk"] = {"cpu_s": round(sum(float(u) + float(k) for u, k in wrk), 2)}
     s["processes"] = procs
     parley = [v for k, v in procs.items() if k.startswith("parley")]
     cpu = sum(p["cpu_s"] for p in parley)
@@ -319,7 +322,15 @@ def summarize(phase_dir):
     s["parley_cpu_s_per_1k_turns"] = round(cpu / (acked / 1000.0), 3) if acked else None
     s["parley_peak_rss_mib"] = max(p["peak_rss_mib"] for p in parley) if parley else None
     span = after["cpu_all"] - before["cpu_all"]
-    s["machine_busy"] = round((after["cpu_busy"] - before["cpu_busy"]) / span, 3) if span else None
+    busy = after["cpu_busy"] - before["cpu_busy"]
+    s["machine_busy"] = round(busy / span, 3) if span else None
+    # What the benchmark's own processes cost per turn, and so the most turns
+    # per second this machine's cores could give them with nothing else on it.
+    ours = sum(p["cpu_s"] for p in procs.values())
+    s["machine_cpu_s"] = {"cores": int(cfg["machine_cores"]), "busy": round(busy, 1),
+                          "benchmark": round(ours, 1), "everything_else": round(busy - ours, 1)}
+    s["cpu_ms_per_turn_all_processes"] = round(ours / acked * 1000, 3) if acked else None
+    s["cpu_bound_turns_per_s"] = round(int(cfg["machine_cores"]) * acked / ours) if ours else None
     s["loadavg"] = {"before": before["loadavg"], "after": after["loadavg"]}
     ma, mb = after["metrics"], before["metrics"]
     s["storage"] = {"mean_batch": mean_of(ma, mb, "parley_storage_batch_size"),
@@ -388,11 +399,16 @@ def print_summary(s):
         s["parley_peak_rss_mib"], s["parley_cpu_s"], s["parley_cpu_s_per_1k_turns"]))
     others = ", ".join("%s %.1f s" % (k, v["cpu_s"]) for k, v in sorted(s["processes"].items())
                        if not k.startswith("parley"))
-    p("   other CPU   %s; machine busy %.0f%%; load average %.2f -> %.2f" % (
-        others, 100 * (s["machine_busy"] or 0), s["loadavg"]["before"][0],
-        s["loadavg"]["after"][0]))
+    m = s["machine_cpu_s"]
+    p("   other CPU   %s; the rest of the machine %.1f s (busy %.0f%% of %d cores); load "
+      "average %.2f -> %.2f" % (others, m["everything_else"], 100 * (s["machine_busy"] or 0),
+                                m["cores"], s["loadavg"]["before"][0], s["loadavg"]["after"][0]))
+    p("   CPU bound   %s ms of CPU per turn in all benchmark processes: at most %s turns/s on "
+      "%d cores with nothing else running" % (s["cpu_ms_per_turn_all_processes"],
+                                               "{:,}".format(s["cpu_bound_turns_per_s"] or 0),
+                                               m["cores"]))
     st = s["storage"]
-    p("   storage     mean batch %s writes, mean commit %s ms; PostgreSQL fsync=%s "
+    p("   storage     mean batch %s turns, mean commit %s ms; PostgreSQL fsync=%s "
       "synchronous_commit=%s" % (st["mean_batch"], st["mean_commit_ms"], c.get("pg_fsync"),
                                  c.get("pg_synchronous_commit")))
     if "memory" in s:
