@@ -2,7 +2,7 @@
 # Shared helpers of scripts/run and scripts/test; source it, do not run it.
 #
 #   parley_install_deps            apt-get what scripts/packages.txt lists and is missing
-#   parley_build [build-type]      configure build/ (Ninja) once, then build it
+#   parley_build [type [dir [target...]]]  configure DIR [build/] (Ninja) once, then build it
 #   parley_pg_start DIR PORT       private PostgreSQL: data in DIR/data, socket in DIR
 #   parley_pg_stop DIR             stop it by the PID in DIR/data/postmaster.pid
 #   parley_redis_start DIR PORT    private Redis, PID file DIR/redis.pid
@@ -71,25 +71,29 @@ parley_install_deps() {
 # ---------------------------------------------------------------------------
 # Build
 
-# parley_build [build-type]: configures build/ with Ninja unless it is already
-# configured (an explicit build type that differs from the configured one
-# re-runs the configure step), then builds with PARLEY_BUILD_JOBS [2] jobs.
-# With no type, a fresh build/ is configured as Release.
+# parley_build [type [dir [target...]]]: configures DIR [build/] with Ninja
+# unless it is already configured (an explicit build type that differs from
+# the configured one re-runs the configure step), then builds the TARGETs
+# [all] with PARLEY_BUILD_JOBS [2] jobs. With no type, a fresh DIR is
+# configured as Release. A compiler launcher such as ccache is taken from
+# CMAKE_CXX_COMPILER_LAUNCHER in the environment when DIR is first configured.
 parley_build() {
-  local type=${1:-} dir="$PARLEY_ROOT/build" have=""
+  local type=${1:-} dir=${2:-$PARLEY_ROOT/build} have=""
+  local -a targets=("${@:3}")
+  local name=${dir#"$PARLEY_ROOT"/}
   if [[ -f $dir/CMakeCache.txt ]]; then
     have=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt")
     if [[ -n $type && $type != "$have" ]]; then
-      parley_say "reconfiguring build/ as $type (was ${have:-unset})"
+      parley_say "reconfiguring $name/ as $type (was ${have:-unset})"
       cmake -S "$PARLEY_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >/dev/null
     fi
   else
     type=${type:-Release}
-    parley_say "configuring build/ ($type, Ninja)"
+    parley_say "configuring $name/ ($type, Ninja)"
     cmake -S "$PARLEY_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" >/dev/null
   fi
-  parley_say "building (${type:-$have}, ${PARLEY_BUILD_JOBS:-2} jobs)"
-  cmake --build "$dir" -j"${PARLEY_BUILD_JOBS:-2}"
+  parley_say "building ${targets[*]:-everything} (${type:-$have}, ${PARLEY_BUILD_JOBS:-2} jobs)"
+  cmake --build "$dir" -j"${PARLEY_BUILD_JOBS:-2}" ${targets[@]+--target "${targets[@]}"}
 }
 
 # ---------------------------------------------------------------------------
