@@ -24,7 +24,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
-    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG"};
+    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER"};
   return names;
 }
 
@@ -201,6 +201,9 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.text("PARLEY_LLM_CA_FILE", c.llm_ca_file);
   r.integer("PARLEY_STREAM_CANCEL_ON_DISCONNECT", c.stream_cancel_on_disconnect, 0, 1);
   r.integer("PARLEY_ACTOR_METRICS", c.actor_metrics, 0, 1);
+  r.text("PARLEY_ACTOR_SCHEDULER", c.actor_scheduler);
+  if (c.actor_scheduler != "sharing" && c.actor_scheduler != "stealing")
+    r.fail("PARLEY_ACTOR_SCHEDULER: must be sharing or stealing, not '" + c.actor_scheduler + "'");
   if (!c.llm_ca_file.empty() && !std::ifstream{c.llm_ca_file})
     r.fail("PARLEY_LLM_CA_FILE: cannot read '" + c.llm_ca_file + "'");
   r.duration("PARLEY_LLM_TIMEOUT_MS", c.llm_timeout, 1, 3600000);

@@ -29,6 +29,7 @@ struct node_config {
   std::string llm_ca_file; ///< PEM CAs trusted for https upstreams, beside the system store
   int stream_cancel_on_disconnect = 0; ///< 1: abandon a streamed turn whose client left
   int actor_metrics = 1; ///< 0: no per-message actor instrumentation
+  std::string actor_scheduler = "sharing"; ///< CAF scheduler policy: sharing or stealing
   std::chrono::milliseconds llm_timeout{60000};
   std::string admin_token;
   std::int64_t rate_limit_per_min = 600;

@@ -173,6 +173,11 @@ int serve(node_config cfg) {
 
   caf::actor_system_config caf_cfg;
   register_types(caf_cfg);
+  // One shared queue instead of work stealing: on a few cores shared with
+  // PostgreSQL and the upstream, idle stealing workers poll and nap in a loop
+  // and take CPU from them (bench/RESULTS.md: +12-24 % durable turns/s).
+  caf_cfg.set("scheduler.policy", cfg.actor_scheduler == "stealing" ? caf::atom("stealing")
+                                                                     : caf::atom("sharing"));
   configure_middleman(caf_cfg, cfg);
   if (cfg.actor_threads > 0)
     caf_cfg.set("scheduler.max-threads", static_cast<std::size_t>(cfg.actor_threads));

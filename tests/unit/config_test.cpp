@@ -70,7 +70,7 @@ TEST(config, errors_name_the_bad_setting) {
                {"PARLEY_CONTEXT_MESSAGES", "0"},    {"PARLEY_SEEDS", "hostonly"},
                {"PARLEY_REDIS_URL", "http://x"},    {"PARLEY_LLM_TIMEOUT_MS", "-5"},
                {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"},
-               {"PARLEY_ACTOR_METRICS", "2"},
+               {"PARLEY_ACTOR_METRICS", "2"},       {"PARLEY_ACTOR_SCHEDULER", "fast"},
                {"PARLEY_LOG_LEVEL", "INFO"},        {"PARLEY_ACCESS_LOG", "2"},
                {"PARLEY_ACCESS_LOG", "on"}};
   for (auto& t : cases) {
