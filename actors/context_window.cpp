@@ -2,14 +2,14 @@
 
 namespace parley {
 
-void push_window(std::deque<message_record>& window, message_record m, std::size_t n) {
+void push_window(message_window& window, message_record m, std::size_t n) {
   window.push_back(std::move(m));
-  while (window.size() > n)
-    window.pop_front();
+  if (window.size() > n)
+    window.erase(window.begin(), window.end() - static_cast<std::ptrdiff_t>(n));
 }
 
 std::vector<llm_message> build_context(const std::string& system_prompt,
-                                       const std::deque<message_record>& window,
+                                       const message_window& window,
                                        const message_record& user, std::size_t n) {
   std::vector<llm_message> out;
   auto history = n > 0 ? std::min(window.size(), n - 1) : std::size_t{0};
@@ -23,7 +23,7 @@ std::vector<llm_message> build_context(const std::string& system_prompt,
 }
 
 std::optional<std::pair<message_record, std::optional<message_record>>>
-find_in_window(const std::deque<message_record>& window, const std::string& client_message_id) {
+find_in_window(const message_window& window, const std::string& client_message_id) {
   for (auto it = window.begin(); it != window.end(); ++it) {
     if (it->role != "user" || it->client_message_id != client_message_id)
       continue;

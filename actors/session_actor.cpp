@@ -1,6 +1,6 @@
 #include "actors/session_actor.hpp"
 
-#include <deque>
+#include <vector>
 
 #include <caf/event_based_actor.hpp>
 
@@ -28,8 +28,8 @@ struct session_state {
   caf::actor registry;
   phase ph = phase::inactive;
   session_record rec;
-  std::deque<message_record> window;
-  std::deque<turn_ptr> queue;
+  message_window window;
+  std::vector<turn_ptr> queue; ///< at most PARLEY_SESSION_QUEUE_LIMIT, oldest first
   bool busy = false;
   std::uint64_t received = 0; ///< turns received, compared by the registry
   std::uint64_t activity = 0; ///< bumps on every event; the idle timer checks it
@@ -267,7 +267,7 @@ void pump(session_self* self) {
     return;
   st.busy = true;
   auto t = std::move(st.queue.front());
-  st.queue.pop_front();
+  st.queue.erase(st.queue.begin());
   run_turn(self, std::move(t));
 }
 

@@ -20,7 +20,7 @@ message_record msg(std::int64_t seq, std::string role, std::string content, std:
 } // namespace
 
 TEST(context_window, keeps_only_the_newest_n) {
-  std::deque<message_record> w;
+  message_window w;
   for (int i = 1; i <= 10; ++i)
     push_window(w, msg(i, i % 2 ? "user" : "assistant", "m" + std::to_string(i)), 4);
   ASSERT_EQ(w.size(), 4u);
@@ -29,7 +29,7 @@ TEST(context_window, keeps_only_the_newest_n) {
 }
 
 TEST(context_window, context_is_system_then_newest_messages_ending_with_the_new_one) {
-  std::deque<message_record> w;
+  message_window w;
   for (int i = 1; i <= 6; ++i)
     push_window(w, msg(i, i % 2 ? "user" : "assistant", "m" + std::to_string(i)), 4);
   auto ctx = build_context("be brief", w, msg(7, "user", "new"), 4);
@@ -44,12 +44,12 @@ TEST(context_window, context_is_system_then_newest_messages_ending_with_the_new_
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].content, "new");
   // A short history is sent whole.
-  std::deque<message_record> shorter{msg(1, "user", "a"), msg(2, "assistant", "b")};
+  message_window shorter{msg(1, "user", "a"), msg(2, "assistant", "b")};
   EXPECT_EQ(build_context("", shorter, msg(3, "user", "c"), 20).size(), 3u);
 }
 
 TEST(context_window, finds_a_client_id_with_its_reply) {
-  std::deque<message_record> w{msg(1, "user", "a", "c1"), msg(2, "assistant", "A"),
+  message_window w{msg(1, "user", "a", "c1"), msg(2, "assistant", "A"),
                                msg(3, "user", "b", "c2")};
   auto hit = find_in_window(w, "c1");
   ASSERT_TRUE(hit);
