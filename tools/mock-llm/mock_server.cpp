@@ -106,12 +106,12 @@ public:
         connection_(state_->next_connection()) {}
 
   void run() {
+    // A stream is a series of small writes (the header, every chunk; with
+    // TLS also session tickets); without this, Nagle holds one back for the
+    // peer's delayed ACK (~40 ms) and skews stream timings.
+    beast::error_code ignored;
+    lowest().socket().set_option(tcp::no_delay{true}, ignored);
     if constexpr (is_tls) {
-      // Each TLS record is a small write of its own (session tickets, the
-      // stream header, every chunk); without this, Nagle holds one back for
-      // the peer's delayed ACK (~40 ms) and skews stream timings.
-      beast::error_code ignored;
-      lowest().socket().set_option(tcp::no_delay{true}, ignored);
       lowest().expires_after(handshake_timeout);
       stream_.async_handshake(ssl::stream_base::server,
                               beast::bind_front_handler(&session::on_handshake, self()));
