@@ -14,8 +14,8 @@
 -- a histogram (exact microseconds below 10 ms, 4 significant digits above),
 -- per class when BENCH_NODE is set: "owner" (the node sent to owns the
 -- session) or "hop". Every answer is counted by status and error code. done()
--- merges the threads into BENCH_OUT (JSON) and writes "id sent acked" per
--- session to BENCH_OUT.sessions.
+-- writes each thread's figures to BENCH_OUT (JSON; bench/report.py merges
+-- them) and "id sent acked" per session to BENCH_OUT.sessions.
 --
 -- Environment: BENCH_SESSIONS (lines "id [owner node]"), BENCH_KEY (API key),
 -- BENCH_THREADS (wrk's -t), BENCH_OUT, BENCH_RUN (client id prefix, unique per
