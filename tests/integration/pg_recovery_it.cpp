@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <thread>
 
 #include "tests/integration/node_harness.hpp"
@@ -146,10 +147,14 @@ TEST(pg_recovery, a_hung_postgres_is_answered_within_the_timeout_and_recovers) {
   // PARLEY_PG_TIMEOUT_MS is 2000: well within this client's 20 s every
   // request is answered (a connection to a silent server would otherwise
   // hold a storage actor until TCP gives up, minutes later).
+  std::chrono::milliseconds slowest{0};
   for (int i = 0; i < c.size(); ++i) {
     for (auto& target : {"/v1/sessions/" + sessions[0], "/v1/sessions/" + sessions[1] + "/messages",
                          std::string{"/v1/sessions"}}) {
+      auto t0 = std::chrono::steady_clock::now();
       auto r = http(c[i].port(), "GET", target, "", {{"Authorization", "Bearer " + key}}, 20s);
+      slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - t0));
       EXPECT_EQ(r.status, 503) << "node " << i << " " << target << ": " << describe(r);
       EXPECT_EQ(r.code(), "storage_unavailable") << describe(r);
       EXPECT_FALSE(r.header("retry-after").empty()) << describe(r);
@@ -164,10 +169,15 @@ TEST(pg_recovery, a_hung_postgres_is_answered_within_the_timeout_and_recovers) {
     EXPECT_EQ(ready.js()["checks"]["postgres"], "down") << describe(ready);
   }
 
+  // A figure for the record, not an assertion (timing belongs in bench/).
+  std::cout << "slowest answer while PostgreSQL was hung: " << slowest.count() << " ms\n";
   pg.resume();
+  auto resumed = std::chrono::steady_clock::now();
   for (int i = 0; i < c.size(); ++i)
-    EXPECT_TRUE(wait_for([&] { return http(c[i].port(), "GET", "/readyz").status == 200; }, 20s))
+    EXPECT_TRUE(wait_for([&] { return http(c[i].port(), "GET", "/readyz").status == 200; }, 10s))
       << "node " << i << " did not become ready again";
+  // API.md section 8: within 10 s every route works again at the first try.
+  std::this_thread::sleep_until(resumed + 10s);
   round_log log;
   for (int i = 0; i < c.size(); ++i)
     every_route(c[i], key, sessions, log);
