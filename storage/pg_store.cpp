@@ -147,6 +147,14 @@ message_record read_message(const pqxx::row& r) {
   return m;
 }
 
+/// The server ended the session under the statement (shutdown, restart,
+/// pg_terminate_backend: 57P01..57P03) or the connection failed (08): the
+/// connection is gone, whatever became of the statement.
+bool is_session_gone(const pqxx::sql_error& e) {
+  auto state = e.sqlstate();
+  return state.compare(0, 3, "57P") == 0 || state.compare(0, 2, "08") == 0;
+}
+
 bool is_transient(const pqxx::sql_error& e) {
   auto state = e.sqlstate();
   // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator
@@ -241,18 +249,13 @@ void pg_store::check_connection() {
   int fd = conn_->sock();
   if (fd < 0 || !conn_->is_open())
     return drop_connection();
-  // An idle connection has nothing to read unless the server closed it (a
-  // restart sends a FATAL message, then EOF) or reported a parameter change.
+  // An idle connection has nothing to read unless the server is closing it
+  // (a restart or pg_terminate_backend sends a FATAL message, then EOF), or,
+  // rarely, reports a changed parameter: either way a new connection is the
+  // safe answer.
   pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) <= 0)
-    return;
-  try {
-    conn_->get_notifs(); // reads what arrived; throws if the server hung up
-    if (!conn_->is_open())
-      drop_connection();
-  } catch (const std::exception&) {
+  if (::poll(&p, 1, 0) != 0)
     drop_connection();
-  }
 }
 
 pqxx::connection& pg_store::conn() {
@@ -321,6 +324,14 @@ auto pg_store::guarded(F&& f, std::chrono::milliseconds bound) -> decltype(f()) 
                         std::string{"PostgreSQL connection failed: "} + e.what(),
                         storage_error::cause::connection_lost);
   } catch (const pqxx::sql_error& e) {
+    if (is_session_gone(e)) {
+      // Ended before COMMIT: nothing was committed. Ended at COMMIT (the
+      // FATAL may come after the commit itself): in doubt.
+      drop_connection();
+      throw storage_error(storage_error::kind::transient, e.what(),
+                          e.query() == "COMMIT" ? storage_error::cause::in_doubt
+                                                : storage_error::cause::connection_lost);
+    }
     if (is_transient(e)) {
       drop_connection();
       throw storage_error(storage_error::kind::transient, e.what());
@@ -559,7 +570,14 @@ std::vector<commit_outcome> pg_store::resolve_in_doubt(const std::vector<turn_wr
   try {
     bool gone = guarded([&] {
       pqxx::nontransaction n{conn()};
-      bool alive = backend > 0 && !n.exec_params(sql_backend_alive, backend).empty();
+      // A backend sends its FATAL message before it exits: give one that
+      // is on its way out a moment (bounded) to be gone.
+      bool alive = backend > 0;
+      for (int i = 0; alive && i < 20; ++i) {
+        alive = !n.exec_params(sql_backend_alive, backend).empty();
+        if (alive)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
       for (std::size_t i = 0; i < turns.size(); ++i) {
         auto& t = turns[i];
         if (!n.exec_params(sql_turn_stored, t.session_id, t.user.seq, t.user.content,
@@ -619,7 +637,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     reply_at.add(t.reply.created_at);
     model.add(t.reply.model);
   }
-  bool cut = false;
+  bool cut = false, in_doubt = false;
   try {
     struct armed {
       watchdog& w;
@@ -640,15 +658,21 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                  : commit_outcome::fenced;
     return out;
   } catch (const pqxx::sql_error& e) {
-    if (is_transient(e)) {
+    if (is_session_gone(e)) {
+      // The server ended the session: the statement's implicit transaction
+      // may have committed just before (its FATAL can follow the rows).
+      in_doubt = true;
+    } else if (is_transient(e)) {
       drop_connection();
       return out; // rolled back: failed
-    }
-    if (turns.size() == 1) {
+    } else if (turns.size() == 1) {
       out[0] = commit_outcome::conflict;
       return out;
     }
   } catch (const std::exception&) {
+    in_doubt = true;
+  }
+  if (in_doubt) {
     // The connection broke (or was cut): the statement may have committed
     // before it went. Unless a new connection can tell, the outcome stays
     // unknown; a cut one means a server in trouble: no second try then.
