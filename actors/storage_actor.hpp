@@ -43,8 +43,9 @@ namespace parley {
 /// connection checked while idle (a closed one is replaced within a second,
 /// a silent one within two seconds plus `pg_timeout`). A call that finds its
 /// connection dead runs once more on a new one when nothing can have been
-/// committed; while PostgreSQL is down, calls fail at once (at most one
-/// connection attempt a second, each bounded by `pg_timeout`).
+/// committed. While PostgreSQL refuses connections each call tries once (a
+/// refusal is immediate); after an attempt that timed out (bounded by
+/// `pg_timeout`), calls fail at once for a second.
 caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
                                metrics_ptr metrics = nullptr,
                                std::chrono::milliseconds pg_timeout = std::chrono::milliseconds(5000));
