@@ -33,11 +33,11 @@ namespace parley {
 namespace {
 
 /// Applies migrations, waiting up to 30 s for PostgreSQL to come up.
-bool migrate_with_retry(const std::string& url) {
+bool migrate_with_retry(const std::string& url, std::chrono::milliseconds pg_timeout) {
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (int attempt = 1;; ++attempt) {
     try {
-      storage::pg_store store{url};
+      storage::pg_store store{url, pg_timeout};
       auto v = store.migrate();
       log::info("schema ready", {{"schema_version", std::to_string(v)}});
       return true;
@@ -192,7 +192,7 @@ int serve(node_config cfg) {
     cfg.admin_token = random_hex(24);
     log::warn("development mode: generated an admin token", {{"admin_token", cfg.admin_token}});
   }
-  if (!migrate_with_retry(cfg.pg_url))
+  if (!migrate_with_retry(cfg.pg_url, cfg.pg_timeout))
     return 1;
 
   caf::actor_system_config caf_cfg;
@@ -213,7 +213,7 @@ int serve(node_config cfg) {
   auto metrics = std::make_shared<node_metrics>();
   std::vector<caf::actor> storage_actors;
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
-    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics));
+    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics, cfg.pg_timeout));
   auto storage = std::make_shared<const storage_pool>(storage_actors);
 
   llm_config llm_cfg;
@@ -320,7 +320,7 @@ int serve(node_config cfg) {
   sup_cfg.core = core;
   sup_cfg.storage = storage_actors;
   sup_cfg.board = board;
-  sup_cfg.pg_timeout = std::chrono::milliseconds(5000);
+  sup_cfg.pg_timeout = cfg.pg_timeout;
   sup_cfg.on_core_down = [&sys](const std::string& role, const caf::error& reason) {
     core_actor_down(sys, role, reason);
   };
