@@ -335,6 +335,9 @@ TEST(cluster, sigterm_finishes_running_turns_and_moves_queued_ones_in_order) {
   // while they run on the new owners.
   const std::vector<std::vector<int>> via{{0, 0, 1, 2}, {1, 1, 1, 2}, {0, 1, 1, 2}, {1, 0, 1, 2}};
   constexpr std::size_t turns = 4;
+  // One queued turn of each client node is streamed: its pieces come from
+  // the new owner too, complete and in order, before its `done` event.
+  auto streamed = [](std::size_t s, std::size_t t) { return t == 2 && (s == 1 || s == 2); };
   std::vector<std::string> ids;
   for (std::size_t s = 0; s < via.size(); ++s)
     ids.push_back(session_on(c, key, 0));
@@ -350,8 +353,10 @@ TEST(cluster, sigterm_finishes_running_turns_and_moves_queued_ones_in_order) {
     for (std::size_t s = 0; s < ids.size(); ++s)
       clients.emplace_back([&, s, t] {
         auto text = content(s, t);
-        results[s][t] = c[via[s][t]].post_message(
-          key, ids[s], {{"content", text}, {"client_message_id", "cmid-" + text}});
+        json body{{"content", text}, {"client_message_id", "cmid-" + text}};
+        if (streamed(s, t))
+          body["stream"] = true;
+        results[s][t] = c[via[s][t]].post_message(key, ids[s], body);
       });
   };
   send(0);
@@ -388,6 +393,19 @@ TEST(cluster, sigterm_finishes_running_turns_and_moves_queued_ones_in_order) {
       if (r.status != 200)
         continue;
       auto js = r.js();
+      if (streamed(s, t)) {
+        auto done = r.body.find("event: done\ndata: ");
+        ASSERT_NE(done, std::string::npos) << r.body;
+        std::string joined;
+        for (auto at = r.body.find("event: delta\ndata: "); at < done;
+             at = r.body.find("event: delta\ndata: ", at + 1)) {
+          auto data = r.body.substr(at + 19);
+          joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
+        }
+        auto data = r.body.substr(done + 18);
+        js = json::parse(data.substr(0, data.find("\n\n")));
+        EXPECT_EQ(joined, "mock: " + content(s, t)) << "streamed pieces of " << content(s, t);
+      }
       EXPECT_EQ(js["user_message"]["content"], content(s, t));
       EXPECT_EQ(js["user_message"]["seq"], 2 * t + 1) << content(s, t);
       EXPECT_EQ(js["reply"]["reply_to"], 2 * t + 1) << content(s, t);
