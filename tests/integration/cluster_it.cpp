@@ -239,6 +239,43 @@ TEST(cluster, migration_with_twenty_turns_queued_loses_duplicates_and_reorders_n
   EXPECT_EQ(c[0].host_of(id), "node-2");
 }
 
+TEST(cluster, a_session_moved_with_queued_turns_still_passivates_when_idle) {
+  // The turns handed over with a migration are not counted as sent by the
+  // new node's registry: the successor must still be let go when idle.
+  scratch_db db;
+  mock_llm mock;
+  parley_cluster c{db, 3, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                           {"PARLEY_SESSION_IDLE_SECONDS", "1"}}};
+  auto key = c[0].create_key("alice");
+  auto id = session_on(c, key, 0);
+  mock.configure({{"latency_ms", 400}});
+  mock.clear();
+  std::vector<http_result> results(3);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 3; ++i) {
+    ts.emplace_back([&, i] {
+      results[static_cast<std::size_t>(i)] =
+        c[i].post_message(key, id, {{"content", "q" + std::to_string(i)}});
+    });
+    if (i == 0)
+      ASSERT_TRUE(wait_for([&] { return mock.requests().size() == 1; }, 5s));
+    else
+      std::this_thread::sleep_for(50ms);
+  }
+  auto r = c[1].admin("POST", "/admin/v1/sessions/" + id + "/migrate", {{"to", "node-2"}});
+  for (auto& t : ts)
+    t.join();
+  ASSERT_EQ(r.status, 200) << describe(r);
+  for (auto& t : results)
+    EXPECT_EQ(t.status, 200) << describe(t);
+  EXPECT_EQ(c[0].metric("parley_session_migrations_total"), 1);
+  bool passive = wait_for(
+    [&] { return c[2].admin("GET", "/admin/v1/sessions/" + id).js()["state"] == "passive"; }, 6s);
+  EXPECT_TRUE(passive) << c[2].admin("GET", "/admin/v1/sessions/" + id).body;
+  EXPECT_EQ(c[2].metric("parley_sessions_active"), 0);
+  EXPECT_EQ(c[0].metric("parley_sessions_active"), 0) << "the old actor is gone too";
+}
+
 namespace {
 
 /// Three nodes, 30 active sessions, four clients turning through node-0 and
