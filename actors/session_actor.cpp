@@ -463,7 +463,11 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
   return {
     [self](turn_request& req) -> caf::result<turn_reply> {
       auto& s = self->state;
-      ++s.received;
+      auto from = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      // Only turns the registry sent count for the passivation handshake;
+      // those the predecessor handed over did not pass through it.
+      if (!s.predecessor || from != s.predecessor)
+        ++s.received;
       ++s.activity;
       if (s.ph == phase::moved) {
         relay(self, std::make_shared<pending_turn>(
@@ -481,8 +485,7 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
                             " turns waiting; retry after the Retry-After delay");
       auto t = std::make_shared<pending_turn>(
         pending_turn{std::move(req), self->make_response_promise()});
-      if (s.awaiting_predecessor &&
-          caf::actor_cast<caf::actor_addr>(self->current_sender()) != s.predecessor) {
+      if (s.awaiting_predecessor && from != s.predecessor) {
         s.parked.push_back(std::move(t));
         return caf::delegated<turn_reply>{};
       }
