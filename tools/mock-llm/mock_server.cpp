@@ -275,6 +275,15 @@ template <class Stream> void session<Stream>::handle(string_request req) {
     }
     return send(not_allowed("GET, DELETE"));
   }
+  if (path == "/_mock/stats") {
+    if (method == http::verb::get)
+      return send(json_response(state_->stats_document(), version, keep_alive));
+    if (method == http::verb::delete_) {
+      state_->reset_stats();
+      return send(json_response(state_->stats_document(), version, keep_alive));
+    }
+    return send(not_allowed("GET, DELETE"));
+  }
   if (path == "/_mock/config")
     return handle_config(req);
   send(error_response(404, "no route for " + std::string(req.method_string()) + " " +
@@ -307,7 +316,11 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
                              keep_alive, is_json ? "application/json" : "text/plain");
     if (config.retry_after > 0)
       res.set(http::field::retry_after, std::to_string(config.retry_after));
-    return after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+    return after(config.latency, [this, res = std::move(res),
+                                  answer = state_->begin_answer()]() mutable {
+      answer.reset();
+      send(std::move(res));
+    });
   }
   case failure_kind::cut_stream:
     if (!chat.stream)
@@ -319,12 +332,17 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
   if (chat.stream) {
     const auto end = failure == failure_kind::cut_stream ? stream_end::cut : stream_end::complete;
     return after(config.latency, [this, version, keep_alive, end,
-                                  events = stream_events(chat, n, unix_now())]() mutable {
+                                  events = stream_events(chat, n, unix_now()),
+                                  answer = state_->begin_answer()]() mutable {
+      answer.reset();
       start_stream(version, keep_alive, std::move(events), end);
     });
   }
   auto res = json_response(completion_document(chat, n, unix_now()), version, keep_alive);
-  after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+  after(config.latency, [this, res = std::move(res), answer = state_->begin_answer()]() mutable {
+    answer.reset();
+    send(std::move(res));
+  });
 }
 
 template <class Stream> void session<Stream>::handle_config(const string_request& req) {

@@ -1,5 +1,6 @@
 #include "mock_state.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <limits>
 #include <utility>
@@ -311,6 +312,25 @@ failure_kind mock_state::take_failure() {
   if (kind != failure_kind::none && config_.fail_count > 0)
     --config_.fail_count;
   return kind;
+}
+
+std::shared_ptr<void> mock_state::begin_answer() {
+  ++in_flight_;
+  peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+  // The state outlives every session (each holds it), so `this` stays valid.
+  return std::shared_ptr<void>(this, [](mock_state* s) {
+    --s->in_flight_;
+    ++s->answered_;
+  });
+}
+
+json mock_state::stats_document() const {
+  return {{"in_flight", in_flight_}, {"peak_in_flight", peak_in_flight_}, {"answered", answered_}};
+}
+
+void mock_state::reset_stats() {
+  peak_in_flight_ = in_flight_;
+  answered_ = 0;
 }
 
 } // namespace mock_llm
