@@ -221,7 +221,11 @@ int serve(node_config cfg) {
   session_cfg->window = cfg.context_messages;
   session_cfg->queue_limit = cfg.session_queue_limit;
   session_cfg->idle = cfg.session_idle;
-  session_cfg->llm_timeout = cfg.llm_timeout;
+  // The llm actor ends every call within llm_call_bound() (a primary that
+  // timed out, then the fallback's own attempts); this deadline must not cut
+  // the fallback off, so it leaves room beyond that bound.
+  auto llm_bound = llm_call_bound(llm_cfg);
+  session_cfg->llm_call_timeout = llm_bound + std::chrono::seconds(10);
   auto registry =
     spawn_registry_actor(sys, session_env{session_cfg, storage, llm, metrics}, cfg.node_id);
 
@@ -257,7 +261,7 @@ int serve(node_config cfg) {
   edge_cfg.max_inflight = cfg.max_inflight;
   // A safety net only: every turn ends by itself within the model's and
   // storage's timeouts, even the last one of a full queue.
-  edge_cfg.turn_timeout = (cfg.llm_timeout + std::chrono::seconds(40)) *
+  edge_cfg.turn_timeout = (llm_bound + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
   edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
   edge_cfg.redis = !cfg.redis_url.empty();
