@@ -4,6 +4,8 @@
 #include <csignal>
 #include <thread>
 
+#include <sys/resource.h>
+
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
@@ -51,6 +53,29 @@ bool migrate_with_retry(const std::string& url) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
+}
+
+/// Raises the soft open-file limit to the hard one (every client and
+/// upstream connection is a descriptor; the soft default is often 1024) and
+/// warns when even the hard limit is below what the settings may open.
+void raise_open_file_limit(const node_config& cfg) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      lim = raised;
+  }
+  auto need = descriptors_needed(cfg);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < need)
+    log::warn("open-file limit below what the configured connections need; raise the hard "
+              "limit (ulimit -Hn) or lower PARLEY_MAX_CONNECTIONS or PARLEY_LLM_POOL_SIZE",
+              {{"have", std::to_string(lim.rlim_cur)},
+               {"need", std::to_string(need)},
+               {"max_connections", std::to_string(cfg.max_connections)},
+               {"llm_pool_size", std::to_string(cfg.llm_pool_size)}});
 }
 
 /// Sets CAF's middleman up for the cluster: its own heartbeat closes a
@@ -170,6 +195,7 @@ int serve(node_config cfg) {
   }
   if (!migrate_with_retry(cfg.pg_url))
     return 1;
+  raise_open_file_limit(cfg);
 
   caf::actor_system_config caf_cfg;
   register_types(caf_cfg);

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <set>
 #include <thread>
 
 #include "tests/integration/node_harness.hpp"
@@ -333,4 +335,63 @@ TEST(upstream_stream, with_cancel_on_disconnect_the_upstream_call_stops_and_noth
   // The session goes on normally.
   s.primary.configure({{"chunk_delay_ms", 0}});
   EXPECT_EQ(s.turn("next").status, 200);
+}
+
+namespace {
+
+/// Runs one turn on each of `ids` at once (a thread each); their statuses.
+std::vector<int> concurrent_turns(setup& s, const std::vector<std::string>& ids) {
+  std::vector<int> status(ids.size(), 0);
+  std::vector<std::thread> threads;
+  threads.reserve(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    threads.emplace_back([&, i] {
+      status[i] = s.node->post_message(s.key, ids[i], {{"content", "turn " + std::to_string(i)}})
+                    .status;
+    });
+  for (auto& t : threads)
+    t.join();
+  return status;
+}
+
+} // namespace
+
+// API.md section 1: by default the upstream pool holds as many connections as
+// turns may be in flight, so it never caps throughput below
+// PARLEY_MAX_INFLIGHT (it used to stop at 64 calls in flight).
+TEST(upstream_pool, by_default_more_than_64_slow_turns_are_in_flight_at_once) {
+  setup s;
+  constexpr std::size_t sessions = 150;
+  std::vector<std::string> ids{s.id};
+  while (ids.size() < sessions)
+    ids.push_back(s.node->create_session(s.key));
+  s.primary.configure({{"latency_ms", 1500}});
+  http(s.primary.port(), "DELETE", "/_mock/stats");
+  auto status = concurrent_turns(s, ids);
+  EXPECT_EQ(std::count(status.begin(), status.end(), 200), static_cast<long>(sessions));
+  auto stats = s.primary.stats();
+  std::printf("[ figures  ] %zu turns at 1.5 s upstream latency: %lld calls in flight at once\n",
+              sessions, static_cast<long long>(stats.value("peak_in_flight", -1)));
+  EXPECT_GT(stats.value("peak_in_flight", 0), 64) << stats.dump();
+  EXPECT_EQ(stats.value("answered", 0), static_cast<int>(sessions)) << stats.dump();
+}
+
+TEST(upstream_pool, an_explicit_pool_size_caps_the_calls_in_flight) {
+  setup s{{{"PARLEY_LLM_POOL_SIZE", "8"}}};
+  constexpr std::size_t sessions = 24;
+  std::vector<std::string> ids{s.id};
+  while (ids.size() < sessions)
+    ids.push_back(s.node->create_session(s.key));
+  s.primary.configure({{"latency_ms", 1000}});
+  http(s.primary.port(), "DELETE", "/_mock/stats");
+  auto status = concurrent_turns(s, ids);
+  EXPECT_EQ(std::count(status.begin(), status.end(), 200), static_cast<long>(sessions))
+    << "calls beyond the pool wait for a connection";
+  auto stats = s.primary.stats();
+  EXPECT_LE(stats.value("peak_in_flight", 99), 8) << stats.dump();
+  EXPECT_GE(stats.value("peak_in_flight", 0), 2) << "the pool's connections are used at once";
+  std::set<long long> connections;
+  for (auto& r : s.primary.requests())
+    connections.insert(r.value("connection", 0LL));
+  EXPECT_LE(connections.size(), 8u) << "connections are kept alive and reused";
 }
