@@ -289,6 +289,26 @@ TEST(upstream_stream, a_stream_failing_before_its_first_piece_goes_to_the_fallba
   EXPECT_EQ(stored[1]["content"], "mock: rescue me");
 }
 
+// Once pieces reached the client the reply cannot be restarted on the
+// fallback without the client seeing two replies: a stream that stalls
+// after its first pieces times out and ends with an error event.
+TEST(upstream_stream, a_stream_stalling_after_its_first_pieces_times_out_without_the_fallback) {
+  setup s{{{"PARLEY_LLM_TIMEOUT_MS", "1500"}}, true};
+  s.primary.configure({{"mode", "stall_stream"}, {"fail_count", 1}});
+  auto r = s.node->post_message(s.key, s.id,
+                                {{"content", "a long answer please"}, {"stream", true}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_NE(r.body.find("event: delta"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("event: error"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("event: done"), std::string::npos) << r.body;
+  EXPECT_EQ(s.primary.requests().size(), 1u);
+  EXPECT_EQ(s.fallback->requests().size(), 0u) << "no fallback after pieces reached the client";
+  EXPECT_EQ(s.node->metric(primary_timeouts), 1);
+  EXPECT_EQ(s.stored(), 0u);
+  auto next = s.turn("and now");
+  EXPECT_EQ(next.status, 200) << describe(next);
+}
+
 TEST(upstream_stream, a_hung_stream_before_its_first_piece_goes_to_the_fallback) {
   setup s{{{"PARLEY_LLM_TIMEOUT_MS", "2000"}}, true};
   s.primary.configure({{"mode", "hang"}, {"fail_count", -1}});

@@ -38,7 +38,7 @@ using string_request = http::request<http::string_body>;
 using string_response = http::response<http::string_body>;
 
 /// Whether the stream of a reply runs to [DONE] or is cut halfway.
-enum class stream_end { complete, cut };
+enum class stream_end { complete, cut, stall };
 
 // A TLS peer that closed without close_notify. OpenSSL 3 reports it as an
 // SSL error of its own rather than the stream_truncated Asio 1.74 knows.
@@ -326,11 +326,17 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
     if (!chat.stream)
       return close();
     break;
+  case failure_kind::stall_stream:
+    if (!chat.stream)
+      return hang();
+    break;
   case failure_kind::none:
     break;
   }
   if (chat.stream) {
-    const auto end = failure == failure_kind::cut_stream ? stream_end::cut : stream_end::complete;
+    const auto end = failure == failure_kind::cut_stream     ? stream_end::cut
+                     : failure == failure_kind::stall_stream ? stream_end::stall
+                                                             : stream_end::complete;
     return after(config.latency, [this, version, keep_alive, end,
                                   events = stream_events(chat, n, unix_now()),
                                   answer = state_->begin_answer()]() mutable {
@@ -411,8 +417,10 @@ void session<Stream>::start_stream(unsigned version, bool keep_alive,
   events_ = std::move(events);
   next_event_ = 0;
   stream_end_ = end;
-  // Cut streams stop after about half of the content chunks, never at [DONE].
-  stop_after_ = end == stream_end::cut ? (content_event_count(events_) + 1) / 2 : events_.size();
+  // Cut and stalled streams stop after about half of the content chunks,
+  // never at [DONE].
+  stop_after_ = end != stream_end::complete ? (content_event_count(events_) + 1) / 2
+                                            : events_.size();
   chunk_delay_ = state_->config().chunk_delay;
   keep_alive_ = keep_alive;
   stream_head_ = std::make_unique<stream_head>(version, keep_alive);
@@ -453,6 +461,8 @@ template <class Stream> void session<Stream>::finish_stream() {
   events_.clear();
   if (stream_end_ == stream_end::cut)
     return close();
+  if (stream_end_ == stream_end::stall)
+    return hang();
   lowest().expires_after(idle_timeout);
   net::async_write(stream_, http::make_chunk_last(),
                    beast::bind_front_handler(&session::on_stream_end, self()));

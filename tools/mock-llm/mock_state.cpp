@@ -25,6 +25,8 @@ std::optional<failure_mode> mode_from_string(std::string_view s) {
     return failure_mode::close;
   if (s == "cut_stream")
     return failure_mode::cut_stream;
+  if (s == "stall_stream")
+    return failure_mode::stall_stream;
   return std::nullopt;
 }
 
@@ -38,6 +40,8 @@ std::string_view to_string(failure_mode mode) {
     return "close";
   case failure_mode::cut_stream:
     return "cut_stream";
+  case failure_mode::stall_stream:
+    return "stall_stream";
   }
   return "normal";
 }
@@ -169,7 +173,7 @@ std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
       if (mode)
         next.mode = *mode;
       else
-        error = "mode must be one of normal, hang, close, cut_stream";
+        error = "mode must be one of normal, hang, close, cut_stream, stall_stream";
     } else {
       error = "unknown config field: " + key;
     }
@@ -307,6 +311,9 @@ failure_kind mock_state::take_failure() {
     break;
   case failure_mode::cut_stream:
     kind = failure_kind::cut_stream;
+    break;
+  case failure_mode::stall_stream:
+    kind = failure_kind::stall_stream;
     break;
   }
   if (kind != failure_kind::none && config_.fail_count > 0)

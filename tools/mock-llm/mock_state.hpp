@@ -19,10 +19,10 @@ namespace mock_llm {
 using json = nlohmann::ordered_json; ///< keeps keys in the order written
 
 /// What a failing chat request does.
-enum class failure_mode { normal, hang, close, cut_stream };
+enum class failure_mode { normal, hang, close, cut_stream, stall_stream };
 
 /// The failure a chat request receives, decided by mock_state::take_failure().
-enum class failure_kind { none, status, hang, close, cut_stream };
+enum class failure_kind { none, status, hang, close, cut_stream, stall_stream };
 
 /// The default `fail_body`: an OpenAI error document saying "injected failure".
 std::string default_fail_body();
