@@ -8,8 +8,8 @@
 // - every error answer whose Content-Type is JSON has the error shape, and
 //   its message speaks of the request, not of internals;
 // - a request with invalid UTF-8 in its path, query, a header value or its
-//   body gets a 4xx; one that would store a string holding a NUL never
-//   succeeds;
+//   body gets a 4xx; one that would store a string holding a NUL gets
+//   neither a 2xx nor a 5xx;
 // - the node that answered still serves the next request (probed after each
 //   one), and every node still serves a turn (probed every few requests); a
 //   node that stopped serving is a failure and is restarted so the run can
@@ -939,10 +939,12 @@ std::string check(const request& r, const answer& a) {
       broke.push_back("no X-Parley-Node or X-Request-Id");
     if (!valid_utf8(a.header("x-request-id")))
       broke.push_back("X-Request-Id echoed with invalid UTF-8");
-    if (r.stores && a.status / 100 == 2) {
+    if (r.stores && (a.status / 100 == 2 || a.status >= 500)) {
+      // API.md: 400 invalid_request (a 401, 403 or 404 may come first).
       auto j = json::parse(r.body, nullptr, false);
       if (!j.is_discarded() && json_has_nul(j))
-        broke.push_back("a string holding NUL was accepted");
+        broke.push_back(a.status / 100 == 2 ? "a string holding NUL was accepted"
+                                            : "a string holding NUL answered 5xx, not 400");
     }
     if (a.status / 100 != 2 && !head &&
         a.header("content-type").find("application/json") != std::string::npos) {
