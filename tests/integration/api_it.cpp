@@ -157,8 +157,8 @@ TEST_F(api, messages_pages_and_feedback) {
   ASSERT_EQ(all.size(), 6u);
   EXPECT_EQ(all[1]["role"], "assistant");
   EXPECT_EQ(all[1]["reply_to"], 1);
-  EXPECT_EQ(all[1]["model"], "echo");
-  EXPECT_EQ(all[1]["content"], "m1");
+  EXPECT_EQ(all[1]["model"], expected_model());
+  EXPECT_EQ(all[1]["content"], expected_reply("m1"));
   expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?limit=501", alice), 400,
                "invalid_request");
   expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?after=-1", alice), 400,
@@ -250,7 +250,7 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
   auto payload = r.body.substr(done + 18);
   payload = payload.substr(0, payload.find("\n\n"));
   auto j = json::parse(payload);
-  EXPECT_EQ(j["reply"]["content"], "stream me");
+  EXPECT_EQ(j["reply"]["content"], expected_reply("stream me"));
   EXPECT_EQ(j["reply"]["seq"], 2);
   EXPECT_EQ(node.all_messages(alice, id).size(), 2u);
   // The deltas, in order, make up the reply; done carries the same body as
@@ -261,7 +261,7 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
     auto data = r.body.substr(at + 19);
     joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
   }
-  EXPECT_EQ(joined, "stream me");
+  EXPECT_EQ(joined, expected_reply("stream me"));
   // Keep-alive: the connection serves the next request after a stream.
   http_connection conn{node.port()};
   auto h = headers{{"Authorization", "Bearer " + alice}};
