@@ -33,6 +33,25 @@ protected:
 
 } // namespace
 
+// The harness's two modes (node_harness.hpp): the echo model answers with
+// the message itself; in upstream mode (the ".upstream" runs) the turn goes
+// to the shared mock-llm primary, and the fallback stays unused.
+TEST_F(api, a_turn_reaches_the_model_of_the_harness_mode) {
+  auto id = node.create_session(alice);
+  auto r = node.post_message(alice, id, {{"content", "which model"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(r.js()["reply"]["content"], expected_reply("which model"));
+  EXPECT_EQ(r.js()["reply"]["model"], expected_model());
+  if (!upstream_mode()) {
+    EXPECT_EQ(r.js()["reply"]["content"], "which model");
+    return;
+  }
+  auto sent = shared_primary().requests();
+  ASSERT_EQ(sent.size(), 1u) << sent.dump();
+  EXPECT_EQ(sent[0]["body"]["messages"].back()["content"], "which model") << sent.dump();
+  EXPECT_TRUE(shared_fallback().requests().empty());
+}
+
 TEST_F(api, health_and_readiness) {
   auto h = http(node.port(), "GET", "/healthz");
   EXPECT_EQ(h.status, 200);
