@@ -193,7 +193,10 @@ TEST(partition, a_cut_off_node_loses_its_sessions_and_its_stale_actors_cannot_co
 
   // node-2 still believes it hosts the session and still reaches
   // PostgreSQL: its actor's commit is refused by the epoch fence.
-  EXPECT_EQ(n2.status_of("node-0"), "down");
+  // Each side detects the silence on its own clock: node-2 may learn a
+  // moment after node-0 did.
+  EXPECT_TRUE(wait_for([&] { return n2.status_of("node-0") == "down"; }, 3s))
+    << n2.status_of("node-0");
   auto stale = post(n2, "stale");
   EXPECT_EQ(stale.status, 503) << describe(stale);
   EXPECT_FALSE(stale.header("retry-after").empty());
