@@ -275,6 +275,8 @@ std::string node_metrics::stats_json() const {
         shed += whole(m.counter.value);
       } else if (family.name == "parley_llm_requests_total") {
         auto& u = llm[label(m, "upstream")];
+        if (!u.is_object()) // first seen here, before its circuit figure: value() needs an object
+          u = json::object();
         auto n = whole(m.counter.value);
         u["requests"] = u.value("requests", std::uint64_t{0}) + n;
         if (label(m, "outcome") != "success")
