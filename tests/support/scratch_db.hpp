@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <pqxx/pqxx>
 #include <unistd.h>
@@ -13,11 +14,9 @@ namespace parley::test {
 
 class scratch_db {
 public:
-  scratch_db() {
-    auto* admin = std::getenv("PARLEY_TEST_PG_URL");
-    if (!admin || !*admin)
-      throw std::runtime_error("PARLEY_TEST_PG_URL is not set: run the tests through scripts/test");
-    admin_ = admin;
+  scratch_db() : scratch_db(shared_url()) {}
+  /// A database on the server of `admin_url` (e.g. a test's own pg_server).
+  explicit scratch_db(std::string admin_url) : admin_(std::move(admin_url)) {
     static int counter = 0;
     name_ = "parley_t_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
     pqxx::connection c{admin_};
@@ -48,6 +47,13 @@ public:
   }
 
 private:
+  static std::string shared_url() {
+    auto* admin = std::getenv("PARLEY_TEST_PG_URL");
+    if (!admin || !*admin)
+      throw std::runtime_error("PARLEY_TEST_PG_URL is not set: run the tests through scripts/test");
+    return admin;
+  }
+
   std::string admin_, name_, url_;
 };
 
