@@ -178,6 +178,7 @@ public:
   std::vector<failed_turn> failed;
   std::vector<std::string> bad_answers;               ///< 200s with a wrong body
   std::map<int, std::map<std::string, int>> outcomes; ///< phase answered in -> outcome -> count
+  std::map<std::string, std::string> samples;         ///< outcome -> its first body
   std::vector<std::string> storage_failures;          ///< see storage_must_work
   int storage_unavailable_in_grace = 0;               ///< see storage_in_grace
   int retries = 0, retried_turns = 0;
@@ -265,8 +266,10 @@ private:
     std::lock_guard<std::mutex> lock{mu_};
     in_flight_.erase(id);
     ++outcomes[phases_.current()][what];
+    if (r.status != 200 && !samples.count(what))
+      samples[what] = r.body.substr(0, 160);
     if (watched_.count(id))
-      watched_outcomes_.push_back(what);
+      watched_outcomes_.push_back(r.status == 200 ? what : what + " " + r.body.substr(0, 160));
     if (in_grace && r.code() == "storage_unavailable")
       ++storage_unavailable_in_grace;
     if (storage_strict && r.code() == "storage_unavailable")
@@ -744,10 +747,10 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
   std::vector<std::string> open_before(kNodes);
   for (int i = 0; i < kNodes; ++i)
     open_before[static_cast<std::size_t>(i)] =
-        run_process(
-            "ss",
-            {"-tnH", "state", "established", "( sport = :" + std::to_string(c[i].port()) + " )"},
-            {}, 10s)
+        run_process("ss",
+                    {"-tnH", "state", "connected", "exclude", "time-wait",
+                     "( sport = :" + std::to_string(c[i].port()) + " )"},
+                    {}, 10s)
             .out;
   std::vector<int> final_status(kNodes, -1);
   {
@@ -782,6 +785,8 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
     std::printf("[ chaos    ] phase %-30s attempts: %s\n", phases.name(p).c_str(),
                 line.empty() ? "none" : line.c_str());
   }
+  for (auto& [what, body] : clients.samples)
+    std::printf("[ chaos    ] e.g. %s: %s\n", what.c_str(), body.c_str());
   std::string sigterm_line;
   for (auto& o : sigterm_outcomes)
     sigterm_line += (sigterm_line.empty() ? "" : ", ") + o;
@@ -809,10 +814,10 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
     std::printf("[ chaos    ] dashboard: %s\n", dash.problems[i].c_str());
   for (int i = 0; i < kNodes; ++i) {
     auto& open = open_before[static_cast<std::size_t>(i)];
-    std::printf(
-        "[ chaos    ] final SIGTERM: %s exited with %d; TCP connections to it before: %zd\n",
-        c[i].node_id().c_str(), final_status[static_cast<std::size_t>(i)],
-        std::count(open.begin(), open.end(), '\n'));
+    std::printf("[ chaos    ] final SIGTERM: %s exited with %d; TCP connections to it before (not "
+                "TIME-WAIT): %zd\n%s",
+                c[i].node_id().c_str(), final_status[static_cast<std::size_t>(i)],
+                std::count(open.begin(), open.end(), '\n'), open.c_str());
   }
   for (auto& e : exits)
     std::printf("[ chaos    ] exit: %s\n", e.c_str());
