@@ -18,6 +18,7 @@ namespace parley {
 namespace {
 
 std::atomic<bool> enabled{true};
+std::atomic<fault_reporter> reporter{nullptr};
 
 // From a few microseconds (a cached lookup) to seconds (a blocking
 // PostgreSQL commit in the storage actor's handler).
@@ -44,6 +45,12 @@ struct table {
     prometheus::BuildHistogram()
       .Name("parley_actor_processing_seconds")
       .Help("Time an actor of a type spent handling one message")
+      .Register(registry);
+  prometheus::Family<prometheus::Counter>& faults =
+    prometheus::BuildCounter()
+      .Name("parley_actor_faults_total")
+      .Help("Messages whose handler threw, by actor type (the request was answered with an "
+            "error and the actor went on)")
       .Register(registry);
   std::mutex mtx;
   std::map<std::string, actor_probe> probes;
@@ -86,7 +93,8 @@ void to_json(nlohmann::json& j, const actor_type_figures& f) {
        {"mailbox_depth", f.mailbox_depth},
        {"messages", f.messages},
        {"processing_p50_seconds", f.processing_p50_seconds},
-       {"processing_p99_seconds", f.processing_p99_seconds}};
+       {"processing_p99_seconds", f.processing_p99_seconds},
+       {"faults", f.faults}};
 }
 
 actor_probe& probe_of(const char* type) {
@@ -101,6 +109,24 @@ actor_probe& probe_of(const char* type) {
            .first;
   }
   return it->second;
+}
+
+void set_fault_reporter(fault_reporter r) { reporter.store(r); }
+
+void actor_fault(const char* type, std::string_view what, std::string_view message,
+                 std::string_view request_id) noexcept {
+  try {
+    auto& t = the_table();
+    {
+      std::lock_guard<std::mutex> guard{t.mtx};
+      t.faults.Add({{"actor", type}}).Increment();
+    }
+    if (auto r = reporter.load())
+      r(type, what, message, request_id);
+  } catch (...) {
+    // Out of memory while reporting: the count or the line is lost, the
+    // actor still goes on.
+  }
 }
 
 void set_actor_metrics(bool on) { enabled.store(on, std::memory_order_relaxed); }
@@ -123,6 +149,8 @@ std::vector<actor_type_figures> actor_figures() {
         f.count = std::llround(m.gauge.value);
       else if (family.name == "parley_actor_mailbox_depth")
         f.mailbox_depth = std::llround(m.gauge.value);
+      else if (family.name == "parley_actor_faults_total")
+        f.faults = static_cast<std::uint64_t>(std::llround(m.counter.value));
       else if (family.name == "parley_actor_messages_total")
         f.messages = static_cast<std::uint64_t>(std::llround(m.counter.value));
       else if (family.name == "parley_actor_processing_seconds") {

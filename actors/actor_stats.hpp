@@ -9,10 +9,12 @@
 //   parley_actor_mailbox_depth{actor}       gauge: messages waiting, summed
 //                                           over the type's actors
 //   parley_actor_processing_seconds{actor}  histogram
+//   parley_actor_faults_total{actor}        counter: handlers that threw
 // and as the table of GET /admin/v1/actors.
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -56,6 +58,7 @@ struct actor_type_figures {
   std::uint64_t messages = 0;
   double processing_p50_seconds = 0;
   double processing_p99_seconds = 0;
+  std::uint64_t faults = 0; ///< handlers that threw (parley_actor_faults_total)
 };
 
 /// {"type", "count", "mailbox_depth", "messages", "processing_p50_seconds",
@@ -69,6 +72,21 @@ actor_probe& probe_of(const char* type);
 /// at start-up, before any actor is spawned.
 void set_actor_metrics(bool on);
 bool actor_metrics_enabled() noexcept;
+
+/// Reports a handler of an actor of type `type` that threw `what` while
+/// handling `message` (its first atom, or a short description), for the
+/// request `request_id` when known. Thread-safe.
+using fault_reporter = void (*)(const char* type, std::string_view what,
+                                std::string_view message, std::string_view request_id);
+
+/// Where faults go besides the counter (the node logs them); set once at
+/// start-up, before any actor is spawned. Without one they are only counted.
+void set_fault_reporter(fault_reporter r);
+
+/// One fault: counted in parley_actor_faults_total{actor} and reported.
+/// Never throws.
+void actor_fault(const char* type, std::string_view what, std::string_view message,
+                 std::string_view request_id = {}) noexcept;
 
 /// Every actor type seen so far, sorted by name.
 std::vector<actor_type_figures> actor_figures();

@@ -13,9 +13,22 @@ const member_info* cluster_view::find(const std::string& node_id) const {
 
 void cluster_view::index() {
   live_.clear();
-  for (auto& m : members)
+  present_.clear();
+  any_leaving_ = false;
+  for (auto& m : members) {
     if (m.status == "up")
       live_.push_back(m.id);
+    if (m.status == "up" || m.status == "leaving")
+      present_.push_back(m.id);
+    any_leaving_ = any_leaving_ || m.status == "leaving";
+  }
+}
+
+const member_info* cluster_view::leaving_owner(const std::string& session_id) const {
+  if (!any_leaving_)
+    return nullptr;
+  auto* m = find(place(session_id, present_));
+  return m && m->status == "leaving" ? m : nullptr;
 }
 
 const member_info& cluster_view::owner(const std::string& session_id) const {

@@ -32,6 +32,10 @@ struct cluster_view {
   /// otherwise the rendezvous owner among the up members; this node when
   /// none is up (a lone node that is leaving still serves).
   const member_info& owner(const std::string& session_id) const;
+  /// The rendezvous owner of `session_id` among the members up or leaving,
+  /// when that is a leaving member (it still hosts the session until it
+  /// handed it over); otherwise null.
+  const member_info* leaving_owner(const std::string& session_id) const;
 
   /// A view of one node alone (start-up, and single-node deployments).
   static std::shared_ptr<const cluster_view> alone(member_info self);
@@ -41,6 +45,8 @@ struct cluster_view {
 
 private:
   std::vector<std::string> live_;
+  std::vector<std::string> present_; ///< up or leaving
+  bool any_leaving_ = false;
   void index();
 };
 

@@ -35,6 +35,11 @@ struct edge_state {
   caf::actor membership;
   view_ptr view;
   std::unordered_map<std::string, cached_key> keys; ///< by key hash
+  /// Hashes of tokens storage did not know, until their expiry: a client
+  /// repeating a bad token costs no query on the connections that commit
+  /// turns. Bounded like `keys`.
+  std::unordered_map<std::string, clock::time_point> unknown_keys;
+  health_ptr health;
   std::size_t inflight = 0;
   bool draining = false;
   /// Turns sent to another node's registry, by node, until answered; when
@@ -101,12 +106,21 @@ void with_key(edge_self* self, const call_ptr& c, F&& next) {
       return next(it->second.rec);
     st.keys.erase(it);
   }
+  if (auto it = st.unknown_keys.find(hash); it != st.unknown_keys.end()) {
+    if (it->second > now)
+      return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+    st.unknown_keys.erase(it);
+  }
   self->request(st.storage->any(), st.cfg.storage_timeout, find_key_atom::value, hash)
     .then(
       [self, c, hash, next = std::forward<F>(next)](api_key_record& rec) mutable {
-        if (rec.id == 0)
-          return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
         auto& s = self->state;
+        if (rec.id == 0) {
+          if (s.unknown_keys.size() >= key_cache_limit)
+            s.unknown_keys.clear();
+          s.unknown_keys[hash] = clock::now() + s.cfg.key_cache_ttl;
+          return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+        }
         if (s.keys.size() >= key_cache_limit)
           s.keys.clear();
         s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
@@ -641,29 +655,29 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
   }
 }
 
-/// `/readyz`: PostgreSQL answers, the node has joined and is not leaving.
-/// Redis is reported ("ok", "down", or "off" when not configured) but never
-/// makes the node unready: chat goes on with per-node limits without it.
+/// `/readyz`: PostgreSQL answers, every core actor answers, the node has
+/// joined and is not leaving. PostgreSQL's state is the supervisor's last
+/// check (once a second), so a probe costs no round trip. Redis is reported
+/// ("ok", "down", or "off" when not configured) but never makes the node
+/// unready: chat goes on with per-node limits without it.
 void handle_ready(edge_self* self, const call_ptr& c) {
   auto& st = self->state;
   std::string cluster = st.draining ? "draining" : !st.view->joined ? "joining" : "ok";
-  auto answer = [c, cluster](bool pg_ok, const std::string& redis) {
-    bool ready = pg_ok && cluster == "ok";
+  bool pg_ok = !st.health || st.health->postgres_ok();
+  auto failing = st.health ? st.health->failing() : std::vector<std::string>{};
+  auto answer = [c, cluster, pg_ok, failing](const std::string& redis) {
+    bool ready = pg_ok && cluster == "ok" && failing.empty();
     std::string body = std::string{"{\"status\":\""} + (ready ? "ready" : "unavailable") +
                        "\",\"checks\":{\"postgres\":\"" + (pg_ok ? "ok" : "down") +
-                       "\",\"redis\":\"" + redis + "\",\"cluster\":\"" + cluster + "\"}}";
+                       "\",\"redis\":\"" + redis + "\",\"cluster\":\"" + cluster +
+                       "\",\"actors\":\"" + (failing.empty() ? "ok" : "failing") + "\"}}";
     reply(c, ready ? 200 : 503, std::move(body));
   };
-  auto with_pg = [self, answer](const std::string& redis) {
-    self->request(self->state.storage->any(), std::chrono::seconds(2), ping_atom::value)
-      .then([answer, redis](bool ok) { answer(ok, redis); },
-            [answer, redis](caf::error&) { answer(false, redis); });
-  };
   if (!st.cfg.redis || !st.ratelimit)
-    return with_pg("off");
+    return answer("off");
   self->request(st.ratelimit, std::chrono::milliseconds(500), redis_status_atom::value)
-    .then([with_pg](bool ok) { with_pg(ok ? "ok" : "down"); },
-          [with_pg](caf::error&) { with_pg("down"); });
+    .then([answer](bool ok) { answer(ok ? "ok" : "down"); },
+          [answer](caf::error&) { answer("down"); });
 }
 
 bool is_admin_route(net::route r) {
@@ -682,6 +696,32 @@ bool is_admin_route(net::route r) {
   }
 }
 
+/// One request from the HTTP layer: readiness, then the admin token or a
+/// user key, then the route's handler.
+void dispatch(edge_self* self, const call_ptr& c) {
+  if (c->route == net::route::readyz)
+    return handle_ready(self, c);
+  bool admin = is_admin_route(c->route);
+  if (c->route == net::route::dashboard && c->bearer.empty())
+    return reply_error(c, {errc::unauthorized,
+                           "the dashboard needs the admin token: open "
+                           "/dashboard?token=<PARLEY_ADMIN_TOKEN> or send "
+                           "Authorization: Bearer <PARLEY_ADMIN_TOKEN>"});
+  if (admin && !c->bearer.empty() &&
+      constant_time_equal(c->bearer, self->state.cfg.admin_token)) {
+    if (c->early_error)
+      return reply_error(c, *c->early_error);
+    return handle_admin(self, c);
+  }
+  with_key(self, c, [self, c, admin](const api_key_record& key) {
+    if (admin)
+      return reply_error(c, {errc::forbidden, "this route needs the admin token"});
+    if (c->early_error)
+      return reply_error(c, *c->early_error);
+    handle_user(self, c, key);
+  });
+}
+
 caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -691,6 +731,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.ratelimit = std::move(peers.ratelimit);
   st.llm = std::move(peers.llm);
   st.metrics = peers.metrics ? std::move(peers.metrics) : std::make_shared<node_metrics>();
+  st.health = std::move(peers.health);
   member_info me;
   me.id = st.cfg.node_id;
   me.status = "up";
@@ -701,27 +742,16 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   return {
     [self](http_call& call) {
       auto c = std::make_shared<http_call>(std::move(call));
-      if (c->route == net::route::readyz)
-        return handle_ready(self, c);
-      bool admin = is_admin_route(c->route);
-      if (c->route == net::route::dashboard && c->bearer.empty())
-        return reply_error(c, {errc::unauthorized,
-                               "the dashboard needs the admin token: open "
-                               "/dashboard?token=<PARLEY_ADMIN_TOKEN> or send "
-                               "Authorization: Bearer <PARLEY_ADMIN_TOKEN>"});
-      if (admin && !c->bearer.empty() &&
-          constant_time_equal(c->bearer, self->state.cfg.admin_token)) {
-        if (c->early_error)
-          return reply_error(c, *c->early_error);
-        return handle_admin(self, c);
+      // An exception here is a broken invariant of Parley, never the
+      // client's doing (input was validated on the asio thread): answer
+      // this request, log it with its id, and go on serving the others.
+      try {
+        dispatch(self, c);
+      } catch (const std::exception& e) {
+        actor_fault(edge_state::name, e.what(), "http_call", c->request_id);
+        reply_error(c, {errc::internal, "internal error while handling this request (request id " +
+                                          c->request_id + "); it was logged"});
       }
-      with_key(self, c, [self, c, admin](const api_key_record& key) {
-        if (admin)
-          return reply_error(c, {errc::forbidden, "this route needs the admin token"});
-        if (c->early_error)
-          return reply_error(c, *c->early_error);
-        handle_user(self, c, key);
-      });
     },
     [self](view_atom, view_ptr& v) { on_view(self, std::move(v)); },
     // A streamed turn ended (its sink answered the client).

@@ -29,6 +29,7 @@
 
 #include "actors/metrics.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/supervisor_actor.hpp"
 #include "net/api.hpp"
 #include "net/http_server.hpp"
 #include "net/router.hpp"
@@ -89,6 +90,9 @@ struct edge_peers {
   caf::actor ratelimit;  ///< this node's ratelimit actor
   metrics_ptr metrics;
   caf::actor llm; ///< this node's llm actor (the stateless gateway)
+  /// The supervisor's board: /readyz reads PostgreSQL's state and the core
+  /// actors' liveness from it instead of asking for them on each call.
+  health_ptr health;
 };
 
 caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);

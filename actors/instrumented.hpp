@@ -13,14 +13,23 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <string>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/mailbox_element.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/sec.hpp>
 
 #include "actors/actor_stats.hpp"
 
 namespace parley {
+
+/// `(health_atom) -> bool`: answered `true` by every instrumented actor in
+/// its mailbox order, without reaching its behaviour; the supervisor's ping.
+using health_atom = caf::atom_constant<caf::atom("health")>;
 
 template <class State>
 class instrumented_actor : public caf::stateful_actor<State> {
@@ -31,7 +40,36 @@ public:
     probe_.started();
   }
 
+  /// Supervision of one message (docs/architecture.md): a handler that
+  /// throws answers its request with an internal error, is counted and
+  /// reported (actor_fault), and the actor goes on with its next message.
+  /// Handlers keep their state consistent before anything that may throw
+  /// (untrusted input is validated first); CAF's own default would stop
+  /// the actor for good, leaving a node half-dead.
   caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    try {
+      return measured_consume(x);
+    } catch (const std::exception& e) {
+      return on_fault(x, e.what());
+    } catch (...) {
+      return on_fault(x, "unknown exception");
+    }
+  }
+
+  bool cleanup(caf::error&& reason, caf::execution_unit* host) override {
+    if (!stopped_) {
+      stopped_ = true;
+      probe_.stopped(depth_);
+    }
+    return super::cleanup(std::move(reason), host);
+  }
+
+private:
+  caf::invoke_message_result measured_consume(caf::mailbox_element& x) {
+    if (x.mid.is_request() && x.content().match_elements<health_atom>()) {
+      caf::response_promise{caf::strong_actor_ptr{this->ctrl()}, x}.deliver(true);
+      return caf::invoke_message_result::consumed;
+    }
     if (!actor_metrics_enabled())
       return super::consume(x);
     auto t0 = std::chrono::steady_clock::now();
@@ -45,15 +83,29 @@ public:
     return result;
   }
 
-  bool cleanup(caf::error&& reason, caf::execution_unit* host) override {
-    if (!stopped_) {
-      stopped_ = true;
-      probe_.stopped(depth_);
+  caf::invoke_message_result on_fault(caf::mailbox_element& x, const char* what) noexcept {
+    std::string message = "message";
+    try {
+      auto& content = x.content();
+      if (!content.empty() && content.match_element<caf::atom_value>(0))
+        message = caf::to_string(content.get_as<caf::atom_value>(0));
+      else if (x.mid.is_response())
+        message = "response";
+    } catch (...) {
     }
-    return super::cleanup(std::move(reason), host);
+    actor_fault(State::name, what, message);
+    // A request that its handler did not answer is answered now, so the
+    // requester sees an error instead of waiting for its timeout.
+    if (x.mid.is_request() && !x.mid.is_answered()) {
+      try {
+        caf::response_promise{caf::strong_actor_ptr{this->ctrl()}, x}.deliver(caf::make_error(
+          caf::sec::runtime_error, std::string{"internal error in "} + State::name));
+      } catch (...) {
+      }
+    }
+    return caf::invoke_message_result::consumed;
   }
 
-private:
   static actor_probe& type_probe() {
     static actor_probe& probe = probe_of(State::name);
     return probe;

@@ -253,7 +253,13 @@ const char* circuit_name(double state) {
 std::string node_metrics::stats_json() const {
   std::uint64_t requests = 0, errors_4xx = 0, errors_5xx = 0, shed = 0;
   json storage = json::object();
-  std::map<std::string, json> llm;
+  // By upstream; families come in any order, so each field has its default.
+  struct upstream_figures {
+    std::string circuit = "closed";
+    std::uint64_t requests = 0;
+    std::uint64_t errors = 0;
+  };
+  std::map<std::string, upstream_figures> llm;
   double sessions = 0, in_flight = 0, rate_limited = 0;
   for (auto& family : impl_->registry.Collect()) {
     for (auto& m : family.metric) {
@@ -275,14 +281,12 @@ std::string node_metrics::stats_json() const {
         shed += whole(m.counter.value);
       } else if (family.name == "parley_llm_requests_total") {
         auto& u = llm[label(m, "upstream")];
-        if (!u.is_object()) // first seen here, before its circuit figure: value() needs an object
-          u = json::object();
         auto n = whole(m.counter.value);
-        u["requests"] = u.value("requests", std::uint64_t{0}) + n;
+        u.requests += n;
         if (label(m, "outcome") != "success")
-          u["errors"] = u.value("errors", std::uint64_t{0}) + n;
+          u.errors += n;
       } else if (family.name == "parley_llm_circuit_state") {
-        llm[label(m, "upstream")]["circuit"] = circuit_name(m.gauge.value);
+        llm[label(m, "upstream")].circuit = circuit_name(m.gauge.value);
       } else if (family.name == "parley_storage_commit_seconds") {
         auto b = cumulative(m.histogram);
         storage["commits"] = m.histogram.sample_count;
@@ -298,9 +302,9 @@ std::string node_metrics::stats_json() const {
   json upstreams = json::array();
   for (auto& [name, u] : llm) {
     json entry = {{"upstream", name},
-                  {"circuit", u.value("circuit", "closed")},
-                  {"requests", u.value("requests", std::uint64_t{0})},
-                  {"errors", u.value("errors", std::uint64_t{0})}};
+                  {"circuit", u.circuit},
+                  {"requests", u.requests},
+                  {"errors", u.errors}};
     upstreams.push_back(std::move(entry));
   }
   std::chrono::duration<double> up = std::chrono::steady_clock::now() - impl_->started;
@@ -317,7 +321,7 @@ std::string node_metrics::stats_json() const {
               {"rate_limited", whole(rate_limited)},
               {"load_shed", shed},
               {"rss_bytes", rss_bytes()}};
-  return out.dump();
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 } // namespace parley

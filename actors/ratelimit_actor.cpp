@@ -120,9 +120,11 @@ caf::behavior revocation_listener(listener_self* self, storage::redis_endpoint e
   self->send(self, listen_atom::value);
   return {
     [self, &st, read_timeout](listen_atom) {
+      // The next round is queued first, so the loop goes on whatever this
+      // one does.
+      self->send(self, listen_atom::value);
       if (auto payload = st.sub->next(read_timeout))
         self->send(st.target, key_revoked_atom::value, std::move(*payload));
-      self->send(self, listen_atom::value);
     },
   };
 }

@@ -1,6 +1,7 @@
 #include "actors/registry_actor.hpp"
 
 #include <unordered_map>
+#include <unordered_set>
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -42,6 +43,9 @@ struct registry_state {
   std::unordered_map<std::string, registry_entry> sessions;
   std::unordered_map<caf::actor_addr, std::string> by_addr;
   std::unordered_map<std::string, tombstone> moved;
+  /// Session actors that moved away but still answer turns they handed to
+  /// their successor; a node that stops waits for them.
+  std::unordered_set<caf::actor_addr> departing;
   /// A move failed (target unreachable, timed out): retry on the next tick.
   bool unsettled = false;
 };
@@ -93,6 +97,21 @@ const member_info* remote_owner(registry_self* self, const std::string& id) {
   if (owner.id == st.node_id || !owner.registry)
     return nullptr;
   return &owner;
+}
+
+/// The member that hosted `id` before the members now leaving left: only
+/// when that is a leaving member other than this node. A turn routed here
+/// with the new view goes there first, so the session is not activated here
+/// (which would fence the turn still running there) before it is handed
+/// over with its queue.
+const member_info* leaving_host(registry_self* self, const std::string& id) {
+  auto& st = self->state;
+  if (!st.view)
+    return nullptr;
+  auto* host = st.view->leaving_owner(id);
+  if (!host || host->id == st.node_id || !host->registry)
+    return nullptr;
+  return host;
 }
 
 void pin(registry_self* self, const std::string& id, const std::string& node) {
@@ -150,6 +169,8 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
   self->delayed_send(self, retry_every, beat_atom::value);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (st.departing.erase(dm.source) > 0)
+      return;
     auto a = st.by_addr.find(dm.source);
     if (a == st.by_addr.end())
       return;
@@ -170,6 +191,12 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
         if (auto* owner = remote_owner(self, t.session_id); owner && t.hops < max_hops) {
           ++t.hops;
           return self->delegate(owner->registry, std::move(t));
+        }
+        // Straight from an edge (a forwarded turn is served here, so that
+        // the leaving node never activates a session anew).
+        if (auto* host = leaving_host(self, t.session_id); host && t.hops == 0) {
+          ++t.hops;
+          return self->delegate(host->registry, std::move(t));
         }
         it = spawn_entry(self, t.session_id);
       }
@@ -244,6 +271,7 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
         return;
       auto a = it->second.actor;
       forget(self, it);
+      st.departing.insert(a.address());
       remember_move(self, id, std::move(to));
       // After this, nothing more is sent to the old actor: it may go once
       // the turns it forwarded are answered.
@@ -280,7 +308,11 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
       forget(self, it);
       self->send(a, gone_atom::value);
     },
-    [self](count_atom) { return static_cast<std::uint64_t>(self->state.sessions.size()); },
+    // Departing actors count until they answered what they handed over.
+    [self](count_atom) {
+      auto& st = self->state;
+      return static_cast<std::uint64_t>(st.sessions.size() + st.departing.size());
+    },
   };
 }
 

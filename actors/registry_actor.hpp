@@ -16,7 +16,8 @@
 ///   (where_atom, id)              -> session_location
 ///   (idle_atom, id, received)     from a session asking to go
 ///   (gone_atom, id)               the session was deleted
-///   (count_atom)                  -> uint64 active session actors
+///   (count_atom)                  -> uint64 active session actors, with those that
+///                                    moved away but still relay turns (a drain waits)
 ///
 /// Passivation handshake: the registry counts the turns it forwarded to each
 /// session actor; a session that asks to go reports how many it received.
@@ -28,7 +29,9 @@
 ///
 /// Forwarding: a turn goes to the session's actor here if there is one, else
 /// to the node a recent migration moved it to, else to its owner in this
-/// node's view. Views converge within a heartbeat; until they do, a turn may
+/// node's view; a turn that this node owns only because another member is
+/// leaving goes to that member first (straight from an edge only): it may
+/// still run a turn of the session, which an activation here would fence. Views converge within a heartbeat; until they do, a turn may
 /// take a second hop, and after two hops it is served where it is (epoch
 /// fencing keeps that safe whatever the views say).
 

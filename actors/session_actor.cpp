@@ -1,5 +1,7 @@
 #include "actors/session_actor.hpp"
 
+#include <deque>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/event_based_actor.hpp>
@@ -21,6 +23,11 @@ using turn_ptr = std::shared_ptr<pending_turn>;
 
 enum class phase { inactive, activating, ready, stale, moved };
 
+/// How long a session taken over from another node waits for its
+/// predecessor to hand over the turns queued there before it runs turns
+/// that came to it straight.
+constexpr auto predecessor_patience = std::chrono::seconds(10);
+
 struct session_state {
   static inline const char* name = "session";
   std::string id;
@@ -41,6 +48,18 @@ struct session_state {
   std::string migrate_node;
   caf::actor successor; ///< the actor on the new node, once moved
   caf::actor sink; ///< the running turn's stream sink, if it is streamed
+  // after the move: turns this actor accepted and handed to the successor,
+  // answered through it, so it (and a stopping node) stays until they are
+  std::unordered_map<std::uint64_t, turn_ptr> relays;
+  std::uint64_t next_relay = 0;
+  /// The stream sinks of relayed streamed turns, oldest first: the
+  /// successor runs them in this order, so its pieces go to the front one.
+  std::deque<std::pair<std::uint64_t, caf::actor>> relay_sinks;
+  bool quit_when_relayed = false; ///< passivated while relays were pending
+  // on the new node, until the predecessor handed over its queue
+  caf::actor_addr predecessor;
+  bool awaiting_predecessor = false;
+  std::vector<turn_ptr> parked; ///< turns that came straight here meanwhile
 };
 
 using session_self = instrumented_actor<session_state>;
@@ -57,6 +76,9 @@ void fail_queue(session_self* self, const caf::error& e) {
   for (auto& t : self->state.queue)
     t->rp.deliver(e);
   self->state.queue.clear();
+  for (auto& t : self->state.parked)
+    t->rp.deliver(e);
+  self->state.parked.clear();
 }
 
 /// Asks the registry to let this actor go; it agrees only when every turn it
@@ -106,9 +128,93 @@ void become_stale(session_self* self) {
   request_passivation(self);
 }
 
+/// How long a relayed turn may take: it may wait behind a full queue on the
+/// successor (the edge's own safety net is the same).
+std::chrono::milliseconds relay_timeout(session_self* self) {
+  auto& cfg = *self->state.env.cfg;
+  return (cfg.llm_timeout + std::chrono::seconds(40)) * static_cast<long>(cfg.queue_limit + 1);
+}
+
+void relay_done(session_self* self) {
+  auto& st = self->state;
+  if (st.relays.empty() && st.quit_when_relayed)
+    self->quit();
+}
+
+/// Answers a relayed turn once (from the successor, or on its loss).
+void settle_relay(session_self* self, std::uint64_t n, caf::expected<turn_reply> r) {
+  auto& st = self->state;
+  auto it = st.relays.find(n);
+  if (it == st.relays.end())
+    return;
+  auto t = std::move(it->second);
+  st.relays.erase(it);
+  for (auto s = st.relay_sinks.begin(); s != st.relay_sinks.end(); ++s)
+    if (s->first == n) {
+      st.relay_sinks.erase(s);
+      break;
+    }
+  if (r)
+    t->rp.deliver(std::move(*r));
+  else
+    t->rp.deliver(std::move(r.error()));
+  relay_done(self);
+}
+
+/// After the move: asks the successor to run a turn this actor accepted and
+/// answers its client with the successor's answer. Unlike a delegation, the
+/// answer comes back here, so a node that is stopping stays up until every
+/// turn it took is answered (a SIGTERM drain waits for its session actors),
+/// and the successor can tell the turns handed over from those that came
+/// to it straight (it runs these after them).
+void relay(session_self* self, turn_ptr t) {
+  auto& st = self->state;
+  auto n = ++st.next_relay;
+  auto req = t->req;
+  if (req.sink) {
+    // Pieces come here and go on in order with the answer.
+    st.relay_sinks.emplace_back(n, req.sink);
+    req.sink = caf::actor_cast<caf::actor>(self);
+  }
+  st.relays.emplace(n, std::move(t));
+  self->request(st.successor, relay_timeout(self), std::move(req))
+    .then([self, n](turn_reply& r) { settle_relay(self, n, std::move(r)); },
+          [self, n](caf::error& e) { settle_relay(self, n, std::move(e)); });
+}
+
+/// The successor is gone (its node stopped or died): every turn still on
+/// its way there is answered as a turn whose outcome is unknown.
+void lose_relays(session_self* self) {
+  std::vector<std::uint64_t> ns;
+  for (auto& r : self->state.relays)
+    ns.push_back(r.first);
+  for (auto n : ns)
+    settle_relay(self, n, make_error(errc::session_moved,
+                                     "session '" + self->state.id +
+                                       "' moved while the turn was on its way; retry with the "
+                                       "same client_message_id"));
+}
+
+/// On the new node: turns that came here straight while the predecessor
+/// still hands over its queue run after that queue.
+void predecessor_done(session_self* self) {
+  auto& st = self->state;
+  if (!st.awaiting_predecessor)
+    return;
+  st.awaiting_predecessor = false;
+  for (auto& t : st.parked)
+    st.queue.push_back(std::move(t));
+  st.parked.clear();
+  if (st.ph == phase::inactive && !st.queue.empty())
+    activate(self);
+  else
+    pump(self);
+}
+
 /// Migration, once no turn runs: hands the session's state to the target
 /// registry, which starts its successor there; then every queued turn and
-/// every later arrival is delegated to the successor, in order.
+/// every later arrival is relayed to the successor, in order, and the
+/// successor is told when the queue is on its way.
 void ship(session_self* self) {
   auto& st = self->state;
   handoff_state h;
@@ -130,9 +236,14 @@ void ship(session_self* self) {
         if (s.env.metrics)
           s.env.metrics->session_migrated();
         s.successor = successor;
-        for (auto& t : s.queue)
-          t->rp.delegate(successor, std::move(t->req));
+        self->monitor(successor);
+        auto queued = std::move(s.queue);
         s.queue.clear();
+        for (auto& t : queued)
+          relay(self, std::move(t));
+        // Everything queued here is on its way: the successor may now run
+        // the turns that reached it straight.
+        self->send(successor, moved_atom::value);
         s.window.clear();
         self->send(s.registry, moved_atom::value, s.id, s.migrate_registry);
         s.migrate_rp.deliver(s.migrate_node);
@@ -345,26 +456,40 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
     m->session_started();
     self->attach_functor([m] { m->session_stopped(); });
   }
+  self->set_down_handler([self](caf::down_msg& dm) {
+    if (self->state.successor && dm.source == self->state.successor.address())
+      lose_relays(self);
+  });
   return {
     [self](turn_request& req) -> caf::result<turn_reply> {
       auto& s = self->state;
-      ++s.received;
+      auto from = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      // Only turns the registry sent count for the passivation handshake;
+      // those the predecessor handed over did not pass through it.
+      if (!s.predecessor || from != s.predecessor)
+        ++s.received;
       ++s.activity;
       if (s.ph == phase::moved) {
-        self->delegate(s.successor, std::move(req));
+        relay(self, std::make_shared<pending_turn>(
+                      pending_turn{std::move(req), self->make_response_promise()}));
         return caf::delegated<turn_reply>{};
       }
       if (s.ph == phase::stale) {
         request_passivation(self);
         return make_error(errc::session_moved, "session '" + s.id + "' moved; retry");
       }
-      if (s.queue.size() >= s.env.cfg->queue_limit)
+      if (s.queue.size() + s.parked.size() >= s.env.cfg->queue_limit)
         return make_error(errc::session_busy,
                           "session '" + s.id + "' already has " +
                             std::to_string(s.env.cfg->queue_limit) +
                             " turns waiting; retry after the Retry-After delay");
-      s.queue.push_back(std::make_shared<pending_turn>(
-        pending_turn{std::move(req), self->make_response_promise()}));
+      auto t = std::make_shared<pending_turn>(
+        pending_turn{std::move(req), self->make_response_promise()});
+      if (s.awaiting_predecessor && from != s.predecessor) {
+        s.parked.push_back(std::move(t));
+        return caf::delegated<turn_reply>{};
+      }
+      s.queue.push_back(std::move(t));
       if (s.ph == phase::inactive)
         activate(self);
       else
@@ -373,15 +498,24 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
     },
     // The running turn's client left and the node cancels on disconnect.
     [self](cancel_atom) {
-      if (self->state.sink &&
-          caf::actor_cast<caf::actor_addr>(self->current_sender()) == self->state.sink.address())
-        self->send(self->state.env.llm, cancel_atom::value);
+      auto& s = self->state;
+      auto from = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (s.sink && from == s.sink.address())
+        self->send(s.env.llm, cancel_atom::value);
+      else if (!s.relay_sinks.empty() && from == s.relay_sinks.front().second.address())
+        self->send(s.successor, cancel_atom::value);
     },
     [self](delta_atom, std::string& piece) {
       // A piece of the running turn's reply: on to the client's node.
-      if (self->state.sink)
-        self->send(self->state.sink, delta_atom::value, std::move(piece));
+      auto& s = self->state;
+      if (s.sink)
+        self->send(s.sink, delta_atom::value, std::move(piece));
+      else if (s.ph == phase::moved && !s.relay_sinks.empty())
+        self->send(s.relay_sinks.front().second, delta_atom::value, std::move(piece));
     },
+    // From the predecessor: its queue is handed over (or from the timer set
+    // on the handoff, should it never say so).
+    [self](moved_atom) { predecessor_done(self); },
     [self](idle_atom, std::uint64_t activity) {
       auto& s = self->state;
       if (activity == s.activity && s.queue.empty() && !s.busy)
@@ -392,6 +526,10 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       if (s.env.metrics && s.ph != phase::moved)
         s.env.metrics->session_passivated();
       fail_queue(self, make_error(errc::session_moved, "session was passivated; retry"));
+      if (!s.relays.empty()) {
+        s.quit_when_relayed = true; // the registry no longer sends turns here
+        return;
+      }
       self->quit();
     },
     [self](migrate_atom, caf::actor& target,
@@ -413,6 +551,11 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       auto& s = self->state;
       if (s.ph == phase::ready)
         return caf::actor_cast<caf::actor>(self);
+      if (s.ph == phase::inactive && !s.awaiting_predecessor) {
+        s.awaiting_predecessor = true;
+        s.predecessor = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        self->delayed_send(self, predecessor_patience, moved_atom::value);
+      }
       s.ready_waiters.push_back(self->make_response_promise());
       if (s.ph == phase::inactive)
         adopt(self, std::move(h));

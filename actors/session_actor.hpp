@@ -8,6 +8,10 @@
 ///                                 | upstream_* | storage_unavailable | session_moved
 ///   (idle_atom, activity)      internal idle timer
 ///   (passivate_atom)           from the registry: no turn is on its way; quit
+///                              (after a move: once the turns it relayed are answered)
+///   (moved_atom)               from the predecessor on another node: the turns queued
+///                              there are on their way; run the ones that came here
+///                              straight after them
 ///   (gone_atom)                from the registry: the session was deleted; quit
 ///
 /// Life: spawned by the registry on the first turn, the actor activates by
@@ -18,6 +22,13 @@
 /// PARLEY_SESSION_IDLE_SECONDS without a turn it asks the same (passivation).
 /// A turn writes its user message and reply in one transaction after the
 /// model answered, so a history never holds a user message without reply.
+///
+/// Migration: the running turn finishes and answers here first; then the
+/// state goes to the target's registry, and every queued turn (and every
+/// later arrival) is relayed to the successor as a request of this actor,
+/// whose answer this actor passes on. So the old actor, and a node that is
+/// stopping, stays until every turn it accepted is answered, and the
+/// successor runs the relayed turns before those that reached it directly.
 
 #include <chrono>
 #include <memory>

@@ -11,6 +11,26 @@ namespace parley {
 
 namespace {
 
+using clock = std::chrono::steady_clock;
+using storage::storage_error;
+
+/// The actor's own timer: checks its connection while idle (internal).
+using pg_tick_atom = caf::atom_constant<caf::atom("pgtick")>;
+
+/// How often the actor looks at its connection, and how long it must have
+/// been idle before that look includes a round trip (`SELECT 1`). Without a
+/// round trip, a closed connection is still seen (poll); a silent one (a
+/// blackholed or hung server) needs the round trip.
+constexpr auto tick_interval = std::chrono::seconds(1);
+constexpr auto probe_after_idle = std::chrono::seconds(2);
+/// After a failure that took long (a connect or statement that timed out:
+/// PostgreSQL hung or blackholed), no new connection is tried for this long:
+/// calls fail at once with storage_unavailable instead of each waiting out
+/// the timeout. A fast failure (connection refused while PostgreSQL
+/// restarts) costs nothing to repeat, so the next call simply tries again.
+constexpr auto reconnect_pause = std::chrono::seconds(1);
+constexpr auto slow_failure = std::chrono::milliseconds(250);
+
 struct storage_state {
   static inline const char* name = "storage";
   std::unique_ptr<storage::pg_store> store;
@@ -18,44 +38,119 @@ struct storage_state {
   std::vector<turn_write> batch;
   std::vector<caf::response_promise> waiting;
   bool flush_scheduled = false;
+  clock::time_point last_used;    ///< last round trip on the connection
+  clock::time_point next_connect; ///< no connection attempt before this
 };
 
 using storage_self = instrumented_actor<storage_state>;
 
-caf::error translate(const storage::storage_error& e) {
-  if (e.error_kind() == storage::storage_error::kind::transient)
-    return make_error(errc::storage_unavailable,
-                      "PostgreSQL is unavailable; retry shortly (" + std::string{e.what()} + ")");
-  return make_error(errc::internal, std::string{"storage error: "} + e.what());
+caf::error translate(const storage_error& e) {
+  // The driver's words stay out of answers (API.md section 2).
+  if (e.error_kind() == storage_error::kind::transient)
+    return make_error(errc::storage_unavailable, "PostgreSQL is unavailable; retry shortly");
+  return make_error(errc::internal, "the request could not be stored or read");
 }
 
-/// Runs a blocking store call and turns driver failures into API errors.
+/// Whether a call may try PostgreSQL now: not while it is known to be down
+/// and the pause after the last failure has not passed.
+bool may_try(const storage_state& st) {
+  return st.store->connected() || clock::now() >= st.next_connect;
+}
+
+/// After a failed call that began at `began`: when PostgreSQL looks
+/// unreachable and finding out took long, calls fail at once for a while. An
+/// error of one statement (a serialization failure, say) does not count.
+void failed(storage_state& st, const storage_error& e, clock::time_point began) {
+  using c = storage_error::cause;
+  auto why = e.error_cause();
+  bool slow = why == c::timed_out || clock::now() - began >= slow_failure;
+  if (why != c::other && slow && !st.store->connected())
+    st.next_connect = clock::now() + reconnect_pause;
+}
+
+/// Runs a blocking store call. A connection found dead is replaced and the
+/// call runs once more: every call run this way either reads or writes in
+/// one transaction, and `connection_lost` means that transaction never
+/// reached COMMIT. Driver failures become API errors.
 template <class F>
-auto guarded(F&& f) -> caf::result<decltype(f())> {
+auto run(storage_state& st, F&& f) -> decltype(f()) {
+  if (!may_try(st))
+    throw storage_error(storage_error::kind::transient, "PostgreSQL is down");
+  auto began = clock::now();
   try {
-    return f();
-  } catch (const storage::storage_error& e) {
+    auto r = f();
+    st.last_used = clock::now();
+    return r;
+  } catch (const storage_error& e) {
+    if (e.error_cause() != storage_error::cause::connection_lost) {
+      failed(st, e, began);
+      throw;
+    }
+  }
+  began = clock::now();
+  try {
+    auto r = f();
+    st.last_used = clock::now();
+    return r;
+  } catch (const storage_error& e) {
+    failed(st, e, began);
+    throw;
+  }
+}
+
+template <class F>
+auto guarded(storage_state& st, F&& f) -> caf::result<decltype(f())> {
+  try {
+    return run(st, std::forward<F>(f));
+  } catch (const storage_error& e) {
     return translate(e);
   }
 }
 
-caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr metrics) {
-  self->state.store = std::make_unique<storage::pg_store>(std::move(url));
+/// One tick: drops a connection the server closed, probes one that has been
+/// idle, and reconnects when due, so that the next call finds a working
+/// connection (or fails at once while PostgreSQL is down).
+void tick(storage_state& st) {
+  auto now = clock::now();
+  st.store->check_connection();
+  auto began = clock::now();
+  try {
+    if (st.store->connected()) {
+      if (now - st.last_used >= probe_after_idle) {
+        run(st, [&] {
+          st.store->probe();
+          return 0;
+        });
+      }
+    } else if (now >= st.next_connect) {
+      st.store->connect();
+      st.last_used = clock::now();
+    }
+  } catch (const storage_error& e) {
+    failed(st, e, began);
+  }
+}
+
+caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr metrics,
+                            std::chrono::milliseconds pg_timeout) {
+  self->state.store = std::make_unique<storage::pg_store>(std::move(url), pg_timeout);
   self->state.metrics = std::move(metrics);
   auto& st = self->state;
+  self->send(self, pg_tick_atom::value); // connect now, not on the first request
   return {
     [&st](find_key_atom, const std::string& hash) {
-      return guarded([&] { return st.store->find_key(hash).value_or(api_key_record{}); });
+      return guarded(st, [&] { return st.store->find_key(hash).value_or(api_key_record{}); });
     },
     [&st](make_key_atom, const std::string& user, const std::string& hash,
           const std::string& prefix) {
-      return guarded([&] { return st.store->create_key(user, hash, prefix); });
+      return guarded(st, [&] { return st.store->create_key(user, hash, prefix); });
     },
     [&st](revoke_atom, const std::string& prefix_or_id) {
-      return guarded([&] { return static_cast<std::int32_t>(st.store->revoke_key(prefix_or_id)); });
+      return guarded(st,
+                     [&] { return static_cast<std::int32_t>(st.store->revoke_key(prefix_or_id)); });
     },
     [&st](new_sess_atom, session_record& s) {
-      return guarded([&] {
+      return guarded(st, [&] {
         st.store->create_session(s);
         return s;
       });
@@ -63,53 +158,53 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
     [&st](get_sess_atom, const std::string& id,
           const std::string& user) -> caf::result<session_record> {
       try {
-        if (auto v = st.store->get_session(id, user))
+        if (auto v = run(st, [&] { return st.store->get_session(id, user); }))
           return std::move(*v);
         return make_error(errc::not_found, "session '" + id + "' not found");
-      } catch (const storage::storage_error& e) {
+      } catch (const storage_error& e) {
         return translate(e);
       }
     },
     [&st](get_sess_atom, const std::string& id) -> caf::result<session_record> {
       try {
-        if (auto v = st.store->find_session(id))
+        if (auto v = run(st, [&] { return st.store->find_session(id); }))
           return std::move(*v);
         return make_error(errc::not_found, "session '" + id + "' not found");
-      } catch (const storage::storage_error& e) {
+      } catch (const storage_error& e) {
         return translate(e);
       }
     },
     [&st](adopt_atom, const std::string& id, std::int64_t epoch, std::int64_t last_seq) {
-      return guarded([&] { return st.store->adopt(id, epoch, last_seq); });
+      return guarded(st, [&] { return st.store->adopt(id, epoch, last_seq); });
     },
     [&st](list_sess_atom, const std::string& user, std::int32_t limit, const std::string& cursor) {
-      return guarded([&] { return st.store->list_sessions(user, limit, cursor); });
+      return guarded(st, [&] { return st.store->list_sessions(user, limit, cursor); });
     },
     [&st](del_sess_atom, const std::string& id, const std::string& user) {
-      return guarded([&] { return st.store->delete_session(id, user); });
+      return guarded(st, [&] { return st.store->delete_session(id, user); });
     },
     [&st](activate_atom, const std::string& id,
           std::int32_t window) -> caf::result<activation_record> {
       try {
-        if (auto v = st.store->activate(id, window))
+        if (auto v = run(st, [&] { return st.store->activate(id, window); }))
           return std::move(*v);
         return make_error(errc::not_found, "session '" + id + "' not found");
-      } catch (const storage::storage_error& e) {
+      } catch (const storage_error& e) {
         return translate(e);
       }
     },
     [&st](list_msg_atom, const std::string& id, const std::string& user, std::int64_t after,
           std::int32_t limit) -> caf::result<message_page> {
       try {
-        if (auto v = st.store->list_messages(id, user, after, limit))
+        if (auto v = run(st, [&] { return st.store->list_messages(id, user, after, limit); }))
           return std::move(*v);
         return make_error(errc::not_found, "session '" + id + "' not found");
-      } catch (const storage::storage_error& e) {
+      } catch (const storage_error& e) {
         return translate(e);
       }
     },
     [&st](find_cmid_atom, const std::string& id, const std::string& cmid) {
-      return guarded([&] {
+      return guarded(st, [&] {
         client_id_hit hit;
         if (auto r = st.store->find_by_client_id(id, cmid)) {
           hit.found = true;
@@ -124,14 +219,28 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
     },
     [&st](feedback_atom, const std::string& id, const std::string& user, std::int64_t seq,
           std::int32_t rating, const std::string& comment, bool has_comment) {
-      return guarded([&] {
+      return guarded(st, [&] {
         std::optional<std::string> c;
         if (has_comment)
           c = comment;
         return st.store->put_feedback(id, user, seq, rating, c);
       });
     },
-    [&st](ping_atom) { return st.store->ping(); },
+    [&st](ping_atom) {
+      try {
+        run(st, [&] {
+          st.store->probe();
+          return 0;
+        });
+        return true;
+      } catch (const storage_error&) {
+        return false;
+      }
+    },
+    [self, &st](pg_tick_atom) {
+      tick(st);
+      self->delayed_send(self, tick_interval, pg_tick_atom::value);
+    },
     [self, &st](turn_write& t) -> caf::result<commit_outcome> {
       st.batch.push_back(std::move(t));
       st.waiting.push_back(self->make_response_promise());
@@ -148,7 +257,13 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
       st.batch.clear();
       st.waiting.clear();
       auto started = std::chrono::steady_clock::now();
-      auto out = st.store->commit_turns(batch);
+      // While PostgreSQL is known to be down nothing is sent: failed.
+      auto out = may_try(st) ? st.store->commit_turns(batch)
+                             : std::vector<commit_outcome>(batch.size(), commit_outcome::failed);
+      if (st.store->connected())
+        st.last_used = clock::now();
+      else if (clock::now() - started >= slow_failure)
+        st.next_connect = clock::now() + reconnect_pause;
       if (st.metrics)
         st.metrics->storage_commit(
           batch.size(),
@@ -162,8 +277,8 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
 } // namespace
 
 caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
-                               metrics_ptr metrics) {
-  return sys.spawn<caf::detached>(storage_actor, pg_url, std::move(metrics));
+                               metrics_ptr metrics, std::chrono::milliseconds pg_timeout) {
+  return sys.spawn<caf::detached>(storage_actor, pg_url, std::move(metrics), pg_timeout);
 }
 
 const caf::actor& storage_pool::for_session(const std::string& session_id) const {

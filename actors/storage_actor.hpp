@@ -26,6 +26,7 @@
 /// so all of them share one transaction and one COMMIT.
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,9 +38,17 @@
 
 namespace parley {
 
-/// Spawns one detached storage actor for `pg_url`.
+/// Spawns one detached storage actor for `pg_url`; `pg_timeout` is
+/// PARLEY_PG_TIMEOUT_MS (pg_store). It connects at once and keeps its
+/// connection checked while idle (a closed one is replaced within a second,
+/// a silent one within two seconds plus `pg_timeout`). A call that finds its
+/// connection dead runs once more on a new one when nothing can have been
+/// committed. While PostgreSQL refuses connections each call tries once (a
+/// refusal is immediate); after an attempt that timed out (bounded by
+/// `pg_timeout`), calls fail at once for a second.
 caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
-                               metrics_ptr metrics = nullptr);
+                               metrics_ptr metrics = nullptr,
+                               std::chrono::milliseconds pg_timeout = std::chrono::milliseconds(5000));
 
 /// The node's storage actors. A session's writes always go to the same actor
 /// (so they stay ordered and batch together); reads spread round robin.

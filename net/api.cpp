@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/json_depth.hpp"
+#include "net/json_text.hpp"
 
 namespace parley::net {
 
@@ -29,6 +30,39 @@ parsed<json> parse_object(std::string_view body, bool empty_ok) {
   if (!j.is_object())
     return fail<json>(errc::invalid_request, "the request body must be a JSON object");
   return {std::move(j), {}};
+}
+
+/// True when no string in `j`, key or value, at any depth, holds a NUL.
+bool free_of_nul(const json& j) {
+  auto clean = [](const std::string& s) { return s.find('\0') == std::string::npos; };
+  switch (j.type()) {
+    case json::value_t::string:
+      return clean(j.get_ref<const std::string&>());
+    case json::value_t::object:
+      for (auto& [k, v] : j.items())
+        if (!clean(k) || !free_of_nul(v))
+          return false;
+      return true;
+    case json::value_t::array:
+      for (auto& v : j)
+        if (!free_of_nul(v))
+          return false;
+      return true;
+    default:
+      return true;
+  }
+}
+
+/// PostgreSQL's text holds no NUL, and cutting a string at one would store
+/// something other than what was sent: a NUL in a stored field is refused.
+template <class T>
+parsed<T> nul_error(std::string_view field) {
+  return fail<T>(errc::invalid_request, "'" + std::string{field} +
+                                          "' must not contain NUL characters (\\u0000)");
+}
+
+bool has_nul(const std::optional<std::string>& s) {
+  return s && s->find('\0') != std::string::npos;
 }
 
 /// Reads an optional string member; errors name the field.
@@ -81,6 +115,10 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
   if (!optional_string(j.value, "system_prompt", v.system_prompt, p) ||
       !optional_string(j.value, "model", v.model, p))
     return p;
+  if (has_nul(v.system_prompt))
+    return nul_error<create_session_body>("system_prompt");
+  if (has_nul(v.model))
+    return nul_error<create_session_body>("model");
   if (v.system_prompt && v.system_prompt->size() > max_content_bytes)
     return fail<create_session_body>(errc::payload_too_large,
                                      "'system_prompt' is longer than 32 KiB");
@@ -90,6 +128,8 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
   if (auto it = j.value.find("metadata"); it != j.value.end() && !it->is_null()) {
     if (!it->is_object())
       return fail<create_session_body>(errc::invalid_request, "'metadata' must be an object");
+    if (!free_of_nul(*it))
+      return nul_error<create_session_body>("metadata");
     v.metadata_json = it->dump();
   }
   return p;
@@ -110,9 +150,13 @@ parsed<post_message_body> parse_post_message(std::string_view body) {
     return fail<post_message_body>(errc::invalid_request, "'content' must not be empty");
   if (p.value.content.size() > max_content_bytes)
     return fail<post_message_body>(errc::payload_too_large, "'content' is longer than 32 KiB");
+  if (p.value.content.find('\0') != std::string::npos)
+    return nul_error<post_message_body>("content");
   std::optional<std::string> cmid;
   if (!optional_string(j.value, "client_message_id", cmid, p))
     return p;
+  if (has_nul(cmid))
+    return nul_error<post_message_body>("client_message_id");
   if (cmid) {
     auto n = utf8_length(*cmid);
     if (n == 0 || n > max_client_message_id_chars)
@@ -142,6 +186,8 @@ parsed<feedback_body> parse_feedback(std::string_view body) {
     return p;
   if (p.value.comment && p.value.comment->size() > max_feedback_comment_bytes)
     return fail<feedback_body>(errc::invalid_request, "'comment' is longer than 4 KiB");
+  if (has_nul(p.value.comment))
+    return nul_error<feedback_body>("comment");
   return p;
 }
 
@@ -156,6 +202,8 @@ parsed<create_key_body> parse_create_key(std::string_view body) {
   p.value.user = it->get<std::string>();
   if (utf8_length(p.value.user) > 128)
     return fail<create_key_body>(errc::invalid_request, "'user' must be at most 128 characters");
+  if (p.value.user.find('\0') != std::string::npos)
+    return nul_error<create_key_body>("user");
   return p;
 }
 
@@ -170,6 +218,8 @@ parsed<migrate_body> parse_migrate(std::string_view body) {
   p.value.to = it->get<std::string>();
   if (p.value.to.size() > 256)
     return fail<migrate_body>(errc::invalid_request, "'to' must be at most 256 characters");
+  if (p.value.to.find('\0') != std::string::npos)
+    return nul_error<migrate_body>("to");
   return p;
 }
 
@@ -278,6 +328,9 @@ parsed<query_map> parse_query(std::string_view query) {
         !percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1),
                         v))
       return fail<query_map>(errc::invalid_request, "the query string has a bad percent-escape");
+    if (!is_clean_text(k, allow_controls::no) || !is_clean_text(v, allow_controls::no))
+      return fail<query_map>(errc::invalid_request,
+                             "the query string is not valid UTF-8 text (after percent-decoding)");
     p.value[std::move(k)] = std::move(v);
   }
   return p;

@@ -65,7 +65,9 @@ std::string error_body(const api_error& e) {
                        {{"message", e.message},
                         {"type", std::string{type_name(e.code)}},
                         {"code", std::string{code_name(e.code)}}}}};
-  return j.dump();
+  // A message may quote the request (a path, a route id): bytes that are
+  // not UTF-8 become U+FFFD instead of making the dump throw.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 } // namespace parley

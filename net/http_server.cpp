@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 
 #include "net/api_error.hpp"
+#include "net/json_text.hpp"
 
 namespace parley::net {
 
@@ -202,6 +203,21 @@ private:
       return close();
     }
     auto& msg = parser_->get();
+    // API.md section 2: text that is not UTF-8, or holds a NUL or another
+    // control character, in the target or a header value is the client's
+    // error, answered before anything routes or stores it.
+    if (!is_clean_text({msg.target().data(), msg.target().size()}, allow_controls::no))
+      return write_error(msg.version(), false,
+                         {errc::invalid_request, "the request path or query is not valid UTF-8 "
+                                                 "text (percent-encode other bytes)"},
+                         make_request_id());
+    for (auto& field : msg)
+      if (!is_clean_text({field.value().data(), field.value().size()}, allow_controls::no))
+        return write_error(msg.version(), false,
+                           {errc::invalid_request, "the value of header '" +
+                                                     std::string{field.name_string()} +
+                                                     "' is not valid UTF-8 text"},
+                           make_request_id());
     http_request req;
     req.method = std::string{msg.method_string()};
     auto target = msg.target();

@@ -21,6 +21,24 @@ std::size_t utf8_sequence(std::string_view s) {
   return 0;
 }
 
+bool is_clean_text(std::string_view s, allow_controls controls) {
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c == 0 || (controls == allow_controls::no && c < 0x20 && c != '\t') ||
+          (controls == allow_controls::no && c == 0x7F))
+        return false;
+      ++i;
+      continue;
+    }
+    auto n = utf8_sequence(s.substr(i));
+    if (n == 0)
+      return false;
+    i += n;
+  }
+  return true;
+}
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';

@@ -13,6 +13,12 @@ namespace parley::net {
 /// not one (overlong forms, surrogates and code points past U+10FFFF are not).
 std::size_t utf8_sequence(std::string_view s);
 
+/// True when `s` is valid UTF-8 holding no NUL (U+0000) and, with
+/// `controls` false, no other C0 control character but tab: the text that
+/// Parley accepts in stored strings, paths, queries and header values.
+enum class allow_controls { yes, no };
+bool is_clean_text(std::string_view s, allow_controls controls = allow_controls::yes);
+
 /// Appends `s` as a JSON string: quotes and backslashes escaped, control
 /// characters as \n-style or \u00XX escapes, invalid UTF-8 as U+FFFD.
 void append_json_string(std::string& out, std::string_view s);

@@ -17,7 +17,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LLM_BASE_URL", "PARLEY_LLM_API_KEY", "PARLEY_LLM_MODEL",
     "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
     "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_SESSION_IDLE_SECONDS",
-    "PARLEY_FAILURE_DETECT_MS",
+    "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS",
     // Extensions.
     "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
     "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
@@ -212,6 +212,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.integer("PARLEY_CONTEXT_MESSAGES", c.context_messages, 1, 100000);
   r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);
   r.duration("PARLEY_FAILURE_DETECT_MS", c.failure_detect, 100, 600000);
+  r.duration("PARLEY_PG_TIMEOUT_MS", c.pg_timeout, 1000, 600000);
   r.flag("PARLEY_DEV", c.dev);
   r.integer("PARLEY_PG_POOL", c.pg_pool, 1, 256);
   r.integer("PARLEY_HTTP_THREADS", c.http_threads, 1, 256);

@@ -36,6 +36,9 @@ struct node_config {
   std::size_t context_messages = 20;
   std::chrono::seconds session_idle{300};
   std::chrono::milliseconds failure_detect{3000};
+  /// Connect timeout and TCP keepalive bound of every PostgreSQL connection,
+  /// and the longest a statement may go unanswered.
+  std::chrono::milliseconds pg_timeout{5000};
   // Extensions.
   bool dev = false;
   std::size_t pg_pool = 4;

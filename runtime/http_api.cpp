@@ -1,11 +1,13 @@
 #include "runtime/http_api.hpp"
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 
 #include <caf/send.hpp>
 
 #include "actors/edge_actor.hpp"
+#include "net/json_text.hpp"
 #include "runtime/log.hpp"
 #include "storage/pg_store.hpp"
 
@@ -119,6 +121,17 @@ bool names_a_session(net::route r) {
   }
 }
 
+/// Session ids are made by Parley (hex); anything outside the URL-safe
+/// unreserved characters cannot name one, so it is not looked up at all.
+bool plausible_session_id(std::string_view id) {
+  if (id.empty())
+    return false;
+  for (unsigned char c : id)
+    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.' && c != '~')
+      return false;
+  return true;
+}
+
 void answer_error(const net::responder_ptr& out, const api_error& e,
                   net::header_list headers = {}) {
   net::http_response r;
@@ -161,7 +174,8 @@ void parse_inputs(const net::http_request& req, http_call& call) {
                                    req.content_type + "'"};
     return;
   }
-  if (call.id.size() > max_id_length) {
+  if (call.id.size() > max_id_length ||
+      (names_a_session(call.route) && !plausible_session_id(call.id))) {
     call.early_error = api_error{errc::not_found, "session not found"};
     return;
   }
@@ -227,8 +241,9 @@ void parse_inputs(const net::http_request& req, http_call& call) {
 
 } // namespace
 
-net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access) {
-  return [edge, metrics, access](net::http_request&& req, net::responder_ptr raw) {
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access,
+                                       health_ptr health) {
+  return [edge, metrics, access, health](net::http_request&& req, net::responder_ptr raw) {
     auto m = net::match_route(req.method, req.path);
     metrics->http_started();
     auto recorded =
@@ -246,7 +261,19 @@ net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, acc
                             {{"Allow", m.allow}});
       case net::route::healthz: {
         net::http_response r;
-        r.body = R"({"status":"ok"})";
+        auto failing = health ? health->failing() : std::vector<std::string>{};
+        if (failing.empty()) {
+          r.body = R"({"status":"ok"})";
+        } else {
+          r.status = 503;
+          r.body = R"({"status":"unavailable","failing":[)";
+          for (std::size_t i = 0; i < failing.size(); ++i) {
+            if (i > 0)
+              r.body += ',';
+            net::append_json_string(r.body, failing[i]);
+          }
+          r.body += "]}";
+        }
         return out->send(std::move(r));
       }
       case net::route::metrics: {

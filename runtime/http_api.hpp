@@ -9,12 +9,17 @@
 #include <caf/actor.hpp>
 
 #include "actors/metrics.hpp"
+#include "actors/supervisor_actor.hpp"
 #include "net/http_server.hpp"
 
 namespace parley {
 
 enum class access_log { off, on };
 
-net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access);
+/// `/healthz` is answered here from `health` (no actor on its path): 200
+/// while every core actor answers the supervisor's pings, else 503 naming
+/// the failing ones.
+net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access,
+                                       health_ptr health);
 
 } // namespace parley

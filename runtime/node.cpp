@@ -19,6 +19,7 @@
 #include "actors/messages.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
+#include "actors/supervisor_actor.hpp"
 #include "net/http_server.hpp"
 #include "net/io_runtime.hpp"
 #include "runtime/dashboard.hpp"
@@ -32,11 +33,11 @@ namespace parley {
 namespace {
 
 /// Applies migrations, waiting up to 30 s for PostgreSQL to come up.
-bool migrate_with_retry(const std::string& url) {
+bool migrate_with_retry(const std::string& url, std::chrono::milliseconds pg_timeout) {
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (int attempt = 1;; ++attempt) {
     try {
-      storage::pg_store store{url};
+      storage::pg_store store{url, pg_timeout};
       auto v = store.migrate();
       log::info("schema ready", {{"schema_version", std::to_string(v)}});
       return true;
@@ -138,6 +139,29 @@ void stop_actors(caf::actor_system& sys, const named_actors& actors, std::chrono
                 {{"actor", role}});
 }
 
+/// Logs a handler's exception (the actor went on; see instrumented.hpp).
+void log_fault(const char* actor, std::string_view what, std::string_view message,
+               std::string_view request_id) {
+  log::fields f{{"actor", actor}, {"error", std::string{what}}, {"message", std::string{message}}};
+  if (!request_id.empty())
+    f.emplace_back("request_id", std::string{request_id});
+  log::error("exception in actor handler; the request was answered with an error and the "
+             "actor goes on",
+             f);
+}
+
+/// A core actor stopped while the node was serving: the node cannot serve
+/// all its routes any more, so it exits non-zero for its supervisor
+/// (systemd, Kubernetes, compose) to restart it, rather than live on
+/// half-dead (API.md section 8).
+[[noreturn]] void core_actor_down(caf::actor_system& sys, const std::string& role,
+                                  const caf::error& reason) {
+  log::error("core actor stopped unexpectedly; exiting for the supervisor to restart the node",
+             {{"actor", role}, {"reason", sys.render(reason)}});
+  log::shutdown();
+  std::_Exit(core_down_exit_code);
+}
+
 int wait_for_stop_signal() {
   sigset_t set;
   sigemptyset(&set);
@@ -168,7 +192,7 @@ int serve(node_config cfg) {
     cfg.admin_token = random_hex(24);
     log::warn("development mode: generated an admin token", {{"admin_token", cfg.admin_token}});
   }
-  if (!migrate_with_retry(cfg.pg_url))
+  if (!migrate_with_retry(cfg.pg_url, cfg.pg_timeout))
     return 1;
 
   caf::actor_system_config caf_cfg;
@@ -185,10 +209,11 @@ int serve(node_config cfg) {
   net::io_runtime io{cfg.http_threads};
 
   set_actor_metrics(cfg.actor_metrics == 1);
+  set_fault_reporter(log_fault);
   auto metrics = std::make_shared<node_metrics>();
   std::vector<caf::actor> storage_actors;
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
-    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics));
+    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics, cfg.pg_timeout));
   auto storage = std::make_shared<const storage_pool>(storage_actors);
 
   llm_config llm_cfg;
@@ -265,11 +290,41 @@ int serve(node_config cfg) {
   ratelimit_config rl_cfg;
   rl_cfg.redis_url = cfg.redis_url;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
-  auto edge = spawn_edge_actor(sys, edge_cfg,
-                               edge_peers{storage, registry, membership, ratelimit, metrics, llm});
+  // The probes' board, with the roles of the core list below, in its order.
+  std::vector<std::string> roles{"edge", "registry", "membership", "llm", "ratelimit"};
+  if (!cfg.redis_url.empty())
+    roles.emplace_back("revocations");
+  for (std::size_t i = 0; i < storage_actors.size(); ++i)
+    roles.push_back("storage-" + std::to_string(i));
+  auto board = std::make_shared<health_board>(std::move(roles));
+  auto edge = spawn_edge_actor(
+    sys, edge_cfg, edge_peers{storage, registry, membership, ratelimit, metrics, llm, board});
   caf::actor revocations;
   if (!cfg.redis_url.empty())
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
+
+  // The core actors, watched by the supervisor; /healthz and /readyz read
+  // its board.
+  named_actors core{{"edge", edge},
+                    {"registry", registry},
+                    {"membership", membership},
+                    {"llm", llm},
+                    {"ratelimit", ratelimit}};
+  if (revocations)
+    core.emplace_back("revocations", revocations);
+  for (std::size_t i = 0; i < storage_actors.size(); ++i)
+    core.emplace_back("storage-" + std::to_string(i), storage_actors[i]);
+  if (roles_of(core) != board->roles())
+    throw std::logic_error("the health board's roles differ from the core actors");
+  supervisor_config sup_cfg;
+  sup_cfg.core = core;
+  sup_cfg.storage = storage_actors;
+  sup_cfg.board = board;
+  sup_cfg.pg_timeout = cfg.pg_timeout;
+  sup_cfg.on_core_down = [&sys](const std::string& role, const caf::error& reason) {
+    core_actor_down(sys, role, reason);
+  };
+  auto supervisor = spawn_supervisor(sys, std::move(sup_cfg));
 
   net::server_options http_opts;
   http_opts.host = cfg.http_host;
@@ -280,7 +335,7 @@ int serve(node_config cfg) {
   http_opts.max_connections = cfg.max_connections;
   net::http_server server{
     io, http_opts,
-    make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off)};
+    make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off, board)};
   int rc = 0;
   try {
     server.start();
@@ -303,16 +358,9 @@ int serve(node_config cfg) {
     rc = 2;
   }
 
-  named_actors all{{"edge", edge},
-                   {"registry", registry},
-                   {"membership", membership},
-                   {"llm", llm},
-                   {"ratelimit", ratelimit}};
-  if (revocations)
-    all.emplace_back("revocations", revocations);
-  for (auto& a : storage_actors)
-    all.emplace_back("storage", a);
-  stop_actors(sys, all, std::chrono::seconds(10));
+  // The supervisor first: the core actors stop on purpose from here on.
+  stop_actors(sys, {{"supervisor", supervisor}}, std::chrono::seconds(2));
+  stop_actors(sys, core, std::chrono::seconds(10));
   io.stop();
   if (rc == 0)
     log::info("stopped");

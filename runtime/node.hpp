@@ -10,6 +10,10 @@ namespace parley {
 /// main(), before any thread starts, so that run_node can wait for them.
 void block_stop_signals();
 
+/// The exit code of a node whose core actor stopped while it served
+/// (EX_SOFTWARE): its supervisor should restart it.
+constexpr int core_down_exit_code = 70;
+
 /// Runs a node until SIGTERM or SIGINT; returns the process exit code.
 int run_node(const node_config& cfg);
 

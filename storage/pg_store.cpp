@@ -1,11 +1,18 @@
 #include "storage/pg_store.hpp"
 
+#include <condition_variable>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <tuple>
+
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <pqxx/pqxx>
 
 #include "storage/pg_array.hpp"
+#include "storage/pg_conninfo.hpp"
 #include "storage/schema.hpp"
 
 namespace parley::storage {
@@ -99,6 +106,15 @@ WITH t AS (
 SELECT session_id, epoch, user_seq FROM fenced
 )sql";
 
+// After a group commit's connection broke: is a turn's user message stored,
+// exactly as this batch wrote it (its microsecond timestamp tells it apart
+// from any other writer's), and is the backend that ran the batch still alive
+// (its statement may still commit) or gone (it committed or rolled back).
+const std::string sql_turn_stored =
+  "SELECT 1 FROM messages WHERE session_id = $1 AND seq = $2 AND role = 'user' "
+  "AND content = $3 AND created_at = $4::timestamptz";
+const std::string sql_backend_alive = "SELECT 1 FROM pg_stat_activity WHERE pid = $1";
+
 std::optional<std::string> nonempty(const std::string& s) {
   if (s.empty())
     return std::nullopt;
@@ -131,6 +147,14 @@ message_record read_message(const pqxx::row& r) {
   return m;
 }
 
+/// The server ended the session under the statement (shutdown, restart,
+/// pg_terminate_backend: 57P01..57P03) or the connection failed (08): the
+/// connection is gone, whatever became of the statement.
+bool is_session_gone(const pqxx::sql_error& e) {
+  auto state = e.sqlstate();
+  return state.compare(0, 3, "57P") == 0 || state.compare(0, 2, "08") == 0;
+}
+
 bool is_transient(const pqxx::sql_error& e) {
   auto state = e.sqlstate();
   // 08 connection, 40 serialization/deadlock, 53 resources, 57 operator
@@ -141,17 +165,130 @@ bool is_transient(const pqxx::sql_error& e) {
 
 } // namespace
 
-pg_store::pg_store(std::string url) : url_(std::move(url)) {}
+/// Cuts the store's connection (shutdown(2) on its socket) when a call runs
+/// past its deadline, so that a PostgreSQL that stopped answering (hung,
+/// blackholed) fails the call instead of holding it for TCP's minutes. The
+/// socket is shut down, never closed: its owner closes it after disarm().
+class pg_store::watchdog {
+public:
+  watchdog() : thread_([this] { run(); }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> lk{m_};
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+
+  void arm(int fd, std::chrono::steady_clock::time_point deadline) {
+    {
+      std::lock_guard<std::mutex> lk{m_};
+      fd_ = fd;
+      deadline_ = deadline;
+      armed_ = fd >= 0;
+      fired_ = false;
+    }
+    cv_.notify_all();
+  }
+
+  /// True when the deadline had passed and the connection was cut.
+  bool disarm() {
+    std::lock_guard<std::mutex> lk{m_};
+    armed_ = false;
+    return std::exchange(fired_, false);
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> lk{m_};
+    while (!stop_) {
+      if (!armed_) {
+        cv_.wait(lk);
+      } else if (std::chrono::steady_clock::now() >= deadline_) {
+        ::shutdown(fd_, SHUT_RDWR);
+        fired_ = true;
+        armed_ = false;
+      } else {
+        cv_.wait_until(lk, deadline_);
+      }
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  int fd_ = -1;
+  std::chrono::steady_clock::time_point deadline_;
+  bool armed_ = false, fired_ = false, stop_ = false;
+  std::thread thread_; ///< last: starts once the members above exist
+};
+
+namespace {
+
+/// The watchdog's grace beyond the statement timeout: the server cancels a
+/// slow statement itself (a clean error; the connection stays); only one
+/// that does not answer at all gets its connection cut.
+constexpr std::chrono::milliseconds cut_grace{1000};
+
+/// Migrations at start-up may wait for another node's (advisory lock) and
+/// build indexes: they keep the longer statement timeout they always had.
+constexpr std::chrono::milliseconds migration_timeout{30000};
+
+} // namespace
+
+pg_store::pg_store(std::string url, std::chrono::milliseconds timeout)
+  : url_(with_pg_timeouts(url, timeout)), timeout_(timeout),
+    watchdog_(std::make_unique<watchdog>()) {}
 pg_store::~pg_store() = default;
+
+void pg_store::check_connection() {
+  if (!conn_)
+    return;
+  int fd = conn_->sock();
+  if (fd < 0 || !conn_->is_open())
+    return drop_connection();
+  // An idle connection has nothing to read unless the server is closing it
+  // (a restart or pg_terminate_backend sends a FATAL message, then EOF), or,
+  // rarely, reports a changed parameter: either way a new connection is the
+  // safe answer.
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 0) != 0)
+    drop_connection();
+}
 
 pqxx::connection& pg_store::conn() {
   if (!conn_) {
-    conn_ = std::make_unique<pqxx::connection>(url_);
-    // A query that hangs must not hold the store (and its actor) forever.
-    pqxx::nontransaction n{*conn_};
-    n.exec("SET statement_timeout = 30000");
+    try {
+      auto c = std::make_unique<pqxx::connection>(url_);
+      // A query that hangs must not hold the store (and its actor) long.
+      pqxx::nontransaction n{*c};
+      n.exec("SET statement_timeout = " + std::to_string(timeout_.count()));
+      n.commit();
+      conn_ = std::move(c);
+    } catch (const pqxx::sql_error& e) {
+      // Refused by the server: a wrong database, user or password is not
+      // something a retry fixes (a server starting up or shutting down is).
+      auto st = e.sqlstate();
+      bool transient = st.empty() || st.compare(0, 2, "57") == 0 || st.compare(0, 2, "08") == 0 ||
+                       st.compare(0, 2, "53") == 0;
+      throw storage_error(transient ? storage_error::kind::transient
+                                    : storage_error::kind::permanent,
+                          std::string{"cannot connect to PostgreSQL: "} + e.what(),
+                          storage_error::cause::cannot_connect);
+    } catch (const std::exception& e) {
+      throw storage_error(storage_error::kind::transient,
+                          std::string{"cannot connect to PostgreSQL: "} + e.what(),
+                          storage_error::cause::cannot_connect);
+    }
   }
   return *conn_;
+}
+
+void pg_store::connect() {
+  check_connection();
+  conn();
 }
 
 void pg_store::drop_connection() {
@@ -160,41 +297,89 @@ void pg_store::drop_connection() {
 }
 
 template <class F>
-auto pg_store::guarded(F&& f) -> decltype(f()) {
+auto pg_store::guarded(F&& f, std::chrono::milliseconds bound) -> decltype(f()) {
+  check_connection();
+  auto& c = conn(); // throws storage_error itself
+  bool cut = false;
   try {
+    struct armed {
+      watchdog& w;
+      bool& cut;
+      ~armed() { cut = w.disarm(); }
+    } guard{*watchdog_, cut};
+    watchdog_->arm(c.sock(), std::chrono::steady_clock::now() + bound + cut_grace);
     return f();
+  } catch (const pqxx::in_doubt_error& e) {
+    drop_connection();
+    throw storage_error(storage_error::kind::transient, e.what(),
+                        storage_error::cause::in_doubt);
   } catch (const pqxx::broken_connection& e) {
     drop_connection();
+    if (cut)
+      throw storage_error(storage_error::kind::transient,
+                          "PostgreSQL did not answer within " + std::to_string(bound.count()) +
+                            " ms",
+                          storage_error::cause::timed_out);
     throw storage_error(storage_error::kind::transient,
-                        std::string{"PostgreSQL connection failed: "} + e.what());
+                        std::string{"PostgreSQL connection failed: "} + e.what(),
+                        storage_error::cause::connection_lost);
   } catch (const pqxx::sql_error& e) {
+    if (is_session_gone(e)) {
+      // Ended before COMMIT: nothing was committed. Ended at COMMIT (the
+      // FATAL may come after the commit itself): in doubt.
+      drop_connection();
+      throw storage_error(storage_error::kind::transient, e.what(),
+                          e.query() == "COMMIT" ? storage_error::cause::in_doubt
+                                                : storage_error::cause::connection_lost);
+    }
     if (is_transient(e)) {
       drop_connection();
       throw storage_error(storage_error::kind::transient, e.what());
     }
     throw storage_error(storage_error::kind::permanent, e.what());
-  } catch (const pqxx::in_doubt_error& e) {
-    drop_connection();
-    throw storage_error(storage_error::kind::transient, e.what());
   } catch (const storage_error&) {
     throw;
   } catch (const std::exception& e) {
+    // libpqxx reports some uses of a dead connection as plain failures.
+    bool lost = !conn_ || !conn_->is_open();
     drop_connection();
-    throw storage_error(storage_error::kind::transient, e.what());
+    auto why = cut    ? storage_error::cause::timed_out
+               : lost ? storage_error::cause::connection_lost
+                      : storage_error::cause::other;
+    throw storage_error(storage_error::kind::transient, e.what(), why);
   }
 }
 
 int pg_store::migrate() {
-  return guarded([&] { return storage::migrate(conn()); });
+  try {
+    return guarded(
+      [&] {
+        pqxx::nontransaction{conn()}.exec("SET statement_timeout = " +
+                                          std::to_string(migration_timeout.count()));
+        int v = storage::migrate(conn());
+        pqxx::nontransaction{conn()}.exec("SET statement_timeout = " +
+                                          std::to_string(timeout_.count()));
+        return v;
+      },
+      migration_timeout);
+  } catch (const storage_error&) {
+    drop_connection(); // never keep the migrations' statement timeout
+    throw;
+  }
+}
+
+void pg_store::probe() {
+  guarded([&] {
+    pqxx::nontransaction n{conn()};
+    n.exec("SELECT 1");
+    return 0;
+  });
 }
 
 bool pg_store::ping() {
   try {
-    return guarded([&] {
-      pqxx::nontransaction n{conn()};
-      n.exec("SELECT 1");
-      return true;
-    });
+    probe();
+    return true;
   } catch (const storage_error&) {
     return false;
   }
@@ -374,9 +559,58 @@ feedback_outcome pg_store::put_feedback(const std::string& id, const std::string
 }
 
 std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>& turns) {
+  return commit_batch(turns, true);
+}
+
+std::vector<commit_outcome> pg_store::resolve_in_doubt(const std::vector<turn_write>& turns,
+                                                       int backend) {
+  std::vector<commit_outcome> out(turns.size(), commit_outcome::unknown);
+  std::vector<turn_write> not_stored;
+  std::vector<std::size_t> where;
+  try {
+    bool gone = guarded([&] {
+      pqxx::nontransaction n{conn()};
+      // A backend sends its FATAL message before it exits: give one that
+      // is on its way out a moment (bounded) to be gone.
+      bool alive = backend > 0;
+      for (int i = 0; alive && i < 20; ++i) {
+        alive = !n.exec_params(sql_backend_alive, backend).empty();
+        if (alive)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      for (std::size_t i = 0; i < turns.size(); ++i) {
+        auto& t = turns[i];
+        if (!n.exec_params(sql_turn_stored, t.session_id, t.user.seq, t.user.content,
+                           t.user.created_at)
+               .empty())
+          out[i] = commit_outcome::committed;
+        else if (!alive) {
+          not_stored.push_back(t);
+          where.push_back(i);
+        }
+      }
+      return !alive;
+    });
+    if (!gone || not_stored.empty())
+      return out;
+  } catch (const storage_error&) {
+    return out; // still in doubt
+  }
+  // The backend that ran the batch is gone and these turns are not stored:
+  // its transaction rolled back, so they are written again (once; the fence
+  // refuses them if anything else happened to their sessions meanwhile).
+  auto again = commit_batch(not_stored, false);
+  for (std::size_t k = 0; k < where.size(); ++k)
+    out[where[k]] = again[k];
+  return out;
+}
+
+std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>& turns,
+                                                   bool resolve) {
   std::vector<commit_outcome> out(turns.size(), commit_outcome::failed);
   pqxx::connection* c = nullptr;
   try {
+    check_connection();
     c = &conn();
     if (!commit_prepared_) {
       c->prepare(commit_statement, sql_commit_turns);
@@ -403,7 +637,14 @@ std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>
     reply_at.add(t.reply.created_at);
     model.add(t.reply.model);
   }
+  bool cut = false, in_doubt = false;
   try {
+    struct armed {
+      watchdog& w;
+      bool& cut;
+      ~armed() { cut = w.disarm(); }
+    } guard{*watchdog_, cut};
+    watchdog_->arm(c->sock(), std::chrono::steady_clock::now() + timeout_ + cut_grace);
     pqxx::nontransaction n{*c};
     auto rows = n.exec_prepared(commit_statement, session.str(), epoch.str(), user_seq.str(),
                                 user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
@@ -416,29 +657,36 @@ std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>
                  ? commit_outcome::committed
                  : commit_outcome::fenced;
     return out;
-  } catch (const pqxx::broken_connection&) {
-    // The statement may have committed before the connection went.
-    drop_connection();
-    out.assign(turns.size(), commit_outcome::unknown);
-    return out;
   } catch (const pqxx::sql_error& e) {
-    if (is_transient(e)) {
+    if (is_session_gone(e)) {
+      // The server ended the session: the statement's implicit transaction
+      // may have committed just before (its FATAL can follow the rows).
+      in_doubt = true;
+    } else if (is_transient(e)) {
       drop_connection();
       return out; // rolled back: failed
-    }
-    if (turns.size() == 1) {
+    } else if (turns.size() == 1) {
       out[0] = commit_outcome::conflict;
       return out;
     }
   } catch (const std::exception&) {
+    in_doubt = true;
+  }
+  if (in_doubt) {
+    // The connection broke (or was cut): the statement may have committed
+    // before it went. Unless a new connection can tell, the outcome stays
+    // unknown; a cut one means a server in trouble: no second try then.
+    int backend = c->backendpid();
     drop_connection();
+    if (resolve && !cut)
+      return resolve_in_doubt(turns, backend);
     out.assign(turns.size(), commit_outcome::unknown);
     return out;
   }
   // One turn broke the statement (a unique key): nothing of the batch was
   // written; commit each on its own so the others go through.
   for (std::size_t i = 0; i < turns.size(); ++i)
-    out[i] = commit_turns(std::vector<turn_write>{turns[i]}).front();
+    out[i] = commit_batch(std::vector<turn_write>{turns[i]}, resolve).front();
   return out;
 }
 

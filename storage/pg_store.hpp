@@ -6,7 +6,14 @@
 // Errors: driver exceptions are translated into storage_error, whose kind
 // tells the caller whether a retry can help. A broken connection is dropped
 // and re-opened on the next call.
+//
+// Timeouts (PARLEY_PG_TIMEOUT_MS): connecting, a dead peer (TCP keepalive,
+// tcp_user_timeout) and each call's statements are bounded by `timeout`. The
+// server cancels a statement after `timeout` (statement_timeout); a server
+// that does not even answer that (hung, blackholed) has the connection cut
+// by the store's watchdog thread one second later.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -22,17 +29,36 @@ namespace parley::storage {
 class storage_error : public std::runtime_error {
 public:
   enum class kind { transient, permanent };
-  storage_error(kind k, const std::string& what) : std::runtime_error(what), kind_(k) {}
+  /// What a transient error means for the call that raised it.
+  enum class cause {
+    other,
+    /// No connection could be opened (refused, timed out, starting up).
+    cannot_connect,
+    /// The connection was found broken before the call's work could have
+    /// been committed (nothing happened): the call may run again on a new
+    /// connection.
+    connection_lost,
+    /// PostgreSQL did not answer within the timeout: the connection was cut.
+    timed_out,
+    /// The connection broke around COMMIT: the work may or may not be stored.
+    in_doubt,
+  };
+  storage_error(kind k, const std::string& what, cause c = cause::other)
+    : std::runtime_error(what), kind_(k), cause_(c) {}
   kind error_kind() const { return kind_; }
+  cause error_cause() const { return cause_; }
 
 private:
   kind kind_;
+  cause cause_;
 };
 
 class pg_store {
 public:
-  /// Does not connect yet; the first call does.
-  explicit pg_store(std::string url);
+  /// Does not connect yet; the first call does. `url` gets the libpq
+  /// timeout parameters for `timeout` (with_pg_timeouts) that it lacks.
+  explicit pg_store(std::string url,
+                    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
   ~pg_store();
   pg_store(const pg_store&) = delete;
   pg_store& operator=(const pg_store&) = delete;
@@ -42,6 +68,18 @@ public:
 
   /// A trivial round trip; false when PostgreSQL cannot be reached.
   bool ping();
+  /// The same round trip; throws storage_error (with its cause) instead.
+  void probe();
+
+  /// True while a connection is open (it may still have died unnoticed).
+  bool connected() const { return conn_ != nullptr; }
+
+  /// Drops the connection if PostgreSQL closed it (a restart, an
+  /// administrator's kill) while it was idle; costs no round trip.
+  void check_connection();
+
+  /// Opens a connection now if there is none; throws storage_error.
+  void connect();
 
   // API keys
   api_key_record create_key(const std::string& user, const std::string& key_hash,
@@ -83,18 +121,34 @@ public:
   /// Group commit: writes every turn whose epoch is current in ONE
   /// statement (one round trip, one transaction); one outcome per turn, in
   /// order. A batch that hits a unique key is retried turn by turn so that
-  /// one bad turn cannot fail the others.
+  /// one bad turn cannot fail the others. When the connection breaks under
+  /// the statement, a new connection settles what it can: a turn stored
+  /// exactly as sent is `committed`; when the old backend is gone, a turn
+  /// not stored was rolled back and is written once more; anything else
+  /// stays `unknown`. Never reports a turn committed that is not, and never
+  /// writes one twice (the fence and the unique keys).
   std::vector<commit_outcome> commit_turns(const std::vector<turn_write>& turns);
 
 private:
+  class watchdog;
+
   pqxx::connection& conn();
   void drop_connection();
+  std::vector<commit_outcome> commit_batch(const std::vector<turn_write>& turns, bool resolve);
+  /// After the connection to `backend` broke under a batch of `turns`.
+  std::vector<commit_outcome> resolve_in_doubt(const std::vector<turn_write>& turns, int backend);
   template <class F>
-  auto guarded(F&& f) -> decltype(f());
+  auto guarded(F&& f, std::chrono::milliseconds bound) -> decltype(f());
+  template <class F>
+  auto guarded(F&& f) -> decltype(f()) {
+    return guarded(std::forward<F>(f), timeout_);
+  }
 
   std::string url_;
+  std::chrono::milliseconds timeout_;
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
+  std::unique_ptr<watchdog> watchdog_;
 };
 
 /// Encodes and decodes the opaque cursor of session listings.

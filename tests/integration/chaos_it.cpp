@@ -432,12 +432,12 @@ struct stored {
 TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
   auto run_start = steady::now();
   phase_log phases;
-  pg_server pg;
+  pg_server pg{[] { return free_port(); }};
   redis_server redis;
   mock_llm primary, fallback;
   primary.configure({{"latency_ms", kPrimaryLatencyMs}});
   fallback.configure({{"latency_ms", kFallbackLatencyMs}});
-  scratch_db db{pg.admin_url()};
+  scratch_db db{pg.url()};
   parley_cluster c{db,
                    kNodes,
                    {{"PARLEY_LLM_BASE_URL", primary.base_url()},
@@ -534,7 +534,7 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
   pg.stop();
   std::this_thread::sleep_for(3s);
   try {
-    pg.restart();
+    pg.start();
   } catch (const std::exception& e) {
     FAIL() << e.what();
   }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -238,6 +239,43 @@ TEST(cluster, migration_with_twenty_turns_queued_loses_duplicates_and_reorders_n
   EXPECT_EQ(c[0].host_of(id), "node-2");
 }
 
+TEST(cluster, a_session_moved_with_queued_turns_still_passivates_when_idle) {
+  // The turns handed over with a migration are not counted as sent by the
+  // new node's registry: the successor must still be let go when idle.
+  scratch_db db;
+  mock_llm mock;
+  parley_cluster c{db, 3, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                           {"PARLEY_SESSION_IDLE_SECONDS", "1"}}};
+  auto key = c[0].create_key("alice");
+  auto id = session_on(c, key, 0);
+  mock.configure({{"latency_ms", 400}});
+  mock.clear();
+  std::vector<http_result> results(3);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 3; ++i) {
+    ts.emplace_back([&, i] {
+      results[static_cast<std::size_t>(i)] =
+        c[i].post_message(key, id, {{"content", "q" + std::to_string(i)}});
+    });
+    if (i == 0)
+      ASSERT_TRUE(wait_for([&] { return mock.requests().size() == 1; }, 5s));
+    else
+      std::this_thread::sleep_for(50ms);
+  }
+  auto r = c[1].admin("POST", "/admin/v1/sessions/" + id + "/migrate", {{"to", "node-2"}});
+  for (auto& t : ts)
+    t.join();
+  ASSERT_EQ(r.status, 200) << describe(r);
+  for (auto& t : results)
+    EXPECT_EQ(t.status, 200) << describe(t);
+  EXPECT_EQ(c[0].metric("parley_session_migrations_total"), 1);
+  bool passive = wait_for(
+    [&] { return c[2].admin("GET", "/admin/v1/sessions/" + id).js()["state"] == "passive"; }, 6s);
+  EXPECT_TRUE(passive) << c[2].admin("GET", "/admin/v1/sessions/" + id).body;
+  EXPECT_EQ(c[2].metric("parley_sessions_active"), 0);
+  EXPECT_EQ(c[0].metric("parley_sessions_active"), 0) << "the old actor is gone too";
+}
+
 namespace {
 
 /// Three nodes, 30 active sessions, four clients turning through node-0 and
@@ -314,6 +352,119 @@ void leave_under_load(bool admin_drain) {
 TEST(cluster, drain_then_sigterm_gives_no_client_error) { leave_under_load(true); }
 
 TEST(cluster, sigterm_alone_drains_and_gives_no_client_error) { leave_under_load(false); }
+
+TEST(cluster, sigterm_finishes_running_turns_and_moves_queued_ones_in_order) {
+  // API.md §6 and §8: SIGTERM lets every turn already running on the node
+  // finish and answer 200; the turns queued behind them, and those sent
+  // after the signal, move to the new owner and complete there, in order,
+  // once each. Clients talk both to the stopping node and to others that
+  // route to it.
+  scratch_db db;
+  mock_llm mock;
+  std::map<std::string, std::string> env{{"PARLEY_LLM_BASE_URL", mock.base_url()}};
+  if (auto* redis = std::getenv("PARLEY_TEST_REDIS_URL"); redis && *redis)
+    env["PARLEY_REDIS_URL"] = redis;
+  parley_cluster c{db, 3, env};
+  auto key = c[0].create_key("alice");
+  // Four sessions on node-0; the node each turn's client talks to: [running,
+  // first queued, second queued, sent after SIGTERM]. The last queued turns
+  // come through node-1: node-0 has no answer of its own left to wait for
+  // while they run on the new owners.
+  const std::vector<std::vector<int>> via{{0, 0, 1, 2}, {1, 1, 1, 2}, {0, 1, 1, 2}, {1, 0, 1, 2}};
+  constexpr std::size_t turns = 4;
+  // One queued turn of each client node is streamed: its pieces come from
+  // the new owner too, complete and in order, before its `done` event.
+  auto streamed = [](std::size_t s, std::size_t t) { return t == 2 && (s == 1 || s == 2); };
+  std::vector<std::string> ids;
+  for (std::size_t s = 0; s < via.size(); ++s)
+    ids.push_back(session_on(c, key, 0));
+  mock.configure({{"latency_ms", 1500}});
+  mock.clear();
+
+  auto content = [](std::size_t s, std::size_t t) {
+    return "s" + std::to_string(s) + "-t" + std::to_string(t);
+  };
+  std::vector<std::vector<http_result>> results(ids.size(), std::vector<http_result>(turns));
+  std::vector<std::thread> clients;
+  auto send = [&](std::size_t t) {
+    for (std::size_t s = 0; s < ids.size(); ++s)
+      clients.emplace_back([&, s, t] {
+        auto text = content(s, t);
+        json body{{"content", text}, {"client_message_id", "cmid-" + text}};
+        if (streamed(s, t))
+          body["stream"] = true;
+        results[s][t] = c[via[s][t]].post_message(key, ids[s], body);
+      });
+  };
+  send(0);
+  // Every session's first turn is in its model call on node-0 ...
+  ASSERT_TRUE(wait_for([&] { return mock.requests().size() == ids.size(); }, 5s))
+    << mock.requests().dump();
+  // ... and two more wait behind it, sent one after the other.
+  send(1);
+  std::this_thread::sleep_for(150ms);
+  send(2);
+  std::this_thread::sleep_for(150ms);
+  ASSERT_EQ(mock.requests().size(), ids.size()) << "the first turns are still running";
+
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(c[0].process().pid(), SIGTERM), 0);
+  // While node-0 leaves and its first turns still run, one more turn per
+  // session through node-2, which no longer routes to node-0.
+  std::this_thread::sleep_for(300ms);
+  send(3);
+  int rc = c[0].process().terminate(60s);
+  auto took = elapsed_ms(start);
+  for (auto& t : clients)
+    t.join();
+  EXPECT_EQ(rc, 0) << "node-0 exits 0 after SIGTERM\n" << c[0].process().log_tail(60);
+  std::printf("[ figures  ] SIGTERM with %zu turns running, %zu queued and %zu arriving: exit "
+              "after %lld ms\n",
+              ids.size(), 2 * ids.size(), ids.size(), static_cast<long long>(took));
+
+  for (std::size_t s = 0; s < ids.size(); ++s)
+    for (std::size_t t = 0; t < turns; ++t) {
+      auto& r = results[s][t];
+      EXPECT_EQ(r.status, 200) << content(s, t) << " sent through node-" << via[s][t] << ": "
+                               << describe(r);
+      if (r.status != 200)
+        continue;
+      auto js = r.js();
+      if (streamed(s, t)) {
+        auto done = r.body.find("event: done\ndata: ");
+        ASSERT_NE(done, std::string::npos) << r.body;
+        std::string joined;
+        for (auto at = r.body.find("event: delta\ndata: "); at < done;
+             at = r.body.find("event: delta\ndata: ", at + 1)) {
+          auto data = r.body.substr(at + 19);
+          joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
+        }
+        auto data = r.body.substr(done + 18);
+        js = json::parse(data.substr(0, data.find("\n\n")));
+        EXPECT_EQ(joined, "mock: " + content(s, t)) << "streamed pieces of " << content(s, t);
+      }
+      EXPECT_EQ(js["user_message"]["content"], content(s, t));
+      EXPECT_EQ(js["user_message"]["seq"], 2 * t + 1) << content(s, t);
+      EXPECT_EQ(js["reply"]["reply_to"], 2 * t + 1) << content(s, t);
+      EXPECT_EQ(js["reply"]["content"], "mock: " + content(s, t));
+    }
+  for (std::size_t s = 0; s < ids.size(); ++s) {
+    auto users = check_history(c[1].all_messages(key, ids[s]));
+    std::vector<std::string> sent;
+    for (std::size_t t = 0; t < turns; ++t)
+      sent.push_back(content(s, t));
+    EXPECT_EQ(users, sent) << "session " << s << ": each turn stored once, in the order sent";
+    EXPECT_NE(c[1].host_of(ids[s]), "node-0");
+  }
+  EXPECT_EQ(mock.requests().size(), turns * ids.size()) << "each turn calls the model once";
+  // The sessions serve on from their new owners.
+  mock.configure({{"latency_ms", 0}});
+  for (std::size_t s = 0; s < ids.size(); ++s) {
+    auto r = c[2].post_message(key, ids[s], {{"content", "after"}});
+    EXPECT_EQ(r.status, 200) << describe(r);
+    EXPECT_EQ(r.js()["user_message"]["seq"], 2 * turns + 1);
+  }
+}
 
 TEST(cluster, sigkill_under_load_loses_no_acknowledged_turn) {
   scratch_db db;

@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <utility>
 
 #include <pqxx/pqxx>
 #include <unistd.h>
@@ -14,8 +13,10 @@ namespace parley::test {
 
 class scratch_db {
 public:
-  scratch_db() : scratch_db(shared_url()) {}
-  /// A database on the server of `admin_url` (e.g. a test's own pg_server).
+  scratch_db() : scratch_db(shared_admin_url()) {}
+
+  /// A scratch database on the server of `admin_url` (e.g. a test's own
+  /// pg_server).
   explicit scratch_db(std::string admin_url) : admin_(std::move(admin_url)) {
     static int counter = 0;
     name_ = "parley_t_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
@@ -47,7 +48,7 @@ public:
   }
 
 private:
-  static std::string shared_url() {
+  static std::string shared_admin_url() {
     auto* admin = std::getenv("PARLEY_TEST_PG_URL");
     if (!admin || !*admin)
       throw std::runtime_error("PARLEY_TEST_PG_URL is not set: run the tests through scripts/test");

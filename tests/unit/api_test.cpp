@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "net/api.hpp"
+#include "net/api_error.hpp"
 
 using namespace parley;
 using namespace parley::net;
@@ -138,4 +141,47 @@ TEST(api, chat_completion_requests_follow_openai) {
                                    std::string(33 * 1024, 'x') + R"("}]})");
   ASSERT_FALSE(big);
   EXPECT_EQ(big.error->code, parley::errc::payload_too_large);
+}
+
+// API.md section 2: a NUL in any stored string is 400, never cut or stored.
+TEST(api, nul_in_any_stored_string_is_invalid_request) {
+  auto expect_nul_error = [](const auto& p, const char* field) {
+    ASSERT_FALSE(p) << field;
+    EXPECT_EQ(p.error->code, parley::errc::invalid_request) << field;
+    EXPECT_NE(p.error->message.find(field), std::string::npos) << p.error->message;
+  };
+  expect_nul_error(parse_post_message(R"({"content":"a\u0000b"})"), "content");
+  expect_nul_error(parse_post_message(R"({"content":"ab","client_message_id":"x\u0000"})"),
+                   "client_message_id");
+  expect_nul_error(parse_create_session(R"({"system_prompt":"\u0000"})"), "system_prompt");
+  expect_nul_error(parse_create_session(R"({"model":"m\u0000"})"), "model");
+  expect_nul_error(parse_create_session(R"({"metadata":{"k":"v\u0000"}})"), "metadata");
+  expect_nul_error(parse_create_session(R"({"metadata":{"k\u0000":1}})"), "metadata");
+  expect_nul_error(parse_create_session(R"({"metadata":{"a":[{"b":["\u0000"]}]}})"), "metadata");
+  expect_nul_error(parse_feedback(R"({"rating":1,"comment":"\u0000"})"), "comment");
+  expect_nul_error(parse_create_key(R"({"user":"al\u0000ice"})"), "user");
+  expect_nul_error(parse_migrate(R"({"to":"node\u0000"})"), "to");
+  // Other control characters are text like any other.
+  EXPECT_TRUE(parse_post_message(R"({"content":"a\u0001\tb"})"));
+  EXPECT_TRUE(parse_create_session(R"({"metadata":{"k":"v\u001f"}})"));
+}
+
+TEST(api, query_values_must_decode_to_utf8_text) {
+  EXPECT_FALSE(parse_query("cursor=%FF%FE"));
+  EXPECT_FALSE(parse_query("after=%00"));
+  EXPECT_FALSE(parse_query("a%0A=1"));
+  auto ok = parse_query("q=%C3%A9t%C3%A9&limit=5");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok.value["q"], "\xc3\xa9t\xc3\xa9");
+}
+
+// Issue 13, item 1: an error message quoting bytes that are not UTF-8 made
+// the error body's dump throw inside the edge actor.
+TEST(api, error_body_is_valid_json_whatever_bytes_the_message_quotes) {
+  std::string body;
+  ASSERT_NO_THROW(body = error_body({errc::not_found, "message '\xff\xfe' not found"}));
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << body;
+  EXPECT_EQ(j["error"]["code"], "not_found");
+  EXPECT_EQ(j["error"]["message"], "message '\xef\xbf\xbd\xef\xbf\xbd' not found");
 }

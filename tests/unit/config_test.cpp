@@ -26,6 +26,7 @@ TEST(config, defaults_follow_the_contract) {
   EXPECT_EQ(c.context_messages, 20u);
   EXPECT_EQ(c.session_idle.count(), 300);
   EXPECT_EQ(c.failure_detect.count(), 3000);
+  EXPECT_EQ(c.pg_timeout.count(), 5000);
   EXPECT_EQ(c.session_queue_limit, 32u);
   EXPECT_EQ(c.log_level, log::level::info);
   EXPECT_TRUE(c.access_log);
@@ -72,7 +73,8 @@ TEST(config, errors_name_the_bad_setting) {
                {"PARLEY_DEV", "maybe"},             {"PARLEY_LOG_LEVEL", "loud"},
                {"PARLEY_ACTOR_METRICS", "2"},       {"PARLEY_ACTOR_SCHEDULER", "fast"},
                {"PARLEY_LOG_LEVEL", "INFO"},        {"PARLEY_ACCESS_LOG", "2"},
-               {"PARLEY_ACCESS_LOG", "on"}};
+               {"PARLEY_ACCESS_LOG", "on"},         {"PARLEY_PG_TIMEOUT_MS", "999"},
+               {"PARLEY_PG_TIMEOUT_MS", "5s"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;

@@ -5,6 +5,13 @@
 
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <pqxx/pqxx>
+
 #include "storage/clock.hpp"
 #include "storage/pg_store.hpp"
 #include "tests/support/scratch_db.hpp"
@@ -227,6 +234,124 @@ TEST(storage_pg, an_unreachable_server_is_a_transient_error) {
   } catch (const storage_error& e) {
     EXPECT_EQ(e.error_kind(), storage_error::kind::transient);
   }
+}
+
+namespace {
+
+/// Terminates the backends of the scratch database that `where` selects
+/// (besides the caller's) and waits until they are gone; how many there were.
+int kill_backends(const scratch_db& db, const std::string& where = "true") {
+  pqxx::connection c{db.url()};
+  pqxx::nontransaction n{c};
+  const std::string mine = "datname = current_database() AND pid <> pg_backend_pid()";
+  auto r = n.exec("SELECT pid FROM pg_stat_activity WHERE " + mine + " AND " + where);
+  for (auto row : r)
+    n.exec_params("SELECT pg_terminate_backend($1)", row[0].as<int>());
+  for (int i = 0; i < 200; ++i) {
+    bool left = false;
+    for (auto row : r)
+      left = left || !n.exec_params("SELECT 1 FROM pg_stat_activity WHERE pid = $1",
+                                    row[0].as<int>())
+                        .empty();
+    if (!left)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return static_cast<int>(r.size());
+}
+
+} // namespace
+
+TEST(storage_pg_recovery, a_connection_killed_while_idle_is_replaced_before_a_call_fails) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("k1"));
+  // As a restart or pg_terminate_backend does to every connection.
+  ASSERT_EQ(kill_backends(db), 1);
+  auto got = s.get_session("k1", "alice"); // must not throw
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->id, "k1");
+
+  ASSERT_EQ(kill_backends(db), 1);
+  s.create_session(new_session("k2")); // a write too
+  ASSERT_EQ(kill_backends(db), 1);
+  auto a = s.activate("k2", 20);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(kill_backends(db), 1);
+  EXPECT_EQ(s.commit_turns({turn("k2", a->session.epoch, 1, "hi")}).front(),
+            commit_outcome::committed);
+}
+
+TEST(storage_pg_recovery, a_group_commit_whose_backend_dies_under_it_is_settled_and_written_once) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("d1"));
+  auto a = s.activate("d1", 20);
+  ASSERT_TRUE(a);
+
+  // Another transaction holds the session row, so the commit's fenced
+  // UPDATE waits; then its backend is terminated under it.
+  pqxx::connection holder{db.url()};
+  pqxx::work hold{holder};
+  hold.exec("SELECT 1 FROM sessions WHERE id = 'd1' FOR UPDATE");
+  std::vector<commit_outcome> out;
+  std::thread writer{[&] { out = s.commit_turns({turn("d1", a->session.epoch, 1, "once")}); }};
+  int killed = 0;
+  for (int i = 0; i < 250 && killed == 0; ++i) {
+    killed = kill_backends(db, "wait_event_type = 'Lock'");
+    if (!killed)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(killed, 1) << "the commit never waited for the row lock";
+  // The old backend is gone and wrote nothing: the store writes the turn
+  // again on a new connection (which waits for the holder as well).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  hold.abort();
+  writer.join();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0], commit_outcome::committed);
+  auto page = s.list_messages("d1", "alice", 0, 50);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->data.size(), 2u) << "written once";
+  EXPECT_EQ(page->data[0].content, "once");
+  auto after = s.get_session("d1", "alice");
+  EXPECT_EQ(after->last_seq, 2);
+  EXPECT_EQ(after->message_count, 2);
+
+  // Settling finds a turn that did commit: the same turn again is refused
+  // by the fence, and nothing is written twice.
+  EXPECT_EQ(s.commit_turns({turn("d1", a->session.epoch, 1, "once")}).front(),
+            commit_outcome::fenced);
+  EXPECT_EQ(s.list_messages("d1", "alice", 0, 50)->data.size(), 2u);
+}
+
+TEST(storage_pg_recovery, a_server_that_does_not_answer_costs_at_most_the_timeout) {
+  // A listening socket that accepts (the kernel does) and never answers,
+  // like a hung PostgreSQL.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  pg_store s{"host=127.0.0.1 port=" + std::to_string(ntohs(addr.sin_port)) +
+               " user=postgres dbname=postgres",
+             std::chrono::milliseconds(2000)};
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    s.get_session("x", "y");
+    FAIL() << "expected storage_error";
+  } catch (const storage_error& e) {
+    EXPECT_EQ(e.error_kind(), storage_error::kind::transient);
+    EXPECT_EQ(e.error_cause(), storage_error::cause::cannot_connect);
+  }
+  // libpq's connect_timeout (2 s here); without it, libpq would wait forever.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  ::close(fd);
 }
 
 TEST(cursor, encodes_and_rejects_junk) {
