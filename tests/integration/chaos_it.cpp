@@ -3,10 +3,16 @@
 // PostgreSQL restart, Redis stopped and started, the primary model upstream
 // hanging (the fallback takes over), SIGTERM of a node with turns running on
 // it. A background thread polls the dashboard's data (GET /admin/v1/cluster)
-// every second throughout. Afterwards every acknowledged turn must be stored
-// exactly once, as acknowledged, in gapless alternating histories; every node
-// must serve again; no node may log a supervision failure or exit non-zero
-// (except the SIGKILLed one).
+// every second throughout: always 200, three nodes up outside node faults.
+// Clients retry 503, 504 and lost connections with the same
+// client_message_id. Along the way (API.md sections 6 and 8): every route
+// works at the first try 10 s after PostgreSQL or Redis is back; while the
+// primary hangs no 504 reaches a client (the fallback answers); turns running
+// on a node at its SIGTERM answer 200. Afterwards every acknowledged turn
+// must be stored exactly once, as acknowledged, in gapless alternating
+// histories (PostgreSQL and the API agree); every node must serve again; no
+// node may log a supervision failure or exit non-zero (except the SIGKILLed
+// one). The run prints what each phase's requests got, then a SUMMARY line.
 //
 // PostgreSQL and Redis are private servers of this test (the shared ones of
 // scripts/test are never stopped). The test asserts outcomes, never timings;
