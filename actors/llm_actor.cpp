@@ -36,6 +36,7 @@ struct call {
   int attempts = 0;         ///< attempts on that upstream so far
   bool reached_any = false; ///< some upstream's circuit let an attempt through
   clock::time_point started;
+  clock::time_point upstream_started; ///< the first attempt on the current upstream
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
@@ -145,8 +146,9 @@ void next_upstream(llm_self* self, std::uint64_t id) {
 void attempt(llm_self* self, std::uint64_t id) {
   auto& st = self->state;
   auto& c = st.calls.at(id);
-  ++c.attempts;
   c.attempt_started = clock::now();
+  if (c.attempts++ == 0)
+    c.upstream_started = c.attempt_started;
   auto me = caf::actor_cast<caf::actor>(self);
   if (c.listener) {
     // Streamed: every event goes to this actor as it arrives (the asio
@@ -255,31 +257,29 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
                           "the model upstream broke off the reply mid-stream: " + what));
     return;
   }
-  if (!is_retryable(o)) {
+  if (!tries_the_fallback(o)) {
     // Our own overload or a request the upstream refuses: another upstream
-    // would not do better. A timeout spent the call's time budget.
+    // would not do better.
     auto rp = std::move(c.rp);
     auto err = std::move(c.last);
     st.calls.erase(it);
     rp.deliver(std::move(err));
     return;
   }
-  bool in_budget = now - c.started < st.cfg.timeout;
-  if (in_budget && c.attempts < st.cfg.retry.max_attempts) {
+  // Each upstream gets one PARLEY_LLM_TIMEOUT_MS to start its attempts in,
+  // from its first; a timed-out attempt spent it (API.md section 8).
+  bool in_budget = now - c.upstream_started < st.cfg.timeout;
+  if (is_retryable(o) && in_budget && c.attempts < st.cfg.retry.max_attempts) {
     if (auto wait = st.cfg.retry.backoff(c.attempts, parse_retry_after(retry_after), st.rng)) {
       self->delayed_send(self, *wait, retry_atom::value, id);
       return;
     }
   }
-  // This upstream is done with: the fallback takes over, if any.
+  // This upstream is done with: the fallback takes over, if any, with its
+  // own attempt timeout and budget.
   ++c.upstream;
   c.attempts = 0;
-  if (in_budget)
-    return next_upstream(self, id);
-  auto rp = std::move(c.rp);
-  auto err = std::move(c.last);
-  st.calls.erase(it);
-  rp.deliver(std::move(err));
+  next_upstream(self, id);
 }
 
 /// The echo model streams its answer word by word.
@@ -337,9 +337,12 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
       auto it = s.calls.find(id);
       if (it == s.calls.end())
         return;
-      // The circuit may have opened meanwhile (other calls failing too).
+      // The circuit may have opened meanwhile (other calls failing too), or
+      // the wait (a long Retry-After) used up this upstream's budget.
       auto& u = s.upstreams[it->second.upstream];
-      bool allowed = u.breaker.allow(clock::now());
+      auto now = clock::now();
+      bool in_budget = now - it->second.upstream_started < s.cfg.timeout;
+      bool allowed = in_budget && u.breaker.allow(now);
       report_circuit(self, u);
       if (allowed)
         return attempt(self, id);
@@ -391,6 +394,11 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
 }
 
 } // namespace
+
+std::chrono::milliseconds llm_call_bound(const llm_config& cfg) {
+  std::size_t upstreams = cfg.base_url.empty() ? 0 : cfg.fallback_base_url.empty() ? 1 : 2;
+  return call_time_bound(cfg.timeout, upstreams);
+}
 
 caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg) {
   // The clients are made here, not in the actor, so that a bad URL or CA

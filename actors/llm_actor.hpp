@@ -13,11 +13,17 @@
 /// Resilience (upstream_policy.hpp): connect errors, broken connections,
 /// 429 (after its Retry-After) and 5xx are retried with exponential backoff
 /// and jitter, up to `retry.max_attempts` per upstream; then the fallback
-/// upstream, if configured, gets the call. Each upstream has a circuit
-/// breaker: while it is open its calls skip it at once, and with every
-/// circuit open the call fails fast with 503 upstream_unavailable. No new
-/// attempt starts after PARLEY_LLM_TIMEOUT_MS from the call's start, so a
-/// call ends within about twice that.
+/// upstream, if configured, gets the call. An attempt that times out
+/// (PARLEY_LLM_TIMEOUT_MS bounds one attempt) is not retried on its upstream
+/// but goes to the fallback too, which has its own full timeout; 504 only
+/// when no upstream is left. Each upstream has a circuit breaker: while it is
+/// open its calls skip it at once, and with every circuit open the call fails
+/// fast with 503 upstream_unavailable. No new attempt starts on an upstream
+/// after PARLEY_LLM_TIMEOUT_MS from its first attempt, so a call ends within
+/// llm_call_bound() (twice the timeout per upstream).
+/// A streamed call whose pieces already reached the listener is never
+/// retried nor sent to the fallback (the client has seen part of a reply):
+/// a failure or timeout then ends it with 502 upstream_error.
 
 #include <chrono>
 #include <string>
@@ -46,6 +52,10 @@ struct llm_config {
   std::chrono::milliseconds breaker_cooldown{10000}; ///< open, before a half-open probe
   metrics_ptr metrics;
 };
+
+/// The longest one llm_call_atom request can take with this configuration
+/// (every upstream used to its budget): callers' deadlines must exceed it.
+std::chrono::milliseconds llm_call_bound(const llm_config& cfg);
 
 /// The model name the echo model reports.
 inline constexpr const char* echo_model = "echo";

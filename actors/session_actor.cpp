@@ -321,9 +321,9 @@ void call_model(session_self* self, turn_ptr t) {
   user.client_message_id = t->req.client_message_id;
   llm_request req{st.rec.model,
                   build_context(st.rec.system_prompt, st.window, user, st.env.cfg->window), {}};
-  // Retries and the fallback upstream may follow a first attempt that failed
-  // fast; no new attempt starts after one PARLEY_LLM_TIMEOUT_MS (llm_actor).
-  auto timeout = 2 * st.env.cfg->llm_timeout + std::chrono::seconds(10);
+  // Retries and the fallback upstream (after a primary that timed out) all
+  // end within llm_call_bound(); the node adds room beyond it.
+  auto timeout = st.env.cfg->llm_call_timeout;
   st.sink = t->req.sink;
   auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
                                       caf::actor_cast<caf::actor>(self))

@@ -46,7 +46,9 @@ struct session_config {
   std::size_t window = 20;      ///< PARLEY_CONTEXT_MESSAGES
   std::size_t queue_limit = 32; ///< turns waiting beyond the running one
   std::chrono::seconds idle{300};
-  std::chrono::milliseconds llm_timeout{60000};
+  /// How long a turn waits for the llm actor: beyond llm_call_bound(), which
+  /// covers every upstream's attempts (the fallback's after the primary's).
+  std::chrono::milliseconds llm_call_timeout{250000};
   std::chrono::milliseconds storage_timeout{30000};
 };
 

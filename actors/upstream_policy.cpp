@@ -27,6 +27,17 @@ bool is_retryable(attempt_outcome o) {
   }
 }
 
+bool tries_the_fallback(attempt_outcome o) {
+  return is_retryable(o) || o == attempt_outcome::timeout;
+}
+
+std::chrono::milliseconds call_time_bound(std::chrono::milliseconds attempt_timeout,
+                                          std::size_t upstreams) {
+  // Per upstream: the last attempt starts before one timeout has passed since
+  // its first and runs for at most one more.
+  return 2 * attempt_timeout * static_cast<std::int64_t>(std::max<std::size_t>(upstreams, 1));
+}
+
 bool counts_as_failure(attempt_outcome o) {
   switch (o) {
     case attempt_outcome::connect_error:

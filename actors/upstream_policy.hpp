@@ -6,6 +6,7 @@
 // stops calling an upstream that keeps failing.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -21,7 +22,8 @@ enum class attempt_outcome : std::uint8_t {
   throttled,     ///< 429: retry after its Retry-After
   server_error,  ///< 5xx: retry
   client_error,  ///< other 4xx or an unreadable answer: do not retry
-  timeout,       ///< the attempt's deadline passed: do not retry (it used the budget)
+  timeout,       ///< the attempt's deadline passed: not retried on this upstream (it used
+                 ///< the budget), but the fallback gets its own attempt
   local_overload ///< our own connection pool is full: do not retry
 };
 
@@ -30,6 +32,18 @@ attempt_outcome classify_status(unsigned http_status);
 
 /// True when another attempt (same or fallback upstream) may help.
 bool is_retryable(attempt_outcome o);
+
+/// True when the call should go on to the fallback upstream (if any) once
+/// this upstream is done with: the retryable failures, and a timeout (which
+/// ends the attempts on its own upstream, but not the call: API.md section 8).
+bool tries_the_fallback(attempt_outcome o);
+
+/// The longest a model call over `upstreams` upstreams can take when each
+/// upstream starts attempts only within `attempt_timeout` of its first one and
+/// each attempt ends by `attempt_timeout`: outer deadlines (the session's, the
+/// edge's) must leave at least this much room.
+std::chrono::milliseconds call_time_bound(std::chrono::milliseconds attempt_timeout,
+                                          std::size_t upstreams);
 
 /// True when the outcome counts against the upstream's circuit.
 bool counts_as_failure(attempt_outcome o);

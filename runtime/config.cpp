@@ -157,6 +157,14 @@ settings settings_from_environment() {
   return s;
 }
 
+std::size_t descriptors_needed(const node_config& c) {
+  std::size_t upstreams = c.llm_base_url.empty() ? 0 : c.llm_fallback_base_url.empty() ? 1 : 2;
+  // The reserve: HTTP and cluster listeners, cluster peers, Redis
+  // connections, the resolver, log files and the standard streams.
+  constexpr std::size_t reserve = 128;
+  return c.max_connections + upstreams * c.llm_pool_size + c.pg_pool + reserve;
+}
+
 bool make_config(const settings& file, const settings& env, const std::string& hostname,
                  node_config& out, std::string& err) {
   node_config c;
@@ -222,6 +230,12 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.duration("PARLEY_HTTP_HEADER_TIMEOUT_MS", c.http_header_timeout, 10, 3600000);
   r.duration("PARLEY_HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 10, 3600000);
   r.integer("PARLEY_LLM_POOL_SIZE", c.llm_pool_size, 1, 100000);
+  // As many upstream connections as turns may be in flight, so the pool
+  // never caps throughput below PARLEY_MAX_INFLIGHT (API.md section 1).
+  // Connections open only as calls need them, so a large pool costs nothing
+  // until it is used.
+  if (c.llm_pool_size == 0)
+    c.llm_pool_size = c.max_inflight;
   r.integer("PARLEY_LLM_MAX_ATTEMPTS", c.llm_max_attempts, 1, 10);
   r.integer("PARLEY_LLM_BREAKER_THRESHOLD", c.llm_breaker_threshold, 1, 1000);
   r.duration("PARLEY_LLM_BREAKER_COOLDOWN_MS", c.llm_breaker_cooldown, 1, 3600000);

@@ -48,7 +48,9 @@ struct node_config {
   std::size_t session_queue_limit = 32;
   std::chrono::milliseconds http_header_timeout{10000};
   std::chrono::milliseconds http_idle_timeout{60000};
-  std::size_t llm_pool_size = 64;
+  /// Upstream connections per upstream; make_config sets it to max_inflight
+  /// unless PARLEY_LLM_POOL_SIZE is given (0 before that: "not set").
+  std::size_t llm_pool_size = 0;
   int llm_max_attempts = 3;       ///< per upstream, the first included
   int llm_breaker_threshold = 5;  ///< consecutive failures that open a circuit
   std::chrono::milliseconds llm_breaker_cooldown{10000};
@@ -69,6 +71,11 @@ bool read_config_file(const std::string& path, settings& out, std::string& err);
 
 /// The PARLEY_* variables of the process environment.
 settings settings_from_environment();
+
+/// The file descriptors a node with this configuration may hold at once:
+/// client connections, the upstream pools (one per upstream), PostgreSQL
+/// connections and a reserve for listeners, Redis, cluster peers and logs.
+std::size_t descriptors_needed(const node_config& c);
 
 /// Builds the configuration from file values overridden by environment
 /// values. On failure returns false and sets `err` to one line that names

@@ -4,6 +4,8 @@
 #include <csignal>
 #include <thread>
 
+#include <sys/resource.h>
+
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
@@ -52,6 +54,29 @@ bool migrate_with_retry(const std::string& url, std::chrono::milliseconds pg_tim
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
+}
+
+/// Raises the soft open-file limit to the hard one (every client and
+/// upstream connection is a descriptor; the soft default is often 1024) and
+/// warns when even the hard limit is below what the settings may open.
+void raise_open_file_limit(const node_config& cfg) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      lim = raised;
+  }
+  auto need = descriptors_needed(cfg);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < need)
+    log::warn("open-file limit below what the configured connections need; raise the hard "
+              "limit (ulimit -Hn) or lower PARLEY_MAX_CONNECTIONS or PARLEY_LLM_POOL_SIZE",
+              {{"have", std::to_string(lim.rlim_cur)},
+               {"need", std::to_string(need)},
+               {"max_connections", std::to_string(cfg.max_connections)},
+               {"llm_pool_size", std::to_string(cfg.llm_pool_size)}});
 }
 
 /// Sets CAF's middleman up for the cluster: its own heartbeat closes a
@@ -194,6 +219,7 @@ int serve(node_config cfg) {
   }
   if (!migrate_with_retry(cfg.pg_url, cfg.pg_timeout))
     return 1;
+  raise_open_file_limit(cfg);
 
   caf::actor_system_config caf_cfg;
   register_types(caf_cfg);
@@ -246,7 +272,11 @@ int serve(node_config cfg) {
   session_cfg->window = cfg.context_messages;
   session_cfg->queue_limit = cfg.session_queue_limit;
   session_cfg->idle = cfg.session_idle;
-  session_cfg->llm_timeout = cfg.llm_timeout;
+  // The llm actor ends every call within llm_call_bound() (a primary that
+  // timed out, then the fallback's own attempts); this deadline must not cut
+  // the fallback off, so it leaves room beyond that bound.
+  auto llm_bound = llm_call_bound(llm_cfg);
+  session_cfg->llm_call_timeout = llm_bound + std::chrono::seconds(10);
   auto registry =
     spawn_registry_actor(sys, session_env{session_cfg, storage, llm, metrics}, cfg.node_id);
 
@@ -282,7 +312,7 @@ int serve(node_config cfg) {
   edge_cfg.max_inflight = cfg.max_inflight;
   // A safety net only: every turn ends by itself within the model's and
   // storage's timeouts, even the last one of a full queue.
-  edge_cfg.turn_timeout = (cfg.llm_timeout + std::chrono::seconds(40)) *
+  edge_cfg.turn_timeout = (llm_bound + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
   edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
   edge_cfg.redis = !cfg.redis_url.empty();

@@ -530,6 +530,8 @@ void mock_llm::configure(const json& cfg) const {
 
 void mock_llm::reset() const { http(port_, "DELETE", "/_mock/config"); }
 
+json mock_llm::stats() const { return http(port_, "GET", "/_mock/stats").js(); }
+
 parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string> env)
   : env_(std::move(env)), port_(free_port()), token_(random_token()),
     log_(fresh_log("parley-" + std::to_string(port_) + ".log")) {

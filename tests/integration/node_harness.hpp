@@ -140,6 +140,8 @@ public:
   void clear() const;
   void configure(const json& cfg) const;
   void reset() const;
+  /// `GET /_mock/stats`: in_flight, peak_in_flight, answered.
+  json stats() const;
   unsigned short port() const { return port_; }
 
 private:

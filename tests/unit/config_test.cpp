@@ -32,6 +32,54 @@ TEST(config, defaults_follow_the_contract) {
   EXPECT_TRUE(c.access_log);
 }
 
+// API.md section 1: PARLEY_LLM_POOL_SIZE defaults to as many connections as
+// turns may be in flight, so the pool never caps throughput below
+// PARLEY_MAX_INFLIGHT; an explicit value still wins.
+TEST(config, the_llm_pool_follows_max_inflight_unless_set) {
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.max_inflight, 10000u);
+  EXPECT_EQ(c.llm_pool_size, 10000u);
+
+  auto env = base();
+  env["PARLEY_MAX_INFLIGHT"] = "250";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.llm_pool_size, 250u);
+
+  settings file{{"PARLEY_MAX_INFLIGHT", "300"}};
+  ASSERT_TRUE(make_config(file, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.llm_pool_size, 300u) << "the max-inflight of the file counts too";
+
+  env["PARLEY_LLM_POOL_SIZE"] = "32";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.llm_pool_size, 32u);
+  EXPECT_EQ(c.max_inflight, 250u);
+
+  file["PARLEY_LLM_POOL_SIZE"] = "16";
+  ASSERT_TRUE(make_config(file, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.llm_pool_size, 16u);
+
+  env["PARLEY_LLM_POOL_SIZE"] = "0";
+  EXPECT_FALSE(make_config({}, env, "h", c, err));
+  EXPECT_EQ(err.rfind("PARLEY_LLM_POOL_SIZE", 0), 0u) << err;
+}
+
+TEST(config, descriptors_needed_count_client_connections_and_both_pools) {
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, base(), "h", c, err)) << err;
+  auto echo = descriptors_needed(c); // no upstream: no pool
+  EXPECT_GE(echo, c.max_connections + c.pg_pool);
+  auto env = base();
+  env["PARLEY_LLM_BASE_URL"] = "http://127.0.0.1:9000/v1";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(descriptors_needed(c), echo + 10000);
+  env["PARLEY_LLM_FALLBACK_BASE_URL"] = "http://127.0.0.1:9001/v1";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(descriptors_needed(c), echo + 20000) << "each upstream has its own pool";
+}
+
 TEST(config, log_level_and_access_log) {
   struct tc {
     const char* level_name;

@@ -20,6 +20,24 @@ TEST(upstream_policy, statuses_and_outcomes) {
   EXPECT_FALSE(counts_as_failure(attempt_outcome::client_error));
 }
 
+TEST(upstream_policy, a_timeout_goes_to_the_fallback_but_a_refused_request_does_not) {
+  EXPECT_TRUE(tries_the_fallback(attempt_outcome::timeout));
+  EXPECT_TRUE(tries_the_fallback(attempt_outcome::server_error));
+  EXPECT_TRUE(tries_the_fallback(attempt_outcome::connect_error));
+  EXPECT_TRUE(tries_the_fallback(attempt_outcome::broken));
+  EXPECT_TRUE(tries_the_fallback(attempt_outcome::throttled));
+  EXPECT_FALSE(tries_the_fallback(attempt_outcome::client_error));
+  EXPECT_FALSE(tries_the_fallback(attempt_outcome::local_overload));
+  EXPECT_FALSE(tries_the_fallback(attempt_outcome::success));
+}
+
+TEST(upstream_policy, the_call_bound_leaves_each_upstream_two_attempt_timeouts) {
+  EXPECT_EQ(call_time_bound(2000ms, 1), 4000ms);
+  EXPECT_EQ(call_time_bound(2000ms, 2), 8000ms);
+  EXPECT_EQ(call_time_bound(60000ms, 2), 240000ms);
+  EXPECT_EQ(call_time_bound(500ms, 0), 1000ms) << "the echo model: still a sane deadline";
+}
+
 TEST(upstream_policy, retry_after_in_seconds_only) {
   EXPECT_EQ(parse_retry_after("2"), 2000ms);
   EXPECT_EQ(parse_retry_after(" 0 "), 0ms);

@@ -38,7 +38,7 @@ using string_request = http::request<http::string_body>;
 using string_response = http::response<http::string_body>;
 
 /// Whether the stream of a reply runs to [DONE] or is cut halfway.
-enum class stream_end { complete, cut };
+enum class stream_end { complete, cut, stall };
 
 // A TLS peer that closed without close_notify. OpenSSL 3 reports it as an
 // SSL error of its own rather than the stream_truncated Asio 1.74 knows.
@@ -275,6 +275,15 @@ template <class Stream> void session<Stream>::handle(string_request req) {
     }
     return send(not_allowed("GET, DELETE"));
   }
+  if (path == "/_mock/stats") {
+    if (method == http::verb::get)
+      return send(json_response(state_->stats_document(), version, keep_alive));
+    if (method == http::verb::delete_) {
+      state_->reset_stats();
+      return send(json_response(state_->stats_document(), version, keep_alive));
+    }
+    return send(not_allowed("GET, DELETE"));
+  }
   if (path == "/_mock/config")
     return handle_config(req);
   send(error_response(404, "no route for " + std::string(req.method_string()) + " " +
@@ -307,24 +316,39 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
                              keep_alive, is_json ? "application/json" : "text/plain");
     if (config.retry_after > 0)
       res.set(http::field::retry_after, std::to_string(config.retry_after));
-    return after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+    return after(config.latency, [this, res = std::move(res),
+                                  answer = state_->begin_answer()]() mutable {
+      answer.reset();
+      send(std::move(res));
+    });
   }
   case failure_kind::cut_stream:
     if (!chat.stream)
       return close();
     break;
+  case failure_kind::stall_stream:
+    if (!chat.stream)
+      return hang();
+    break;
   case failure_kind::none:
     break;
   }
   if (chat.stream) {
-    const auto end = failure == failure_kind::cut_stream ? stream_end::cut : stream_end::complete;
+    const auto end = failure == failure_kind::cut_stream     ? stream_end::cut
+                     : failure == failure_kind::stall_stream ? stream_end::stall
+                                                             : stream_end::complete;
     return after(config.latency, [this, version, keep_alive, end,
-                                  events = stream_events(chat, n, unix_now())]() mutable {
+                                  events = stream_events(chat, n, unix_now()),
+                                  answer = state_->begin_answer()]() mutable {
+      answer.reset();
       start_stream(version, keep_alive, std::move(events), end);
     });
   }
   auto res = json_response(completion_document(chat, n, unix_now()), version, keep_alive);
-  after(config.latency, [this, res = std::move(res)]() mutable { send(std::move(res)); });
+  after(config.latency, [this, res = std::move(res), answer = state_->begin_answer()]() mutable {
+    answer.reset();
+    send(std::move(res));
+  });
 }
 
 template <class Stream> void session<Stream>::handle_config(const string_request& req) {
@@ -393,8 +417,10 @@ void session<Stream>::start_stream(unsigned version, bool keep_alive,
   events_ = std::move(events);
   next_event_ = 0;
   stream_end_ = end;
-  // Cut streams stop after about half of the content chunks, never at [DONE].
-  stop_after_ = end == stream_end::cut ? (content_event_count(events_) + 1) / 2 : events_.size();
+  // Cut and stalled streams stop after about half of the content chunks,
+  // never at [DONE].
+  stop_after_ = end != stream_end::complete ? (content_event_count(events_) + 1) / 2
+                                            : events_.size();
   chunk_delay_ = state_->config().chunk_delay;
   keep_alive_ = keep_alive;
   stream_head_ = std::make_unique<stream_head>(version, keep_alive);
@@ -435,6 +461,8 @@ template <class Stream> void session<Stream>::finish_stream() {
   events_.clear();
   if (stream_end_ == stream_end::cut)
     return close();
+  if (stream_end_ == stream_end::stall)
+    return hang();
   lowest().expires_after(idle_timeout);
   net::async_write(stream_, http::make_chunk_last(),
                    beast::bind_front_handler(&session::on_stream_end, self()));

@@ -1,5 +1,6 @@
 #include "mock_state.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <limits>
 #include <utility>
@@ -24,6 +25,8 @@ std::optional<failure_mode> mode_from_string(std::string_view s) {
     return failure_mode::close;
   if (s == "cut_stream")
     return failure_mode::cut_stream;
+  if (s == "stall_stream")
+    return failure_mode::stall_stream;
   return std::nullopt;
 }
 
@@ -37,6 +40,8 @@ std::string_view to_string(failure_mode mode) {
     return "close";
   case failure_mode::cut_stream:
     return "cut_stream";
+  case failure_mode::stall_stream:
+    return "stall_stream";
   }
   return "normal";
 }
@@ -168,7 +173,7 @@ std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
       if (mode)
         next.mode = *mode;
       else
-        error = "mode must be one of normal, hang, close, cut_stream";
+        error = "mode must be one of normal, hang, close, cut_stream, stall_stream";
     } else {
       error = "unknown config field: " + key;
     }
@@ -307,10 +312,32 @@ failure_kind mock_state::take_failure() {
   case failure_mode::cut_stream:
     kind = failure_kind::cut_stream;
     break;
+  case failure_mode::stall_stream:
+    kind = failure_kind::stall_stream;
+    break;
   }
   if (kind != failure_kind::none && config_.fail_count > 0)
     --config_.fail_count;
   return kind;
+}
+
+std::shared_ptr<void> mock_state::begin_answer() {
+  ++in_flight_;
+  peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+  // The state outlives every session (each holds it), so `this` stays valid.
+  return std::shared_ptr<void>(this, [](mock_state* s) {
+    --s->in_flight_;
+    ++s->answered_;
+  });
+}
+
+json mock_state::stats_document() const {
+  return {{"in_flight", in_flight_}, {"peak_in_flight", peak_in_flight_}, {"answered", answered_}};
+}
+
+void mock_state::reset_stats() {
+  peak_in_flight_ = in_flight_;
+  answered_ = 0;
 }
 
 } // namespace mock_llm

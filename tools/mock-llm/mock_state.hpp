@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,10 +19,10 @@ namespace mock_llm {
 using json = nlohmann::ordered_json; ///< keeps keys in the order written
 
 /// What a failing chat request does.
-enum class failure_mode { normal, hang, close, cut_stream };
+enum class failure_mode { normal, hang, close, cut_stream, stall_stream };
 
 /// The failure a chat request receives, decided by mock_state::take_failure().
-enum class failure_kind { none, status, hang, close, cut_stream };
+enum class failure_kind { none, status, hang, close, cut_stream, stall_stream };
 
 /// The default `fail_body`: an OpenAI error document saying "injected failure".
 std::string default_fail_body();
@@ -115,6 +116,19 @@ public:
   /// Decides the failure for the next chat request and counts it down.
   failure_kind take_failure();
 
+  /// Counts a chat request as waiting for its answer (its latency, until the
+  /// first byte of the answer is written); the count drops when the returned
+  /// token is released. Tracks the peak, so a test sees how many calls a
+  /// client had in flight at once.
+  std::shared_ptr<void> begin_answer();
+
+  /// `{"in_flight": n, "peak_in_flight": n, "answered": n}`: chat requests
+  /// waiting for their answer now, the most at once since start or the last
+  /// reset_stats(), and answers begun since then.
+  json stats_document() const;
+  /// Sets the peak to the current count and `answered` to zero.
+  void reset_stats();
+
 private:
   mock_config defaults_;
   mock_config config_;
@@ -122,6 +136,9 @@ private:
   std::deque<json> records_;
   std::uint64_t next_n_ = 1;
   std::uint64_t next_connection_ = 1;
+  std::uint64_t in_flight_ = 0;
+  std::uint64_t peak_in_flight_ = 0;
+  std::uint64_t answered_ = 0;
 };
 
 } // namespace mock_llm
