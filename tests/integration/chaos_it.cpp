@@ -239,7 +239,8 @@ private:
       ++retried_turns;
     }
     if (r.status != 200) {
-      failed.push_back({session, client_id, content, outcome_of(r), first_phase, attempt});
+      failed.push_back({session, client_id, content, outcome_of(r) + " " + r.body.substr(0, 200),
+                        first_phase, attempt});
       return;
     }
     auto j = r.js();
@@ -802,9 +803,10 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
               fallback_used);
   for (std::size_t i = 0; i < clients.failed.size() && i < 15; ++i) {
     auto& f = clients.failed[i];
-    std::printf("[ chaos    ] NOT acknowledged: %s in [%s] after %d attempts, last: %s\n",
-                f.client_id.c_str(), phases.name(f.phase).c_str(), f.attempts,
-                f.last_outcome.c_str());
+    std::printf(
+        "[ chaos    ] NOT acknowledged: %s (session %s) in [%s] after %d attempts, last: %s\n",
+        f.client_id.c_str(), f.session.c_str(), phases.name(f.phase).c_str(), f.attempts,
+        f.last_outcome.c_str());
   }
   for (auto& f : pg_probe)
     std::printf("[ chaos    ] after PostgreSQL's restart, first try failed: %s\n", f.c_str());
