@@ -132,7 +132,8 @@ void become_stale(session_self* self) {
 /// successor (the edge's own safety net is the same).
 std::chrono::milliseconds relay_timeout(session_self* self) {
   auto& cfg = *self->state.env.cfg;
-  return (cfg.llm_timeout + std::chrono::seconds(40)) * static_cast<long>(cfg.queue_limit + 1);
+  return (cfg.llm_call_timeout + std::chrono::seconds(30)) *
+         static_cast<long>(cfg.queue_limit + 1);
 }
 
 void relay_done(session_self* self) {
