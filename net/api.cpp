@@ -53,6 +53,18 @@ bool free_of_nul(const json& j) {
   }
 }
 
+/// Whether a member of the body object holds a NUL in its key or value; the
+/// first such member's name goes to `name`. Bodies that create stored rows are refused whole when any member
+/// holds one, stored or not: the client meant something else.
+bool nul_member(const json& body, std::string& name) {
+  for (auto& [k, v] : body.items())
+    if (k.find('\0') != std::string::npos || !free_of_nul(v)) {
+      name = k.find('\0') == std::string::npos ? k : std::string{"(a member name)"};
+      return true;
+    }
+  return false;
+}
+
 /// PostgreSQL's text holds no NUL, and cutting a string at one would store
 /// something other than what was sent: a NUL in a stored field is refused.
 template <class T>
@@ -111,6 +123,8 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
   auto j = parse_object(body, true);
   if (!j)
     return fail<create_session_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<create_session_body>(name);
   auto& v = p.value;
   if (!optional_string(j.value, "system_prompt", v.system_prompt, p) ||
       !optional_string(j.value, "model", v.model, p))
@@ -140,6 +154,8 @@ parsed<post_message_body> parse_post_message(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j)
     return fail<post_message_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<post_message_body>(name);
   auto it = j.value.find("content");
   if (it == j.value.end() || it->is_null())
     return fail<post_message_body>(errc::invalid_request, "'content' is required");
@@ -177,6 +193,8 @@ parsed<feedback_body> parse_feedback(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j)
     return fail<feedback_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<feedback_body>(name);
   auto it = j.value.find("rating");
   if (it == j.value.end() || !it->is_number_integer() ||
       (it->get<std::int64_t>() != 1 && it->get<std::int64_t>() != -1))
@@ -196,6 +214,8 @@ parsed<create_key_body> parse_create_key(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j)
     return fail<create_key_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<create_key_body>(name);
   auto it = j.value.find("user");
   if (it == j.value.end() || !it->is_string() || it->get<std::string>().empty())
     return fail<create_key_body>(errc::invalid_request, "'user' must be a non-empty string");
@@ -212,6 +232,8 @@ parsed<migrate_body> parse_migrate(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j)
     return fail<migrate_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<migrate_body>(name);
   auto it = j.value.find("to");
   if (it == j.value.end() || !it->is_string() || it->get<std::string>().empty())
     return fail<migrate_body>(errc::invalid_request, "'to' must be a non-empty node id");

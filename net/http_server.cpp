@@ -218,6 +218,13 @@ private:
                                                      std::string{field.name_string()} +
                                                      "' is not valid UTF-8 text"},
                            make_request_id());
+    // Also on routes that read no body: bytes that are not UTF-8 are the
+    // client's error wherever they are.
+    if (!is_clean_text(msg.body()))
+      return write_error(msg.version(), false,
+                         {errc::invalid_request,
+                          "the request body is not valid UTF-8 text (or holds a NUL byte)"},
+                         make_request_id());
     http_request req;
     req.method = std::string{msg.method_string()};
     auto target = msg.target();

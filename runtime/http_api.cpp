@@ -167,13 +167,6 @@ bool take(net::parsed<T>&& p, T& out, http_call& call) {
 /// Fills the call's body and query fields; the first problem becomes its
 /// early error.
 void parse_inputs(const net::http_request& req, http_call& call) {
-  // Also on routes that read no body: a request holding bytes that are not
-  // UTF-8 is the client's error wherever they are (API.md section 2).
-  if (!net::is_clean_text(req.body)) {
-    call.early_error = api_error{errc::invalid_request,
-                                 "the request body is not valid UTF-8 text (or holds a NUL byte)"};
-    return;
-  }
   bool has_body = req.body.find_first_not_of(" \t\r\n") != std::string::npos;
   if (has_body && !req.content_type.empty() && !net::is_json_content_type(req.content_type)) {
     call.early_error = api_error{errc::unsupported_media_type,

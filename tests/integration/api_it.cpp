@@ -33,6 +33,25 @@ protected:
 
 } // namespace
 
+// The harness's two modes (node_harness.hpp): the echo model answers with
+// the message itself; in upstream mode (the ".upstream" runs) the turn goes
+// to the shared mock-llm primary, and the fallback stays unused.
+TEST_F(api, a_turn_reaches_the_model_of_the_harness_mode) {
+  auto id = node.create_session(alice);
+  auto r = node.post_message(alice, id, {{"content", "which model"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(r.js()["reply"]["content"], expected_reply("which model"));
+  EXPECT_EQ(r.js()["reply"]["model"], expected_model());
+  if (!upstream_mode()) {
+    EXPECT_EQ(r.js()["reply"]["content"], "which model");
+    return;
+  }
+  auto sent = shared_primary().requests();
+  ASSERT_EQ(sent.size(), 1u) << sent.dump();
+  EXPECT_EQ(sent[0]["body"]["messages"].back()["content"], "which model") << sent.dump();
+  EXPECT_TRUE(shared_fallback().requests().empty());
+}
+
 TEST_F(api, health_and_readiness) {
   auto h = http(node.port(), "GET", "/healthz");
   EXPECT_EQ(h.status, 200);
@@ -157,8 +176,8 @@ TEST_F(api, messages_pages_and_feedback) {
   ASSERT_EQ(all.size(), 6u);
   EXPECT_EQ(all[1]["role"], "assistant");
   EXPECT_EQ(all[1]["reply_to"], 1);
-  EXPECT_EQ(all[1]["model"], "echo");
-  EXPECT_EQ(all[1]["content"], "m1");
+  EXPECT_EQ(all[1]["model"], expected_model());
+  EXPECT_EQ(all[1]["content"], expected_reply("m1"));
   expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?limit=501", alice), 400,
                "invalid_request");
   expect_error(node.call("GET", "/v1/sessions/" + id + "/messages?after=-1", alice), 400,
@@ -250,7 +269,7 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
   auto payload = r.body.substr(done + 18);
   payload = payload.substr(0, payload.find("\n\n"));
   auto j = json::parse(payload);
-  EXPECT_EQ(j["reply"]["content"], "stream me");
+  EXPECT_EQ(j["reply"]["content"], expected_reply("stream me"));
   EXPECT_EQ(j["reply"]["seq"], 2);
   EXPECT_EQ(node.all_messages(alice, id).size(), 2u);
   // The deltas, in order, make up the reply; done carries the same body as
@@ -261,7 +280,7 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
     auto data = r.body.substr(at + 19);
     joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
   }
-  EXPECT_EQ(joined, "stream me");
+  EXPECT_EQ(joined, expected_reply("stream me"));
   // Keep-alive: the connection serves the next request after a stream.
   http_connection conn{node.port()};
   auto h = headers{{"Authorization", "Bearer " + alice}};

@@ -648,8 +648,9 @@ TEST(cluster, a_streamed_turn_crosses_nodes_in_order) {
     auto data = r.body.substr(at + 19);
     joined += json::parse(data.substr(0, data.find("\n\n")))["content"].get<std::string>();
   }
-  EXPECT_GE(deltas, 2) << "the echo model streams word by word";
-  EXPECT_EQ(joined, "one two three four five") << "pieces arrive complete and in order";
+  EXPECT_GE(deltas, 2) << "the echo model streams word by word, the mock in 4-byte pieces";
+  EXPECT_EQ(joined, expected_reply("one two three four five"))
+    << "pieces arrive complete and in order";
   EXPECT_EQ(r.body.find("event: delta", done), std::string::npos) << "no delta after done";
   check_history(c[1].all_messages(key, id));
 }

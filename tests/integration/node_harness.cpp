@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -532,6 +533,37 @@ void mock_llm::reset() const { http(port_, "DELETE", "/_mock/config"); }
 
 json mock_llm::stats() const { return http(port_, "GET", "/_mock/stats").js(); }
 
+bool upstream_mode() {
+  static const bool on = [] {
+    const char* v = std::getenv("PARLEY_TEST_UPSTREAM");
+    return v && std::string{v} == "1";
+  }();
+  return on;
+}
+
+namespace {
+
+/// The shared pair. Function-local statics: started lazily, and their
+/// child_process destructors SIGTERM them by PID when the test process exits.
+const mock_llm& shared_mock(int which) {
+  if (!upstream_mode())
+    throw std::logic_error("the shared mock-llm pair exists only with PARLEY_TEST_UPSTREAM=1");
+  static const mock_llm primary;
+  static const mock_llm fallback;
+  return which == 0 ? primary : fallback;
+}
+
+} // namespace
+
+const mock_llm& shared_primary() { return shared_mock(0); }
+const mock_llm& shared_fallback() { return shared_mock(1); }
+
+std::string expected_reply(const std::string& content) {
+  return upstream_mode() ? "mock: " + content : content;
+}
+
+std::string expected_model() { return upstream_mode() ? "default" : "echo"; }
+
 parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string> env)
   : env_(std::move(env)), port_(free_port()), token_(random_token()),
     log_(fresh_log("parley-" + std::to_string(port_) + ".log")) {
@@ -549,6 +581,10 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
   // Load tests send far more than the default 600 turns a minute per key;
   // the limits tests set their own rate.
   env_.emplace("PARLEY_RATE_LIMIT_PER_MIN", "0");
+  if (upstream_mode() && !env_.count("PARLEY_LLM_BASE_URL")) {
+    env_["PARLEY_LLM_BASE_URL"] = shared_primary().base_url();
+    env_.emplace("PARLEY_LLM_FALLBACK_BASE_URL", shared_fallback().base_url());
+  }
   start();
 }
 

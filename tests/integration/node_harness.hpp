@@ -149,7 +149,32 @@ private:
   child_process proc_;
 };
 
-/// One Parley node on a scratch database.
+/// Upstream mode: true when the environment sets PARLEY_TEST_UPSTREAM=1
+/// (ctest runs every integration suite once without and once with it).
+/// Then every node the harness starts without its own PARLEY_LLM_BASE_URL
+/// gets this process's mock-llm pair as PARLEY_LLM_BASE_URL and
+/// PARLEY_LLM_FALLBACK_BASE_URL instead of the built-in echo model; a test
+/// that needs the echo model sets PARLEY_LLM_BASE_URL to "" itself.
+bool upstream_mode();
+
+/// The mock-llm primary and fallback of upstream mode: started on first use,
+/// one pair per test process, stopped by PID at exit. Throws when
+/// upstream_mode() is false.
+const mock_llm& shared_primary();
+const mock_llm& shared_fallback();
+
+/// The reply content a harness node gives to a turn whose newest message is
+/// `content`: the text itself from the echo model, "mock: " + it from the
+/// mock upstream.
+std::string expected_reply(const std::string& content);
+
+/// The reply model a harness node stores when neither the session nor
+/// PARLEY_LLM_MODEL names one: "echo", or "default" (what Parley sends an
+/// upstream then; the mock echoes it).
+std::string expected_model();
+
+/// One Parley node on a scratch database. In upstream mode (above) it talks
+/// to the shared mock-llm pair unless `env` names PARLEY_LLM_BASE_URL.
 class parley_node {
 public:
   explicit parley_node(const scratch_db& db, std::map<std::string, std::string> env = {});

@@ -22,23 +22,62 @@ constexpr unsigned short http_port = 8080;
 constexpr unsigned short cluster_port = 4242;
 const std::string token = "partition-test-admin-token";
 
+/// Upstream mode (node_harness.hpp): the harness's mock-llm pair listens on
+/// 127.0.0.1 of the test's own namespace, which no lab host reaches, so here
+/// a primary and a fallback run in the hub on its service address, reached
+/// by every host. Construct it while the calling thread is in the hub.
+class hub_upstreams {
+public:
+  explicit hub_upstreams(const netns_lab& lab) {
+    if (!upstream_mode())
+      return;
+    const char* names[] = {"PARLEY_LLM_BASE_URL", "PARLEY_LLM_FALLBACK_BASE_URL"};
+    for (int i = 0; i < 2; ++i) {
+      auto port = static_cast<unsigned short>(9000 + i);
+      auto argv = lab.hub_exec_prefix();
+      std::vector<std::string> args(argv.begin() + 1, argv.end());
+      args.insert(args.end(), {MOCK_LLM_BIN, "--host", lab.hub_service_ip(), "--port",
+                               std::to_string(port)});
+      procs_.emplace_back(argv.front(), args, std::map<std::string, std::string>{},
+                          "it-logs/partition-mock-" + std::to_string(i) + ".log");
+      if (!wait_for(
+            [&] {
+              return http_at(lab.hub_service_ip(), port, "GET", "/healthz", "", {}, 1s).status ==
+                     200;
+            },
+            10s))
+        throw std::runtime_error("mock-llm in the hub did not start:\n" +
+                                 procs_.back().log_tail());
+      env_[names[i]] = "http://" + lab.hub_service_ip() + ":" + std::to_string(port) + "/v1";
+    }
+  }
+  /// The nodes' upstream settings (empty outside upstream mode).
+  const std::map<std::string, std::string>& env() const { return env_; }
+
+private:
+  std::vector<child_process> procs_;
+  std::map<std::string, std::string> env_;
+};
+
 class lab_node {
 public:
-  lab_node(const netns_lab& lab, int i, const std::string& pg_url, const std::string& seeds)
+  lab_node(const netns_lab& lab, int i, const std::string& pg_url, const std::string& seeds,
+           const std::map<std::string, std::string>& extra_env = {})
     : ip_(lab.service_ip(i)) {
     auto argv = lab.exec_prefix(i);
     argv.push_back(PARLEY_BIN);
     std::vector<std::string> args(argv.begin() + 1, argv.end());
-    proc_ = child_process(argv.front(), args,
-                          {{"PARLEY_NODE_ID", "node-" + std::to_string(i)},
-                           {"PARLEY_HTTP_HOST", ip_},
-                           {"PARLEY_HTTP_PORT", std::to_string(http_port)},
-                           {"PARLEY_CLUSTER_HOST", lab.cluster_ip(i)},
-                           {"PARLEY_CLUSTER_PORT", std::to_string(cluster_port)},
-                           {"PARLEY_SEEDS", seeds},
-                           {"PARLEY_PG_URL", pg_url},
-                           {"PARLEY_ADMIN_TOKEN", token},
-                           {"PARLEY_FAILURE_DETECT_MS", "1000"}},
+    std::map<std::string, std::string> env{{"PARLEY_NODE_ID", "node-" + std::to_string(i)},
+                                           {"PARLEY_HTTP_HOST", ip_},
+                                           {"PARLEY_HTTP_PORT", std::to_string(http_port)},
+                                           {"PARLEY_CLUSTER_HOST", lab.cluster_ip(i)},
+                                           {"PARLEY_CLUSTER_PORT", std::to_string(cluster_port)},
+                                           {"PARLEY_SEEDS", seeds},
+                                           {"PARLEY_PG_URL", pg_url},
+                                           {"PARLEY_ADMIN_TOKEN", token},
+                                           {"PARLEY_FAILURE_DETECT_MS", "1000"}};
+    env.insert(extra_env.begin(), extra_env.end());
+    proc_ = child_process(argv.front(), args, env,
                           "it-logs/partition-node-" + std::to_string(i) + ".log");
   }
 
@@ -81,12 +120,13 @@ TEST(partition, a_cut_off_node_loses_its_sessions_and_its_stale_actors_cannot_co
   netns_lab lab{3};
   netns_postgres pg{lab};
   netns_lab::in_hub hub{lab};
+  hub_upstreams upstreams{lab};
   std::string seeds;
   for (int i = 0; i < 3; ++i)
     seeds += (i ? "," : "") + lab.cluster_ip(i) + ":" + std::to_string(cluster_port);
   std::vector<std::unique_ptr<lab_node>> nodes;
   for (int i = 0; i < 3; ++i)
-    nodes.push_back(std::make_unique<lab_node>(lab, i, pg.url(), seeds));
+    nodes.push_back(std::make_unique<lab_node>(lab, i, pg.url(), seeds, upstreams.env()));
   auto& n0 = *nodes[0];
   auto& n2 = *nodes[2];
   auto converged = [&] {
@@ -172,8 +212,12 @@ TEST(partition, a_cut_off_node_loses_its_sessions_and_its_stale_actors_cannot_co
   std::vector<std::string> users;
   for (std::size_t i = 0; i < msgs.size(); ++i) {
     EXPECT_EQ(msgs[i]["seq"], i + 1);
-    if (msgs[i]["role"] == "user")
+    if (msgs[i]["role"] == "user") {
       users.push_back(msgs[i]["content"]);
+    } else if (i > 0) {
+      EXPECT_EQ(msgs[i]["content"], expected_reply(msgs[i - 1]["content"].get<std::string>()))
+        << "seq " << i + 1;
+    }
   }
   std::vector<std::string> expected{"one", "two", "three"};
   if (after_heal.status == 200)
