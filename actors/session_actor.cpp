@@ -1,5 +1,6 @@
 #include "actors/session_actor.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <unordered_map>
 #include <vector>
@@ -59,6 +60,11 @@ struct session_state {
   // on the new node, until the predecessor handed over its queue
   caf::actor_addr predecessor;
   bool awaiting_predecessor = false;
+  /// Every actor that handed this one the session (the predecessor, and one
+  /// that found it already active here): turns they relay did not pass
+  /// through the registry, so they do not count for the passivation
+  /// handshake. The last few only: handoffs to one actor are rare.
+  std::vector<caf::actor_addr> handed_over_by;
   std::vector<turn_ptr> parked; ///< turns that came straight here meanwhile
 };
 
@@ -467,7 +473,8 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       auto from = caf::actor_cast<caf::actor_addr>(self->current_sender());
       // Only turns the registry sent count for the passivation handshake;
       // those the predecessor handed over did not pass through it.
-      if (!s.predecessor || from != s.predecessor)
+      if (std::find(s.handed_over_by.begin(), s.handed_over_by.end(), from) ==
+          s.handed_over_by.end())
         ++s.received;
       ++s.activity;
       if (s.ph == phase::moved) {
@@ -550,6 +557,12 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
     },
     [self](handoff_atom, handoff_state& h) -> caf::result<caf::actor> {
       auto& s = self->state;
+      // Its relays must not unbalance the handshake, also when this actor
+      // is already active and answers at once (a node back from a pause
+      // whose session was meanwhile active elsewhere).
+      if (s.handed_over_by.size() >= 8)
+        s.handed_over_by.erase(s.handed_over_by.begin());
+      s.handed_over_by.push_back(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (s.ph == phase::ready)
         return caf::actor_cast<caf::actor>(self);
       if (s.ph == phase::inactive && !s.awaiting_predecessor) {
