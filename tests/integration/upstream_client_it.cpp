@@ -55,9 +55,13 @@ long long ms(steady::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
 }
 
+/// A log file of this run, emptied first: ports (and so names) recur across
+/// runs, and a stale "listening on" would pass for the new process'.
 std::string log_path(const std::string& name) {
   ::mkdir("it-logs", 0755);
-  return "it-logs/" + name;
+  auto path = "it-logs/" + name;
+  std::ofstream{path, std::ios::trunc};
+  return path;
 }
 
 const char* to_string(fetch_status s) {
