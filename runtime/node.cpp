@@ -164,6 +164,9 @@ void stop_actors(caf::actor_system& sys, const named_actors& actors, std::chrono
                 {{"actor", role}});
 }
 
+/// How long the process may take to end after its core actors stopped.
+constexpr std::chrono::seconds exit_patience{5};
+
 /// Logs a handler's exception (the actor went on; see instrumented.hpp).
 void log_fault(const char* actor, std::string_view what, std::string_view message,
                std::string_view request_id) {
@@ -394,6 +397,16 @@ int serve(node_config cfg) {
   io.stop();
   if (rc == 0)
     log::info("stopped");
+  // The actor system's destructor waits for every actor, core or not; one
+  // that never ends (seen once after a network partition healed) must not
+  // hold a stopping node past its supervisor's grace period.
+  std::thread([rc] {
+    std::this_thread::sleep_for(exit_patience);
+    log::warn("the process did not end within " + std::to_string(exit_patience.count()) +
+              " s of stopping (an actor is still running); exiting now");
+    log::shutdown();
+    std::_Exit(rc);
+  }).detach();
   return rc;
 }
 
