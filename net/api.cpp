@@ -32,6 +32,10 @@ parsed<json> parse_object(std::string_view body, bool empty_ok) {
   return {std::move(j), {}};
 }
 
+/// Compact JSON text; bytes that are not UTF-8 become U+FFFD instead of
+/// making the dump throw (parsed bodies are UTF-8 already: a safety net).
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 /// True when no string in `j`, key or value, at any depth, holds a NUL.
 bool free_of_nul(const json& j) {
   auto clean = [](const std::string& s) { return s.find('\0') == std::string::npos; };
@@ -71,10 +75,6 @@ template <class T>
 parsed<T> nul_error(std::string_view field) {
   return fail<T>(errc::invalid_request, "'" + std::string{field} +
                                           "' must not contain NUL characters (\\u0000)");
-}
-
-bool has_nul(const std::optional<std::string>& s) {
-  return s && s->find('\0') != std::string::npos;
 }
 
 /// Reads an optional string member; errors name the field.
@@ -129,10 +129,6 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
   if (!optional_string(j.value, "system_prompt", v.system_prompt, p) ||
       !optional_string(j.value, "model", v.model, p))
     return p;
-  if (has_nul(v.system_prompt))
-    return nul_error<create_session_body>("system_prompt");
-  if (has_nul(v.model))
-    return nul_error<create_session_body>("model");
   if (v.system_prompt && v.system_prompt->size() > max_content_bytes)
     return fail<create_session_body>(errc::payload_too_large,
                                      "'system_prompt' is longer than 32 KiB");
@@ -142,9 +138,7 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
   if (auto it = j.value.find("metadata"); it != j.value.end() && !it->is_null()) {
     if (!it->is_object())
       return fail<create_session_body>(errc::invalid_request, "'metadata' must be an object");
-    if (!free_of_nul(*it))
-      return nul_error<create_session_body>("metadata");
-    v.metadata_json = it->dump();
+    v.metadata_json = dump(*it);
   }
   return p;
 }
@@ -166,13 +160,9 @@ parsed<post_message_body> parse_post_message(std::string_view body) {
     return fail<post_message_body>(errc::invalid_request, "'content' must not be empty");
   if (p.value.content.size() > max_content_bytes)
     return fail<post_message_body>(errc::payload_too_large, "'content' is longer than 32 KiB");
-  if (p.value.content.find('\0') != std::string::npos)
-    return nul_error<post_message_body>("content");
   std::optional<std::string> cmid;
   if (!optional_string(j.value, "client_message_id", cmid, p))
     return p;
-  if (has_nul(cmid))
-    return nul_error<post_message_body>("client_message_id");
   if (cmid) {
     auto n = utf8_length(*cmid);
     if (n == 0 || n > max_client_message_id_chars)
@@ -204,8 +194,6 @@ parsed<feedback_body> parse_feedback(std::string_view body) {
     return p;
   if (p.value.comment && p.value.comment->size() > max_feedback_comment_bytes)
     return fail<feedback_body>(errc::invalid_request, "'comment' is longer than 4 KiB");
-  if (has_nul(p.value.comment))
-    return nul_error<feedback_body>("comment");
   return p;
 }
 
@@ -222,8 +210,6 @@ parsed<create_key_body> parse_create_key(std::string_view body) {
   p.value.user = it->get<std::string>();
   if (utf8_length(p.value.user) > 128)
     return fail<create_key_body>(errc::invalid_request, "'user' must be at most 128 characters");
-  if (p.value.user.find('\0') != std::string::npos)
-    return nul_error<create_key_body>("user");
   return p;
 }
 
@@ -240,8 +226,6 @@ parsed<migrate_body> parse_migrate(std::string_view body) {
   p.value.to = it->get<std::string>();
   if (p.value.to.size() > 256)
     return fail<migrate_body>(errc::invalid_request, "'to' must be at most 256 characters");
-  if (p.value.to.find('\0') != std::string::npos)
-    return nul_error<migrate_body>("to");
   return p;
 }
 
@@ -298,7 +282,7 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
   for (auto& [k, v] : j.value.items())
     if (k != "model" && k != "messages" && k != "stream" && k != "stream_options")
       extra[k] = v;
-  p.value.extra_json = extra.dump();
+  p.value.extra_json = dump(extra);
   return p;
 }
 

@@ -111,7 +111,8 @@ void build_request(const command_spec& spec, ctl_command& c) {
   if (auto at = c.path.find("{0}"); at != std::string::npos)
     c.path.replace(at, 3, segment(c.operands.front()));
   if (!spec.field.empty())
-    c.body = json{{spec.field, c.operands.back()}}.dump();
+    c.body = json{{spec.field, c.operands.back()}}.dump(-1, ' ', false,
+                                                        json::error_handler_t::replace);
 }
 
 /// The command whose name the first words spell, or null.
@@ -204,7 +205,7 @@ std::string with_newline(const std::string& s) {
 std::string cell(const json& v) {
   if (v.is_string())
     return v.get<std::string>();
-  return v.is_null() ? "-" : v.dump();
+  return v.is_null() ? "-" : v.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 /// The cell of `obj[key]`, or `fallback` when there is none.
@@ -374,7 +375,7 @@ bool render_ctl_answer(const ctl_command& cmd, const std::string& body, std::str
   else if (j.contains("actors") && j["actors"].is_array())
     text = generic_table(j["actors"]);
   else
-    text = j.dump(2) + "\n";
+    text = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   return true;
 }
 
