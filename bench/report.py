@@ -240,6 +240,16 @@ def merge_loads(paths):
         d = load_json(p)
         m["duration_us"] = max(m["duration_us"], d["duration_us"])
         m["requests"] += d.get("requests", 0)
+        if "pieces" in d:  # bench/stream_load
+            pc = m.setdefault("pieces", {"hist": {}})
+            for k, v in d["pieces"].items():
+                if k == "hist":
+                    for us, n in v:
+                        pc["hist"][us] = pc["hist"].get(us, 0) + n
+                elif k == "expected_per_turn":
+                    pc[k] = v
+                else:
+                    pc[k] = pc.get(k, 0) + v
         for k, v in d.get("socket_errors", {}).items():
             m["socket_errors"][k] = m["socket_errors"].get(k, 0) + v
         for t in d["threads"]:
@@ -339,6 +349,18 @@ def summarize(phase_dir):
     s["sessions_active"] = ma.get("parley_sessions_active")
     s["passivations"] = delta(ma, mb, "parley_session_passivations_total")
     s["load_shed"] = delta(ma, mb, "parley_load_shed_total")
+    if "pieces" in load:
+        pc = load["pieces"]
+        s["pieces"] = {k: v for k, v in pc.items() if k != "hist"}
+        s["pieces"]["added_latency_ms"] = percentiles(pc["hist"])
+    during = load_json(os.path.join(phase_dir, "during.json"))
+    if during:
+        node = [k for k in during["procs"] if k.startswith("parley")][0]
+        grown = (during["procs"][node]["rss_kb"] - before["procs"][node]["rss_kb"]) * 1024
+        n = int(cfg["connections"])
+        s["streams"] = {"open": n, "rss_mib_before": round(before["procs"][node]["rss_kb"] / 1024, 1),
+                        "rss_mib_during": round(during["procs"][node]["rss_kb"] / 1024, 1),
+                        "rss_bytes_per_stream": round(grown / n)}
     mem = load_json(os.path.join(phase_dir, "memory.json"))
     if mem:
         node = [k for k in after["procs"] if k.startswith("parley")][0]
@@ -411,6 +433,18 @@ def print_summary(s):
     p("   storage     mean batch %s turns, mean commit %s ms; PostgreSQL fsync=%s "
       "synchronous_commit=%s" % (st["mean_batch"], st["mean_commit_ms"], c.get("pg_fsync"),
                                  c.get("pg_synchronous_commit")))
+    if "pieces" in s:
+        pc, q = s["pieces"], s["pieces"]["added_latency_ms"] or {}
+        p("   pieces      %s received (%s per answer), %s out of order, %s missing, %s extra; added "
+          "by Parley (client arrival minus mock write) p50 %s  p90 %s  p99 %s  p99.9 %s  max %s ms"
+          % ("{:,}".format(pc.get("received", 0)), pc.get("expected_per_turn"),
+             pc.get("out_of_order", 0), pc.get("missing", 0), pc.get("extra", 0), ms(q.get("p50")),
+             ms(q.get("p90")), ms(q.get("p99")), ms(q.get("p99_9")), ms(q.get("max"))))
+    if "streams" in s:
+        st = s["streams"]
+        p("   streams     %d open at once: Parley RSS %s MiB before, %s MiB half-way = %s B per "
+          "streamed turn" % (st["open"], st["rss_mib_before"], st["rss_mib_during"],
+                             "{:,}".format(st["rss_bytes_per_stream"])))
     if "memory" in s:
         m = s["memory"]
         p("   memory      %d sessions activated and idle (%s active): RSS +%s MiB = %s B per "

@@ -34,8 +34,8 @@ constexpr int exit_usage = 2;
 
 constexpr std::string_view usage =
     "usage: mock-llm [--host ADDR] [--port N] [--latency-ms N] [--chunk-delay-ms N]\n"
-    "                [--max-records N] [--tls-cert FILE --tls-key FILE]\n"
-    "defaults: --host 127.0.0.1 --port 9000 --latency-ms 0 --chunk-delay-ms 0\n"
+    "                [--stamp-pieces N] [--max-records N] [--tls-cert FILE --tls-key FILE]\n"
+    "defaults: --host 127.0.0.1 --port 9000 --latency-ms 0 --chunk-delay-ms 0 --stamp-pieces 0\n"
     "          --max-records 100000 (plain HTTP unless both TLS flags are given)\n";
 
 struct options {
@@ -45,6 +45,7 @@ struct options {
   long long port = 9000;
   long long latency_ms = 0;
   long long chunk_delay_ms = 0;
+  long long stamp_pieces = 0;
   long long max_records = 100000;
 };
 
@@ -70,6 +71,7 @@ constexpr numeric_flag numeric_flags[] = {
     {"--port", std::numeric_limits<std::uint16_t>::max(), &options::port},
     {"--latency-ms", max_ms, &options::latency_ms},
     {"--chunk-delay-ms", max_ms, &options::chunk_delay_ms},
+    {"--stamp-pieces", 100000, &options::stamp_pieces},
     {"--max-records", std::numeric_limits<std::int32_t>::max(), &options::max_records},
 };
 
@@ -184,6 +186,7 @@ int main(int argc, char** argv) {
   mock_llm::mock_config defaults;
   defaults.latency = std::chrono::milliseconds(opts->latency_ms);
   defaults.chunk_delay = std::chrono::milliseconds(opts->chunk_delay_ms);
+  defaults.stamp_pieces = static_cast<int>(opts->stamp_pieces);
   auto state =
       std::make_shared<mock_llm::mock_state>(defaults, static_cast<std::size_t>(opts->max_records));
 

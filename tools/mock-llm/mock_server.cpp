@@ -338,7 +338,7 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
                      : failure == failure_kind::stall_stream ? stream_end::stall
                                                              : stream_end::complete;
     return after(config.latency, [this, version, keep_alive, end,
-                                  events = stream_events(chat, n, unix_now()),
+                                  events = stream_events(chat, n, unix_now(), config.stamp_pieces),
                                   answer = state_->begin_answer()]() mutable {
       answer.reset();
       start_stream(version, keep_alive, std::move(events), end);
@@ -443,6 +443,10 @@ template <class Stream> void session<Stream>::on_stream_header(beast::error_code
 
 template <class Stream> void session<Stream>::write_event() {
   lowest().expires_after(idle_timeout);
+  stamp_event(events_[next_event_],
+              std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch())
+                  .count());
   net::async_write(stream_, http::make_chunk(net::buffer(events_[next_event_])),
                    beast::bind_front_handler(&session::on_event, self()));
 }

@@ -1,5 +1,7 @@
 #include "mock_state.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cctype>
 #include <limits>
@@ -127,6 +129,7 @@ std::string default_fail_body() {
 json to_json(const mock_config& config) {
   return {{"latency_ms", config.latency.count()},
           {"chunk_delay_ms", config.chunk_delay.count()},
+          {"stamp_pieces", config.stamp_pieces},
           {"fail_status", config.fail_status},
           {"fail_count", config.fail_count},
           {"retry_after", config.retry_after},
@@ -148,6 +151,9 @@ std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
     } else if (key == "chunk_delay_ms") {
       if (auto v = int_field(value, key, 0, max_ms, error))
         next.chunk_delay = std::chrono::milliseconds(*v);
+    } else if (key == "stamp_pieces") {
+      if (auto v = int_field(value, key, 0, 100000, error))
+        next.stamp_pieces = static_cast<int>(*v);
     } else if (key == "fail_status") {
       if (auto v = int_field(value, key, 0, 599, error)) {
         if (*v != 0 && *v < 200)
@@ -257,8 +263,11 @@ json completion_document(const chat_request& req, std::uint64_t n, std::int64_t 
 }
 
 std::vector<std::string> stream_events(const chat_request& req, std::uint64_t n,
-                                       std::int64_t created) {
-  auto pieces = split_pieces(req.reply, stream_piece_chars);
+                                       std::int64_t created, int stamp_pieces) {
+  auto pieces = stamp_pieces > 0
+                    ? std::vector<std::string>(static_cast<std::size_t>(stamp_pieces),
+                                               std::string(stamp_placeholder))
+                    : split_pieces(req.reply, stream_piece_chars);
   if (pieces.empty())
     pieces.emplace_back();
   std::vector<std::string> events;
@@ -271,6 +280,15 @@ std::vector<std::string> stream_events(const chat_request& req, std::uint64_t n,
   events.push_back(sse_event(chunk_document(req, n, created, json::object(), "stop")));
   events.emplace_back("data: [DONE]\n\n");
   return events;
+}
+
+void stamp_event(std::string& event, std::int64_t micros) {
+  const auto at = event.find(stamp_placeholder.substr(0, 17));
+  if (at == std::string::npos)
+    return;
+  char digits[17];
+  std::snprintf(digits, sizeof digits, "%016lld", static_cast<long long>(micros));
+  event.replace(at + 1, 16, digits, 16);
 }
 
 mock_state::mock_state(mock_config defaults, std::size_t max_records)

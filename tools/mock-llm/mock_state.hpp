@@ -31,6 +31,10 @@ std::string default_fail_body();
 struct mock_config {
   std::chrono::milliseconds latency{0};
   std::chrono::milliseconds chunk_delay{0};
+  /// When > 0, a streamed reply is this many pieces, each carrying the time it
+  /// is written (`stamp_placeholder`, filled in by the server): benchmarks
+  /// measure per-piece latency from it. 0: the reply text in 4-character pieces.
+  int stamp_pieces = 0;
   int fail_status = 0;   ///< HTTP status of injected failures in mode normal; 0 = none
   int fail_count = -1;   ///< failures left: -1 = every request, 0 = none
   int retry_after = 0;   ///< seconds; sent as Retry-After when > 0
@@ -80,7 +84,16 @@ json completion_document(const chat_request& req, std::uint64_t n, std::int64_t 
 /// `data: ...\n\n` frame: the content chunks (the first carrying the role),
 /// then the finish chunk, then `data: [DONE]`. Always at least one content chunk.
 std::vector<std::string> stream_events(const chat_request& req, std::uint64_t n,
-                                       std::int64_t created);
+                                       std::int64_t created, int stamp_pieces = 0);
+
+/// The content of each piece of a stamped stream: "T" and 16 digits that the
+/// server overwrites, just before writing the piece, with its steady_clock time
+/// in microseconds (CLOCK_MONOTONIC on Linux: comparable across processes),
+/// then a space.
+inline constexpr std::string_view stamp_placeholder = "T################ ";
+
+/// Overwrites the placeholder in `event` (if any) with `micros`, zero-padded.
+void stamp_event(std::string& event, std::int64_t micros);
 
 /// Number of content chunks in `events` (all but the finish chunk and [DONE]).
 inline std::size_t content_event_count(const std::vector<std::string>& events) {
