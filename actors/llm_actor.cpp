@@ -27,6 +27,38 @@ struct upstream {
   circuit_breaker breaker;
 };
 
+/// What a streamed call forwarded to its listener.
+struct stream_progress {
+  std::string streamed;      ///< the pieces forwarded so far
+  std::string model;         ///< the model the upstream named in its chunks
+  std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
+};
+
+/// The content piece of one streamed chunk (`choices[0].delta.content`), and
+/// its `model`, if it has them. Pure; runs on the upstream client's strand.
+bool chunk_piece(std::string_view data, std::string& piece, std::string& model) {
+  if (data == "[DONE]")
+    return false;
+  auto j = nlohmann::json::parse(data, nullptr, false);
+  if (!j.is_object())
+    return false;
+  try {
+    if (auto m = j.find("model"); m != j.end() && m->is_string())
+      model = m->get<std::string>();
+    auto& choices = j.at("choices");
+    if (choices.empty())
+      return false;
+    auto& delta = choices.at(0).at("delta");
+    auto content = delta.find("content");
+    if (content == delta.end() || !content->is_string())
+      return false;
+    piece = std::move(content->get_ref<std::string&>());
+    return !piece.empty();
+  } catch (const nlohmann::json::exception&) {
+    return false; // not a chunk Parley understands: skipped
+  }
+}
+
 /// One model call on its way through attempts, retries and upstreams.
 struct call {
   caf::response_promise rp;
@@ -40,8 +72,10 @@ struct call {
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
-  std::string streamed; ///< the pieces forwarded so far (a streamed call)
-  std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
+  /// A streamed call's pieces so far: written on the upstream client's strand
+  /// while the attempt streams, read here only after its done message (which
+  /// that strand sends after its last event).
+  std::shared_ptr<stream_progress> progress = std::make_shared<stream_progress>();
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -151,11 +185,18 @@ void attempt(llm_self* self, std::uint64_t id) {
     c.upstream_started = c.attempt_started;
   auto me = caf::actor_cast<caf::actor>(self);
   if (c.listener) {
-    // Streamed: every event goes to this actor as it arrives (the asio
-    // thread only sends); the pieces go on to the listener from here.
+    // Streamed: each piece goes from the client's strand straight to the
+    // listener (no hop through this actor: one actor for every stream of
+    // the node would be a queue every piece waits in); the done message
+    // follows the last piece, so the reply never overtakes a piece.
     net::stream_callbacks cb;
-    cb.on_event = [me, id](std::string_view data) {
-      caf::anon_send(me, llm_event_atom::value, id, std::string{data});
+    cb.on_event = [listener = c.listener, progress = c.progress](std::string_view data) {
+      std::string piece;
+      if (!chunk_piece(data, piece, progress->model))
+        return;
+      progress->streamed += piece;
+      ++progress->forwarded;
+      caf::anon_send(listener, delta_atom::value, std::move(piece));
     };
     cb.on_done = [me, id](net::fetch_result r) {
       caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
@@ -220,8 +261,8 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     if (c.listener && body.empty()) {
       // A stream that ended cleanly: its pieces are the reply.
-      result.content = c.streamed;
-      result.model = c.model;
+      result.content = c.progress->streamed;
+      result.model = c.progress->model.empty() ? c.model : c.progress->model;
     } else {
       // A whole completion (also an upstream that ignored "stream").
       result = parse_completion(body, c.model, parse_err);
@@ -235,7 +276,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     u.breaker.on_success();
     report_circuit(self, u);
-    if (c.listener && c.forwarded == 0 && !result.content.empty())
+    if (c.listener && c.progress->forwarded == 0 && !result.content.empty())
       self->send(c.listener, delta_atom::value, result.content);
     auto rp = std::move(c.rp);
     st.calls.erase(it);
@@ -248,7 +289,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     u.breaker.on_abandon();
   report_circuit(self, u);
   c.last = parse_err ? std::move(parse_err) : error_for(o, http_status, what, st.cfg.timeout);
-  if (c.forwarded > 0) {
+  if (c.progress->forwarded > 0) {
     // Pieces already reached the client: neither a retry nor the fallback
     // may start the reply again.
     auto rp = std::move(c.rp);
@@ -357,33 +398,6 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
       for (auto& [id, c] : self->state.calls)
         if (c.listener && c.listener == sender)
           c.cancel->store(true);
-    },
-    [self](llm_event_atom, std::uint64_t id, const std::string& data) {
-      auto& s = self->state;
-      auto it = s.calls.find(id);
-      if (it == s.calls.end() || data == "[DONE]")
-        return;
-      auto& c = it->second;
-      auto j = nlohmann::json::parse(data, nullptr, false);
-      if (!j.is_object())
-        return;
-      try {
-        if (auto m = j.find("model"); m != j.end() && m->is_string())
-          c.model = m->get<std::string>();
-        auto& choices = j.at("choices");
-        if (choices.empty())
-          return;
-        auto& delta = choices.at(0).at("delta");
-        auto content = delta.find("content");
-        if (content == delta.end() || !content->is_string() || content->get_ref<const std::string&>().empty())
-          return;
-        auto piece = content->get<std::string>();
-        c.streamed += piece;
-        ++c.forwarded;
-        self->send(c.listener, delta_atom::value, std::move(piece));
-      } catch (const nlohmann::json::exception&) {
-        // Not a chunk Parley understands: skip it.
-      }
     },
     [self](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,
            const std::string& body, const std::string& what, const std::string& retry_after) {

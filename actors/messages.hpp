@@ -46,7 +46,6 @@ using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using delta_atom = caf::atom_constant<caf::atom("delta")>;
-using llm_event_atom = caf::atom_constant<caf::atom("llmevent")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 // cluster
