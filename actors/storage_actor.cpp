@@ -1,5 +1,8 @@
 #include "actors/storage_actor.hpp"
 
+#include <algorithm>
+#include <unordered_set>
+
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 
@@ -31,6 +34,18 @@ constexpr auto probe_after_idle = std::chrono::seconds(2);
 constexpr auto reconnect_pause = std::chrono::seconds(1);
 constexpr auto slow_failure = std::chrono::milliseconds(250);
 
+/// The actor's own message: run the waiting activations (internal).
+using activate_flush_atom = caf::atom_constant<caf::atom("actflush")>;
+
+/// Most sessions activated in one transaction.
+constexpr std::size_t max_activation_batch = 512;
+
+struct pending_activation {
+  std::string id;
+  std::int32_t window = 0;
+  caf::response_promise rp;
+};
+
 struct storage_state {
   static inline const char* name = "storage";
   std::unique_ptr<storage::pg_store> store;
@@ -38,6 +53,10 @@ struct storage_state {
   std::vector<turn_write> batch;
   std::vector<caf::response_promise> waiting;
   bool flush_scheduled = false;
+  /// Activations waiting for the next batch: like turn writes, those that
+  /// arrive while one batch runs share the next transaction.
+  std::vector<pending_activation> activations;
+  bool activations_scheduled = false;
   clock::time_point last_used;    ///< last round trip on the connection
   clock::time_point next_connect; ///< no connection attempt before this
 };
@@ -131,6 +150,49 @@ void tick(storage_state& st) {
   }
 }
 
+/// Activates the waiting sessions in one transaction (at most
+/// max_activation_batch, each id once; the rest wait for the next flush).
+void flush_activations(storage_self* self, storage_state& st) {
+  std::vector<pending_activation> batch, later;
+  std::unordered_set<std::string> ids;
+  std::int32_t window = 0;
+  for (auto& a : st.activations) {
+    if (batch.size() < max_activation_batch && ids.insert(a.id).second) {
+      window = std::max(window, a.window);
+      batch.push_back(std::move(a));
+    } else {
+      later.push_back(std::move(a));
+    }
+  }
+  st.activations = std::move(later);
+  if (!st.activations.empty() && !st.activations_scheduled) {
+    st.activations_scheduled = true;
+    self->send(self, activate_flush_atom::value);
+  }
+  std::vector<std::string> list;
+  list.reserve(batch.size());
+  for (auto& a : batch)
+    list.push_back(a.id);
+  try {
+    auto out = run(st, [&] { return st.store->activate_many(list, window); });
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      auto& a = batch[i];
+      if (!out[i]) {
+        a.rp.deliver(make_error(errc::not_found, "session '" + a.id + "' not found"));
+        continue;
+      }
+      auto& w = out[i]->window;
+      if (w.size() > static_cast<std::size_t>(std::max(a.window, 0)))
+        w.erase(w.begin(), w.end() - std::max(a.window, 0));
+      a.rp.deliver(std::move(*out[i]));
+    }
+  } catch (const storage_error& e) {
+    auto err = translate(e);
+    for (auto& a : batch)
+      a.rp.deliver(err);
+  }
+}
+
 caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr metrics,
                             std::chrono::milliseconds pg_timeout) {
   self->state.store = std::make_unique<storage::pg_store>(std::move(url), pg_timeout);
@@ -183,15 +245,18 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
     [&st](del_sess_atom, const std::string& id, const std::string& user) {
       return guarded(st, [&] { return st.store->delete_session(id, user); });
     },
-    [&st](activate_atom, const std::string& id,
-          std::int32_t window) -> caf::result<activation_record> {
-      try {
-        if (auto v = run(st, [&] { return st.store->activate(id, window); }))
-          return std::move(*v);
-        return make_error(errc::not_found, "session '" + id + "' not found");
-      } catch (const storage_error& e) {
-        return translate(e);
+    [self, &st](activate_atom, std::string& id,
+                std::int32_t window) -> caf::result<activation_record> {
+      st.activations.push_back({std::move(id), window, self->make_response_promise()});
+      if (!st.activations_scheduled) {
+        st.activations_scheduled = true;
+        self->send(self, activate_flush_atom::value);
       }
+      return caf::delegated<activation_record>{};
+    },
+    [self, &st](activate_flush_atom) {
+      st.activations_scheduled = false;
+      flush_activations(self, st);
     },
     [&st](list_msg_atom, const std::string& id, const std::string& user, std::int64_t after,
           std::int32_t limit) -> caf::result<message_page> {

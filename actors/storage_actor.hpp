@@ -14,6 +14,7 @@
 ///   (list_sess_atom, user, limit, cursor)     -> session_page
 ///   (del_sess_atom, id, user)                 -> bool deleted
 ///   (activate_atom, id, window)               -> activation_record | not_found
+///     (batched: the activations that arrive together share one transaction)
 ///   (list_msg_atom, id, user, after, limit)   -> message_page | not_found
 ///   (find_cmid_atom, id, client_message_id)   -> client_id_hit
 ///   (feedback_atom, id, user, seq, rating, comment, has_comment) -> feedback_outcome

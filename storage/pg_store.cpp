@@ -1,10 +1,12 @@
 #include "storage/pg_store.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -52,6 +54,16 @@ const std::string sql_list_sessions_after =
 const std::string sql_delete_session = "DELETE FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_activate =
   std::string{"UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 RETURNING "} + session_columns;
+const std::string sql_activate_many =
+  std::string{"UPDATE sessions SET epoch = epoch + 1 WHERE id = ANY($1::text[]) RETURNING "} +
+  session_columns;
+// The newest $2 messages of each session of $1 (the id first, then
+// message_columns), one index scan per session.
+const std::string sql_windows = std::string{"SELECT s.id, m.* FROM unnest($1::text[]) AS s(id) "
+                                            "CROSS JOIN LATERAL (SELECT "} +
+                                message_columns +
+                                " FROM messages WHERE session_id = s.id ORDER BY seq DESC "
+                                "LIMIT $2) AS m";
 const std::string sql_adopt = "UPDATE sessions SET epoch = epoch + 1 WHERE id = $1 AND epoch = $2 "
                               "AND last_seq = $3 RETURNING epoch";
 const std::string sql_find_session =
@@ -503,6 +515,46 @@ std::optional<activation_record> pg_store::activate(const std::string& id, int w
       a.window.push_back(read_message(*it));
     w.commit();
     return a;
+  });
+}
+
+std::vector<std::optional<activation_record>>
+pg_store::activate_many(const std::vector<std::string>& ids, int window) {
+  return guarded([&]() -> std::vector<std::optional<activation_record>> {
+    std::vector<std::optional<activation_record>> out(ids.size());
+    if (ids.empty())
+      return out;
+    std::unordered_map<std::string, std::size_t> index;
+    index.reserve(ids.size());
+    pg_array list;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      index.emplace(ids[i], i);
+      list.add(ids[i]);
+    }
+    pqxx::work w{conn()};
+    auto sessions = w.exec_params(sql_activate_many, list.str());
+    for (auto row : sessions) {
+      auto s = read_session(row);
+      auto at = index.find(s.id);
+      if (at != index.end())
+        out[at->second] = activation_record{std::move(s), {}};
+    }
+    if (!sessions.empty()) {
+      auto rows = w.exec_params(sql_windows, list.str(), window);
+      // Newest first per session: reversed below into ascending order.
+      for (auto row : rows) {
+        auto at = index.find(row[0].as<std::string>());
+        if (at == index.end() || !out[at->second])
+          continue;
+        pqxx::row message = row.slice(1, row.size());
+        out[at->second]->window.push_back(read_message(message));
+      }
+      for (auto& a : out)
+        if (a)
+          std::reverse(a->window.begin(), a->window.end());
+    }
+    w.commit();
+    return out;
   });
 }
 

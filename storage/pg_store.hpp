@@ -107,6 +107,14 @@ public:
   /// session does not exist.
   std::optional<activation_record> activate(const std::string& id, int window);
 
+  /// activate() for many sessions in one transaction and one commit: two
+  /// statements (array parameters) whatever their number, so a burst of
+  /// activations (a node's first second, a failover) costs one fsync per
+  /// batch instead of one per session. `ids` must be distinct; the answer
+  /// holds one entry per id, in order, each with at most `window` messages.
+  std::vector<std::optional<activation_record>> activate_many(const std::vector<std::string>& ids,
+                                                              int window);
+
   /// nullopt when the session does not exist or belongs to someone else.
   std::optional<message_page> list_messages(const std::string& id, const std::string& user,
                                             std::int64_t after, int limit);

@@ -89,6 +89,46 @@ TEST(storage_pg, a_stale_epoch_can_never_commit) {
             commit_outcome::fenced);
 }
 
+TEST(storage_pg, activate_many_bumps_each_epoch_once_and_loads_each_window) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  for (auto id : {"m1", "m2", "m3"}) {
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    ASSERT_TRUE(a);
+  }
+  // m1: three turns (six messages); m2: one; m3: none.
+  for (std::int64_t seq : {1, 3, 5})
+    ASSERT_EQ(s.commit_turns({turn("m1", 1, seq, "m1 turn " + std::to_string(seq))}).front(),
+              commit_outcome::committed);
+  ASSERT_EQ(s.commit_turns({turn("m2", 1, 1, "m2 turn")}).front(), commit_outcome::committed);
+
+  auto out = s.activate_many({"m1", "missing", "m2", "m3"}, 4);
+  ASSERT_EQ(out.size(), 4u);
+  ASSERT_TRUE(out[0]);
+  EXPECT_FALSE(out[1]) << "a session that does not exist";
+  ASSERT_TRUE(out[2]);
+  ASSERT_TRUE(out[3]);
+  EXPECT_EQ(out[0]->session.id, "m1");
+  EXPECT_EQ(out[0]->session.epoch, 2);
+  EXPECT_EQ(out[2]->session.epoch, 2);
+  EXPECT_EQ(out[3]->session.epoch, 2);
+  // The newest four of m1's six messages, ascending.
+  ASSERT_EQ(out[0]->window.size(), 4u);
+  EXPECT_EQ(out[0]->window.front().seq, 3);
+  EXPECT_EQ(out[0]->window.back().seq, 6);
+  EXPECT_EQ(out[0]->window[2].content, "m1 turn 5");
+  ASSERT_EQ(out[2]->window.size(), 2u);
+  EXPECT_EQ(out[2]->window[0].role, "user");
+  EXPECT_EQ(out[2]->window[1].role, "assistant");
+  EXPECT_TRUE(out[3]->window.empty());
+  // The bumped epoch fences the old one.
+  EXPECT_EQ(s.commit_turns({turn("m2", 1, 3, "stale")}).front(), commit_outcome::fenced);
+  EXPECT_EQ(s.commit_turns({turn("m2", 2, 3, "current")}).front(), commit_outcome::committed);
+  EXPECT_TRUE(s.activate_many({}, 20).empty());
+}
+
 TEST(storage_pg, group_commit_isolates_fenced_and_conflicting_turns) {
   scratch_db db;
   pg_store s{db.url()};
