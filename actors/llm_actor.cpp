@@ -35,7 +35,7 @@ struct stream_progress {
 };
 
 /// The content piece of one streamed chunk (`choices[0].delta.content`), and
-/// its `model`, if it has them. Pure; runs on the upstream client's strand.
+/// its `model`, if it has them. Pure; runs on the upstream connection's strand.
 bool chunk_piece(std::string_view data, std::string& piece, std::string& model) {
   if (data == "[DONE]")
     return false;
@@ -72,9 +72,9 @@ struct call {
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
-  /// A streamed call's pieces so far: written on the upstream client's strand
-  /// while the attempt streams, read here only after its done message (which
-  /// that strand sends after its last event).
+  /// A streamed call's pieces so far: written on its upstream connection's
+  /// strand while an attempt streams, read here only after that attempt's
+  /// done message (which the strand sends after its last event).
   std::shared_ptr<stream_progress> progress = std::make_shared<stream_progress>();
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
 };
@@ -185,7 +185,7 @@ void attempt(llm_self* self, std::uint64_t id) {
     c.upstream_started = c.attempt_started;
   auto me = caf::actor_cast<caf::actor>(self);
   if (c.listener) {
-    // Streamed: each piece goes from the client's strand straight to the
+    // Streamed: each piece goes from the connection's strand straight to the
     // listener (no hop through this actor: one actor for every stream of
     // the node would be a queue every piece waits in); the done message
     // follows the last piece, so the reply never overtakes a piece.

@@ -287,7 +287,8 @@ fetch_result fail(fetch_status st, std::string what, std::size_t events = 0) {
 
 struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
   impl(io_runtime& io, upstream_url u, client_options o)
-    : strand(asio::make_strand(io.context())), url(std::move(u)), opts(std::move(o)),
+    : ioc(io.context()), strand(asio::make_strand(io.context())), url(std::move(u)),
+      opts(std::move(o)),
       host(host_header(url)), resolver(strand), queue_timer(strand) {
     if (url.scheme == "https")
       tls = make_tls_context(opts.ca_file);
@@ -351,7 +352,7 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
       conn = std::move(idle.back());
       idle.pop_back();
     } else
-      conn = std::make_unique<pooled_connection>(strand, tls.get());
+      conn = std::make_unique<pooled_connection>(asio::make_strand(ioc), tls.get());
     auto c = std::make_shared<std::unique_ptr<pooled_connection>>(std::move(conn));
     auto p = std::make_shared<pending_call>(std::move(call));
     if ((*c)->connected)
@@ -566,8 +567,9 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     if (stale && !p->retried && clock::now() < p->deadline) {
       p->retried = true;
       retire(std::move(*c), conn_fate::abort);
-      *c = std::make_unique<pooled_connection>(strand, tls.get());
-      return connect(c, p);
+      *c = std::make_unique<pooled_connection>(asio::make_strand(ioc), tls.get());
+      // The resolver is the pool's: connect from its strand.
+      return asio::post(strand, [self = shared_from_this(), c, p] { self->connect(c, p); });
     }
     auto st = ec == beast::error::timeout ? fetch_status::timeout : fetch_status::io_error;
     finish(c, p, fail(st, describe(ec)), conn_fate::abort);
@@ -585,18 +587,28 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     conn->tcp().close();
   }
 
+  /// Ends a call: runs on its connection's strand (or the pool's, for a
+  /// call that never had a connection). The connection goes back to the pool
+  /// on the pool's strand, posted before the callback runs, so a call the
+  /// callback makes finds it idle.
   void finish(conn_ptr c, call_ptr p, fetch_result r, conn_fate fate) {
-    --active;
-    if (*c && fate == conn_fate::keep) {
+    if (*c && fate == conn_fate::keep)
       (*c)->tcp().expires_never();
-      idle.push_back(std::move(*c));
-    } else if (*c) {
-      retire(std::move(*c), fate);
-    }
     auto cb = std::move(p->cb);
     p->on_event = nullptr;
+    asio::post(strand, [self = shared_from_this(), c, fate] { self->release(c, fate); });
     if (cb)
       cb(std::move(r));
+  }
+
+  /// The pool's side of a call's end, on the pool's strand: the connection
+  /// is kept or closed, and waiting calls start.
+  void release(conn_ptr c, conn_fate fate) {
+    --active;
+    if (*c && fate == conn_fate::keep)
+      idle.push_back(std::move(*c));
+    else if (*c)
+      retire(std::move(*c), fate);
     while (!waiting.empty() && active < opts.pool_size) {
       auto next = std::move(waiting.front());
       waiting.pop_front();
@@ -609,6 +621,10 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     }
   }
 
+  asio::io_context& ioc;
+  /// The pool's strand: `idle`, `waiting`, `active`, the resolver and the
+  /// queue timer. Each connection has a strand of its own, so the exchanges
+  /// of different calls run in parallel on the io threads.
   strand_t strand;
   upstream_url url;
   client_options opts;

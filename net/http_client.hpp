@@ -1,7 +1,9 @@
 #pragma once
 // A pooled keep-alive HTTP/1.1 client for one upstream (Boost.Beast), over
-// plain TCP or TLS. All of its state lives on one strand, so it needs no lock;
-// callers may post from any thread and get their callbacks on an asio thread.
+// plain TCP or TLS. The pool's state lives on one strand and each connection's
+// exchange on a strand of its own, so it needs no lock and different calls'
+// exchanges run in parallel; callers may post from any thread and get their
+// callbacks on an asio thread.
 
 #include <atomic>
 #include <chrono>
@@ -51,9 +53,9 @@ struct fetch_result {
 
 using fetch_callback = std::function<void(fetch_result)>;
 
-/// The callbacks of one streamed call. Both run on the client's strand (an
-/// asio thread shared with the HTTP server): they must not block or throw;
-/// hand the work to an actor instead.
+/// The callbacks of one streamed call. Both run on the strand of the call's
+/// connection (an asio thread shared with the HTTP server), never at the same
+/// time: they must not block or throw; hand the work to an actor instead.
 struct stream_callbacks {
   /// Called once per server-sent event, in order and as it arrives, with the
   /// event's `data:` lines joined by '\n'. The view is valid only during the call.
