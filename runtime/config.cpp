@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include "storage/pg_conninfo.hpp"
 #include "storage/redis_client.hpp"
 
 #include <algorithm>
@@ -261,6 +262,8 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   if (c.pg_url.empty())
     r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI, or "
            "PARLEY_PG_URL_FILE naming a file that holds one)");
+  else if (auto why = storage::pg_conninfo_error(c.pg_url); !why.empty())
+    r.fail("PARLEY_PG_URL: " + why);
   r.secret("PARLEY_REDIS_URL", c.redis_url);
   if (!c.redis_url.empty()) {
     try {

@@ -140,7 +140,8 @@ TEST(config, errors_name_the_bad_setting) {
                {"PARLEY_ACTOR_METRICS", "2"},       {"PARLEY_ACTOR_SCHEDULER", "fast"},
                {"PARLEY_LOG_LEVEL", "INFO"},        {"PARLEY_ACCESS_LOG", "2"},
                {"PARLEY_ACCESS_LOG", "on"},         {"PARLEY_PG_TIMEOUT_MS", "999"},
-               {"PARLEY_PG_TIMEOUT_MS", "5s"}};
+               {"PARLEY_PG_TIMEOUT_MS", "5s"},      {"PARLEY_PG_URL", "host=h sslmod=require"},
+               {"PARLEY_PG_URL", "postgresql://u:pw@h/x?ssl_mode=x"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;
@@ -154,9 +155,9 @@ TEST(config, errors_name_the_bad_setting) {
   std::string err;
   EXPECT_FALSE(make_config({}, {{"PARLEY_ADMIN_TOKEN", long_token}}, "h", c, err));
   EXPECT_EQ(err.rfind("PARLEY_PG_URL", 0), 0u);
-  EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "x"}}, "h", c, err));
+  EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "host=x"}}, "h", c, err));
   EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u);
-  EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
+  EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
 }
 
 TEST(config, file_format_and_unknown_keys) {
