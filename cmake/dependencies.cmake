@@ -20,6 +20,9 @@ find_package(nlohmann_json 3.11 REQUIRED)
 find_package(OpenSSL REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
+# libpq itself: storage/pg_conninfo.cpp parses PARLEY_PG_URL with
+# PQconninfoParse, and pg_conninfo_test checks the strings it builds with it.
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 # Metrics registry and Prometheus text serializer (core only; Parley serves
 # /metrics on its own HTTP listener).

@@ -1,8 +1,10 @@
 #include "runtime/config.hpp"
 
+#include "storage/pg_conninfo.hpp"
 #include "storage/redis_client.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 
@@ -24,11 +26,33 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
-    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER"};
+    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER",
+    // Secrets from files (secret_settings()), as container platforms mount them.
+    "PARLEY_PG_URL_FILE", "PARLEY_REDIS_URL_FILE", "PARLEY_LLM_API_KEY_FILE",
+    "PARLEY_ADMIN_TOKEN_FILE"};
   return names;
 }
 
+const std::vector<std::string>& secret_settings() {
+  static const std::vector<std::string> names{"PARLEY_PG_URL", "PARLEY_REDIS_URL",
+                                              "PARLEY_LLM_API_KEY", "PARLEY_ADMIN_TOKEN"};
+  return names;
+}
+
+bool is_placeholder_token(const std::string& token) {
+  std::string t;
+  for (char ch : token)
+    t += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (const char* word : {"change-me", "changeme", "change_me", "replace-me", "placeholder"})
+    if (t.find(word) != std::string::npos)
+      return true;
+  return false;
+}
+
 namespace {
+
+/// The longest secret file read (a URL or a token is far shorter).
+constexpr std::size_t max_secret_file_bytes = 64 * 1024;
 
 bool is_known(const std::string& k) {
   auto& all = known_settings();
@@ -57,6 +81,49 @@ public:
   void text(const std::string& key, std::string& out) {
     if (auto v = raw(key))
       out = *v;
+  }
+
+  /// A secret: the value of `key`, or the content of the file that
+  /// `key`_FILE names. The two are one setting: the environment's pair wins
+  /// over the config file's, and setting both (non-empty) in one source is an
+  /// error, so a stale variable can never silently override a mounted file.
+  /// The file's trailing line break and blanks are dropped; an empty or
+  /// multi-line file is an error. Messages name the file, never its content.
+  void secret(const std::string& key, std::string& out) {
+    const auto file_key = key + "_FILE";
+    for (const settings* src : {&env_, &file_}) {
+      auto v = src->find(key);
+      auto f = src->find(file_key);
+      if (v == src->end() && f == src->end())
+        continue;
+      bool has_value = v != src->end() && !v->second.empty();
+      bool has_file = f != src->end() && !f->second.empty();
+      if (has_value && has_file)
+        return fail(key + " and " + file_key + ": both are set; set one of them");
+      if (!has_file) {
+        if (v != src->end())
+          out = v->second;
+        return;
+      }
+      const auto& path = f->second;
+      std::ifstream in{path, std::ios::binary};
+      if (!in)
+        return fail(file_key + ": cannot read '" + path + "'");
+      std::string content(max_secret_file_bytes + 1, '\0');
+      in.read(content.data(), static_cast<std::streamsize>(content.size()));
+      content.resize(static_cast<std::size_t>(in.gcount()));
+      if (content.size() > max_secret_file_bytes)
+        return fail(file_key + ": '" + path + "' is larger than " +
+                    std::to_string(max_secret_file_bytes / 1024) + " KiB");
+      auto end = content.find_last_not_of(" \t\r\n");
+      content.resize(end == std::string::npos ? 0 : end + 1);
+      if (content.empty())
+        return fail(file_key + ": '" + path + "' is empty");
+      if (content.find_first_of("\r\n") != std::string::npos)
+        return fail(file_key + ": '" + path + "' holds more than one line");
+      out = std::move(content);
+      return;
+    }
   }
 
   template <class T>
@@ -191,10 +258,13 @@ bool make_config(const settings& file, const settings& env, const std::string& h
       break;
     pos = comma + 1;
   }
-  r.text("PARLEY_PG_URL", c.pg_url);
+  r.secret("PARLEY_PG_URL", c.pg_url);
   if (c.pg_url.empty())
-    r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI)");
-  r.text("PARLEY_REDIS_URL", c.redis_url);
+    r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI, or "
+           "PARLEY_PG_URL_FILE naming a file that holds one)");
+  else if (auto why = storage::pg_conninfo_error(c.pg_url); !why.empty())
+    r.fail("PARLEY_PG_URL: " + why);
+  r.secret("PARLEY_REDIS_URL", c.redis_url);
   if (!c.redis_url.empty()) {
     try {
       storage::parse_redis_url(c.redis_url);
@@ -203,7 +273,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
     }
   }
   r.text("PARLEY_LLM_BASE_URL", c.llm_base_url);
-  r.text("PARLEY_LLM_API_KEY", c.llm_api_key);
+  r.secret("PARLEY_LLM_API_KEY", c.llm_api_key);
   r.text("PARLEY_LLM_MODEL", c.llm_model);
   r.text("PARLEY_LLM_FALLBACK_BASE_URL", c.llm_fallback_base_url);
   r.text("PARLEY_LLM_CA_FILE", c.llm_ca_file);
@@ -215,7 +285,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   if (!c.llm_ca_file.empty() && !std::ifstream{c.llm_ca_file})
     r.fail("PARLEY_LLM_CA_FILE: cannot read '" + c.llm_ca_file + "'");
   r.duration("PARLEY_LLM_TIMEOUT_MS", c.llm_timeout, 1, 3600000);
-  r.text("PARLEY_ADMIN_TOKEN", c.admin_token);
+  r.secret("PARLEY_ADMIN_TOKEN", c.admin_token);
   r.integer("PARLEY_RATE_LIMIT_PER_MIN", c.rate_limit_per_min, 0, 100000000);
   r.integer("PARLEY_CONTEXT_MESSAGES", c.context_messages, 1, 100000);
   r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);
@@ -251,6 +321,16 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.flag("PARLEY_ACCESS_LOG", c.access_log);
   if (c.admin_token.empty() && !c.dev)
     r.fail("PARLEY_ADMIN_TOKEN: required (or set PARLEY_DEV=1 to have one generated)");
+  // The messages give the length, never the token.
+  if (!c.admin_token.empty() && !c.dev) {
+    if (c.admin_token.size() < min_admin_token_chars)
+      r.fail("PARLEY_ADMIN_TOKEN: must be at least " + std::to_string(min_admin_token_chars) +
+             " characters outside development mode (it has " +
+             std::to_string(c.admin_token.size()) + "); generate one with `openssl rand -hex 24`");
+    else if (is_placeholder_token(c.admin_token))
+      r.fail("PARLEY_ADMIN_TOKEN: still a placeholder (such as the one in "
+             "deploy/k8s/secret.yaml); generate one with `openssl rand -hex 24`");
+  }
   if (!r.err.empty()) {
     err = r.err;
     return false;

@@ -64,6 +64,19 @@ using settings = std::map<std::string, std::string>;
 /// Every setting name Parley reads, in documentation order.
 const std::vector<std::string>& known_settings();
 
+/// The settings that hold secrets. Each may instead come from a file: NAME_FILE
+/// names a file whose content (one line; its trailing line break dropped) is
+/// the value, as container platforms mount secrets. NAME and NAME_FILE both set
+/// in the same source is a configuration error.
+const std::vector<std::string>& secret_settings();
+
+/// The least length of PARLEY_ADMIN_TOKEN outside development mode.
+constexpr std::size_t min_admin_token_chars = 32;
+
+/// True for a token that is still a template's placeholder ("change-me",
+/// "replace-me", ... in any case), refused outside development mode.
+bool is_placeholder_token(const std::string& token);
+
 /// Reads `KEY=VALUE` lines ('#' comments, blank lines, optional `export `
 /// prefix, optional surrounding quotes). False with `err` set on a bad line
 /// or an unknown PARLEY_* key.

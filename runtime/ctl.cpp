@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <fstream>
 #include <ostream>
 #include <string_view>
 
@@ -34,7 +35,8 @@ constexpr const char* usage_text =
     "options:\n"
     "  --url URL        the node to ask [PARLEY_CTL_URL, else\n"
     "                   http://PARLEY_HTTP_HOST:PARLEY_HTTP_PORT, else http://127.0.0.1:8080]\n"
-    "  --token TOKEN    the admin token [PARLEY_ADMIN_TOKEN]\n"
+    "  --token TOKEN    the admin token [PARLEY_ADMIN_TOKEN, else the first line of\n"
+    "                   the file PARLEY_ADMIN_TOKEN_FILE names]\n"
     "  --json           print the server's JSON instead of tables\n"
     "  --timeout-ms N   give up on the node after N ms [5000]\n"
     "\n"
@@ -341,6 +343,20 @@ bool parse_ctl(const std::vector<std::string>& args, const settings& env, ctl_co
   if (!take_url(url, out, err) || !take_timeout(timeout, out, err) ||
       !take_command(words, out, err))
     return false;
+  if (out.token.empty()) {
+    // As the node reads it (runtime/config.hpp), so that `parley ctl` works
+    // in a container whose token is a mounted file.
+    if (auto path = env_value(env, "PARLEY_ADMIN_TOKEN_FILE"); !path.empty()) {
+      std::ifstream in{path};
+      std::string line;
+      if (!in || !std::getline(in, line)) {
+        err = "PARLEY_ADMIN_TOKEN_FILE: cannot read '" + path + "'";
+        return false;
+      }
+      auto end = line.find_last_not_of(" \t\r");
+      out.token = end == std::string::npos ? std::string{} : line.substr(0, end + 1);
+    }
+  }
   if (out.token.empty()) {
     err = "no admin token: pass --token or set PARLEY_ADMIN_TOKEN";
     return false;

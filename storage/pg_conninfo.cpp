@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include <libpq-fe.h>
+
 namespace parley::storage {
 
 namespace {
@@ -110,6 +112,30 @@ std::string with_pg_timeouts(const std::string& conninfo, std::chrono::milliseco
       out += ' ';
     out += k + "=" + v;
   }
+  return out;
+}
+
+std::string pg_conninfo_error(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts) {
+    PQconninfoFree(opts);
+    return {};
+  }
+  std::string detail = err ? err : "out of memory";
+  if (err)
+    PQfreemem(err);
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' '))
+    detail.pop_back();
+  bool may_hold_secret = conninfo.find("password") != std::string::npos ||
+                         (is_uri(conninfo) && conninfo.find('@') != std::string::npos);
+  std::string out = "not a libpq connection string or postgresql:// URI that libpq can parse";
+  // These two quote a parameter name, never a value; other messages may
+  // quote any text of the string.
+  bool names_a_parameter = detail.rfind("invalid connection option", 0) == 0 ||
+                           detail.rfind("invalid URI query parameter", 0) == 0;
+  if (!may_hold_secret && names_a_parameter && detail.find('\n') == std::string::npos)
+    out += " (" + detail + ")";
   return out;
 }
 

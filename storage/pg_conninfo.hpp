@@ -21,4 +21,11 @@ namespace parley::storage {
 /// Pure; `timeout` must be at least 1 ms.
 std::string with_pg_timeouts(const std::string& conninfo, std::chrono::milliseconds timeout);
 
+/// Empty when libpq can parse `conninfo` (syntax and parameter names; values
+/// such as sslmode are checked when connecting); else one line saying why.
+/// libpq's own message is included only when the string holds no password
+/// (no `password` parameter and no `user:password@` in a URI), since libpq
+/// quotes the offending text. Pure.
+std::string pg_conninfo_error(const std::string& conninfo);
+
 } // namespace parley::storage

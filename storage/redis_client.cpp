@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 #include <initializer_list>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -129,7 +130,36 @@ const std::string& token_bucket_sha() {
 
 [[noreturn]] void bad_url(const std::string& url, const std::string& why) {
   throw std::invalid_argument("PARLEY_REDIS_URL: " + why +
-                              " (expected redis://host:port[/db], got '" + url + "')");
+                              " (expected redis://[[user]:password@]host:port[/db], got '" +
+                              redact_url(url) + "')");
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/// RFC 3986 percent-decoding; nullopt on a broken escape.
+std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    int hi = i + 1 < s.size() ? hex_value(s[i + 1]) : -1;
+    int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
 }
 
 /// A decimal number of at most `max_digits` digits, nothing else.
@@ -160,14 +190,30 @@ redis_endpoint parse_redis_url(const std::string& url) {
     bad_url(url, "the scheme must be redis://");
   std::string_view rest{url};
   rest.remove_prefix(scheme.size());
-  if (rest.find('@') != std::string_view::npos)
-    bad_url(url, "credentials in the URL are not supported");
+  redis_endpoint ep;
+  // Credentials: everything before the last '@', so that a password with an
+  // unencoded '@' or '/' still parses. No message below quotes them.
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    auto userinfo = rest.substr(0, at);
+    rest.remove_prefix(at + 1);
+    auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos)
+      bad_url(url, "credentials need a password: redis://:password@host or "
+                   "redis://user:password@host");
+    auto user = percent_decode(userinfo.substr(0, colon));
+    auto password = percent_decode(userinfo.substr(colon + 1));
+    if (!user || !password)
+      bad_url(url, "the credentials hold a broken percent escape");
+    if (password->empty())
+      bad_url(url, "the password is empty");
+    ep.user = std::move(*user);
+    ep.password = std::move(*password);
+  }
   if (rest.find_first_of("?#") != std::string_view::npos)
     bad_url(url, "query parameters are not supported");
 
   auto slash = rest.find('/');
   auto authority = rest.substr(0, slash);
-  redis_endpoint ep;
   std::string_view host, port;
   bool has_port = false;
   bool bracketed = !authority.empty() && authority.front() == '[';
@@ -211,6 +257,18 @@ redis_endpoint parse_redis_url(const std::string& url) {
   return ep;
 }
 
+std::string redact_url(const std::string& url) {
+  auto sep = url.find("://");
+  auto start = sep == std::string::npos ? 0 : sep + 3;
+  auto at = url.rfind('@');
+  if (at == std::string::npos || at < start)
+    return url;
+  auto colon = url.find(':', start);
+  if (colon == std::string::npos || colon > at)
+    return url.substr(0, start) + "***" + url.substr(at);
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
 // -- the connection -----------------------------------------------------------
 
 namespace detail {
@@ -248,6 +306,9 @@ public:
     ctx_ = c;
     used_ = false;
     ++generation_;
+    // On every (re)connect: a new connection is unauthenticated and on db 0.
+    if (!ep_.password.empty() && !authenticate())
+      return nullptr;
     if (ep_.db != 0 && !select_db())
       return nullptr;
     return ctx_;
@@ -307,6 +368,23 @@ public:
   redisContext* context() const { return ctx_; }
 
 private:
+  bool authenticate() {
+    try {
+      auto r = ep_.user.empty() ? command({"AUTH", ep_.password})
+                                : command({"AUTH", ep_.user, ep_.password});
+      if (!is_error(*r))
+        return true;
+      // Redis's reply (WRONGPASS, NOPERM, "called without any password
+      // configured") never repeats the password.
+      fail("Redis at " + where() + " refused AUTH" +
+           (ep_.user.empty() ? std::string{} : " as user '" + ep_.user + "'") + ": " +
+           reply_text(*r));
+    } catch (const redis_error&) {
+      // command() has already dropped the connection and set the backoff.
+    }
+    return false;
+  }
+
   bool select_db() {
     try {
       auto db = std::to_string(ep_.db);

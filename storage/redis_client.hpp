@@ -23,13 +23,26 @@ struct redis_endpoint {
   std::string host; ///< a name, an IPv4 address, or an IPv6 address without brackets
   std::uint16_t port = 6379;
   int db = 0;
+  /// Redis 6 ACL user; empty: `AUTH password` (the default user, requirepass).
+  std::string user{};
+  /// Sent with AUTH after every connect; empty: no AUTH. A secret: never log it.
+  std::string password{};
 };
 
-/// Parses `redis://host:port[/db]`; the port defaults to 6379, the db to 0.
-/// An IPv6 host is written in brackets (`redis://[::1]:6379`). Throws
-/// std::invalid_argument with a message that names PARLEY_REDIS_URL and says
-/// what is wrong (scheme, host, port, db, credentials or query).
+/// Parses `redis://[[user]:password@]host[:port][/db]`; the port defaults to
+/// 6379, the db to 0. An IPv6 host is written in brackets
+/// (`redis://[::1]:6379`). User and password may be percent-encoded (`%40`
+/// for '@'); a password may also hold '@', '/', '?' or '#' as is, since the
+/// host starts after the last '@'. Throws std::invalid_argument with a
+/// message that names PARLEY_REDIS_URL, says what is wrong (scheme, host,
+/// port, db, credentials or query) and shows the URL with its password
+/// replaced by `***`.
 redis_endpoint parse_redis_url(const std::string& url);
+
+/// `url` with the password of its `scheme://user:password@` part (or the
+/// whole part when it has no ':') replaced by `***`: safe to log. A URL
+/// without '@' comes back unchanged.
+std::string redact_url(const std::string& url);
 
 struct redis_options {
   /// Bounds TCP connect (not name resolution: use an address or /etc/hosts).

@@ -66,6 +66,17 @@ Run by ctest (label `deploy`, tests/deploy/CMakeLists.txt), one check per test:
   check_deploy.py --source DIR kustomize
       `kubectl kustomize deploy/k8s` renders. Skipped (exit 77) without kubectl.
 
+  check_deploy.py --source DIR networkpolicy
+      deploy/k8s isolates the cluster port (issue 15): a NetworkPolicy selects
+      the pods of the Parley StatefulSet (its podSelector's labels are among
+      the pod template's) for Ingress; across every such policy (they add up),
+      each rule that admits the cluster port (the container port named
+      `cluster`; a rule without ports admits every port) admits it only from
+      pods whose selector carries all the StatefulSet's selector labels, with
+      no namespaceSelector or ipBlock; one rule does admit the cluster port
+      from Parley pods (else no node could join), and one admits the HTTP port
+      (container port `http`), since clients, probes and Prometheus need it.
+
 Exit status: 0 pass, 1 fail (each problem printed as `FILE: message`), 77 skip.
 """
 
@@ -878,6 +889,104 @@ def check_kustomize(root):
     return 0
 
 
+def port_matches(entry, number, name):
+    """Whether one NetworkPolicy `ports` entry admits TCP `number` (named `name`)."""
+    if not isinstance(entry, dict):
+        return False
+    if entry.get("protocol", "TCP") != "TCP":
+        return False
+    port = entry.get("port")
+    if port is None:
+        return True  # every port of the protocol
+    if isinstance(port, str) and not port.isdigit():
+        return port == name
+    lo = int(port)
+    hi = int(entry.get("endPort", lo))
+    return lo <= number <= hi
+
+
+def check_networkpolicy(root):
+    p = Problems(root)
+    try:
+        docs = k8s_docs(root)
+    except yaml.YAMLError:
+        p.add("deploy/k8s/", "a manifest does not parse (see the yaml check)")
+        return p.finish("networkpolicy", "")
+    workload = None
+    for path, d in docs:
+        if d.get("kind") != "StatefulSet":
+            continue
+        template = ((d.get("spec") or {}).get("template") or {})
+        for _, c in pod_containers(template):
+            if c.get("name") == "parley":
+                workload = (path, d, template, c)
+    if workload is None:
+        p.add("deploy/k8s/", "no StatefulSet with a container named parley")
+        return p.finish("networkpolicy", "")
+    wpath, ss, template, container = workload
+    pod_labels = ((template.get("metadata") or {}).get("labels") or {})
+    ident = (((ss.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+    ports = {pt.get("name"): pt.get("containerPort") for pt in container.get("ports") or []}
+    if "cluster" not in ports or "http" not in ports:
+        p.add(wpath, "the parley container names no `cluster` and `http` ports")
+        return p.finish("networkpolicy", "")
+    cluster, http = ports["cluster"], ports["http"]
+
+    def selects_parley(selector):
+        labels = (selector or {}).get("matchLabels") or {}
+        return bool(ident) and all(labels.get(k) == v for k, v in ident.items())
+
+    policies = 0
+    cluster_from_parley = False
+    http_open = False
+    for path, d in docs:
+        if d.get("kind") != "NetworkPolicy":
+            continue
+        spec = d.get("spec") or {}
+        name = (d.get("metadata") or {}).get("name")
+        sel = (spec.get("podSelector") or {}).get("matchLabels") or {}
+        if not all(pod_labels.get(k) == v for k, v in sel.items()):
+            continue  # selects other pods
+        types = spec.get("policyTypes") or ["Ingress"]
+        if "Ingress" not in types:
+            continue
+        policies += 1
+        for n, rule in enumerate(spec.get("ingress") or [], 1):
+            rule = rule or {}
+            entries = rule.get("ports") or [{}]
+            peers = rule.get("from") or []
+            admits_cluster = any(port_matches(e, cluster, "cluster") for e in entries)
+            if any(port_matches(e, http, "http") for e in entries):
+                http_open = True
+            if not admits_cluster:
+                continue
+            where = f"NetworkPolicy {name}, ingress rule {n}"
+            if not peers:
+                p.add(path, f"{where} admits the cluster port {cluster} from anywhere")
+                continue
+            ok = True
+            for peer in peers:
+                extra = sorted(set(peer) - {"podSelector"})
+                if extra or not selects_parley(peer.get("podSelector")):
+                    ok = False
+                    what = ", ".join(extra) if extra else "a podSelector without the labels " + \
+                        ", ".join(f"{k}={v}" for k, v in ident.items())
+                    p.add(path, f"{where} admits the cluster port {cluster} from {what}: "
+                                f"only Parley pods may reach it")
+            cluster_from_parley = cluster_from_parley or ok
+    if policies == 0:
+        p.add("deploy/k8s/", "no NetworkPolicy selects the Parley pods for Ingress, so every "
+                             "pod of the cluster can reach the cluster port")
+    else:
+        if not cluster_from_parley:
+            p.add("deploy/k8s/", f"no NetworkPolicy rule admits the cluster port {cluster} from "
+                                 "Parley pods: nodes could not form a cluster")
+        if not http_open:
+            p.add("deploy/k8s/", f"no NetworkPolicy rule admits the HTTP port {http}")
+    return p.finish("networkpolicy", f"{policies} policy(ies): cluster port {cluster} only from "
+                                     f"Parley pods, HTTP port {http} admitted")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--source", required=True, help="the repository root")
@@ -885,7 +994,8 @@ def main():
     ap.add_argument("--binary", action="append", default=[],
                     help="a built binary that goes into the image (runtime-libs)")
     ap.add_argument("check", choices=["yaml", "settings", "compose-nodes", "dockerfile",
-                                      "runtime-libs", "alerts", "kustomize"])
+                                      "runtime-libs", "alerts", "kustomize",
+                                      "networkpolicy"])
     a = ap.parse_args()
     root = os.path.abspath(a.source)
     if a.check == "yaml":
@@ -904,6 +1014,8 @@ def main():
         return check_runtime_libs(root, a.binary)
     if a.check == "alerts":
         return check_alerts(root)
+    if a.check == "networkpolicy":
+        return check_networkpolicy(root)
     return check_kustomize(root)
 
 

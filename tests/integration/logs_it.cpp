@@ -21,6 +21,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+/// Long enough for a node outside development mode (at least 32 characters).
+const std::string long_admin_token = "logs-test-admin-token-0123456789abcdef";
+
 /// Every line of a node's log file, parsed; a line that is not a JSON
 /// object fails the test.
 std::vector<json> log_objects(const std::string& path) {
@@ -207,7 +210,7 @@ TEST(logs, bad_log_settings_stop_the_node_with_one_line_naming_them) {
         std::pair{"PARLEY_ACCESS_LOG", "2"}}) {
     auto path = fresh_log("parley-bad-" + std::to_string(free_port()) + ".log");
     auto status = exit_status_of({{"PARLEY_PG_URL", "host=127.0.0.1"},
-                                  {"PARLEY_ADMIN_TOKEN", "t"},
+                                  {"PARLEY_ADMIN_TOKEN", long_admin_token},
                                   {"PARLEY_HTTP_PORT", std::to_string(free_port())},
                                   {name, value}},
                                  path);
@@ -224,7 +227,7 @@ TEST(logs, a_fatal_error_is_written_before_the_node_exits) {
   parley_node node{db, {{"PARLEY_CLUSTER_PORT", cluster_port}}};
   auto path = fresh_log("parley-fatal-" + std::to_string(free_port()) + ".log");
   auto status = exit_status_of({{"PARLEY_PG_URL", db.url()},
-                                {"PARLEY_ADMIN_TOKEN", "t"},
+                                {"PARLEY_ADMIN_TOKEN", long_admin_token},
                                 {"PARLEY_HTTP_PORT", std::to_string(free_port())},
                                 {"PARLEY_CLUSTER_PORT", cluster_port}},
                                path);
@@ -249,7 +252,7 @@ TEST(logs, a_stalled_stderr_holds_up_no_request_and_lost_lines_are_counted) {
   child_process node{PARLEY_BIN,
                      {},
                      {{"PARLEY_PG_URL", db.url()},
-                      {"PARLEY_ADMIN_TOKEN", "t"},
+                      {"PARLEY_ADMIN_TOKEN", long_admin_token},
                       {"PARLEY_HTTP_PORT", std::to_string(port)},
                       {"PARLEY_CLUSTER_PORT", std::to_string(free_port())}},
                      fifo};

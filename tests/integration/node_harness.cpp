@@ -18,6 +18,7 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <random>
 #include <set>
 #include <sstream>
@@ -158,9 +159,13 @@ std::string format_request(const std::string& method, const std::string& target,
 }
 
 std::string random_token() {
+  // 48 hex digits: a node outside development mode refuses a token shorter
+  // than 32 characters.
   std::mt19937_64 rng{std::random_device{}()};
   std::ostringstream s;
-  s << std::hex << rng() << rng();
+  s << std::hex << std::setfill('0');
+  for (int i = 0; i < 3; ++i)
+    s << std::setw(16) << rng();
   return s.str();
 }
 
@@ -576,7 +581,13 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
   if (!env_.count("PARLEY_CLUSTER_PORT"))
     env_["PARLEY_CLUSTER_PORT"] = std::to_string(free_port());
   env_["PARLEY_NODE_ID"] = node_id_;
-  env_["PARLEY_ADMIN_TOKEN"] = token_;
+  if (auto f = env_.find("PARLEY_ADMIN_TOKEN_FILE"); f != env_.end()) {
+    // The node reads its token from that file: so does the harness.
+    std::ifstream in{f->second};
+    std::getline(in, token_);
+  } else {
+    env_["PARLEY_ADMIN_TOKEN"] = token_;
+  }
   env_.emplace("PARLEY_LOG_LEVEL", "info");
   // Load tests send far more than the default 600 turns a minute per key;
   // the limits tests set their own rate.

@@ -20,7 +20,7 @@ namespace {
 
 constexpr unsigned short http_port = 8080;
 constexpr unsigned short cluster_port = 4242;
-const std::string token = "partition-test-admin-token";
+const std::string token = "partition-test-admin-token-0123456789";
 
 /// Upstream mode (node_harness.hpp): the harness's mock-llm pair listens on
 /// 127.0.0.1 of the test's own namespace, which no lab host reaches, so here

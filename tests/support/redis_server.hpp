@@ -12,12 +12,14 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <hiredis/hiredis.h>
@@ -50,10 +52,12 @@ struct reply_deleter {
 };
 using raw_reply = std::unique_ptr<redisReply, reply_deleter>;
 
-/// Runs one command on a fresh connection (1 s timeouts); nullptr when the
-/// server cannot be reached.
+/// Runs one command on a fresh connection (1 s timeouts), after
+/// `AUTH password` when `password` is not empty; nullptr when the server
+/// cannot be reached.
 inline raw_reply raw_command(const std::string& host, int port,
-                             const std::vector<std::string>& args) {
+                             const std::vector<std::string>& args,
+                             const std::string& password = {}) {
   redisContext* c = redisConnectWithTimeout(host.c_str(), port, timeval{1, 0});
   if (!c || c->err) {
     if (c)
@@ -61,22 +65,46 @@ inline raw_reply raw_command(const std::string& host, int port,
     return nullptr;
   }
   redisSetTimeout(c, timeval{1, 0});
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lens;
-  for (auto& a : args) {
-    argv.push_back(a.c_str());
-    lens.push_back(a.size());
+  auto run = [c](const std::vector<std::string>& words) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (auto& a : words) {
+      argv.push_back(a.c_str());
+      lens.push_back(a.size());
+    }
+    return raw_reply{static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()))};
+  };
+  if (!password.empty()) {
+    auto auth = run({"AUTH", password});
+    if (!auth || auth->type == REDIS_REPLY_ERROR) {
+      redisFree(c);
+      return auth;
+    }
   }
-  auto* r = redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+  auto r = run(args);
   redisFree(c);
-  return raw_reply{static_cast<redisReply*>(r)};
+  return r;
+}
+
+/// Where a private server may listen: PARLEY_TEST_PRIVATE_PORTS ("LOW-HIGH",
+/// so that parallel runs of the suites can keep apart), else 20000-31999.
+inline std::pair<int, int> private_port_range() {
+  if (auto* r = std::getenv("PARLEY_TEST_PRIVATE_PORTS"); r && *r) {
+    int lo = 0, hi = 0;
+    if (std::sscanf(r, "%d-%d", &lo, &hi) == 2 && 0 < lo && lo <= hi && hi < 32768)
+      return {lo, hi};
+    throw std::runtime_error("PARLEY_TEST_PRIVATE_PORTS: expected LOW-HIGH below 32768");
+  }
+  return {20000, 31999};
 }
 
 /// A private redis-server child process.
 class redis_server {
 public:
-  /// Starts on a free port below 32768; throws if none works.
-  redis_server() {
+  /// Starts on a free port of private_port_range(); throws if none works.
+  /// With `password`, the server has `requirepass password` (Redis AUTH).
+  explicit redis_server(std::string password = {}) : password_(std::move(password)) {
     char tmpl[] = "/tmp/parley-redis-XXXXXX";
     if (!mkdtemp(tmpl))
       throw std::runtime_error("mkdtemp failed");
@@ -84,9 +112,11 @@ public:
     // Start at a spot of its own, so that parallel tests rarely race.
     auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
     auto seed = static_cast<unsigned long>(getpid()) * 7919u + static_cast<unsigned long>(ticks);
-    int base = static_cast<int>(seed % 12000);
+    auto [low, high] = private_port_range();
+    int span = high - low + 1;
+    int base = static_cast<int>(seed % static_cast<unsigned long>(span));
     for (int i = 0; i < 200 && pid_ <= 0; ++i) {
-      int port = 20000 + (base + i * 37) % 12000;
+      int port = low + (base + i * 37) % span;
       if (port_is_free(port))
         try_start(port);
     }
@@ -108,7 +138,9 @@ public:
 
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
+  /// Without credentials (a server with a password then answers NOAUTH).
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  const std::string& password() const { return password_; }
 
   /// SIGTERM to our PID, waits until it is gone (SIGKILL after 5 s).
   void stop() {
@@ -184,6 +216,10 @@ private:
                                   "",           "--appendonly", "no",
                                   "--daemonize", "no",          "--logfile",
                                   dir_ + "/redis.log", "--dir", dir_};
+    if (!password_.empty()) {
+      args.push_back("--requirepass");
+      args.push_back(password_);
+    }
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());
@@ -205,7 +241,7 @@ private:
     while (std::chrono::steady_clock::now() < until) {
       if (::waitpid(pid, nullptr, WNOHANG) == pid)
         return false; // it exited: the port was taken after all
-      if (auto r = raw_command("127.0.0.1", port, {"INFO", "server"});
+      if (auto r = raw_command("127.0.0.1", port, {"INFO", "server"}, password_);
           r && r->type == REDIS_REPLY_STRING &&
           std::string{r->str, r->len}.find(marker + "\r") != std::string::npos) {
         pid_ = pid;
@@ -219,6 +255,7 @@ private:
     return false;
   }
 
+  std::string password_;
   std::string dir_;
   int port_ = 0;
   pid_t pid_ = -1;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -9,7 +10,24 @@ using namespace parley;
 
 namespace {
 
-settings base() { return {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_ADMIN_TOKEN", "t"}}; }
+const std::string long_token = "0123456789abcdef0123456789abcdef"; // 32 characters
+
+settings base() { return {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_ADMIN_TOKEN", long_token}}; }
+
+/// A file under the test's temporary directory holding `content`.
+std::string secret_file(const std::string& name, const std::string& content) {
+  auto path = std::string{::testing::TempDir()} + "parley-config-test-" + name;
+  std::ofstream f{path, std::ios::binary | std::ios::trunc};
+  f << content;
+  return path;
+}
+
+/// make_config's error for `env` (empty when it succeeds).
+std::string error_of(const settings& env, const settings& file = {}) {
+  node_config c;
+  std::string err;
+  return make_config(file, env, "h", c, err) ? std::string{} : err;
+}
 
 } // namespace
 
@@ -122,7 +140,8 @@ TEST(config, errors_name_the_bad_setting) {
                {"PARLEY_ACTOR_METRICS", "2"},       {"PARLEY_ACTOR_SCHEDULER", "fast"},
                {"PARLEY_LOG_LEVEL", "INFO"},        {"PARLEY_ACCESS_LOG", "2"},
                {"PARLEY_ACCESS_LOG", "on"},         {"PARLEY_PG_TIMEOUT_MS", "999"},
-               {"PARLEY_PG_TIMEOUT_MS", "5s"}};
+               {"PARLEY_PG_TIMEOUT_MS", "5s"},      {"PARLEY_PG_URL", "host=h sslmod=require"},
+               {"PARLEY_PG_URL", "postgresql://u:pw@h/x?ssl_mode=x"}};
   for (auto& t : cases) {
     auto env = base();
     env[t.key] = t.value;
@@ -134,11 +153,11 @@ TEST(config, errors_name_the_bad_setting) {
   }
   node_config c;
   std::string err;
-  EXPECT_FALSE(make_config({}, {{"PARLEY_ADMIN_TOKEN", "t"}}, "h", c, err));
+  EXPECT_FALSE(make_config({}, {{"PARLEY_ADMIN_TOKEN", long_token}}, "h", c, err));
   EXPECT_EQ(err.rfind("PARLEY_PG_URL", 0), 0u);
-  EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "x"}}, "h", c, err));
+  EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "host=x"}}, "h", c, err));
   EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u);
-  EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
+  EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
 }
 
 TEST(config, file_format_and_unknown_keys) {
@@ -169,4 +188,128 @@ TEST(config, the_shipped_examples_use_only_known_settings) {
                                  file, err))
       << err;
   }
+}
+
+// Issue 15 item 6: secrets as container platforms mount them.
+TEST(config, secrets_come_from_files) {
+  auto token = secret_file("token", std::string(40, 'k') + "\n");
+  auto pg = secret_file("pg", "postgresql://parley:pw@db:5432/parley?sslmode=verify-full\r\n");
+  auto redis = secret_file("redis", "redis://:s3cret@cache:6379/2");
+  auto key = secret_file("llm", "sk-upstream-key \n\n");
+  settings env{{"PARLEY_ADMIN_TOKEN_FILE", token},
+               {"PARLEY_PG_URL_FILE", pg},
+               {"PARLEY_REDIS_URL_FILE", redis},
+               {"PARLEY_LLM_API_KEY_FILE", key}};
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.admin_token, std::string(40, 'k')) << "the trailing line break is dropped";
+  EXPECT_EQ(c.pg_url, "postgresql://parley:pw@db:5432/parley?sslmode=verify-full");
+  EXPECT_EQ(c.redis_url, "redis://:s3cret@cache:6379/2");
+  EXPECT_EQ(c.llm_api_key, "sk-upstream-key");
+
+  // The config file may name the files too.
+  ASSERT_TRUE(make_config(env, {}, "h", c, err)) << err;
+  EXPECT_EQ(c.admin_token, std::string(40, 'k'));
+
+  // An empty VAR beside VAR_FILE does not count as set.
+  env["PARLEY_ADMIN_TOKEN"] = "";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.admin_token, std::string(40, 'k'));
+  // Every _FILE name is a known setting (accepted by --config, checked by
+  // the deploy checks).
+  for (auto& name : secret_settings()) {
+    auto& all = known_settings();
+    EXPECT_NE(std::find(all.begin(), all.end(), name + "_FILE"), all.end()) << name;
+  }
+}
+
+TEST(config, a_secret_set_twice_or_from_a_bad_file_is_refused_without_showing_it) {
+  auto token = secret_file("token2", std::string(40, 'k'));
+  for (auto& name : secret_settings()) {
+    auto env = base();
+    env[name] = name == "PARLEY_REDIS_URL" ? "redis://:from-env-secret@h" : "from-env-secret-" + long_token;
+    env[name + "_FILE"] = token;
+    auto err = error_of(env);
+    EXPECT_EQ(err.rfind(name + " and " + name + "_FILE", 0), 0u) << err;
+    EXPECT_NE(err.find("both"), std::string::npos) << err;
+    EXPECT_EQ(err.find("from-env-secret"), std::string::npos) << err;
+    EXPECT_EQ(err.find("kkkk"), std::string::npos) << err;
+  }
+  // The environment's pair wins over the file's: no conflict across sources.
+  auto env = base();
+  env.erase("PARLEY_ADMIN_TOKEN");
+  env["PARLEY_ADMIN_TOKEN_FILE"] = token;
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({{"PARLEY_ADMIN_TOKEN", "file-token-" + long_token}}, env, "h", c, err))
+    << err;
+  EXPECT_EQ(c.admin_token, std::string(40, 'k'));
+  ASSERT_TRUE(make_config({{"PARLEY_ADMIN_TOKEN_FILE", token}}, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.admin_token, long_token);
+
+  auto missing = base();
+  missing.erase("PARLEY_ADMIN_TOKEN");
+  missing["PARLEY_ADMIN_TOKEN_FILE"] = "/nonexistent/parley/token";
+  err = error_of(missing);
+  EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN_FILE: cannot read '/nonexistent/parley/token'", 0), 0u)
+    << err;
+  missing["PARLEY_ADMIN_TOKEN_FILE"] = secret_file("empty", " \n");
+  EXPECT_NE(error_of(missing).find("is empty"), std::string::npos);
+  missing["PARLEY_ADMIN_TOKEN_FILE"] = secret_file("two-lines", long_token + "\n" + long_token);
+  err = error_of(missing);
+  EXPECT_NE(err.find("more than one line"), std::string::npos) << err;
+  EXPECT_EQ(err.find(long_token), std::string::npos) << err;
+  missing["PARLEY_ADMIN_TOKEN_FILE"] = secret_file("huge", std::string(70000, 'x'));
+  EXPECT_NE(error_of(missing).find("larger than"), std::string::npos);
+
+  auto pg = base();
+  pg.erase("PARLEY_PG_URL");
+  pg["PARLEY_PG_URL_FILE"] = "/nonexistent/pg";
+  EXPECT_EQ(error_of(pg).rfind("PARLEY_PG_URL_FILE", 0), 0u);
+}
+
+TEST(config, a_short_or_placeholder_admin_token_is_refused_outside_dev_mode) {
+  auto env = base();
+  env["PARLEY_ADMIN_TOKEN"] = std::string(31, 'a');
+  auto err = error_of(env);
+  EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u) << err;
+  EXPECT_NE(err.find("32"), std::string::npos) << err;
+  EXPECT_EQ(err.find(std::string(31, 'a')), std::string::npos) << "the token is not shown";
+  env["PARLEY_ADMIN_TOKEN"] = std::string(32, 'a');
+  EXPECT_EQ(error_of(env), "");
+
+  // deploy/k8s/secret.yaml's placeholder, read from the file itself.
+  std::ifstream in{PARLEY_SOURCE_DIR "/deploy/k8s/secret.yaml"};
+  std::string line, placeholder;
+  while (std::getline(in, line))
+    if (auto pos = line.find("PARLEY_ADMIN_TOKEN:"); pos != std::string::npos) {
+      auto q1 = line.find('"', pos);
+      auto q2 = line.find('"', q1 + 1);
+      placeholder = line.substr(q1 + 1, q2 - q1 - 1);
+    }
+  ASSERT_FALSE(placeholder.empty());
+  env["PARLEY_ADMIN_TOKEN"] = placeholder;
+  err = error_of(env);
+  EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u) << "'" << placeholder << "' was accepted";
+  EXPECT_EQ(err.find(placeholder), std::string::npos) << err;
+  env["PARLEY_ADMIN_TOKEN"] = "CHANGEME-" + long_token;
+  EXPECT_NE(error_of(env), "");
+
+  // Development mode takes any token (and generates one when none is set).
+  env["PARLEY_DEV"] = "1";
+  env["PARLEY_ADMIN_TOKEN"] = "t";
+  EXPECT_EQ(error_of(env), "");
+  env["PARLEY_ADMIN_TOKEN"] = placeholder;
+  EXPECT_EQ(error_of(env), "");
+}
+
+TEST(config, a_redis_password_never_appears_in_the_error) {
+  auto env = base();
+  env["PARLEY_REDIS_URL"] = "redis://:hunter2-secret@cache:99999";
+  auto err = error_of(env);
+  EXPECT_EQ(err.rfind("PARLEY_REDIS_URL", 0), 0u) << err;
+  EXPECT_EQ(err.find("hunter2"), std::string::npos) << err;
+  env["PARLEY_REDIS_URL"] = "redis://parley:hunter2-secret@cache:6380/1";
+  EXPECT_EQ(error_of(env), "");
 }

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 #include "runtime/ctl.hpp"
 
 using parley::ctl_command;
@@ -112,6 +115,26 @@ TEST(ctl, usage_errors_say_what_is_wrong) {
   EXPECT_NE(usage_error({"cluster", "--url", "http://a:70000"}).find("port must be"),
             std::string::npos);
   EXPECT_EQ(usage_error({"cluster"}, {}), "no admin token: pass --token or set PARLEY_ADMIN_TOKEN");
+}
+
+// A node whose token is a mounted file (PARLEY_ADMIN_TOKEN_FILE): `parley ctl`
+// beside it reads the same file.
+TEST(ctl, the_token_may_come_from_the_file_the_node_reads) {
+  auto path = std::string{::testing::TempDir()} + "parley-ctl-token";
+  {
+    std::ofstream f{path, std::ios::trunc};
+    f << "token-from-a-file-0123456789abcdef\n";
+  }
+  ctl_command cmd;
+  std::string err;
+  ASSERT_TRUE(parse_ctl({"cluster"}, {{"PARLEY_ADMIN_TOKEN_FILE", path}}, cmd, err)) << err;
+  EXPECT_EQ(cmd.token, "token-from-a-file-0123456789abcdef");
+  ASSERT_TRUE(parse_ctl({"cluster", "--token", "given"}, {{"PARLEY_ADMIN_TOKEN_FILE", path}}, cmd,
+                        err));
+  EXPECT_EQ(cmd.token, "given") << "--token wins";
+  EXPECT_FALSE(parse_ctl({"cluster"}, {{"PARLEY_ADMIN_TOKEN_FILE", "/nonexistent/token"}}, cmd, err));
+  EXPECT_EQ(err, "PARLEY_ADMIN_TOKEN_FILE: cannot read '/nonexistent/token'");
+  std::remove(path.c_str());
 }
 
 TEST(ctl, answers_print_as_aligned_tables_and_fields) {

@@ -9,6 +9,7 @@
 
 #include "storage/pg_conninfo.hpp"
 
+using parley::storage::pg_conninfo_error;
 using parley::storage::with_pg_timeouts;
 using namespace std::chrono_literals;
 
@@ -101,4 +102,49 @@ TEST(pg_conninfo, rounds_to_libpq_seconds) {
   EXPECT_GE(std::stoi(r["keepalives_idle"]), 10);
   // An empty string (all from the environment) is still a valid conninfo.
   EXPECT_EQ(parsed(with_pg_timeouts("", 5000ms))["connect_timeout"], "5");
+}
+
+// Issue 15 item 3: what the operator writes reaches libpq unchanged, TLS
+// verification included (docs/operations.md: sslmode=verify-full).
+TEST(pg_conninfo, tls_and_other_options_pass_through) {
+  auto u = parsed(with_pg_timeouts("postgresql://parley:p%40ss@db.internal:5432/parley"
+                                   "?sslmode=verify-full&sslrootcert=/etc/parley/pg-ca.pem"
+                                   "&application_name=parley&target_session_attrs=read-write",
+                                   5000ms));
+  EXPECT_EQ(u["sslmode"], "verify-full");
+  EXPECT_EQ(u["sslrootcert"], "/etc/parley/pg-ca.pem");
+  EXPECT_EQ(u["application_name"], "parley");
+  EXPECT_EQ(u["target_session_attrs"], "read-write");
+  EXPECT_EQ(u["password"], "p@ss");
+  EXPECT_EQ(u["host"], "db.internal");
+  EXPECT_EQ(u["connect_timeout"], "5");
+  EXPECT_EQ(u["keepalives"], "1");
+
+  auto k = parsed(with_pg_timeouts("host=db.internal dbname=parley sslmode=verify-full "
+                                   "sslrootcert='/etc/parley/pg ca.pem' sslcert=/c.pem sslkey=/k.pem",
+                                   8000ms));
+  EXPECT_EQ(k["sslmode"], "verify-full");
+  EXPECT_EQ(k["sslrootcert"], "/etc/parley/pg ca.pem");
+  EXPECT_EQ(k["sslcert"], "/c.pem");
+  EXPECT_EQ(k["sslkey"], "/k.pem");
+  EXPECT_EQ(k["connect_timeout"], "8");
+  EXPECT_EQ(k["tcp_user_timeout"], "8000");
+}
+
+TEST(pg_conninfo, parse_errors_are_found_without_showing_a_password) {
+  EXPECT_EQ(pg_conninfo_error("host=h dbname=x sslmode=verify-full"), "");
+  EXPECT_EQ(pg_conninfo_error("postgresql://u:pw@h/x?sslmode=require"), "");
+  EXPECT_EQ(pg_conninfo_error(""), "");
+
+  auto typo = pg_conninfo_error("host=h sslrootcrt=/ca.pem");
+  EXPECT_NE(typo, "");
+  EXPECT_NE(typo.find("sslrootcrt"), std::string::npos) << "libpq's reason is given: " << typo;
+
+  for (std::string bad : {"host=h password=hunter2secret bogus=1", "host=h hunter2secret",
+                          "postgresql://u:hunter2secret@h/x?bogus=1",
+                          "postgresql://u:hunter2secret%zz@h/x"}) {
+    auto why = pg_conninfo_error(bad);
+    EXPECT_NE(why, "") << bad;
+    EXPECT_EQ(why.find("hunter2"), std::string::npos) << why;
+  }
 }

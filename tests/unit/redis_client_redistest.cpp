@@ -322,3 +322,75 @@ TEST(redis_failure, a_subscriber_resubscribes_after_a_restart) {
   }
   EXPECT_EQ(got.value_or("<none>"), "after");
 }
+
+// Redis AUTH (issue 15): the password form and the ACL form, on the client
+// and on the subscriber, again after every reconnect; a wrong or missing
+// password fails like an unreachable Redis.
+TEST(redis_auth, a_password_and_an_acl_user_authenticate_on_every_connect) {
+  redis_server server{"auth-test-requirepass"};
+  auto base = "@127.0.0.1:" + std::to_string(server.port());
+  auto acl = raw_command("127.0.0.1", server.port(),
+                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
+                          "+@all"},
+                         server.password());
+  ASSERT_TRUE(acl);
+  ASSERT_NE(acl->type, REDIS_REPLY_ERROR);
+
+  redis_client by_password{parse_redis_url("redis://:auth-test-requirepass" + base + "/2")};
+  redis_client by_acl{parse_redis_url("redis://limiter:acl-pw" + base + "/2")};
+  EXPECT_TRUE(by_password.ping());
+  EXPECT_TRUE(by_acl.ping());
+  // Both reach the same bucket, in db 2.
+  auto key = "parley:" + unique_name("auth");
+  EXPECT_EQ(by_password.eval_token_bucket(key, 5).remaining, 4);
+  EXPECT_EQ(by_acl.eval_token_bucket(key, 5).remaining, 3);
+  auto in_db2 = raw_command("127.0.0.1", server.port(),
+                            {"EVAL", "redis.call('SELECT', 2) return redis.call('EXISTS', KEYS[1])",
+                             "1", key},
+                            server.password());
+  ASSERT_TRUE(in_db2);
+  EXPECT_EQ(in_db2->integer, 1);
+
+  // The subscriber authenticates too.
+  redis_subscriber sub{parse_redis_url("redis://limiter:acl-pw" + base), "parley:revoked"};
+  sub.next(50ms);
+  ASSERT_TRUE(sub.subscribed());
+  redis_client pub{parse_redis_url("redis://:auth-test-requirepass" + base)};
+  EXPECT_EQ(pub.publish("parley:revoked", "pk_1"), 1);
+  EXPECT_EQ(sub.next(1s).value_or("<none>"), "pk_1");
+
+  // After a restart (the ACL user made again, as an ACL file would), a new
+  // connection authenticates again at once.
+  server.restart();
+  raw_command("127.0.0.1", server.port(),
+              {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*", "+@all"},
+              server.password());
+  auto r = by_password.eval_token_bucket(key, 5);
+  EXPECT_EQ(r.remaining, 4) << "the restarted server starts empty";
+  EXPECT_FALSE(by_password.backing_off());
+  EXPECT_EQ(by_acl.eval_token_bucket(key, 5).remaining, 3);
+}
+
+TEST(redis_auth, a_wrong_or_missing_password_counts_as_unavailable) {
+  redis_server server{"auth-test-right"};
+  auto port = std::to_string(server.port());
+  redis_options fast{200ms, 50ms, 300ms};
+  for (std::string url : {"redis://:auth-test-wrong@127.0.0.1:" + port,
+                          "redis://nobody:auth-test-right@127.0.0.1:" + port}) {
+    redis_client c{parse_redis_url(url), fast};
+    EXPECT_FALSE(c.ping()) << url;
+    EXPECT_TRUE(c.backing_off()) << "a refused AUTH starts the backoff";
+    try {
+      c.eval_token_bucket(unique_name("denied"), 5);
+      ADD_FAILURE() << "no error";
+    } catch (const redis_error& e) {
+      EXPECT_EQ(e.error_kind(), redis_error::kind::unavailable);
+      std::string what = e.what();
+      EXPECT_EQ(what.find("auth-test-"), std::string::npos) << what;
+    }
+  }
+  // Without credentials the server answers NOAUTH to everything.
+  redis_client none{parse_redis_url(server.url()), fast};
+  EXPECT_FALSE(none.ping());
+  EXPECT_THROW(none.eval_token_bucket(unique_name("noauth"), 5), redis_error);
+}
