@@ -110,7 +110,13 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
 }
 
 std::string render_delta_sse(const std::string& piece) {
-  return "event: delta\ndata: " + dump({{"content", piece}}) + "\n\n";
+  // One per streamed piece: written straight, no JSON document.
+  std::string out;
+  out.reserve(piece.size() + 36);
+  out += "event: delta\ndata: {\"content\":";
+  net::append_json_string(out, piece);
+  out += "}\n\n";
+  return out;
 }
 
 std::string render_done_sse(const turn_reply& t) {

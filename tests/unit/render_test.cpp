@@ -53,3 +53,21 @@ TEST(render, invalid_utf8_becomes_the_replacement_character) {
 
 } // namespace
 } // namespace parley
+
+TEST(render, a_delta_event_carries_the_piece_as_one_json_string) {
+  for (std::string piece : {"plain words ", "quote \" and \\ backslash", "line\nbreak\ttab",
+                            "\x01 control", "caf\xc3\xa9 \xf0\x9f\x98\x80", "bad \xff byte"}) {
+    auto sse = parley::render_delta_sse(piece);
+    ASSERT_EQ(sse.rfind("event: delta\ndata: ", 0), 0u) << sse;
+    ASSERT_EQ(sse.substr(sse.size() - 2), "\n\n");
+    auto data = sse.substr(19, sse.size() - 21);
+    EXPECT_EQ(data.find('\n'), std::string::npos) << "one data line: " << data;
+    auto j = nlohmann::json::parse(data);
+    ASSERT_TRUE(j.is_object());
+    EXPECT_EQ(j.size(), 1u);
+    if (piece.find('\xff') == std::string::npos)
+      EXPECT_EQ(j.at("content").get<std::string>(), piece);
+    else
+      EXPECT_EQ(j.at("content").get<std::string>(), "bad \xef\xbf\xbd byte");
+  }
+}
