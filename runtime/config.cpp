@@ -24,7 +24,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_HTTP_IDLE_TIMEOUT_MS", "PARLEY_LLM_POOL_SIZE", "PARLEY_MAX_CONNECTIONS",
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
-    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER"};
+    "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER",
+    "PARLEY_MAX_CONNECTIONS_PER_IP", "PARLEY_AUTH_FAILURES_PER_MIN"};
   return names;
 }
 
@@ -240,6 +241,8 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.integer("PARLEY_LLM_BREAKER_THRESHOLD", c.llm_breaker_threshold, 1, 1000);
   r.duration("PARLEY_LLM_BREAKER_COOLDOWN_MS", c.llm_breaker_cooldown, 1, 3600000);
   r.integer("PARLEY_MAX_CONNECTIONS", c.max_connections, 1, 10000000);
+  r.integer("PARLEY_MAX_CONNECTIONS_PER_IP", c.max_connections_per_ip, 0, 10000000);
+  r.integer("PARLEY_AUTH_FAILURES_PER_MIN", c.auth_failures_per_min, 0, 100000000);
   std::string log_level;
   r.text("PARLEY_LOG_LEVEL", log_level);
   if (!log_level.empty()) {
