@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <functional>
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
@@ -25,6 +26,10 @@ using call_ptr = std::shared_ptr<http_call>;
 
 constexpr std::size_t key_cache_limit = 100000;
 
+/// A request waiting for a key lookup: called with the record (id 0:
+/// unknown) or with the error of the lookup.
+using key_waiter = std::function<void(const api_key_record*, const caf::error*)>;
+
 struct cached_key {
   api_key_record rec;
   clock::time_point expires;
@@ -46,6 +51,9 @@ struct edge_state {
   /// are (the negative cache cannot stop those). Its LRU bound keeps the
   /// table small under a flood from many addresses.
   local_bucket auth_lookups{key_cache_limit};
+  /// Key lookups under way, by key hash: the requests waiting for each.
+  /// At most one entry per request in flight.
+  std::unordered_map<std::string, std::vector<key_waiter>> key_lookups;
   health_ptr health;
   std::size_t inflight = 0;
   bool draining = false;
@@ -120,6 +128,21 @@ void with_key(edge_self* self, const call_ptr& c, F&& next) {
       return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
     st.unknown_keys.erase(it);
   }
+  key_waiter resume = [c, next = std::forward<F>(next)](const api_key_record* rec,
+                                                        const caf::error* err) mutable {
+    if (err)
+      return reply_error(c, *err);
+    if (rec->id == 0)
+      return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+    next(*rec);
+  };
+  // Requests with a key whose lookup is under way wait for its answer: a
+  // burst on one key (every connection of a client after a restart) costs
+  // one query, and one token of its address's bucket.
+  if (auto it = st.key_lookups.find(hash); it != st.key_lookups.end()) {
+    it->second.push_back(std::move(resume));
+    return;
+  }
   // Any other key costs a query on the connections that commit turns: a
   // flood of random keys from one address is answered here once its
   // bucket is spent. The token is taken before the lookup (so that lookups
@@ -135,29 +158,40 @@ void with_key(edge_self* self, const call_ptr& c, F&& next) {
                              "Retry-After seconds with a valid key"});
     }
   }
+  st.key_lookups[hash].push_back(std::move(resume));
+  auto peer = c->peer;
+  auto resume_all = [self, hash](const api_key_record* rec, const caf::error* err) {
+    auto it = self->state.key_lookups.find(hash);
+    if (it == self->state.key_lookups.end())
+      return;
+    auto waiting = std::move(it->second);
+    self->state.key_lookups.erase(it);
+    for (auto& w : waiting)
+      w(rec, err);
+  };
   self->request(st.storage->any(), st.cfg.storage_timeout, find_key_atom::value, hash)
     .then(
-      [self, c, hash, charged, next = std::forward<F>(next)](api_key_record& rec) mutable {
+      [self, hash, charged, peer, resume_all](api_key_record& rec) {
         auto& s = self->state;
         if (rec.id == 0) {
           s.keys.erase(hash);
           if (s.unknown_keys.size() >= key_cache_limit)
             s.unknown_keys.clear();
           s.unknown_keys[hash] = clock::now() + s.cfg.key_cache_ttl;
-          return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+        } else {
+          if (charged)
+            s.auth_lookups.give_back(peer, s.cfg.auth_failures_per_min, 1);
+          if (s.keys.size() >= key_cache_limit)
+            s.keys.clear();
+          s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
         }
-        if (charged)
-          s.auth_lookups.give_back(c->peer, s.cfg.auth_failures_per_min, 1);
-        if (s.keys.size() >= key_cache_limit)
-          s.keys.clear();
-        s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
-        next(rec);
+        resume_all(&rec, nullptr);
       },
-      [self, c, charged](caf::error& e) {
+      [self, charged, peer, resume_all](caf::error& e) {
         // Not the client's failure: the lookup did not happen.
         if (charged)
-          self->state.auth_lookups.give_back(c->peer, self->state.cfg.auth_failures_per_min, 1);
-        reply_error(c, e);
+          self->state.auth_lookups.give_back(peer, self->state.cfg.auth_failures_per_min, 1);
+        resume_all(nullptr, &e);
       });
 }
 
