@@ -1,6 +1,8 @@
 #include "actors/edge_actor.hpp"
 
+#include <algorithm>
 #include <ctime>
+#include <functional>
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
@@ -22,6 +24,12 @@ namespace {
 using clock = std::chrono::steady_clock;
 using call_ptr = std::shared_ptr<http_call>;
 
+constexpr std::size_t key_cache_limit = 100000;
+
+/// A request waiting for a key lookup: called with the record (id 0:
+/// unknown) or with the error of the lookup.
+using key_waiter = std::function<void(const api_key_record*, const caf::error*)>;
+
 struct cached_key {
   api_key_record rec;
   clock::time_point expires;
@@ -39,6 +47,13 @@ struct edge_state {
   /// repeating a bad token costs no query on the connections that commit
   /// turns. Bounded like `keys`.
   std::unordered_map<std::string, clock::time_point> unknown_keys;
+  /// Per client address: lookups of keys not in `keys`, which random keys
+  /// are (the negative cache cannot stop those). Its LRU bound keeps the
+  /// table small under a flood from many addresses.
+  local_bucket auth_lookups{key_cache_limit};
+  /// Key lookups under way, by key hash: the requests waiting for each.
+  /// At most one entry per request in flight.
+  std::unordered_map<std::string, std::vector<key_waiter>> key_lookups;
   health_ptr health;
   std::size_t inflight = 0;
   bool draining = false;
@@ -54,8 +69,6 @@ struct edge_state {
 };
 
 using edge_self = instrumented_actor<edge_state>;
-
-constexpr std::size_t key_cache_limit = 100000;
 
 void reply(const call_ptr& c, unsigned status, std::string body,
            std::string content_type = "application/json") {
@@ -101,32 +114,85 @@ void with_key(edge_self* self, const call_ptr& c, F&& next) {
     return reply_error(c, {errc::unauthorized, "missing bearer token (Authorization: Bearer <key>)"});
   auto hash = hash_key(c->bearer);
   auto now = clock::now();
+  // An expired entry stays until the lookup below answers: a key this node
+  // has seen valid is looked up again whatever its address did (a client
+  // behind the same address as a flood keeps working).
+  bool seen_valid = false;
   if (auto it = st.keys.find(hash); it != st.keys.end()) {
     if (it->second.expires > now)
       return next(it->second.rec);
-    st.keys.erase(it);
+    seen_valid = true;
   }
   if (auto it = st.unknown_keys.find(hash); it != st.unknown_keys.end()) {
     if (it->second > now)
       return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
     st.unknown_keys.erase(it);
   }
+  key_waiter resume = [c, next = std::forward<F>(next)](const api_key_record* rec,
+                                                        const caf::error* err) mutable {
+    if (err)
+      return reply_error(c, *err);
+    if (rec->id == 0)
+      return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+    next(*rec);
+  };
+  // Requests with a key whose lookup is under way wait for its answer: a
+  // burst on one key (every connection of a client after a restart) costs
+  // one query, and one token of its address's bucket.
+  if (auto it = st.key_lookups.find(hash); it != st.key_lookups.end()) {
+    it->second.push_back(std::move(resume));
+    return;
+  }
+  // Any other key costs a query on the connections that commit turns: a
+  // flood of random keys from one address is answered here once its
+  // bucket is spent. The token is taken before the lookup (so that lookups
+  // in flight count too) and given back when the key was valid.
+  auto rate = st.cfg.auth_failures_per_min;
+  bool charged = !seen_valid && rate > 0;
+  if (charged) {
+    auto v = st.auth_lookups.take(c->peer, rate, 1, now);
+    if (!v.allowed) {
+      c->retry_after = std::max(1, (v.retry_after_ms + 999) / 1000);
+      return reply_error(c, {errc::rate_limited,
+                             "too many unknown API keys from your address; retry after the "
+                             "Retry-After seconds with a valid key"});
+    }
+  }
+  st.key_lookups[hash].push_back(std::move(resume));
+  auto peer = c->peer;
+  auto resume_all = [self, hash](const api_key_record* rec, const caf::error* err) {
+    auto it = self->state.key_lookups.find(hash);
+    if (it == self->state.key_lookups.end())
+      return;
+    auto waiting = std::move(it->second);
+    self->state.key_lookups.erase(it);
+    for (auto& w : waiting)
+      w(rec, err);
+  };
   self->request(st.storage->any(), st.cfg.storage_timeout, find_key_atom::value, hash)
     .then(
-      [self, c, hash, next = std::forward<F>(next)](api_key_record& rec) mutable {
+      [self, hash, charged, peer, resume_all](api_key_record& rec) {
         auto& s = self->state;
         if (rec.id == 0) {
+          s.keys.erase(hash);
           if (s.unknown_keys.size() >= key_cache_limit)
             s.unknown_keys.clear();
           s.unknown_keys[hash] = clock::now() + s.cfg.key_cache_ttl;
-          return reply_error(c, {errc::unauthorized, "unknown or revoked API key"});
+        } else {
+          if (charged)
+            s.auth_lookups.give_back(peer, s.cfg.auth_failures_per_min, 1);
+          if (s.keys.size() >= key_cache_limit)
+            s.keys.clear();
+          s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
         }
-        if (s.keys.size() >= key_cache_limit)
-          s.keys.clear();
-        s.keys[hash] = cached_key{rec, clock::now() + s.cfg.key_cache_ttl};
-        next(rec);
+        resume_all(&rec, nullptr);
       },
-      [c](caf::error& e) { reply_error(c, e); });
+      [self, charged, peer, resume_all](caf::error& e) {
+        // Not the client's failure: the lookup did not happen.
+        if (charged)
+          self->state.auth_lookups.give_back(peer, self->state.cfg.auth_failures_per_min, 1);
+        resume_all(nullptr, &e);
+      });
 }
 
 /// `GET /admin/v1/sessions/{id}` and `POST .../migrate`: both ask the

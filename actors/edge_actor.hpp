@@ -42,6 +42,7 @@ struct http_call {
   std::string id;
   std::int64_t seq = 0;
   std::string bearer; ///< the token after "Bearer ", empty when absent
+  std::string peer;   ///< the client's address (net::http_request::peer)
   std::string request_id;
   bool stream = false;
   /// A validation failure found before authentication; answered only once
@@ -75,6 +76,9 @@ struct edge_config {
   std::chrono::milliseconds turn_timeout{600000};
   std::chrono::milliseconds storage_timeout{30000};
   std::chrono::milliseconds key_cache_ttl{2000};
+  /// PARLEY_AUTH_FAILURES_PER_MIN: lookups of keys this node has not seen
+  /// valid, per client address and minute (burst = rate); 0: no limit.
+  std::int32_t auth_failures_per_min = 60;
   std::int32_t rate_limit_per_min = 600; ///< 0: off
   bool redis = false; ///< PARLEY_REDIS_URL set: limits are cluster-wide, else per node
   /// PARLEY_STREAM_CANCEL_ON_DISCONNECT: a streamed turn whose client left is

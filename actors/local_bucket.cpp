@@ -58,4 +58,13 @@ bucket_verdict local_bucket::take(const std::string& key, std::int32_t rate_per_
   return v;
 }
 
+void local_bucket::give_back(const std::string& key, std::int32_t rate_per_min,
+                             std::int32_t live_nodes) {
+  if (rate_per_min <= 0)
+    return;
+  if (auto it = buckets_.find(key); it != buckets_.end())
+    it->second.tokens =
+      std::min<double>(it->second.tokens + 1, node_share(rate_per_min, live_nodes));
+}
+
 } // namespace parley

@@ -47,6 +47,12 @@ public:
   bucket_verdict take(const std::string& key, std::int32_t rate_per_min, std::int32_t live_nodes,
                       clock::time_point now);
 
+  /// Gives back the token a take() for `key` took (same rate and nodes),
+  /// up to the bucket's capacity: what it paid for turned out free (the
+  /// auth throttle takes before a lookup and gives back when the key was
+  /// valid). Nothing when `key` is not tracked.
+  void give_back(const std::string& key, std::int32_t rate_per_min, std::int32_t live_nodes);
+
   /// Keys currently tracked.
   std::size_t size() const { return buckets_.size(); }
 

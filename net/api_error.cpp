@@ -36,6 +36,8 @@ errc_info info(errc e) {
     case errc::internal: return {500, "internal_error", "server_error"};
     // A moved session is a transient condition of the cluster: retry soon.
     case errc::session_moved: return {503, "overloaded", "service_unavailable_error"};
+    // RFC 6585's status; the code stays one of API.md section 2's.
+    case errc::header_too_large: return {431, "invalid_request", "invalid_request_error"};
   }
   return {500, "internal_error", "server_error"};
 }
@@ -52,7 +54,7 @@ bool has_retry_after(errc e) {
 }
 
 errc errc_from_code(std::string_view code) {
-  for (auto i = 1; i <= static_cast<int>(errc::session_moved); ++i) {
+  for (auto i = 1; i <= static_cast<int>(errc::header_too_large); ++i) {
     auto e = static_cast<errc>(i);
     if (code_name(e) == code)
       return e;

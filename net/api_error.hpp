@@ -28,6 +28,7 @@ enum class errc : std::uint8_t {
   upstream_timeout,
   internal,       ///< a broken invariant; answered as 500 `internal_error`
   session_moved,  ///< the actor lost its epoch; answered 503, the client retries
+  header_too_large, ///< request line and headers over the limit: 431, code `invalid_request`
 };
 
 /// HTTP status for an error code.

@@ -8,6 +8,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <boost/asio/dispatch.hpp>
@@ -31,7 +32,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr std::size_t header_limit = 16 * 1024;
 constexpr std::chrono::seconds write_timeout{30};
 
 std::string make_request_id() {
@@ -55,6 +55,24 @@ bool acceptable_request_id(std::string_view id) {
   return true;
 }
 
+/// The peer a connection counts against (http_request::peer): an IPv4
+/// address (also when it arrives v4-mapped on an IPv6 socket), or the /64
+/// network of an IPv6 address, since one subscriber usually holds a whole
+/// /64 and could otherwise step around a per-address cap.
+std::string peer_key(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  if (a.is_v4())
+    return a.to_string();
+  auto bytes = a.to_v6().to_bytes();
+  for (std::size_t i = 8; i < bytes.size(); ++i)
+    bytes[i] = 0;
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+/// Why a new connection is answered 503 and closed instead of served.
+enum class refusal { none, node_full, peer_full };
+
 } // namespace
 
 class connection;
@@ -67,6 +85,26 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
 
+  /// Counts a new connection of `peer`; false (and nothing counted) when
+  /// the peer already holds max_connections_per_ip. Any thread.
+  bool admit_peer(const std::string& peer) {
+    if (opts.max_connections_per_ip == 0)
+      return true;
+    std::lock_guard<std::mutex> lk{peers_mu};
+    auto [it, fresh] = per_peer.try_emplace(peer, 0);
+    if (it->second >= opts.max_connections_per_ip)
+      return false;
+    ++it->second;
+    return true;
+  }
+
+  /// Uncounts a connection admit_peer counted. Any thread.
+  void release_peer(const std::string& peer) {
+    std::lock_guard<std::mutex> lk{peers_mu};
+    if (auto it = per_peer.find(peer); it != per_peer.end() && --it->second == 0)
+      per_peer.erase(it);
+  }
+
   asio::io_context& ioc;
   server_options opts;
   request_handler handler;
@@ -78,22 +116,39 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   // stop() can reach idle ones.
   std::mutex live_mu;
   std::unordered_set<std::shared_ptr<connection>*> live;
+  // Open connections per peer; an entry exists only while its peer has one
+  // open, so the table never holds more than max_connections entries.
+  std::mutex peers_mu;
+  std::unordered_map<std::string, std::size_t> per_peer;
 };
 
 /// One client connection. All of its state is touched on its strand only.
 class connection : public std::enable_shared_from_this<connection> {
 public:
-  connection(tcp::socket&& s, std::shared_ptr<http_server::impl> srv)
-    : stream_(std::move(s)), srv_(std::move(srv)) {
+  /// `peer_counted`: admit_peer counted this connection for `peer`.
+  connection(tcp::socket&& s, std::shared_ptr<http_server::impl> srv, std::string peer,
+             bool peer_counted)
+    : stream_(std::move(s)), srv_(std::move(srv)), peer_(std::move(peer)),
+      peer_counted_(peer_counted) {
     srv_->open.fetch_add(1, std::memory_order_relaxed);
   }
 
-  ~connection() { srv_->open.fetch_sub(1, std::memory_order_relaxed); }
+  ~connection() {
+    if (peer_counted_)
+      srv_->release_peer(peer_);
+    srv_->open.fetch_sub(1, std::memory_order_relaxed);
+  }
 
-  void start(bool reject) {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this(), reject] {
-      if (reject) {
-        self->write_error(11, true, {errc::overloaded, "this node has too many open connections"},
+  void start(refusal why) {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this(), why] {
+      if (why != refusal::none) {
+        self->write_error(11, true,
+                          {errc::overloaded,
+                           why == refusal::node_full
+                             ? "this node has too many open connections"
+                             : "too many open connections from your address (at most " +
+                                 std::to_string(self->srv_->opts.max_connections_per_ip) +
+                                 "); close some or retry later"},
                           make_request_id());
         return;
       }
@@ -168,6 +223,10 @@ private:
   void wait_idle() {
     if (buffer_.size() > 0)
       return read_request();
+    // An idle connection keeps no large buffer from an earlier request.
+    if (buffer_.capacity() > 4096)
+      buffer_.shrink_to_fit();
+    buffer_.max_size(srv_->opts.header_limit);
     stream_.expires_after(srv_->opts.idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
@@ -181,10 +240,29 @@ private:
   void read_request() {
     parser_.emplace();
     parser_->body_limit(srv_->opts.body_limit);
-    parser_->header_limit(header_limit);
+    parser_->header_limit(static_cast<std::uint32_t>(srv_->opts.header_limit));
     stream_.expires_after(srv_->opts.header_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&connection::on_read, shared_from_this()));
+    read_some();
+  }
+
+  /// One step of reading a request (http::async_read, step by step). The
+  /// read buffer only ever holds bytes the parser has not consumed yet:
+  /// while the headers arrive at most header_limit of them, afterwards at
+  /// most line_limit. Beast 1.74 bounds the headers itself, but not a
+  /// chunk-size line with its extensions, nor the trailers: without this
+  /// cap one `1;aaaa...` line would grow the buffer without end.
+  void read_some() {
+    auto cap = parser_->is_header_done() ? srv_->opts.line_limit : srv_->opts.header_limit;
+    // Never below what it holds: the parser consumes that first.
+    buffer_.max_size(std::max(cap, buffer_.size()));
+    http::async_read_some(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&connection::on_read_some, shared_from_this()));
+  }
+
+  void on_read_some(beast::error_code ec, std::size_t n) {
+    if (!ec && !parser_->is_done())
+      return read_some();
+    on_read(ec, n);
   }
 
   void on_read(beast::error_code ec, std::size_t) {
@@ -194,12 +272,25 @@ private:
     if (ec == http::error::body_limit)
       return write_error(11, true, {errc::payload_too_large, "the request body is over 64 KiB"},
                          make_request_id());
+    if (ec == http::error::header_limit ||
+        (ec == http::error::buffer_overflow && !parser_->is_header_done()))
+      return write_error(11, true,
+                         {errc::header_too_large,
+                          "the request line and headers are over " +
+                            std::to_string(srv_->opts.header_limit / 1024) + " KiB"},
+                         make_request_id());
+    if (ec == http::error::buffer_overflow)
+      return write_error(11, true,
+                         {errc::invalid_request,
+                          "a chunk-size line with its extensions, or the trailer section, is "
+                          "over " +
+                            std::to_string(srv_->opts.line_limit / 1024) + " KiB"},
+                         make_request_id());
     if (ec) {
-      if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
-        std::string what = ec == http::error::header_limit ? "the request headers are too large"
-                                                           : "malformed HTTP request: " + ec.message();
-        return write_error(11, true, {errc::invalid_request, what}, make_request_id());
-      }
+      if (ec.category() == http::make_error_code(http::error::bad_method).category())
+        return write_error(11, true,
+                           {errc::invalid_request, "malformed HTTP request: " + ec.message()},
+                           make_request_id());
       return close();
     }
     auto& msg = parser_->get();
@@ -238,6 +329,7 @@ private:
     auto rid = msg["X-Request-Id"];
     req.request_id = acceptable_request_id(rid) ? std::string{rid} : make_request_id();
     req.received = std::chrono::steady_clock::now();
+    req.peer = peer_;
     req.body = std::move(msg.body());
     version_ = msg.version();
     keep_alive_ = msg.keep_alive();
@@ -362,6 +454,8 @@ private:
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<http_server::impl> srv_;
+  std::string peer_;
+  bool peer_counted_ = false;
   std::unique_ptr<std::shared_ptr<connection>> self_slot_;
   std::string request_id_;
   unsigned version_ = 11;
@@ -451,8 +545,18 @@ void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
     return;
   if (!ec) {
     socket.set_option(tcp::no_delay{true}, ec);
-    bool reject = open.load(std::memory_order_relaxed) >= opts.max_connections;
-    std::make_shared<connection>(std::move(socket), shared_from_this())->start(reject);
+    auto remote = socket.remote_endpoint(ec);
+    if (ec) // gone already
+      return do_accept();
+    auto peer = peer_key(remote.address());
+    auto why = refusal::none;
+    if (open.load(std::memory_order_relaxed) >= opts.max_connections)
+      why = refusal::node_full;
+    else if (!admit_peer(peer))
+      why = refusal::peer_full;
+    bool counted = why == refusal::none && opts.max_connections_per_ip > 0;
+    std::make_shared<connection>(std::move(socket), shared_from_this(), std::move(peer), counted)
+      ->start(why);
   } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
     // Out of file descriptors: back off briefly instead of spinning.
     auto t = std::make_shared<asio::steady_timer>(acceptor.get_executor());

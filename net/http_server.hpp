@@ -27,6 +27,9 @@ struct http_request {
   std::string authorization;
   std::string accept;
   std::string request_id; ///< the client's X-Request-Id, or a generated one
+  /// Who sent it: the peer's IPv4 address, or the /64 network of its IPv6
+  /// address (one subscriber's block), e.g. "203.0.113.7", "2001:db8:1:2::/64".
+  std::string peer;
   std::chrono::steady_clock::time_point received;
 };
 
@@ -68,7 +71,17 @@ struct server_options {
   std::chrono::milliseconds header_timeout{10000}; ///< first byte to end of body
   std::chrono::milliseconds idle_timeout{60000};   ///< keep-alive wait between requests
   std::size_t body_limit = 64 * 1024;
+  /// Request line and headers together at most; beyond: 431.
+  std::size_t header_limit = 16 * 1024;
+  /// Once the headers are in, the read buffer holds at most this many bytes
+  /// the parser has not consumed yet: a chunk-size line with its
+  /// extensions, or the trailer section, longer than this is a 400. (Body
+  /// bytes never wait in the buffer: the parser moves them out at once.)
+  std::size_t line_limit = 8 * 1024;
   std::size_t max_connections = 20000;
+  /// Open connections per peer (http_request::peer) at most; 0: no cap.
+  /// Beyond it a new connection gets 503 `overloaded` and is closed.
+  std::size_t max_connections_per_ip = 1000;
 };
 
 class http_server {

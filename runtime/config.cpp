@@ -27,6 +27,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LOG_LEVEL", "PARLEY_LLM_MAX_ATTEMPTS", "PARLEY_LLM_BREAKER_THRESHOLD",
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
     "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER",
+    "PARLEY_MAX_CONNECTIONS_PER_IP", "PARLEY_AUTH_FAILURES_PER_MIN",
     // Secrets from files (secret_settings()), as container platforms mount them.
     "PARLEY_PG_URL_FILE", "PARLEY_REDIS_URL_FILE", "PARLEY_LLM_API_KEY_FILE",
     "PARLEY_ADMIN_TOKEN_FILE"};
@@ -310,6 +311,8 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.integer("PARLEY_LLM_BREAKER_THRESHOLD", c.llm_breaker_threshold, 1, 1000);
   r.duration("PARLEY_LLM_BREAKER_COOLDOWN_MS", c.llm_breaker_cooldown, 1, 3600000);
   r.integer("PARLEY_MAX_CONNECTIONS", c.max_connections, 1, 10000000);
+  r.integer("PARLEY_MAX_CONNECTIONS_PER_IP", c.max_connections_per_ip, 0, 10000000);
+  r.integer("PARLEY_AUTH_FAILURES_PER_MIN", c.auth_failures_per_min, 0, 100000000);
   std::string log_level;
   r.text("PARLEY_LOG_LEVEL", log_level);
   if (!log_level.empty()) {

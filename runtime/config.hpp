@@ -55,6 +55,11 @@ struct node_config {
   int llm_breaker_threshold = 5;  ///< consecutive failures that open a circuit
   std::chrono::milliseconds llm_breaker_cooldown{10000};
   std::size_t max_connections = 20000;
+  /// Open HTTP connections per client address (IPv6: per /64); 0: no cap.
+  std::size_t max_connections_per_ip = 1000;
+  /// Lookups of unknown API keys per client address and minute, as a token
+  /// bucket whose burst equals the rate; beyond: 429 `rate_limited`. 0: off.
+  std::int32_t auth_failures_per_min = 60;
   log::level log_level = log::level::info;
   bool access_log = true; ///< one info line per answered HTTP request
 };

@@ -291,6 +291,7 @@ net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, acc
     call.id = std::move(m.id);
     call.bearer = bearer_token(req.authorization);
     call.request_id = req.request_id;
+    call.peer = req.peer;
     if (m.r == net::route::post_feedback) {
       if (auto seq = net::parse_seq(m.seq))
         call.seq = *seq;

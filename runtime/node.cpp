@@ -318,6 +318,7 @@ int serve(node_config cfg) {
   edge_cfg.turn_timeout = (llm_bound + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
   edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
+  edge_cfg.auth_failures_per_min = cfg.auth_failures_per_min;
   edge_cfg.redis = !cfg.redis_url.empty();
   edge_cfg.cancel_on_disconnect = cfg.stream_cancel_on_disconnect == 1;
   ratelimit_config rl_cfg;
@@ -366,6 +367,7 @@ int serve(node_config cfg) {
   http_opts.header_timeout = cfg.http_header_timeout;
   http_opts.idle_timeout = cfg.http_idle_timeout;
   http_opts.max_connections = cfg.max_connections;
+  http_opts.max_connections_per_ip = cfg.max_connections_per_ip;
   net::http_server server{
     io, http_opts,
     make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off, board)};

@@ -121,6 +121,11 @@ TEST(api, error_bodies_have_openai_shape_and_statuses) {
   EXPECT_TRUE(has_retry_after(errc::storage_unavailable));
   EXPECT_FALSE(has_retry_after(errc::not_found));
   EXPECT_EQ(errc_from_code("rate_limited"), errc::rate_limited);
+  // Oversized headers: RFC 6585's 431, with a code API.md section 2 lists.
+  EXPECT_EQ(http_status(errc::header_too_large), 431u);
+  EXPECT_EQ(code_name(errc::header_too_large), "invalid_request");
+  EXPECT_FALSE(has_retry_after(errc::header_too_large));
+  EXPECT_EQ(errc_from_code("invalid_request"), errc::invalid_request);
 }
 
 TEST(api, chat_completion_requests_follow_openai) {

@@ -48,6 +48,26 @@ TEST(config, defaults_follow_the_contract) {
   EXPECT_EQ(c.session_queue_limit, 32u);
   EXPECT_EQ(c.log_level, log::level::info);
   EXPECT_TRUE(c.access_log);
+  EXPECT_EQ(c.max_connections_per_ip, 1000u);
+  EXPECT_EQ(c.auth_failures_per_min, 60);
+}
+
+// Issue 15: the per-address bounds take 0 for "off" and refuse nonsense.
+TEST(config, per_address_bounds) {
+  node_config c;
+  std::string err;
+  auto env = base();
+  env["PARLEY_MAX_CONNECTIONS_PER_IP"] = "0";
+  env["PARLEY_AUTH_FAILURES_PER_MIN"] = "0";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.max_connections_per_ip, 0u);
+  EXPECT_EQ(c.auth_failures_per_min, 0);
+  for (const char* key : {"PARLEY_MAX_CONNECTIONS_PER_IP", "PARLEY_AUTH_FAILURES_PER_MIN"}) {
+    auto bad = base();
+    bad[key] = "-1";
+    EXPECT_FALSE(make_config({}, bad, "h", c, err)) << key;
+    EXPECT_NE(err.find(key), std::string::npos) << err;
+  }
 }
 
 // API.md section 1: PARLEY_LLM_POOL_SIZE defaults to as many connections as

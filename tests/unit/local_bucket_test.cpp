@@ -31,6 +31,25 @@ TEST(local_bucket, lets_the_rate_through_as_a_burst_then_denies) {
   EXPECT_EQ(denied.retry_after_ms, 10000) << "6 per minute: one token every 10 s";
 }
 
+// The auth throttle takes before a key lookup and gives back when the key
+// was valid; a give-back never lifts a bucket above its burst.
+TEST(local_bucket, give_back_returns_one_token_up_to_the_burst) {
+  local_bucket b;
+  for (int i = 0; i < 6; ++i)
+    b.take("k", 6, 1, t0);
+  EXPECT_FALSE(b.take("k", 6, 1, t0).allowed);
+  b.give_back("k", 6, 1);
+  EXPECT_TRUE(b.take("k", 6, 1, t0).allowed);
+  EXPECT_FALSE(b.take("k", 6, 1, t0).allowed);
+  local_bucket full;
+  full.take("f", 6, 1, t0);
+  for (int i = 0; i < 10; ++i)
+    full.give_back("f", 6, 1);
+  EXPECT_EQ(full.take("f", 6, 1, t0).remaining, 5) << "still at most 6";
+  full.give_back("unknown", 6, 1);
+  EXPECT_EQ(full.size(), 1u) << "giving back tracks nothing new";
+}
+
 TEST(local_bucket, refills_rate_per_minute_and_says_when) {
   local_bucket b;
   for (int i = 0; i < 6; ++i)
