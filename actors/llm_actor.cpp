@@ -14,6 +14,7 @@
 #include "actors/messages.hpp"
 #include "actors/upstream_policy.hpp"
 #include "net/http_client.hpp"
+#include "net/openai_chunk.hpp"
 
 namespace parley {
 
@@ -33,31 +34,6 @@ struct stream_progress {
   std::string model;         ///< the model the upstream named in its chunks
   std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
 };
-
-/// The content piece of one streamed chunk (`choices[0].delta.content`), and
-/// its `model`, if it has them. Pure; runs on the upstream connection's strand.
-bool chunk_piece(std::string_view data, std::string& piece, std::string& model) {
-  if (data == "[DONE]")
-    return false;
-  auto j = nlohmann::json::parse(data, nullptr, false);
-  if (!j.is_object())
-    return false;
-  try {
-    if (auto m = j.find("model"); m != j.end() && m->is_string())
-      model = m->get<std::string>();
-    auto& choices = j.at("choices");
-    if (choices.empty())
-      return false;
-    auto& delta = choices.at(0).at("delta");
-    auto content = delta.find("content");
-    if (content == delta.end() || !content->is_string())
-      return false;
-    piece = std::move(content->get_ref<std::string&>());
-    return !piece.empty();
-  } catch (const nlohmann::json::exception&) {
-    return false; // not a chunk Parley understands: skipped
-  }
-}
 
 /// One model call on its way through attempts, retries and upstreams.
 struct call {
@@ -192,7 +168,7 @@ void attempt(llm_self* self, std::uint64_t id) {
     net::stream_callbacks cb;
     cb.on_event = [listener = c.listener, progress = c.progress](std::string_view data) {
       std::string piece;
-      if (!chunk_piece(data, piece, progress->model))
+      if (!net::chunk_piece(data, piece, progress->model))
         return;
       progress->streamed += piece;
       ++progress->forwarded;
