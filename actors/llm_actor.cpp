@@ -48,6 +48,7 @@ struct call {
   clock::time_point attempt_started;
   caf::error last; ///< the most recent failure, answered if nothing succeeds
   caf::actor listener; ///< a streamed call: gets (delta_atom, piece) first
+  caf::actor caller;   ///< who asked: the pieces are sent under its identity
   /// A streamed call's pieces so far: written on its upstream connection's
   /// strand while an attempt streams, read here only after that attempt's
   /// done message (which the strand sends after its last event).
@@ -166,13 +167,14 @@ void attempt(llm_self* self, std::uint64_t id) {
     // the node would be a queue every piece waits in); the done message
     // follows the last piece, so the reply never overtakes a piece.
     net::stream_callbacks cb;
-    cb.on_event = [listener = c.listener, progress = c.progress](std::string_view data) {
+    cb.on_event = [listener = c.listener, caller = c.caller,
+                   progress = c.progress](std::string_view data) {
       std::string piece;
       if (!net::chunk_piece(data, piece, progress->model))
         return;
       progress->streamed += piece;
       ++progress->forwarded;
-      caf::anon_send(listener, delta_atom::value, std::move(piece));
+      caf::send_as(caller, listener, delta_atom::value, std::move(piece));
     };
     cb.on_done = [me, id](net::fetch_result r) {
       caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
@@ -253,7 +255,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     u.breaker.on_success();
     report_circuit(self, u);
     if (c.listener && c.progress->forwarded == 0 && !result.content.empty())
-      self->send(c.listener, delta_atom::value, result.content);
+      caf::send_as(c.caller, c.listener, delta_atom::value, result.content);
     auto rp = std::move(c.rp);
     st.calls.erase(it);
     rp.deliver(std::move(result));
@@ -300,12 +302,12 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
 }
 
 /// The echo model streams its answer word by word.
-void echo_pieces(llm_self* self, const caf::actor& listener, const std::string& text) {
+void echo_pieces(const caf::actor& caller, const caf::actor& listener, const std::string& text) {
   std::size_t start = 0;
   while (start < text.size()) {
     auto space = text.find(' ', start);
     auto end = space == std::string::npos ? text.size() : space + 1;
-    self->send(listener, delta_atom::value, text.substr(start, end - start));
+    caf::send_as(caller, listener, delta_atom::value, text.substr(start, end - start));
     start = end;
   }
 }
@@ -321,7 +323,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
     if (!req.messages.empty())
       r.content = req.messages.back().content;
     if (listener)
-      echo_pieces(self, listener, r.content);
+      echo_pieces(caf::actor_cast<caf::actor>(self->current_sender()), listener, r.content);
     return r;
   }
   auto id = ++s.next_id;
@@ -331,6 +333,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   c.body = request_body(req, static_cast<bool>(listener));
   c.started = clock::now();
   c.listener = std::move(listener);
+  c.caller = caf::actor_cast<caf::actor>(self->current_sender());
   s.calls.emplace(id, std::move(c));
   next_upstream(self, id);
   return caf::delegated<llm_result>{};
@@ -371,8 +374,10 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
     // close the upstream stream; the call then fails and nothing is stored.
     [self](cancel_atom) {
       auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!sender)
+        return;
       for (auto& [id, c] : self->state.calls)
-        if (c.listener && c.listener == sender)
+        if (c.listener && (c.listener == sender || c.caller == sender))
           c.cancel->store(true);
     },
     [self](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,

@@ -7,6 +7,13 @@
 /// Protocol:
 ///   (llm_call_atom, llm_request) -> llm_result
 ///     | upstream_error | upstream_timeout | upstream_unavailable | overloaded
+///   (llm_call_atom, llm_request, listener) -> llm_result | (the same errors)
+///     streamed: the listener gets (delta_atom, piece) for each piece, in
+///     order and before the answer, sent under the caller's identity (the
+///     listener's current_sender() is the caller) straight from the upstream
+///     connection's thread; the echo model sends its pieces from here
+///   (cancel_atom) from a streamed call's caller or listener: abandons its
+///     upstream stream (the call then fails)
 ///   (llm_done_atom, id, status, http_status, body, error, retry_after)   internal
 ///   (retry_atom, id)                                                      internal
 ///

@@ -332,8 +332,10 @@ void call_model(session_self* self, turn_ptr t) {
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;
   st.sink = t->req.sink;
+  // Streamed: the pieces go from the llm straight to the sink (a hop less
+  // per piece), under this actor's identity, so the sink's cancel comes here.
   auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
-                                      caf::actor_cast<caf::actor>(self))
+                                      st.sink)
                       : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
   std::move(call).then(
       [self, t, user](llm_result& r) {
@@ -514,12 +516,14 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
         self->send(s.successor, cancel_atom::value);
     },
     [self](delta_atom, std::string& piece) {
-      // A piece of the running turn's reply: on to the client's node.
+      // A piece of a relayed turn's reply, from the successor (this actor's
+      // own turns' pieces go from the llm to their sink directly): on to the
+      // client's node.
       auto& s = self->state;
-      if (s.sink)
-        self->send(s.sink, delta_atom::value, std::move(piece));
-      else if (s.ph == phase::moved && !s.relay_sinks.empty())
+      if (s.ph == phase::moved && !s.relay_sinks.empty())
         self->send(s.relay_sinks.front().second, delta_atom::value, std::move(piece));
+      else if (s.sink)
+        self->send(s.sink, delta_atom::value, std::move(piece));
     },
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).

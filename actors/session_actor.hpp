@@ -13,6 +13,12 @@
 ///                              there are on their way; run the ones that came here
 ///                              straight after them
 ///   (gone_atom)                from the registry: the session was deleted; quit
+///   (delta_atom, piece)        from the successor: a piece of a relayed streamed turn,
+///                              on to its sink (the pieces of this actor's own turns go
+///                              from the llm actor to the sink directly, under this
+///                              actor's identity)
+///   (cancel_atom)              from a streamed turn's sink: its client left and the node
+///                              cancels on disconnect; on to the llm actor (or successor)
 ///
 /// Life: spawned by the registry on the first turn, the actor activates by
 /// bumping the session's epoch in PostgreSQL and loading its window. Every
