@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -192,12 +193,34 @@ std::string fresh_log(const std::string& name) {
   return path;
 }
 
+namespace {
+
+/// The ports free_port hands out: PARLEY_TEST_PORT_RANGE ("LO-HI", within
+/// 1024-32767), so that people testing side by side on one machine keep
+/// apart, or 20000-31999.
+std::pair<unsigned short, unsigned short> port_range() {
+  unsigned lo = 20000, hi = 31999;
+  if (auto* r = std::getenv("PARLEY_TEST_PORT_RANGE"); r && *r) {
+    unsigned a = 0, b = 0;
+    if (std::sscanf(r, "%u-%u", &a, &b) != 2 || a < 1024 || b > 32767 || a > b)
+      throw std::runtime_error("PARLEY_TEST_PORT_RANGE: expected LO-HI within 1024-32767");
+    lo = a;
+    hi = b;
+  }
+  return {static_cast<unsigned short>(lo), static_cast<unsigned short>(hi)};
+}
+
+} // namespace
+
 unsigned short free_port() {
   static std::set<unsigned short> handed_out;
-  static unsigned short next = static_cast<unsigned short>(20000 + (getpid() * 37) % 11000);
-  for (int tries = 0; tries < 12000; ++tries) {
+  static const auto range = port_range();
+  const unsigned short lo = range.first, hi = range.second;
+  static unsigned short next =
+    static_cast<unsigned short>(lo + (getpid() * 37) % (hi - lo + 1));
+  for (int tries = 0; tries <= hi - lo; ++tries) {
     unsigned short p = next;
-    next = static_cast<unsigned short>(next >= 31999 ? 20000 : next + 1);
+    next = static_cast<unsigned short>(next >= hi ? lo : next + 1);
     if (handed_out.count(p))
       continue;
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -24,7 +24,8 @@ using headers = std::map<std::string, std::string>;
 bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit);
 
 /// A port below 32768 that nothing listens on now; never the same twice in
-/// one process.
+/// one process. PARLEY_TEST_PORT_RANGE=LO-HI keeps it within LO..HI (people
+/// testing side by side on one machine) [20000-31999].
 unsigned short free_port();
 
 struct http_result {
