@@ -28,7 +28,9 @@ std::string ssl_errors() {
 
 /// Refuses to decrypt: CAF would ask for the passphrase on a terminal at
 /// every connection, so an encrypted key must fail here, not prompt.
-int no_passphrase(char*, int, int, void*) { return 0; }
+int no_passphrase(char*, int, int, void*) {
+  return 0;
+}
 
 using ctx_ptr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
 using store_ctx_ptr = std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)>;
@@ -55,11 +57,11 @@ std::string check_cluster_tls(const std::string& cert_file, const std::string& k
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_check_private_key(ctx.get()) != 1)
     return "PARLEY_CLUSTER_TLS_KEY: '" + key_file +
-           "' is not the unencrypted PEM private key of PARLEY_CLUSTER_TLS_CERT (" +
-           ssl_errors() + ")";
+           "' is not the unencrypted PEM private key of PARLEY_CLUSTER_TLS_CERT (" + ssl_errors() +
+           ")";
   if (SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1)
-    return "PARLEY_CLUSTER_TLS_CA: '" + ca_file + "' holds no PEM certificate (" +
-           ssl_errors() + ")";
+    return "PARLEY_CLUSTER_TLS_CA: '" + ca_file + "' holds no PEM certificate (" + ssl_errors() +
+           ")";
 
   // Peers verify this certificate as a TLS server (the node dialled) and as
   // a client (the node dialling), each against the same CA.
@@ -77,8 +79,7 @@ std::string check_cluster_tls(const std::string& cert_file, const std::string& k
       ERR_clear_error();
       return "PARLEY_CLUSTER_TLS_CERT: '" + cert_file +
              "' does not verify against PARLEY_CLUSTER_TLS_CA '" + ca_file + "' as a TLS " +
-             (role == std::string{"ssl_server"} ? "server" : "client") +
-             " certificate: " + why;
+             (role == std::string{"ssl_server"} ? "server" : "client") + " certificate: " + why;
     }
   }
   return {};

@@ -108,7 +108,8 @@ void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& c
 
 /// Publishes the membership actor on the cluster port: over mutual TLS
 /// when configured, else plain BASP with one warning.
-caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys, const caf::actor& membership,
+caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys,
+                                                const caf::actor& membership,
                                                 const node_config& cfg) {
   if (cfg.cluster_tls()) {
     log::info("cluster port: mutual TLS; only peers with a certificate from the cluster CA "

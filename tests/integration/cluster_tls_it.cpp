@@ -188,7 +188,8 @@ TEST(cluster_tls, members_form_a_cluster_and_strangers_stay_out) {
   parley_node n0{db, env_of("node-0", cports[0], p.env("node-0", p.path("cluster-ca.pem")))};
   parley_node n1{db, env_of("node-1", cports[1], p.env("node-1", p.path("cluster-ca.pem")))};
   parley_node plain{stranger_db, env_of("stranger-plain", cports[2], {})};
-  parley_node other{stranger_db, env_of("stranger-other-ca", cports[3], p.env("stranger", both_cas))};
+  parley_node other{stranger_db,
+                    env_of("stranger-other-ca", cports[3], p.env("stranger", both_cas))};
 
   // A TCP connection that never speaks must not hold anything up.
   int silent = silent_connection(cports[0]);
@@ -196,12 +197,9 @@ TEST(cluster_tls, members_form_a_cluster_and_strangers_stay_out) {
 
   const std::set<std::string> members{"node-0", "node-1"};
   ASSERT_TRUE(wait_for(
-    [&] {
-      return status_of(n0, "node-1") == "up" && status_of(n1, "node-0") == "up";
-    },
-    20s))
-    << n0.cluster().dump() << "\n"
-    << n0.process().log_tail();
+      [&] { return status_of(n0, "node-1") == "up" && status_of(n1, "node-0") == "up"; }, 20s))
+      << n0.cluster().dump() << "\n"
+      << n0.process().log_tail();
   // Every node dials every seed once a second: give the strangers several
   // rounds in both directions, during which the members never lose each
   // other (a stranger's failed handshake once dropped members' connections).
@@ -210,7 +208,7 @@ TEST(cluster_tls, members_form_a_cluster_and_strangers_stay_out) {
   EXPECT_EQ(member_ids(n1), members) << n1.cluster().dump();
   EXPECT_EQ(member_ids(plain), std::set<std::string>{"stranger-plain"}) << plain.cluster().dump();
   EXPECT_EQ(member_ids(other), std::set<std::string>{"stranger-other-ca"})
-    << other.cluster().dump();
+      << other.cluster().dump();
   EXPECT_EQ(count_lines(n0.process().log_path(), plain_warning), 0);
   EXPECT_EQ(count_lines(plain.process().log_path(), plain_warning), 1);
 
@@ -253,9 +251,9 @@ TEST(cluster_tls, members_form_a_cluster_and_strangers_stay_out) {
   for (auto* s : {&plain, &other}) {
     EXPECT_EQ(s->admin("POST", "/admin/v1/nodes/node-0/drain").status, 404);
     EXPECT_EQ(s->admin("POST", "/admin/v1/nodes/node-1/drain").status, 404);
-    EXPECT_NE(s->admin("POST", "/admin/v1/sessions/" + moved + "/migrate", {{"to", s->node_id()}})
-                .status,
-              200);
+    EXPECT_NE(
+        s->admin("POST", "/admin/v1/sessions/" + moved + "/migrate", {{"to", s->node_id()}}).status,
+        200);
   }
   std::this_thread::sleep_for(1s);
   for (auto* n : {&n0, &n1}) {
@@ -297,15 +295,15 @@ TEST(cluster_tls, a_killed_member_leaves_the_others_connected) {
   }
   const std::set<std::string> all{"node-0", "node-1", "node-2"};
   ASSERT_TRUE(wait_for(
-    [&] {
-      for (auto& n : nodes)
-        for (auto& id : all)
-          if (status_of(*n, id) != "up")
-            return false;
-      return true;
-    },
-    20s))
-    << nodes[0]->cluster().dump();
+      [&] {
+        for (auto& n : nodes)
+          for (auto& id : all)
+            if (status_of(*n, id) != "up")
+              return false;
+        return true;
+      },
+      20s))
+      << nodes[0]->cluster().dump();
   auto key = nodes[0]->create_key("alice");
   nodes[2]->kill9();
   auto t0 = std::chrono::steady_clock::now();
@@ -366,13 +364,12 @@ TEST(cluster_tls, only_a_peer_with_a_cluster_certificate_gets_a_handle) {
   auto anonymous = try_connect({}, true);
   EXPECT_FALSE(anonymous.empty()) << "an anonymous TLS peer got a handle";
   auto stranger = try_connect(
-    {{"cert", p.path("stranger.pem")}, {"key", p.path("stranger.key")}, {"ca", both_cas}}, true);
+      {{"cert", p.path("stranger.pem")}, {"key", p.path("stranger.key")}, {"ca", both_cas}}, true);
   EXPECT_FALSE(stranger.empty()) << "a peer with another CA's certificate got a handle";
   // The control: the same call with a cluster certificate works.
-  auto member = try_connect({{"cert", p.path("peer.pem")},
-                             {"key", p.path("peer.key")},
-                             {"ca", p.path("cluster-ca.pem")}},
-                            true);
+  auto member = try_connect(
+      {{"cert", p.path("peer.pem")}, {"key", p.path("peer.key")}, {"ca", p.path("cluster-ca.pem")}},
+      true);
   EXPECT_EQ(member, "") << "a peer with a cluster certificate was refused";
   EXPECT_TRUE(node.process().alive()) << node.process().log_tail();
   EXPECT_EQ(status_of(node, node.node_id()), "up");
@@ -392,7 +389,7 @@ TEST(cluster_tls, plain_mode_warns_once_and_bad_settings_are_fatal) {
   {
     parley_node node{db};
     EXPECT_EQ(count_lines(node.process().log_path(), plain_warning), 1)
-      << node.process().log_tail();
+        << node.process().log_tail();
   }
 
   auto start = [&](std::map<std::string, std::string> tls) {
@@ -403,8 +400,8 @@ TEST(cluster_tls, plain_mode_warns_once_and_bad_settings_are_fatal) {
     return run_process(PARLEY_BIN, {}, tls, 30s);
   };
   auto full = p.env("node-0", p.path("cluster-ca.pem"));
-  for (auto missing : {"PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY",
-                       "PARLEY_CLUSTER_TLS_CA"}) {
+  for (auto missing :
+       {"PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA"}) {
     auto env = full;
     env.erase(missing);
     auto r = start(env);
