@@ -165,7 +165,7 @@ void dial(membership_self* self, const std::string& addr) {
     if (!was_joined && joined(self))
       publish(self, false);
   };
-  auto mm = self->home_system().middleman().actor_handle();
+  auto mm = st.cfg.connector ? st.cfg.connector : self->home_system().middleman().actor_handle();
   self->request(mm, dial_timeout, caf::connect_atom::value, host, static_cast<std::uint16_t>(port))
     .then(
       [self, addr, done](const caf::node_id& nid, caf::strong_actor_ptr& ptr,

@@ -26,9 +26,12 @@
 /// a silent one (hung, partitioned) misses its heartbeats and is declared
 /// down after PARLEY_FAILURE_DETECT_MS. CAF's own middleman heartbeat (set up
 /// by the runtime on every node) closes such connections on the same bound.
-/// Down members and unreached seeds are dialled again every second, so a
-/// healed partition or a restarted node joins back without help. A member
-/// down for max(5 min, 100 x PARLEY_FAILURE_DETECT_MS) is forgotten (scale-in).
+/// Dials go through `connector`, so under mutual TLS (runtime/node.cpp) only
+/// peers with a certificate from the cluster's CA are reached, as only they
+/// are admitted. Down members and unreached seeds are dialled again every
+/// second, so a healed partition or a restarted node joins back without
+/// help. A member down for max(5 min, 100 x PARLEY_FAILURE_DETECT_MS) is
+/// forgotten (scale-in).
 ///
 /// The actor is detached (its own thread): its timers must not wait behind
 /// a busy scheduler, or heavy load would look like a dead node.
@@ -40,6 +43,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/io/middleman_actor.hpp>
 
 #include "actors/messages.hpp"
 
@@ -52,6 +56,10 @@ struct membership_config {
   caf::actor registry; ///< asked for this node's active session count
   std::function<std::string()> local_stats; ///< this node's figures as JSON
   std::chrono::milliseconds stats_timeout{1000};
+  /// Dials the seeds and members: the middleman actor that speaks the
+  /// cluster port's protocol (CAF's OpenSSL manager's under mutual TLS);
+  /// none: the plain middleman's.
+  caf::io::middleman_actor connector;
 };
 
 caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg);

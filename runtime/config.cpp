@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include "runtime/cluster_tls.hpp"
 #include "storage/pg_conninfo.hpp"
 #include "storage/redis_client.hpp"
 
@@ -20,6 +21,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
     "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_SESSION_IDLE_SECONDS",
     "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS",
+    "PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA",
     // Extensions.
     "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
     "PARLEY_MAX_INFLIGHT", "PARLEY_SESSION_QUEUE_LIMIT", "PARLEY_HTTP_HEADER_TIMEOUT_MS",
@@ -171,6 +173,31 @@ private:
   const settings& env_;
 };
 
+/// PARLEY_CLUSTER_TLS_CERT, _KEY and _CA: all three (checked as the cluster
+/// port will load them) or none; one or two alone is an error, never a
+/// silent fall-back to the plain port.
+void read_cluster_tls(reader& r, node_config& c) {
+  const std::pair<const char*, std::string*> tls[] = {
+    {"PARLEY_CLUSTER_TLS_CERT", &c.cluster_tls_cert},
+    {"PARLEY_CLUSTER_TLS_KEY", &c.cluster_tls_key},
+    {"PARLEY_CLUSTER_TLS_CA", &c.cluster_tls_ca}};
+  std::string set, unset;
+  for (auto& [name, value] : tls) {
+    r.text(name, *value);
+    auto& list = value->empty() ? unset : set;
+    list += (list.empty() ? "" : ", ") + std::string{name};
+  }
+  if (set.empty())
+    return;
+  if (!unset.empty())
+    return r.fail(unset + ": required with " + set +
+                  " (mutual TLS on the cluster port takes all three PARLEY_CLUSTER_TLS_* "
+                  "settings; none leaves it plain)");
+  if (auto e = check_cluster_tls(c.cluster_tls_cert, c.cluster_tls_key, c.cluster_tls_ca);
+      !e.empty())
+    r.fail(e);
+}
+
 bool valid_host_port(const std::string& s) {
   auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
@@ -259,6 +286,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
       break;
     pos = comma + 1;
   }
+  read_cluster_tls(r, c);
   r.secret("PARLEY_PG_URL", c.pg_url);
   if (c.pg_url.empty())
     r.fail("PARLEY_PG_URL: required (a libpq connection string or postgresql:// URI, or "

@@ -20,6 +20,10 @@ struct node_config {
   std::string cluster_host = "127.0.0.1";
   std::uint16_t cluster_port = 4242;
   std::vector<std::string> seeds;
+  /// Mutual TLS on the cluster port (PARLEY_CLUSTER_TLS_*): PEM files, all
+  /// three set or none; make_config has checked that they load and chain.
+  std::string cluster_tls_cert, cluster_tls_key, cluster_tls_ca;
+  bool cluster_tls() const { return !cluster_tls_cert.empty(); }
   std::string pg_url;
   std::string redis_url;
   std::string llm_base_url;

@@ -10,6 +10,8 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -24,6 +26,7 @@
 #include "actors/supervisor_actor.hpp"
 #include "net/http_server.hpp"
 #include "net/io_runtime.hpp"
+#include "runtime/cluster_tls.hpp"
 #include "runtime/dashboard.hpp"
 #include "runtime/http_api.hpp"
 #include "runtime/log.hpp"
@@ -82,6 +85,12 @@ void raise_open_file_limit(const node_config& cfg) {
 /// Sets CAF's middleman up for the cluster: its own heartbeat closes a
 /// connection to a silent node within PARLEY_FAILURE_DETECT_MS, which every
 /// monitor of that node's actors then sees as a down message.
+///
+/// With PARLEY_CLUSTER_TLS_* it also loads CAF's OpenSSL module with the
+/// node's certificate, key and CA: with those set, CAF requires a valid
+/// certificate on both ends of every connection it makes or accepts
+/// (mutual TLS). Without them the module is not loaded at all: its
+/// unconfigured mode is anonymous TLS, which authenticates nobody.
 void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& cfg) {
   caf_cfg.load<caf::io::middleman>();
   auto beat = std::clamp<std::chrono::milliseconds>(cfg.failure_detect / 4,
@@ -89,6 +98,34 @@ void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& c
                                                     std::chrono::milliseconds(1000));
   caf_cfg.set("middleman.heartbeat-interval", caf::timespan{beat});
   caf_cfg.set("middleman.connection-timeout", caf::timespan{cfg.failure_detect});
+  if (cfg.cluster_tls()) {
+    caf_cfg.load<caf::openssl::manager>();
+    caf_cfg.openssl_certificate = cfg.cluster_tls_cert;
+    caf_cfg.openssl_key = cfg.cluster_tls_key;
+    caf_cfg.openssl_cafile = cfg.cluster_tls_ca;
+  }
+}
+
+/// Publishes the membership actor on the cluster port: over mutual TLS
+/// when configured, else plain BASP with one warning.
+caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys,
+                                                const caf::actor& membership,
+                                                const node_config& cfg) {
+  if (cfg.cluster_tls()) {
+    log::info("cluster port: mutual TLS; only peers with a certificate from the cluster CA "
+              "are admitted or dialled",
+              {{"cert", cfg.cluster_tls_cert}, {"ca", cfg.cluster_tls_ca}});
+    if (!ssl_error_queue_guard_active())
+      log::warn("this build does not guard OpenSSL's error queue (runtime/cluster_tls.hpp): a "
+                "failed TLS handshake on the cluster port can drop connections between members");
+    return caf::openssl::publish(membership, cfg.cluster_port, cfg.cluster_host.c_str(), true);
+  }
+  log::warn("the cluster port is plain (no PARLEY_CLUSTER_TLS_* settings): any process that "
+            "can reach it can join the cluster, be routed turns and drain nodes; keep it "
+            "private, or set PARLEY_CLUSTER_TLS_CERT, PARLEY_CLUSTER_TLS_KEY and "
+            "PARLEY_CLUSTER_TLS_CA (docs/operations.md)",
+            {{"cluster", cfg.cluster_host + ":" + std::to_string(cfg.cluster_port)}});
+  return sys.middleman().publish(membership, cfg.cluster_port, cfg.cluster_host.c_str(), true);
 }
 
 /// Asks `a` for a count; 0 when it does not answer within a second.
@@ -293,10 +330,11 @@ int serve(node_config cfg) {
   mcfg.failure_detect = cfg.failure_detect;
   mcfg.registry = registry;
   mcfg.local_stats = [metrics] { return metrics->stats_json(); };
+  mcfg.connector =
+    cfg.cluster_tls() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   auto membership = spawn_membership_actor(sys, mcfg);
   caf::anon_send(membership, view_atom::value, registry);
-  auto published = sys.middleman().publish(membership, cfg.cluster_port,
-                                           cfg.cluster_host.c_str(), true);
+  auto published = publish_membership(sys, membership, cfg);
   if (!published) {
     log::error("PARLEY_CLUSTER_PORT: cannot listen on " + mcfg.self.cluster,
                {{"error", sys.render(published.error())}});

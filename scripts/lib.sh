@@ -7,6 +7,7 @@
 #   parley_pg_stop DIR             stop it by the PID in DIR/data/postmaster.pid
 #   parley_redis_start DIR PORT    private Redis, PID file DIR/redis.pid
 #   parley_redis_stop DIR          stop it by that PID
+#   parley_cluster_certs DIR NAME...  a cluster CA and one certificate per NAME (mutual TLS)
 #
 # Servers bind 127.0.0.1 only and are stopped by PID, never by name: other
 # people's servers may run on the same machine. Works under `set -euo pipefail`.
@@ -94,6 +95,63 @@ parley_build() {
   fi
   parley_say "building ${targets[*]:-everything} (${type:-$have}, ${PARLEY_BUILD_JOBS:-2} jobs)"
   cmake --build "$dir" -j"${PARLEY_BUILD_JOBS:-2}" ${targets[@]+--target "${targets[@]}"}
+}
+
+# ---------------------------------------------------------------------------
+# Cluster certificates (mutual TLS on the cluster port, PARLEY_CLUSTER_TLS_*)
+
+# parley_cluster_certs [--readable-keys] DIR NAME...: a CA dedicated to one
+# cluster (DIR/ca.pem, its key DIR/ca.key) unless DIR already holds one, and
+# for each NAME missing one a certificate DIR/NAME.pem with its unencrypted
+# key DIR/NAME.key, signed by that CA, valid 825 days, usable as TLS server
+# and client. ECDSA P-256, made with the openssl CLI. DIR is made 0700 and
+# keys 0600; --readable-keys makes the node keys 0644, for bind mounts into
+# containers that run as another user (DIR stays 0700). Peers check only
+# that a certificate chains to the CA (no host names), so anyone holding a
+# key of DIR is a member: keep DIR/ca.key offline once the certificates exist.
+parley_cluster_certs() {
+  local key_mode=600
+  if [[ ${1:-} == --readable-keys ]]; then
+    key_mode=644
+    shift
+  fi
+  (($# >= 2)) || parley_die "usage: parley_cluster_certs [--readable-keys] DIR NAME..."
+  local dir=$1 name
+  shift
+  command -v openssl >/dev/null 2>&1 || parley_die "the openssl command is needed to make certificates"
+  for name in "$@"; do
+    [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ && $name != ca ]] ||
+      parley_die "certificate name '$name': letters, digits, '.', '_' and '-' only, and not 'ca'"
+  done
+  (umask 077 && mkdir -p "$dir") && chmod 700 "$dir" || parley_die "cannot create $dir"
+  local curve=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
+  local ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth,clientAuth"
+  if [[ ! -s $dir/ca.pem || ! -s $dir/ca.key ]]; then
+    parley_say "making a cluster CA in $dir (ca.pem; its key ca.key signs members)"
+    (umask 077 && openssl req -x509 "${curve[@]}" -nodes -days 825 \
+      -subj "/CN=Parley cluster CA $(date -u +%Y%m%dT%H%M%SZ)" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1) ||
+      parley_die "openssl could not make the CA in $dir"
+    rm -f "$dir"/*.srl
+  fi
+  for name in "$@"; do
+    [[ -s $dir/$name.pem && -s $dir/$name.key ]] && continue
+    parley_say "making the certificate of $name in $dir ($name.pem, $name.key)"
+    (umask 077 &&
+      openssl req "${curve[@]}" -nodes -subj "/CN=$name" -keyout "$dir/$name.key" \
+        -out "$dir/$name.csr" >/dev/null 2>&1 &&
+      openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 825 -extfile <(printf '%s\n' "$ext") \
+        -out "$dir/$name.pem" >/dev/null 2>&1) ||
+      parley_die "openssl could not make the certificate of $name in $dir"
+    rm -f "$dir/$name.csr"
+    chmod "$key_mode" "$dir/$name.key"
+    chmod 644 "$dir/$name.pem"
+  done
+  rm -f "$dir/ca.srl"
+  chmod 644 "$dir/ca.pem"
 }
 
 # ---------------------------------------------------------------------------

@@ -63,6 +63,19 @@ Run by ctest (label `deploy`, tests/deploy/CMakeLists.txt), one check per test:
       that never fires; docs/operations.md shows the same rules (compared as
       parsed YAML); `promtool check rules` when promtool is on PATH.
 
+  check_deploy.py --source DIR cluster-tls
+      Mutual TLS on the cluster port (PARLEY_CLUSTER_TLS_CERT, _KEY, _CA) is
+      what the deploy files ship, from secrets:
+        - compose: every node service sets all three, each to a compose
+          secret the service mounts (/run/secrets/TARGET) whose top-level
+          entry has a file; each node mounts its own certificate and key
+          (same file stem), all the same CA; no secret is a CA's key;
+        - Kubernetes: every container that sets PARLEY_NODE_ID sets all three
+          to literal paths under one read-only volumeMount of a `secret`
+          volume, whose defaultMode gives others no access, in a pod with an
+          fsGroup (so the non-root user can read the files);
+        - cluster-config/*.env set all three or none.
+
   check_deploy.py --source DIR kustomize
       `kubectl kustomize deploy/k8s` renders. Skipped (exit 77) without kubectl.
 
@@ -874,6 +887,141 @@ def check_alerts(root):
                               f"the same rules")
 
 
+TLS_SETTINGS = ("PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA")
+
+
+def compose_secret_mounts(svc):
+    """A compose service's secrets as {container path: source name}."""
+    out = {}
+    for e in svc.get("secrets") or []:
+        if isinstance(e, dict):
+            src = e.get("source")
+            tgt = str(e.get("target") or src)
+        else:
+            src = tgt = str(e)
+        out[tgt if tgt.startswith("/") else "/run/secrets/" + tgt] = src
+    return out
+
+
+def check_cluster_tls(root):
+    p = Problems(root)
+    nodes = 0
+
+    # Compose
+    path = os.path.join(root, "deploy", "compose.yaml")
+    try:
+        doc = load_yaml_docs(path)[0]
+    except (OSError, yaml.YAMLError, IndexError):
+        doc = {}
+        p.add(path, "missing or does not parse")
+    top = doc.get("secrets") or {}
+    certs, cas = [], set()
+    for sname, svc in (doc.get("services") or {}).items():
+        env = compose_environment(svc)
+        if "PARLEY_NODE_ID" not in env:
+            continue
+        nodes += 1
+        mounts = compose_secret_mounts(svc)
+        files = {}
+        for name in TLS_SETTINGS:
+            v = env.get(name, "")
+            if not v:
+                p.add(path, f"service {sname}: {name} is not set, so its cluster port is plain")
+                continue
+            src = mounts.get(v)
+            if src is None:
+                p.add(path, f"service {sname}: {name}={v} is not a secret the service mounts")
+                continue
+            sec = top.get(src)
+            if not isinstance(sec, dict) or not sec.get("file"):
+                p.add(path, f"service {sname}: secret {src} ({name}) has no top-level entry "
+                            f"with a file")
+                continue
+            files[name] = os.path.normpath(str(sec["file"]))
+        if len(files) == 3:
+            cert, key, ca = (files[n] for n in TLS_SETTINGS)
+            if os.path.splitext(cert)[0] != os.path.splitext(key)[0]:
+                p.add(path, f"service {sname}: certificate {cert} and key {key} are not a pair "
+                            f"(different names)")
+            certs.append(cert)
+            cas.add(ca)
+    if len(set(certs)) != len(certs):
+        p.add(path, f"node services share a certificate: {sorted(certs)}")
+    if len(cas) > 1:
+        p.add(path, f"node services trust different CAs: {sorted(cas)}")
+    for src, sec in top.items():
+        if isinstance(sec, dict) and os.path.basename(str(sec.get("file", ""))) == "ca.key":
+            p.add(path, f"secret {src} is the CA's private key; no node needs it")
+
+    # Kubernetes
+    try:
+        docs = k8s_docs(root)
+    except yaml.YAMLError:
+        docs = []
+        p.add("deploy/k8s/", "a manifest does not parse (see the yaml check)")
+    for path, d in docs:
+        obj = f"{d.get('kind')} {(d.get('metadata') or {}).get('name')}"
+        for spec in walk(d):
+            if not (isinstance(spec, dict) and isinstance(spec.get("containers"), list)):
+                continue
+            volumes = {v.get("name"): v for v in spec.get("volumes") or [] if isinstance(v, dict)}
+            for c in spec["containers"]:
+                env = {e.get("name"): e for e in c.get("env") or [] if isinstance(e, dict)}
+                if "PARLEY_NODE_ID" not in env:
+                    continue
+                nodes += 1
+                where = f"{obj}, container {c.get('name')}"
+                used = set()
+                for name in TLS_SETTINGS:
+                    v = (env.get(name) or {}).get("value")
+                    if not v:
+                        p.add(path, f"{where}: {name} has no literal value, so the cluster port "
+                                    f"may be plain")
+                        continue
+                    mount = None
+                    for m in c.get("volumeMounts") or []:
+                        mp = str(m.get("mountPath", "")).rstrip("/")
+                        if mp and v.startswith(mp + "/"):
+                            mount = m
+                    if mount is None:
+                        p.add(path, f"{where}: {name}={v} lies under no volumeMount")
+                        continue
+                    if not mount.get("readOnly"):
+                        p.add(path, f"{where}: the mount of {name} is not readOnly")
+                    vol = volumes.get(mount.get("name")) or {}
+                    secret = vol.get("secret")
+                    if not isinstance(secret, dict) or not secret.get("secretName"):
+                        p.add(path, f"{where}: {name} comes from volume {mount.get('name')}, "
+                                    f"which is not a Secret")
+                        continue
+                    used.add(secret["secretName"])
+                    mode = secret.get("defaultMode", 0o644)
+                    if not isinstance(mode, int) or mode & 0o007:
+                        p.add(path, f"{where}: Secret volume {mount.get('name')} has defaultMode "
+                                    f"{mode!r}; others must get no access (e.g. 0440)")
+                    if not (spec.get("securityContext") or {}).get("fsGroup"):
+                        p.add(path, f"{obj}: no fsGroup, so user-only Secret files are "
+                                    f"unreadable to a non-root node")
+                if len(used) > 1:
+                    p.add(path, f"{where}: the three files come from different Secrets "
+                                f"{sorted(used)}")
+
+    # cluster-config
+    cc = os.path.join(root, "cluster-config")
+    for f in sorted(os.listdir(cc)) if os.path.isdir(cc) else []:
+        if f.endswith(".env"):
+            env = read_env_file(os.path.join(cc, f))
+            have = [n for n in TLS_SETTINGS if env.get(n)]
+            if have and len(have) != 3:
+                p.add(os.path.join(cc, f), f"sets {', '.join(have)} but not all three "
+                                           f"PARLEY_CLUSTER_TLS_* (a fatal error at start-up)")
+
+    if nodes == 0:
+        p.add("deploy/", "no Parley node found in compose.yaml or deploy/k8s")
+    return p.finish("cluster-tls", f"{nodes} node definitions take mutual TLS on the cluster "
+                                   f"port from secrets")
+
+
 def check_kustomize(root):
     kubectl = shutil.which("kubectl")
     if not kubectl:
@@ -994,7 +1142,7 @@ def main():
     ap.add_argument("--binary", action="append", default=[],
                     help="a built binary that goes into the image (runtime-libs)")
     ap.add_argument("check", choices=["yaml", "settings", "compose-nodes", "dockerfile",
-                                      "runtime-libs", "alerts", "kustomize",
+                                      "runtime-libs", "alerts", "cluster-tls", "kustomize",
                                       "networkpolicy"])
     a = ap.parse_args()
     root = os.path.abspath(a.source)
@@ -1016,6 +1164,8 @@ def main():
         return check_alerts(root)
     if a.check == "networkpolicy":
         return check_networkpolicy(root)
+    if a.check == "cluster-tls":
+        return check_cluster_tls(root)
     return check_kustomize(root)
 
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -197,12 +198,34 @@ std::string fresh_log(const std::string& name) {
   return path;
 }
 
+namespace {
+
+/// The ports free_port hands out: PARLEY_TEST_PORT_RANGE ("LO-HI", within
+/// 1024-32767), so that people testing side by side on one machine keep
+/// apart, or 20000-31999.
+std::pair<unsigned short, unsigned short> port_range() {
+  unsigned lo = 20000, hi = 31999;
+  if (auto* r = std::getenv("PARLEY_TEST_PORT_RANGE"); r && *r) {
+    unsigned a = 0, b = 0;
+    if (std::sscanf(r, "%u-%u", &a, &b) != 2 || a < 1024 || b > 32767 || a > b)
+      throw std::runtime_error("PARLEY_TEST_PORT_RANGE: expected LO-HI within 1024-32767");
+    lo = a;
+    hi = b;
+  }
+  return {static_cast<unsigned short>(lo), static_cast<unsigned short>(hi)};
+}
+
+} // namespace
+
 unsigned short free_port() {
   static std::set<unsigned short> handed_out;
-  static unsigned short next = static_cast<unsigned short>(20000 + (getpid() * 37) % 11000);
-  for (int tries = 0; tries < 12000; ++tries) {
+  static const auto range = port_range();
+  const unsigned short lo = range.first, hi = range.second;
+  static unsigned short next =
+    static_cast<unsigned short>(lo + (getpid() * 37) % (hi - lo + 1));
+  for (int tries = 0; tries <= hi - lo; ++tries) {
     unsigned short p = next;
-    next = static_cast<unsigned short>(next >= 31999 ? 20000 : next + 1);
+    next = static_cast<unsigned short>(next >= hi ? lo : next + 1);
     if (handed_out.count(p))
       continue;
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -563,6 +586,59 @@ const mock_llm& shared_mock(int which) {
 const mock_llm& shared_primary() { return shared_mock(0); }
 const mock_llm& shared_fallback() { return shared_mock(1); }
 
+bool cluster_tls_mode() {
+  static const bool on = [] {
+    const char* v = std::getenv("PARLEY_TEST_CLUSTER_TLS");
+    return v && std::string{v} == "1";
+  }();
+  return on;
+}
+
+namespace {
+
+/// A CA and one member certificate in a temporary folder, made with the
+/// openssl CLI on first use and removed when the test process exits.
+class cluster_tls_files {
+public:
+  cluster_tls_files() {
+    char tmpl[] = "/tmp/parley-it-tls-XXXXXX";
+    if (!::mkdtemp(tmpl))
+      throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    auto run = [](const std::vector<std::string>& args) {
+      auto r = run_process("openssl", args, {}, std::chrono::seconds(60));
+      if (r.status != 0)
+        throw std::runtime_error("openssl failed: " + describe(r));
+    };
+    run({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir_ + "/ca.key", "-out",
+         dir_ + "/ca.pem", "-days", "2", "-subj", "/CN=parley-it-ca"});
+    run({"req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir_ + "/member.key", "-out",
+         dir_ + "/member.csr", "-subj", "/CN=member"});
+    run({"x509", "-req", "-in", dir_ + "/member.csr", "-CA", dir_ + "/ca.pem", "-CAkey",
+         dir_ + "/ca.key", "-CAcreateserial", "-out", dir_ + "/member.pem", "-days", "2"});
+    env_ = {{"PARLEY_CLUSTER_TLS_CERT", dir_ + "/member.pem"},
+            {"PARLEY_CLUSTER_TLS_KEY", dir_ + "/member.key"},
+            {"PARLEY_CLUSTER_TLS_CA", dir_ + "/ca.pem"}};
+  }
+  ~cluster_tls_files() {
+    for (auto f : {"ca.key", "ca.pem", "ca.srl", "member.key", "member.csr", "member.pem"})
+      ::unlink((dir_ + "/" + f).c_str());
+    ::rmdir(dir_.c_str());
+  }
+  const std::map<std::string, std::string>& env() const { return env_; }
+
+private:
+  std::string dir_;
+  std::map<std::string, std::string> env_;
+};
+
+} // namespace
+
+const std::map<std::string, std::string>& shared_cluster_tls() {
+  static const cluster_tls_files files;
+  return files.env();
+}
+
 std::string expected_reply(const std::string& content) {
   return upstream_mode() ? "mock: " + content : content;
 }
@@ -592,6 +668,9 @@ parley_node::parley_node(const scratch_db& db, std::map<std::string, std::string
   // Load tests send far more than the default 600 turns a minute per key;
   // the limits tests set their own rate.
   env_.emplace("PARLEY_RATE_LIMIT_PER_MIN", "0");
+  if (cluster_tls_mode() && !env_.count("PARLEY_CLUSTER_TLS_CERT"))
+    for (auto& [k, v] : shared_cluster_tls())
+      env_.emplace(k, v);
   if (upstream_mode() && !env_.count("PARLEY_LLM_BASE_URL")) {
     env_["PARLEY_LLM_BASE_URL"] = shared_primary().base_url();
     env_.emplace("PARLEY_LLM_FALLBACK_BASE_URL", shared_fallback().base_url());

@@ -24,7 +24,8 @@ using headers = std::map<std::string, std::string>;
 bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit);
 
 /// A port below 32768 that nothing listens on now; never the same twice in
-/// one process.
+/// one process. PARLEY_TEST_PORT_RANGE=LO-HI keeps it within LO..HI (people
+/// testing side by side on one machine) [20000-31999].
 unsigned short free_port();
 
 struct http_result {
@@ -162,6 +163,17 @@ bool upstream_mode();
 /// upstream_mode() is false.
 const mock_llm& shared_primary();
 const mock_llm& shared_fallback();
+
+/// Cluster TLS mode: true when the environment sets PARLEY_TEST_CLUSTER_TLS=1
+/// (ctest runs cluster_it once more so, as `<test>.tls`). Then every node the
+/// harness starts without its own PARLEY_CLUSTER_TLS_CERT gets the
+/// shared_cluster_tls() settings, so the cluster suites run over mutual TLS.
+bool cluster_tls_mode();
+
+/// PARLEY_CLUSTER_TLS_CERT, _KEY and _CA of one member certificate and its CA,
+/// made with the openssl CLI in a temporary folder on first use (one per test
+/// process) and removed at exit.
+const std::map<std::string, std::string>& shared_cluster_tls();
 
 /// The reply content a harness node gives to a turn whose newest message is
 /// `content`: the text itself from the echo model, "mock: " + it from the

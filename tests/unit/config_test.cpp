@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <vector>
 
 #include "runtime/config.hpp"
 
@@ -178,6 +179,45 @@ TEST(config, errors_name_the_bad_setting) {
   EXPECT_FALSE(make_config({}, {{"PARLEY_PG_URL", "host=x"}}, "h", c, err));
   EXPECT_EQ(err.rfind("PARLEY_ADMIN_TOKEN", 0), 0u);
   EXPECT_TRUE(make_config({}, {{"PARLEY_PG_URL", "host=x"}, {"PARLEY_DEV", "1"}}, "h", c, err));
+}
+
+// API.md section 1: mutual TLS on the cluster port takes all three
+// PARLEY_CLUSTER_TLS_* settings or none; one or two is an error naming the
+// missing ones, never a silent plain port. (The files themselves are
+// checked in tests/integration/cluster_tls_it.cpp, with real PEMs.)
+TEST(config, cluster_tls_takes_all_three_settings_or_none) {
+  const std::vector<std::string> names{"PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY",
+                                       "PARLEY_CLUSTER_TLS_CA"};
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, base(), "h", c, err)) << err;
+  EXPECT_FALSE(c.cluster_tls());
+  auto empty = base();
+  for (auto& n : names)
+    empty[n] = "";
+  ASSERT_TRUE(make_config({}, empty, "h", c, err)) << err;
+  EXPECT_FALSE(c.cluster_tls()) << "empty values count as unset";
+
+  for (unsigned mask = 1; mask < 7; ++mask) {
+    auto env = base();
+    std::vector<std::string> missing;
+    for (unsigned i = 0; i < 3; ++i)
+      if (mask & (1u << i))
+        env[names[i]] = "/nonexistent/parley.pem";
+      else
+        missing.push_back(names[i]);
+    EXPECT_FALSE(make_config({}, env, "h", c, err)) << mask;
+    EXPECT_EQ(err.rfind(missing.front(), 0), 0u) << err;
+    for (auto& m : missing)
+      EXPECT_NE(err.find(m), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos);
+  }
+  // All three set: the files are read at once (here from the config file).
+  settings file;
+  for (auto& n : names)
+    file[n] = "/nonexistent/parley.pem";
+  EXPECT_FALSE(make_config(file, base(), "h", c, err));
+  EXPECT_EQ(err, "PARLEY_CLUSTER_TLS_CERT: cannot read '/nonexistent/parley.pem'");
 }
 
 TEST(config, file_format_and_unknown_keys) {
