@@ -314,6 +314,9 @@ void echo_pieces(const caf::actor& caller, const caf::actor& listener, const std
 
 caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor listener) {
   auto& s = self->state;
+  // Read before make_response_promise(), which takes the sender out of the
+  // current message.
+  auto caller = caf::actor_cast<caf::actor>(self->current_sender());
   if (req.model.empty())
     req.model = s.cfg.default_model;
   if (s.upstreams.empty()) {
@@ -323,7 +326,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
     if (!req.messages.empty())
       r.content = req.messages.back().content;
     if (listener)
-      echo_pieces(caf::actor_cast<caf::actor>(self->current_sender()), listener, r.content);
+      echo_pieces(caller, listener, r.content);
     return r;
   }
   auto id = ++s.next_id;
@@ -333,7 +336,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   c.body = request_body(req, static_cast<bool>(listener));
   c.started = clock::now();
   c.listener = std::move(listener);
-  c.caller = caf::actor_cast<caf::actor>(self->current_sender());
+  c.caller = std::move(caller);
   s.calls.emplace(id, std::move(c));
   next_upstream(self, id);
   return caf::delegated<llm_result>{};
