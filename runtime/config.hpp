@@ -47,7 +47,7 @@ struct node_config {
   bool dev = false;
   std::size_t pg_pool = 4;
   unsigned http_threads = 2;
-  unsigned actor_threads = 0; ///< 0: CAF's default
+  unsigned actor_threads = 0; ///< 0: one per core (std::thread::hardware_concurrency)
   std::size_t max_inflight = 10000;
   std::size_t session_queue_limit = 32;
   std::chrono::milliseconds http_header_timeout{10000};
