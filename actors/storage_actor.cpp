@@ -190,6 +190,12 @@ void flush_activations(storage_self* self, storage_state& st) {
     auto err = translate(e);
     for (auto& a : batch)
       a.rp.deliver(err);
+  } catch (const std::exception&) {
+    // Not a request of its own: every activation of the batch is answered
+    // here (the actor's error boundary would answer none of them).
+    auto err = make_error(errc::internal, "the session could not be loaded");
+    for (auto& a : batch)
+      a.rp.deliver(err);
   }
 }
 
