@@ -8,6 +8,7 @@
 
 #include "net/json_depth.hpp"
 #include "net/json_text.hpp"
+#include "net/percent.hpp"
 
 namespace parley::net {
 
@@ -286,40 +287,6 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
   return p;
 }
 
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-bool percent_decode(std::string_view in, std::string& out) {
-  out.clear();
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '+')
-      out += ' ';
-    else if (c == '%') {
-      if (i + 2 >= in.size())
-        return false;
-      int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0)
-        return false;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else
-      out += c;
-  }
-  return true;
-}
-
-} // namespace
-
 parsed<query_map> parse_query(std::string_view query) {
   parsed<query_map> p;
   while (!query.empty()) {
@@ -330,9 +297,9 @@ parsed<query_map> parse_query(std::string_view query) {
       continue;
     auto eq = pair.find('=');
     std::string k, v;
-    if (!percent_decode(pair.substr(0, eq), k) ||
+    if (!percent_decode(pair.substr(0, eq), k, plus::space) ||
         !percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1),
-                        v))
+                        v, plus::space))
       return fail<query_map>(errc::invalid_request, "the query string has a bad percent-escape");
     if (!is_clean_text(k, allow_controls::no) || !is_clean_text(v, allow_controls::no))
       return fail<query_map>(errc::invalid_request,

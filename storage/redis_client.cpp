@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <sys/time.h>
 
+#include "net/percent.hpp"
+
 namespace parley::storage {
 
 namespace {
@@ -134,31 +136,11 @@ const std::string& token_bucket_sha() {
                               redact_url(url) + "')");
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/// RFC 3986 percent-decoding; nullopt on a broken escape.
+/// RFC 3986 percent-decoding ('+' stays '+'); nullopt on a broken escape.
 std::optional<std::string> percent_decode(std::string_view s) {
   std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    int hi = i + 1 < s.size() ? hex_value(s[i + 1]) : -1;
-    int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
-    if (hi < 0 || lo < 0)
-      return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
+  if (!net::percent_decode(s, out))
+    return std::nullopt;
   return out;
 }
 

@@ -64,17 +64,6 @@ int connect_from(const std::string& source, unsigned short port) {
   return fd;
 }
 
-bool send_all(int fd, const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0)
-      return false;
-    off += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
 /// Reads until the peer closes or `limit` passed; what arrived.
 std::string read_until_close(int fd, std::chrono::milliseconds limit) {
   std::string out;

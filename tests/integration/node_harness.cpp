@@ -58,16 +58,6 @@ int connect_to(const std::string& host, unsigned short port) {
   return fd;
 }
 
-bool send_all(int fd, const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0)
-      return false;
-    off += static_cast<std::size_t>(n);
-  }
-  return true;
-}
 
 /// Reads more bytes into `buf`; false on close, error or deadline.
 bool read_more(int fd, std::string& buf, clock::time_point deadline) {
@@ -817,6 +807,17 @@ std::string describe(const http_result& r) {
 std::string describe(const process_result& r) {
   return "exit " + std::to_string(r.status) + " after " + std::to_string(r.took.count()) +
          " ms\nstdout: " + r.out.substr(0, 2000) + "\nstderr: " + r.err.substr(0, 2000);
+}
+
+bool send_all(int fd, const std::string& s) {
+  std::size_t off = 0;
+  while (off < s.size()) {
+    auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0)
+      return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
 }
 
 } // namespace parley::test

@@ -252,4 +252,7 @@ std::string describe(const http_result& r);
 /// Exit code, time, stdout and stderr of a run, for failure messages.
 std::string describe(const process_result& r);
 
+/// Writes all of `s` to the socket `fd` (MSG_NOSIGNAL); false once a send fails.
+bool send_all(int fd, const std::string& s);
+
 } // namespace parley::test

@@ -4,6 +4,7 @@
 
 #include "net/api.hpp"
 #include "net/api_error.hpp"
+#include "net/percent.hpp"
 
 using namespace parley;
 using namespace parley::net;
@@ -189,4 +190,20 @@ TEST(api, error_body_is_valid_json_whatever_bytes_the_message_quotes) {
   ASSERT_FALSE(j.is_discarded()) << body;
   EXPECT_EQ(j["error"]["code"], "not_found");
   EXPECT_EQ(j["error"]["message"], "message '\xef\xbf\xbd\xef\xbf\xbd' not found");
+}
+
+TEST(percent, decodes_escapes_and_plus_only_where_asked) {
+  std::string out;
+  ASSERT_TRUE(percent_decode("a%3Ab%40c+d%2b", out));
+  EXPECT_EQ(out, "a:b@c+d+") << "in a URL's user information '+' is itself";
+  ASSERT_TRUE(percent_decode("a%3Ab+c", out, plus::space));
+  EXPECT_EQ(out, "a:b c") << "in a query '+' is a space";
+  ASSERT_TRUE(percent_decode("", out));
+  EXPECT_EQ(out, "");
+  for (auto broken : {"%", "%4", "%zz", "ab%4g", "%%41"})
+    EXPECT_FALSE(percent_decode(broken, out)) << broken;
+  auto q = parse_query("a+b=c%20d&x=%2B");
+  ASSERT_TRUE(q) << q.error->message;
+  EXPECT_EQ(q.value.at("a b"), "c d");
+  EXPECT_EQ(q.value.at("x"), "+");
 }
