@@ -1,6 +1,6 @@
 #include "actors/cluster_view.hpp"
 
-#include "actors/placement.hpp"
+#include "runtime/rules/placement.hpp"
 
 namespace parley {
 

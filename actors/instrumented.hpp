@@ -23,7 +23,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/sec.hpp>
 
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 
 namespace parley {
 

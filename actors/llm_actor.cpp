@@ -12,9 +12,9 @@
 
 #include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
-#include "actors/upstream_policy.hpp"
+#include "runtime/rules/upstream_policy.hpp"
 #include "net/http_client.hpp"
-#include "net/openai_chunk.hpp"
+#include "net/http/openai_chunk.hpp"
 
 namespace parley {
 

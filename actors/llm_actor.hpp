@@ -38,8 +38,8 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/upstream_policy.hpp"
+#include "runtime/telemetry/metrics.hpp"
+#include "runtime/rules/upstream_policy.hpp"
 
 namespace parley {
 namespace net {

@@ -13,7 +13,7 @@
 #include <caf/error.hpp>
 #include <caf/meta/type_name.hpp>
 
-#include "net/api_error.hpp"
+#include "net/http/api_error.hpp"
 #include "storage/records.hpp"
 
 namespace caf {

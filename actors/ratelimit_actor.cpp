@@ -10,7 +10,7 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/instrumented.hpp"
-#include "actors/local_bucket.hpp"
+#include "runtime/rules/local_bucket.hpp"
 
 namespace parley {
 

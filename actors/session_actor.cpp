@@ -10,7 +10,7 @@
 #include "actors/context_window.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/messages.hpp"
-#include "storage/clock.hpp"
+#include "net/http/clock.hpp"
 
 namespace parley {
 

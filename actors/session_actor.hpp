@@ -43,7 +43,7 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 #include "actors/storage_actor.hpp"
 
 namespace parley {

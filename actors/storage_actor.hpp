@@ -35,7 +35,7 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 
 namespace parley {
 

@@ -35,7 +35,7 @@ pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 # Metrics registry and Prometheus text serializer (core only; Parley serves
 # /metrics on its own HTTP listener).
 find_package(prometheus-cpp CONFIG REQUIRED COMPONENTS core)
-# Structured logs (runtime/log.cpp only): the compiled library, on libfmt.
+# Structured logs (runtime/telemetry/log.cpp only): the compiled library, on libfmt.
 find_package(spdlog 1.10 CONFIG REQUIRED)
 find_package(GTest REQUIRED)
 include(GoogleTest)

@@ -20,8 +20,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "net/api_error.hpp"
-#include "net/json_text.hpp"
+#include "net/http/api_error.hpp"
+#include "net/http/json_text.hpp"
 
 namespace parley::net {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/log.hpp"
+#include "runtime/telemetry/log.hpp"
 
 namespace parley {
 

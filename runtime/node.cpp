@@ -15,8 +15,8 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
-#include "actors/actor_stats.hpp"
-#include "actors/edge_actor.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
+#include "actors/edge/edge_actor.hpp"
 #include "actors/llm_actor.hpp"
 #include "actors/membership_actor.hpp"
 #include "actors/ratelimit_actor.hpp"
@@ -27,9 +27,9 @@
 #include "net/http_server.hpp"
 #include "net/io_runtime.hpp"
 #include "runtime/cluster_tls.hpp"
-#include "runtime/dashboard.hpp"
-#include "runtime/http_api.hpp"
-#include "runtime/log.hpp"
+#include "runtime/http/dashboard.hpp"
+#include "runtime/http/http_api.hpp"
+#include "runtime/telemetry/log.hpp"
 #include "storage/pg_store.hpp"
 #include "storage/secrets.hpp"
 

@@ -18,7 +18,7 @@
 #include <pthread.h>
 #include <sys/time.h>
 
-#include "net/percent.hpp"
+#include "net/http/percent.hpp"
 
 namespace parley::storage {
 

@@ -30,10 +30,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/api.hpp"
-#include "net/api_error.hpp"
-#include "net/json_text.hpp"
-#include "net/router.hpp"
+#include "net/http/api.hpp"
+#include "net/http/api_error.hpp"
+#include "net/http/json_text.hpp"
+#include "net/http/router.hpp"
 
 using namespace parley;
 using json = nlohmann::json;
@@ -260,7 +260,7 @@ void one_request(const request& r) {
     broken("a path parameter that is not part of the path", r.path);
 
   std::string method{r.method}, path{r.path};
-  // The answers the server builds around request bytes (runtime/http_api.cpp,
+  // The answers the server builds around request bytes (runtime/http/http_api.cpp,
   // actors/edge_actor.cpp): each must render, whatever the bytes.
   if (m.r == net::route::not_found)
     check_error({errc::not_found, "no route for " + method + " " + path}, true, "unknown route");

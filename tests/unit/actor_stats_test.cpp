@@ -9,9 +9,9 @@
 #include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
 
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 #include "actors/instrumented.hpp"
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 
 namespace parley {
 namespace {

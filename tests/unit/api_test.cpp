@@ -2,9 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/api.hpp"
-#include "net/api_error.hpp"
-#include "net/percent.hpp"
+#include "net/http/api.hpp"
+#include "net/http/api_error.hpp"
+#include "net/http/percent.hpp"
 
 using namespace parley;
 using namespace parley::net;

@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "storage/clock.hpp"
+#include "net/http/clock.hpp"
 
 namespace parley {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/local_bucket.hpp"
+#include "runtime/rules/local_bucket.hpp"
 
 using namespace std::chrono_literals;
 using parley::local_bucket;

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/log.hpp"
+#include "runtime/telemetry/log.hpp"
 
 using namespace parley;
 using namespace std::chrono_literals;

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "net/openai_chunk.hpp"
+#include "net/http/openai_chunk.hpp"
 
 namespace parley::net {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "actors/placement.hpp"
+#include "runtime/rules/placement.hpp"
 
 using parley::place;
 

@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "actors/api_render.hpp"
-#include "net/json_text.hpp"
+#include "actors/edge/api_render.hpp"
+#include "net/http/json_text.hpp"
 
 namespace parley {
 namespace {

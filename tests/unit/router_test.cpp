@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "net/router.hpp"
+#include "net/http/router.hpp"
 
 using parley::net::match_route;
 using parley::net::route;

@@ -12,7 +12,7 @@
 
 #include <pqxx/pqxx>
 
-#include "storage/clock.hpp"
+#include "net/http/clock.hpp"
 #include "storage/pg_store.hpp"
 #include "tests/support/scratch_db.hpp"
 

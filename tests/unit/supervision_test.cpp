@@ -17,9 +17,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 #include "actors/instrumented.hpp"
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 #include "actors/messages.hpp"
 #include "actors/supervisor_actor.hpp"
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "actors/upstream_policy.hpp"
+#include "runtime/rules/upstream_policy.hpp"
 
 using namespace parley;
 using namespace std::chrono_literals;

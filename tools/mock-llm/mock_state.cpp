@@ -7,7 +7,7 @@
 #include <limits>
 #include <utility>
 
-#include "net/json_depth.hpp"
+#include "net/http/json_depth.hpp"
 
 namespace mock_llm {
 namespace {

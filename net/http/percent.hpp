@@ -1,6 +1,6 @@
 #pragma once
 // RFC 3986 percent-decoding, header-only: the query strings of the HTTP API
-// (net/api.cpp, where '+' also means a space) and the user information of a
+// (net/http/api.cpp, where '+' also means a space) and the user information of a
 // Redis URL (storage/redis_client.cpp, where it does not).
 
 #include <string>

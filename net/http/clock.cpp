@@ -1,4 +1,4 @@
-#include "storage/clock.hpp"
+#include "net/http/clock.hpp"
 
 #include <algorithm>
 #include <chrono>

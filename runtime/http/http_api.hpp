@@ -8,7 +8,7 @@
 
 #include <caf/actor.hpp>
 
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 #include "actors/supervisor_actor.hpp"
 #include "net/http_server.hpp"
 

@@ -1,4 +1,4 @@
-#include "actors/upstream_policy.hpp"
+#include "runtime/rules/upstream_policy.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,4 +1,4 @@
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 
 #include <algorithm>
 #include <atomic>

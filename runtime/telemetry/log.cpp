@@ -1,4 +1,4 @@
-#include "runtime/log.hpp"
+#include "runtime/telemetry/log.hpp"
 
 #include <unistd.h>
 
@@ -14,8 +14,8 @@
 #include <spdlog/details/thread_pool.h>
 #include <spdlog/sinks/base_sink.h>
 
-#include "net/json_text.hpp"
-#include "storage/clock.hpp"
+#include "net/http/json_text.hpp"
+#include "net/http/clock.hpp"
 
 namespace parley::log {
 

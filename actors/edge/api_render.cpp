@@ -1,8 +1,8 @@
-#include "actors/api_render.hpp"
+#include "actors/edge/api_render.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include "net/json_text.hpp"
+#include "net/http/json_text.hpp"
 
 namespace parley {
 

@@ -1,4 +1,4 @@
-#include "actors/local_bucket.hpp"
+#include "runtime/rules/local_bucket.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "net/api_error.hpp"
+#include "net/http/api_error.hpp"
 
 namespace parley::net {
 

@@ -27,12 +27,12 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 #include "actors/storage_actor.hpp"
 #include "actors/supervisor_actor.hpp"
-#include "net/api.hpp"
+#include "net/http/api.hpp"
 #include "net/http_server.hpp"
-#include "net/router.hpp"
+#include "net/http/router.hpp"
 
 namespace parley {
 

@@ -1,4 +1,4 @@
-#include "actors/metrics.hpp"
+#include "runtime/telemetry/metrics.hpp"
 
 #include <unistd.h>
 
@@ -16,7 +16,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 
 namespace parley {
 

@@ -1,4 +1,4 @@
-#include "actors/placement.hpp"
+#include "runtime/rules/placement.hpp"
 
 namespace parley {
 

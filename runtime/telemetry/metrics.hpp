@@ -54,7 +54,7 @@ public:
   void log_lines_dropped(std::uint64_t total);
 
   /// The Prometheus text format of every metric (these and the actor
-  /// figures of actors/actor_stats.hpp).
+  /// figures of runtime/telemetry/actor_stats.hpp).
   std::string scrape() const;
 
   /// This node's figures as one JSON object, for the per-node "stats" of

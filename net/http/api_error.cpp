@@ -1,4 +1,4 @@
-#include "net/api_error.hpp"
+#include "net/http/api_error.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "net/openai_chunk.hpp"
+#include "net/http/openai_chunk.hpp"
 
 #include <optional>
 #include <vector>

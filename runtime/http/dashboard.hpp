@@ -1,5 +1,5 @@
 #pragma once
-// The operators' dashboard of `GET /dashboard`: runtime/dashboard.html,
+// The operators' dashboard of `GET /dashboard`: runtime/http/dashboard.html,
 // embedded into the binary at build time (cmake/embed_text.cmake).
 
 #include <string_view>

@@ -1,4 +1,4 @@
-#include "net/json_text.hpp"
+#include "net/http/json_text.hpp"
 
 namespace parley::net {
 

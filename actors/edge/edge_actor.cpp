@@ -1,4 +1,4 @@
-#include "actors/edge_actor.hpp"
+#include "actors/edge/edge_actor.hpp"
 
 #include <algorithm>
 #include <ctime>
@@ -8,13 +8,13 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 
-#include "actors/api_render.hpp"
+#include "actors/edge/api_render.hpp"
 #include "actors/cluster_view.hpp"
 #include "actors/instrumented.hpp"
-#include "actors/local_bucket.hpp"
+#include "runtime/rules/local_bucket.hpp"
 #include "actors/messages.hpp"
 #include "actors/ratelimit_actor.hpp"
-#include "storage/clock.hpp"
+#include "net/http/clock.hpp"
 #include "storage/secrets.hpp"
 
 namespace parley {

@@ -1,4 +1,4 @@
-#include "runtime/http_api.hpp"
+#include "runtime/http/http_api.hpp"
 
 #include <atomic>
 #include <cctype>
@@ -6,9 +6,9 @@
 
 #include <caf/send.hpp>
 
-#include "actors/edge_actor.hpp"
-#include "net/json_text.hpp"
-#include "runtime/log.hpp"
+#include "actors/edge/edge_actor.hpp"
+#include "net/http/json_text.hpp"
+#include "runtime/telemetry/log.hpp"
 #include "storage/pg_store.hpp"
 
 namespace parley {

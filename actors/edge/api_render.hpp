@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "actors/actor_stats.hpp"
+#include "runtime/telemetry/actor_stats.hpp"
 #include "actors/messages.hpp"
 
 namespace parley {

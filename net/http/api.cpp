@@ -1,4 +1,4 @@
-#include "net/api.hpp"
+#include "net/http/api.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -6,9 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/json_depth.hpp"
-#include "net/json_text.hpp"
-#include "net/percent.hpp"
+#include "net/http/json_depth.hpp"
+#include "net/http/json_text.hpp"
+#include "net/http/percent.hpp"
 
 namespace parley::net {
 
