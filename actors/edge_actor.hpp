@@ -18,6 +18,9 @@
 ///                            turns waiting on a node that went down get 503
 ///   (drain_atom)             stop being ready: /readyz answers 503
 ///   (key_revoked_atom, s)    another node revoked key `s` (prefix or id)
+///   (finished_atom, node, ticket)  a stream sink answered its client
+///                            (stream_sink.hpp): the request leaves the
+///                            in-flight count
 ///
 /// Routing: a turn goes to the registry of the session's owner in the
 /// current view (this node's registry when it owns it); reads and writes
