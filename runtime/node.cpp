@@ -352,7 +352,7 @@ int serve(node_config cfg) {
   edge_config edge_cfg;
   edge_cfg.node_id = cfg.node_id;
   edge_cfg.admin_token = cfg.admin_token;
-  edge_cfg.dashboard_page = dashboard_page();
+  edge_cfg.dashboard = dashboard_response();
   edge_cfg.default_model = llm_cfg.default_model;
   edge_cfg.max_inflight = cfg.max_inflight;
   // A safety net only: every turn ends by itself within the model's and

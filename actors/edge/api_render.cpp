@@ -127,6 +127,45 @@ std::string render_error_sse(const api_error& e) {
   return "event: error\ndata: " + error_body(e) + "\n\n";
 }
 
+std::string render_completion_error_sse(const api_error& e) {
+  return "data: " + error_body(e) + "\n\n";
+}
+
+// The three below keep their fields in this order (a json object would sort
+// them), so they are written out.
+std::string render_feedback(const std::string& session_id, std::int64_t seq, int rating) {
+  std::string out = "{\"session_id\":";
+  net::append_json_string(out, session_id);
+  out += ",\"seq\":" + std::to_string(seq) + ",\"rating\":" + std::to_string(rating) + "}";
+  return out;
+}
+
+std::string render_health(const std::vector<std::string>& failing) {
+  if (failing.empty())
+    return R"({"status":"ok"})";
+  std::string out = R"({"status":"unavailable","failing":[)";
+  for (std::size_t i = 0; i < failing.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    net::append_json_string(out, failing[i]);
+  }
+  return out + "]}";
+}
+
+std::string render_ready(bool ready, const std::string& postgres, const std::string& redis,
+                         const std::string& cluster, const std::string& actors) {
+  std::string out = ready ? R"({"status":"ready","checks":{"postgres":)"
+                          : R"({"status":"unavailable","checks":{"postgres":)";
+  net::append_json_string(out, postgres);
+  out += ",\"redis\":";
+  net::append_json_string(out, redis);
+  out += ",\"cluster\":";
+  net::append_json_string(out, cluster);
+  out += ",\"actors\":";
+  net::append_json_string(out, actors);
+  return out + "}}";
+}
+
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r) {
   return dump({{"id", id},
                {"object", "chat.completion"},

@@ -44,5 +44,14 @@ std::string render_delta_sse(const std::string& piece);
 std::string render_done_sse(const turn_reply& t);
 /// A failure as one Server-Sent Event `error`.
 std::string render_error_sse(const api_error& e);
+/// A failure in a streamed chat completion: one `data:` line (OpenAI's shape).
+std::string render_completion_error_sse(const api_error& e);
+/// `POST .../messages/{seq}/feedback` (201).
+std::string render_feedback(const std::string& session_id, std::int64_t seq, int rating);
+/// `GET /healthz`: `failing` names the core actors that do not answer.
+std::string render_health(const std::vector<std::string>& failing);
+/// `GET /readyz`: each check's word ("ok", "down", "off", "joining", ...).
+std::string render_ready(bool ready, const std::string& postgres, const std::string& redis,
+                         const std::string& cluster, const std::string& actors);
 
 } // namespace parley

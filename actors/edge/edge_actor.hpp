@@ -1,9 +1,16 @@
 #pragma once
 // The edge actor: one per node, where HTTP meets the actors. The HTTP layer
 // parses and validates on its own threads and sends one `http_call` per
-// request; the edge authenticates it (with a short-lived key cache), routes
-// it to storage or to the session's owner, and answers through the call's
-// responder, which posts onto the connection's strand.
+// request; the edge authenticates it (with a short-lived key cache) as the
+// route table says and dispatches it to the route's handler, which answers
+// through the call's responder (it posts onto the connection's strand).
+//
+// Files: edge_actor.cpp (the behaviour, authentication order, dispatch, the
+// handler table), edge_auth.* (API keys and their cache), edge_sessions.cpp
+// (the session routes and turns), edge_gateway.cpp (the OpenAI gateway and
+// the rate limit with its fallback), edge_admin.cpp (admin routes, readiness,
+// the dashboard), stream_sink.* (the one SSE sink actor), edge_state.hpp
+// (what they share; private to actors/).
 //
 /// Protocol:
 ///   http_call                (local only: it carries the responder)
@@ -11,6 +18,9 @@
 ///                            turns waiting on a node that went down get 503
 ///   (drain_atom)             stop being ready: /readyz answers 503
 ///   (key_revoked_atom, s)    another node revoked key `s` (prefix or id)
+///   (finished_atom, node, ticket)  a stream sink answered its client
+///                            (stream_sink.hpp): the request leaves the
+///                            in-flight count
 ///
 /// Routing: a turn goes to the registry of the session's owner in the
 /// current view (this node's registry when it owns it); reads and writes
@@ -48,12 +58,8 @@ struct http_call {
   /// A validation failure found before authentication; answered only once
   /// the caller proved who they are, so nothing leaks to strangers.
   std::optional<api_error> early_error;
-  net::create_session_body create_session;
-  net::post_message_body post_message;
-  net::feedback_body feedback;
-  net::create_key_body create_key;
-  net::migrate_body migrate;
-  net::chat_completion_body chat;
+  /// The parsed body, of the type the route's row names (net/http/routes.hpp).
+  net::request_body body;
   std::int32_t limit = 0;
   std::int64_t after = 0;
   std::string cursor;
@@ -69,8 +75,9 @@ struct http_call {
 struct edge_config {
   std::string node_id;
   std::string admin_token;
-  /// The page of `GET /dashboard` (static storage: it is not copied).
-  std::string_view dashboard_page;
+  /// The answer of `GET /dashboard` once the admin token checked out
+  /// (runtime/http/dashboard.cpp: the page and its security headers).
+  net::http_response dashboard;
   std::string default_model;
   std::size_t max_inflight = 10000;
   std::chrono::milliseconds turn_timeout{600000};

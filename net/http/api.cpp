@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -285,6 +286,46 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
       extra[k] = v;
   p.value.extra_json = dump(extra);
   return p;
+}
+
+namespace {
+
+template <class T>
+parsed<request_body> as_body(parsed<T>&& p) {
+  parsed<request_body> out;
+  if (p)
+    out.value = std::move(p.value);
+  else
+    out.error = std::move(p.error);
+  return out;
+}
+
+template <body_parser P, class T>
+constexpr bool body_index_is() {
+  return std::is_same_v<std::variant_alternative_t<static_cast<std::size_t>(P), request_body>, T>;
+}
+static_assert(body_index_is<body_parser::none, std::monostate>() &&
+                body_index_is<body_parser::create_session, create_session_body>() &&
+                body_index_is<body_parser::post_message, post_message_body>() &&
+                body_index_is<body_parser::feedback, feedback_body>() &&
+                body_index_is<body_parser::create_key, create_key_body>() &&
+                body_index_is<body_parser::migrate, migrate_body>() &&
+                body_index_is<body_parser::chat_completion, chat_completion_body>(),
+              "request_body's alternatives follow enum body_parser");
+
+} // namespace
+
+parsed<request_body> parse_body(body_parser parser, std::string_view body) {
+  switch (parser) {
+    case body_parser::none: return {};
+    case body_parser::create_session: return as_body(parse_create_session(body));
+    case body_parser::post_message: return as_body(parse_post_message(body));
+    case body_parser::feedback: return as_body(parse_feedback(body));
+    case body_parser::create_key: return as_body(parse_create_key(body));
+    case body_parser::migrate: return as_body(parse_migrate(body));
+    case body_parser::chat_completion: return as_body(parse_chat_completion(body));
+  }
+  return {};
 }
 
 parsed<query_map> parse_query(std::string_view query) {

@@ -8,9 +8,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "net/http/api_error.hpp"
+#include "net/http/routes.hpp"
 
 namespace parley::net {
 
@@ -85,6 +87,15 @@ parsed<feedback_body> parse_feedback(std::string_view body);
 parsed<create_key_body> parse_create_key(std::string_view body);
 parsed<migrate_body> parse_migrate(std::string_view body);
 parsed<chat_completion_body> parse_chat_completion(std::string_view body);
+
+/// A request's parsed body: one alternative per `body_parser`, in its order
+/// (monostate for `none`).
+using request_body = std::variant<std::monostate, create_session_body, post_message_body,
+                                  feedback_body, create_key_body, migrate_body,
+                                  chat_completion_body>;
+
+/// Parses `body` as the route table's parser says (`none`: not read).
+parsed<request_body> parse_body(body_parser parser, std::string_view body);
 
 /// Decoded query parameters; a repeated key keeps its last value.
 using query_map = std::map<std::string, std::string, std::less<>>;

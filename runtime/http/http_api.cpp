@@ -6,6 +6,7 @@
 
 #include <caf/send.hpp>
 
+#include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_actor.hpp"
 #include "net/http/json_text.hpp"
 #include "runtime/telemetry/log.hpp"
@@ -109,16 +110,7 @@ private:
 
 /// Routes whose `{id}` is a session id.
 bool names_a_session(net::route r) {
-  switch (r) {
-    case net::route::get_session:
-    case net::route::delete_session:
-    case net::route::post_message:
-    case net::route::list_messages:
-    case net::route::post_feedback:
-    case net::route::admin_session:
-    case net::route::migrate_session: return true;
-    default: return false;
-  }
+  return net::is_endpoint(r) && net::row_of(r).reaches_session;
 }
 
 /// Session ids are made by Parley (hex); anything outside the URL-safe
@@ -182,29 +174,17 @@ void parse_inputs(const net::http_request& req, http_call& call) {
   net::query_map q;
   if (!take(net::parse_query(req.query), q, call))
     return;
-  switch (call.route) {
-    case net::route::create_session:
-      take(net::parse_create_session(req.body), call.create_session, call);
+  auto& row = net::row_of(call.route);
+  if (!take(net::parse_body(row.body, req.body), call.body, call))
+    return;
+  if (auto* p = std::get_if<net::post_message_body>(&call.body))
+    call.stream = p->stream || req.accept.find("text/event-stream") != std::string::npos;
+  else if (auto* ch = std::get_if<net::chat_completion_body>(&call.body))
+    call.stream = ch->stream;
+  switch (row.query) {
+    case net::query_parser::none:
       break;
-    case net::route::post_message:
-      if (take(net::parse_post_message(req.body), call.post_message, call))
-        call.stream = call.post_message.stream ||
-                      req.accept.find("text/event-stream") != std::string::npos;
-      break;
-    case net::route::post_feedback:
-      take(net::parse_feedback(req.body), call.feedback, call);
-      break;
-    case net::route::create_api_key:
-      take(net::parse_create_key(req.body), call.create_key, call);
-      break;
-    case net::route::migrate_session:
-      take(net::parse_migrate(req.body), call.migrate, call);
-      break;
-    case net::route::chat_completions:
-      if (take(net::parse_chat_completion(req.body), call.chat, call))
-        call.stream = call.chat.stream;
-      break;
-    case net::route::list_sessions: {
+    case net::query_parser::session_page: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))
         return;
@@ -220,13 +200,13 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       }
       break;
     }
-    case net::route::dashboard:
+    case net::query_parser::page_token:
       // A browser cannot send a header when opening a page: the token may
       // come as ?token= instead (the page then drops it from the address bar).
       if (auto t = q.find("token"); t != q.end() && call.bearer.empty())
         call.bearer = t->second;
       break;
-    case net::route::list_messages: {
+    case net::query_parser::message_page: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 50, 1, 500), limit, call) ||
           !take(net::query_int(q, "after", 0, 0, INT64_MAX), call.after, call))
@@ -234,9 +214,30 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       call.limit = static_cast<std::int32_t>(limit);
       break;
     }
-    default:
-      break;
   }
+}
+
+/// The routes the table gives to this adapter: no actor on their path.
+void answer_here(net::route r, const net::responder_ptr& out, node_metrics& metrics,
+                 const health_ptr& health) {
+  net::http_response res;
+  switch (r) {
+    case net::route::healthz: {
+      auto failing = health ? health->failing() : std::vector<std::string>{};
+      res.status = failing.empty() ? 200 : 503;
+      res.body = render_health(failing);
+      break;
+    }
+    case net::route::metrics:
+      metrics.log_lines_dropped(log::dropped());
+      res.body = metrics.scrape();
+      res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      break;
+    default:
+      return answer_error(out, {errc::internal, "no handler for route " +
+                                                  std::string{net::route_name(r)}});
+  }
+  out->send(std::move(res));
 }
 
 } // namespace
@@ -251,48 +252,22 @@ net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, acc
     if (access == access_log::on)
       recorded->log_access(req, names_a_session(m.r) ? m.id : std::string{});
     net::responder_ptr out = std::move(recorded);
-    switch (m.r) {
-      case net::route::not_found:
-        return answer_error(out, {errc::not_found, "no route for " + req.method + " " + req.path});
-      case net::route::method_not_allowed:
-        return answer_error(out,
-                            {errc::method_not_allowed, req.method + " is not allowed on " +
-                                                         req.path + "; allowed: " + m.allow},
-                            {{"Allow", m.allow}});
-      case net::route::healthz: {
-        net::http_response r;
-        auto failing = health ? health->failing() : std::vector<std::string>{};
-        if (failing.empty()) {
-          r.body = R"({"status":"ok"})";
-        } else {
-          r.status = 503;
-          r.body = R"({"status":"unavailable","failing":[)";
-          for (std::size_t i = 0; i < failing.size(); ++i) {
-            if (i > 0)
-              r.body += ',';
-            net::append_json_string(r.body, failing[i]);
-          }
-          r.body += "]}";
-        }
-        return out->send(std::move(r));
-      }
-      case net::route::metrics: {
-        metrics->log_lines_dropped(log::dropped());
-        net::http_response r;
-        r.body = metrics->scrape();
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        return out->send(std::move(r));
-      }
-      default:
-        break;
-    }
+    if (m.r == net::route::not_found)
+      return answer_error(out, {errc::not_found, "no route for " + req.method + " " + req.path});
+    if (m.r == net::route::method_not_allowed)
+      return answer_error(out,
+                          {errc::method_not_allowed, req.method + " is not allowed on " +
+                                                       req.path + "; allowed: " + m.allow},
+                          {{"Allow", m.allow}});
+    if (net::row_of(m.r).by == net::answered_by::http)
+      return answer_here(m.r, out, *metrics, health);
     http_call call;
     call.route = m.r;
     call.id = std::move(m.id);
     call.bearer = bearer_token(req.authorization);
     call.request_id = req.request_id;
     call.peer = req.peer;
-    if (m.r == net::route::post_feedback) {
+    if (!m.seq.empty()) { // a route with `{seq}`
       if (auto seq = net::parse_seq(m.seq))
         call.seq = *seq;
       else

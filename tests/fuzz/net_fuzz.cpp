@@ -261,7 +261,7 @@ void one_request(const request& r) {
 
   std::string method{r.method}, path{r.path};
   // The answers the server builds around request bytes (runtime/http/http_api.cpp,
-  // actors/edge_actor.cpp): each must render, whatever the bytes.
+  // actors/edge/edge_actor.cpp): each must render, whatever the bytes.
   if (m.r == net::route::not_found)
     check_error({errc::not_found, "no route for " + method + " " + path}, true, "unknown route");
   if (m.r == net::route::method_not_allowed)

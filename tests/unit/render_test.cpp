@@ -71,3 +71,16 @@ TEST(render, a_delta_event_carries_the_piece_as_one_json_string) {
       EXPECT_EQ(j.at("content").get<std::string>(), "bad \xef\xbf\xbd byte");
   }
 }
+
+TEST(render, probe_and_feedback_bodies_keep_their_documented_field_order) {
+  EXPECT_EQ(parley::render_health({}), R"({"status":"ok"})");
+  EXPECT_EQ(parley::render_health({"storage", "llm"}),
+            R"({"status":"unavailable","failing":["storage","llm"]})");
+  EXPECT_EQ(parley::render_ready(true, "ok", "off", "ok", "ok"),
+            R"({"status":"ready","checks":{"postgres":"ok","redis":"off","cluster":"ok","actors":"ok"}})");
+  EXPECT_EQ(parley::render_ready(false, "down", "ok", "joining", "failing"),
+            R"({"status":"unavailable","checks":{"postgres":"down","redis":"ok","cluster":"joining","actors":"failing"}})");
+  EXPECT_EQ(parley::render_feedback("abc", 7, -1), R"({"session_id":"abc","seq":7,"rating":-1})");
+  EXPECT_EQ(parley::render_completion_error_sse({parley::errc::overloaded, "busy"}),
+            "data: " + parley::error_body({parley::errc::overloaded, "busy"}) + "\n\n");
+}

@@ -1,0 +1,197 @@
+// The edge's session routes (a user key checked out): records straight
+// from storage, turns through the registry of the session's owner.
+
+#include "actors/edge/api_render.hpp"
+#include "actors/edge/edge_state.hpp"
+#include "actors/edge/stream_sink.hpp"
+#include "net/http/clock.hpp"
+#include "storage/secrets.hpp"
+
+namespace parley {
+
+namespace {
+
+api_error not_found_session(const call_ptr& c) {
+  return {errc::not_found, "session '" + c->id + "' not found"};
+}
+
+/// True exactly once per remote turn: when its answer may still be sent
+/// (the ticket leaves the gate then). Always true for a local one.
+bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
+  auto& st = self->state;
+  if (node == st.cfg.node_id)
+    return true;
+  auto n = st.remote.find(node);
+  if (n == st.remote.end() || n->second.erase(ticket) == 0)
+    return false;
+  if (n->second.empty())
+    st.remote.erase(n);
+  return true;
+}
+
+void start_turn(edge_self* self, const call_ptr& c, const std::string& user) {
+  auto& st = self->state;
+  auto admitted = admit(self, c, "turns");
+  if (!admitted)
+    return;
+  auto& msg = body_of<net::post_message_body>(c);
+  turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
+                 c->request_id, 0, caf::actor{}};
+  auto [registry, node] = route_to(self, c->id);
+  auto ticket = ++st.next_ticket;
+  // The ticket stays where the turn's answer is settled: with the remote
+  // turns (answered at once when that node goes down), with the streams
+  // (until the sink reports), or with the reply's handlers.
+  std::shared_ptr<inflight_gate::ticket> held;
+  if (node != st.cfg.node_id)
+    st.remote[node].emplace(ticket, remote_turn{c, std::move(*admitted)});
+  else if (c->stream)
+    st.streams.emplace(ticket, std::move(*admitted));
+  else
+    held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
+  if (c->stream) {
+    c->sink = spawn_turn_sink(self->home_system(),
+                              {c, caf::actor_cast<caf::actor>(self), node, ticket}, registry,
+                              std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
+    return;
+  }
+  self->request(registry, st.cfg.turn_timeout, std::move(t))
+    .then(
+      [self, c, node = node, ticket, held](turn_reply& r) {
+        if (!settle(self, node, ticket))
+          return;
+        if (held)
+          held->reset();
+        reply(c, 200, render_turn(r));
+      },
+      [self, c, node = node, ticket, held](caf::error& e) {
+        if (!settle(self, node, ticket))
+          return;
+        if (held)
+          held->reset();
+        auto err = to_api_error(e);
+        if (err.code == errc::session_busy)
+          self->state.metrics->shed("session_busy");
+        reply_error(c, err);
+      });
+}
+
+} // namespace
+
+void handle_create_session(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  auto& body = body_of<net::create_session_body>(c);
+  session_record s;
+  s.id = random_hex(16);
+  s.user_id = key->user_id;
+  s.created_at = now_rfc3339();
+  s.system_prompt = body.system_prompt.value_or("");
+  s.model = body.model.value_or(st.cfg.default_model);
+  s.metadata_json = body.metadata_json;
+  auto& storage = st.storage->for_session(s.id);
+  self->request(storage, st.cfg.storage_timeout, new_sess_atom::value, std::move(s))
+    .then([c](session_record& r) { reply(c, 201, render_session(r)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
+void handle_list_sessions(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, list_sess_atom::value, key->user_id,
+                c->limit, c->cursor)
+    .then([c](session_page& p) { reply(c, 200, render_session_page(p)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
+void handle_get_session(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, get_sess_atom::value, c->id,
+                key->user_id)
+    .then([c](session_record& r) { reply(c, 200, render_session(r)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
+void handle_delete_session(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  self->request(st.storage->for_session(c->id), st.cfg.storage_timeout, del_sess_atom::value,
+                c->id, key->user_id)
+    .then(
+      [self, c](bool deleted) {
+        if (!deleted)
+          return reply_error(c, not_found_session(c));
+        self->send(route_to(self, c->id).first, gone_atom::value, c->id);
+        reply(c, 204, {});
+      },
+      [c](caf::error& e) { reply_error(c, e); });
+}
+
+void handle_post_message(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  with_rate_limit(self, c, *key, [self, c, user = key->user_id] { start_turn(self, c, user); });
+}
+
+void handle_list_messages(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, list_msg_atom::value, c->id,
+                key->user_id, c->after, c->limit)
+    .then([c](message_page& p) { reply(c, 200, render_message_page(p)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
+void handle_post_feedback(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  auto& fb = body_of<net::feedback_body>(c);
+  self->request(st.storage->any(), st.cfg.storage_timeout, feedback_atom::value, c->id,
+                key->user_id, c->seq, static_cast<std::int32_t>(fb.rating),
+                fb.comment.value_or(""), fb.comment.has_value())
+    .then(
+      [c](feedback_outcome o) {
+        auto seq = std::to_string(c->seq);
+        switch (o) {
+          case feedback_outcome::stored:
+            return reply(c, 201,
+                         render_feedback(c->id, c->seq, body_of<net::feedback_body>(c).rating));
+          case feedback_outcome::no_session:
+            return reply_error(c, not_found_session(c));
+          case feedback_outcome::no_message:
+            return reply_error(c, {errc::not_found,
+                                   "message " + seq + " not found in session '" + c->id + "'"});
+          case feedback_outcome::not_assistant:
+            return reply_error(c, {errc::invalid_request, "feedback is for assistant messages; "
+                                                          "message " +
+                                                            seq + " is a user message"});
+        }
+      },
+      [c](caf::error& e) { reply_error(c, e); });
+}
+
+/// Answers the turns waiting on `node`, which went down: 503 at once (a
+/// stream's sink writes it), and their tickets leave the gate.
+void abandon_turns_on(edge_self* self, const std::string& node) {
+  auto& st = self->state;
+  auto n = st.remote.find(node);
+  if (n == st.remote.end())
+    return;
+  auto turns = std::move(n->second);
+  st.remote.erase(n);
+  for (auto& [ticket, t] : turns) {
+    t.admitted.reset();
+    auto& c = t.call;
+    if (c->sink) {
+      self->send(c->sink, gone_atom::value);
+      continue;
+    }
+    reply_error(c, {errc::session_moved, "node '" + node + "' hosting session '" + c->id +
+                                           "' went down; retry with the same "
+                                           "client_message_id"});
+  }
+}
+
+/// A sink reported its stream complete.
+void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket) {
+  auto& st = self->state;
+  if (node.empty() || node == st.cfg.node_id)
+    st.streams.erase(ticket);
+  else
+    settle(self, node, ticket);
+}
+
+} // namespace parley

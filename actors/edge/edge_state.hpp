@@ -1,0 +1,136 @@
+#pragma once
+// Private to the edge's files (actors/edge/edge_*.cpp, stream_sink.cpp): the
+// edge actor's state, the helpers that answer a call, and the handlers the
+// route table dispatches to. Not for use outside actors/.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+
+#include "actors/cluster_view.hpp"
+#include "actors/edge/edge_actor.hpp"
+#include "actors/edge/edge_auth.hpp"
+#include "actors/edge/inflight_gate.hpp"
+#include "actors/instrumented.hpp"
+#include "runtime/rules/local_bucket.hpp"
+#include "actors/messages.hpp"
+
+namespace parley {
+
+using call_ptr = std::shared_ptr<http_call>;
+
+/// A turn sent to another node's registry, until answered: when that node
+/// goes down it is answered 503 at once (or its sink told to).
+struct remote_turn {
+  call_ptr call;
+  inflight_gate::ticket admitted;
+};
+
+struct edge_state {
+  static inline const char* name = "edge";
+  edge_config cfg;
+  storage_pool_ptr storage;
+  caf::actor registry;
+  caf::actor membership;
+  caf::actor ratelimit;
+  caf::actor llm; ///< the stateless gateway
+  view_ptr view;
+  key_cache keys;
+  health_ptr health;
+  metrics_ptr metrics;
+  bool draining = false;
+  /// Turns and chat completions in flight on this node, at most
+  /// cfg.max_inflight: each holds a ticket until it is answered.
+  inflight_gate inflight;
+  /// Streams of this node's sessions and of the gateway, by ticket number,
+  /// until their sink reports (finished_atom).
+  std::unordered_map<std::uint64_t, inflight_gate::ticket> streams;
+  /// Turns sent to another node's registry, by node and ticket number.
+  std::unordered_map<std::string, std::unordered_map<std::uint64_t, remote_turn>> remote;
+  std::uint64_t next_ticket = 0;
+  /// Decides when the ratelimit actor does not answer in time.
+  local_bucket fallback{10000};
+};
+
+using edge_self = instrumented_actor<edge_state>;
+
+// --- Answers (edge_actor.cpp) -----------------------------------------------
+
+/// A 2xx answer with the call's extra headers.
+void reply(const call_ptr& c, unsigned status, std::string body,
+           std::string content_type = "application/json");
+/// An error answer (API.md section 2) with the call's extra headers and,
+/// for codes that have one, Retry-After.
+void reply_error(const call_ptr& c, const api_error& e);
+void reply_error(const call_ptr& c, const caf::error& e);
+
+/// The registry that should get a turn for `session_id`, and its node.
+std::pair<caf::actor, std::string> route_to(edge_self* self, const std::string& session_id);
+
+/// A ticket for one more request in flight, or nothing after answering
+/// 503 overloaded (`what`: "turns" or "requests").
+std::optional<inflight_gate::ticket> admit(edge_self* self, const call_ptr& c, const char* what);
+
+/// The body of the call's route (the route table guarantees its type).
+template <class T>
+T& body_of(const call_ptr& c) {
+  return std::get<T>(c->body);
+}
+
+// --- Authentication (edge_auth.cpp) ----------------------------------------
+
+using key_continuation = std::function<void(const api_key_record&)>;
+/// True when `bearer` is the admin token (compared in constant time).
+bool is_admin_token(edge_self* self, const std::string& bearer);
+/// Authenticates a user key (cache, then storage) and continues with the
+/// key's record; answers 401 (and 429 for a flood of unknown keys) itself.
+void with_key(edge_self* self, const call_ptr& c, key_continuation next);
+
+// --- Handlers, one per route the edge answers (see edge_actor.cpp's table) --
+// `key` is the caller's API key on user routes, null on the others.
+
+using route_handler = void (*)(edge_self* self, const call_ptr& c, const api_key_record* key);
+
+// edge_admin.cpp
+void handle_readyz(edge_self*, const call_ptr&, const api_key_record*);
+void handle_dashboard(edge_self*, const call_ptr&, const api_key_record*);
+void handle_create_api_key(edge_self*, const call_ptr&, const api_key_record*);
+void handle_revoke_api_key(edge_self*, const call_ptr&, const api_key_record*);
+void handle_cluster_info(edge_self*, const call_ptr&, const api_key_record*);
+void handle_admin_actors(edge_self*, const call_ptr&, const api_key_record*);
+void handle_admin_session(edge_self*, const call_ptr&, const api_key_record*);
+void handle_migrate_session(edge_self*, const call_ptr&, const api_key_record*);
+void handle_drain_node(edge_self*, const call_ptr&, const api_key_record*);
+
+// edge_sessions.cpp
+void handle_create_session(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_sessions(edge_self*, const call_ptr&, const api_key_record*);
+void handle_get_session(edge_self*, const call_ptr&, const api_key_record*);
+void handle_delete_session(edge_self*, const call_ptr&, const api_key_record*);
+void handle_post_message(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_messages(edge_self*, const call_ptr&, const api_key_record*);
+void handle_post_feedback(edge_self*, const call_ptr&, const api_key_record*);
+
+/// The turns waiting on `node`, which went down, are answered 503 at once.
+void abandon_turns_on(edge_self* self, const std::string& node);
+/// A sink reported (finished_atom, node, ticket): its stream is complete.
+void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket);
+
+// edge_gateway.cpp
+void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);
+/// The per-key rate limit of chat requests (turns and completions): adds the
+/// X-RateLimit headers, answers 429 itself, else calls `next`.
+void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key,
+                     std::function<void()> next);
+
+} // namespace parley

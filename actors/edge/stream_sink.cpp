@@ -1,0 +1,204 @@
+#include "actors/edge/stream_sink.hpp"
+
+#include <ctime>
+
+#include <caf/actor_system.hpp>
+
+#include "actors/edge/api_render.hpp"
+#include "actors/edge/edge_state.hpp"
+#include "storage/secrets.hpp"
+
+namespace parley {
+
+namespace {
+
+// A format says what the sink writes; the sink (below) decides when.
+//   name                      the actor type (metrics, /admin/v1/actors)
+//   result                    the final answer's type
+//   ask(self, to, timeout)    the request whose answer is streamed
+//   opening(out)              written with the head
+//   piece(out, text)          one piece
+//   closing(out, result)      the end, after the head (written first if no
+//                             piece came)
+//   error_event(err)          an error after the head
+//   plain_before_start(code)  an error before the head is a plain answer
+//   cancel_target(self)       who stops the call when the client left
+
+bool known_before_turn(errc code) {
+  return code == errc::session_busy || code == errc::not_found || code == errc::conflict ||
+         code == errc::overloaded;
+}
+
+struct turn_format {
+  static inline const char* name = "stream_sink";
+  using result = turn_reply;
+  turn_request req;
+
+  template <class Self>
+  auto ask(Self* self, const caf::actor& registry, std::chrono::milliseconds timeout) {
+    req.sink = caf::actor_cast<caf::actor>(self);
+    return self->request(registry, timeout, std::move(req));
+  }
+  void opening(net::responder&) {}
+  void piece(net::responder& out, const std::string& text) { out.write(render_delta_sse(text)); }
+  void before_closing(result&) {}
+  void closing(net::responder& out, result& r) { out.write(render_done_sse(r)); }
+  std::string error_event(const api_error& e) { return render_error_sse(e); }
+  bool plain_before_start(errc code) { return known_before_turn(code); }
+  /// The session actor sent the piece: it stops the model call.
+  template <class Self>
+  caf::actor cancel_target(Self* self) {
+    return caf::actor_cast<caf::actor>(self->current_sender());
+  }
+};
+
+struct completion_format {
+  static inline const char* name = "gateway_sink";
+  using result = llm_result;
+  llm_request req;
+  caf::actor llm;
+  std::string id = "chatcmpl-" + random_hex(12);
+  std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
+  std::string model;
+
+  template <class Self>
+  auto ask(Self* self, const caf::actor& to, std::chrono::milliseconds timeout) {
+    llm = to;
+    model = req.model;
+    return self->request(to, timeout, llm_call_atom::value, std::move(req),
+                         caf::actor_cast<caf::actor>(self));
+  }
+  void opening(net::responder& out) {
+    out.write(render_completion_chunk(id, created, model, nullptr, true, false));
+  }
+  void piece(net::responder& out, const std::string& text) {
+    out.write(render_completion_chunk(id, created, model, &text, false, false));
+  }
+  /// The first chunk (when no piece came) already names the model used.
+  void before_closing(result& r) { model = r.model; }
+  void closing(net::responder& out, result&) {
+    out.write(render_completion_chunk(id, created, model, nullptr, false, true));
+    out.write("data: [DONE]\n\n");
+  }
+  std::string error_event(const api_error& e) { return render_completion_error_sse(e); }
+  bool plain_before_start(errc) { return true; }
+  template <class Self>
+  caf::actor cancel_target(Self*) {
+    return llm;
+  }
+};
+
+template <class Format>
+struct sink_state {
+  static inline const char* name = Format::name;
+  Format fmt;
+  sink_target to;
+  bool started = false;
+  bool done = false;
+  bool cancel = false; ///< cancel the call when the client is gone
+  bool cancel_sent = false;
+};
+
+template <class Format>
+using sink_self = instrumented_actor<sink_state<Format>>;
+
+template <class Format>
+caf::behavior stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
+                          caf::actor source, std::chrono::milliseconds timeout, bool cancel) {
+  self->state.to = std::move(to);
+  self->state.fmt = std::move(fmt);
+  self->state.cancel = cancel;
+  auto start = [self] {
+    auto& st = self->state;
+    if (st.started)
+      return;
+    st.started = true;
+    net::http_response head;
+    head.status = 200;
+    head.content_type = "text/event-stream";
+    head.headers = st.to.call->headers;
+    st.to.call->out->start_stream(std::move(head));
+    st.fmt.opening(*st.to.call->out);
+  };
+  auto report = [self] {
+    auto& target = self->state.to;
+    self->send(target.edge, finished_atom::value, target.node, target.ticket);
+    self->quit();
+  };
+  auto end = [self, report] {
+    auto& st = self->state;
+    if (st.done)
+      return;
+    st.done = true;
+    st.to.call->out->finish();
+    report();
+  };
+  auto fail = [self, start, end](const api_error& err, bool plain_if_not_started) {
+    auto& st = self->state;
+    if (st.done)
+      return;
+    if (!st.started && (plain_if_not_started || st.fmt.plain_before_start(err.code))) {
+      st.done = true;
+      reply_error(st.to.call, err);
+      self->send(caf::actor_cast<caf::actor>(self), finished_atom::value);
+      return;
+    }
+    start();
+    st.to.call->out->write(st.fmt.error_event(err));
+    end();
+  };
+  self->state.fmt.ask(self, source, timeout)
+    .then(
+      [self, start, end](typename Format::result& r) {
+        auto& st = self->state;
+        if (st.done)
+          return;
+        st.fmt.before_closing(r);
+        start();
+        st.fmt.closing(*st.to.call->out, r);
+        end();
+      },
+      [fail](caf::error& e) { fail(to_api_error(e), false); });
+  return {
+    [self, start](delta_atom, std::string& piece) {
+      auto& st = self->state;
+      if (st.done)
+        return;
+      start();
+      st.fmt.piece(*st.to.call->out, piece);
+      if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
+        st.cancel_sent = true;
+        self->send(st.fmt.cancel_target(self), cancel_atom::value);
+      }
+    },
+    [self, fail](gone_atom) {
+      fail({errc::session_moved, "node '" + self->state.to.node +
+                                   "' hosting the session went down; retry with the same "
+                                   "client_message_id"},
+           true);
+    },
+    // After a plain error answer: report and go.
+    [report](finished_atom) { report(); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_turn_sink(caf::actor_system& sys, sink_target target, caf::actor registry,
+                           turn_request t, std::chrono::milliseconds timeout, bool cancel) {
+  turn_format fmt;
+  fmt.req = std::move(t);
+  return sys.spawn(stream_sink<turn_format>, std::move(target), std::move(fmt),
+                   std::move(registry), timeout, cancel);
+}
+
+caf::actor spawn_completion_sink(caf::actor_system& sys, sink_target target, caf::actor llm,
+                                 llm_request req, std::chrono::milliseconds timeout,
+                                 bool cancel) {
+  completion_format fmt;
+  fmt.req = std::move(req);
+  return sys.spawn(stream_sink<completion_format>, std::move(target), std::move(fmt),
+                   std::move(llm), timeout, cancel);
+}
+
+} // namespace parley
