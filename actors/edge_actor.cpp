@@ -12,7 +12,7 @@
 #include "actors/cluster_view.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/local_bucket.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "actors/ratelimit_actor.hpp"
 #include "storage/clock.hpp"
 #include "storage/secrets.hpp"
@@ -326,14 +326,14 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
 void on_view(edge_self* self, view_ptr v) {
   auto& st = self->state;
   st.view = std::move(v);
-  if (auto* me = st.view->find(st.cfg.node_id); me && me->status == "leaving")
+  if (auto* me = st.view->find(st.cfg.node_id); me && me->status == member_status::leaving)
     st.draining = true;
   double up = 0, leaving = 0, down = 0;
   for (auto& m : st.view->members)
-    (m.status == "up" ? up : m.status == "leaving" ? leaving : down) += 1;
+    (m.status == member_status::up ? up : m.status == member_status::leaving ? leaving : down) += 1;
   st.metrics->cluster_nodes(up, leaving, down);
   for (auto& m : st.view->members) {
-    if (m.status != "down")
+    if (m.status != member_status::down)
       continue;
     auto n = st.remote.find(m.id);
     if (n == st.remote.end())
@@ -691,9 +691,10 @@ void handle_user(edge_self* self, const call_ptr& c, const api_key_record& key) 
       return;
     case net::route::post_feedback: {
       auto& fb = c->feedback;
-      self->request(st.storage->any(), timeout, feedback_atom::value, c->id, user, c->seq,
-                    static_cast<std::int32_t>(fb.rating), fb.comment.value_or(""),
-                    fb.comment.has_value())
+      feedback_request fr{c->id, user, c->seq, static_cast<std::int32_t>(fb.rating), {}};
+      if (fb.comment)
+        fr.comment = *fb.comment;
+      self->request(st.storage->any(), timeout, feedback_atom::value, std::move(fr))
         .then(
           [c](feedback_outcome o) {
             switch (o) {
@@ -800,7 +801,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.health = std::move(peers.health);
   member_info me;
   me.id = st.cfg.node_id;
-  me.status = "up";
+  me.status = member_status::up;
   me.registry = st.registry;
   st.view = cluster_view::alone(std::move(me));
   if (st.membership)

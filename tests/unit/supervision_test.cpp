@@ -20,7 +20,7 @@
 #include "actors/actor_stats.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/metrics.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "actors/supervisor_actor.hpp"
 
 namespace parley {
