@@ -107,10 +107,15 @@ void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& c
 }
 
 /// Publishes the membership actor on the cluster port: over mutual TLS
-/// when configured, else plain BASP with one warning.
+/// when configured, else plain BASP with one warning. It is published
+/// untyped, as before its interface was typed: peers reach it through
+/// `remote_actor` and the connector's `connect_atom` without naming its
+/// interface, so the cluster protocol on the wire stays what it was (the
+/// actor still only accepts its membership_actor messages).
 caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys,
-                                                const membership_actor& membership,
+                                                const membership_actor& typed,
                                                 const node_config& cfg) {
+  auto membership = caf::actor_cast<caf::actor>(typed);
   if (cfg.cluster_tls()) {
     log::info("cluster port: mutual TLS; only peers with a certificate from the cluster CA "
               "are admitted or dialled",
