@@ -438,10 +438,8 @@ void activate(session_self* self) {
 void adopt(session_self* self, handoff_state h) {
   auto& st = self->state;
   st.ph = phase::activating;
-  auto epoch = h.session.epoch;
-  auto last_seq = h.session.last_seq;
-  self->request(my_storage(self), st.env.cfg->storage_timeout, adopt_atom::value, st.id, epoch,
-                last_seq)
+  adopt_request req{st.id, h.session.epoch, h.session.last_seq};
+  self->request(my_storage(self), st.env.cfg->storage_timeout, adopt_atom::value, std::move(req))
     .then(
       [self, h = std::move(h)](std::int64_t new_epoch) mutable {
         if (new_epoch == 0)

@@ -236,8 +236,8 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return translate(e);
       }
     },
-    [&st](adopt_atom, const std::string& id, std::int64_t epoch, std::int64_t last_seq) {
-      return guarded(st, [&] { return st.store->adopt(id, epoch, last_seq); });
+    [&st](adopt_atom, const adopt_request& r) {
+      return guarded(st, [&] { return st.store->adopt(r.session_id, r.epoch, r.last_seq); });
     },
     [&st](list_sess_atom, const std::string& user, std::int32_t limit, const std::string& cursor) {
       return guarded(st, [&] { return st.store->list_sessions(user, limit, cursor); });

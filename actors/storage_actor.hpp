@@ -33,9 +33,9 @@ using session_store_actor = caf::typed_actor<
   /// Bumps the session's epoch and loads its last `window` messages; the
   /// activations that arrive together share one transaction.
   caf::replies_to<activate_atom, std::string, std::int32_t>::with<activation_record>,
-  /// (id, epoch, last_seq) -> the new epoch, or 0 when the shipped state is
-  /// outdated (the session then activates normally).
-  caf::replies_to<adopt_atom, std::string, std::int64_t, std::int64_t>::with<std::int64_t>,
+  /// -> the new epoch, or 0 when the shipped state is outdated (the session
+  /// then activates normally).
+  caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
   /// (id, client_message_id) -> the stored turn with that client id, if any.
   caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch

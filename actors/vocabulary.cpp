@@ -66,6 +66,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<session_location>("parley.location");
   cfg.add_message_type<member_status>("parley.member_status");
   cfg.add_message_type<llm_attempt_done>("parley.llm_attempt_done");
+  cfg.add_message_type<adopt_request>("parley.adopt_request");
   cfg.add_message_type<feedback_request>("parley.feedback_request");
   cfg.add_message_type<pin_request>("parley.pin");
   register_ratelimit_types(cfg);

@@ -7,7 +7,9 @@
 // ...); this header only names the words.
 //
 // Conventions: a message of more than two values besides its atom is a
-// struct with `inspect` (named fields instead of positions); a handle whose
+// struct with `inspect` (named fields instead of positions; not yet the
+// edge's own requests make_key, list_sess, list_msg and rate_check, whose
+// senders are being split out of the edge); a handle whose
 // interface is declared in a header that includes this one (member_info's
 // registry and membership, a session's own handle) travels as `caf::actor`
 // and is cast to its interface where it is used.
@@ -63,7 +65,6 @@ using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using beat_atom = caf::atom_constant<caf::atom("beat")>;
-using dial_atom = caf::atom_constant<caf::atom("dial")>;
 using view_atom = caf::atom_constant<caf::atom("view")>;
 using pin_atom = caf::atom_constant<caf::atom("pin")>;
 using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
@@ -73,7 +74,6 @@ using where_atom = caf::atom_constant<caf::atom("where")>;
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
-using drained_atom = caf::atom_constant<caf::atom("drained")>;
 // rate limits and key revocation
 using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
 using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;
@@ -109,9 +109,10 @@ struct turn_request {
   /// Registries this turn passed through; bounds forwarding while nodes'
   /// views of the cluster disagree.
   std::int32_t hops = 0;
-  /// A streamed turn: the actor on the client's node that gets each piece
-  /// of the reply as (delta_atom, string) before the turn_reply. Invalid:
-  /// not streamed.
+  /// A streamed turn: the actor on the client's node (the edge's stream
+  /// sink, untyped) that gets each piece of the reply as (delta_atom,
+  /// std::string) before the turn_reply, and may answer a piece's sender
+  /// with (cancel_atom) when its client left. Invalid: not streamed.
   caf::actor sink;
 };
 
@@ -153,6 +154,14 @@ struct llm_attempt_done {
 };
 
 // -- storage requests ----------------------------------------------------------
+
+/// A session taken over from another node (a migration's handoff): when its
+/// epoch and last seq in PostgreSQL are still these, only the epoch moves on.
+struct adopt_request {
+  std::string session_id;
+  std::int64_t epoch = 0;
+  std::int64_t last_seq = 0;
+};
 
 /// A rating of one assistant message (`POST .../feedback`).
 struct feedback_request {
@@ -308,6 +317,11 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_attempt_done& x) {
   return f(caf::meta::type_name("parley.llm_attempt_done"), x.id, x.status, x.http_status, x.body,
            x.error, x.retry_after);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, adopt_request& x) {
+  return f(caf::meta::type_name("parley.adopt_request"), x.session_id, x.epoch, x.last_seq);
 }
 
 template <class Inspector>
