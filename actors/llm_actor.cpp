@@ -343,7 +343,8 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   return caf::delegated<llm_result>{};
 }
 
-llm_actor::behavior_type llm_behavior(llm_self* self, llm_config cfg, std::vector<upstream> upstreams) {
+llm_actor::behavior_type llm_behavior(llm_self* self, llm_config cfg,
+                                      std::vector<upstream> upstreams) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.upstreams = std::move(upstreams);

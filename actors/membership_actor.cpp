@@ -178,7 +178,8 @@ void dial(membership_self* self, const std::string& addr) {
         auto remote = caf::actor_cast<caf::actor>(ptr);
         if (!remote || nid == self->home_system().node())
           return done();
-        self->request(as_membership(remote), dial_timeout, hello_atom::value, self_info(self), known(self))
+        self->request(as_membership(remote), dial_timeout, hello_atom::value, self_info(self),
+                      known(self))
           .then(
             [self, addr, done](std::vector<member_info>& infos) {
               if (!infos.empty()) {
@@ -223,7 +224,8 @@ void beat(membership_self* self) {
   }
   bool forgot = false;
   for (auto it = st.peers.begin(); it != st.peers.end();)
-    if (it->second.info.status == member_status::down && now - it->second.down_since > forget_after(st.cfg)) {
+    if (it->second.info.status == member_status::down &&
+        now - it->second.down_since > forget_after(st.cfg)) {
       it = st.peers.erase(it);
       forgot = true;
     } else

@@ -68,7 +68,7 @@ rate_decision check(ratelimit_state& st, const std::string& key_id, std::int32_t
 }
 
 ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimit_config cfg,
-                              std::optional<storage::redis_endpoint> ep) {
+                                                  std::optional<storage::redis_endpoint> ep) {
   auto& st = self->state;
   st.local = local_bucket{cfg.max_local_keys};
   if (ep)
@@ -107,9 +107,9 @@ using listener_self = instrumented_actor<listener_state, revocation_listener_act
 
 // A blocking read loop expressed as messages to itself: each read returns
 // within `read_timeout`, and an exit message queued meanwhile runs next.
-revocation_listener_actor::behavior_type revocation_listener(listener_self* self, storage::redis_endpoint ep,
-                                  caf::actor target, storage::redis_options opts,
-                                  std::chrono::milliseconds read_timeout) {
+revocation_listener_actor::behavior_type
+revocation_listener(listener_self* self, storage::redis_endpoint ep, caf::actor target,
+                    storage::redis_options opts, std::chrono::milliseconds read_timeout) {
   auto& st = self->state;
   st.sub = std::make_unique<storage::redis_subscriber>(std::move(ep), revoked_channel, opts);
   st.target = std::move(target);

@@ -170,7 +170,8 @@ void rebalance(registry_self* self) {
   }
 }
 
-registry_actor::behavior_type registry_behavior(registry_self* self, session_env env, std::string node_id) {
+registry_actor::behavior_type registry_behavior(registry_self* self, session_env env,
+                                                std::string node_id) {
   self->state.env = std::move(env);
   self->state.node_id = std::move(node_id);
   self->delayed_send(self, retry_every, beat_atom::value);

@@ -193,8 +193,9 @@ void flush_activations(storage_self* self, storage_state& st) {
   }
 }
 
-storage_actor::behavior_type storage_behavior(storage_self* self, std::string url, metrics_ptr metrics,
-                            std::chrono::milliseconds pg_timeout) {
+storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
+                                              metrics_ptr metrics,
+                                              std::chrono::milliseconds pg_timeout) {
   self->state.store = std::make_unique<storage::pg_store>(std::move(url), pg_timeout);
   self->state.metrics = std::move(metrics);
   auto& st = self->state;
