@@ -16,11 +16,11 @@ void cluster_view::index() {
   present_.clear();
   any_leaving_ = false;
   for (auto& m : members) {
-    if (m.status == "up")
+    if (m.status == member_status::up)
       live_.push_back(m.id);
-    if (m.status == "up" || m.status == "leaving")
+    if (m.status == member_status::up || m.status == member_status::leaving)
       present_.push_back(m.id);
-    any_leaving_ = any_leaving_ || m.status == "leaving";
+    any_leaving_ = any_leaving_ || m.status == member_status::leaving;
   }
 }
 
@@ -28,12 +28,12 @@ const member_info* cluster_view::leaving_owner(const std::string& session_id) co
   if (!any_leaving_)
     return nullptr;
   auto* m = find(place(session_id, present_));
-  return m && m->status == "leaving" ? m : nullptr;
+  return m && m->status == member_status::leaving ? m : nullptr;
 }
 
 const member_info& cluster_view::owner(const std::string& session_id) const {
   if (auto p = pins.find(session_id); p != pins.end())
-    if (auto* m = find(p->second); m && m->status == "up")
+    if (auto* m = find(p->second); m && m->status == member_status::up)
       return *m;
   if (!live_.empty())
     if (auto* m = find(place(session_id, live_)))

@@ -12,7 +12,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
@@ -50,8 +50,6 @@ private:
   void index();
 };
 
-using view_ptr = std::shared_ptr<const cluster_view>;
+// view_ptr: declared in vocabulary.hpp
 
 } // namespace parley
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::view_ptr)

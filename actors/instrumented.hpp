@@ -16,25 +16,35 @@
 #include <exception>
 #include <string>
 
+#include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/mailbox_element.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <caf/atom.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/sec.hpp>
 
 #include "runtime/telemetry/actor_stats.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
-/// `(health_atom) -> bool`: answered `true` by every instrumented actor in
-/// its mailbox order, without reaching its behaviour; the supervisor's ping.
-using health_atom = caf::atom_constant<caf::atom("health")>;
-
-template <class State>
-class instrumented_actor : public caf::stateful_actor<State> {
+/// An instrumented actor with state `State` on top of `Base`: the plain
+/// event-based actor, or a typed interface's base for a typed actor
+/// (`instrumented_actor<State, some_actor::base>`, as with
+/// caf::stateful_actor<State, Base>).
+///
+/// `(health_atom) -> bool` is answered `true` by every instrumented actor in
+/// its mailbox order, without reaching its behaviour: the supervisor's ping.
+/// It is deliberately in no typed interface (a typed actor would otherwise
+/// have to list it and handle it): the supervisor holds its core actors as
+/// untyped handles (`caf::actor_cast<caf::actor>(typed)`), and this shortcut
+/// runs before the typed behaviour is matched, so typed actors answer it too.
+template <class State, class Base = caf::event_based_actor>
+class instrumented_actor : public caf::stateful_actor<State, Base> {
 public:
-  using super = caf::stateful_actor<State>;
+  using super = caf::stateful_actor<State, Base>;
 
   explicit instrumented_actor(caf::actor_config& cfg) : super(cfg), probe_(type_probe()) {
     probe_.started();
@@ -115,5 +125,16 @@ private:
   std::int64_t depth_ = 0;
   bool stopped_ = false;
 };
+
+/// `self->send(dest, xs...)` from a typed actor to an untyped receiver (a
+/// stream sink, the edge, a view subscriber): CAF 0.17 lets a typed actor
+/// send() to typed receivers only. As with send(), the message carries
+/// `self` as its sender (a stream sink answers a piece with cancel_atom to
+/// its sender) and keeps its order behind earlier sends to `dest`.
+template <class Self, class... Ts>
+void send_untyped(Self* self, const caf::actor& dest, Ts&&... xs) {
+  if (dest)
+    dest->eq_impl(caf::make_message_id(), self->ctrl(), self->context(), std::forward<Ts>(xs)...);
+}
 
 } // namespace parley

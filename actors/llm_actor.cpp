@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/instrumented.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "runtime/rules/upstream_policy.hpp"
 #include "net/http_client.hpp"
 #include "net/http/openai_chunk.hpp"
@@ -65,7 +65,7 @@ struct llm_state {
   std::mt19937_64 rng{std::random_device{}()};
 };
 
-using llm_self = instrumented_actor<llm_state>;
+using llm_self = instrumented_actor<llm_state, llm_actor::base>;
 
 std::string request_body(const llm_request& req, bool stream) {
   nlohmann::json msgs = nlohmann::json::array();
@@ -154,13 +154,21 @@ void next_upstream(llm_self* self, std::uint64_t id) {
   rp.deliver(std::move(err));
 }
 
+/// From the connection's thread: the attempt `id` ended.
+void report_done(const llm_actor& me, std::uint64_t id, net::fetch_result r) {
+  caf::anon_send(me, llm_done_atom::value,
+                 llm_attempt_done{id, static_cast<std::int32_t>(r.status), r.http_status,
+                                  std::move(r.body), std::move(r.error),
+                                  std::move(r.retry_after)});
+}
+
 void attempt(llm_self* self, std::uint64_t id) {
   auto& st = self->state;
   auto& c = st.calls.at(id);
   c.attempt_started = clock::now();
   if (c.attempts++ == 0)
     c.upstream_started = c.attempt_started;
-  auto me = caf::actor_cast<caf::actor>(self);
+  auto me = caf::actor_cast<llm_actor>(self);
   if (c.listener) {
     // Streamed: each piece goes from the connection's strand straight to the
     // listener (no hop through this actor: one actor for every stream of
@@ -176,22 +184,15 @@ void attempt(llm_self* self, std::uint64_t id) {
       ++progress->forwarded;
       caf::send_as(caller, listener, delta_atom::value, std::move(piece));
     };
-    cb.on_done = [me, id](net::fetch_result r) {
-      caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
-                     r.http_status, std::move(r.body), std::move(r.error),
-                     std::move(r.retry_after));
-    };
+    cb.on_done = [me, id](net::fetch_result r) { report_done(me, id, std::move(r)); };
     cb.cancel = c.cancel;
     st.upstreams[c.upstream].client->post_json_stream("/chat/completions", c.body, st.cfg.api_key,
                                                       st.cfg.timeout, std::move(cb));
     return;
   }
   st.upstreams[c.upstream].client->post_json(
-    "/chat/completions", c.body, st.cfg.api_key, st.cfg.timeout, [me, id](net::fetch_result r) {
-      caf::anon_send(me, llm_done_atom::value, id, static_cast<std::int32_t>(r.status),
-                     r.http_status, std::move(r.body), std::move(r.error),
-                     std::move(r.retry_after));
-    });
+    "/chat/completions", c.body, st.cfg.api_key, st.cfg.timeout,
+    [me, id](net::fetch_result r) { report_done(me, id, std::move(r)); });
 }
 
 attempt_outcome outcome_of(net::fetch_status status, unsigned http_status) {
@@ -342,7 +343,8 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   return caf::delegated<llm_result>{};
 }
 
-caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> upstreams) {
+llm_actor::behavior_type llm_behavior(llm_self* self, llm_config cfg,
+                                      std::vector<upstream> upstreams) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.upstreams = std::move(upstreams);
@@ -383,10 +385,9 @@ caf::behavior llm_actor(llm_self* self, llm_config cfg, std::vector<upstream> up
         if (c.listener && (c.listener == sender || c.caller == sender))
           c.cancel->store(true);
     },
-    [self](llm_done_atom, std::uint64_t id, std::int32_t status, std::uint32_t http_status,
-           const std::string& body, const std::string& what, const std::string& retry_after) {
-      on_done(self, id, static_cast<net::fetch_status>(status), http_status, body, what,
-              retry_after);
+    [self](llm_done_atom, const llm_attempt_done& d) {
+      on_done(self, d.id, static_cast<net::fetch_status>(d.status), d.http_status, d.body,
+              d.error, d.retry_after);
     },
   };
 }
@@ -398,7 +399,7 @@ std::chrono::milliseconds llm_call_bound(const llm_config& cfg) {
   return call_time_bound(cfg.timeout, upstreams);
 }
 
-caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg) {
+llm_actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg) {
   // The clients are made here, not in the actor, so that a bad URL or CA
   // file stops the node with a clear message instead of killing an actor.
   std::vector<upstream> upstreams;
@@ -423,7 +424,7 @@ caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const ll
     if (!cfg.fallback_base_url.empty())
       add("PARLEY_LLM_FALLBACK_BASE_URL", "fallback", cfg.fallback_base_url);
   }
-  return sys.spawn(llm_actor, cfg, std::move(upstreams));
+  return sys.spawn(llm_behavior, cfg, std::move(upstreams));
 }
 
 } // namespace parley

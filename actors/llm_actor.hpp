@@ -4,18 +4,8 @@
 // pooled upstream client, whose completions come back as messages (the asio
 // thread only ever anon_sends; promises are delivered inside the actor).
 //
-/// Protocol:
-///   (llm_call_atom, llm_request) -> llm_result
-///     | upstream_error | upstream_timeout | upstream_unavailable | overloaded
-///   (llm_call_atom, llm_request, listener) -> llm_result | (the same errors)
-///     streamed: the listener gets (delta_atom, piece) for each piece, in
-///     order and before the answer, sent under the caller's identity (the
-///     listener's current_sender() is the caller) straight from the upstream
-///     connection's thread; the echo model sends its pieces from here
-///   (cancel_atom) from a streamed call's caller or listener: abandons its
-///     upstream stream (the call then fails)
-///   (llm_done_atom, id, status, http_status, body, error, retry_after)   internal
-///   (retry_atom, id)                                                      internal
+/// Protocol: `llm_actor` below; `model_client_actor` is the part a session
+/// actor uses.
 ///
 /// Resilience (upstream_policy.hpp): connect errors, broken connections,
 /// 429 (after its Retry-After) and 5xx are retried with exponential backoff
@@ -37,11 +27,39 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "runtime/telemetry/metrics.hpp"
 #include "runtime/rules/upstream_policy.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
+
+/// What a session actor asks of the model (session_actor.hpp): a narrow
+/// interface, so a session can be driven against a fake model.
+/// Errors of both calls: upstream_error | upstream_timeout |
+/// upstream_unavailable | overloaded.
+using model_client_actor = caf::typed_actor<
+  /// A completion.
+  caf::replies_to<llm_call_atom, llm_request>::with<llm_result>,
+  /// A streamed completion: the listener gets (delta_atom, std::string piece)
+  /// for each piece, in order and before the answer, sent under the
+  /// caller's identity (the listener's current_sender() is the caller)
+  /// straight from the upstream connection's thread; the echo model sends
+  /// its pieces from the actor.
+  caf::replies_to<llm_call_atom, llm_request, caf::actor>::with<llm_result>,
+  /// From a streamed call's caller or listener: abandons its upstream
+  /// stream (the call then fails).
+  caf::reacts_to<cancel_atom>>;
+
+/// The llm actor's whole protocol; an llm_actor handle converts to a
+/// model_client_actor implicitly.
+using llm_actor = model_client_actor::extend<
+  /// Internal: one attempt ended (from the upstream connection's thread).
+  caf::reacts_to<llm_done_atom, llm_attempt_done>,
+  /// Internal timer: (call id) its backoff passed, try again.
+  caf::reacts_to<retry_atom, std::uint64_t>>;
 namespace net {
 class io_runtime;
 }
@@ -69,6 +87,6 @@ inline constexpr const char* echo_model = "echo";
 
 /// Spawns the llm actor; `io` must outlive it. Throws std::invalid_argument
 /// on a bad base URL.
-caf::actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg);
+llm_actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm_config& cfg);
 
 } // namespace parley

@@ -37,7 +37,7 @@ std::chrono::milliseconds forget_after(const membership_config& cfg) {
 struct membership_state {
   static inline const char* name = "membership";
   membership_config cfg;
-  std::string status = "up";
+  member_status status = member_status::up;
   std::uint64_t sessions_active = 0;
   std::map<std::string, peer> peers; ///< every other member ever seen, by id
   std::unordered_map<std::string, std::string> pins;
@@ -51,7 +51,12 @@ struct membership_state {
   view_ptr view;
 };
 
-using membership_self = instrumented_actor<membership_state>;
+using membership_self = instrumented_actor<membership_state, membership_actor::base>;
+
+/// A peer's membership actor, from member_info.
+membership_actor as_membership(const caf::actor& a) {
+  return caf::actor_cast<membership_actor>(a);
+}
 
 member_info self_info(membership_self* self) {
   auto& st = self->state;
@@ -96,13 +101,13 @@ void publish(membership_self* self, bool membership_changed) {
   v->seal();
   st.view = v;
   for (auto& s : st.subscribers)
-    self->send(s, view_atom::value, view_ptr{v});
+    send_untyped(self, s, view_atom::value, view_ptr{v});
 }
 
 void mark_down(membership_self* self, peer& p) {
-  if (p.info.status == "down")
+  if (p.info.status == member_status::down)
     return;
-  p.info.status = "down";
+  p.info.status = member_status::down;
   p.info.sessions_active = 0;
   p.down_since = clock::now();
   publish(self, true);
@@ -133,10 +138,10 @@ void dial(membership_self* self, const std::string& addr);
 void follow(membership_self* self, const std::vector<member_info>& infos) {
   auto& st = self->state;
   for (auto& m : infos) {
-    if (m.id == st.cfg.self.id || m.status == "down" || m.cluster.empty())
+    if (m.id == st.cfg.self.id || m.status == member_status::down || m.cluster.empty())
       continue;
     auto it = st.peers.find(m.id);
-    if (it == st.peers.end() || it->second.info.status == "down")
+    if (it == st.peers.end() || it->second.info.status == member_status::down)
       dial(self, m.cluster);
   }
 }
@@ -173,7 +178,8 @@ void dial(membership_self* self, const std::string& addr) {
         auto remote = caf::actor_cast<caf::actor>(ptr);
         if (!remote || nid == self->home_system().node())
           return done();
-        self->request(remote, dial_timeout, hello_atom::value, self_info(self), known(self))
+        self->request(as_membership(remote), dial_timeout, hello_atom::value, self_info(self),
+                      known(self))
           .then(
             [self, addr, done](std::vector<member_info>& infos) {
               if (!infos.empty()) {
@@ -194,7 +200,7 @@ bool seed_connected(membership_self* self, const std::string& seed) {
   if (n == st.seed_node.end())
     return false;
   auto p = st.peers.find(n->second);
-  return p != st.peers.end() && p->second.info.status != "down";
+  return p != st.peers.end() && p->second.info.status != member_status::down;
 }
 
 std::chrono::milliseconds beat_interval(const membership_config& cfg) {
@@ -208,17 +214,18 @@ void beat(membership_self* self) {
   auto now = clock::now();
   auto me = self_info(self);
   for (auto& [id, p] : st.peers) {
-    if (p.info.status == "down")
+    if (p.info.status == member_status::down)
       continue;
     if (now - p.last_seen > st.cfg.failure_detect) {
       mark_down(self, p);
       continue;
     }
-    self->send(p.info.membership, heartbeat_atom::value, me);
+    self->send(as_membership(p.info.membership), heartbeat_atom::value, me);
   }
   bool forgot = false;
   for (auto it = st.peers.begin(); it != st.peers.end();)
-    if (it->second.info.status == "down" && now - it->second.down_since > forget_after(st.cfg)) {
+    if (it->second.info.status == member_status::down &&
+        now - it->second.down_since > forget_after(st.cfg)) {
       it = st.peers.erase(it);
       forgot = true;
     } else
@@ -231,7 +238,7 @@ void beat(membership_self* self) {
       if (!seed_connected(self, s))
         dial(self, s);
     for (auto& [id, p] : st.peers)
-      if (p.info.status == "down" && !p.info.cluster.empty())
+      if (p.info.status == member_status::down && !p.info.cluster.empty())
         dial(self, p.info.cluster);
   }
   self->request(st.cfg.registry, std::chrono::seconds(1), count_atom::value)
@@ -241,13 +248,13 @@ void beat(membership_self* self) {
 
 void leave(membership_self* self) {
   auto& st = self->state;
-  if (st.status == "leaving")
+  if (st.status == member_status::leaving)
     return;
-  st.status = "leaving";
+  st.status = member_status::leaving;
   auto me = self_info(self);
   for (auto& [id, p] : st.peers)
-    if (p.info.status != "down")
-      self->send(p.info.membership, heartbeat_atom::value, me);
+    if (p.info.status != member_status::down)
+      self->send(as_membership(p.info.membership), heartbeat_atom::value, me);
   publish(self, true);
 }
 
@@ -270,7 +277,7 @@ caf::result<stats_map> gather_stats(membership_self* self) {
   auto g = std::make_shared<gathering>();
   g->figures.emplace(st.cfg.self.id, local_stats(self));
   for (auto& [id, p] : st.peers)
-    if (p.info.status != "down" && p.info.membership)
+    if (p.info.status != member_status::down && p.info.membership)
       ++g->pending;
   if (g->pending == 0)
     return std::move(g->figures);
@@ -280,9 +287,9 @@ caf::result<stats_map> gather_stats(membership_self* self) {
       g->rp.deliver(std::move(g->figures));
   };
   for (auto& [id, p] : st.peers) {
-    if (p.info.status == "down" || !p.info.membership)
+    if (p.info.status == member_status::down || !p.info.membership)
       continue;
-    self->request(p.info.membership, st.cfg.stats_timeout, stats_atom::value)
+    self->request(as_membership(p.info.membership), st.cfg.stats_timeout, stats_atom::value)
       .then(
         [g, one_done, id = id](std::string& figures) {
           g->figures.emplace(id, std::move(figures));
@@ -293,7 +300,7 @@ caf::result<stats_map> gather_stats(membership_self* self) {
   return caf::delegated<stats_map>{};
 }
 
-caf::behavior membership_actor(membership_self* self, membership_config cfg) {
+membership_actor::behavior_type membership_behavior(membership_self* self, membership_config cfg) {
   self->state.cfg = std::move(cfg);
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& [id, p] : self->state.peers)
@@ -311,15 +318,18 @@ caf::behavior membership_actor(membership_self* self, membership_config cfg) {
     [self](heartbeat_atom, member_info& from) { learn(self, from); },
     [self](beat_atom) { beat(self); },
     [self](view_atom, caf::actor& sub) {
-      self->send(sub, view_atom::value, self->state.view);
+      send_untyped(self, sub, view_atom::value, self->state.view);
       self->state.subscribers.push_back(std::move(sub));
     },
-    [self](pin_atom, std::string& session, std::string& node, bool relay) {
+    [self](pin_atom, pin_request& pin) {
       auto& st = self->state;
-      if (relay)
+      auto& session = pin.session;
+      auto& node = pin.node;
+      if (pin.relay)
         for (auto& [id, p] : st.peers)
-          if (p.info.status != "down")
-            self->send(p.info.membership, pin_atom::value, session, node, false);
+          if (p.info.status != member_status::down)
+            self->send(as_membership(p.info.membership), pin_atom::value,
+                       pin_request{session, node, false});
       if (st.pins.size() >= max_pins) {
         st.pins.erase(st.pin_order.front());
         st.pin_order.pop_front();
@@ -336,9 +346,9 @@ caf::behavior membership_actor(membership_self* self, membership_config cfg) {
         return true;
       }
       auto it = st.peers.find(node);
-      if (it == st.peers.end() || it->second.info.status == "down")
+      if (it == st.peers.end() || it->second.info.status == member_status::down)
         return false;
-      self->send(it->second.info.membership, drain_atom::value);
+      self->send(as_membership(it->second.info.membership), drain_atom::value);
       return true;
     },
     [self](cluster_atom) -> caf::result<std::uint64_t, std::vector<member_info>> {
@@ -351,8 +361,8 @@ caf::behavior membership_actor(membership_self* self, membership_config cfg) {
 
 } // namespace
 
-caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg) {
-  return sys.spawn<caf::detached>(membership_actor, std::move(cfg));
+membership_actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg) {
+  return sys.spawn<caf::detached>(membership_behavior, std::move(cfg));
 }
 
 } // namespace parley

@@ -4,22 +4,9 @@
 // cluster through the seeds, and tells its subscribers (edge, registry) of
 // every change with a fresh immutable cluster_view.
 //
-/// Protocol:
-///   (hello_atom, member_info, vector<member_info>) -> vector<member_info>
-///                                     a peer introduces itself and its view
-///   (heartbeat_atom, member_info)     a peer is alive (status, load)
-///   (view_atom, actor subscriber)     subscribe; the current view is sent at once
-///                                     as (view_atom, view_ptr)
-///   (pin_atom, session, node, relay)  a migration pinned a session to a node
-///   (drain_atom)                      this node is leaving: status "leaving"
-///   (drain_atom, node)                -> bool: tell `node` to leave (false: unknown)
-///   (cluster_atom)                    -> (uint64 view version, vector<member_info>),
-///                                     this node first; the version moves on every
-///                                     change of membership (and pin)
-///   (stats_atom)                      -> string: this node's figures (JSON object)
-///   (stats_atom, cluster_atom)        -> map<node id, string>: the figures of this
-///                                     node and of every member not down that
-///                                     answers within stats_timeout
+/// Protocol: `membership_actor` below. Peers' membership actors travel as
+/// `caf::actor` in member_info (they come from the wire) and are cast to
+/// membership_actor where used.
 ///
 /// Failure detection: each member monitors the others' membership actors, so
 /// a killed process (its TCP connection closes) is down within milliseconds;
@@ -38,6 +25,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,15 +33,47 @@
 #include <caf/fwd.hpp>
 #include <caf/io/middleman_actor.hpp>
 
-#include "actors/messages.hpp"
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/vocabulary.hpp"
 
 namespace parley {
+
+using membership_actor = caf::typed_actor<
+  /// (peer, its view) -> this node's view (this node first): a peer
+  /// introduces itself.
+  caf::replies_to<hello_atom, member_info, std::vector<member_info>>::with<
+    std::vector<member_info>>,
+  /// (peer) a peer is alive (status, load).
+  caf::reacts_to<heartbeat_atom, member_info>,
+  /// Internal timer: heartbeats, failure detection, dials.
+  caf::reacts_to<beat_atom>,
+  /// (subscriber) subscribe; the current view is sent at once, and every
+  /// later one, as (view_atom, view_ptr).
+  caf::reacts_to<view_atom, caf::actor>,
+  /// A migration pinned a session to a node (relayed to every member once).
+  caf::reacts_to<pin_atom, pin_request>,
+  /// This node is leaving: status "leaving".
+  caf::reacts_to<drain_atom>,
+  /// (node) -> tell `node` to leave (false: unknown or down).
+  caf::replies_to<drain_atom, std::string>::with<bool>,
+  /// -> (view version, members, this node first); the version moves on
+  /// every change of membership (and pin).
+  caf::replies_to<cluster_atom>::with<std::uint64_t, std::vector<member_info>>,
+  /// -> this node's figures (a JSON object).
+  caf::replies_to<stats_atom>::with<std::string>,
+  /// -> node id -> figures, of this node and of every member not down that
+  /// answers within stats_timeout.
+  caf::replies_to<stats_atom, cluster_atom>::with<std::map<std::string, std::string>>>;
 
 struct membership_config {
   member_info self; ///< id, http, cluster and incarnation; handles are filled in
   std::vector<std::string> seeds; ///< "host:port" cluster addresses
   std::chrono::milliseconds failure_detect{3000};
-  caf::actor registry; ///< asked for this node's active session count
+  /// This node's registry (registry_actor), asked for its active session
+  /// count (count_atom) and published in member_info.
+  caf::actor registry;
   std::function<std::string()> local_stats; ///< this node's figures as JSON
   std::chrono::milliseconds stats_timeout{1000};
   /// Dials the seeds and members: the middleman actor that speaks the
@@ -62,6 +82,6 @@ struct membership_config {
   caf::io::middleman_actor connector;
 };
 
-caf::actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg);
+membership_actor spawn_membership_actor(caf::actor_system& sys, membership_config cfg);
 
 } // namespace parley

@@ -18,8 +18,6 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
-using listen_atom = caf::atom_constant<caf::atom("listen")>;
-
 struct ratelimit_state {
   static inline const char* name = "ratelimit";
   ratelimit_config cfg;
@@ -37,7 +35,7 @@ struct ratelimit_state {
   bool redis_usable() const { return redis && !redis->backing_off(); }
 };
 
-using ratelimit_self = instrumented_actor<ratelimit_state>;
+using ratelimit_self = instrumented_actor<ratelimit_state, ratelimit_actor::base>;
 
 std::int32_t clamp32(std::int64_t v) {
   return static_cast<std::int32_t>(
@@ -69,8 +67,8 @@ rate_decision check(ratelimit_state& st, const std::string& key_id, std::int32_t
   }
 }
 
-caf::behavior ratelimit_actor(ratelimit_self* self, ratelimit_config cfg,
-                              std::optional<storage::redis_endpoint> ep) {
+ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimit_config cfg,
+                                                  std::optional<storage::redis_endpoint> ep) {
   auto& st = self->state;
   st.local = local_bucket{cfg.max_local_keys};
   if (ep)
@@ -105,13 +103,13 @@ struct listener_state {
   caf::actor target;
 };
 
-using listener_self = instrumented_actor<listener_state>;
+using listener_self = instrumented_actor<listener_state, revocation_listener_actor::base>;
 
 // A blocking read loop expressed as messages to itself: each read returns
 // within `read_timeout`, and an exit message queued meanwhile runs next.
-caf::behavior revocation_listener(listener_self* self, storage::redis_endpoint ep,
-                                  caf::actor target, storage::redis_options opts,
-                                  std::chrono::milliseconds read_timeout) {
+revocation_listener_actor::behavior_type
+revocation_listener(listener_self* self, storage::redis_endpoint ep, caf::actor target,
+                    storage::redis_options opts, std::chrono::milliseconds read_timeout) {
   auto& st = self->state;
   st.sub = std::make_unique<storage::redis_subscriber>(std::move(ep), revoked_channel, opts);
   st.target = std::move(target);
@@ -124,31 +122,28 @@ caf::behavior revocation_listener(listener_self* self, storage::redis_endpoint e
       // one does.
       self->send(self, listen_atom::value);
       if (auto payload = st.sub->next(read_timeout))
-        self->send(st.target, key_revoked_atom::value, std::move(*payload));
+        send_untyped(self, st.target, key_revoked_atom::value, std::move(*payload));
     },
   };
 }
 
 } // namespace
 
-void register_ratelimit_types(caf::actor_system_config& cfg) {
-  cfg.add_message_type<rate_decision>("parley.rate_decision");
-}
-
 std::int64_t rate_check_deadline(std::chrono::nanoseconds budget) {
   return (steady::now().time_since_epoch() + budget).count();
 }
 
-caf::actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config cfg) {
+ratelimit_actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config cfg) {
   std::optional<storage::redis_endpoint> ep;
   if (!cfg.redis_url.empty())
     ep = storage::parse_redis_url(cfg.redis_url);
-  return sys.spawn<caf::detached>(ratelimit_actor, std::move(cfg), std::move(ep));
+  return sys.spawn<caf::detached>(ratelimit_behavior, std::move(cfg), std::move(ep));
 }
 
-caf::actor spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url,
-                                     caf::actor target, storage::redis_options opts,
-                                     std::chrono::milliseconds read_timeout) {
+revocation_listener_actor spawn_revocation_listener(caf::actor_system& sys,
+                                                    const std::string& redis_url,
+                                                    caf::actor target, storage::redis_options opts,
+                                                    std::chrono::milliseconds read_timeout) {
   auto ep = storage::parse_redis_url(redis_url);
   return sys.spawn<caf::detached>(revocation_listener, std::move(ep), std::move(target), opts,
                                   read_timeout);

@@ -4,10 +4,8 @@
 // It runs DETACHED and owns one blocking redis_client, so Redis never stalls
 // the CAF scheduler. One per node; node-local (deadlines are steady-clock).
 //
-/// Protocol:
-///   (rate_check_atom, key_id, rate_per_min, live_nodes, deadline_ns) -> rate_decision
-///   (redis_status_atom)                -> bool: the last Redis operation succeeded
-///   (publish_revoked_atom, payload)    -> nothing; PUBLISH on `revoked_channel`
+/// Protocol: `ratelimit_actor` below; the revocation listener's is
+/// `revocation_listener_actor`.
 ///
 /// Rate checks: rate_per_min <= 0 means "off" (allowed, nothing counted).
 /// Otherwise the bucket `key_prefix + key_id` in Redis decides (capacity =
@@ -51,40 +49,31 @@
 #include <string>
 
 #include <caf/actor.hpp>
-#include <caf/atom.hpp>
 #include <caf/fwd.hpp>
-#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
+#include "actors/vocabulary.hpp"
 #include "storage/redis_client.hpp"
 
 namespace parley {
 
-// -- atoms -------------------------------------------------------------------
+// -- interfaces --------------------------------------------------------------
 
-using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
-using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;
-using publish_revoked_atom = caf::atom_constant<caf::atom("pubrevoke")>;
-using key_revoked_atom = caf::atom_constant<caf::atom("keyrevoked")>;
+using ratelimit_actor = caf::typed_actor<
+  /// (key_id, rate_per_min, live_nodes, deadline_ns) -> the decision (below).
+  caf::replies_to<rate_check_atom, std::string, std::int32_t, std::int32_t,
+                  std::int64_t>::with<rate_decision>,
+  /// -> whether the last Redis operation succeeded.
+  caf::replies_to<redis_status_atom>::with<bool>,
+  /// (payload) PUBLISH on `revoked_channel`; no answer.
+  caf::reacts_to<publish_revoked_atom, std::string>>;
 
-// -- messages ----------------------------------------------------------------
-
-/// The answer to a rate check.
-struct rate_decision {
-  bool allowed = true;
-  std::int32_t limit = 0;          ///< the bucket capacity used (rate, or this node's share)
-  std::int32_t remaining = 0;      ///< whole tokens left after this request
-  std::int32_t retry_after_ms = 0; ///< when denied: until the next token; else 0
-  bool redis_ok = false;           ///< true: Redis decided; false: the local bucket did
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
-  return f(caf::meta::type_name("parley.rate_decision"), x.allowed, x.limit, x.remaining,
-           x.retry_after_ms, x.redis_ok);
-}
-
-/// Registers rate_decision (only needed if it ever crosses nodes).
-void register_ratelimit_types(caf::actor_system_config& cfg);
+/// The revocation listener only ever talks to itself (its read loop); it
+/// sends its target (untyped: the edge) (key_revoked_atom, std::string).
+using revocation_listener_actor = caf::typed_actor<
+  /// Internal: one bounded read of the subscription.
+  caf::reacts_to<listen_atom>>;
 
 // -- actors ------------------------------------------------------------------
 
@@ -105,16 +94,16 @@ std::int64_t rate_check_deadline(std::chrono::nanoseconds budget);
 
 /// Spawns the node's ratelimit actor (detached). Throws std::invalid_argument
 /// when cfg.redis_url is set but malformed. Does not connect yet.
-caf::actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config cfg);
+ratelimit_actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config cfg);
 
 /// Spawns a detached actor that SUBSCRIBEs to `revoked_channel` and forwards
 /// each payload to `target`, reconnecting forever (with the backoff of
 /// `opts`) and re-subscribing after each reconnect. It checks its mailbox
 /// between reads of at most `read_timeout`, so an exit message stops it
 /// within about that time. Throws std::invalid_argument on a bad URL.
-caf::actor spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url,
-                                     caf::actor target, storage::redis_options opts = {},
-                                     std::chrono::milliseconds read_timeout =
-                                       std::chrono::milliseconds{200});
+revocation_listener_actor
+spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url, caf::actor target,
+                          storage::redis_options opts = {},
+                          std::chrono::milliseconds read_timeout = std::chrono::milliseconds{200});
 
 } // namespace parley

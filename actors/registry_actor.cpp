@@ -8,7 +8,8 @@
 
 #include "actors/cluster_view.hpp"
 #include "actors/instrumented.hpp"
-#include "actors/messages.hpp"
+#include "actors/membership_actor.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
@@ -25,13 +26,13 @@ constexpr auto migrate_timeout = std::chrono::seconds(60);
 constexpr auto retry_every = std::chrono::seconds(1);
 
 struct registry_entry {
-  caf::actor actor;
+  session_actor actor;
   std::uint64_t forwarded = 0;
   bool migrating = false;
 };
 
 struct tombstone {
-  caf::actor registry;
+  registry_actor registry;
   clock::time_point expires;
 };
 
@@ -50,7 +51,12 @@ struct registry_state {
   bool unsettled = false;
 };
 
-using registry_self = instrumented_actor<registry_state>;
+using registry_self = instrumented_actor<registry_state, registry_actor::base>;
+
+/// Another node's registry, from member_info or a message.
+registry_actor as_registry(const caf::actor& a) {
+  return caf::actor_cast<registry_actor>(a);
+}
 using entry_iter = std::unordered_map<std::string, registry_entry>::iterator;
 
 void forget(registry_self* self, entry_iter it) {
@@ -60,7 +66,7 @@ void forget(registry_self* self, entry_iter it) {
 
 entry_iter spawn_entry(registry_self* self, const std::string& id) {
   auto& st = self->state;
-  auto a = spawn_session_actor(self, id, st.env);
+  auto a = spawn_session_actor(self, session_registry_actor{self}, id, st.env);
   self->monitor(a);
   st.by_addr.emplace(a.address(), id);
   return st.sessions.emplace(id, registry_entry{a, 0, false}).first;
@@ -79,7 +85,7 @@ const tombstone* moved_to(registry_self* self, const std::string& id) {
   return &it->second;
 }
 
-void remember_move(registry_self* self, const std::string& id, caf::actor registry) {
+void remember_move(registry_self* self, const std::string& id, registry_actor registry) {
   auto& moved = self->state.moved;
   auto now = clock::now();
   if (moved.size() >= tombstone_sweep_at)
@@ -116,7 +122,8 @@ const member_info* leaving_host(registry_self* self, const std::string& id) {
 
 void pin(registry_self* self, const std::string& id, const std::string& node) {
   if (auto* me = self->state.view ? self->state.view->find(self->state.node_id) : nullptr)
-    self->send(me->membership, pin_atom::value, id, node, true);
+    self->send(caf::actor_cast<membership_actor>(me->membership), pin_atom::value,
+               pin_request{id, node, true});
 }
 
 /// Ships an active session to `target` (a member's registry). The session
@@ -163,7 +170,8 @@ void rebalance(registry_self* self) {
   }
 }
 
-caf::behavior registry_actor(registry_self* self, session_env env, std::string node_id) {
+registry_actor::behavior_type registry_behavior(registry_self* self, session_env env,
+                                                std::string node_id) {
   self->state.env = std::move(env);
   self->state.node_id = std::move(node_id);
   self->delayed_send(self, retry_every, beat_atom::value);
@@ -190,13 +198,13 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
         }
         if (auto* owner = remote_owner(self, t.session_id); owner && t.hops < max_hops) {
           ++t.hops;
-          return self->delegate(owner->registry, std::move(t));
+          return self->delegate(as_registry(owner->registry), std::move(t));
         }
         // Straight from an edge (a forwarded turn is served here, so that
         // the leaving node never activates a session anew).
         if (auto* host = leaving_host(self, t.session_id); host && t.hops == 0) {
           ++t.hops;
-          return self->delegate(host->registry, std::move(t));
+          return self->delegate(as_registry(host->registry), std::move(t));
         }
         it = spawn_entry(self, t.session_id);
       }
@@ -220,9 +228,9 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
       auto* target = st.view ? st.view->find(node) : nullptr;
       if (!target)
         return make_error(errc::not_found, "node '" + node + "' is not a member of the cluster");
-      if (target->status != "up")
+      if (target->status != member_status::up)
         return make_error(errc::invalid_request,
-                          "node '" + node + "' is " + target->status + ", not up");
+                          "node '" + node + "' is " + to_string(target->status) + ", not up");
       auto it = st.sessions.find(id);
       if (it != st.sessions.end()) {
         if (node == st.node_id)
@@ -235,9 +243,10 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
       }
       // Not active here: make it active on the target, then pin it there.
       auto rp = self->make_response_promise<std::string>();
-      self->request(target->registry, migrate_timeout, activate_atom::value, id)
+      auto to = as_registry(target->registry);
+      self->request(to, migrate_timeout, activate_atom::value, id)
         .then(
-          [self, rp, id, node, to = target->registry](caf::actor&) mutable {
+          [self, rp, id, node, to](caf::actor&) mutable {
             // Nodes that have not seen the pin yet route here: send them on.
             if (node != self->state.node_id)
               remember_move(self, id, to);
@@ -272,7 +281,7 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
       auto a = it->second.actor;
       forget(self, it);
       st.departing.insert(a.address());
-      remember_move(self, id, std::move(to));
+      remember_move(self, id, as_registry(to));
       // After this, nothing more is sent to the old actor: it may go once
       // the turns it forwarded are answered.
       self->send(a, passivate_atom::value);
@@ -318,9 +327,9 @@ caf::behavior registry_actor(registry_self* self, session_env env, std::string n
 
 } // namespace
 
-caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
-                                std::string node_id) {
-  return sys.spawn(registry_actor, env, std::move(node_id));
+registry_actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
+                                    std::string node_id) {
+  return sys.spawn(registry_behavior, env, std::move(node_id));
 }
 
 } // namespace parley

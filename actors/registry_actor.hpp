@@ -4,20 +4,9 @@
 // moves sessions away when the cluster changes, and decides when one may
 // passivate.
 //
-/// Protocol:
-///   turn_request                  -> delegated to the session actor, or to the
-///                                    registry of the node that hosts it
-///   (view_atom, view_ptr)         a new cluster view: sessions whose owner
-///                                 changed migrate to it
-///   (migrate_atom, id, node)      -> string node: move a session (admin)
-///   (handoff_atom, handoff_state) -> actor: take over a migrating session
-///   (activate_atom, id)           -> actor: make a session active here
-///   (moved_atom, id, registry)    from a session actor that shipped itself
-///   (where_atom, id)              -> session_location
-///   (idle_atom, id, received)     from a session asking to go
-///   (gone_atom, id)               the session was deleted
-///   (count_atom)                  -> uint64 active session actors, with those that
-///                                    moved away but still relay turns (a drain waits)
+/// Protocol: `registry_actor` below (it extends session_registry_actor, what
+/// its session actors tell it). Other nodes' registries travel as
+/// `caf::actor` in member_info and are cast to registry_actor where used.
 ///
 /// Passivation handshake: the registry counts the turns it forwarded to each
 /// session actor; a session that asks to go reports how many it received.
@@ -37,12 +26,39 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/session_actor.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
-caf::actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
+using registry_actor = session_registry_actor::extend<
+  /// A turn: delegated to the session actor here, or to the registry of the
+  /// node that hosts the session (see Forwarding) -> the session's answer.
+  caf::replies_to<turn_request>::with<turn_reply>,
+  /// A new cluster view (from membership): sessions whose owner changed
+  /// migrate to it.
+  caf::reacts_to<view_atom, view_ptr>,
+  /// Internal timer: retry the moves that failed.
+  caf::reacts_to<beat_atom>,
+  /// (id, node) -> node: move a session there (admin).
+  caf::replies_to<migrate_atom, std::string, std::string>::with<std::string>,
+  /// From a migrating session actor on another node: take the session over
+  /// -> the new session actor (as caf::actor).
+  caf::replies_to<handoff_atom, handoff_state>::with<caf::actor>,
+  /// (id) -> the session actor (as caf::actor), once active here.
+  caf::replies_to<activate_atom, std::string>::with<caf::actor>,
+  /// (id) -> where the session lives (`GET /admin/v1/sessions/{id}`).
+  caf::replies_to<where_atom, std::string>::with<session_location>,
+  /// (id) the session was deleted (from an edge): its actor quits.
+  caf::reacts_to<gone_atom, std::string>,
+  /// -> active session actors, with those that moved away but still relay
+  /// turns (a drain waits for them).
+  caf::replies_to<count_atom>::with<std::uint64_t>>;
+
+registry_actor spawn_registry_actor(caf::actor_system& sys, const session_env& env,
                                 std::string node_id);
 
 } // namespace parley

@@ -9,7 +9,7 @@
 
 #include "actors/context_window.hpp"
 #include "actors/instrumented.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "net/http/clock.hpp"
 
 namespace parley {
@@ -33,7 +33,7 @@ struct session_state {
   static inline const char* name = "session";
   std::string id;
   session_env env;
-  caf::actor registry;
+  session_registry_actor registry;
   phase ph = phase::inactive;
   session_record rec;
   message_window window;
@@ -47,7 +47,7 @@ struct session_state {
   caf::response_promise migrate_rp;
   caf::actor migrate_registry; ///< the target node's registry
   std::string migrate_node;
-  caf::actor successor; ///< the actor on the new node, once moved
+  session_actor successor; ///< the actor on the new node, once moved
   caf::actor sink; ///< the running turn's stream sink, if it is streamed
   // after the move: turns this actor accepted and handed to the successor,
   // answered through it, so it (and a stopping node) stays until they are
@@ -68,13 +68,13 @@ struct session_state {
   std::vector<turn_ptr> parked; ///< turns that came straight here meanwhile
 };
 
-using session_self = instrumented_actor<session_state>;
+using session_self = instrumented_actor<session_state, session_actor::base>;
 
 void pump(session_self* self);
 void activate(session_self* self);
 void ship(session_self* self);
 
-const caf::actor& my_storage(session_self* self) {
+const session_store_actor& my_storage(session_self* self) {
   return self->state.env.storage->for_session(self->state.id);
 }
 
@@ -242,7 +242,7 @@ void ship(session_self* self) {
         s.ph = phase::moved;
         if (s.env.metrics)
           s.env.metrics->session_migrated();
-        s.successor = successor;
+        s.successor = caf::actor_cast<session_actor>(successor);
         self->monitor(successor);
         auto queued = std::move(s.queue);
         s.queue.clear();
@@ -250,7 +250,7 @@ void ship(session_self* self) {
           relay(self, std::move(t));
         // Everything queued here is on its way: the successor may now run
         // the turns that reached it straight.
-        self->send(successor, moved_atom::value);
+        self->send(s.successor, moved_atom::value);
         s.window.clear();
         self->send(s.registry, moved_atom::value, s.id, s.migrate_registry);
         s.migrate_rp.deliver(s.migrate_node);
@@ -438,10 +438,8 @@ void activate(session_self* self) {
 void adopt(session_self* self, handoff_state h) {
   auto& st = self->state;
   st.ph = phase::activating;
-  auto epoch = h.session.epoch;
-  auto last_seq = h.session.last_seq;
-  self->request(my_storage(self), st.env.cfg->storage_timeout, adopt_atom::value, st.id, epoch,
-                last_seq)
+  adopt_request req{st.id, h.session.epoch, h.session.last_seq};
+  self->request(my_storage(self), st.env.cfg->storage_timeout, adopt_atom::value, std::move(req))
     .then(
       [self, h = std::move(h)](std::int64_t new_epoch) mutable {
         if (new_epoch == 0)
@@ -455,8 +453,8 @@ void adopt(session_self* self, handoff_state h) {
       [self](caf::error&) { activate(self); });
 }
 
-caf::behavior session_actor(session_self* self, std::string id, session_env env,
-                            caf::actor registry) {
+session_actor::behavior_type session_behavior(session_self* self, std::string id,
+                                              session_env env, session_registry_actor registry) {
   auto& st = self->state;
   st.id = std::move(id);
   st.env = std::move(env);
@@ -521,9 +519,9 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
       // client's node.
       auto& s = self->state;
       if (s.ph == phase::moved && !s.relay_sinks.empty())
-        self->send(s.relay_sinks.front().second, delta_atom::value, std::move(piece));
+        send_untyped(self, s.relay_sinks.front().second, delta_atom::value, std::move(piece));
       else if (s.sink)
-        self->send(s.sink, delta_atom::value, std::move(piece));
+        send_untyped(self, s.sink, delta_atom::value, std::move(piece));
     },
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).
@@ -600,11 +598,10 @@ caf::behavior session_actor(session_self* self, std::string id, session_env env,
 
 } // namespace
 
-caf::actor spawn_session_actor(caf::event_based_actor* registry, std::string id,
-                               const session_env& env) {
+session_actor spawn_session_actor(caf::local_actor* parent, session_registry_actor registry,
+                                  std::string id, const session_env& env) {
   // Linked: when the registry stops (node shutdown), its sessions stop too.
-  return registry->spawn<caf::linked>(session_actor, std::move(id), env,
-                         caf::actor_cast<caf::actor>(registry));
+  return parent->spawn<caf::linked>(session_behavior, std::move(id), env, std::move(registry));
 }
 
 } // namespace parley

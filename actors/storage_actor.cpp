@@ -7,7 +7,7 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/instrumented.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "storage/pg_store.hpp"
 
 namespace parley {
@@ -16,9 +16,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using storage::storage_error;
-
-/// The actor's own timer: checks its connection while idle (internal).
-using pg_tick_atom = caf::atom_constant<caf::atom("pgtick")>;
 
 /// How often the actor looks at its connection, and how long it must have
 /// been idle before that look includes a round trip (`SELECT 1`). Without a
@@ -33,9 +30,6 @@ constexpr auto probe_after_idle = std::chrono::seconds(2);
 /// restarts) costs nothing to repeat, so the next call simply tries again.
 constexpr auto reconnect_pause = std::chrono::seconds(1);
 constexpr auto slow_failure = std::chrono::milliseconds(250);
-
-/// The actor's own message: run the waiting activations (internal).
-using activate_flush_atom = caf::atom_constant<caf::atom("actflush")>;
 
 /// Most sessions activated in one transaction.
 constexpr std::size_t max_activation_batch = 512;
@@ -61,7 +55,7 @@ struct storage_state {
   clock::time_point next_connect; ///< no connection attempt before this
 };
 
-using storage_self = instrumented_actor<storage_state>;
+using storage_self = instrumented_actor<storage_state, storage_actor::base>;
 
 caf::error translate(const storage_error& e) {
   // The driver's words stay out of answers (API.md section 2).
@@ -199,8 +193,9 @@ void flush_activations(storage_self* self, storage_state& st) {
   }
 }
 
-caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr metrics,
-                            std::chrono::milliseconds pg_timeout) {
+storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
+                                              metrics_ptr metrics,
+                                              std::chrono::milliseconds pg_timeout) {
   self->state.store = std::make_unique<storage::pg_store>(std::move(url), pg_timeout);
   self->state.metrics = std::move(metrics);
   auto& st = self->state;
@@ -242,8 +237,8 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
         return translate(e);
       }
     },
-    [&st](adopt_atom, const std::string& id, std::int64_t epoch, std::int64_t last_seq) {
-      return guarded(st, [&] { return st.store->adopt(id, epoch, last_seq); });
+    [&st](adopt_atom, const adopt_request& r) {
+      return guarded(st, [&] { return st.store->adopt(r.session_id, r.epoch, r.last_seq); });
     },
     [&st](list_sess_atom, const std::string& user, std::int32_t limit, const std::string& cursor) {
       return guarded(st, [&] { return st.store->list_sessions(user, limit, cursor); });
@@ -288,13 +283,12 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
         return hit;
       });
     },
-    [&st](feedback_atom, const std::string& id, const std::string& user, std::int64_t seq,
-          std::int32_t rating, const std::string& comment, bool has_comment) {
+    [&st](feedback_atom, const feedback_request& r) {
       return guarded(st, [&] {
         std::optional<std::string> c;
-        if (has_comment)
-          c = comment;
-        return st.store->put_feedback(id, user, seq, rating, c);
+        if (r.comment)
+          c = *r.comment;
+        return st.store->put_feedback(r.session_id, r.user_id, r.seq, r.rating, c);
       });
     },
     [&st](ping_atom) {
@@ -347,17 +341,9 @@ caf::behavior storage_actor(storage_self* self, std::string url, metrics_ptr met
 
 } // namespace
 
-caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
-                               metrics_ptr metrics, std::chrono::milliseconds pg_timeout) {
-  return sys.spawn<caf::detached>(storage_actor, pg_url, std::move(metrics), pg_timeout);
-}
-
-const caf::actor& storage_pool::for_session(const std::string& session_id) const {
-  return actors_[std::hash<std::string>{}(session_id) % actors_.size()];
-}
-
-const caf::actor& storage_pool::any() const {
-  return actors_[next_.fetch_add(1, std::memory_order_relaxed) % actors_.size()];
+storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
+                                  metrics_ptr metrics, std::chrono::milliseconds pg_timeout) {
+  return sys.spawn<caf::detached>(storage_behavior, pg_url, std::move(metrics), pg_timeout);
 }
 
 } // namespace parley

@@ -3,23 +3,8 @@
 // DETACHED, on its own thread, so that blocking libpqxx calls never stall the
 // CAF scheduler.
 //
-/// Protocol (every request answers a value or a parley error):
-///   (find_key_atom, hash)                     -> api_key_record (id 0: none)
-///   (make_key_atom, user, hash, prefix)       -> api_key_record
-///   (revoke_atom, prefix_or_id)               -> int32 matched
-///   (new_sess_atom, session_record)           -> session_record
-///   (get_sess_atom, id, user)                 -> session_record | not_found
-///   (get_sess_atom, id)                       -> session_record | not_found (any user)
-///   (adopt_atom, id, epoch, last_seq)         -> int64 new epoch (0: state outdated)
-///   (list_sess_atom, user, limit, cursor)     -> session_page
-///   (del_sess_atom, id, user)                 -> bool deleted
-///   (activate_atom, id, window)               -> activation_record | not_found
-///     (batched: the activations that arrive together share one transaction)
-///   (list_msg_atom, id, user, after, limit)   -> message_page | not_found
-///   (find_cmid_atom, id, client_message_id)   -> client_id_hit
-///   (feedback_atom, id, user, seq, rating, comment, has_comment) -> feedback_outcome
-///   (ping_atom)                               -> bool
-///   turn_write                                -> commit_outcome
+/// Protocol: `storage_actor` below (every request answers a value or a
+/// parley error); `session_store_actor` is the part a session actor uses.
 ///
 /// Group commit: turn writes are not committed one by one. A write joins
 /// the current batch and the actor sends itself `flush_atom`; because the
@@ -34,10 +19,59 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "runtime/telemetry/metrics.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
+
+/// What a session actor asks of storage (session_actor.hpp): a narrow
+/// interface, so a session can be driven against a fake store.
+using session_store_actor = caf::typed_actor<
+  /// Bumps the session's epoch and loads its last `window` messages; the
+  /// activations that arrive together share one transaction.
+  caf::replies_to<activate_atom, std::string, std::int32_t>::with<activation_record>,
+  /// -> the new epoch, or 0 when the shipped state is outdated (the session
+  /// then activates normally).
+  caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
+  /// (id, client_message_id) -> the stored turn with that client id, if any.
+  caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
+  /// One turn's user message and reply, committed with the writer's epoch
+  /// (group commit, below).
+  caf::replies_to<turn_write>::with<commit_outcome>>;
+
+/// The storage actor's whole protocol; a storage_actor handle converts to a
+/// session_store_actor implicitly.
+using storage_actor = session_store_actor::extend<
+  /// (hash) -> the key with that hash; id 0: none.
+  caf::replies_to<find_key_atom, std::string>::with<api_key_record>,
+  /// (user, hash, prefix) -> the new key.
+  caf::replies_to<make_key_atom, std::string, std::string, std::string>::with<api_key_record>,
+  /// (prefix_or_id) -> the number of keys revoked.
+  caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
+  caf::replies_to<new_sess_atom, session_record>::with<session_record>,
+  /// (id, user) -> the session, or not_found (also another user's).
+  caf::replies_to<get_sess_atom, std::string, std::string>::with<session_record>,
+  /// (id) -> the session, whoever owns it, or not_found.
+  caf::replies_to<get_sess_atom, std::string>::with<session_record>,
+  /// (user, limit, cursor) -> one page of the user's sessions.
+  caf::replies_to<list_sess_atom, std::string, std::int32_t, std::string>::with<session_page>,
+  /// (id, user) -> whether it was deleted.
+  caf::replies_to<del_sess_atom, std::string, std::string>::with<bool>,
+  /// (id, user, after, limit) -> one page of messages, or not_found.
+  caf::replies_to<list_msg_atom, std::string, std::string, std::int64_t,
+                  std::int32_t>::with<message_page>,
+  caf::replies_to<feedback_atom, feedback_request>::with<feedback_outcome>,
+  /// -> whether PostgreSQL answers (the supervisor's readiness check).
+  caf::replies_to<ping_atom>::with<bool>,
+  /// Internal (sent to itself): commit the batch of turn writes.
+  caf::reacts_to<flush_atom>,
+  /// Internal: run the waiting activations in one transaction.
+  caf::reacts_to<activate_flush_atom>,
+  /// Internal timer: check the connection while idle.
+  caf::reacts_to<pg_tick_atom>>;
 
 /// Spawns one detached storage actor for `pg_url`; `pg_timeout` is
 /// PARLEY_PG_TIMEOUT_MS (pg_store). It connects at once and keeps its
@@ -47,25 +81,39 @@ namespace parley {
 /// committed. While PostgreSQL refuses connections each call tries once (a
 /// refusal is immediate); after an attempt that timed out (bounded by
 /// `pg_timeout`), calls fail at once for a second.
-caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
+storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
                                metrics_ptr metrics = nullptr,
                                std::chrono::milliseconds pg_timeout = std::chrono::milliseconds(5000));
 
-/// The node's storage actors. A session's writes always go to the same actor
-/// (so they stay ordered and batch together); reads spread round robin.
-class storage_pool {
+/// The node's storage actors, as handles of interface `Handle`. A session's
+/// writes always go to the same actor (so they stay ordered and batch
+/// together); reads spread round robin.
+template <class Handle>
+class actor_pool {
 public:
-  explicit storage_pool(std::vector<caf::actor> actors) : actors_(std::move(actors)) {}
+  explicit actor_pool(std::vector<Handle> actors) : actors_(std::move(actors)) {}
 
-  const caf::actor& for_session(const std::string& session_id) const;
-  const caf::actor& any() const;
-  const std::vector<caf::actor>& all() const { return actors_; }
+  /// The same actors seen through a narrower interface.
+  template <class Other>
+  explicit actor_pool(const actor_pool<Other>& other)
+    : actors_(other.all().begin(), other.all().end()) {}
+
+  const Handle& for_session(const std::string& session_id) const {
+    return actors_[std::hash<std::string>{}(session_id) % actors_.size()];
+  }
+  const Handle& any() const {
+    return actors_[next_.fetch_add(1, std::memory_order_relaxed) % actors_.size()];
+  }
+  const std::vector<Handle>& all() const { return actors_; }
 
 private:
-  std::vector<caf::actor> actors_;
+  std::vector<Handle> actors_;
   mutable std::atomic<std::size_t> next_{0};
 };
 
+using storage_pool = actor_pool<storage_actor>;
 using storage_pool_ptr = std::shared_ptr<const storage_pool>;
+/// What session actors hold: the same actors, as session stores.
+using session_store_pool_ptr = std::shared_ptr<const actor_pool<session_store_actor>>;
 
 } // namespace parley

@@ -6,15 +6,13 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/instrumented.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
 namespace {
 
 constexpr std::int64_t stopped_mark = INT64_MIN;
-
-using tick_atom = caf::atom_constant<caf::atom("svtick")>;
 
 std::int64_t ns(health_board::clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -69,7 +67,7 @@ struct supervisor_state {
   bool pg_pending = false;
 };
 
-using supervisor_self = instrumented_actor<supervisor_state>;
+using supervisor_self = instrumented_actor<supervisor_state, supervisor_actor::base>;
 
 void check(supervisor_self* self) {
   auto& st = self->state;
@@ -97,7 +95,7 @@ void check(supervisor_self* self) {
   self->delayed_send(self, st.cfg.interval, tick_atom::value);
 }
 
-caf::behavior supervisor(supervisor_self* self, supervisor_config cfg) {
+supervisor_actor::behavior_type supervisor(supervisor_self* self, supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   for (auto& [role, a] : st.cfg.core)
@@ -120,7 +118,7 @@ caf::behavior supervisor(supervisor_self* self, supervisor_config cfg) {
 
 } // namespace
 
-caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
+supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
   return sys.spawn(supervisor, std::move(cfg));
 }
 

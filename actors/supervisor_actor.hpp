@@ -4,7 +4,7 @@
 // health board that /healthz and /readyz read, so the probes tell what is
 // really alive instead of that the process runs.
 //
-/// Protocol: none from outside; it pings every core actor with a
+/// Protocol: `supervisor_actor` below: none from outside; it pings every core actor with a
 /// `health_atom` request each interval (instrumented_actor answers it for
 /// every Parley actor, in its mailbox order, so a stuck actor stops
 /// answering), asks one storage actor to reach PostgreSQL, and monitors them
@@ -26,8 +26,19 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/storage_actor.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
+
+/// Core actors are held as `caf::actor`: the ping (health_atom) is in no
+/// typed interface but answered by every instrumented actor (instrumented.hpp).
+using supervisor_actor = caf::typed_actor<
+  /// Internal timer: ping every core actor, check PostgreSQL.
+  caf::reacts_to<tick_atom>>;
 
 /// What the probes read: written by the supervisor, read by any thread.
 class health_board {
@@ -67,7 +78,7 @@ struct supervisor_config {
   /// The core actors with their roles, in the order of the board's roles.
   std::vector<std::pair<std::string, caf::actor>> core;
   /// Storage actors asked in turn whether PostgreSQL answers (ping_atom).
-  std::vector<caf::actor> storage;
+  std::vector<storage_actor> storage;
   health_ptr board;
   std::chrono::milliseconds interval{1000};
   /// Bound of one PostgreSQL check.
@@ -77,7 +88,7 @@ struct supervisor_config {
 };
 
 /// Spawns the supervisor; `cfg.board` must hold `cfg.core`'s roles.
-caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
+supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
 /// The board's roles for `core`.
 std::vector<std::string> roles_of(const std::vector<std::pair<std::string, caf::actor>>& core);

@@ -20,7 +20,7 @@
 #include "actors/llm_actor.hpp"
 #include "actors/membership_actor.hpp"
 #include "actors/ratelimit_actor.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "actors/supervisor_actor.hpp"
@@ -107,10 +107,15 @@ void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& c
 }
 
 /// Publishes the membership actor on the cluster port: over mutual TLS
-/// when configured, else plain BASP with one warning.
+/// when configured, else plain BASP with one warning. It is published
+/// untyped, as before its interface was typed: peers reach it through
+/// `remote_actor` and the connector's `connect_atom` without naming its
+/// interface, so the cluster protocol on the wire stays what it was (the
+/// actor still only accepts its membership_actor messages).
 caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys,
-                                                const caf::actor& membership,
+                                                const membership_actor& typed,
                                                 const node_config& cfg) {
+  auto membership = caf::actor_cast<caf::actor>(typed);
   if (cfg.cluster_tls()) {
     log::info("cluster port: mutual TLS; only peers with a certificate from the cluster CA "
               "are admitted or dialled",
@@ -129,7 +134,7 @@ caf::expected<std::uint16_t> publish_membership(caf::actor_system& sys,
 }
 
 /// Asks `a` for a count; 0 when it does not answer within a second.
-std::uint64_t ask_count(caf::actor_system& sys, const caf::actor& a) {
+std::uint64_t ask_count(caf::actor_system& sys, const registry_actor& a) {
   caf::scoped_actor s{sys};
   std::uint64_t n = 0;
   s->request(a, std::chrono::seconds(1), count_atom::value)
@@ -138,7 +143,7 @@ std::uint64_t ask_count(caf::actor_system& sys, const caf::actor& a) {
 }
 
 /// How many other members are up, per the membership actor.
-std::size_t peers_up(caf::actor_system& sys, const caf::actor& membership,
+std::size_t peers_up(caf::actor_system& sys, const membership_actor& membership,
                      const std::string& self_id) {
   caf::scoped_actor s{sys};
   std::size_t n = 0;
@@ -146,7 +151,7 @@ std::size_t peers_up(caf::actor_system& sys, const caf::actor& membership,
     .receive(
       [&](std::uint64_t, std::vector<member_info>& ms) {
         for (auto& m : ms)
-          if (m.id != self_id && m.status == "up")
+          if (m.id != self_id && m.status == member_status::up)
             ++n;
       },
       [](caf::error&) {});
@@ -156,8 +161,8 @@ std::size_t peers_up(caf::actor_system& sys, const caf::actor& membership,
 /// SIGTERM in a cluster: become "leaving" so that every node routes around
 /// this one and its registry hands each active session to its new owner;
 /// wait (bounded) until none is left here.
-void drain_sessions(caf::actor_system& sys, const caf::actor& membership,
-                    const caf::actor& registry, const std::string& self_id,
+void drain_sessions(caf::actor_system& sys, const membership_actor& membership,
+                    const registry_actor& registry, const std::string& self_id,
                     std::chrono::seconds limit) {
   if (peers_up(sys, membership, self_id) == 0)
     return; // nobody to hand sessions to: they re-activate from PostgreSQL later
@@ -281,7 +286,7 @@ int serve(node_config cfg) {
   set_actor_metrics(cfg.actor_metrics == 1);
   set_fault_reporter(log_fault);
   auto metrics = std::make_shared<node_metrics>();
-  std::vector<caf::actor> storage_actors;
+  std::vector<storage_actor> storage_actors;
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
     storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics, cfg.pg_timeout));
   auto storage = std::make_shared<const storage_pool>(storage_actors);
@@ -302,7 +307,7 @@ int serve(node_config cfg) {
   llm_cfg.breaker_threshold = cfg.llm_breaker_threshold;
   llm_cfg.breaker_cooldown = cfg.llm_breaker_cooldown;
   llm_cfg.metrics = metrics;
-  caf::actor llm;
+  llm_actor llm;
   try {
     llm = spawn_llm_actor(sys, io, llm_cfg);
   } catch (const std::invalid_argument& e) {
@@ -322,7 +327,12 @@ int serve(node_config cfg) {
   auto llm_bound = llm_call_bound(llm_cfg);
   session_cfg->llm_call_timeout = llm_bound + std::chrono::seconds(10);
   auto registry =
-    spawn_registry_actor(sys, session_env{session_cfg, storage, llm, metrics}, cfg.node_id);
+    spawn_registry_actor(sys,
+                         session_env{session_cfg,
+                                     std::make_shared<const actor_pool<session_store_actor>>(
+                                       *storage),
+                                     llm, metrics},
+                         cfg.node_id);
 
   membership_config mcfg;
   mcfg.self.id = cfg.node_id;
@@ -332,18 +342,19 @@ int serve(node_config cfg) {
     std::chrono::system_clock::now().time_since_epoch().count());
   mcfg.seeds = cfg.seeds;
   mcfg.failure_detect = cfg.failure_detect;
-  mcfg.registry = registry;
+  mcfg.registry = caf::actor_cast<caf::actor>(registry);
   mcfg.local_stats = [metrics] { return metrics->stats_json(); };
   mcfg.connector =
     cfg.cluster_tls() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   auto membership = spawn_membership_actor(sys, mcfg);
-  caf::anon_send(membership, view_atom::value, registry);
+  caf::anon_send(membership, view_atom::value, caf::actor_cast<caf::actor>(registry));
   auto published = publish_membership(sys, membership, cfg);
   if (!published) {
     log::error("PARLEY_CLUSTER_PORT: cannot listen on " + mcfg.self.cluster,
                {{"error", sys.render(published.error())}});
-    for (auto a : {membership, registry, llm})
-      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(membership, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(llm, caf::exit_reason::user_shutdown);
     for (auto& a : storage_actors)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     return 2;
@@ -374,22 +385,28 @@ int serve(node_config cfg) {
     roles.push_back("storage-" + std::to_string(i));
   auto board = std::make_shared<health_board>(std::move(roles));
   auto edge = spawn_edge_actor(
-    sys, edge_cfg, edge_peers{storage, registry, membership, ratelimit, metrics, llm, board});
-  caf::actor revocations;
+    sys, edge_cfg,
+    edge_peers{storage, caf::actor_cast<caf::actor>(registry),
+               caf::actor_cast<caf::actor>(membership), caf::actor_cast<caf::actor>(ratelimit),
+               metrics, caf::actor_cast<caf::actor>(llm), board});
+  revocation_listener_actor revocations;
   if (!cfg.redis_url.empty())
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
 
   // The core actors, watched by the supervisor; /healthz and /readyz read
   // its board.
+  // Untyped: the supervisor's ping (health_atom) is in no typed interface
+  // (instrumented.hpp).
+  using caf::actor_cast;
   named_actors core{{"edge", edge},
-                    {"registry", registry},
-                    {"membership", membership},
-                    {"llm", llm},
-                    {"ratelimit", ratelimit}};
+                    {"registry", actor_cast<caf::actor>(registry)},
+                    {"membership", actor_cast<caf::actor>(membership)},
+                    {"llm", actor_cast<caf::actor>(llm)},
+                    {"ratelimit", actor_cast<caf::actor>(ratelimit)}};
   if (revocations)
-    core.emplace_back("revocations", revocations);
+    core.emplace_back("revocations", actor_cast<caf::actor>(revocations));
   for (std::size_t i = 0; i < storage_actors.size(); ++i)
-    core.emplace_back("storage-" + std::to_string(i), storage_actors[i]);
+    core.emplace_back("storage-" + std::to_string(i), actor_cast<caf::actor>(storage_actors[i]));
   if (roles_of(core) != board->roles())
     throw std::logic_error("the health board's roles differ from the core actors");
   supervisor_config sup_cfg;
@@ -436,7 +453,8 @@ int serve(node_config cfg) {
   }
 
   // The supervisor first: the core actors stop on purpose from here on.
-  stop_actors(sys, {{"supervisor", supervisor}}, std::chrono::seconds(2));
+  stop_actors(sys, {{"supervisor", caf::actor_cast<caf::actor>(supervisor)}},
+              std::chrono::seconds(2));
   stop_actors(sys, core, std::chrono::seconds(10));
   io.stop();
   if (rc == 0)

@@ -224,7 +224,7 @@ std::string render_cluster(const std::string& self_id, std::uint64_t view_versio
     nodes.push_back({{"id", m.id},
                      {"http", m.http},
                      {"cluster", m.cluster},
-                     {"status", m.status},
+                     {"status", to_string(m.status)},
                      {"sessions_active", m.sessions_active},
                      {"self", m.id == self_id},
                      {"stats", std::move(figures)}});

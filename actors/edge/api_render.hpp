@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "runtime/telemetry/actor_stats.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 

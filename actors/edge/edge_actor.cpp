@@ -134,14 +134,14 @@ void dispatch(edge_self* self, const call_ptr& c) {
 void on_view(edge_self* self, view_ptr v) {
   auto& st = self->state;
   st.view = std::move(v);
-  if (auto* me = st.view->find(st.cfg.node_id); me && me->status == "leaving")
+  if (auto* me = st.view->find(st.cfg.node_id); me && me->status == member_status::leaving)
     st.draining = true;
   double up = 0, leaving = 0, down = 0;
   for (auto& m : st.view->members)
-    (m.status == "up" ? up : m.status == "leaving" ? leaving : down) += 1;
+    (m.status == member_status::up ? up : m.status == member_status::leaving ? leaving : down) += 1;
   st.metrics->cluster_nodes(up, leaving, down);
   for (auto& m : st.view->members)
-    if (m.status == "down")
+    if (m.status == member_status::down)
       abandon_turns_on(self, m.id);
 }
 
@@ -158,7 +158,7 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   st.health = std::move(peers.health);
   member_info me;
   me.id = st.cfg.node_id;
-  me.status = "up";
+  me.status = member_status::up;
   me.registry = st.registry;
   st.view = cluster_view::alone(std::move(me));
   if (st.membership)

@@ -14,7 +14,7 @@
 #include <caf/fwd.hpp>
 
 #include "runtime/rules/local_bucket.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 

@@ -139,9 +139,10 @@ void handle_list_messages(edge_self* self, const call_ptr& c, const api_key_reco
 void handle_post_feedback(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& st = self->state;
   auto& fb = body_of<net::feedback_body>(c);
-  self->request(st.storage->any(), st.cfg.storage_timeout, feedback_atom::value, c->id,
-                key->user_id, c->seq, static_cast<std::int32_t>(fb.rating),
-                fb.comment.value_or(""), fb.comment.has_value())
+  feedback_request fr{c->id, key->user_id, c->seq, static_cast<std::int32_t>(fb.rating), {}};
+  if (fb.comment)
+    fr.comment = *fb.comment;
+  self->request(st.storage->any(), st.cfg.storage_timeout, feedback_atom::value, std::move(fr))
     .then(
       [c](feedback_outcome o) {
         auto seq = std::to_string(c->seq);

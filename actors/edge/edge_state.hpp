@@ -22,7 +22,7 @@
 #include "actors/edge/inflight_gate.hpp"
 #include "actors/instrumented.hpp"
 #include "runtime/rules/local_bucket.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 

@@ -41,21 +41,22 @@ protected:
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
 
-  caf::actor limiter(const std::string& url, std::string prefix = unique_name("rl") + ":") {
+  ratelimit_actor limiter(const std::string& url, std::string prefix = unique_name("rl") + ":") {
     ratelimit_config cfg;
     cfg.redis_url = url;
     cfg.key_prefix = std::move(prefix);
-    spawned_.push_back(spawn_ratelimit_actor(sys_, cfg));
-    return spawned_.back();
+    auto rl = spawn_ratelimit_actor(sys_, cfg);
+    spawned_.push_back(caf::actor_cast<caf::actor>(rl));
+    return rl;
   }
 
   caf::actor listener(const std::string& url, const caf::actor& target) {
-    spawned_.push_back(spawn_revocation_listener(sys_, url, target));
+    spawned_.push_back(caf::actor_cast<caf::actor>(spawn_revocation_listener(sys_, url, target)));
     return spawned_.back();
   }
 
   /// One rate check with a 40 ms deadline, as the edge will send it.
-  rate_decision check(const caf::actor& rl, const std::string& key, std::int32_t rate,
+  rate_decision check(const ratelimit_actor& rl, const std::string& key, std::int32_t rate,
                       std::int32_t nodes, std::chrono::nanoseconds budget = 40ms) {
     rate_decision out;
     out.allowed = false;
@@ -67,7 +68,7 @@ protected:
   }
 
   /// check() and how long it took.
-  std::pair<rate_decision, steady::duration> timed_check(const caf::actor& rl,
+  std::pair<rate_decision, steady::duration> timed_check(const ratelimit_actor& rl,
                                                          const std::string& key,
                                                          std::int32_t rate, std::int32_t nodes) {
     auto start = steady::now();
@@ -75,7 +76,7 @@ protected:
     return {d, steady::now() - start};
   }
 
-  bool status(const caf::actor& rl) {
+  bool status(const ratelimit_actor& rl) {
     bool out = false;
     caf::scoped_actor self{sys_};
     self->request(rl, 2s, redis_status_atom::value)

@@ -20,7 +20,7 @@
 #include "runtime/telemetry/actor_stats.hpp"
 #include "actors/instrumented.hpp"
 #include "runtime/telemetry/metrics.hpp"
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 #include "actors/supervisor_actor.hpp"
 
 namespace parley {

@@ -1,4 +1,4 @@
-#include "actors/messages.hpp"
+#include "actors/vocabulary.hpp"
 
 #include <caf/actor_system_config.hpp>
 #include <caf/sec.hpp>
@@ -30,6 +30,19 @@ api_error to_api_error(const caf::error& e) {
   return {errc::internal, "internal error"};
 }
 
+const char* to_string(member_status s) {
+  switch (s) {
+    case member_status::up: return "up";
+    case member_status::leaving: return "leaving";
+    case member_status::down: return "down";
+  }
+  return "down";
+}
+
+void register_ratelimit_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<rate_decision>("parley.rate_decision");
+}
+
 void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<message_record>("parley.message");
   cfg.add_message_type<std::vector<message_record>>("parley.message_list");
@@ -51,6 +64,12 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<member_info>>("parley.member_list");
   cfg.add_message_type<handoff_state>("parley.handoff");
   cfg.add_message_type<session_location>("parley.location");
+  cfg.add_message_type<member_status>("parley.member_status");
+  cfg.add_message_type<llm_attempt_done>("parley.llm_attempt_done");
+  cfg.add_message_type<adopt_request>("parley.adopt_request");
+  cfg.add_message_type<feedback_request>("parley.feedback_request");
+  cfg.add_message_type<pin_request>("parley.pin");
+  register_ratelimit_types(cfg);
   cfg.add_error_category(error_category, [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {
     std::string s{"parley."};
     s += code_name(static_cast<errc>(code));

@@ -1,9 +1,21 @@
 #pragma once
-// The message vocabulary of Parley's actors: atoms, message structs with
-// their `inspect`, the error category, and type registration. Everything a
-// session's turn carries is serializable so that it can cross the cluster.
+// The message vocabulary of Parley's actors: every atom, every message
+// struct with its `inspect`, the error category, and type registration.
+// Everything a session's turn carries is serializable so that it can cross
+// the cluster. The protocols that use these messages are declared as typed
+// interfaces in each actor's header (session_actor.hpp, storage_actor.hpp,
+// ...); this header only names the words.
+//
+// Conventions: a message of more than two values besides its atom is a
+// struct with `inspect` (named fields instead of positions; not yet the
+// edge's own requests make_key, list_sess, list_msg and rate_check, whose
+// senders are being split out of the edge); a handle whose
+// interface is declared in a header that includes this one (member_info's
+// registry and membership, a session's own handle) travels as `caf::actor`
+// and is cast to its interface where it is used.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +24,7 @@
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/optional.hpp>
 
 #include "net/http/api_error.hpp"
 #include "storage/records.hpp"
@@ -52,7 +65,6 @@ using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using beat_atom = caf::atom_constant<caf::atom("beat")>;
-using dial_atom = caf::atom_constant<caf::atom("dial")>;
 using view_atom = caf::atom_constant<caf::atom("view")>;
 using pin_atom = caf::atom_constant<caf::atom("pin")>;
 using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
@@ -62,7 +74,28 @@ using where_atom = caf::atom_constant<caf::atom("where")>;
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
-using drained_atom = caf::atom_constant<caf::atom("drained")>;
+// rate limits and key revocation
+using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
+using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;
+using publish_revoked_atom = caf::atom_constant<caf::atom("pubrevoke")>;
+using key_revoked_atom = caf::atom_constant<caf::atom("keyrevoked")>;
+// supervision: `(health_atom) -> bool` is answered by every instrumented
+// actor in its mailbox order, before its behaviour (instrumented.hpp), so it
+// is in no typed interface: the supervisor pings through untyped handles.
+using health_atom = caf::atom_constant<caf::atom("health")>;
+// internal self-messages (timers and batches; each actor's interface lists
+// those it sends itself through its own handle)
+using pg_tick_atom = caf::atom_constant<caf::atom("pgtick")>;
+using activate_flush_atom = caf::atom_constant<caf::atom("actflush")>;
+using listen_atom = caf::atom_constant<caf::atom("listen")>;
+using tick_atom = caf::atom_constant<caf::atom("svtick")>;
+
+// -- cluster views -------------------------------------------------------------
+
+struct cluster_view;
+/// An immutable view of the cluster (cluster_view.hpp); node-local, never
+/// serialized.
+using view_ptr = std::shared_ptr<const cluster_view>;
 
 // -- turns -------------------------------------------------------------------
 
@@ -76,9 +109,10 @@ struct turn_request {
   /// Registries this turn passed through; bounds forwarding while nodes'
   /// views of the cluster disagree.
   std::int32_t hops = 0;
-  /// A streamed turn: the actor on the client's node that gets each piece
-  /// of the reply as (delta_atom, string) before the turn_reply. Invalid:
-  /// not streamed.
+  /// A streamed turn: the actor on the client's node (the edge's stream
+  /// sink, untyped) that gets each piece of the reply as (delta_atom,
+  /// std::string) before the turn_reply, and may answer a piece's sender
+  /// with (cancel_atom) when its client left. Invalid: not streamed.
   caf::actor sink;
 };
 
@@ -108,6 +142,36 @@ struct llm_result {
   std::string model;
 };
 
+/// How one model call attempt of the llm actor ended (internal: sent by the
+/// upstream connection's thread to the llm actor).
+struct llm_attempt_done {
+  std::uint64_t id = 0;       ///< the call
+  std::int32_t status = 0;    ///< net::fetch_status
+  std::uint32_t http_status = 0;
+  std::string body;
+  std::string error;          ///< what went wrong, for the client's message
+  std::string retry_after;    ///< the upstream's Retry-After header, if any
+};
+
+// -- storage requests ----------------------------------------------------------
+
+/// A session taken over from another node (a migration's handoff): when its
+/// epoch and last seq in PostgreSQL are still these, only the epoch moves on.
+struct adopt_request {
+  std::string session_id;
+  std::int64_t epoch = 0;
+  std::int64_t last_seq = 0;
+};
+
+/// A rating of one assistant message (`POST .../feedback`).
+struct feedback_request {
+  std::string session_id;
+  std::string user_id;
+  std::int64_t seq = 0;
+  std::int32_t rating = 0;
+  caf::optional<std::string> comment; ///< none: no comment
+};
+
 /// What a stored client id resolved to.
 struct client_id_hit {
   bool found = false;
@@ -118,16 +182,42 @@ struct client_id_hit {
 
 // -- cluster -----------------------------------------------------------------
 
+/// A member's state. Its JSON and metrics names (to_string) are "up",
+/// "leaving" and "down" (API.md).
+enum class member_status : std::uint8_t { up, leaving, down };
+
+/// "up", "leaving" or "down".
+const char* to_string(member_status s);
+
 /// One node as the cluster sees it. Travels in hello and heartbeat messages.
 struct member_info {
   std::string id;
   std::string http;    ///< host:port of its HTTP API
   std::string cluster; ///< host:port of its CAF middleman
-  std::string status;  ///< "up", "leaving" or "down"
+  member_status status = member_status::up;
   std::uint64_t incarnation = 0; ///< start time; a restarted node is a new incarnation
   std::uint64_t sessions_active = 0;
-  caf::actor membership;
-  caf::actor registry;
+  caf::actor membership; ///< its membership_actor (membership_actor.hpp)
+  caf::actor registry;   ///< its registry_actor (registry_actor.hpp)
+};
+
+/// A migration pinned `session` to `node`; `relay`: pass it on to every
+/// member (false when it comes from another member).
+struct pin_request {
+  std::string session;
+  std::string node;
+  bool relay = false;
+};
+
+// -- rate limits -----------------------------------------------------------------
+
+/// The answer to a rate check (ratelimit_actor.hpp).
+struct rate_decision {
+  bool allowed = true;
+  std::int32_t limit = 0;          ///< the bucket capacity used (rate, or this node's share)
+  std::int32_t remaining = 0;      ///< whole tokens left after this request
+  std::int32_t retry_after_ms = 0; ///< when denied: until the next token; else 0
+  bool redis_ok = false;           ///< true: Redis decided; false: the local bucket did
 };
 
 /// What a session actor ships to its new node when it migrates.
@@ -224,6 +314,34 @@ typename Inspector::result_type inspect(Inspector& f, llm_result& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, llm_attempt_done& x) {
+  return f(caf::meta::type_name("parley.llm_attempt_done"), x.id, x.status, x.http_status, x.body,
+           x.error, x.retry_after);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, adopt_request& x) {
+  return f(caf::meta::type_name("parley.adopt_request"), x.session_id, x.epoch, x.last_seq);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, feedback_request& x) {
+  return f(caf::meta::type_name("parley.feedback_request"), x.session_id, x.user_id, x.seq,
+           x.rating, x.comment);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pin_request& x) {
+  return f(caf::meta::type_name("parley.pin"), x.session, x.node, x.relay);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
+  return f(caf::meta::type_name("parley.rate_decision"), x.allowed, x.limit, x.remaining,
+           x.retry_after_ms, x.redis_ok);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, client_id_hit& x) {
   return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply);
 }
@@ -243,4 +361,10 @@ api_error to_api_error(const caf::error& e);
 /// Registers every message type and the error category; call on each node.
 void register_types(caf::actor_system_config& cfg);
 
+/// Registers rate_decision alone (tests of the ratelimit actor; register_types
+/// includes it).
+void register_ratelimit_types(caf::actor_system_config& cfg);
+
 } // namespace parley
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::view_ptr)
