@@ -53,12 +53,22 @@ caf::actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url
 
 /// The node's storage actors. A session's writes always go to the same actor
 /// (so they stay ordered and batch together); reads spread round robin.
+/// Turn commits of every session go to the first actor and the client id
+/// lookups before them to the second (the first with a pool of one): a
+/// group commit's cost in PostgreSQL is mostly per statement, so one lane
+/// that commits whatever arrived during the previous commit (turns of all
+/// sessions) costs far less per turn than several lanes with a few turns
+/// each, and the lookups batch the same way beside it. PostgreSQL's commit
+/// latency, not the number of lanes, bounds the rate of turns: each commit
+/// takes every turn that is ready.
 class storage_pool {
 public:
   explicit storage_pool(std::vector<caf::actor> actors) : actors_(std::move(actors)) {}
 
   const caf::actor& for_session(const std::string& session_id) const;
   const caf::actor& any() const;
+  const caf::actor& for_commits() const { return actors_.front(); }
+  const caf::actor& for_lookups() const { return actors_[actors_.size() > 1 ? 1 : 0]; }
   const std::vector<caf::actor>& all() const { return actors_; }
 
 private:

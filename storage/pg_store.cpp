@@ -294,6 +294,18 @@ pqxx::connection& pg_store::conn() {
       pqxx::nontransaction n{*c};
       n.exec("SET statement_timeout = " + std::to_string(timeout_.count()));
       n.commit();
+      // The store's named statements (the group commit, the client id
+      // lookup) take arrays whose length the planner sees in a custom plan,
+      // so PostgreSQL would plan them again on every call (a custom plan
+      // always looks cheaper than the generic one for a short array): plan
+      // them once per connection. Their SQL is written for the generic plan;
+      // one-off statements are planned per call either way. PostgreSQL
+      // before 12 has no such setting and keeps planning per call.
+      try {
+        pqxx::nontransaction g{*c};
+        g.exec("SET plan_cache_mode = force_generic_plan");
+      } catch (const pqxx::sql_error&) {
+      }
       conn_ = std::move(c);
     } catch (const pqxx::sql_error& e) {
       // Refused by the server: a wrong database, user or password is not
