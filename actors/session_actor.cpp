@@ -282,7 +282,7 @@ void answer_duplicate(session_self* self, const turn_ptr& t, const message_recor
 void commit(session_self* self, turn_ptr t, message_record user, message_record reply) {
   auto& st = self->state;
   turn_write w{st.id, st.rec.epoch, user, reply};
-  self->request(my_storage(self), st.env.cfg->storage_timeout, std::move(w))
+  self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
     .then(
       [self, t, user, reply](commit_outcome o) {
         auto& s = self->state;
@@ -364,8 +364,8 @@ void run_turn(session_self* self, turn_ptr t) {
     return call_model(self, std::move(t));
   if (auto hit = find_in_window(st.window, t->req.client_message_id); hit && hit->second)
     return answer_duplicate(self, t, hit->first, hit->second);
-  self->request(my_storage(self), st.env.cfg->storage_timeout, find_cmid_atom::value, st.id,
-                t->req.client_message_id)
+  self->request(st.env.storage->for_lookups(), st.env.cfg->storage_timeout, find_cmid_atom::value,
+                st.id, t->req.client_message_id)
     .then(
       [self, t](client_id_hit& hit) {
         if (!hit.found)

@@ -40,6 +40,15 @@ struct pending_activation {
   caf::response_promise rp;
 };
 
+/// Most client id lookups in one statement.
+constexpr std::size_t max_lookup_batch = 512;
+
+struct pending_lookup {
+  std::string id;
+  std::string cmid;
+  caf::response_promise rp;
+};
+
 struct storage_state {
   static inline const char* name = "storage";
   std::unique_ptr<storage::pg_store> store;
@@ -51,6 +60,10 @@ struct storage_state {
   /// arrive while one batch runs share the next transaction.
   std::vector<pending_activation> activations;
   bool activations_scheduled = false;
+  /// Client id lookups (one before each turn that has a client id) share
+  /// one statement the same way.
+  std::vector<pending_lookup> lookups;
+  bool lookups_scheduled = false;
   clock::time_point last_used;    ///< last round trip on the connection
   clock::time_point next_connect; ///< no connection attempt before this
 };
@@ -193,6 +206,50 @@ void flush_activations(storage_self* self, storage_state& st) {
   }
 }
 
+/// Runs the waiting client id lookups in one statement (at most
+/// max_lookup_batch; the rest wait for the next flush).
+void flush_lookups(storage_self* self, storage_state& st) {
+  std::vector<pending_lookup> batch;
+  if (st.lookups.size() <= max_lookup_batch) {
+    batch = std::move(st.lookups);
+    st.lookups.clear();
+  } else {
+    auto cut = st.lookups.begin() + max_lookup_batch;
+    batch.assign(std::make_move_iterator(st.lookups.begin()), std::make_move_iterator(cut));
+    st.lookups.erase(st.lookups.begin(), cut);
+    st.lookups_scheduled = true;
+    self->send(self, cmid_flush_atom::value);
+  }
+  std::vector<std::pair<std::string, std::string>> keys;
+  keys.reserve(batch.size());
+  for (auto& l : batch)
+    keys.emplace_back(l.id, l.cmid);
+  try {
+    auto out = run(st, [&] { return st.store->find_by_client_ids(keys); });
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      client_id_hit hit;
+      if (auto& r = out[i]) {
+        hit.found = true;
+        hit.user = std::move(r->first);
+        if (r->second) {
+          hit.has_reply = true;
+          hit.reply = std::move(*r->second);
+        }
+      }
+      batch[i].rp.deliver(std::move(hit));
+    }
+  } catch (const storage_error& e) {
+    auto err = translate(e);
+    for (auto& l : batch)
+      l.rp.deliver(err);
+  } catch (const std::exception&) {
+    // As flush_activations: every lookup of the batch is answered here.
+    auto err = make_error(errc::internal, "the request could not be stored or read");
+    for (auto& l : batch)
+      l.rp.deliver(err);
+  }
+}
+
 storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
                                               metrics_ptr metrics,
                                               std::chrono::milliseconds pg_timeout) {
@@ -269,19 +326,17 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return translate(e);
       }
     },
-    [&st](find_cmid_atom, const std::string& id, const std::string& cmid) {
-      return guarded(st, [&] {
-        client_id_hit hit;
-        if (auto r = st.store->find_by_client_id(id, cmid)) {
-          hit.found = true;
-          hit.user = std::move(r->first);
-          if (r->second) {
-            hit.has_reply = true;
-            hit.reply = std::move(*r->second);
-          }
-        }
-        return hit;
-      });
+    [self, &st](find_cmid_atom, std::string& id, std::string& cmid) -> caf::result<client_id_hit> {
+      st.lookups.push_back({std::move(id), std::move(cmid), self->make_response_promise()});
+      if (!st.lookups_scheduled) {
+        st.lookups_scheduled = true;
+        self->send(self, cmid_flush_atom::value);
+      }
+      return caf::delegated<client_id_hit>{};
+    },
+    [self, &st](cmid_flush_atom) {
+      st.lookups_scheduled = false;
+      flush_lookups(self, st);
     },
     [&st](feedback_atom, const feedback_request& r) {
       return guarded(st, [&] {

@@ -70,6 +70,8 @@ using storage_actor = session_store_actor::extend<
   caf::reacts_to<flush_atom>,
   /// Internal: run the waiting activations in one transaction.
   caf::reacts_to<activate_flush_atom>,
+  /// Internal: run the waiting client id lookups in one statement.
+  caf::reacts_to<cmid_flush_atom>,
   /// Internal timer: check the connection while idle.
   caf::reacts_to<pg_tick_atom>>;
 
@@ -88,6 +90,14 @@ storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_
 /// The node's storage actors, as handles of interface `Handle`. A session's
 /// writes always go to the same actor (so they stay ordered and batch
 /// together); reads spread round robin.
+/// Turn commits of every session go to the first actor and the client id
+/// lookups before them to the second (the first with a pool of one): a
+/// group commit's cost in PostgreSQL is mostly per statement, so one lane
+/// that commits whatever arrived during the previous commit (turns of all
+/// sessions) costs far less per turn than several lanes with a few turns
+/// each, and the lookups batch the same way beside it. PostgreSQL's commit
+/// latency, not the number of lanes, bounds the rate of turns: each commit
+/// takes every turn that is ready.
 template <class Handle>
 class actor_pool {
 public:
@@ -104,6 +114,8 @@ public:
   const Handle& any() const {
     return actors_[next_.fetch_add(1, std::memory_order_relaxed) % actors_.size()];
   }
+  const Handle& for_commits() const { return actors_.front(); }
+  const Handle& for_lookups() const { return actors_[actors_.size() > 1 ? 1 : 0]; }
   const std::vector<Handle>& all() const { return actors_; }
 
 private:

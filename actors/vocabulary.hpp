@@ -87,6 +87,7 @@ using health_atom = caf::atom_constant<caf::atom("health")>;
 // those it sends itself through its own handle)
 using pg_tick_atom = caf::atom_constant<caf::atom("pgtick")>;
 using activate_flush_atom = caf::atom_constant<caf::atom("actflush")>;
+using cmid_flush_atom = caf::atom_constant<caf::atom("cmidflush")>;
 using listen_atom = caf::atom_constant<caf::atom("listen")>;
 using tick_atom = caf::atom_constant<caf::atom("svtick")>;
 

@@ -89,8 +89,10 @@ def scrape(url):
 
 def cmd_snapshot(args):
     out, rest = args[0], args[1:]
+    flags = ("--metrics", "--wal")
     urls = [rest[i + 1] for i, a in enumerate(rest) if a == "--metrics"]
-    named = [a for i, a in enumerate(rest) if a != "--metrics" and (i == 0 or rest[i - 1] != "--metrics")]
+    wal = [int(rest[i + 1]) for i, a in enumerate(rest) if a == "--wal"]
+    named = [a for i, a in enumerate(rest) if a not in flags and (i == 0 or rest[i - 1] not in flags)]
     procs = {}
     for spec in named:
         name, pid = spec.split("=")
@@ -115,6 +117,8 @@ def cmd_snapshot(args):
             metrics[k] = metrics.get(k, 0.0) + v
     snap = {"t": time.monotonic(), "loadavg": load, "procs": procs, "metrics": metrics,
             "cpu_busy": (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK, "cpu_all": sum(cpu) / CLK_TCK}
+    if wal:
+        snap["wal_bytes"] = wal[0]  # PostgreSQL's WAL position, in bytes
     with open(out, "w") as f:
         json.dump(snap, f)
 
@@ -346,6 +350,10 @@ def summarize(phase_dir):
     s["storage"] = {"mean_batch": mean_of(ma, mb, "parley_storage_batch_size"),
                     "mean_commit_ms": mean_of(ma, mb, "parley_storage_commit_seconds", 1000)}
     s["llm_mean_ms"] = mean_of(ma, mb, "parley_llm_latency_seconds", 1000)
+    if "wal_bytes" in after and "wal_bytes" in before and acked:
+        s["wal_bytes_per_turn"] = round((after["wal_bytes"] - before["wal_bytes"]) / acked)
+    pg = procs.get("postgres")
+    s["postgres_cpu_us_per_turn"] = round(pg["cpu_s"] / acked * 1e6) if pg and acked else None
     s["sessions_active"] = ma.get("parley_sessions_active")
     s["passivations"] = delta(ma, mb, "parley_session_passivations_total")
     s["load_shed"] = delta(ma, mb, "parley_load_shed_total")
@@ -433,6 +441,10 @@ def print_summary(s):
     p("   storage     mean batch %s turns, mean commit %s ms; PostgreSQL fsync=%s "
       "synchronous_commit=%s" % (st["mean_batch"], st["mean_commit_ms"], c.get("pg_fsync"),
                                  c.get("pg_synchronous_commit")))
+    if s.get("wal_bytes_per_turn") is not None:
+        p("   per turn    Parley %s us, PostgreSQL %s us of CPU; %s bytes of WAL" % (
+            round(s["parley_cpu_s_per_1k_turns"] * 1000), s["postgres_cpu_us_per_turn"],
+            "{:,}".format(s["wal_bytes_per_turn"])))
     if "pieces" in s:
         pc, q = s["pieces"], s["pieces"]["added_latency_ms"] or {}
         p("   pieces      %s received (%s per answer), %s out of order, %s missing, %s extra; added "

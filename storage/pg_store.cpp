@@ -74,10 +74,25 @@ const std::string sql_session_owned = "SELECT 1 FROM sessions WHERE id = $1 AND 
 const std::string sql_list_messages =
   std::string{"SELECT "} + message_columns +
   " FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-const std::string sql_find_client_id =
-  std::string{"SELECT "} + message_columns +
-  " FROM messages WHERE session_id = $1 AND (client_message_id = $2 OR reply_to = "
-  "(SELECT seq FROM messages WHERE session_id = $1 AND client_message_id = $2)) ORDER BY seq";
+// For each (session, client id) pair of $1 and $2 (1-based position i):
+// the user message with that client id and its reply, the user message
+// first. Two index probes a pair, whatever the length of the session's
+// history: the user message through messages_client_id, its reply (seq =
+// reply_to + 1, API.md) through the primary key. The LIMITs keep both
+// lookups nested loops over the pairs: a prepared statement's generic plan
+// is made once per connection, maybe while the table is still empty, and a
+// hash join over a sequential scan of messages would stay with it.
+const char* const client_ids_statement = "parley_find_client_ids";
+const std::string sql_find_client_ids =
+  std::string{R"sql(SELECT q.i, m.*
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(session_id, cmid, i)
+  CROSS JOIN LATERAL (SELECT seq FROM messages WHERE session_id = q.session_id
+                         AND client_message_id = q.cmid LIMIT 1) u
+  CROSS JOIN LATERAL (SELECT )sql"} +
+  message_columns + R"sql( FROM messages
+     WHERE session_id = q.session_id AND seq IN (u.seq, u.seq + 1)
+       AND (seq = u.seq OR reply_to = u.seq) LIMIT 2) m
+ ORDER BY q.i, m.seq)sql";
 const std::string sql_message_role =
   "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
 const std::string sql_upsert_feedback =
@@ -147,15 +162,16 @@ session_record read_session(const pqxx::row& r) {
   return s;
 }
 
-message_record read_message(const pqxx::row& r) {
+/// The message_columns of `r`, starting at column `at`.
+message_record read_message(const pqxx::row& r, pqxx::row::size_type at = 0) {
   message_record m;
-  m.seq = r[0].as<std::int64_t>();
-  m.role = r[1].as<std::string>();
-  m.content = r[2].as<std::string>();
-  m.created_at = r[3].as<std::string>();
-  m.reply_to = r[4].is_null() ? 0 : r[4].as<std::int64_t>();
-  m.model = r[5].is_null() ? std::string{} : r[5].as<std::string>();
-  m.client_message_id = r[6].is_null() ? std::string{} : r[6].as<std::string>();
+  m.seq = r[at].as<std::int64_t>();
+  m.role = r[at + 1].as<std::string>();
+  m.content = r[at + 2].as<std::string>();
+  m.created_at = r[at + 3].as<std::string>();
+  m.reply_to = r[at + 4].is_null() ? 0 : r[at + 4].as<std::int64_t>();
+  m.model = r[at + 5].is_null() ? std::string{} : r[at + 5].as<std::string>();
+  m.client_message_id = r[at + 6].is_null() ? std::string{} : r[at + 6].as<std::string>();
   return m;
 }
 
@@ -278,6 +294,18 @@ pqxx::connection& pg_store::conn() {
       pqxx::nontransaction n{*c};
       n.exec("SET statement_timeout = " + std::to_string(timeout_.count()));
       n.commit();
+      // The store's named statements (the group commit, the client id
+      // lookup) take arrays whose length the planner sees in a custom plan,
+      // so PostgreSQL would plan them again on every call (a custom plan
+      // always looks cheaper than the generic one for a short array): plan
+      // them once per connection. Their SQL is written for the generic plan;
+      // one-off statements are planned per call either way. PostgreSQL
+      // before 12 has no such setting and keeps planning per call.
+      try {
+        pqxx::nontransaction g{*c};
+        g.exec("SET plan_cache_mode = force_generic_plan");
+      } catch (const pqxx::sql_error&) {
+      }
       conn_ = std::move(c);
     } catch (const pqxx::sql_error& e) {
       // Refused by the server: a wrong database, user or password is not
@@ -306,6 +334,7 @@ void pg_store::connect() {
 void pg_store::drop_connection() {
   conn_.reset();
   commit_prepared_ = false;
+  client_ids_prepared_ = false;
 }
 
 template <class F>
@@ -580,14 +609,39 @@ std::optional<message_page> pg_store::list_messages(const std::string& id, const
 
 std::optional<std::pair<message_record, std::optional<message_record>>>
 pg_store::find_by_client_id(const std::string& session_id, const std::string& client_message_id) {
-  return guarded([&]() -> std::optional<std::pair<message_record, std::optional<message_record>>> {
-    pqxx::nontransaction n{conn()};
-    auto r = n.exec_params(sql_find_client_id, session_id, client_message_id);
-    if (r.empty())
-      return std::nullopt;
-    std::pair<message_record, std::optional<message_record>> out{read_message(r[0]), std::nullopt};
-    if (r.size() > 1)
-      out.second = read_message(r[1]);
+  return std::move(find_by_client_ids({{session_id, client_message_id}}).front());
+}
+
+std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
+pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys) {
+  using hit = std::pair<message_record, std::optional<message_record>>;
+  return guarded([&]() -> std::vector<std::optional<hit>> {
+    std::vector<std::optional<hit>> out(keys.size());
+    if (keys.empty())
+      return out;
+    auto& c = conn();
+    if (!client_ids_prepared_) {
+      c.prepare(client_ids_statement, sql_find_client_ids);
+      client_ids_prepared_ = true;
+    }
+    pg_array sessions, cmids;
+    for (auto& k : keys) {
+      sessions.add(k.first);
+      cmids.add(k.second);
+    }
+    pqxx::nontransaction n{c};
+    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str());
+    for (const auto& row : r) {
+      auto i = row[0].as<std::size_t>();
+      if (i < 1 || i > out.size())
+        continue;
+      auto& slot = out[i - 1];
+      auto m = read_message(row, 1);
+      if (!slot)
+        slot.emplace(std::move(m), std::nullopt);
+      else if (!slot->second)
+        slot->second = std::move(m);
+    }
     return out;
   });
 }

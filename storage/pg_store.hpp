@@ -122,6 +122,10 @@ public:
   /// The user message with this client id and its reply, if stored.
   std::optional<std::pair<message_record, std::optional<message_record>>>
   find_by_client_id(const std::string& session_id, const std::string& client_message_id);
+  /// find_by_client_id() for many (session id, client id) pairs in one
+  /// statement; one entry per pair, in order.
+  std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
+  find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys);
 
   feedback_outcome put_feedback(const std::string& id, const std::string& user, std::int64_t seq,
                                 int rating, const std::optional<std::string>& comment);
@@ -156,6 +160,7 @@ private:
   std::chrono::milliseconds timeout_;
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
+  bool client_ids_prepared_ = false; ///< so is the client id lookup
   std::unique_ptr<watchdog> watchdog_;
 };
 

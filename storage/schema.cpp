@@ -66,11 +66,37 @@ CREATE TABLE feedback (
 );
 )sql";
 
+// The turn path's write volume. A turn inserts two messages; with a foreign
+// key on messages.session_id each insert ran a trigger that looked the session
+// row up again and locked it FOR KEY SHARE (a WAL record of its own), although
+// the same statement has just updated and locked that row (the epoch fence:
+// a message is only ever written for a session row the writer holds). The
+// cascade it gave stays, as a trigger on DELETE of sessions: whoever deletes
+// a session (a node of any version, an operator's SQL) deletes its messages
+// in the same transaction. The DELETE of the session row waits for a turn
+// commit holding the row, and a commit after it finds no row (fenced), so no
+// message outlives its session. fillfactor leaves room on each sessions page
+// so that the per-turn UPDATE (no indexed column changes) stays a HOT update.
+constexpr const char* v2_sql = R"sql(
+ALTER TABLE messages DROP CONSTRAINT IF EXISTS messages_session_id_fkey;
+CREATE OR REPLACE FUNCTION parley_delete_session_messages() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM messages WHERE session_id = OLD.id;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_delete_messages AFTER DELETE ON sessions
+  FOR EACH ROW EXECUTE FUNCTION parley_delete_session_messages();
+ALTER TABLE sessions SET (fillfactor = 70);
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
     {1, "sessions, messages, api keys, feedback", v1_sql},
+    {2, "messages: cascade by trigger instead of a foreign key; sessions fillfactor", v2_sql},
   };
   return all;
 }

@@ -14,6 +14,7 @@
 
 #include "net/http/clock.hpp"
 #include "storage/pg_store.hpp"
+#include "storage/schema.hpp"
 #include "tests/support/scratch_db.hpp"
 
 using namespace parley;
@@ -51,14 +52,14 @@ TEST(storage_pg, migrations_are_safe_when_nodes_start_at_once) {
   for (int i = 0; i < 4; ++i)
     ts.emplace_back([&] {
       pg_store s{db.url()};
-      if (s.migrate() == 1)
+      if (s.migrate() == parley::storage::migrations().back().version)
         ++ok;
     });
   for (auto& t : ts)
     t.join();
   EXPECT_EQ(ok.load(), 4);
   pg_store again{db.url()};
-  EXPECT_EQ(again.migrate(), 1);
+  EXPECT_EQ(again.migrate(), parley::storage::migrations().back().version);
 }
 
 TEST(storage_pg, a_stale_epoch_can_never_commit) {
@@ -196,6 +197,86 @@ TEST(storage_pg, timestamps_and_client_ids_round_trip_exactly) {
   EXPECT_EQ(s.put_feedback("r1", "alice", 1, 1, std::nullopt), feedback_outcome::not_assistant);
   EXPECT_EQ(s.put_feedback("r1", "alice", 9, 1, std::nullopt), feedback_outcome::no_message);
   EXPECT_EQ(s.put_feedback("r1", "alice", 2, -1, std::string{"meh"}), feedback_outcome::stored);
+}
+
+TEST(storage_pg, client_id_lookups_of_many_sessions_share_one_statement) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  std::vector<turn_write> ts;
+  for (auto id : {"c1", "c2"}) {
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    for (std::int64_t k = 0; k < 3; ++k) {
+      auto t = turn(id, a->session.epoch, 1 + 2 * k, std::string{id} + "-" + std::to_string(k));
+      t.user.client_message_id = "cid-" + std::to_string(k);
+      ASSERT_EQ(s.commit_turns({t}).front(), commit_outcome::committed);
+      ts.push_back(t);
+    }
+  }
+  auto hits = s.find_by_client_ids(
+    {{"c2", "cid-1"}, {"c1", "cid-9"}, {"c1", "cid-0"}, {"nope", "cid-0"}, {"c2", "cid-2"}});
+  ASSERT_EQ(hits.size(), 5u);
+  ASSERT_TRUE(hits[0]);
+  EXPECT_EQ(hits[0]->first.content, "c2-1");
+  EXPECT_EQ(hits[0]->first.seq, 3);
+  ASSERT_TRUE(hits[0]->second);
+  EXPECT_EQ(hits[0]->second->seq, 4);
+  EXPECT_EQ(hits[0]->second->reply_to, 3);
+  EXPECT_FALSE(hits[1]);
+  ASSERT_TRUE(hits[2]);
+  EXPECT_EQ(hits[2]->first.content, "c1-0");
+  EXPECT_EQ(hits[2]->second->seq, 2);
+  EXPECT_FALSE(hits[3]);
+  ASSERT_TRUE(hits[4]);
+  EXPECT_EQ(hits[4]->first.seq, 5);
+  EXPECT_EQ(hits[4]->second->content, ts[5].reply.content);
+}
+
+TEST(storage_pg, a_version_1_database_upgrades_and_deleting_a_session_still_deletes_its_messages) {
+  scratch_db db;
+  {
+    // The database of a version-1 node, with a turn and its feedback.
+    pqxx::connection c{db.url()};
+    pqxx::work w{c};
+    w.exec("CREATE TABLE parley_schema_migrations (version integer PRIMARY KEY, name text NOT "
+           "NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    w.exec(migrations().front().sql);
+    w.exec("INSERT INTO parley_schema_migrations (version, name) VALUES (1, 'v1')");
+    w.commit();
+  }
+  pg_store s{db.url()};
+  for (auto id : {"d1", "d2"}) {
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    ASSERT_EQ(s.commit_turns({turn(id, a->session.epoch, 1, "hi")}).front(),
+              commit_outcome::committed);
+  }
+  ASSERT_EQ(s.put_feedback("d1", "alice", 2, 1, std::nullopt), feedback_outcome::stored);
+  EXPECT_EQ(s.migrate(), migrations().back().version);
+  pqxx::connection c{db.url()};
+  auto count = [&](const std::string& sql) {
+    pqxx::nontransaction n{c};
+    return n.exec(sql)[0][0].as<int>();
+  };
+  EXPECT_EQ(count("SELECT count(*) FROM pg_constraint WHERE conname = 'messages_session_id_fkey'"),
+            0);
+  EXPECT_TRUE(s.delete_session("d1", "alice"));
+  EXPECT_EQ(count("SELECT count(*) FROM messages WHERE session_id = 'd1'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM feedback"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM messages WHERE session_id = 'd2'"), 2);
+  // Also when the session goes by an operator's SQL.
+  {
+    pqxx::work w{c};
+    w.exec("DELETE FROM sessions WHERE id = 'd2'");
+    w.commit();
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM messages"), 0);
+  // Turns still commit on the upgraded schema.
+  s.create_session(new_session("d3"));
+  auto a = s.activate("d3", 20);
+  EXPECT_EQ(s.commit_turns({turn("d3", a->session.epoch, 1, "again")}).front(),
+            commit_outcome::committed);
 }
 
 TEST(storage_pg, one_batch_with_a_stale_and_a_current_actor_of_a_session_writes_only_the_current) {
