@@ -164,8 +164,4 @@ private:
   std::unique_ptr<watchdog> watchdog_;
 };
 
-/// Encodes and decodes the opaque cursor of session listings.
-std::string encode_cursor(const std::string& created_at, const std::string& id);
-bool decode_cursor(const std::string& cursor, std::string& created_at, std::string& id);
-
 } // namespace parley::storage

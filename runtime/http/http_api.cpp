@@ -8,9 +8,9 @@
 
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_actor.hpp"
+#include "net/http/cursor.hpp"
 #include "net/http/json_text.hpp"
 #include "runtime/telemetry/log.hpp"
-#include "storage/pg_store.hpp"
 
 namespace parley {
 
@@ -191,7 +191,7 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       call.limit = static_cast<std::int32_t>(limit);
       if (auto c = q.find("cursor"); c != q.end() && !c->second.empty()) {
         std::string ts, id;
-        if (!storage::decode_cursor(c->second, ts, id)) {
+        if (!net::decode_cursor(c->second, ts, id)) {
           call.early_error = api_error{errc::invalid_request, "query parameter 'cursor' is not a "
                                                               "cursor this API returned"};
           return;
