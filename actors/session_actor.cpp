@@ -7,7 +7,7 @@
 
 #include <caf/event_based_actor.hpp>
 
-#include "actors/context_window.hpp"
+#include "runtime/rules/context_window.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/vocabulary.hpp"
 #include "net/http/clock.hpp"

@@ -27,6 +27,7 @@
 #include <caf/optional.hpp>
 
 #include "net/http/api_error.hpp"
+#include "runtime/rules/context_window.hpp" // llm_message
 #include "storage/records.hpp"
 
 namespace caf {
@@ -124,11 +125,6 @@ struct turn_reply {
 };
 
 // -- model calls -------------------------------------------------------------
-
-struct llm_message {
-  std::string role;
-  std::string content;
-};
 
 struct llm_request {
   std::string model;

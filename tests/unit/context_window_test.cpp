@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "actors/context_window.hpp"
+#include "runtime/rules/context_window.hpp"
 
 using namespace parley;
 

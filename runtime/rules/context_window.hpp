@@ -8,9 +8,16 @@
 #include <utility>
 #include <vector>
 
-#include "actors/vocabulary.hpp"
+#include "storage/records.hpp"
 
 namespace parley {
+
+/// One message as the model sees it (OpenAI's `messages[i]`); the actors'
+/// llm_request carries them (actors/vocabulary.hpp).
+struct llm_message {
+  std::string role;
+  std::string content;
+};
 
 /// The most recent messages of a session, oldest first. A vector: an empty
 /// one allocates nothing (an idle session's footprint counts, bench (d)),

@@ -1,4 +1,4 @@
-#include "actors/context_window.hpp"
+#include "runtime/rules/context_window.hpp"
 
 namespace parley {
 
