@@ -480,6 +480,7 @@ TEST(cluster, sigkill_under_load_loses_no_acknowledged_turn) {
   std::map<std::string, std::set<std::string>> acked; // session -> contents
   std::atomic<bool> stop{false};
   std::atomic<int> retries{0}, lost{0};
+  std::vector<std::string> failures; // what the client saw instead of 200 (under mu)
   std::vector<std::thread> load;
   for (int w = 0; w < 4; ++w)
     load.emplace_back([&, w] {
@@ -490,11 +491,13 @@ TEST(cluster, sigkill_under_load_loses_no_acknowledged_turn) {
         auto r = post_retrying(c[w % 2], key, id,
                                {{"content", content}, {"client_message_id", content}}, &r_count);
         retries += r_count;
+        std::lock_guard<std::mutex> lock{mu};
         if (r.status == 200) {
-          std::lock_guard<std::mutex> lock{mu};
           acked[id].insert(content);
-        } else
+        } else {
           ++lost;
+          failures.push_back(content + " on session " + id + ": " + describe(r));
+        }
       }
     });
   std::this_thread::sleep_for(500ms);
@@ -515,7 +518,7 @@ TEST(cluster, sigkill_under_load_loses_no_acknowledged_turn) {
   stop = true;
   for (auto& t : load)
     t.join();
-  EXPECT_EQ(lost.load(), 0);
+  EXPECT_EQ(lost.load(), 0) << testing::PrintToString(failures);
   for (auto& id : ids) {
     auto users = check_history(c[0].all_messages(key, id));
     std::multiset<std::string> stored(users.begin(), users.end());
