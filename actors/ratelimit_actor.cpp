@@ -75,9 +75,8 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
   return {
-    [&st](rate_check_atom, const std::string& key_id, std::int32_t rate_per_min,
-          std::int32_t live_nodes, std::int64_t deadline_ns) {
-      return check(st, key_id, rate_per_min, live_nodes, deadline_ns);
+    [&st](rate_check_atom, const rate_check_request& r) {
+      return check(st, r.key_id, r.rate_per_min, r.live_nodes, r.deadline_ns);
     },
     [&st](redis_status_atom) {
       if (st.redis_usable() && steady::now() - st.last_op > st.cfg.status_max_age)

@@ -61,9 +61,8 @@ namespace parley {
 // -- interfaces --------------------------------------------------------------
 
 using ratelimit_actor = caf::typed_actor<
-  /// (key_id, rate_per_min, live_nodes, deadline_ns) -> the decision (below).
-  caf::replies_to<rate_check_atom, std::string, std::int32_t, std::int32_t,
-                  std::int64_t>::with<rate_decision>,
+  /// -> the decision (Rate checks, above).
+  caf::replies_to<rate_check_atom, rate_check_request>::with<rate_decision>,
   /// -> whether the last Redis operation succeeded.
   caf::replies_to<redis_status_atom>::with<bool>,
   /// (payload) PUBLISH on `revoked_channel`; no answer.

@@ -46,7 +46,8 @@ void handle_create_api_key(edge_self* self, const call_ptr& c, const api_key_rec
   auto& st = self->state;
   auto secret = generate_api_key();
   self->request(st.storage->any(), st.cfg.storage_timeout, make_key_atom::value,
-                body_of<net::create_key_body>(c).user, hash_key(secret), key_prefix(secret))
+                make_key_request{body_of<net::create_key_body>(c).user, hash_key(secret),
+                                 key_prefix(secret)})
     .then([c, secret](api_key_record& k) { reply(c, 201, render_created_key(k, secret)); },
           [c](caf::error& e) { reply_error(c, e); });
 }

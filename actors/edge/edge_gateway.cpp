@@ -87,8 +87,9 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
                                           "retry after " +
                                           std::to_string(c->retry_after) + " s"});
   };
-  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, key_id, rate,
-                live, rate_check_deadline(std::chrono::milliseconds(40)))
+  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value,
+                rate_check_request{key_id, rate, live,
+                                   rate_check_deadline(std::chrono::milliseconds(40))})
     .then([apply](rate_decision& d) { apply(d); },
           [self, apply, key_id, rate, live](caf::error&) {
             // The fallback: this node's own bucket decides.

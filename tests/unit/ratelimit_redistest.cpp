@@ -61,7 +61,8 @@ protected:
     rate_decision out;
     out.allowed = false;
     caf::scoped_actor self{sys_};
-    self->request(rl, 2s, rate_check_atom::value, key, rate, nodes, rate_check_deadline(budget))
+    self->request(rl, 2s, rate_check_atom::value,
+                  rate_check_request{key, rate, nodes, rate_check_deadline(budget)})
       .receive([&](const rate_decision& d) { out = d; },
                [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
     return out;
@@ -217,8 +218,8 @@ TEST_F(ratelimit, a_burst_against_a_hung_redis_drains_at_local_speed) {
   constexpr int burst = 100;
   auto start = steady::now();
   for (int i = 0; i < burst; ++i)
-    self->send(rl, rate_check_atom::value, std::string{"key"}, std::int32_t{600}, std::int32_t{2},
-               rate_check_deadline(40ms));
+    self->send(rl, rate_check_atom::value,
+               rate_check_request{"key", 600, 2, rate_check_deadline(40ms)});
   int answers = 0, from_redis = 0;
   for (bool more = true; more && answers < burst;)
     self->receive(
