@@ -110,7 +110,7 @@ struct turn_request {
   /// views of the cluster disagree.
   std::int32_t hops = 0;
   /// A streamed turn: the actor on the client's node (the edge's stream
-  /// sink, untyped) that gets each piece of the reply as (delta_atom,
+  /// sink, stream_sink_actor, carried as caf::actor) that gets each piece of the reply as (delta_atom,
   /// std::string) before the turn_reply, and may answer a piece's sender
   /// with (cancel_atom) when its client left. Invalid: not streamed.
   caf::actor sink;

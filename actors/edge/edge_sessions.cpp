@@ -51,7 +51,7 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user) {
     held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   if (c->stream) {
     c->sink = spawn_turn_sink(self->home_system(),
-                              {c, caf::actor_cast<caf::actor>(self), node, ticket}, registry,
+                              {c, caf::actor_cast<edge_actor>(self), node, ticket}, registry,
                               std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
     return;
   }

@@ -51,7 +51,8 @@ protected:
   }
 
   caf::actor listener(const std::string& url, const caf::actor& target) {
-    spawned_.push_back(caf::actor_cast<caf::actor>(spawn_revocation_listener(sys_, url, target)));
+    auto typed = caf::actor_cast<revocation_target_actor>(target);
+    spawned_.push_back(caf::actor_cast<caf::actor>(spawn_revocation_listener(sys_, url, typed)));
     return spawned_.back();
   }
 
@@ -160,7 +161,7 @@ TEST_F(ratelimit, a_bad_url_is_refused_at_spawn) {
   ratelimit_config cfg;
   cfg.redis_url = "redis://host:notaport";
   EXPECT_THROW(spawn_ratelimit_actor(sys_, cfg), std::invalid_argument);
-  EXPECT_THROW(spawn_revocation_listener(sys_, "http://x", caf::actor{}), std::invalid_argument);
+  EXPECT_THROW(spawn_revocation_listener(sys_, "http://x", revocation_target_actor{}), std::invalid_argument);
 }
 
 TEST_F(ratelimit, falls_back_within_the_bound_when_redis_stops_and_returns_after_a_restart) {
