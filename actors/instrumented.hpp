@@ -126,8 +126,9 @@ private:
   bool stopped_ = false;
 };
 
-/// `self->send(dest, xs...)` from a typed actor to an untyped receiver (a
-/// stream sink, the edge, a view subscriber): CAF 0.17 lets a typed actor
+/// `self->send(dest, xs...)` from a typed actor to a handle that came
+/// untyped inside a message (a turn's stream sink, turn_request::sink; the
+/// session that sent a stream sink its piece): CAF 0.17 lets a typed actor
 /// send() to typed receivers only. As with send(), the message carries
 /// `self` as its sender (a stream sink answers a piece with cancel_atom to
 /// its sender) and keeps its order behind earlier sends to `dest`.

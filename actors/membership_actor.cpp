@@ -42,7 +42,7 @@ struct membership_state {
   std::map<std::string, peer> peers; ///< every other member ever seen, by id
   std::unordered_map<std::string, std::string> pins;
   std::deque<std::string> pin_order;
-  std::vector<caf::actor> subscribers;
+  std::vector<view_subscriber_actor> subscribers;
   std::set<std::string> dialing;      ///< addresses with a connect in flight
   std::set<std::string> seeds_tried;  ///< seeds dialled at least once
   std::map<std::string, std::string> seed_node; ///< seed address -> node id reached there
@@ -101,7 +101,7 @@ void publish(membership_self* self, bool membership_changed) {
   v->seal();
   st.view = v;
   for (auto& s : st.subscribers)
-    send_untyped(self, s, view_atom::value, view_ptr{v});
+    self->send(s, view_atom::value, view_ptr{v});
 }
 
 void mark_down(membership_self* self, peer& p) {
@@ -317,8 +317,8 @@ membership_actor::behavior_type membership_behavior(membership_self* self, membe
     },
     [self](heartbeat_atom, member_info& from) { learn(self, from); },
     [self](beat_atom) { beat(self); },
-    [self](view_atom, caf::actor& sub) {
-      send_untyped(self, sub, view_atom::value, self->state.view);
+    [self](view_atom, view_subscriber_actor& sub) {
+      self->send(sub, view_atom::value, self->state.view);
       self->state.subscribers.push_back(std::move(sub));
     },
     [self](pin_atom, pin_request& pin) {

@@ -40,6 +40,12 @@
 
 namespace parley {
 
+/// What the membership actor tells its subscribers (the edge and the
+/// registry, whose interfaces include it): node-local, never on the wire.
+using view_subscriber_actor = caf::typed_actor<
+  /// The cluster changed: route with this view.
+  caf::reacts_to<view_atom, view_ptr>>;
+
 using membership_actor = caf::typed_actor<
   /// (peer, its view) -> this node's view (this node first): a peer
   /// introduces itself.
@@ -51,7 +57,7 @@ using membership_actor = caf::typed_actor<
   caf::reacts_to<beat_atom>,
   /// (subscriber) subscribe; the current view is sent at once, and every
   /// later one, as (view_atom, view_ptr).
-  caf::reacts_to<view_atom, caf::actor>,
+  caf::reacts_to<view_atom, view_subscriber_actor>,
   /// A migration pinned a session to a node (relayed to every member once).
   caf::reacts_to<pin_atom, pin_request>,
   /// This node is leaving: status "leaving".

@@ -75,9 +75,8 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
   return {
-    [&st](rate_check_atom, const std::string& key_id, std::int32_t rate_per_min,
-          std::int32_t live_nodes, std::int64_t deadline_ns) {
-      return check(st, key_id, rate_per_min, live_nodes, deadline_ns);
+    [&st](rate_check_atom, const rate_check_request& r) {
+      return check(st, r.key_id, r.rate_per_min, r.live_nodes, r.deadline_ns);
     },
     [&st](redis_status_atom) {
       if (st.redis_usable() && steady::now() - st.last_op > st.cfg.status_max_age)
@@ -100,7 +99,7 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
 struct listener_state {
   static inline const char* name = "revocation_listener";
   std::unique_ptr<storage::redis_subscriber> sub;
-  caf::actor target;
+  revocation_target_actor target;
 };
 
 using listener_self = instrumented_actor<listener_state, revocation_listener_actor::base>;
@@ -108,7 +107,7 @@ using listener_self = instrumented_actor<listener_state, revocation_listener_act
 // A blocking read loop expressed as messages to itself: each read returns
 // within `read_timeout`, and an exit message queued meanwhile runs next.
 revocation_listener_actor::behavior_type
-revocation_listener(listener_self* self, storage::redis_endpoint ep, caf::actor target,
+revocation_listener(listener_self* self, storage::redis_endpoint ep, revocation_target_actor target,
                     storage::redis_options opts, std::chrono::milliseconds read_timeout) {
   auto& st = self->state;
   st.sub = std::make_unique<storage::redis_subscriber>(std::move(ep), revoked_channel, opts);
@@ -122,7 +121,7 @@ revocation_listener(listener_self* self, storage::redis_endpoint ep, caf::actor 
       // one does.
       self->send(self, listen_atom::value);
       if (auto payload = st.sub->next(read_timeout))
-        send_untyped(self, st.target, key_revoked_atom::value, std::move(*payload));
+        self->send(st.target, key_revoked_atom::value, std::move(*payload));
     },
   };
 }
@@ -142,7 +141,8 @@ ratelimit_actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config c
 
 revocation_listener_actor spawn_revocation_listener(caf::actor_system& sys,
                                                     const std::string& redis_url,
-                                                    caf::actor target, storage::redis_options opts,
+                                                    revocation_target_actor target,
+                                                    storage::redis_options opts,
                                                     std::chrono::milliseconds read_timeout) {
   auto ep = storage::parse_redis_url(redis_url);
   return sys.spawn<caf::detached>(revocation_listener, std::move(ep), std::move(target), opts,

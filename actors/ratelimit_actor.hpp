@@ -61,16 +61,21 @@ namespace parley {
 // -- interfaces --------------------------------------------------------------
 
 using ratelimit_actor = caf::typed_actor<
-  /// (key_id, rate_per_min, live_nodes, deadline_ns) -> the decision (below).
-  caf::replies_to<rate_check_atom, std::string, std::int32_t, std::int32_t,
-                  std::int64_t>::with<rate_decision>,
+  /// -> the decision (Rate checks, above).
+  caf::replies_to<rate_check_atom, rate_check_request>::with<rate_decision>,
   /// -> whether the last Redis operation succeeded.
   caf::replies_to<redis_status_atom>::with<bool>,
   /// (payload) PUBLISH on `revoked_channel`; no answer.
   caf::reacts_to<publish_revoked_atom, std::string>>;
 
+/// What the revocation listener tells its target (the edge, whose interface
+/// includes it): node-local.
+using revocation_target_actor = caf::typed_actor<
+  /// (payload) a key id or prefix published on `revoked_channel`.
+  caf::reacts_to<key_revoked_atom, std::string>>;
+
 /// The revocation listener only ever talks to itself (its read loop); it
-/// sends its target (untyped: the edge) (key_revoked_atom, std::string).
+/// sends its target (key_revoked_atom, std::string).
 using revocation_listener_actor = caf::typed_actor<
   /// Internal: one bounded read of the subscription.
   caf::reacts_to<listen_atom>>;
@@ -102,7 +107,8 @@ ratelimit_actor spawn_ratelimit_actor(caf::actor_system& sys, ratelimit_config c
 /// between reads of at most `read_timeout`, so an exit message stops it
 /// within about that time. Throws std::invalid_argument on a bad URL.
 revocation_listener_actor
-spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url, caf::actor target,
+spawn_revocation_listener(caf::actor_system& sys, const std::string& redis_url,
+                          revocation_target_actor target,
                           storage::redis_options opts = {},
                           std::chrono::milliseconds read_timeout = std::chrono::milliseconds{200});
 

@@ -289,12 +289,12 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
     [self](where_atom, const std::string& id) -> caf::result<session_location> {
       auto& st = self->state;
       if (st.sessions.count(id))
-        return session_location{st.node_id, "active"};
+        return session_location{st.node_id, session_state::active};
       if (auto* tomb = moved_to(self, id)) {
         self->delegate(tomb->registry, where_atom::value, id);
         return caf::delegated<session_location>{};
       }
-      return session_location{st.node_id, "passive"};
+      return session_location{st.node_id, session_state::passive};
     },
     [self](idle_atom, const std::string& id, std::uint64_t received) {
       auto& st = self->state;

@@ -261,9 +261,8 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](find_key_atom, const std::string& hash) {
       return guarded(st, [&] { return st.store->find_key(hash).value_or(api_key_record{}); });
     },
-    [&st](make_key_atom, const std::string& user, const std::string& hash,
-          const std::string& prefix) {
-      return guarded(st, [&] { return st.store->create_key(user, hash, prefix); });
+    [&st](make_key_atom, const make_key_request& r) {
+      return guarded(st, [&] { return st.store->create_key(r.user_id, r.hash, r.prefix); });
     },
     [&st](revoke_atom, const std::string& prefix_or_id) {
       return guarded(st,
@@ -297,8 +296,8 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](adopt_atom, const adopt_request& r) {
       return guarded(st, [&] { return st.store->adopt(r.session_id, r.epoch, r.last_seq); });
     },
-    [&st](list_sess_atom, const std::string& user, std::int32_t limit, const std::string& cursor) {
-      return guarded(st, [&] { return st.store->list_sessions(user, limit, cursor); });
+    [&st](list_sess_atom, const list_sessions_request& r) {
+      return guarded(st, [&] { return st.store->list_sessions(r.user_id, r.limit, r.cursor); });
     },
     [&st](del_sess_atom, const std::string& id, const std::string& user) {
       return guarded(st, [&] { return st.store->delete_session(id, user); });
@@ -316,12 +315,13 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
       st.activations_scheduled = false;
       flush_activations(self, st);
     },
-    [&st](list_msg_atom, const std::string& id, const std::string& user, std::int64_t after,
-          std::int32_t limit) -> caf::result<message_page> {
+    [&st](list_msg_atom, const list_messages_request& r) -> caf::result<message_page> {
       try {
-        if (auto v = run(st, [&] { return st.store->list_messages(id, user, after, limit); }))
+        if (auto v = run(st, [&] {
+              return st.store->list_messages(r.session_id, r.user_id, r.after, r.limit);
+            }))
           return std::move(*v);
-        return make_error(errc::not_found, "session '" + id + "' not found");
+        return make_error(errc::not_found, "session '" + r.session_id + "' not found");
       } catch (const storage_error& e) {
         return translate(e);
       }

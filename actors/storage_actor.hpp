@@ -47,8 +47,8 @@ using session_store_actor = caf::typed_actor<
 using storage_actor = session_store_actor::extend<
   /// (hash) -> the key with that hash; id 0: none.
   caf::replies_to<find_key_atom, std::string>::with<api_key_record>,
-  /// (user, hash, prefix) -> the new key.
-  caf::replies_to<make_key_atom, std::string, std::string, std::string>::with<api_key_record>,
+  /// -> the new key.
+  caf::replies_to<make_key_atom, make_key_request>::with<api_key_record>,
   /// (prefix_or_id) -> the number of keys revoked.
   caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
   caf::replies_to<new_sess_atom, session_record>::with<session_record>,
@@ -56,13 +56,12 @@ using storage_actor = session_store_actor::extend<
   caf::replies_to<get_sess_atom, std::string, std::string>::with<session_record>,
   /// (id) -> the session, whoever owns it, or not_found.
   caf::replies_to<get_sess_atom, std::string>::with<session_record>,
-  /// (user, limit, cursor) -> one page of the user's sessions.
-  caf::replies_to<list_sess_atom, std::string, std::int32_t, std::string>::with<session_page>,
+  /// -> one page of the user's sessions.
+  caf::replies_to<list_sess_atom, list_sessions_request>::with<session_page>,
   /// (id, user) -> whether it was deleted.
   caf::replies_to<del_sess_atom, std::string, std::string>::with<bool>,
-  /// (id, user, after, limit) -> one page of messages, or not_found.
-  caf::replies_to<list_msg_atom, std::string, std::string, std::int64_t,
-                  std::int32_t>::with<message_page>,
+  /// -> one page of messages, or not_found (also another user's session).
+  caf::replies_to<list_msg_atom, list_messages_request>::with<message_page>,
   caf::replies_to<feedback_atom, feedback_request>::with<feedback_outcome>,
   /// -> whether PostgreSQL answers (the supervisor's readiness check).
   caf::replies_to<ping_atom>::with<bool>,

@@ -39,7 +39,22 @@ const char* to_string(member_status s) {
   return "down";
 }
 
+const char* to_string(session_state s) {
+  return s == session_state::active ? "active" : "passive";
+}
+
+bool from_string(const std::string& s, session_state& out) {
+  if (s == "active")
+    out = session_state::active;
+  else if (s == "passive")
+    out = session_state::passive;
+  else
+    return false;
+  return true;
+}
+
 void register_ratelimit_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<rate_check_request>("parley.rate_check_request");
   cfg.add_message_type<rate_decision>("parley.rate_decision");
 }
 
@@ -68,6 +83,9 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<llm_attempt_done>("parley.llm_attempt_done");
   cfg.add_message_type<adopt_request>("parley.adopt_request");
   cfg.add_message_type<feedback_request>("parley.feedback_request");
+  cfg.add_message_type<make_key_request>("parley.make_key_request");
+  cfg.add_message_type<list_sessions_request>("parley.list_sessions_request");
+  cfg.add_message_type<list_messages_request>("parley.list_messages_request");
   cfg.add_message_type<pin_request>("parley.pin");
   register_ratelimit_types(cfg);
   cfg.add_error_category(error_category, [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {

@@ -7,9 +7,7 @@
 // ...); this header only names the words.
 //
 // Conventions: a message of more than two values besides its atom is a
-// struct with `inspect` (named fields instead of positions; not yet the
-// edge's own requests make_key, list_sess, list_msg and rate_check, whose
-// senders are being split out of the edge); a handle whose
+// struct with `inspect` (named fields instead of positions); a handle whose
 // interface is declared in a header that includes this one (member_info's
 // registry and membership, a session's own handle) travels as `caf::actor`
 // and is cast to its interface where it is used.
@@ -23,8 +21,10 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/optional.hpp>
+#include <caf/sec.hpp>
 
 #include "net/http/api_error.hpp"
 #include "runtime/rules/context_window.hpp" // llm_message
@@ -112,7 +112,7 @@ struct turn_request {
   /// views of the cluster disagree.
   std::int32_t hops = 0;
   /// A streamed turn: the actor on the client's node (the edge's stream
-  /// sink, untyped) that gets each piece of the reply as (delta_atom,
+  /// sink, stream_sink_actor, carried as caf::actor) that gets each piece of the reply as (delta_atom,
   /// std::string) before the turn_reply, and may answer a piece's sender
   /// with (cancel_atom) when its client left. Invalid: not streamed.
   caf::actor sink;
@@ -158,6 +158,29 @@ struct adopt_request {
   std::string session_id;
   std::int64_t epoch = 0;
   std::int64_t last_seq = 0;
+};
+
+/// A new API key of `user_id` (`POST /admin/v1/api-keys`); the secret itself
+/// never leaves the edge.
+struct make_key_request {
+  std::string user_id;
+  std::string hash;   ///< hash_key(secret)
+  std::string prefix; ///< key_prefix(secret)
+};
+
+/// One page of a user's sessions (`GET /v1/sessions`).
+struct list_sessions_request {
+  std::string user_id;
+  std::int32_t limit = 0;
+  std::string cursor; ///< empty: the first page
+};
+
+/// One page of a session's messages (`GET /v1/sessions/{id}/messages`).
+struct list_messages_request {
+  std::string session_id;
+  std::string user_id;
+  std::int64_t after = 0; ///< messages with a greater seq
+  std::int32_t limit = 0;
 };
 
 /// A rating of one assistant message (`POST .../feedback`).
@@ -208,6 +231,15 @@ struct pin_request {
 
 // -- rate limits -----------------------------------------------------------------
 
+/// One chat request of API key `key_id` against its limit (ratelimit_actor.hpp).
+struct rate_check_request {
+  std::string key_id;
+  std::int32_t rate_per_min = 0; ///< <= 0: off
+  std::int32_t live_nodes = 1;   ///< the local bucket's share is rate / live_nodes
+  /// rate_check_deadline(): past it when dequeued, the local bucket decides.
+  std::int64_t deadline_ns = 0;
+};
+
 /// The answer to a rate check (ratelimit_actor.hpp).
 struct rate_decision {
   bool allowed = true;
@@ -223,10 +255,19 @@ struct handoff_state {
   std::vector<message_record> window;
 };
 
+/// Whether a session has an actor: "active" or "passive" in JSON and, so
+/// that the cluster's messages stay as they were, on the wire (to_string).
+enum class session_state : std::uint8_t { active, passive };
+
+/// "active" or "passive".
+const char* to_string(session_state s);
+/// The state named `s`; false when `s` names none.
+bool from_string(const std::string& s, session_state& out);
+
 /// Where a session lives (`GET /admin/v1/sessions/{id}`).
 struct session_location {
   std::string node;
-  std::string state; ///< "active" or "passive"
+  session_state state = session_state::passive;
 };
 
 // -- inspect -----------------------------------------------------------------
@@ -242,9 +283,17 @@ typename Inspector::result_type inspect(Inspector& f, handoff_state& x) {
   return f(caf::meta::type_name("parley.handoff"), x.session, x.window);
 }
 
+/// The state travels as its name ("active", "passive"), as it did when it
+/// was a string.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, session_location& x) {
-  return f(caf::meta::type_name("parley.location"), x.node, x.state);
+  std::string state = to_string(x.state);
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    if (!from_string(state, x.state))
+      return caf::sec::invalid_argument;
+    return caf::none;
+  });
+  return f(caf::meta::type_name("parley.location"), x.node, state, load);
 }
 
 template <class Inspector>
@@ -328,6 +377,28 @@ typename Inspector::result_type inspect(Inspector& f, feedback_request& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, make_key_request& x) {
+  return f(caf::meta::type_name("parley.make_key_request"), x.user_id, x.hash, x.prefix);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, list_sessions_request& x) {
+  return f(caf::meta::type_name("parley.list_sessions_request"), x.user_id, x.limit, x.cursor);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, list_messages_request& x) {
+  return f(caf::meta::type_name("parley.list_messages_request"), x.session_id, x.user_id, x.after,
+           x.limit);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rate_check_request& x) {
+  return f(caf::meta::type_name("parley.rate_check_request"), x.key_id, x.rate_per_min,
+           x.live_nodes, x.deadline_ns);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pin_request& x) {
   return f(caf::meta::type_name("parley.pin"), x.session, x.node, x.relay);
 }
@@ -358,8 +429,8 @@ api_error to_api_error(const caf::error& e);
 /// Registers every message type and the error category; call on each node.
 void register_types(caf::actor_system_config& cfg);
 
-/// Registers rate_decision alone (tests of the ratelimit actor; register_types
-/// includes it).
+/// Registers the ratelimit actor's messages alone (tests of the ratelimit
+/// actor; register_types includes them).
 void register_ratelimit_types(caf::actor_system_config& cfg);
 
 } // namespace parley

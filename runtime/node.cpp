@@ -347,7 +347,7 @@ int serve(node_config cfg) {
   mcfg.connector =
     cfg.cluster_tls() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   auto membership = spawn_membership_actor(sys, mcfg);
-  caf::anon_send(membership, view_atom::value, caf::actor_cast<caf::actor>(registry));
+  caf::anon_send(membership, view_atom::value, view_subscriber_actor{registry});
   auto published = publish_membership(sys, membership, cfg);
   if (!published) {
     log::error("PARLEY_CLUSTER_PORT: cannot listen on " + mcfg.self.cluster,
@@ -386,9 +386,7 @@ int serve(node_config cfg) {
   auto board = std::make_shared<health_board>(std::move(roles));
   auto edge = spawn_edge_actor(
     sys, edge_cfg,
-    edge_peers{storage, caf::actor_cast<caf::actor>(registry),
-               caf::actor_cast<caf::actor>(membership), caf::actor_cast<caf::actor>(ratelimit),
-               metrics, caf::actor_cast<caf::actor>(llm), board});
+    edge_peers{storage, registry, membership, ratelimit, metrics, llm, board});
   revocation_listener_actor revocations;
   if (!cfg.redis_url.empty())
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
@@ -398,7 +396,7 @@ int serve(node_config cfg) {
   // Untyped: the supervisor's ping (health_atom) is in no typed interface
   // (instrumented.hpp).
   using caf::actor_cast;
-  named_actors core{{"edge", edge},
+  named_actors core{{"edge", actor_cast<caf::actor>(edge)},
                     {"registry", actor_cast<caf::actor>(registry)},
                     {"membership", actor_cast<caf::actor>(membership)},
                     {"llm", actor_cast<caf::actor>(llm)},

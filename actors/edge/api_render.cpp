@@ -240,7 +240,7 @@ std::string render_actors(const std::string& node_id,
 std::string render_location(const session_record& s, const session_location& where) {
   return dump({{"id", s.id},
                {"node", where.node},
-               {"state", where.state},
+               {"state", to_string(where.state)},
                {"user", s.user_id},
                {"message_count", s.message_count},
                {"last_seq", s.last_seq},

@@ -11,7 +11,6 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/edge/edge_state.hpp"
-#include "actors/ratelimit_actor.hpp"
 
 namespace parley {
 
@@ -38,12 +37,13 @@ void reply_error(const call_ptr& c, const api_error& e) {
 
 void reply_error(const call_ptr& c, const caf::error& e) { reply_error(c, to_api_error(e)); }
 
-std::pair<caf::actor, std::string> route_to(edge_self* self, const std::string& session_id) {
+std::pair<registry_actor, std::string> route_to(edge_self* self, const std::string& session_id) {
   auto& st = self->state;
   auto& owner = st.view->owner(session_id);
   if (owner.id == st.cfg.node_id || !owner.registry)
     return {st.registry, st.cfg.node_id};
-  return {owner.registry, owner.id};
+  // Registries travel untyped in member_info (vocabulary.hpp).
+  return {caf::actor_cast<registry_actor>(owner.registry), owner.id};
 }
 
 std::optional<inflight_gate::ticket> admit(edge_self* self, const call_ptr& c, const char* what) {
@@ -145,7 +145,7 @@ void on_view(edge_self* self, view_ptr v) {
       abandon_turns_on(self, m.id);
 }
 
-caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
+edge_actor::behavior_type edge_behavior(edge_self* self, edge_config cfg, edge_peers peers) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.inflight.set_max(st.cfg.max_inflight);
@@ -159,10 +159,11 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
   member_info me;
   me.id = st.cfg.node_id;
   me.status = member_status::up;
-  me.registry = st.registry;
+  me.registry = caf::actor_cast<caf::actor>(st.registry);
   st.view = cluster_view::alone(std::move(me));
   if (st.membership)
-    self->send(st.membership, view_atom::value, caf::actor_cast<caf::actor>(self));
+    self->send(st.membership, view_atom::value,
+               view_subscriber_actor{caf::actor_cast<edge_actor>(self)});
   return {
     [self](http_call& call) {
       auto c = std::make_shared<http_call>(std::move(call));
@@ -191,8 +192,8 @@ caf::behavior edge_actor(edge_self* self, edge_config cfg, edge_peers peers) {
 
 } // namespace
 
-caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers) {
-  return sys.spawn(edge_actor, cfg, std::move(peers));
+edge_actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers) {
+  return sys.spawn(edge_behavior, cfg, std::move(peers));
 }
 
 } // namespace parley

@@ -12,15 +12,8 @@
 // the dashboard), stream_sink.* (the one SSE sink actor), edge_state.hpp
 // (what they share; private to actors/).
 //
-/// Protocol:
-///   http_call                (local only: it carries the responder)
-///   (view_atom, view_ptr)    the cluster changed: route with the new view;
-///                            turns waiting on a node that went down get 503
-///   (drain_atom)             stop being ready: /readyz answers 503
-///   (key_revoked_atom, s)    another node revoked key `s` (prefix or id)
-///   (finished_atom, node, ticket)  a stream sink answered its client
-///                            (stream_sink.hpp): the request leaves the
-///                            in-flight count
+/// Protocol: `edge_actor` below, node-local (an http_call carries its
+/// responder; the others come from this node's actors).
 ///
 /// Routing: a turn goes to the registry of the session's owner in the
 /// current view (this node's registry when it owns it); reads and writes
@@ -36,8 +29,15 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "runtime/telemetry/metrics.hpp"
+#include "actors/edge/stream_sink.hpp"
+#include "actors/llm_actor.hpp"
+#include "actors/membership_actor.hpp"
+#include "actors/ratelimit_actor.hpp"
+#include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "actors/supervisor_actor.hpp"
 #include "net/http/api.hpp"
@@ -69,8 +69,27 @@ struct http_call {
   /// Retry-After seconds of an error answer; 0: the default of its code.
   int retry_after = 0;
   /// A streamed turn's sink actor (set by the edge).
-  caf::actor sink;
+  stream_sink_actor sink;
 };
+
+/// The edge's protocol. It includes what the membership actor tells its
+/// subscribers (view_subscriber_actor), what the revocation listener tells
+/// its target (revocation_target_actor) and what a stream sink reports
+/// (sink_report_actor), so an edge handle converts to each of them.
+using edge_actor = caf::typed_actor<
+  /// One request from the HTTP layer: answered through its responder.
+  caf::reacts_to<http_call>,
+  /// The cluster changed (from membership): route with the new view; turns
+  /// waiting on a node that went down get 503.
+  caf::reacts_to<view_atom, view_ptr>,
+  /// The node is stopping: /readyz answers 503 from now on.
+  caf::reacts_to<drain_atom>,
+  /// (prefix_or_id) a key was revoked on another node (from the revocation
+  /// listener): it leaves the key cache.
+  caf::reacts_to<key_revoked_atom, std::string>,
+  /// (node, ticket) a stream sink answered its client (stream_sink.hpp):
+  /// the request leaves the in-flight count.
+  caf::reacts_to<finished_atom, std::string, std::uint64_t>>;
 
 struct edge_config {
   std::string node_id;
@@ -96,17 +115,17 @@ struct edge_config {
 /// The node's other actors the edge talks to.
 struct edge_peers {
   storage_pool_ptr storage;
-  caf::actor registry;   ///< this node's session registry
-  caf::actor membership; ///< this node's membership actor
-  caf::actor ratelimit;  ///< this node's ratelimit actor
+  registry_actor registry;     ///< this node's session registry
+  membership_actor membership; ///< this node's membership actor
+  ratelimit_actor ratelimit;   ///< this node's ratelimit actor
   metrics_ptr metrics;
-  caf::actor llm; ///< this node's llm actor (the stateless gateway)
+  llm_actor llm; ///< this node's llm actor (the stateless gateway)
   /// The supervisor's board: /readyz reads PostgreSQL's state and the core
   /// actors' liveness from it instead of asking for them on each call.
   health_ptr health;
 };
 
-caf::actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);
+edge_actor spawn_edge_actor(caf::actor_system& sys, const edge_config& cfg, edge_peers peers);
 
 } // namespace parley
 

@@ -6,7 +6,6 @@
 
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
-#include "actors/ratelimit_actor.hpp"
 #include "storage/secrets.hpp"
 
 namespace parley {
@@ -46,7 +45,8 @@ void handle_create_api_key(edge_self* self, const call_ptr& c, const api_key_rec
   auto& st = self->state;
   auto secret = generate_api_key();
   self->request(st.storage->any(), st.cfg.storage_timeout, make_key_atom::value,
-                body_of<net::create_key_body>(c).user, hash_key(secret), key_prefix(secret))
+                make_key_request{body_of<net::create_key_body>(c).user, hash_key(secret),
+                                 key_prefix(secret)})
     .then([c, secret](api_key_record& k) { reply(c, 201, render_created_key(k, secret)); },
           [c](caf::error& e) { reply_error(c, e); });
 }
@@ -104,7 +104,7 @@ void with_session_host(edge_self* self, const call_ptr& c, F next) {
 } // namespace
 
 void handle_admin_session(edge_self* self, const call_ptr& c, const api_key_record*) {
-  with_session_host(self, c, [self, c](session_record& s, const caf::actor& registry) {
+  with_session_host(self, c, [self, c](session_record& s, const registry_actor& registry) {
     self->request(registry, std::chrono::seconds(10), where_atom::value, c->id)
       .then([c, s](session_location& w) { reply(c, 200, render_location(s, w)); },
             [c](caf::error& e) { reply_error(c, e); });
@@ -112,7 +112,7 @@ void handle_admin_session(edge_self* self, const call_ptr& c, const api_key_reco
 }
 
 void handle_migrate_session(edge_self* self, const call_ptr& c, const api_key_record*) {
-  with_session_host(self, c, [self, c](session_record&, const caf::actor& registry) {
+  with_session_host(self, c, [self, c](session_record&, const registry_actor& registry) {
     self->request(registry, std::chrono::seconds(90), migrate_atom::value, c->id,
                   body_of<net::migrate_body>(c).to)
       .then(

@@ -6,7 +6,6 @@
 
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
-#include "actors/ratelimit_actor.hpp"
 #include "actors/edge/stream_sink.hpp"
 #include "storage/secrets.hpp"
 
@@ -30,7 +29,7 @@ void start_completion(edge_self* self, const call_ptr& c) {
   if (c->stream) {
     auto ticket = ++st.next_ticket;
     st.streams.emplace(ticket, std::move(*admitted));
-    spawn_completion_sink(self->home_system(), {c, caf::actor_cast<caf::actor>(self), {}, ticket},
+    spawn_completion_sink(self->home_system(), {c, caf::actor_cast<edge_actor>(self), {}, ticket},
                           st.llm, std::move(req), st.cfg.turn_timeout,
                           st.cfg.cancel_on_disconnect);
     return;
@@ -87,8 +86,9 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
                                           "retry after " +
                                           std::to_string(c->retry_after) + " s"});
   };
-  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, key_id, rate,
-                live, rate_check_deadline(std::chrono::milliseconds(40)))
+  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value,
+                rate_check_request{key_id, rate, live,
+                                   rate_check_deadline(std::chrono::milliseconds(40))})
     .then([apply](rate_decision& d) { apply(d); },
           [self, apply, key_id, rate, live](caf::error&) {
             // The fallback: this node's own bucket decides.

@@ -51,7 +51,7 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user) {
     held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   if (c->stream) {
     c->sink = spawn_turn_sink(self->home_system(),
-                              {c, caf::actor_cast<caf::actor>(self), node, ticket}, registry,
+                              {c, caf::actor_cast<edge_actor>(self), node, ticket}, registry,
                               std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
     return;
   }
@@ -96,8 +96,8 @@ void handle_create_session(edge_self* self, const call_ptr& c, const api_key_rec
 
 void handle_list_sessions(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& st = self->state;
-  self->request(st.storage->any(), st.cfg.storage_timeout, list_sess_atom::value, key->user_id,
-                c->limit, c->cursor)
+  self->request(st.storage->any(), st.cfg.storage_timeout, list_sess_atom::value,
+                list_sessions_request{key->user_id, c->limit, c->cursor})
     .then([c](session_page& p) { reply(c, 200, render_session_page(p)); },
           [c](caf::error& e) { reply_error(c, e); });
 }
@@ -130,8 +130,8 @@ void handle_post_message(edge_self* self, const call_ptr& c, const api_key_recor
 
 void handle_list_messages(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& st = self->state;
-  self->request(st.storage->any(), st.cfg.storage_timeout, list_msg_atom::value, c->id,
-                key->user_id, c->after, c->limit)
+  self->request(st.storage->any(), st.cfg.storage_timeout, list_msg_atom::value,
+                list_messages_request{c->id, key->user_id, c->after, c->limit})
     .then([c](message_page& p) { reply(c, 200, render_message_page(p)); },
           [c](caf::error& e) { reply_error(c, e); });
 }

@@ -39,10 +39,10 @@ struct edge_state {
   static inline const char* name = "edge";
   edge_config cfg;
   storage_pool_ptr storage;
-  caf::actor registry;
-  caf::actor membership;
-  caf::actor ratelimit;
-  caf::actor llm; ///< the stateless gateway
+  registry_actor registry;
+  membership_actor membership;
+  ratelimit_actor ratelimit;
+  llm_actor llm; ///< the stateless gateway
   view_ptr view;
   key_cache keys;
   health_ptr health;
@@ -61,7 +61,7 @@ struct edge_state {
   local_bucket fallback{10000};
 };
 
-using edge_self = instrumented_actor<edge_state>;
+using edge_self = instrumented_actor<edge_state, edge_actor::base>;
 
 // --- Answers (edge_actor.cpp) -----------------------------------------------
 
@@ -74,7 +74,7 @@ void reply_error(const call_ptr& c, const api_error& e);
 void reply_error(const call_ptr& c, const caf::error& e);
 
 /// The registry that should get a turn for `session_id`, and its node.
-std::pair<caf::actor, std::string> route_to(edge_self* self, const std::string& session_id);
+std::pair<registry_actor, std::string> route_to(edge_self* self, const std::string& session_id);
 
 /// A ticket for one more request in flight, or nothing after answering
 /// 503 overloaded (`what`: "turns" or "requests").

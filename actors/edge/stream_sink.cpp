@@ -22,7 +22,7 @@ namespace {
 //                             piece came)
 //   error_event(err)          an error after the head
 //   plain_before_start(code)  an error before the head is a plain answer
-//   cancel_target(self)       who stops the call when the client left
+//   cancel(self)              stops the call when the client left
 
 bool known_before_turn(errc code) {
   return code == errc::session_busy || code == errc::not_found || code == errc::conflict ||
@@ -35,7 +35,7 @@ struct turn_format {
   turn_request req;
 
   template <class Self>
-  auto ask(Self* self, const caf::actor& registry, std::chrono::milliseconds timeout) {
+  auto ask(Self* self, const registry_actor& registry, std::chrono::milliseconds timeout) {
     req.sink = caf::actor_cast<caf::actor>(self);
     return self->request(registry, timeout, std::move(req));
   }
@@ -45,10 +45,11 @@ struct turn_format {
   void closing(net::responder& out, result& r) { out.write(render_done_sse(r)); }
   std::string error_event(const api_error& e) { return render_error_sse(e); }
   bool plain_before_start(errc code) { return known_before_turn(code); }
-  /// The session actor sent the piece: it stops the model call.
+  /// The session actor sent the piece (as caf::actor, maybe from another
+  /// node): it stops the model call.
   template <class Self>
-  caf::actor cancel_target(Self* self) {
-    return caf::actor_cast<caf::actor>(self->current_sender());
+  void cancel(Self* self) {
+    send_untyped(self, caf::actor_cast<caf::actor>(self->current_sender()), cancel_atom::value);
   }
 };
 
@@ -56,13 +57,13 @@ struct completion_format {
   static inline const char* name = "gateway_sink";
   using result = llm_result;
   llm_request req;
-  caf::actor llm;
+  llm_actor llm;
   std::string id = "chatcmpl-" + random_hex(12);
   std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
   std::string model;
 
   template <class Self>
-  auto ask(Self* self, const caf::actor& to, std::chrono::milliseconds timeout) {
+  auto ask(Self* self, const llm_actor& to, std::chrono::milliseconds timeout) {
     llm = to;
     model = req.model;
     return self->request(to, timeout, llm_call_atom::value, std::move(req),
@@ -83,8 +84,8 @@ struct completion_format {
   std::string error_event(const api_error& e) { return render_completion_error_sse(e); }
   bool plain_before_start(errc) { return true; }
   template <class Self>
-  caf::actor cancel_target(Self*) {
-    return llm;
+  void cancel(Self* self) {
+    self->send(llm, cancel_atom::value);
   }
 };
 
@@ -100,11 +101,13 @@ struct sink_state {
 };
 
 template <class Format>
-using sink_self = instrumented_actor<sink_state<Format>>;
+using sink_self = instrumented_actor<sink_state<Format>, stream_sink_actor::base>;
 
-template <class Format>
-caf::behavior stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
-                          caf::actor source, std::chrono::milliseconds timeout, bool cancel) {
+/// `Source`: the registry (a turn) or the llm actor (a completion).
+template <class Format, class Source>
+stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
+                                             Source source, std::chrono::milliseconds timeout,
+                                             bool cancel) {
   self->state.to = std::move(to);
   self->state.fmt = std::move(fmt);
   self->state.cancel = cancel;
@@ -140,7 +143,7 @@ caf::behavior stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
     if (!st.started && (plain_if_not_started || st.fmt.plain_before_start(err.code))) {
       st.done = true;
       reply_error(st.to.call, err);
-      self->send(caf::actor_cast<caf::actor>(self), finished_atom::value);
+      self->send(caf::actor_cast<stream_sink_actor>(self), finished_atom::value);
       return;
     }
     start();
@@ -168,7 +171,7 @@ caf::behavior stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
       st.fmt.piece(*st.to.call->out, piece);
       if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
         st.cancel_sent = true;
-        self->send(st.fmt.cancel_target(self), cancel_atom::value);
+        st.fmt.cancel(self);
       }
     },
     [self, fail](gone_atom) {
@@ -184,20 +187,21 @@ caf::behavior stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
 
 } // namespace
 
-caf::actor spawn_turn_sink(caf::actor_system& sys, sink_target target, caf::actor registry,
-                           turn_request t, std::chrono::milliseconds timeout, bool cancel) {
+stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
+                                  registry_actor registry, turn_request t,
+                                  std::chrono::milliseconds timeout, bool cancel) {
   turn_format fmt;
   fmt.req = std::move(t);
-  return sys.spawn(stream_sink<turn_format>, std::move(target), std::move(fmt),
+  return sys.spawn(stream_sink<turn_format, registry_actor>, std::move(target), std::move(fmt),
                    std::move(registry), timeout, cancel);
 }
 
-caf::actor spawn_completion_sink(caf::actor_system& sys, sink_target target, caf::actor llm,
-                                 llm_request req, std::chrono::milliseconds timeout,
-                                 bool cancel) {
+stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
+                                        llm_actor llm, llm_request req,
+                                        std::chrono::milliseconds timeout, bool cancel) {
   completion_format fmt;
   fmt.req = std::move(req);
-  return sys.spawn(stream_sink<completion_format>, std::move(target), std::move(fmt),
+  return sys.spawn(stream_sink<completion_format, llm_actor>, std::move(target), std::move(fmt),
                    std::move(llm), timeout, cancel);
 }
 

@@ -13,12 +13,14 @@
 // any). With `cancel` on, the first piece after the client left cancels the
 // call upstream.
 //
-/// Protocol:
-///   (delta_atom, string)   one piece of the reply
-///   (gone_atom)            from the edge: the node hosting the session
-///                          went down (a turn only): 503, or an error event
-///   (finished_atom)        to itself, after a plain error answer
-/// Sends (finished_atom, node, ticket) to the edge exactly once.
+/// Protocol: `stream_sink_actor` below. Its answer (the turn_reply or
+/// llm_result) comes back as the response to its own request, which a typed
+/// actor handles outside its interface. The pieces come from actors that
+/// hold the sink as `caf::actor` (turn_request::sink, which crosses the
+/// cluster, and the llm actor's listener, which sends from its asio thread
+/// with caf::send_as): the interface checks what the sink handles, the wire
+/// is (delta_atom, std::string) as before.
+/// Sends its edge `sink_report_actor`'s message exactly once.
 
 #include <chrono>
 #include <cstdint>
@@ -27,28 +29,49 @@
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/llm_actor.hpp"
+#include "actors/registry_actor.hpp"
+#include "actors/vocabulary.hpp"
 
 namespace parley {
 
 struct http_call;
-struct turn_request;
-struct llm_request;
+
+using stream_sink_actor = caf::typed_actor<
+  /// One piece of the reply, in order (from the session actor or, for a
+  /// completion, the llm actor).
+  caf::reacts_to<delta_atom, std::string>,
+  /// From the edge: the node hosting the session went down (a turn only):
+  /// 503, or an error event.
+  caf::reacts_to<gone_atom>,
+  /// Internal (to itself, after a plain error answer): report and quit.
+  caf::reacts_to<finished_atom>>;
+
+/// What a sink tells its edge (edge_actor.hpp's interface includes it).
+using sink_report_actor = caf::typed_actor<
+  /// (node, ticket) the stream's client has its whole answer.
+  caf::reacts_to<finished_atom, std::string, std::uint64_t>>;
 
 /// Whom a sink answers and reports to.
 struct sink_target {
   std::shared_ptr<http_call> call;
-  caf::actor edge;
+  sink_report_actor edge;
   std::string node;         ///< the node hosting the session ("" for the gateway)
   std::uint64_t ticket = 0; ///< the edge's number for this request
 };
 
 /// A streamed turn: asks `registry` for `t` (its `sink` set to the sink).
-caf::actor spawn_turn_sink(caf::actor_system& sys, sink_target target, caf::actor registry,
-                           turn_request t, std::chrono::milliseconds timeout, bool cancel);
+stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
+                                  registry_actor registry, turn_request t,
+                                  std::chrono::milliseconds timeout, bool cancel);
 
 /// A streamed chat completion: asks `llm` for `req` with the sink as the
 /// receiver of the pieces.
-caf::actor spawn_completion_sink(caf::actor_system& sys, sink_target target, caf::actor llm,
-                                 llm_request req, std::chrono::milliseconds timeout, bool cancel);
+stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
+                                        llm_actor llm, llm_request req,
+                                        std::chrono::milliseconds timeout, bool cancel);
 
 } // namespace parley

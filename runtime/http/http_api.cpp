@@ -242,7 +242,7 @@ void answer_here(net::route r, const net::responder_ptr& out, node_metrics& metr
 
 } // namespace
 
-net::request_handler make_http_handler(caf::actor edge, metrics_ptr metrics, access_log access,
+net::request_handler make_http_handler(edge_actor edge, metrics_ptr metrics, access_log access,
                                        health_ptr health) {
   return [edge, metrics, access, health](net::http_request&& req, net::responder_ptr raw) {
     auto m = net::match_route(req.method, req.path);

@@ -51,7 +51,8 @@ protected:
   }
 
   caf::actor listener(const std::string& url, const caf::actor& target) {
-    spawned_.push_back(caf::actor_cast<caf::actor>(spawn_revocation_listener(sys_, url, target)));
+    auto typed = caf::actor_cast<revocation_target_actor>(target);
+    spawned_.push_back(caf::actor_cast<caf::actor>(spawn_revocation_listener(sys_, url, typed)));
     return spawned_.back();
   }
 
@@ -61,7 +62,8 @@ protected:
     rate_decision out;
     out.allowed = false;
     caf::scoped_actor self{sys_};
-    self->request(rl, 2s, rate_check_atom::value, key, rate, nodes, rate_check_deadline(budget))
+    self->request(rl, 2s, rate_check_atom::value,
+                  rate_check_request{key, rate, nodes, rate_check_deadline(budget)})
       .receive([&](const rate_decision& d) { out = d; },
                [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
     return out;
@@ -159,7 +161,7 @@ TEST_F(ratelimit, a_bad_url_is_refused_at_spawn) {
   ratelimit_config cfg;
   cfg.redis_url = "redis://host:notaport";
   EXPECT_THROW(spawn_ratelimit_actor(sys_, cfg), std::invalid_argument);
-  EXPECT_THROW(spawn_revocation_listener(sys_, "http://x", caf::actor{}), std::invalid_argument);
+  EXPECT_THROW(spawn_revocation_listener(sys_, "http://x", revocation_target_actor{}), std::invalid_argument);
 }
 
 TEST_F(ratelimit, falls_back_within_the_bound_when_redis_stops_and_returns_after_a_restart) {
@@ -217,8 +219,8 @@ TEST_F(ratelimit, a_burst_against_a_hung_redis_drains_at_local_speed) {
   constexpr int burst = 100;
   auto start = steady::now();
   for (int i = 0; i < burst; ++i)
-    self->send(rl, rate_check_atom::value, std::string{"key"}, std::int32_t{600}, std::int32_t{2},
-               rate_check_deadline(40ms));
+    self->send(rl, rate_check_atom::value,
+               rate_check_request{"key", 600, 2, rate_check_deadline(40ms)});
   int answers = 0, from_redis = 0;
   for (bool more = true; more && answers < burst;)
     self->receive(
