@@ -98,7 +98,9 @@ struct session_config {
 /// What every session actor of a node shares.
 struct session_env {
   std::shared_ptr<const session_config> cfg;
-  session_store_pool_ptr storage; ///< a session always writes to for_session(id)
+  /// Activations go to for_session(id), turn commits to for_commits() and
+  /// client id lookups to for_lookups() (storage_actor.hpp).
+  session_store_pool_ptr storage;
   model_client_actor llm;
   metrics_ptr metrics; ///< may be null (tests)
 };

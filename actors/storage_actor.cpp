@@ -159,6 +159,26 @@ void tick(storage_state& st) {
 
 /// Activates the waiting sessions in one transaction (at most
 /// max_activation_batch, each id once; the rest wait for the next flush).
+/// Runs one batched call, `run_and_answer`, which answers each request of
+/// `batch`. A batch is not a request of its own, so the actor's error
+/// boundary would answer none of them: on a failure every request of the
+/// batch is answered here, with the storage error or with `internal`.
+template <class Pending, class F>
+void answer_batch(std::vector<Pending>& batch, const char* internal_message,
+                  F&& run_and_answer) {
+  try {
+    run_and_answer();
+  } catch (const storage_error& e) {
+    auto err = translate(e);
+    for (auto& p : batch)
+      p.rp.deliver(err);
+  } catch (const std::exception&) {
+    auto err = make_error(errc::internal, internal_message);
+    for (auto& p : batch)
+      p.rp.deliver(err);
+  }
+}
+
 void flush_activations(storage_self* self, storage_state& st) {
   std::vector<pending_activation> batch, later;
   std::unordered_set<std::string> ids;
@@ -180,7 +200,7 @@ void flush_activations(storage_self* self, storage_state& st) {
   list.reserve(batch.size());
   for (auto& a : batch)
     list.push_back(a.id);
-  try {
+  answer_batch(batch, "the session could not be loaded", [&] {
     auto out = run(st, [&] { return st.store->activate_many(list, window); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& a = batch[i];
@@ -193,17 +213,7 @@ void flush_activations(storage_self* self, storage_state& st) {
         w.erase(w.begin(), w.end() - std::max(a.window, 0));
       a.rp.deliver(std::move(*out[i]));
     }
-  } catch (const storage_error& e) {
-    auto err = translate(e);
-    for (auto& a : batch)
-      a.rp.deliver(err);
-  } catch (const std::exception&) {
-    // Not a request of its own: every activation of the batch is answered
-    // here (the actor's error boundary would answer none of them).
-    auto err = make_error(errc::internal, "the session could not be loaded");
-    for (auto& a : batch)
-      a.rp.deliver(err);
-  }
+  });
 }
 
 /// Runs the waiting client id lookups in one statement (at most
@@ -224,7 +234,7 @@ void flush_lookups(storage_self* self, storage_state& st) {
   keys.reserve(batch.size());
   for (auto& l : batch)
     keys.emplace_back(l.id, l.cmid);
-  try {
+  answer_batch(batch, "the request could not be stored or read", [&] {
     auto out = run(st, [&] { return st.store->find_by_client_ids(keys); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
       client_id_hit hit;
@@ -238,16 +248,7 @@ void flush_lookups(storage_self* self, storage_state& st) {
       }
       batch[i].rp.deliver(std::move(hit));
     }
-  } catch (const storage_error& e) {
-    auto err = translate(e);
-    for (auto& l : batch)
-      l.rp.deliver(err);
-  } catch (const std::exception&) {
-    // As flush_activations: every lookup of the batch is answered here.
-    auto err = make_error(errc::internal, "the request could not be stored or read");
-    for (auto& l : batch)
-      l.rp.deliver(err);
-  }
+  });
 }
 
 storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
