@@ -137,6 +137,7 @@ struct llm_request {
 struct llm_result {
   std::string content;
   std::string model;
+  token_usage usage; ///< known when the upstream reported it (the echo model always does)
 };
 
 /// How one model call attempt of the llm actor ended (internal: sent by the
@@ -297,9 +298,15 @@ typename Inspector::result_type inspect(Inspector& f, session_location& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_usage& x) {
+  return f(caf::meta::type_name("parley.token_usage"), x.prompt_tokens, x.completion_tokens,
+           x.total_tokens, x.known);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_record& x) {
   return f(caf::meta::type_name("parley.message"), x.seq, x.role, x.content, x.created_at,
-           x.reply_to, x.model, x.client_message_id);
+           x.reply_to, x.model, x.client_message_id, x.usage);
 }
 
 template <class Inspector>
@@ -356,7 +363,7 @@ typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_result& x) {
-  return f(caf::meta::type_name("parley.llm_result"), x.content, x.model);
+  return f(caf::meta::type_name("parley.llm_result"), x.content, x.model, x.usage);
 }
 
 template <class Inspector>

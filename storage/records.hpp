@@ -9,6 +9,15 @@
 
 namespace parley {
 
+/// What one model call cost, as the upstream reported it (or as the echo
+/// model estimates it). `known` is false when nothing was reported.
+struct token_usage {
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t total_tokens = 0;
+  bool known = false;
+};
+
 /// One message of a session's history.
 struct message_record {
   std::int64_t seq = 0;
@@ -18,6 +27,7 @@ struct message_record {
   std::int64_t reply_to = 0;    ///< assistant only: seq of the user message
   std::string model;            ///< assistant only
   std::string client_message_id; ///< user only; empty when the client sent none
+  token_usage usage;             ///< assistant only: the model call's usage
 };
 
 struct session_record {
