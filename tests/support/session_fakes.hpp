@@ -136,7 +136,7 @@ struct model_script {
   void answer(const std::string& content) {
     auto c = std::move(calls.front());
     calls.pop_front();
-    c.rp.deliver(llm_result{content, "fake-model"});
+    c.rp.deliver(llm_result{content, "fake-model", {}});
   }
 };
 
