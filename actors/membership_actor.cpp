@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <caf/actor_system.hpp>
@@ -46,6 +47,12 @@ struct membership_state {
   std::set<std::string> dialing;      ///< addresses with a connect in flight
   std::set<std::string> seeds_tried;  ///< seeds dialled at least once
   std::map<std::string, std::string> seed_node; ///< seed address -> node id reached there
+  /// The latest addresses discovery reported (dialled like seeds).
+  std::vector<std::string> discovered;
+  /// Discovery's first report (only when discovery is on): the node has
+  /// joined once these were dialled, as with seeds. Later reports never
+  /// make a joined node "joining" again.
+  std::optional<std::vector<std::string>> first_discovered;
   std::uint64_t version = 0;
   clock::time_point last_dial;
   view_ptr view;
@@ -78,10 +85,15 @@ std::vector<member_info> known(membership_self* self) {
 
 bool joined(membership_self* self) {
   auto& st = self->state;
-  for (auto& s : st.cfg.seeds)
-    if (s != st.cfg.self.cluster && !st.seeds_tried.count(s))
-      return false;
-  return true;
+  auto tried = [&](const std::vector<std::string>& addrs) {
+    for (auto& s : addrs)
+      if (s != st.cfg.self.cluster && !st.seeds_tried.count(s))
+        return false;
+    return true;
+  };
+  if (st.cfg.discovery && !st.first_discovered)
+    return false;
+  return tried(st.cfg.seeds) && (!st.first_discovered || tried(*st.first_discovered));
 }
 
 /// Builds and hands out a new view. A change of membership drops the pins:
@@ -237,6 +249,9 @@ void beat(membership_self* self) {
     for (auto& s : st.cfg.seeds)
       if (!seed_connected(self, s))
         dial(self, s);
+    for (auto& s : st.discovered)
+      if (!seed_connected(self, s))
+        dial(self, s);
     for (auto& [id, p] : st.peers)
       if (p.info.status == member_status::down && !p.info.cluster.empty())
         dial(self, p.info.cluster);
@@ -337,6 +352,18 @@ membership_actor::behavior_type membership_behavior(membership_self* self, membe
       if (st.pins.insert_or_assign(session, node).second)
         st.pin_order.push_back(session);
       publish(self, false);
+    },
+    [self](discovered_atom, std::vector<std::string>& addrs) {
+      auto& st = self->state;
+      bool was_joined = joined(self);
+      st.discovered = std::move(addrs);
+      for (auto& a : st.discovered)
+        if (!seed_connected(self, a))
+          dial(self, a);
+      if (!st.first_discovered)
+        st.first_discovered = st.discovered;
+      if (!was_joined && joined(self))
+        publish(self, false);
     },
     [self](drain_atom) { leave(self); },
     [self](drain_atom, const std::string& node) {

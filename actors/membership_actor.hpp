@@ -60,6 +60,9 @@ using membership_actor = caf::typed_actor<
   caf::reacts_to<view_atom, view_subscriber_actor>,
   /// A migration pinned a session to a node (relayed to every member once).
   caf::reacts_to<pin_atom, pin_request>,
+  /// (cluster addresses) the members Redis knows of (discovery_actor.hpp):
+  /// dialled like seeds until reached; an empty list when Redis is away.
+  caf::reacts_to<discovered_atom, std::vector<std::string>>,
   /// This node is leaving: status "leaving".
   caf::reacts_to<drain_atom>,
   /// (node) -> tell `node` to leave (false: unknown or down).
@@ -76,6 +79,9 @@ using membership_actor = caf::typed_actor<
 struct membership_config {
   member_info self; ///< id, http, cluster and incarnation; handles are filled in
   std::vector<std::string> seeds; ///< "host:port" cluster addresses
+  /// A discovery actor reports members (discovery_actor.hpp): the node has
+  /// joined only once its first report's addresses were dialled.
+  bool discovery = false;
   std::chrono::milliseconds failure_detect{3000};
   /// This node's registry (registry_actor), asked for its active session
   /// count (count_atom) and published in member_info.

@@ -75,6 +75,7 @@ using where_atom = caf::atom_constant<caf::atom("where")>;
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using discovered_atom = caf::atom_constant<caf::atom("discovered")>;
 // rate limits and key revocation
 using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
 using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;

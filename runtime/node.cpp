@@ -18,6 +18,7 @@
 #include "runtime/telemetry/actor_stats.hpp"
 #include "actors/edge/edge_actor.hpp"
 #include "actors/llm_actor.hpp"
+#include "actors/discovery_actor.hpp"
 #include "actors/membership_actor.hpp"
 #include "actors/ratelimit_actor.hpp"
 #include "actors/vocabulary.hpp"
@@ -37,13 +38,17 @@ namespace parley {
 
 namespace {
 
-/// Applies migrations, waiting up to 30 s for PostgreSQL to come up.
-bool migrate_with_retry(const std::string& url, std::chrono::milliseconds pg_timeout) {
+/// Applies migrations, waiting up to 30 s for PostgreSQL to come up; sets
+/// `cluster` to the name of the cluster the database holds (discovery's
+/// namespace in Redis).
+bool migrate_with_retry(const std::string& url, std::chrono::milliseconds pg_timeout,
+                        std::string& cluster) {
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (int attempt = 1;; ++attempt) {
     try {
       storage::pg_store store{url, pg_timeout};
       auto v = store.migrate();
+      cluster = store.cluster_identity();
       log::info("schema ready", {{"schema_version", std::to_string(v)}});
       return true;
     } catch (const storage::storage_error& e) {
@@ -262,7 +267,8 @@ int serve(node_config cfg) {
     cfg.admin_token = random_hex(24);
     log::warn("development mode: generated an admin token", {{"admin_token", cfg.admin_token}});
   }
-  if (!migrate_with_retry(cfg.pg_url, cfg.pg_timeout))
+  std::string cluster_identity;
+  if (!migrate_with_retry(cfg.pg_url, cfg.pg_timeout, cluster_identity))
     return 1;
   raise_open_file_limit(cfg);
 
@@ -341,6 +347,7 @@ int serve(node_config cfg) {
   mcfg.self.incarnation = static_cast<std::uint64_t>(
     std::chrono::system_clock::now().time_since_epoch().count());
   mcfg.seeds = cfg.seeds;
+  mcfg.discovery = !cfg.redis_url.empty();
   mcfg.failure_detect = cfg.failure_detect;
   mcfg.registry = caf::actor_cast<caf::actor>(registry);
   mcfg.local_stats = [metrics] { return metrics->stats_json(); };
@@ -379,8 +386,10 @@ int serve(node_config cfg) {
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
   // The probes' board, with the roles of the core list below, in its order.
   std::vector<std::string> roles{"edge", "registry", "membership", "llm", "ratelimit"};
-  if (!cfg.redis_url.empty())
+  if (!cfg.redis_url.empty()) {
     roles.emplace_back("revocations");
+    roles.emplace_back("discovery");
+  }
   for (std::size_t i = 0; i < storage_actors.size(); ++i)
     roles.push_back("storage-" + std::to_string(i));
   auto board = std::make_shared<health_board>(std::move(roles));
@@ -388,8 +397,20 @@ int serve(node_config cfg) {
     sys, edge_cfg,
     edge_peers{storage, registry, membership, ratelimit, metrics, llm, board});
   revocation_listener_actor revocations;
-  if (!cfg.redis_url.empty())
+  discovery_actor discovery;
+  if (!cfg.redis_url.empty()) {
     revocations = spawn_revocation_listener(sys, cfg.redis_url, edge);
+    discovery_config dcfg;
+    dcfg.redis_url = cfg.redis_url;
+    dcfg.key = discovery_key(cluster_identity);
+    dcfg.entry = mcfg.self.cluster;
+    // An entry outlives a few missed rounds (a slow Redis call), and a
+    // killed node's entry is gone a few seconds after its last round.
+    dcfg.interval = std::chrono::seconds(1);
+    dcfg.ttl = std::max<std::chrono::milliseconds>(std::chrono::seconds(5), cfg.failure_detect);
+    dcfg.membership = membership;
+    discovery = spawn_discovery_actor(sys, std::move(dcfg));
+  }
 
   // The core actors, watched by the supervisor; /healthz and /readyz read
   // its board.
@@ -403,6 +424,8 @@ int serve(node_config cfg) {
                     {"ratelimit", actor_cast<caf::actor>(ratelimit)}};
   if (revocations)
     core.emplace_back("revocations", actor_cast<caf::actor>(revocations));
+  if (discovery)
+    core.emplace_back("discovery", actor_cast<caf::actor>(discovery));
   for (std::size_t i = 0; i < storage_actors.size(); ++i)
     core.emplace_back("storage-" + std::to_string(i), actor_cast<caf::actor>(storage_actors[i]));
   if (roles_of(core) != board->roles())

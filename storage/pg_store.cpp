@@ -392,6 +392,21 @@ auto pg_store::guarded(F&& f, std::chrono::milliseconds bound) -> decltype(f()) 
   }
 }
 
+std::string pg_store::cluster_identity() {
+  return guarded(
+    [&] {
+      pqxx::nontransaction n{conn()};
+      auto r = n.exec(
+        "SELECT current_database() || ':' || "
+        "(extract(epoch FROM applied_at) * 1000000)::bigint::text "
+        "FROM parley_schema_migrations WHERE version = 1");
+      if (r.empty())
+        throw storage_error(storage_error::kind::permanent, "the schema is not created yet");
+      return r[0][0].as<std::string>();
+    },
+    timeout_);
+}
+
 int pg_store::migrate() {
   try {
     return guarded(

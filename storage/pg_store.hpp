@@ -66,6 +66,12 @@ public:
   /// Connects now and applies migrations; returns the schema version.
   int migrate();
 
+  /// Names the cluster this database holds, the same on every node that
+  /// uses it and different for every other database: its name and the time
+  /// its schema was first created (microseconds). Call after migrate().
+  /// Throws storage_error.
+  std::string cluster_identity();
+
   /// A trivial round trip; false when PostgreSQL cannot be reached.
   bool ping();
   /// The same round trip; throws storage_error (with its cause) instead.

@@ -78,6 +78,33 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) / per_us / 1000) + 1)
 return {allowed, math.floor(tokens + 1e-9), retry_ms}
 )lua";
 
+// Cluster membership by registration: every node of one cluster keeps its
+// cluster address in one sorted set, scored by when the entry expires.
+//
+// KEYS[1]: the sorted set.
+// ARGV[1]: this node's entry; ARGV[2]: its time to live in ms (0: remove it).
+// Returns every entry not expired, this one included.
+//
+// - TIME, not the caller's clock: entries of every node expire by one clock.
+// - Expired entries are dropped on every call, so a node that died without
+//   leaving is gone from every answer once its TTL passed.
+// - The set itself expires ten TTLs after the last call: a cluster that is
+//   gone leaves nothing behind.
+constexpr const char* members_lua = R"lua(
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ttl > 0 then
+  redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl * 10))
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+)lua";
+
 struct reply_deleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }
 };
@@ -113,7 +140,7 @@ std::string sha1_hex(std::string_view text) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(text.data(), text.size(), md, &len, EVP_sha1(), nullptr) != 1)
-    throw std::runtime_error("SHA-1 of the token bucket script failed");
+    throw std::runtime_error("SHA-1 of a Lua script failed");
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
   for (unsigned int i = 0; i < len; ++i) {
@@ -123,9 +150,20 @@ std::string sha1_hex(std::string_view text) {
   return out;
 }
 
-const std::string& token_bucket_sha() {
-  static const std::string sha = sha1_hex(token_bucket_lua);
-  return sha;
+/// A Lua script and its SHA-1, for EVALSHA.
+struct lua_script {
+  const char* text;
+  std::string sha = sha1_hex(text);
+};
+
+const lua_script& token_bucket_script_ref() {
+  static const lua_script s{token_bucket_lua};
+  return s;
+}
+
+const lua_script& members_script() {
+  static const lua_script s{members_lua};
+  return s;
 }
 
 // -- URL parsing --------------------------------------------------------------
@@ -420,23 +458,49 @@ bool redis_client::ping() {
   }
 }
 
+namespace {
+
+/// Runs `script` with one key by EVALSHA; a script not cached (after a
+/// restart, SCRIPT FLUSH or failover) is loaded again by EVAL. Throws
+/// redis_error: unavailable, or reply when the script fails.
+reply_ptr eval1(detail::redis_link& link, const lua_script& script, const char* what,
+                        std::string_view key, std::string_view a1, std::string_view a2) {
+  auto r = link.command({"EVALSHA", script.sha, "1", key, a1, a2});
+  if (is_error(*r) && reply_text(*r).rfind("NOSCRIPT", 0) == 0)
+    r = link.command({"EVAL", script.text, "1", key, a1, a2});
+  if (is_error(*r))
+    throw redis_error(redis_error::kind::reply, std::string{what} + " failed: " + reply_text(*r));
+  return r;
+}
+
+} // namespace
+
 bucket_reply redis_client::eval_token_bucket(const std::string& key, std::int32_t rate_per_min,
                                              std::int32_t cost) {
   if (rate_per_min < 1 || cost < 1 || cost > rate_per_min)
     throw std::invalid_argument("eval_token_bucket: need 1 <= cost <= rate_per_min");
   auto rate = std::to_string(rate_per_min);
   auto n = std::to_string(cost);
-  auto r = link_->command({"EVALSHA", token_bucket_sha(), "1", key, rate, n});
-  // Not cached after a restart, SCRIPT FLUSH or failover: EVAL loads it again.
-  if (is_error(*r) && reply_text(*r).rfind("NOSCRIPT", 0) == 0)
-    r = link_->command({"EVAL", token_bucket_lua, "1", key, rate, n});
-  if (is_error(*r))
-    throw redis_error(redis_error::kind::reply, "token bucket script failed: " + reply_text(*r));
+  auto r = eval1(*link_, token_bucket_script_ref(), "token bucket script", key, rate, n);
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
       std::any_of(r->element, r->element + 3,
                   [](const redisReply* e) { return e->type != REDIS_REPLY_INTEGER; }))
     throw redis_error(redis_error::kind::reply, "token bucket script: unexpected reply");
   return {r->element[0]->integer == 1, r->element[1]->integer, r->element[2]->integer};
+}
+
+std::vector<std::string> redis_client::announce_member(const std::string& key,
+                                                       const std::string& entry,
+                                                       std::chrono::milliseconds ttl) {
+  auto r = eval1(*link_, members_script(), "membership script", key, entry,
+                 std::to_string(std::max<std::int64_t>(ttl.count(), 0)));
+  if (r->type != REDIS_REPLY_ARRAY)
+    throw redis_error(redis_error::kind::reply, "membership script: unexpected reply");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < r->elements; ++i)
+    if (r->element[i]->type == REDIS_REPLY_STRING)
+      out.push_back(reply_text(*r->element[i]));
+  return out;
 }
 
 std::int64_t redis_client::publish(const std::string& channel, const std::string& payload) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace parley::storage {
 
@@ -98,6 +99,14 @@ public:
   /// Throws redis_error.
   bucket_reply eval_token_bucket(const std::string& key, std::int32_t rate_per_min,
                                  std::int32_t cost = 1);
+
+  /// Registers `entry` in the membership set at `key` until `ttl` from now
+  /// (Redis's clock; a zero ttl removes it), drops the expired entries and
+  /// returns every entry left, in one round trip (a Lua script). Discovery
+  /// calls it once per interval with a ttl of a few intervals. Throws
+  /// redis_error.
+  std::vector<std::string> announce_member(const std::string& key, const std::string& entry,
+                                           std::chrono::milliseconds ttl);
 
   /// PUBLISH; the number of subscribers that received it. Throws redis_error.
   std::int64_t publish(const std::string& channel, const std::string& payload);

@@ -1,10 +1,12 @@
 // redis_client and redis_subscriber against real Redis servers: the token
 // bucket script (burst, refill, expiry, independence, atomicity, NOSCRIPT),
+// the membership script of discovery,
 // pub/sub, and the failure model (fast failure, backoff, reconnect after a
 // restart, a hung server bounded by the command timeout).
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -165,6 +167,24 @@ TEST(redis_bucket, rejects_impossible_arguments) {
   EXPECT_THROW(c.eval_token_bucket("k", 0), std::invalid_argument);
   EXPECT_THROW(c.eval_token_bucket("k", 5, 0), std::invalid_argument);
   EXPECT_THROW(c.eval_token_bucket("k", 5, 6), std::invalid_argument);
+}
+
+TEST(redis_members, entries_are_listed_until_they_expire_or_leave) {
+  auto a = shared_client();
+  auto b = shared_client();
+  auto key = unique_name("members");
+  using set = std::vector<std::string>;
+  EXPECT_EQ(a.announce_member(key, "10.0.0.1:4242", 300ms), set{"10.0.0.1:4242"});
+  auto both = b.announce_member(key, "10.0.0.2:4242", 10s);
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(both, (set{"10.0.0.1:4242", "10.0.0.2:4242"}));
+  // Announcing again renews, never duplicates.
+  EXPECT_EQ(b.announce_member(key, "10.0.0.2:4242", 10s).size(), 2u);
+  // a stops announcing: gone once its TTL passed, by Redis's clock.
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(b.announce_member(key, "10.0.0.2:4242", 10s), set{"10.0.0.2:4242"});
+  // A zero TTL leaves at once; the set then expires by itself.
+  EXPECT_EQ(b.announce_member(key, "10.0.0.2:4242", 0ms), set{});
 }
 
 TEST(redis_pubsub, a_subscriber_receives_what_is_published) {
