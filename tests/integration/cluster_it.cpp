@@ -19,41 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Checks a history: seqs 1..n, alternating user/assistant, each reply right
-/// after its message; returns the user contents in order.
-std::vector<std::string> check_history(const json& msgs) {
-  std::vector<std::string> users;
-  for (std::size_t i = 0; i < msgs.size(); ++i) {
-    EXPECT_EQ(msgs[i]["seq"], i + 1);
-    if (i % 2 == 0) {
-      EXPECT_EQ(msgs[i]["role"], "user") << "seq " << i + 1;
-      users.push_back(msgs[i]["content"]);
-    } else {
-      EXPECT_EQ(msgs[i]["role"], "assistant") << "seq " << i + 1;
-      EXPECT_EQ(msgs[i]["reply_to"], i) << "seq " << i + 1;
-    }
-  }
-  EXPECT_EQ(msgs.size() % 2, 0u);
-  return users;
-}
-
-/// Posts a turn through `node`, retrying 503/429 with the same client id for
-/// at most `limit`, as a well-behaved client does. Counts the retries.
-http_result post_retrying(parley_node& node, const std::string& key, const std::string& id,
-                          const json& body, int* retries = nullptr,
-                          std::chrono::milliseconds limit = 20s) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    auto r = node.post_message(key, id, body);
-    bool again = r.status == 503 || r.status == 429 || r.status == 0;
-    if (!again || std::chrono::steady_clock::now() > until)
-      return r;
-    if (retries)
-      ++*retries;
-    std::this_thread::sleep_for(100ms);
-  }
-}
-
 /// A session whose host (per the cluster) is node `want`.
 std::string session_on(parley_cluster& c, const std::string& key, int want) {
   for (int i = 0; i < 200; ++i) {
@@ -62,22 +27,6 @@ std::string session_on(parley_cluster& c, const std::string& key, int want) {
       return id;
   }
   throw std::runtime_error("no session placed on node " + std::to_string(want));
-}
-
-/// `node`'s view of member `id` (null when unknown).
-json member(const parley_node& node, const std::string& id) {
-  auto view = node.cluster();
-  if (view.is_object())
-    for (auto& m : view["nodes"])
-      if (m["id"] == id)
-        return m;
-  return nullptr;
-}
-
-std::int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               since)
-    .count();
 }
 
 } // namespace

@@ -2,11 +2,16 @@
 // one cluster find each other with no seed list, a node started later joins
 // a running cluster with nobody's settings changed, a stopped node leaves
 // the registry at once, Redis going away costs no member, and clusters on
-// separate databases sharing one Redis never meet.
+// separate databases sharing one Redis never meet. And the elastic cluster
+// under load: a fourth node joins and then leaves while clients turn, with no
+// client error, only its share of sessions moving, and every history whole.
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdio>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -159,4 +164,121 @@ TEST(discovery, clusters_on_separate_databases_sharing_one_redis_never_meet) {
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(up_members(*b[0]), std::set<std::string>{"b-0"}) << b[0]->cluster().dump();
   EXPECT_TRUE(all_see(a, {"a-0", "a-1"}, 1s));
+}
+
+TEST(discovery, a_node_joins_and_leaves_under_load_without_a_client_error) {
+  scratch_db db;
+  redis_server redis;
+  std::vector<std::unique_ptr<parley_node>> nodes;
+  for (int i = 0; i < 3; ++i)
+    nodes.push_back(
+      std::make_unique<parley_node>(db, discovering(redis.url(), "node-" + std::to_string(i))));
+  ASSERT_TRUE(all_see(nodes, {"node-0", "node-1", "node-2"}, 20s));
+  auto key = nodes[0]->create_key("alice");
+  constexpr int n_sessions = 60;
+  std::vector<std::string> ids;
+  for (int i = 0; i < n_sessions; ++i)
+    ids.push_back(nodes[static_cast<std::size_t>(i % 3)]->create_session(key));
+  for (auto& id : ids)
+    ASSERT_EQ(nodes[0]->post_message(key, id, {{"content", "warm"}}).status, 200);
+  auto hosts = [&] {
+    std::map<std::string, std::string> out;
+    for (auto& id : ids)
+      out[id] = nodes[0]->host_of(id);
+    return out;
+  };
+  auto before = hosts();
+  std::vector<parley_node*> front{nodes[0].get(), nodes[1].get(), nodes[2].get()};
+
+  // Steady load on every session through the first three nodes, each turn
+  // with its own client_message_id, retried as a well-behaved client does.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0}, retried{0};
+  std::mutex mu;
+  std::string first_failure;
+  std::map<std::string, std::vector<std::string>> acked; ///< session -> contents acknowledged
+  std::vector<std::thread> load;
+  for (int w = 0; w < 4; ++w)
+    load.emplace_back([&, w] {
+      for (int n = 0; n < 3000 && !stop; ++n) {
+        auto& id = ids[static_cast<std::size_t>((w * 17 + n) % n_sessions)];
+        auto content = "w" + std::to_string(w) + "-" + std::to_string(n);
+        int retries = 0;
+        auto r = post_retrying(*front[static_cast<std::size_t>((w + n) % 3)], key, id,
+                               {{"content", content}, {"client_message_id", content}}, &retries);
+        retried += retries;
+        std::lock_guard<std::mutex> lock{mu};
+        if (r.status == 200) {
+          ++ok;
+          acked[id].push_back(content);
+        } else {
+          ++failed;
+          if (first_failure.empty())
+            first_failure = describe(r);
+        }
+      }
+    });
+  std::this_thread::sleep_for(1s);
+
+  // A fourth node with the same settings: from its process start to carrying
+  // its share (every session it owns active there, for a second).
+  auto started = std::chrono::steady_clock::now();
+  nodes.push_back(std::make_unique<parley_node>(db, discovering(redis.url(), "node-3")));
+  auto ready_ms = elapsed_ms(started);
+  std::size_t share = 0, last = 0;
+  std::int64_t carried_ms = -1;
+  auto steady_since = std::chrono::steady_clock::now();
+  wait_for(
+    [&] {
+      std::size_t n = 0;
+      for (auto& [id, host] : hosts())
+        n += host == "node-3";
+      if (n != last) {
+        last = n;
+        steady_since = std::chrono::steady_clock::now();
+        carried_ms = elapsed_ms(started);
+      }
+      share = n;
+      return n > 0 && std::chrono::steady_clock::now() - steady_since > 1s;
+    },
+    30s);
+  auto after = hosts();
+  std::size_t moved = 0;
+  for (auto& id : ids)
+    moved += before[id] != after[id];
+  std::printf("[ figures  ] node-3 joined under load: ready after %lld ms, carrying its share "
+              "(%zu of %d sessions) %lld ms after its process started; %zu sessions changed "
+              "owner\n",
+              static_cast<long long>(ready_ms), share, n_sessions,
+              static_cast<long long>(carried_ms), moved);
+  EXPECT_GT(share, 0u) << "node-3 took no session";
+  EXPECT_EQ(moved, share) << "only sessions that node-3 now owns may move";
+  EXPECT_LE(moved, static_cast<std::size_t>(n_sessions * (0.25 + 0.10)))
+    << "more than its share moved";
+
+  // And it leaves again (SIGTERM: drain), still under load.
+  std::this_thread::sleep_for(1s);
+  auto leaving = std::chrono::steady_clock::now();
+  EXPECT_EQ(nodes[3]->stop(), 0);
+  std::printf("[ figures  ] node-3 left under load: exit %lld ms after SIGTERM\n",
+              static_cast<long long>(elapsed_ms(leaving)));
+  std::this_thread::sleep_for(1s);
+  stop = true;
+  for (auto& t : load)
+    t.join();
+  EXPECT_EQ(failed.load(), 0) << first_failure;
+  EXPECT_GT(ok.load(), 100);
+  std::printf("[ figures  ] %d turns acknowledged, %d retries of 503/429\n", ok.load(),
+              retried.load());
+
+  // Every history: gapless, and each acknowledged turn in it exactly once,
+  // in the order its client sent it.
+  for (auto& id : ids) {
+    auto users = check_history(nodes[0]->all_messages(key, id));
+    std::map<std::string, int> seen;
+    for (auto& u : users)
+      ++seen[u];
+    for (auto& content : acked[id])
+      EXPECT_EQ(seen[content], 1) << id << ": " << content;
+  }
 }

@@ -247,6 +247,23 @@ private:
   std::vector<std::unique_ptr<parley_node>> nodes_;
 };
 
+// -- checks shared by the cluster suites ----------------------------------------
+
+/// Checks a history: seqs 1..n, alternating user/assistant, each reply right
+/// after its message (gtest expectations); returns the user contents in order.
+std::vector<std::string> check_history(const json& msgs);
+
+/// Posts a turn through `node`, retrying 503/429 (and no answer) with the same
+/// body for at most `limit`, as a well-behaved client does. Counts the retries.
+http_result post_retrying(parley_node& node, const std::string& key, const std::string& id,
+                          const json& body, int* retries = nullptr,
+                          std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+/// `node`'s view of member `id` (null when unknown).
+json member(const parley_node& node, const std::string& id);
+
+std::int64_t elapsed_ms(std::chrono::steady_clock::time_point since);
+
 /// Fails the current test with the log tail of `node` attached.
 std::string describe(const http_result& r);
 /// Exit code, time, stdout and stderr of a run, for failure messages.
