@@ -4,15 +4,28 @@
 // counted exactly as long as its ticket lives (move-only; the count drops
 // when it is destroyed or reset). Not thread-safe: one owner (the edge
 // actor) enters and drops tickets. A ticket may outlive its gate: its
-// count is shared.
+// count is shared. An observer (on_change) hears every new count, for a
+// gauge.
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 
 namespace parley {
 
 class inflight_gate {
+  /// The count a gate and its tickets share.
+  struct counter {
+    std::size_t n = 0;
+    std::function<void(std::size_t)> changed;
+    void add(int d) {
+      n = d > 0 ? n + 1 : n - 1;
+      if (changed)
+        changed(n);
+    }
+  };
+
 public:
   class ticket {
   public:
@@ -32,7 +45,7 @@ public:
     /// Leaves the gate now (idempotent).
     void reset() {
       if (count_) {
-        --*count_;
+        count_->add(-1);
         count_.reset();
       }
     }
@@ -41,26 +54,28 @@ public:
 
   private:
     friend class inflight_gate;
-    explicit ticket(std::shared_ptr<std::size_t> count) : count_(std::move(count)) {
-      ++*count_;
+    explicit ticket(std::shared_ptr<counter> count) : count_(std::move(count)) {
+      count_->add(1);
     }
-    std::shared_ptr<std::size_t> count_;
+    std::shared_ptr<counter> count_;
   };
 
   explicit inflight_gate(std::size_t max = 10000) : max_(max) {}
 
   /// A ticket, or nothing when `max` are already held.
   std::optional<ticket> try_enter() {
-    if (*count_ >= max_)
+    if (count_->n >= max_)
       return std::nullopt;
     return ticket{count_};
   }
 
-  std::size_t count() const { return *count_; }
+  std::size_t count() const { return count_->n; }
   void set_max(std::size_t max) { max_ = max; }
+  /// Calls `f` with the count after every change (from the owner's thread).
+  void on_change(std::function<void(std::size_t)> f) { count_->changed = std::move(f); }
 
 private:
-  std::shared_ptr<std::size_t> count_ = std::make_shared<std::size_t>(0);
+  std::shared_ptr<counter> count_ = std::make_shared<counter>();
   std::size_t max_;
 };
 

@@ -28,6 +28,12 @@ struct node_metrics::impl {
                                    .Help("HTTP requests read and not yet answered")
                                    .Register(registry)
                                    .Add({});
+  prometheus::Gauge& turns_in_flight = prometheus::BuildGauge()
+                                         .Name("parley_turns_in_flight")
+                                         .Help("Session turns and gateway calls admitted and "
+                                               "not yet answered (capped by PARLEY_MAX_INFLIGHT)")
+                                         .Register(registry)
+                                         .Add({});
   prometheus::Family<prometheus::Counter>& requests =
     prometheus::BuildCounter()
       .Name("parley_http_requests_total")
@@ -192,6 +198,10 @@ void node_metrics::log_lines_dropped(std::uint64_t total) {
   auto seen = impl_->log_dropped.Value();
   if (static_cast<double>(total) > seen)
     impl_->log_dropped.Increment(static_cast<double>(total) - seen);
+}
+
+void node_metrics::turns_in_flight(std::size_t n) {
+  impl_->turns_in_flight.Set(static_cast<double>(n));
 }
 
 void node_metrics::session_started() { impl_->sessions_active.Increment(); }

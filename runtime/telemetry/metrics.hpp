@@ -4,6 +4,7 @@
 // are atomics, so any thread (asio, actors) may update them; `scrape`
 // renders the Prometheus text exposition for `GET /metrics`.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,6 +25,10 @@ public:
   /// One answered HTTP request: `parley_http_requests_total{route,code}` and
   /// `parley_http_request_duration_seconds{route}`.
   void http_request(std::string_view route, unsigned status, double seconds);
+  /// `parley_turns_in_flight`: session turns and gateway calls admitted and
+  /// not yet answered (what PARLEY_MAX_INFLIGHT caps; the autoscaler's
+  /// per-pod load signal, deploy/k8s/hpa.yaml).
+  void turns_in_flight(std::size_t n);
   /// A chat request refused by the rate limit: `parley_rate_limited_total`.
   void rate_limited();
   /// A turn refused by load shedding: `parley_load_shed_total{reason}` with

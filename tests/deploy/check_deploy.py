@@ -90,6 +90,17 @@ Run by ctest (label `deploy`, tests/deploy/CMakeLists.txt), one check per test:
       from Parley pods (else no node could join), and one admits the HTTP port
       (container port `http`), since clients, probes and Prometheus need it.
 
+  check_deploy.py --source DIR autoscaling
+      deploy/k8s/hpa.yaml scales the Parley StatefulSet sanely (issue 20): an
+      autoscaling/v2 HorizontalPodAutoscaler whose scaleTargetRef names the
+      StatefulSet; every Pods metric is a gauge Parley's source registers and
+      that a rule of deploy/prometheus/adapter-rules.yaml serves under that
+      name; minReplicas keeps every pod PARLEY_SEEDS names; scale-down waits
+      at least 60 s (stabilizationWindowSeconds) and removes at most one pod
+      per terminationGracePeriodSeconds, so drains never overlap; and the
+      StatefulSet's grace period covers its preStop pause plus the node's
+      drain budget (sessions 30 s + HTTP 30 s + actors 10 s).
+
 Exit status: 0 pass, 1 fail (each problem printed as `FILE: message`), 77 skip.
 """
 
@@ -1135,6 +1146,85 @@ def check_networkpolicy(root):
                                      f"Parley pods, HTTP port {http} admitted")
 
 
+# The node's own stop budget after SIGTERM (runtime/node.cpp): session
+# hand-over, in-flight HTTP requests, actors.
+DRAIN_BUDGET_SECONDS = 30 + 30 + 10
+
+
+def check_autoscaling(root):
+    p = Problems(root)
+    try:
+        docs = k8s_docs(root)
+    except yaml.YAMLError:
+        p.add("deploy/k8s/", "a manifest does not parse (see the yaml check)")
+        return p.finish("autoscaling", "")
+    hpas = [(path, d) for path, d in docs if d.get("kind") == "HorizontalPodAutoscaler"]
+    sets = {d.get("metadata", {}).get("name"): (path, d) for path, d in docs
+            if d.get("kind") == "StatefulSet"}
+    if not hpas:
+        p.add("deploy/k8s/", "no HorizontalPodAutoscaler")
+        return p.finish("autoscaling", "")
+    rules_path = os.path.join(root, "deploy", "prometheus", "adapter-rules.yaml")
+    served = set()
+    try:
+        for r in (load_yaml_docs(rules_path)[0].get("rules") or []):
+            name = (r.get("name") or {}).get("as") or r.get("seriesQuery", "").split("{")[0]
+            served.add(name)
+    except (OSError, yaml.YAMLError, IndexError, AttributeError) as e:
+        p.add(rules_path, f"not a prometheus-adapter rules file: {e}")
+    metrics = registered_metrics(root)
+    seeds = []
+    for path, d in docs:
+        if d.get("kind") == "ConfigMap":
+            v = (d.get("data") or {}).get("PARLEY_SEEDS")
+            if v:
+                seeds = [x for x in str(v).split(",") if x.strip()]
+    for path, h in hpas:
+        spec = h.get("spec") or {}
+        if h.get("apiVersion") != "autoscaling/v2":
+            p.add(path, f"apiVersion {h.get('apiVersion')}, expected autoscaling/v2")
+        ref = spec.get("scaleTargetRef") or {}
+        target = sets.get(ref.get("name")) if ref.get("kind") == "StatefulSet" else None
+        if target is None:
+            p.add(path, f"scaleTargetRef {ref} names no StatefulSet of deploy/k8s")
+            continue
+        for m in spec.get("metrics") or []:
+            if m.get("type") != "Pods":
+                continue
+            name = ((m.get("pods") or {}).get("metric") or {}).get("name")
+            if name not in metrics:
+                p.add(path, f"metric {name} is registered by no Parley source")
+            if name not in served:
+                p.add(path, f"metric {name} is served by no rule of {os.path.relpath(rules_path, root)}")
+        if len(seeds) > int(spec.get("minReplicas") or 1):
+            p.add(path, f"minReplicas {spec.get('minReplicas')} is below the {len(seeds)} pods "
+                        "PARLEY_SEEDS names")
+        tpl = ((target[1].get("spec") or {}).get("template") or {}).get("spec") or {}
+        grace = int(tpl.get("terminationGracePeriodSeconds") or 30)
+        pause = 0
+        for c in tpl.get("containers") or []:
+            cmd = ((((c.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {})
+                   .get("command") or [])
+            if len(cmd) == 2 and cmd[0] == "sleep":
+                pause = max(pause, int(cmd[1]))
+        if grace < pause + DRAIN_BUDGET_SECONDS:
+            p.add(target[0], f"terminationGracePeriodSeconds {grace} < preStop {pause} s + "
+                             f"drain budget {DRAIN_BUDGET_SECONDS} s")
+        down = (spec.get("behavior") or {}).get("scaleDown") or {}
+        if int(down.get("stabilizationWindowSeconds", 300)) < 60:
+            p.add(path, "scaleDown.stabilizationWindowSeconds under 60 s")
+        policies = down.get("policies") or []
+        if not policies:
+            p.add(path, "no scaleDown policies: the default may remove many pods at once")
+        for pol in policies:
+            if pol.get("type") != "Pods" or int(pol.get("value", 0)) > 1 or \
+                    int(pol.get("periodSeconds", 0)) < grace:
+                p.add(path, f"scaleDown policy {pol} may start a drain before the last one "
+                            f"ended (one pod per >= {grace} s)")
+    return p.finish("autoscaling", f"{len(hpas)} autoscaler(s): metric served and registered, "
+                                   "drains never overlap, seeds kept")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--source", required=True, help="the repository root")
@@ -1143,7 +1233,7 @@ def main():
                     help="a built binary that goes into the image (runtime-libs)")
     ap.add_argument("check", choices=["yaml", "settings", "compose-nodes", "dockerfile",
                                       "runtime-libs", "alerts", "cluster-tls", "kustomize",
-                                      "networkpolicy"])
+                                      "networkpolicy", "autoscaling"])
     a = ap.parse_args()
     root = os.path.abspath(a.source)
     if a.check == "yaml":
@@ -1164,6 +1254,8 @@ def main():
         return check_alerts(root)
     if a.check == "networkpolicy":
         return check_networkpolicy(root)
+    if a.check == "autoscaling":
+        return check_autoscaling(root)
     if a.check == "cluster-tls":
         return check_cluster_tls(root)
     return check_kustomize(root)

@@ -415,3 +415,22 @@ TEST(upstream_pool, an_explicit_pool_size_caps_the_calls_in_flight) {
     connections.insert(r.value("connection", 0LL));
   EXPECT_LE(connections.size(), 8u) << "connections are kept alive and reused";
 }
+
+// The autoscaler's load signal (deploy/k8s/hpa.yaml): turns admitted and not
+// yet answered, back to zero once they are.
+TEST(upstream_pool, slow_turns_show_in_the_turns_in_flight_gauge) {
+  setup s;
+  constexpr std::size_t sessions = 10;
+  std::vector<std::string> ids{s.id};
+  while (ids.size() < sessions)
+    ids.push_back(s.node->create_session(s.key));
+  EXPECT_EQ(s.node->metric("parley_turns_in_flight"), 0);
+  s.primary.configure({{"latency_ms", 1500}});
+  std::vector<int> status;
+  std::thread turns{[&] { status = concurrent_turns(s, ids); }};
+  EXPECT_TRUE(wait_for([&] { return s.node->metric("parley_turns_in_flight") == sessions; }, 5s))
+    << s.node->metric("parley_turns_in_flight");
+  turns.join();
+  EXPECT_EQ(std::count(status.begin(), status.end(), 200), static_cast<long>(sessions));
+  EXPECT_EQ(s.node->metric("parley_turns_in_flight"), 0);
+}

@@ -5,6 +5,8 @@
 
 #include "actors/edge/inflight_gate.hpp"
 
+#include <vector>
+
 using parley::inflight_gate;
 
 TEST(inflight_gate, tickets_count_while_they_live_and_the_bound_refuses_more) {
@@ -47,4 +49,18 @@ TEST(inflight_gate, a_ticket_may_outlive_its_gate) {
   }
   t.reset(); // no use of the freed gate
   SUCCEED();
+}
+
+TEST(inflight_gate, the_observer_hears_every_count) {
+  inflight_gate gate{3};
+  std::vector<std::size_t> heard;
+  gate.on_change([&](std::size_t n) { heard.push_back(n); });
+  {
+    auto a = gate.try_enter();
+    auto b = gate.try_enter();
+    auto moved = std::move(*a);
+    moved.reset();
+    moved.reset(); // idempotent: heard once
+  }
+  EXPECT_EQ(heard, (std::vector<std::size_t>{1, 2, 1, 0}));
 }
