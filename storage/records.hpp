@@ -82,6 +82,18 @@ struct message_page {
   std::int64_t next_after = 0; ///< 0 when this is the last page
 };
 
+/// One row of the per-user daily totals: model calls and tokens of `user_id`
+/// on one UTC day with one model (session turns and gateway calls together).
+/// Also a delta to add to the stored row.
+struct usage_total {
+  std::string user_id;
+  std::string day; ///< YYYY-MM-DD, UTC
+  std::string model;
+  std::int64_t requests = 0;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+};
+
 enum class feedback_outcome : std::uint8_t { stored, no_session, no_message, not_assistant };
 
 } // namespace parley
