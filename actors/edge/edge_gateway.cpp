@@ -24,7 +24,8 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
   // (a storage actor sums and writes it; storage_actor.hpp).
   completion_listener on_result = [storage = st.storage, user_id,
                                    metrics = st.metrics](const llm_result& r) {
-    record_usage(*storage, user_id, r.model, r.usage, metrics.get());
+    if (storage)
+      record_usage(*storage, user_id, r.model, r.usage, metrics.get());
   };
   auto& chat = body_of<net::chat_completion_body>(c);
   llm_request req;

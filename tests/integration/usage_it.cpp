@@ -250,6 +250,14 @@ TEST(usage, gateway_calls_add_to_the_totals_off_the_request_path) {
   EXPECT_EQ(node.metric("parley_llm_tokens_total{direction=\"prompt\"}"), want.prompt);
   EXPECT_EQ(node.metric("parley_llm_tokens_total{direction=\"completion\"}"), want.completion);
   EXPECT_EQ(node.metric("parley_usage_dropped_total"), 0);
+  // A graceful stop writes what the storage actor summed since its last flush.
+  for (int i = 0; i < 3; ++i) {
+    auto r = node.call("POST", "/v1/chat/completions", key, json({{"messages", messages}}).dump());
+    ASSERT_EQ(r.status, 200) << describe(r);
+    add(want, {{"prompt_tokens", prompt}, {"completion_tokens", estimate("what is a token?")}});
+  }
+  EXPECT_EQ(node.stop(), 0);
+  EXPECT_EQ(stored_totals(db)["carol"], want);
 }
 
 // A database of schema version 2 (the previous one, built by its own
