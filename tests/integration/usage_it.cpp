@@ -127,6 +127,12 @@ TEST(usage, echo_turns_carry_the_estimate_in_reply_done_history_retry_and_after_
   std::int64_t p3 = p2 + estimate("a longer question, please") + estimate("again");
   EXPECT_EQ(third.js()["reply"]["usage"]["prompt_tokens"], p3);
 
+  // SIGKILL: the acknowledged usage is committed (with its turn).
+  history = node.all_messages(key, id);
+  node.kill9();
+  node.restart();
+  EXPECT_EQ(node.all_messages(key, id), history);
+
   // The stored columns and the day's totals.
   auto rows = db.query("SELECT prompt_tokens, completion_tokens, total_tokens FROM messages "
                        "WHERE role = 'assistant' ORDER BY seq");
