@@ -74,19 +74,20 @@ TEST(usage, echo_turns_carry_the_estimate_in_reply_done_history_retry_and_after_
   auto key = node.create_key("alice");
   auto id = node.create_session(key, {{"system_prompt", "be brief"}});
 
-  auto first = node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
+  auto first =
+      node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
   ASSERT_EQ(first.status, 200) << describe(first);
   auto u1 = first.js()["reply"]["usage"];
   std::int64_t p1 = estimate("be brief") + estimate("hello there");
   EXPECT_EQ(u1, json({{"prompt_tokens", p1},
                       {"completion_tokens", estimate("hello there")},
                       {"total_tokens", p1 + estimate("hello there")}}))
-    << first.body;
+      << first.body;
   EXPECT_FALSE(first.js()["user_message"].contains("usage"));
 
   // Streamed: the done event carries it like the plain body.
-  auto second = node.post_message(key, id, {{"content", "a longer question, please"},
-                                            {"stream", true}});
+  auto second =
+      node.post_message(key, id, {{"content", "a longer question, please"}, {"stream", true}});
   ASSERT_EQ(second.status, 200) << describe(second);
   auto done = done_of(second);
   ASSERT_TRUE(done.is_object()) << second.body;
@@ -109,7 +110,8 @@ TEST(usage, echo_turns_carry_the_estimate_in_reply_done_history_retry_and_after_
             estimate("hello there") + estimate("a longer question, please"));
 
   // An idempotent retry answers the stored usage (from the window).
-  auto again = node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
+  auto again =
+      node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
   ASSERT_EQ(again.status, 200);
   EXPECT_EQ(again.js(), first.js());
 
@@ -119,7 +121,7 @@ TEST(usage, echo_turns_carry_the_estimate_in_reply_done_history_retry_and_after_
   node.restart();
   EXPECT_EQ(node.all_messages(key, id), history);
   auto from_storage =
-    node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
+      node.post_message(key, id, {{"content", "hello there"}, {"client_message_id", "c1"}});
   ASSERT_EQ(from_storage.status, 200);
   EXPECT_EQ(from_storage.js(), first.js());
   auto third = node.post_message(key, id, {{"content", "again"}});
@@ -139,19 +141,19 @@ TEST(usage, echo_turns_carry_the_estimate_in_reply_done_history_retry_and_after_
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0][0].as<std::int64_t>(), p1);
   EXPECT_EQ(rows[2][0].as<std::int64_t>(), p3);
-  EXPECT_TRUE(db.query("SELECT 1 FROM messages WHERE role = 'user' AND prompt_tokens IS NOT NULL")
-                .empty());
+  EXPECT_TRUE(
+      db.query("SELECT 1 FROM messages WHERE role = 'user' AND prompt_tokens IS NOT NULL").empty());
   auto totals = db.query("SELECT to_char(day, 'YYYY-MM-DD'), model, sum(requests)::bigint, "
                          "sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint "
                          "FROM usage_daily WHERE user_id = 'alice' GROUP BY day, model");
   ASSERT_EQ(totals.size(), 1u);
-  EXPECT_EQ(totals[0][0].as<std::string>(), history[1]["created_at"].get<std::string>().substr(0, 10));
+  EXPECT_EQ(totals[0][0].as<std::string>(),
+            history[1]["created_at"].get<std::string>().substr(0, 10));
   EXPECT_EQ(totals[0][1].as<std::string>(), "echo");
   EXPECT_EQ(totals[0][2].as<std::int64_t>(), 3) << "a retry is no new call";
   EXPECT_EQ(totals[0][3].as<std::int64_t>(), p1 + p2 + p3);
-  EXPECT_EQ(totals[0][4].as<std::int64_t>(), estimate("hello there") +
-                                                estimate("a longer question, please") +
-                                                estimate("again"));
+  EXPECT_EQ(totals[0][4].as<std::int64_t>(),
+            estimate("hello there") + estimate("a longer question, please") + estimate("again"));
 }
 
 // In upstream mode (.upstream) the nodes call the mock upstream with a
@@ -173,9 +175,10 @@ TEST(usage, daily_totals_equal_the_replies_over_sessions_users_and_two_nodes) {
         // Alternate nodes: the owner commits, wherever the request came in.
         auto& node = cluster[(s + t) % 2];
         bool stream = (++n % 3) == 0;
-        auto r = node.post_message(key, id, {{"content", "turn " + std::to_string(t) +
-                                                           " of session " + std::to_string(s)},
-                                             {"stream", stream}});
+        auto r = node.post_message(
+            key, id,
+            {{"content", "turn " + std::to_string(t) + " of session " + std::to_string(s)},
+             {"stream", stream}});
         ASSERT_EQ(r.status, 200) << describe(r);
         auto body = stream ? done_of(r) : r.js();
         ASSERT_TRUE(body.is_object()) << r.body;
@@ -187,7 +190,7 @@ TEST(usage, daily_totals_equal_the_replies_over_sessions_users_and_two_nodes) {
         }
         if (usage.is_object()) {
           EXPECT_EQ(usage["total_tokens"], usage["prompt_tokens"].get<std::int64_t>() +
-                                             usage["completion_tokens"].get<std::int64_t>());
+                                               usage["completion_tokens"].get<std::int64_t>());
           // The upstream's own count (the mock counts words: "mock: turn t
           // of session s"), or the echo model's estimate.
           EXPECT_EQ(usage["completion_tokens"],
@@ -210,8 +213,8 @@ TEST(usage, daily_totals_equal_the_replies_over_sessions_users_and_two_nodes) {
   // (the handoff): a retry there answers the stored usage without a call.
   auto& alice = keys["alice"];
   auto id = cluster[0].create_session(alice);
-  auto first = cluster[0].post_message(alice, id, {{"content", "before the move"},
-                                                   {"client_message_id", "m1"}});
+  auto first = cluster[0].post_message(
+      alice, id, {{"content", "before the move"}, {"client_message_id", "m1"}});
   ASSERT_EQ(first.status, 200) << describe(first);
   add(want["alice"], first.js()["reply"]["usage"]);
   auto from = cluster[0].host_of(id);
@@ -219,8 +222,8 @@ TEST(usage, daily_totals_equal_the_replies_over_sessions_users_and_two_nodes) {
   auto moved = cluster[0].admin("POST", "/admin/v1/sessions/" + id + "/migrate", {{"to", to}});
   ASSERT_EQ(moved.status, 200) << describe(moved);
   ASSERT_EQ(cluster[0].host_of(id), to);
-  auto retry = cluster[1].post_message(alice, id, {{"content", "before the move"},
-                                                   {"client_message_id", "m1"}});
+  auto retry = cluster[1].post_message(
+      alice, id, {{"content", "before the move"}, {"client_message_id", "m1"}});
   ASSERT_EQ(retry.status, 200) << describe(retry);
   EXPECT_EQ(retry.js(), first.js());
   EXPECT_EQ(stored_totals(db), want) << "a retry is no new call";
@@ -247,9 +250,8 @@ TEST(usage, gateway_calls_add_to_the_totals_off_the_request_path) {
   // A failed call (bad request) adds nothing.
   EXPECT_EQ(node.call("POST", "/v1/chat/completions", key, R"({"messages": 5})").status, 400);
   // Written within the storage actor's flush interval.
-  EXPECT_TRUE(wait_for([&] { return stored_totals(db)["carol"] == want; },
-                       std::chrono::seconds(5)))
-    << stored_totals(db)["carol"] << " want " << want;
+  EXPECT_TRUE(wait_for([&] { return stored_totals(db)["carol"] == want; }, std::chrono::seconds(5)))
+      << stored_totals(db)["carol"] << " want " << want;
   auto models = db.query("SELECT DISTINCT model FROM usage_daily WHERE user_id = 'carol'");
   ASSERT_EQ(models.size(), 1u);
   EXPECT_EQ(models[0][0].as<std::string>(), "echo");
@@ -305,8 +307,8 @@ TEST(usage, a_database_of_the_previous_schema_migrates_with_its_data) {
   EXPECT_TRUE(history[1].contains("usage"));
   EXPECT_TRUE(history[1]["usage"].is_null());
   // The old turn's retry answers as before.
-  auto retry =
-    node.post_message(secret, "sess_old", {{"content", "from before"}, {"client_message_id", "old-1"}});
+  auto retry = node.post_message(secret, "sess_old",
+                                 {{"content", "from before"}, {"client_message_id", "old-1"}});
   ASSERT_EQ(retry.status, 200) << describe(retry);
   EXPECT_EQ(retry.js()["reply"]["seq"], 2);
   EXPECT_TRUE(retry.js()["reply"]["usage"].is_null());

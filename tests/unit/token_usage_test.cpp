@@ -16,8 +16,8 @@ TEST(token_estimate, one_token_per_four_bytes_rounded_up_plus_three_per_message)
 }
 
 TEST(token_estimate, prompt_over_every_message_sent_completion_over_the_reply) {
-  std::vector<llm_message> sent{{"system", "be brief"}, {"user", "hello"}, {"assistant", "hello"},
-                                {"user", "how are you?"}};
+  std::vector<llm_message> sent{
+      {"system", "be brief"}, {"user", "hello"}, {"assistant", "hello"}, {"user", "how are you?"}};
   auto u = estimate_usage(sent, "how are you?");
   EXPECT_TRUE(u.known);
   EXPECT_EQ(u.prompt_tokens, (2 + 3) + (2 + 3) + (2 + 3) + (3 + 3));

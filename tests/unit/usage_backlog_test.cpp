@@ -47,7 +47,7 @@ TEST(usage_backlog, records_go_to_the_usage_actor_until_the_backlog_is_full_then
                     caf::after(std::chrono::milliseconds(50)) >> [] {});
   EXPECT_FALSE(more);
   EXPECT_NE(metrics->scrape().find("parley_usage_dropped_total 4"), std::string::npos)
-    << metrics->scrape();
+      << metrics->scrape();
   // A pool that takes no usage drops every record.
   storage_pool none{{caf::actor_cast<storage_actor>(receiver)}};
   record_usage(none, "alice", "gpt", token_usage{}, metrics.get());
