@@ -1,5 +1,6 @@
 #include "actors/llm_actor.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <stdexcept>
@@ -99,16 +100,20 @@ llm_result parse_completion(const std::string& body, const std::string& model, c
           r.model = m->get<std::string>();
         // usage (issue 17 part 2; the gateway passthrough work reads it fully).
         if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+          bool any = false;
           auto num = [&](const char* name) -> std::int64_t {
             auto f = u->find(name);
-            return f != u->end() && f->is_number_integer() ? f->get<std::int64_t>() : 0;
+            if (f == u->end() || !f->is_number_integer())
+              return 0;
+            any = true;
+            return std::max<std::int64_t>(0, f->get<std::int64_t>());
           };
           r.usage.prompt_tokens = num("prompt_tokens");
           r.usage.completion_tokens = num("completion_tokens");
           r.usage.total_tokens = num("total_tokens");
           if (r.usage.total_tokens == 0)
             r.usage.total_tokens = r.usage.prompt_tokens + r.usage.completion_tokens;
-          r.usage.known = true;
+          r.usage.known = any;
         }
         return r;
       }
