@@ -106,7 +106,7 @@ llm_result parse_completion(const std::string& body, const std::string& model, c
             if (f == u->end() || !f->is_number_integer())
               return 0;
             any = true;
-            return std::max<std::int64_t>(0, f->get<std::int64_t>());
+            return std::clamp<std::int64_t>(f->get<std::int64_t>(), 0, max_call_tokens);
           };
           r.usage.prompt_tokens = num("prompt_tokens");
           r.usage.completion_tokens = num("completion_tokens");

@@ -188,6 +188,13 @@ const std::string sql_turn_stored =
   "AND content = $3 AND created_at = $4::timestamptz";
 const std::string sql_backend_alive = "SELECT 1 FROM pg_stat_activity WHERE pid = $1";
 
+/// A token count as stored: what an upstream reports is not trusted to be
+/// sane, and one absurd count (negative, or near bigint's end, where the
+/// daily sum would overflow) must not break a group commit.
+std::int64_t sane_tokens(std::int64_t n) {
+  return std::clamp<std::int64_t>(n, 0, max_call_tokens);
+}
+
 std::optional<std::string> nonempty(const std::string& s) {
   if (s.empty())
     return std::nullopt;
@@ -736,8 +743,8 @@ void pg_store::add_usage(const std::vector<usage_total>& rows) {
     day.add(r.day);
     model.add(r.model);
     requests.add(r.requests);
-    prompt.add(r.prompt_tokens);
-    completion.add(r.completion_tokens);
+    prompt.add(sane_tokens(r.prompt_tokens));
+    completion.add(sane_tokens(r.completion_tokens));
   }
   guarded([&] {
     pqxx::nontransaction n{conn()};
@@ -844,9 +851,9 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     reply_at.add(t.reply.created_at);
     model.add(t.reply.model);
     if (t.reply.usage.known) {
-      prompt.add(t.reply.usage.prompt_tokens);
-      completion.add(t.reply.usage.completion_tokens);
-      total.add(t.reply.usage.total_tokens);
+      prompt.add(sane_tokens(t.reply.usage.prompt_tokens));
+      completion.add(sane_tokens(t.reply.usage.completion_tokens));
+      total.add(sane_tokens(t.reply.usage.total_tokens));
     } else {
       prompt.add_null();
       completion.add_null();

@@ -18,6 +18,10 @@ struct token_usage {
   bool known = false;
 };
 
+/// The most tokens one model call may count (a bound on what an upstream
+/// reports, so that no count can overflow a day's sum).
+inline constexpr std::int64_t max_call_tokens = 1'000'000'000'000;
+
 /// One message of a session's history.
 struct message_record {
   std::int64_t seq = 0;

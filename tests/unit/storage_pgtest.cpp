@@ -585,6 +585,18 @@ TEST(storage_pg, usage_adds_up_across_batches_stores_and_gateway_rows) {
   pqxx::nontransaction n{c};
   EXPECT_EQ(n.exec("SELECT count(*) FROM usage_daily WHERE user_id = 'alice'")[0][0].as<int>(), 2);
   EXPECT_NE(usage_shard_of("node-a", 0), usage_shard_of("node-a", 1));
+  // Absurd counts (an upstream's) are bounded, never break the commit.
+  a.create_session(session_of("z", "zed"));
+  ASSERT_TRUE(a.activate("z", 20));
+  auto absurd = turn_with_usage("z", 1, 1, "m", -5, INT64_MAX);
+  absurd.reply.usage.total_tokens = INT64_MAX;
+  ASSERT_EQ(a.commit_turns({absurd}).front(), commit_outcome::committed);
+  ASSERT_EQ(a.commit_turns({turn_with_usage("z", 1, 3, "m", 1, INT64_MAX)}).front(),
+            commit_outcome::committed);
+  auto zed = a.usage_of("zed", 1);
+  ASSERT_EQ(zed.size(), 1u);
+  EXPECT_EQ(zed[0].prompt_tokens, 1);
+  EXPECT_EQ(zed[0].completion_tokens, 2'000'000'000'000);
   EXPECT_GE(usage_shard_of("x", 100), 0);
   EXPECT_LT(usage_shard_of("x", 100), usage_shards);
 }
