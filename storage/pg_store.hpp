@@ -53,11 +53,14 @@ private:
   cause cause_;
 };
 
-/// Shards of the daily usage totals (usage_daily.shard: 0 .. usage_shards - 1).
-inline constexpr int usage_shards = 64;
+/// Shards of the daily usage totals (usage_daily.shard, a smallint: 0 ..
+/// usage_shards - 1). A key has a row only in the shards that wrote it, so
+/// a wide range costs nothing and keeps nodes apart.
+inline constexpr int usage_shards = 32768;
 
 /// The shard of a node's `index`-th storage connection: the connections of
-/// one node never share one, those of different nodes rarely do.
+/// one node never share one, those of different nodes almost never (two
+/// nodes that did would only wait for each other's row lock now and then).
 int usage_shard_of(const std::string& node_id, std::size_t index);
 
 class pg_store {

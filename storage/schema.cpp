@@ -97,8 +97,8 @@ ALTER TABLE sessions SET (fillfactor = 70);
 // per user, UTC day and model, in rows per writer (`shard`): every storage
 // connection adds to its own row, so two connections committing turns of
 // one user never wait for each other's row lock (which a commit holds until
-// its fsync); readers (usage, budgets) sum the shards of a key, at most 64,
-// through the primary key. Only counters change, so updates stay HOT.
+// its fsync); readers (usage, budgets) sum the shards of a key (one per
+// connection that wrote it that day) through the primary key. Only counters change, so updates stay HOT.
 constexpr const char* v3_sql = R"sql(
 ALTER TABLE messages ADD COLUMN prompt_tokens bigint,
                      ADD COLUMN completion_tokens bigint,
