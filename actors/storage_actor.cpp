@@ -92,10 +92,12 @@ void usage_dropped(storage_state& st, std::int64_t calls, const char* why) {
   log::warn("gateway usage dropped", {{"calls", std::to_string(calls)}, {"reason", why}});
 }
 
-/// Writes the summed gateway usage in one statement. While PostgreSQL
-/// cannot be reached (nothing was sent) the rows wait for the next flush;
-/// after any other failure they may have been written, so they are dropped
-/// rather than risk counting them twice.
+/// Writes the summed gateway usage in one statement. After a failure that
+/// wrote nothing (PostgreSQL unreachable, the connection lost before
+/// COMMIT, a statement refused or timed out by the server) the rows wait for
+/// the next flush, still bounded by the tally's keys; after one that may
+/// have written them (lost at COMMIT, cut by the watchdog) they are dropped
+/// rather than counted twice.
 void flush_usage(storage_state& st) {
   if (st.usage.empty())
     return;
@@ -115,12 +117,15 @@ void flush_usage(storage_state& st) {
     st.last_used = clock::now();
   } catch (const storage_error& e) {
     failed(st, e, began);
-    if (e.error_cause() == storage_error::cause::cannot_connect)
+    using c = storage_error::cause;
+    bool maybe_written = e.error_kind() == storage_error::kind::permanent ||
+                         e.error_cause() == c::in_doubt || e.error_cause() == c::timed_out;
+    if (!maybe_written)
       return keep();
     std::int64_t lost = 0;
     for (auto& r : rows)
       lost += r.requests;
-    usage_dropped(st, lost, "PostgreSQL failed while adding it");
+    usage_dropped(st, lost, "adding it failed in a way that may not be retried");
   }
 }
 

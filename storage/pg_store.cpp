@@ -746,10 +746,14 @@ void pg_store::add_usage(const std::vector<usage_total>& rows) {
     prompt.add(sane_tokens(r.prompt_tokens));
     completion.add(sane_tokens(r.completion_tokens));
   }
+  // An explicit transaction, so that a connection lost before COMMIT says
+  // nothing was added (connection_lost) and one lost at COMMIT says maybe
+  // (in_doubt): the caller keeps the rows for another try only when it may.
   guarded([&] {
-    pqxx::nontransaction n{conn()};
-    n.exec_params(sql_add_usage, user.str(), day.str(), model.str(), requests.str(), prompt.str(),
+    pqxx::work w{conn()};
+    w.exec_params(sql_add_usage, user.str(), day.str(), model.str(), requests.str(), prompt.str(),
                   completion.str(), usage_shard_);
+    w.commit();
     return 0;
   });
 }

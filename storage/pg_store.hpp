@@ -157,8 +157,9 @@ public:
   // daily totals of the session's user, the reply's UTC day and its model.
 
   /// Adds `rows` (each key at most once, as usage_tally::take gives them)
-  /// to the daily totals in one statement (autocommit). Throws
-  /// storage_error; `in_doubt` means the rows may have been added.
+  /// to the daily totals in one statement and transaction. Throws
+  /// storage_error: the rows may have been added only when its cause is
+  /// `in_doubt` or `timed_out` (or it is permanent, a bug).
   void add_usage(const std::vector<usage_total>& rows);
 
   /// `user`'s daily totals of the last `days` UTC days (today included),

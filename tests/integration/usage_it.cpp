@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <thread>
 #include <tuple>
 
 #include "storage/schema.hpp"
@@ -266,6 +267,35 @@ TEST(usage, gateway_calls_add_to_the_totals_off_the_request_path) {
   }
   EXPECT_EQ(node.stop(), 0);
   EXPECT_EQ(stored_totals(db)["carol"], want);
+}
+
+// A flush that PostgreSQL refuses (here: usage_daily locked by someone
+// else, until the statement timeout) wrote nothing: the sums wait and are
+// written by a later flush, none dropped.
+TEST(usage, gateway_usage_waits_out_a_flush_that_wrote_nothing) {
+  scratch_db db;
+  auto env = echo;
+  env["PARLEY_PG_TIMEOUT_MS"] = "1000";
+  parley_node node{db, env};
+  auto key = node.create_key("erin");
+  json body = {{"messages", {{{"role", "user"}, {"content", "count me"}}}}};
+  sums want;
+  {
+    pqxx::connection c{db.url()};
+    pqxx::work w{c};
+    w.exec("LOCK TABLE usage_daily IN ACCESS EXCLUSIVE MODE");
+    for (int i = 0; i < 3; ++i) {
+      auto r = node.call("POST", "/v1/chat/completions", key, body.dump());
+      ASSERT_EQ(r.status, 200) << describe(r);
+      add(want, {{"prompt_tokens", estimate("count me")}, {"completion_tokens", estimate("count me")}});
+    }
+    // At least one flush runs into the lock and the statement timeout.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    w.commit();
+  }
+  EXPECT_TRUE(wait_for([&] { return stored_totals(db)["erin"] == want; }, std::chrono::seconds(10)))
+    << stored_totals(db)["erin"] << " want " << want;
+  EXPECT_EQ(node.metric("parley_usage_dropped_total"), 0);
 }
 
 // A database of schema version 2 (the previous one, built by its own
