@@ -1,5 +1,6 @@
 #include "actors/llm_actor.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <stdexcept>
@@ -12,6 +13,7 @@
 
 #include "actors/instrumented.hpp"
 #include "actors/vocabulary.hpp"
+#include "runtime/rules/token_usage.hpp"
 #include "runtime/rules/upstream_policy.hpp"
 #include "net/http_client.hpp"
 #include "net/http/openai_chunk.hpp"
@@ -96,6 +98,23 @@ llm_result parse_completion(const std::string& body, const std::string& model, c
         r.content = content.get<std::string>();
         if (auto m = j.find("model"); m != j.end() && m->is_string())
           r.model = m->get<std::string>();
+        // usage (issue 17 part 2; the gateway passthrough work reads it fully).
+        if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+          bool any = false;
+          auto num = [&](const char* name) -> std::int64_t {
+            auto f = u->find(name);
+            if (f == u->end() || !f->is_number_integer())
+              return 0;
+            any = true;
+            return std::clamp<std::int64_t>(f->get<std::int64_t>(), 0, max_call_tokens);
+          };
+          r.usage.prompt_tokens = num("prompt_tokens");
+          r.usage.completion_tokens = num("completion_tokens");
+          r.usage.total_tokens = num("total_tokens");
+          if (r.usage.total_tokens == 0)
+            r.usage.total_tokens = r.usage.prompt_tokens + r.usage.completion_tokens;
+          r.usage.known = any;
+        }
         return r;
       }
     }
@@ -117,6 +136,13 @@ const char* outcome_label(attempt_outcome o) {
     case attempt_outcome::local_overload: return "overloaded";
   }
   return "unknown";
+}
+
+/// A model call completed: its tokens count once in
+/// parley_llm_tokens_total, whoever asked (a session turn, the gateway).
+void count_tokens(const llm_state& st, const llm_result& r) {
+  if (st.cfg.metrics && r.usage.known)
+    st.cfg.metrics->llm_tokens(r.usage.prompt_tokens, r.usage.completion_tokens);
 }
 
 void report_circuit(llm_self* self, const upstream& u) {
@@ -257,6 +283,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     report_circuit(self, u);
     if (c.listener && c.progress->forwarded == 0 && !result.content.empty())
       caf::send_as(c.caller, c.listener, delta_atom::value, result.content);
+    count_tokens(st, result);
     auto rp = std::move(c.rp);
     st.calls.erase(it);
     rp.deliver(std::move(result));
@@ -321,11 +348,14 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   if (req.model.empty())
     req.model = s.cfg.default_model;
   if (s.upstreams.empty()) {
-    // The echo model answers with the newest message, unchanged.
+    // The echo model answers with the newest message, unchanged, and
+    // reports usage by Parley's estimate (API.md section 4).
     llm_result r;
     r.model = echo_model;
     if (!req.messages.empty())
       r.content = req.messages.back().content;
+    r.usage = estimate_usage(req.messages, r.content);
+    count_tokens(s, r);
     if (listener)
       echo_pieces(caller, listener, r.content);
     return r;

@@ -346,6 +346,7 @@ void call_model(session_self* self, turn_ptr t) {
         reply.created_at = now_rfc3339();
         reply.reply_to = user.seq;
         reply.model = std::move(r.model);
+        reply.usage = r.usage;
         commit(self, t, user, std::move(reply));
       },
       [self, t](caf::error& e) {

@@ -6,8 +6,13 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 
+#include <caf/send.hpp>
+
 #include "actors/instrumented.hpp"
 #include "actors/vocabulary.hpp"
+#include "net/http/clock.hpp"
+#include "runtime/rules/token_usage.hpp"
+#include "runtime/telemetry/log.hpp"
 #include "storage/pg_store.hpp"
 
 namespace parley {
@@ -66,7 +71,72 @@ struct storage_state {
   bool lookups_scheduled = false;
   clock::time_point last_used;    ///< last round trip on the connection
   clock::time_point next_connect; ///< no connection attempt before this
+  /// Gateway usage summed since the last flush, and its bound.
+  usage_tally usage{usage_max_keys};
+  usage_backlog_ptr backlog;
+  bool usage_scheduled = false;
+
+  ~storage_state();
 };
+
+bool may_try(const storage_state& st);
+void failed(storage_state& st, const storage_error& e, clock::time_point began);
+
+/// Usage that could not be kept: counted and logged (a log line per drop
+/// event, not per record).
+void usage_dropped(storage_state& st, std::int64_t calls, const char* why) {
+  if (calls <= 0)
+    return;
+  if (st.metrics)
+    st.metrics->usage_dropped(static_cast<std::uint64_t>(calls));
+  log::warn("gateway usage dropped", {{"calls", std::to_string(calls)}, {"reason", why}});
+}
+
+/// Writes the summed gateway usage in one statement. After a failure that
+/// wrote nothing (PostgreSQL unreachable, the connection lost before
+/// COMMIT, a statement refused or timed out by the server) the rows wait for
+/// the next flush, still bounded by the tally's keys; after one that may
+/// have written them (lost at COMMIT, cut by the watchdog) they are dropped
+/// rather than counted twice.
+void flush_usage(storage_state& st) {
+  if (st.usage.empty())
+    return;
+  auto rows = st.usage.take();
+  auto keep = [&] {
+    std::int64_t lost = 0;
+    for (auto& r : rows)
+      if (!st.usage.add(r))
+        lost += r.requests;
+    usage_dropped(st, lost, "too many users and models waiting");
+  };
+  if (!may_try(st))
+    return keep();
+  auto began = clock::now();
+  try {
+    st.store->add_usage(rows);
+    st.last_used = clock::now();
+  } catch (const storage_error& e) {
+    failed(st, e, began);
+    using c = storage_error::cause;
+    bool maybe_written = e.error_kind() == storage_error::kind::permanent ||
+                         e.error_cause() == c::in_doubt || e.error_cause() == c::timed_out;
+    if (!maybe_written)
+      return keep();
+    std::int64_t lost = 0;
+    for (auto& r : rows)
+      lost += r.requests;
+    usage_dropped(st, lost, "adding it failed in a way that may not be retried");
+  }
+}
+
+storage_state::~storage_state() {
+  // A node that stops writes what it summed (best effort).
+  try {
+    if (store)
+      flush_usage(*this);
+  } catch (...) {
+  }
+}
 
 using storage_self = instrumented_actor<storage_state, storage_actor::base>;
 
@@ -253,9 +323,12 @@ void flush_lookups(storage_self* self, storage_state& st) {
 
 storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
                                               metrics_ptr metrics,
-                                              std::chrono::milliseconds pg_timeout) {
-  self->state.store = std::make_unique<storage::pg_store>(std::move(url), pg_timeout);
+                                              std::chrono::milliseconds pg_timeout,
+                                              int usage_shard, usage_backlog_ptr backlog) {
+  self->state.store =
+    std::make_unique<storage::pg_store>(std::move(url), pg_timeout, usage_shard);
   self->state.metrics = std::move(metrics);
+  self->state.backlog = std::move(backlog);
   auto& st = self->state;
   self->send(self, pg_tick_atom::value); // connect now, not on the first request
   return {
@@ -358,6 +431,24 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return false;
       }
     },
+    [self, &st](usage_atom, const usage_total& row) {
+      if (st.backlog)
+        st.backlog->queued.fetch_sub(1, std::memory_order_relaxed);
+      if (!st.usage.add(row))
+        usage_dropped(st, row.requests, "too many users and models waiting");
+      if (!st.usage_scheduled) {
+        st.usage_scheduled = true;
+        self->delayed_send(self, usage_flush_interval, usage_flush_atom::value);
+      }
+    },
+    [self, &st](usage_flush_atom) {
+      st.usage_scheduled = false;
+      flush_usage(st);
+      if (!st.usage.empty()) {
+        st.usage_scheduled = true;
+        self->delayed_send(self, usage_flush_interval, usage_flush_atom::value);
+      }
+    },
     [self, &st](pg_tick_atom) {
       tick(st);
       self->delayed_send(self, tick_interval, pg_tick_atom::value);
@@ -398,8 +489,33 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
 } // namespace
 
 storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
-                                  metrics_ptr metrics, std::chrono::milliseconds pg_timeout) {
-  return sys.spawn<caf::detached>(storage_behavior, pg_url, std::move(metrics), pg_timeout);
+                                  metrics_ptr metrics, std::chrono::milliseconds pg_timeout,
+                                  int usage_shard, usage_backlog_ptr backlog) {
+  return sys.spawn<caf::detached>(storage_behavior, pg_url, std::move(metrics), pg_timeout,
+                                  usage_shard, std::move(backlog));
+}
+
+void record_usage(const storage_pool& pool, const std::string& user_id, const std::string& model,
+                  const token_usage& usage, node_metrics* metrics) {
+  auto& backlog = pool.backlog();
+  if (!backlog ||
+      backlog->queued.fetch_add(1, std::memory_order_relaxed) >= backlog->limit) {
+    if (backlog)
+      backlog->queued.fetch_sub(1, std::memory_order_relaxed);
+    if (metrics)
+      metrics->usage_dropped(1);
+    return;
+  }
+  usage_total row;
+  row.user_id = user_id;
+  row.day = now_rfc3339().substr(0, 10);
+  row.model = model;
+  row.requests = 1;
+  if (usage.known) {
+    row.prompt_tokens = usage.prompt_tokens;
+    row.completion_tokens = usage.completion_tokens;
+  }
+  caf::anon_send(pool.for_usage(), usage_atom::value, std::move(row));
 }
 
 } // namespace parley

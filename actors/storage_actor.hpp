@@ -72,7 +72,31 @@ using storage_actor = session_store_actor::extend<
   /// Internal: run the waiting client id lookups in one statement.
   caf::reacts_to<cmid_flush_atom>,
   /// Internal timer: check the connection while idle.
-  caf::reacts_to<pg_tick_atom>>;
+  caf::reacts_to<pg_tick_atom>,
+  /// One gateway call's usage (fire and forget, through record_usage):
+  /// summed per (user, day, model) and added to the daily totals at the
+  /// next flush, at most usage_flush_interval later.
+  caf::reacts_to<usage_atom, usage_total>,
+  /// Internal timer: write the summed usage (one statement).
+  caf::reacts_to<usage_flush_atom>>;
+
+/// Gateway usage on its way to a storage actor, bounded: senders count a
+/// record in before sending it (record_usage) and the storage actor counts
+/// it out when it takes it from its mailbox; beyond `limit` records
+/// waiting, new ones are dropped (parley_usage_dropped_total) instead of
+/// growing the mailbox while PostgreSQL is slow.
+struct usage_backlog {
+  explicit usage_backlog(std::int64_t max) : limit(max) {}
+  std::atomic<std::int64_t> queued{0};
+  const std::int64_t limit;
+};
+using usage_backlog_ptr = std::shared_ptr<usage_backlog>;
+
+/// How long gateway usage waits in a storage actor before it is written.
+inline constexpr std::chrono::milliseconds usage_flush_interval{500};
+/// Most (user, day, model) keys a storage actor sums between two flushes;
+/// beyond, new keys are dropped (and counted).
+inline constexpr std::size_t usage_max_keys = 10000;
 
 /// Spawns one detached storage actor for `pg_url`; `pg_timeout` is
 /// PARLEY_PG_TIMEOUT_MS (pg_store). It connects at once and keeps its
@@ -82,9 +106,13 @@ using storage_actor = session_store_actor::extend<
 /// committed. While PostgreSQL refuses connections each call tries once (a
 /// refusal is immediate); after an attempt that timed out (bounded by
 /// `pg_timeout`), calls fail at once for a second.
+/// `usage_shard` (storage::usage_shard_of) is the row of the daily usage
+/// totals this actor's connection adds to; `backlog` the bound of gateway
+/// usage sent to it (nullptr: none is).
 storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_url,
                                metrics_ptr metrics = nullptr,
-                               std::chrono::milliseconds pg_timeout = std::chrono::milliseconds(5000));
+                               std::chrono::milliseconds pg_timeout = std::chrono::milliseconds(5000),
+                               int usage_shard = 0, usage_backlog_ptr backlog = nullptr);
 
 /// The node's storage actors, as handles of interface `Handle`. A session's
 /// writes always go to the same actor (so they stay ordered and batch
@@ -97,15 +125,19 @@ storage_actor spawn_storage_actor(caf::actor_system& sys, const std::string& pg_
 /// each, and the lookups batch the same way beside it. PostgreSQL's commit
 /// latency, not the number of lanes, bounds the rate of turns: each commit
 /// takes every turn that is ready.
+///
+/// Gateway usage goes to the last actor (for_usage), off the commit lane,
+/// bounded by the pool's usage_backlog.
 template <class Handle>
 class actor_pool {
 public:
-  explicit actor_pool(std::vector<Handle> actors) : actors_(std::move(actors)) {}
+  explicit actor_pool(std::vector<Handle> actors, usage_backlog_ptr backlog = nullptr)
+    : actors_(std::move(actors)), backlog_(std::move(backlog)) {}
 
   /// The same actors seen through a narrower interface.
   template <class Other>
   explicit actor_pool(const actor_pool<Other>& other)
-    : actors_(other.all().begin(), other.all().end()) {}
+    : actors_(other.all().begin(), other.all().end()), backlog_(other.backlog()) {}
 
   const Handle& for_session(const std::string& session_id) const {
     return actors_[std::hash<std::string>{}(session_id) % actors_.size()];
@@ -115,15 +147,26 @@ public:
   }
   const Handle& for_commits() const { return actors_.front(); }
   const Handle& for_lookups() const { return actors_[actors_.size() > 1 ? 1 : 0]; }
+  const Handle& for_usage() const { return actors_.back(); }
   const std::vector<Handle>& all() const { return actors_; }
+  /// Null when the pool takes no gateway usage.
+  const usage_backlog_ptr& backlog() const { return backlog_; }
 
 private:
   std::vector<Handle> actors_;
+  usage_backlog_ptr backlog_;
   mutable std::atomic<std::size_t> next_{0};
 };
 
 using storage_pool = actor_pool<storage_actor>;
 using storage_pool_ptr = std::shared_ptr<const storage_pool>;
+
+/// One gateway call's usage, to `pool`'s usage actor, fire and forget: the
+/// caller's (user, model) on today's UTC date. Dropped and counted
+/// (parley_usage_dropped_total, `metrics` may be null) when the pool's
+/// backlog is full or the pool has none. Any thread.
+void record_usage(const storage_pool& pool, const std::string& user_id, const std::string& model,
+                  const token_usage& usage, node_metrics* metrics);
 /// What session actors hold: the same actors, as session stores.
 using session_store_pool_ptr = std::shared_ptr<const actor_pool<session_store_actor>>;
 

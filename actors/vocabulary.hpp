@@ -92,6 +92,9 @@ using activate_flush_atom = caf::atom_constant<caf::atom("actflush")>;
 using cmid_flush_atom = caf::atom_constant<caf::atom("cmidflush")>;
 using listen_atom = caf::atom_constant<caf::atom("listen")>;
 using tick_atom = caf::atom_constant<caf::atom("svtick")>;
+// usage of gateway calls (to a storage actor), and its flush timer
+using usage_atom = caf::atom_constant<caf::atom("usage")>;
+using usage_flush_atom = caf::atom_constant<caf::atom("useflush")>;
 
 // -- cluster views -------------------------------------------------------------
 
@@ -302,6 +305,12 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_usage& x) {
   return f(caf::meta::type_name("parley.token_usage"), x.prompt_tokens, x.completion_tokens,
            x.total_tokens, x.known);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, usage_total& x) {
+  return f(caf::meta::type_name("parley.usage_total"), x.user_id, x.day, x.model, x.requests,
+           x.prompt_tokens, x.completion_tokens);
 }
 
 template <class Inspector>

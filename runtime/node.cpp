@@ -293,9 +293,14 @@ int serve(node_config cfg) {
   set_fault_reporter(log_fault);
   auto metrics = std::make_shared<node_metrics>();
   std::vector<storage_actor> storage_actors;
+  // Gateway usage goes to the pool's last actor (storage_pool::for_usage);
+  // each connection adds to its own row of the daily totals.
+  auto usage = std::make_shared<usage_backlog>(20000);
   for (std::size_t i = 0; i < cfg.pg_pool; ++i)
-    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics, cfg.pg_timeout));
-  auto storage = std::make_shared<const storage_pool>(storage_actors);
+    storage_actors.push_back(spawn_storage_actor(sys, cfg.pg_url, metrics, cfg.pg_timeout,
+                                                 storage::usage_shard_of(cfg.node_id, i),
+                                                 i + 1 == cfg.pg_pool ? usage : nullptr));
+  auto storage = std::make_shared<const storage_pool>(storage_actors, usage);
 
   llm_config llm_cfg;
   llm_cfg.base_url = cfg.llm_base_url;

@@ -30,7 +30,8 @@ constexpr const char* session_columns =
   "message_count, last_seq, epoch";
 
 constexpr const char* message_columns =
-  "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id";
+  "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id, "
+  "prompt_tokens, completion_tokens, total_tokens";
 
 const std::string sql_insert_key =
   "INSERT INTO api_keys (user_id, prefix, key_hash) VALUES ($1, $2, $3) RETURNING id";
@@ -107,31 +108,75 @@ const std::string sql_upsert_feedback =
 // transaction): the fenced UPDATE of every turn's session, then both
 // messages of exactly the turns whose fence held (joined on session, epoch
 // and seq, so a stale actor's turn in the same batch writes nothing).
+// The same statement adds the written turns to the daily usage totals, summed
+// per (user, UTC day of the reply, model) first (one row per key and batch;
+// ON CONFLICT may touch a row once per statement), in this connection's
+// shard: a turn is counted exactly when it is written, in the same
+// transaction, with no statement or round trip of its own.
 // Returns session id, epoch and user seq of every turn written.
 const char* const commit_statement = "parley_commit_turns";
 const std::string sql_commit_turns = R"sql(
 WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
-                       $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[])
+                       $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
+                       $11::bigint[], $12::bigint[], $13::bigint[])
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-         reply_at, model)
+         reply_at, model, prompt_tokens, completion_tokens, total_tokens)
 ), fenced AS (
   UPDATE sessions s
      SET last_seq = t.reply_seq, message_count = s.message_count + 2, updated_at = now()
     FROM t
    WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - 1
-  RETURNING t.session_id, t.epoch, t.user_seq
+  RETURNING t.session_id, t.epoch, t.user_seq, s.user_id
 ), written AS (
-  SELECT t.* FROM t JOIN fenced f USING (session_id, epoch, user_seq)
+  SELECT t.*, f.user_id FROM t JOIN fenced f USING (session_id, epoch, user_seq)
 ), ins AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
-                        client_message_id)
-  SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid FROM written
-  UNION ALL
-  SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL
+                        client_message_id, prompt_tokens, completion_tokens, total_tokens)
+  SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL
     FROM written
+  UNION ALL
+  SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL,
+         prompt_tokens, completion_tokens, total_tokens
+    FROM written
+), totals AS (
+  INSERT INTO usage_daily AS u (user_id, day, model, shard, requests, prompt_tokens,
+                                completion_tokens)
+  SELECT user_id, (reply_at AT TIME ZONE 'UTC')::date, model, $14::smallint, count(*),
+         coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0)
+    FROM written
+   GROUP BY 1, 2, 3
+  ON CONFLICT (user_id, day, model, shard) DO UPDATE
+    SET requests = u.requests + EXCLUDED.requests,
+        prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens
 )
 SELECT session_id, epoch, user_seq FROM fenced
+)sql";
+
+// Rows of the daily totals (usage_tally's sums: each key once) added to
+// this connection's shard in one statement.
+const std::string sql_add_usage = R"sql(
+INSERT INTO usage_daily AS u (user_id, day, model, shard, requests, prompt_tokens,
+                              completion_tokens)
+SELECT user_id, day, model, $7::smallint, requests, prompt_tokens, completion_tokens
+  FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+    AS r(user_id, day, model, requests, prompt_tokens, completion_tokens)
+ON CONFLICT (user_id, day, model, shard) DO UPDATE
+  SET requests = u.requests + EXCLUDED.requests,
+      prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+      completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens
+)sql";
+
+// A user's totals per day and model over the last $2 UTC days (today
+// included), the shards summed; the primary key's range.
+const std::string sql_usage_of = R"sql(
+SELECT to_char(day, 'YYYY-MM-DD'), model, sum(requests)::bigint, sum(prompt_tokens)::bigint,
+       sum(completion_tokens)::bigint
+  FROM usage_daily
+ WHERE user_id = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+ GROUP BY day, model
+ ORDER BY day, model
 )sql";
 
 // After a group commit's connection broke: is a turn's user message stored,
@@ -142,6 +187,13 @@ const std::string sql_turn_stored =
   "SELECT 1 FROM messages WHERE session_id = $1 AND seq = $2 AND role = 'user' "
   "AND content = $3 AND created_at = $4::timestamptz";
 const std::string sql_backend_alive = "SELECT 1 FROM pg_stat_activity WHERE pid = $1";
+
+/// A token count as stored: what an upstream reports is not trusted to be
+/// sane, and one absurd count (negative, or near bigint's end, where the
+/// daily sum would overflow) must not break a group commit.
+std::int64_t sane_tokens(std::int64_t n) {
+  return std::clamp<std::int64_t>(n, 0, max_call_tokens);
+}
 
 std::optional<std::string> nonempty(const std::string& s) {
   if (s.empty())
@@ -173,6 +225,12 @@ message_record read_message(const pqxx::row& r, pqxx::row::size_type at = 0) {
   m.reply_to = r[at + 4].is_null() ? 0 : r[at + 4].as<std::int64_t>();
   m.model = r[at + 5].is_null() ? std::string{} : r[at + 5].as<std::string>();
   m.client_message_id = r[at + 6].is_null() ? std::string{} : r[at + 6].as<std::string>();
+  if (!r[at + 7].is_null()) {
+    m.usage.prompt_tokens = r[at + 7].as<std::int64_t>();
+    m.usage.completion_tokens = r[at + 8].is_null() ? 0 : r[at + 8].as<std::int64_t>();
+    m.usage.total_tokens = r[at + 9].is_null() ? 0 : r[at + 9].as<std::int64_t>();
+    m.usage.known = true;
+  }
   return m;
 }
 
@@ -267,8 +325,19 @@ constexpr std::chrono::milliseconds migration_timeout{30000};
 
 } // namespace
 
-pg_store::pg_store(std::string url, std::chrono::milliseconds timeout)
+int usage_shard_of(const std::string& node_id, std::size_t index) {
+  // FNV-1a: the same on every build and platform.
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char ch : node_id) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  return static_cast<int>((h + index) % usage_shards);
+}
+
+pg_store::pg_store(std::string url, std::chrono::milliseconds timeout, int usage_shard)
   : url_(with_pg_timeouts(url, timeout)), timeout_(timeout),
+    usage_shard_(static_cast<short>(std::clamp(usage_shard, 0, usage_shards - 1))),
     watchdog_(std::make_unique<watchdog>()) {}
 pg_store::~pg_store() = default;
 
@@ -680,6 +749,48 @@ feedback_outcome pg_store::put_feedback(const std::string& id, const std::string
   });
 }
 
+void pg_store::add_usage(const std::vector<usage_total>& rows) {
+  if (rows.empty())
+    return;
+  pg_array user, day, model, requests, prompt, completion;
+  for (auto& r : rows) {
+    user.add(r.user_id);
+    day.add(r.day);
+    model.add(r.model);
+    requests.add(r.requests);
+    prompt.add(sane_tokens(r.prompt_tokens));
+    completion.add(sane_tokens(r.completion_tokens));
+  }
+  // An explicit transaction, so that a connection lost before COMMIT says
+  // nothing was added (connection_lost) and one lost at COMMIT says maybe
+  // (in_doubt): the caller keeps the rows for another try only when it may.
+  guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_add_usage, user.str(), day.str(), model.str(), requests.str(), prompt.str(),
+                  completion.str(), usage_shard_);
+    w.commit();
+    return 0;
+  });
+}
+
+std::vector<usage_total> pg_store::usage_of(const std::string& user, int days) {
+  return guarded([&] {
+    pqxx::nontransaction n{conn()};
+    std::vector<usage_total> out;
+    for (auto row : n.exec_params(sql_usage_of, user, days)) {
+      usage_total u;
+      u.user_id = user;
+      u.day = row[0].as<std::string>();
+      u.model = row[1].as<std::string>();
+      u.requests = row[2].as<std::int64_t>();
+      u.prompt_tokens = row[3].as<std::int64_t>();
+      u.completion_tokens = row[4].as<std::int64_t>();
+      out.push_back(std::move(u));
+    }
+    return out;
+  });
+}
+
 std::vector<commit_outcome> pg_store::commit_turns(const std::vector<turn_write>& turns) {
   return commit_batch(turns, true);
 }
@@ -743,7 +854,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model;
+    reply_at, model, prompt, completion, total;
   for (auto& t : turns) {
     session.add(t.session_id);
     epoch.add(t.epoch);
@@ -758,6 +869,15 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     reply_content.add(t.reply.content);
     reply_at.add(t.reply.created_at);
     model.add(t.reply.model);
+    if (t.reply.usage.known) {
+      prompt.add(sane_tokens(t.reply.usage.prompt_tokens));
+      completion.add(sane_tokens(t.reply.usage.completion_tokens));
+      total.add(sane_tokens(t.reply.usage.total_tokens));
+    } else {
+      prompt.add_null();
+      completion.add_null();
+      total.add_null();
+    }
   }
   bool cut = false, in_doubt = false;
   try {
@@ -770,7 +890,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     pqxx::nontransaction n{*c};
     auto rows = n.exec_prepared(commit_statement, session.str(), epoch.str(), user_seq.str(),
                                 user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
-                                reply_content.str(), reply_at.str(), model.str());
+                                reply_content.str(), reply_at.str(), model.str(),
+                                prompt.str(), completion.str(), total.str(), usage_shard_);
     std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
     for (const auto& r : rows)
       written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());

@@ -53,12 +53,25 @@ private:
   cause cause_;
 };
 
+/// Shards of the daily usage totals (usage_daily.shard, a smallint: 0 ..
+/// usage_shards - 1). A key has a row only in the shards that wrote it, so
+/// a wide range costs nothing and keeps nodes apart.
+inline constexpr int usage_shards = 32768;
+
+/// The shard of a node's `index`-th storage connection: the connections of
+/// one node never share one, those of different nodes almost never (two
+/// nodes that did would only wait for each other's row lock now and then).
+int usage_shard_of(const std::string& node_id, std::size_t index);
+
 class pg_store {
 public:
   /// Does not connect yet; the first call does. `url` gets the libpq
   /// timeout parameters for `timeout` (with_pg_timeouts) that it lacks.
+  /// `usage_shard` (usage_shard_of) is the row of the daily totals this
+  /// store adds to; a row is only ever written by one store at a time.
   explicit pg_store(std::string url,
-                    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+                    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000),
+                    int usage_shard = 0);
   ~pg_store();
   pg_store(const pg_store&) = delete;
   pg_store& operator=(const pg_store&) = delete;
@@ -146,6 +159,18 @@ public:
   /// stays `unknown`. Never reports a turn committed that is not, and never
   /// writes one twice (the fence and the unique keys).
   std::vector<commit_outcome> commit_turns(const std::vector<turn_write>& turns);
+  // The group commit also adds each written turn (its reply's usage) to the
+  // daily totals of the session's user, the reply's UTC day and its model.
+
+  /// Adds `rows` (each key at most once, as usage_tally::take gives them)
+  /// to the daily totals in one statement and transaction. Throws
+  /// storage_error: the rows may have been added only when its cause is
+  /// `in_doubt` or `timed_out` (or it is permanent, a bug).
+  void add_usage(const std::vector<usage_total>& rows);
+
+  /// `user`'s daily totals of the last `days` UTC days (today included),
+  /// ascending by day, then model.
+  std::vector<usage_total> usage_of(const std::string& user, int days);
 
 private:
   class watchdog;
@@ -164,6 +189,7 @@ private:
 
   std::string url_;
   std::chrono::milliseconds timeout_;
+  short usage_shard_ = 0;
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
   bool client_ids_prepared_ = false; ///< so is the client id lookup

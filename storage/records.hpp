@@ -18,6 +18,10 @@ struct token_usage {
   bool known = false;
 };
 
+/// The most tokens one model call may count (a bound on what an upstream
+/// reports, so that no count can overflow a day's sum).
+inline constexpr std::int64_t max_call_tokens = 1'000'000'000'000;
+
 /// One message of a session's history.
 struct message_record {
   std::int64_t seq = 0;
@@ -80,6 +84,18 @@ struct session_page {
 struct message_page {
   std::vector<message_record> data;
   std::int64_t next_after = 0; ///< 0 when this is the last page
+};
+
+/// One row of the per-user daily totals: model calls and tokens of `user_id`
+/// on one UTC day with one model (session turns and gateway calls together).
+/// Also a delta to add to the stored row.
+struct usage_total {
+  std::string user_id;
+  std::string day; ///< YYYY-MM-DD, UTC
+  std::string model;
+  std::int64_t requests = 0;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
 };
 
 enum class feedback_outcome : std::uint8_t { stored, no_session, no_message, not_assistant };

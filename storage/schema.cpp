@@ -91,12 +91,37 @@ CREATE TRIGGER sessions_delete_messages AFTER DELETE ON sessions
 ALTER TABLE sessions SET (fillfactor = 70);
 )sql";
 
+// Usage of model calls (API.md section 4). Each assistant message keeps its
+// call's usage (NULL: none reported, or written before this version; added
+// without a default, so no existing row is rewritten). The daily totals are
+// per user, UTC day and model, in rows per writer (`shard`): every storage
+// connection adds to its own row, so two connections committing turns of
+// one user never wait for each other's row lock (which a commit holds until
+// its fsync); readers (usage, budgets) sum the shards of a key (one per
+// connection that wrote it that day) through the primary key. Only counters change, so updates stay HOT.
+constexpr const char* v3_sql = R"sql(
+ALTER TABLE messages ADD COLUMN prompt_tokens bigint,
+                     ADD COLUMN completion_tokens bigint,
+                     ADD COLUMN total_tokens bigint;
+CREATE TABLE usage_daily (
+  user_id           text NOT NULL,
+  day               date NOT NULL,
+  model             text NOT NULL,
+  shard             smallint NOT NULL,
+  requests          bigint NOT NULL DEFAULT 0,
+  prompt_tokens     bigint NOT NULL DEFAULT 0,
+  completion_tokens bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, day, model, shard)
+) WITH (fillfactor = 70);
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
   static const std::vector<migration> all{
     {1, "sessions, messages, api keys, feedback", v1_sql},
     {2, "messages: cascade by trigger instead of a foreign key; sessions fillfactor", v2_sql},
+    {3, "usage: on assistant messages, daily totals per user and model", v3_sql},
   };
   return all;
 }

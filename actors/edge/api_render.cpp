@@ -14,11 +14,22 @@ using json = nlohmann::json;
 // throw on the request path: replace anything invalid.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+/// An assistant message's usage; null when none was reported (an upstream
+/// that sends none, a message stored before usage was recorded).
+json usage_json(const token_usage& u) {
+  if (!u.known)
+    return nullptr;
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.total_tokens}};
+}
+
 json message_json(const message_record& m) {
   json j = {{"seq", m.seq}, {"role", m.role}, {"content", m.content}, {"created_at", m.created_at}};
   if (m.role == "assistant") {
     j["reply_to"] = m.reply_to;
     j["model"] = m.model;
+    j["usage"] = usage_json(m.usage);
   } else if (!m.client_message_id.empty())
     j["client_message_id"] = m.client_message_id;
   return j;
@@ -89,6 +100,22 @@ void append_message(std::string& out, const message_record& m) {
   text("role", m.role);
   field("seq");
   out += std::to_string(m.seq);
+  if (m.role == "assistant") {
+    out += ',';
+    field("usage");
+    if (!m.usage.known) {
+      out += "null";
+    } else {
+      // Keys sorted, as a json object writes them.
+      out += "{\"completion_tokens\":";
+      out += std::to_string(m.usage.completion_tokens);
+      out += ",\"prompt_tokens\":";
+      out += std::to_string(m.usage.prompt_tokens);
+      out += ",\"total_tokens\":";
+      out += std::to_string(m.usage.total_tokens);
+      out += '}';
+    }
+  }
   out += '}';
 }
 

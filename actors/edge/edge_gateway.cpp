@@ -15,11 +15,18 @@ namespace {
 
 /// No session: the same in-flight cap as a turn, and the same retries,
 /// breaker and fallback (all in the llm actor).
-void start_completion(edge_self* self, const call_ptr& c) {
+void start_completion(edge_self* self, const call_ptr& c, const std::string& user_id) {
   auto& st = self->state;
   auto admitted = admit(self, c, "requests");
   if (!admitted)
     return;
+  // A completed call's usage joins the daily totals, off the request path
+  // (a storage actor sums and writes it; storage_actor.hpp).
+  completion_listener on_result = [storage = st.storage, user_id,
+                                   metrics = st.metrics](const llm_result& r) {
+    if (storage)
+      record_usage(*storage, user_id, r.model, r.usage, metrics.get());
+  };
   auto& chat = body_of<net::chat_completion_body>(c);
   llm_request req;
   req.model = chat.model.value_or(st.cfg.default_model);
@@ -31,14 +38,15 @@ void start_completion(edge_self* self, const call_ptr& c) {
     st.streams.emplace(ticket, std::move(*admitted));
     spawn_completion_sink(self->home_system(), {c, caf::actor_cast<edge_actor>(self), {}, ticket},
                           st.llm, std::move(req), st.cfg.turn_timeout,
-                          st.cfg.cancel_on_disconnect);
+                          st.cfg.cancel_on_disconnect, std::move(on_result));
     return;
   }
   auto held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   self->request(st.llm, st.cfg.turn_timeout, llm_call_atom::value, std::move(req))
     .then(
-      [c, held](llm_result& r) {
+      [c, held, on_result](llm_result& r) {
         held->reset();
+        on_result(r);
         reply(c, 200, render_completion("chatcmpl-" + random_hex(12),
                                         static_cast<std::int64_t>(std::time(nullptr)), r));
       },
@@ -51,7 +59,8 @@ void start_completion(edge_self* self, const call_ptr& c) {
 } // namespace
 
 void handle_chat_completions(edge_self* self, const call_ptr& c, const api_key_record* key) {
-  with_rate_limit(self, c, *key, [self, c] { start_completion(self, c); });
+  with_rate_limit(self, c, *key,
+                  [self, c, user = key->user_id] { start_completion(self, c, user); });
 }
 
 void handle_list_models(edge_self* self, const call_ptr& c, const api_key_record*) {

@@ -61,6 +61,7 @@ struct completion_format {
   std::string id = "chatcmpl-" + random_hex(12);
   std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
   std::string model;
+  completion_listener on_result;
 
   template <class Self>
   auto ask(Self* self, const llm_actor& to, std::chrono::milliseconds timeout) {
@@ -76,7 +77,11 @@ struct completion_format {
     out.write(render_completion_chunk(id, created, model, &text, false, false));
   }
   /// The first chunk (when no piece came) already names the model used.
-  void before_closing(result& r) { model = r.model; }
+  void before_closing(result& r) {
+    model = r.model;
+    if (on_result)
+      on_result(r); // the gateway's usage (edge_gateway.cpp)
+  }
   void closing(net::responder& out, result&) {
     out.write(render_completion_chunk(id, created, model, nullptr, false, true));
     out.write("data: [DONE]\n\n");
@@ -198,9 +203,11 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
 
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
                                         llm_actor llm, llm_request req,
-                                        std::chrono::milliseconds timeout, bool cancel) {
+                                        std::chrono::milliseconds timeout, bool cancel,
+                                        completion_listener on_result) {
   completion_format fmt;
   fmt.req = std::move(req);
+  fmt.on_result = std::move(on_result);
   return sys.spawn(stream_sink<completion_format, llm_actor>, std::move(target), std::move(fmt),
                    std::move(llm), timeout, cancel);
 }

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -68,10 +69,15 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
                                   registry_actor registry, turn_request t,
                                   std::chrono::milliseconds timeout, bool cancel);
 
+/// Called once with a completed call's result (its usage), in the sink,
+/// before the stream's end is written.
+using completion_listener = std::function<void(const llm_result&)>;
+
 /// A streamed chat completion: asks `llm` for `req` with the sink as the
-/// receiver of the pieces.
+/// receiver of the pieces; `on_result` (may be empty) hears the result.
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
                                         llm_actor llm, llm_request req,
-                                        std::chrono::milliseconds timeout, bool cancel);
+                                        std::chrono::milliseconds timeout, bool cancel,
+                                        completion_listener on_result = {});
 
 } // namespace parley

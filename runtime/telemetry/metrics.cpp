@@ -71,6 +71,21 @@ struct node_metrics::impl {
       .Name("parley_llm_circuit_state")
       .Help("Circuit breaker of a model upstream: 0 closed, 1 open, 2 half-open")
       .Register(registry);
+  prometheus::Family<prometheus::Counter>& llm_tokens =
+    prometheus::BuildCounter()
+      .Name("parley_llm_tokens_total")
+      .Help("Tokens of completed model calls (as the upstream reported them, or the echo "
+            "model's estimate), by direction: prompt or completion")
+      .Register(registry);
+  prometheus::Counter& prompt_tokens = llm_tokens.Add({{"direction", "prompt"}});
+  prometheus::Counter& completion_tokens = llm_tokens.Add({{"direction", "completion"}});
+  prometheus::Counter& usage_dropped =
+    prometheus::BuildCounter()
+      .Name("parley_usage_dropped_total")
+      .Help("Gateway calls whose usage was not added to the daily totals (backlog full or "
+            "PostgreSQL failing)")
+      .Register(registry)
+      .Add({});
   prometheus::Histogram& batch_size =
     prometheus::BuildHistogram()
       .Name("parley_storage_batch_size")
@@ -182,6 +197,17 @@ void node_metrics::llm_attempt(std::string_view upstream, std::string_view outco
   std::string u{upstream};
   impl_->llm_requests.Add({{"upstream", u}, {"outcome", std::string{outcome}}}).Increment();
   impl_->llm_latency.Add({{"upstream", u}}, duration_buckets).Observe(seconds);
+}
+
+void node_metrics::llm_tokens(std::int64_t prompt, std::int64_t completion) {
+  if (prompt > 0)
+    impl_->prompt_tokens.Increment(static_cast<double>(prompt));
+  if (completion > 0)
+    impl_->completion_tokens.Increment(static_cast<double>(completion));
+}
+
+void node_metrics::usage_dropped(std::uint64_t calls) {
+  impl_->usage_dropped.Increment(static_cast<double>(calls));
 }
 
 void node_metrics::llm_circuit(std::string_view upstream, int state) {

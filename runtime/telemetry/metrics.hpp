@@ -40,6 +40,13 @@ public:
   /// One attempt at a model upstream: `parley_llm_requests_total{upstream,outcome}`
   /// and `parley_llm_latency_seconds{upstream}`.
   void llm_attempt(std::string_view upstream, std::string_view outcome, double seconds);
+  /// One completed model call's usage (upstream or echo; session turn or
+  /// gateway call): `parley_llm_tokens_total{direction="prompt"|"completion"}`.
+  void llm_tokens(std::int64_t prompt, std::int64_t completion);
+  /// Gateway calls whose usage was not added to the daily totals (backlog
+  /// full, too many keys waiting, PostgreSQL failed while adding it):
+  /// `parley_usage_dropped_total`.
+  void usage_dropped(std::uint64_t calls);
   /// `parley_llm_circuit_state{upstream}`: 0 closed, 1 open, 2 half-open.
   void llm_circuit(std::string_view upstream, int state);
 

@@ -136,7 +136,8 @@ struct model_script {
   void answer(const std::string& content) {
     auto c = std::move(calls.front());
     calls.pop_front();
-    c.rp.deliver(llm_result{content, "fake-model", {}});
+    // Usage as an upstream reports it; the session keeps it on the reply.
+    c.rp.deliver(llm_result{content, "fake-model", token_usage{7, 3, 10, true}});
   }
 };
 

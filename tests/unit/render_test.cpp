@@ -18,7 +18,8 @@ TEST(render, a_turn_is_the_documented_json_for_any_text) {
                            std::string{""}, std::string{"{\"json\": [1, 2]}"}}) {
     turn_reply t;
     t.user = {7, "user", text, "2026-11-23T10:00:00.000001Z", 0, "", text + "-id", {}};
-    t.reply = {8, "assistant", text, "2026-11-23T10:00:00.000002Z", 7, "gpt-x", "", {}};
+    t.reply = {8, "assistant", text, "2026-11-23T10:00:00.000002Z", 7, "gpt-x", "",
+               token_usage{12, 5, 17, true}};
     auto j = json::parse(render_turn(t));
     json want = {{"user_message",
                   {{"seq", 7},
@@ -32,14 +33,26 @@ TEST(render, a_turn_is_the_documented_json_for_any_text) {
                    {"content", text},
                    {"created_at", "2026-11-23T10:00:00.000002Z"},
                    {"reply_to", 7},
-                   {"model", "gpt-x"}}}};
+                   {"model", "gpt-x"},
+                   {"usage", {{"prompt_tokens", 12}, {"completion_tokens", 5}, {"total_tokens", 17}}}}}};
     EXPECT_EQ(j, want) << render_turn(t);
+    // GET .../messages renders the same message the same way.
+    auto page = json::parse(render_message_page(message_page{{t.user, t.reply}, 0}));
+    EXPECT_EQ(page["data"][1], want["reply"]);
+    EXPECT_EQ(page["data"][0], want["user_message"]);
   }
   // Without a client id the user message has no such key.
   turn_reply t;
   t.user = {1, "user", "x", "t", 0, "", "", {}};
   t.reply = {2, "assistant", "y", "t", 1, "echo", "", {}};
   EXPECT_FALSE(json::parse(render_turn(t))["user_message"].contains("client_message_id"));
+  // A reply without reported usage (an upstream that sent none, a message
+  // stored before usage was recorded) has "usage": null; a user message none.
+  auto j = json::parse(render_turn(t));
+  EXPECT_TRUE(j["reply"].contains("usage"));
+  EXPECT_TRUE(j["reply"]["usage"].is_null());
+  EXPECT_FALSE(j["user_message"].contains("usage"));
+  EXPECT_EQ(json::parse(render_message_page(message_page{{t.reply}, 0}))["data"][0], j["reply"]);
 }
 
 TEST(render, invalid_utf8_becomes_the_replacement_character) {

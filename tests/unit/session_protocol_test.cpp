@@ -134,6 +134,13 @@ TEST_F(SessionProtocol, ATurnActivatesCallsTheModelWithTheWindowAndCommitsBefore
   EXPECT_EQ(r->reply.seq, 2);
   EXPECT_EQ(r->reply.content, "hi there");
   EXPECT_EQ(r->reply.reply_to, 1);
+  // The model's usage is on the reply, as committed and as answered.
+  EXPECT_TRUE(r->reply.usage.known);
+  EXPECT_EQ(r->reply.usage.prompt_tokens, 7);
+  EXPECT_EQ(r->reply.usage.completion_tokens, 3);
+  EXPECT_EQ(r->reply.usage.total_tokens, 10);
+  EXPECT_EQ(store->messages.back().usage.total_tokens, 10);
+  EXPECT_FALSE(r->user.usage.known);
   EXPECT_EQ(store->messages.size(), 2u);
   EXPECT_EQ(store->calls, (std::vector<std::string>{"activate", "commit"}));
 }
@@ -273,6 +280,7 @@ TEST_F(SessionProtocol, ARepeatedClientMessageIdIsAnsweredFromTheWindowWithoutAM
   auto again = answer();
   ASSERT_TRUE(again) << to_string(again.error());
   EXPECT_EQ(again->reply.content, "hi");
+  EXPECT_EQ(again->reply.usage.total_tokens, 10) << "the stored usage comes back";
   EXPECT_EQ(model->started, 1u);
   client->send(session, turn("other text", "c1"));
   sched.run();

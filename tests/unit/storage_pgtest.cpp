@@ -243,16 +243,18 @@ TEST(storage_pg, a_version_1_database_upgrades_and_deleting_a_session_still_dele
            "NULL, applied_at timestamptz NOT NULL DEFAULT now())");
     w.exec(migrations().front().sql);
     w.exec("INSERT INTO parley_schema_migrations (version, name) VALUES (1, 'v1')");
+    // As a version-1 node wrote them (its statements knew only these columns).
+    for (std::string id : {"d1", "d2"}) {
+      w.exec("INSERT INTO sessions (id, user_id, created_at, model, epoch, last_seq, "
+             "message_count) VALUES ('" + id + "', 'alice', now(), 'echo', 1, 2, 2)");
+      w.exec("INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model) "
+             "VALUES ('" + id + "', 1, 'user', 'hi', now(), NULL, NULL), ('" + id +
+             "', 2, 'assistant', 'hi', now(), 1, 'echo')");
+    }
+    w.exec("INSERT INTO feedback (session_id, seq, rating) VALUES ('d1', 2, 1)");
     w.commit();
   }
   pg_store s{db.url()};
-  for (auto id : {"d1", "d2"}) {
-    s.create_session(new_session(id));
-    auto a = s.activate(id, 20);
-    ASSERT_EQ(s.commit_turns({turn(id, a->session.epoch, 1, "hi")}).front(),
-              commit_outcome::committed);
-  }
-  ASSERT_EQ(s.put_feedback("d1", "alice", 2, 1, std::nullopt), feedback_outcome::stored);
   EXPECT_EQ(s.migrate(), migrations().back().version);
   pqxx::connection c{db.url()};
   auto count = [&](const std::string& sql) {
@@ -475,3 +477,126 @@ TEST(storage_pg_recovery, a_server_that_does_not_answer_costs_at_most_the_timeou
   ::close(fd);
 }
 
+
+namespace {
+
+turn_write turn_with_usage(const std::string& id, std::int64_t epoch, std::int64_t first_seq,
+                           const std::string& model, std::int64_t prompt,
+                           std::int64_t completion) {
+  auto t = turn(id, epoch, first_seq, "t" + std::to_string(first_seq));
+  t.reply.model = model;
+  t.reply.usage = {prompt, completion, prompt + completion, true};
+  return t;
+}
+
+session_record session_of(const std::string& id, const std::string& user) {
+  auto s = new_session(id);
+  s.user_id = user;
+  return s;
+}
+
+} // namespace
+
+TEST(storage_pg, a_group_commit_stores_each_reply_usage_and_adds_the_written_turns_to_the_totals) {
+  scratch_db db;
+  pg_store s{db.url(), std::chrono::milliseconds(5000), usage_shard_of("node-a", 0)};
+  s.migrate();
+  for (auto [id, user] : {std::pair{"u1", "alice"}, {"u2", "alice"}, {"u3", "bob"}}) {
+    s.create_session(session_of(id, user));
+    ASSERT_TRUE(s.activate(id, 20));
+  }
+  // A batch: two sessions of alice, one of bob, and a stale actor's turn
+  // that must not count; then alice with a second model and bob with a turn
+  // whose usage is unknown (a session has one turn in a batch at most).
+  auto out = s.commit_turns({turn_with_usage("u1", 1, 1, "m1", 10, 2),
+                             turn_with_usage("u2", 1, 1, "m1", 20, 4),
+                             turn_with_usage("u3", 1, 1, "m1", 5, 1),
+                             turn_with_usage("u2", 7, 3, "m1", 1000, 1000)});
+  ASSERT_EQ(out, (std::vector<commit_outcome>{commit_outcome::committed, commit_outcome::committed,
+                                              commit_outcome::committed, commit_outcome::fenced}));
+  out = s.commit_turns(
+    {turn_with_usage("u1", 1, 3, "m2", 30, 6), turn("u3", 1, 3, "no usage reported")});
+  ASSERT_EQ(out, (std::vector<commit_outcome>{commit_outcome::committed, commit_outcome::committed}));
+  // On the replies (and only there), as read back by every path.
+  auto page = s.list_messages("u1", "alice", 0, 50);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->data.size(), 4u);
+  EXPECT_FALSE(page->data[0].usage.known);
+  EXPECT_TRUE(page->data[1].usage.known);
+  EXPECT_EQ(page->data[1].usage.prompt_tokens, 10);
+  EXPECT_EQ(page->data[1].usage.completion_tokens, 2);
+  EXPECT_EQ(page->data[1].usage.total_tokens, 12);
+  EXPECT_EQ(page->data[3].usage.prompt_tokens, 30);
+  auto window = s.activate_many({"u1"}, 20);
+  ASSERT_TRUE(window[0]);
+  EXPECT_EQ(window[0]->window[3].usage.total_tokens, 36);
+  auto bob = s.list_messages("u3", "bob", 0, 50);
+  ASSERT_EQ(bob->data.size(), 4u);
+  EXPECT_FALSE(bob->data[3].usage.known) << "unknown usage stays NULL";
+
+  // The totals: per (user, day, model), fenced turns excluded, unknown usage
+  // counted as a call without tokens; one row per key in this shard.
+  auto alice = s.usage_of("alice", 1);
+  ASSERT_EQ(alice.size(), 2u);
+  EXPECT_EQ(alice[0].day, now_rfc3339().substr(0, 10));
+  EXPECT_EQ(alice[0].model, "m1");
+  EXPECT_EQ(alice[0].requests, 2);
+  EXPECT_EQ(alice[0].prompt_tokens, 30);
+  EXPECT_EQ(alice[0].completion_tokens, 6);
+  EXPECT_EQ(alice[1].model, "m2");
+  EXPECT_EQ(alice[1].requests, 1);
+  auto b = s.usage_of("bob", 7);
+  ASSERT_EQ(b.size(), 2u); // "m1" and "echo" (the unknown turn's model)
+  EXPECT_EQ(b[0].model, "echo");
+  EXPECT_EQ(b[0].requests, 1);
+  EXPECT_EQ(b[0].prompt_tokens, 0);
+  EXPECT_EQ(b[1].requests, 1);
+  EXPECT_EQ(b[1].prompt_tokens, 5);
+  pqxx::connection c{db.url()};
+  pqxx::nontransaction n{c};
+  EXPECT_EQ(n.exec("SELECT count(*) FROM usage_daily")[0][0].as<int>(), 4);
+  EXPECT_EQ(n.exec("SELECT count(DISTINCT shard) FROM usage_daily")[0][0].as<int>(), 1);
+}
+
+TEST(storage_pg, usage_adds_up_across_batches_stores_and_gateway_rows) {
+  scratch_db db;
+  pg_store a{db.url(), std::chrono::milliseconds(5000), usage_shard_of("node-a", 0)};
+  pg_store b{db.url(), std::chrono::milliseconds(5000), usage_shard_of("node-a", 1)};
+  a.migrate();
+  a.create_session(session_of("s", "alice"));
+  ASSERT_TRUE(a.activate("s", 20));
+  for (std::int64_t seq = 1; seq < 20; seq += 2)
+    ASSERT_EQ(a.commit_turns({turn_with_usage("s", 1, seq, "m", 3, 1)}).front(),
+              commit_outcome::committed);
+  // Gateway rows: summed by usage_tally before, so each key once.
+  auto today = now_rfc3339().substr(0, 10);
+  b.add_usage({usage_total{"alice", today, "m", 5, 50, 10}, usage_total{"carol", today, "m", 1, 1, 1}});
+  b.add_usage({usage_total{"alice", today, "m", 1, 2, 3}});
+  b.add_usage({});
+  auto alice = a.usage_of("alice", 1);
+  ASSERT_EQ(alice.size(), 1u);
+  EXPECT_EQ(alice[0].requests, 10 + 5 + 1);
+  EXPECT_EQ(alice[0].prompt_tokens, 30 + 50 + 2);
+  EXPECT_EQ(alice[0].completion_tokens, 10 + 10 + 3);
+  EXPECT_EQ(b.usage_of("carol", 90).size(), 1u);
+  EXPECT_TRUE(b.usage_of("nobody", 90).empty());
+  // Two writers, two rows of one key: neither waits for the other's lock.
+  pqxx::connection c{db.url()};
+  pqxx::nontransaction n{c};
+  EXPECT_EQ(n.exec("SELECT count(*) FROM usage_daily WHERE user_id = 'alice'")[0][0].as<int>(), 2);
+  EXPECT_NE(usage_shard_of("node-a", 0), usage_shard_of("node-a", 1));
+  // Absurd counts (an upstream's) are bounded, never break the commit.
+  a.create_session(session_of("z", "zed"));
+  ASSERT_TRUE(a.activate("z", 20));
+  auto absurd = turn_with_usage("z", 1, 1, "m", -5, INT64_MAX);
+  absurd.reply.usage.total_tokens = INT64_MAX;
+  ASSERT_EQ(a.commit_turns({absurd}).front(), commit_outcome::committed);
+  ASSERT_EQ(a.commit_turns({turn_with_usage("z", 1, 3, "m", 1, INT64_MAX)}).front(),
+            commit_outcome::committed);
+  auto zed = a.usage_of("zed", 1);
+  ASSERT_EQ(zed.size(), 1u);
+  EXPECT_EQ(zed[0].prompt_tokens, 1);
+  EXPECT_EQ(zed[0].completion_tokens, 2'000'000'000'000);
+  EXPECT_GE(usage_shard_of("x", 100), 0);
+  EXPECT_LT(usage_shard_of("x", 100), usage_shards);
+}

@@ -54,5 +54,38 @@ TEST(vocabulary, a_session_location_with_an_unknown_state_does_not_load) {
   EXPECT_TRUE(source(back));
 }
 
+TEST(vocabulary, a_handoff_window_and_a_model_answer_carry_usage_across_the_cluster) {
+  handoff_state h;
+  h.session.id = "s1";
+  message_record user;
+  user.seq = 1;
+  user.role = "user";
+  user.content = "hi";
+  message_record reply;
+  reply.seq = 2;
+  reply.role = "assistant";
+  reply.content = "hello";
+  reply.usage = {12, 5, 17, true};
+  h.window = {user, reply};
+  auto buf = bytes_of(h);
+  handoff_state back;
+  caf::binary_deserializer source{nullptr, buf};
+  EXPECT_FALSE(source(back));
+  ASSERT_EQ(back.window.size(), 2u);
+  EXPECT_FALSE(back.window[0].usage.known);
+  EXPECT_TRUE(back.window[1].usage.known);
+  EXPECT_EQ(back.window[1].usage.prompt_tokens, 12);
+  EXPECT_EQ(back.window[1].usage.completion_tokens, 5);
+  EXPECT_EQ(back.window[1].usage.total_tokens, 17);
+
+  llm_result r{"text", "m", {3, 4, 7, true}};
+  auto rbuf = bytes_of(r);
+  llm_result rback;
+  caf::binary_deserializer rsource{nullptr, rbuf};
+  EXPECT_FALSE(rsource(rback));
+  EXPECT_EQ(rback.usage.total_tokens, 7);
+  EXPECT_TRUE(rback.usage.known);
+}
+
 } // namespace
 } // namespace parley
