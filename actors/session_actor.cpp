@@ -8,6 +8,7 @@
 #include <caf/event_based_actor.hpp>
 
 #include "runtime/rules/context_window.hpp"
+#include "runtime/rules/key_policy.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/vocabulary.hpp"
 #include "net/http/clock.hpp"
@@ -359,6 +360,10 @@ void run_turn(session_self* self, turn_ptr t) {
   auto& st = self->state;
   if (t->req.user_id != st.rec.user_id) {
     t->rp.deliver(make_error(errc::not_found, "session '" + st.id + "' not found"));
+    return finish_turn(self);
+  }
+  if (!model_allowed(t->req.models, st.rec.model)) {
+    t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
     return finish_turn(self);
   }
   if (t->req.client_message_id.empty())

@@ -336,7 +336,10 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
       return guarded(st, [&] { return st.store->find_key(hash).value_or(api_key_record{}); });
     },
     [&st](make_key_atom, const make_key_request& r) {
-      return guarded(st, [&] { return st.store->create_key(r.user_id, r.hash, r.prefix); });
+      return guarded(st, [&] { return st.store->create_key(r.key, r.hash); });
+    },
+    [&st](list_keys_atom, const list_keys_request& r) {
+      return guarded(st, [&] { return st.store->list_keys(r.user, r.limit); });
     },
     [&st](revoke_atom, const std::string& prefix_or_id) {
       return guarded(st,

@@ -86,6 +86,8 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<adopt_request>("parley.adopt_request");
   cfg.add_message_type<feedback_request>("parley.feedback_request");
   cfg.add_message_type<make_key_request>("parley.make_key_request");
+  cfg.add_message_type<list_keys_request>("parley.list_keys_request");
+  cfg.add_message_type<std::vector<api_key_record>>("parley.api_key_list");
   cfg.add_message_type<list_sessions_request>("parley.list_sessions_request");
   cfg.add_message_type<list_messages_request>("parley.list_messages_request");
   cfg.add_message_type<pin_request>("parley.pin");

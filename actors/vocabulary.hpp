@@ -48,6 +48,7 @@ using count_atom = caf::atom_constant<caf::atom("count")>;
 using find_key_atom = caf::atom_constant<caf::atom("findkey")>;
 using make_key_atom = caf::atom_constant<caf::atom("makekey")>;
 using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
+using list_keys_atom = caf::atom_constant<caf::atom("listkeys")>;
 using new_sess_atom = caf::atom_constant<caf::atom("newsess")>;
 using get_sess_atom = caf::atom_constant<caf::atom("getsess")>;
 using list_sess_atom = caf::atom_constant<caf::atom("listsess")>;
@@ -120,6 +121,9 @@ struct turn_request {
   /// std::string) before the turn_reply, and may answer a piece's sender
   /// with (cancel_atom) when its client left. Invalid: not streamed.
   caf::actor sink;
+  /// The models the caller's API key may use (empty: any): a session whose
+  /// model is not among them refuses the turn with 403 forbidden.
+  std::vector<std::string> models;
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -168,9 +172,14 @@ struct adopt_request {
 /// A new API key of `user_id` (`POST /admin/v1/api-keys`); the secret itself
 /// never leaves the edge.
 struct make_key_request {
-  std::string user_id;
+  api_key_record key; ///< user, prefix (key_prefix(secret)), budget, models
   std::string hash;   ///< hash_key(secret)
-  std::string prefix; ///< key_prefix(secret)
+};
+
+/// `GET /admin/v1/api-keys`: newest first; every user's when `user` is empty.
+struct list_keys_request {
+  std::string user;
+  std::int32_t limit = 100;
 };
 
 /// One page of a user's sessions (`GET /v1/sessions`).
@@ -337,7 +346,8 @@ typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, api_key_record& x) {
-  return f(caf::meta::type_name("parley.api_key"), x.id, x.user_id, x.prefix);
+  return f(caf::meta::type_name("parley.api_key"), x.id, x.user_id, x.prefix,
+           x.token_budget_per_day, x.models, x.created_at, x.revoked);
 }
 
 template <class Inspector>
@@ -353,7 +363,7 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id, x.hops, x.sink);
+           x.client_message_id, x.request_id, x.hops, x.sink, x.models);
 }
 
 template <class Inspector>
@@ -395,7 +405,12 @@ typename Inspector::result_type inspect(Inspector& f, feedback_request& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, make_key_request& x) {
-  return f(caf::meta::type_name("parley.make_key_request"), x.user_id, x.hash, x.prefix);
+  return f(caf::meta::type_name("parley.make_key_request"), x.key, x.hash);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, list_keys_request& x) {
+  return f(caf::meta::type_name("parley.list_keys_request"), x.user, x.limit);
 }
 
 template <class Inspector>

@@ -30,6 +30,7 @@ constexpr const char* usage_text =
     "  drain NODE               mark NODE leaving: it hands its sessions to the others\n"
     "  key create USER          a new API key for USER (the secret is shown only once)\n"
     "  key revoke PREFIX_OR_ID  revoke an API key on every node\n"
+    "  key list [USER]          API keys (all users', or USER's), newest first, no secrets\n"
     "  actors                   the answering node's actors per type (count, mailbox, p50/p99)\n"
     "\n"
     "options:\n"
@@ -66,6 +67,23 @@ std::string default_url(const settings& env) {
   return "http://" + host + ":" + (port.empty() ? "8080" : port);
 }
 
+/// A query parameter's value: only RFC 3986's unreserved characters stay as
+/// they are, so '&', '=', '+' and '#' cannot change the query.
+std::string query_value(const std::string& s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
 /// A path segment: what RFC 3986 allows in one stays as it is (Parley's
 /// router matches segments without decoding them); '/', '?', '#', '%',
 /// blanks and the like are percent-encoded, so they cannot change the route.
@@ -90,7 +108,9 @@ struct command_spec {
   std::string_view name; ///< one or two words
   std::vector<std::string_view> operands;
   std::string_view method;
-  std::string_view path;  ///< "{0}" stands for the first operand, as a path segment
+  /// "{0}" stands for the first operand as a path segment, "{q0}" as a
+  /// query parameter's value.
+  std::string_view path;
   std::string_view field; ///< the body is {field: last operand}; empty: no body
 };
 
@@ -102,6 +122,8 @@ const std::vector<command_spec>& commands() {
       {"drain", {"NODE"}, "POST", "/admin/v1/nodes/{0}/drain", ""},
       {"key create", {"USER"}, "POST", "/admin/v1/api-keys", "user"},
       {"key revoke", {"PREFIX_OR_ID"}, "DELETE", "/admin/v1/api-keys/{0}", ""},
+      {"key list", {}, "GET", "/admin/v1/api-keys", ""},
+      {"key list", {"USER"}, "GET", "/admin/v1/api-keys?user={q0}", ""},
       {"actors", {}, "GET", "/admin/v1/actors", ""},
   };
   return all;
@@ -112,6 +134,8 @@ void build_request(const command_spec& spec, ctl_command& c) {
   c.path = std::string{spec.path};
   if (auto at = c.path.find("{0}"); at != std::string::npos)
     c.path.replace(at, 3, segment(c.operands.front()));
+  if (auto at = c.path.find("{q0}"); at != std::string::npos)
+    c.path.replace(at, 4, query_value(c.operands.front()));
   if (!spec.field.empty())
     c.body = json{{spec.field, c.operands.back()}}.dump(-1, ' ', false,
                                                         json::error_handler_t::replace);
@@ -152,6 +176,10 @@ bool take_command(const std::vector<std::string>& words, ctl_command& out, std::
   out.name = std::string{spec->name};
   out.operands.assign(words.begin() + static_cast<std::ptrdiff_t>(std::min(first, words.size())),
                       words.end());
+  // A command with an optional operand has one spec per form.
+  for (auto& other : commands())
+    if (other.name == spec->name && other.operands.size() == out.operands.size())
+      spec = &other;
   bool empty = std::any_of(out.operands.begin(), out.operands.end(),
                            [](const std::string& s) { return s.empty(); });
   if (out.operands.size() != spec->operands.size() || empty) {
@@ -388,6 +416,8 @@ bool render_ctl_answer(const ctl_command& cmd, const std::string& body, std::str
            cell_at(j, "status", "leaving") + ": it hands its sessions to the others\n";
   else if (cmd.name == "key create")
     text = fields(j, {"user", "id", "prefix", "api_key"}) + "(the api_key is shown only once)\n";
+  else if (cmd.name == "key list" && j.contains("data") && j["data"].is_array())
+    text = j["data"].empty() ? "no API keys\n" : generic_table(j["data"]);
   else if (j.contains("actors") && j["actors"].is_array())
     text = generic_table(j["actors"]);
   else

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "net/http/cursor.hpp"
@@ -33,10 +34,20 @@ constexpr const char* message_columns =
   "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id, "
   "prompt_tokens, completion_tokens, total_tokens";
 
+// A key as api_key_record reads it (read_key).
+constexpr const char* key_columns =
+  "id, user_id, prefix, coalesce(token_budget_per_day, -1), coalesce(models::text, '[]'), " PARLEY_TS(
+    "created_at") ", revoked_at IS NOT NULL";
 const std::string sql_insert_key =
-  "INSERT INTO api_keys (user_id, prefix, key_hash) VALUES ($1, $2, $3) RETURNING id";
-const std::string sql_find_key =
-  "SELECT id, user_id, prefix FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+  std::string{"INSERT INTO api_keys (user_id, prefix, key_hash, token_budget_per_day, models) "
+              "VALUES ($1, $2, $3, nullif($4::bigint, -1), $5::jsonb) RETURNING "} +
+  key_columns;
+const std::string sql_find_key = std::string{"SELECT "} + key_columns +
+                                 " FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+const std::string sql_list_keys_of = std::string{"SELECT "} + key_columns +
+                                     " FROM api_keys WHERE user_id = $1 ORDER BY id DESC LIMIT $2";
+const std::string sql_list_keys = std::string{"SELECT "} + key_columns +
+                                  " FROM api_keys ORDER BY id DESC LIMIT $1";
 const std::string sql_revoke_key =
   "WITH hit AS (SELECT id FROM api_keys WHERE id::text = $1 OR prefix = $1) "
   "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()) FROM hit "
@@ -199,6 +210,22 @@ std::optional<std::string> nonempty(const std::string& s) {
   if (s.empty())
     return std::nullopt;
   return s;
+}
+
+api_key_record read_key(const pqxx::row& r) {
+  api_key_record k;
+  k.id = r[0].as<std::int64_t>();
+  k.user_id = r[1].as<std::string>();
+  k.prefix = r[2].as<std::string>();
+  k.token_budget_per_day = r[3].as<std::int64_t>();
+  auto models = nlohmann::json::parse(r[4].as<std::string>(), nullptr, false);
+  if (models.is_array())
+    for (auto& m : models)
+      if (m.is_string())
+        k.models.push_back(m.get<std::string>());
+  k.created_at = r[5].as<std::string>();
+  k.revoked = r[6].as<bool>();
+  return k;
 }
 
 session_record read_session(const pqxx::row& r) {
@@ -511,13 +538,17 @@ bool pg_store::ping() {
   }
 }
 
-api_key_record pg_store::create_key(const std::string& user, const std::string& key_hash,
-                                    const std::string& prefix) {
+api_key_record pg_store::create_key(const api_key_record& k, const std::string& key_hash) {
   return guarded([&] {
+    nlohmann::json models = k.models;
     pqxx::work w{conn()};
-    auto r = w.exec_params(sql_insert_key, user, prefix, key_hash);
+    auto r = w.exec_params(sql_insert_key, k.user_id, k.prefix, key_hash, k.token_budget_per_day,
+                           k.models.empty() ? std::optional<std::string>{}
+                                            : std::optional<std::string>{models.dump(
+                                                -1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace)});
     w.commit();
-    return api_key_record{r[0][0].as<std::int64_t>(), user, prefix};
+    return read_key(r[0]);
   });
 }
 
@@ -527,8 +558,20 @@ std::optional<api_key_record> pg_store::find_key(const std::string& key_hash) {
     auto r = n.exec_params(sql_find_key, key_hash);
     if (r.empty())
       return std::nullopt;
-    return api_key_record{r[0][0].as<std::int64_t>(), r[0][1].as<std::string>(),
-                          r[0][2].as<std::string>()};
+    return read_key(r[0]);
+  });
+}
+
+std::vector<api_key_record> pg_store::list_keys(const std::string& user, int limit) {
+  return guarded([&] {
+    pqxx::nontransaction n{conn()};
+    auto r = user.empty() ? n.exec_params(sql_list_keys, limit)
+                          : n.exec_params(sql_list_keys_of, user, limit);
+    std::vector<api_key_record> out;
+    out.reserve(r.size());
+    for (const auto& row : r)
+      out.push_back(read_key(row));
+    return out;
   });
 }
 

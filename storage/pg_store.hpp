@@ -101,9 +101,13 @@ public:
   void connect();
 
   // API keys
-  api_key_record create_key(const std::string& user, const std::string& key_hash,
-                            const std::string& prefix);
+  /// A new key of `k.user_id` with `k.prefix`, its budget and models;
+  /// returns it with its id and creation time.
+  api_key_record create_key(const api_key_record& k, const std::string& key_hash);
   std::optional<api_key_record> find_key(const std::string& key_hash);
+  /// Keys newest first, revoked ones included: of `user`, or of everyone
+  /// when it is empty; at most `limit`.
+  std::vector<api_key_record> list_keys(const std::string& user, int limit);
   /// Revokes by numeric id or by prefix; the number of keys that matched.
   int revoke_key(const std::string& prefix_or_id);
 

@@ -72,6 +72,13 @@ struct api_key_record {
   std::int64_t id = 0;
   std::string user_id;
   std::string prefix;
+  /// Tokens (prompt + completion) per UTC day: -1 the node's default
+  /// (PARLEY_TOKEN_BUDGET_PER_DAY), 0 unlimited.
+  std::int64_t token_budget_per_day = -1;
+  /// The only models this key may name; empty: any.
+  std::vector<std::string> models;
+  std::string created_at; ///< RFC 3339 (listings)
+  bool revoked = false;   ///< listings only: a revoked key never authenticates
 };
 
 /// A page of sessions, newest first.

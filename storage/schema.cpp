@@ -115,6 +115,16 @@ CREATE TABLE usage_daily (
 ) WITH (fillfactor = 70);
 )sql";
 
+// Key policy (API.md section 3): a key's own daily token budget (NULL: the
+// node's default) and the models it may name (NULL: any), as a JSON array.
+// Listing a user's keys reads api_keys_by_user.
+constexpr const char* v4_sql = R"sql(
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS token_budget_per_day bigint
+  CHECK (token_budget_per_day >= 0);
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS models jsonb;
+CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys (user_id, id DESC);
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -122,6 +132,7 @@ const std::vector<migration>& migrations() {
     {1, "sessions, messages, api keys, feedback", v1_sql},
     {2, "messages: cascade by trigger instead of a foreign key; sessions fillfactor", v2_sql},
     {3, "usage: on assistant messages, daily totals per user and model", v3_sql},
+    {4, "api keys: daily token budget and model allowlist", v4_sql},
   };
   return all;
 }

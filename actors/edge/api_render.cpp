@@ -132,8 +132,33 @@ std::string render_turn(const turn_reply& t) {
   return out;
 }
 
+namespace {
+
+/// A key's public fields: never its secret, nor its hash.
+json key_json(const api_key_record& k) {
+  return {{"id", k.id},
+          {"user", k.user_id},
+          {"prefix", k.prefix},
+          {"created_at", k.created_at},
+          {"revoked", k.revoked},
+          {"token_budget_per_day",
+           k.token_budget_per_day < 0 ? json(nullptr) : json(k.token_budget_per_day)},
+          {"models", k.models.empty() ? json(nullptr) : json(k.models)}};
+}
+
+} // namespace
+
 std::string render_created_key(const api_key_record& k, const std::string& secret) {
-  return dump({{"id", k.id}, {"user", k.user_id}, {"api_key", secret}, {"prefix", k.prefix}});
+  auto j = key_json(k);
+  j["api_key"] = secret;
+  return dump(j);
+}
+
+std::string render_key_list(const std::vector<api_key_record>& keys) {
+  json data = json::array();
+  for (auto& k : keys)
+    data.push_back(key_json(k));
+  return dump({{"data", std::move(data)}});
 }
 
 std::string render_delta_sse(const std::string& piece) {

@@ -17,6 +17,9 @@ std::string render_session_page(const session_page& p);
 std::string render_message_page(const message_page& p);
 std::string render_turn(const turn_reply& t);
 std::string render_created_key(const api_key_record& k, const std::string& secret);
+/// `{"data": [key...]}`: id, user, prefix, created_at, revoked,
+/// token_budget_per_day (null: the node's default), models (null: any).
+std::string render_key_list(const std::vector<api_key_record>& keys);
 /// OpenAI `chat.completion` (`POST /v1/chat/completions`).
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);
 /// One OpenAI `chat.completion.chunk` as an SSE `data:` line: the first has

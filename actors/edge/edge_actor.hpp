@@ -63,6 +63,7 @@ struct http_call {
   std::int32_t limit = 0;
   std::int64_t after = 0;
   std::string cursor;
+  std::string user; ///< an admin listing's `user` query parameter; empty: everyone
   net::responder_ptr out;
   /// Added to every answer (rate-limit headers of chat responses).
   net::header_list headers;

@@ -44,10 +44,25 @@ void handle_dashboard(edge_self* self, const call_ptr& c, const api_key_record*)
 void handle_create_api_key(edge_self* self, const call_ptr& c, const api_key_record*) {
   auto& st = self->state;
   auto secret = generate_api_key();
-  self->request(st.storage->any(), st.cfg.storage_timeout, make_key_atom::value,
-                make_key_request{body_of<net::create_key_body>(c).user, hash_key(secret),
-                                 key_prefix(secret)})
+  auto& body = body_of<net::create_key_body>(c);
+  make_key_request req;
+  req.key.user_id = body.user;
+  req.key.prefix = key_prefix(secret);
+  req.key.token_budget_per_day = body.token_budget_per_day;
+  req.key.models = body.models;
+  req.hash = hash_key(secret);
+  self->request(st.storage->any(), st.cfg.storage_timeout, make_key_atom::value, std::move(req))
     .then([c, secret](api_key_record& k) { reply(c, 201, render_created_key(k, secret)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
+/// `GET /admin/v1/api-keys?user=U&limit=N`: the keys, newest first, without
+/// secrets (only their hashes are stored, and those are not shown either).
+void handle_list_api_keys(edge_self* self, const call_ptr& c, const api_key_record*) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, list_keys_atom::value,
+                list_keys_request{c->user, c->limit})
+    .then([c](std::vector<api_key_record>& keys) { reply(c, 200, render_key_list(keys)); },
           [c](caf::error& e) { reply_error(c, e); });
 }
 

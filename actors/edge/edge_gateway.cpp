@@ -7,6 +7,7 @@
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
 #include "actors/edge/stream_sink.hpp"
+#include "runtime/rules/key_policy.hpp"
 #include "storage/secrets.hpp"
 
 namespace parley {
@@ -59,6 +60,9 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
 } // namespace
 
 void handle_chat_completions(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto model = body_of<net::chat_completion_body>(c).model.value_or(self->state.cfg.default_model);
+  if (!model_allowed(key->models, model))
+    return reply_error(c, {errc::forbidden, model_refusal(key->models, model)});
   with_rate_limit(self, c, *key,
                   [self, c, user = key->user_id] { start_completion(self, c, user); });
 }

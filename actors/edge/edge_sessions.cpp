@@ -3,6 +3,7 @@
 
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
+#include "runtime/rules/key_policy.hpp"
 #include "actors/edge/stream_sink.hpp"
 #include "net/http/clock.hpp"
 #include "storage/secrets.hpp"
@@ -29,14 +30,15 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
   return true;
 }
 
-void start_turn(edge_self* self, const call_ptr& c, const std::string& user) {
+void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
+                std::vector<std::string> models) {
   auto& st = self->state;
   auto admitted = admit(self, c, "turns");
   if (!admitted)
     return;
   auto& msg = body_of<net::post_message_body>(c);
   turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
-                 c->request_id, 0, caf::actor{}};
+                 c->request_id, 0, caf::actor{}, std::move(models)};
   auto [registry, node] = route_to(self, c->id);
   auto ticket = ++st.next_ticket;
   // The ticket stays where the turn's answer is settled: with the remote
@@ -87,6 +89,8 @@ void handle_create_session(edge_self* self, const call_ptr& c, const api_key_rec
   s.created_at = now_rfc3339();
   s.system_prompt = body.system_prompt.value_or("");
   s.model = body.model.value_or(st.cfg.default_model);
+  if (!model_allowed(key->models, s.model))
+    return reply_error(c, {errc::forbidden, model_refusal(key->models, s.model)});
   s.metadata_json = body.metadata_json;
   auto& storage = st.storage->for_session(s.id);
   self->request(storage, st.cfg.storage_timeout, new_sess_atom::value, std::move(s))
@@ -125,7 +129,9 @@ void handle_delete_session(edge_self* self, const call_ptr& c, const api_key_rec
 }
 
 void handle_post_message(edge_self* self, const call_ptr& c, const api_key_record* key) {
-  with_rate_limit(self, c, *key, [self, c, user = key->user_id] { start_turn(self, c, user); });
+  with_rate_limit(self, c, *key, [self, c, user = key->user_id, models = key->models] {
+    start_turn(self, c, user, models);
+  });
 }
 
 void handle_list_messages(edge_self* self, const call_ptr& c, const api_key_record* key) {

@@ -104,6 +104,7 @@ using route_handler = void (*)(edge_self* self, const call_ptr& c, const api_key
 void handle_readyz(edge_self*, const call_ptr&, const api_key_record*);
 void handle_dashboard(edge_self*, const call_ptr&, const api_key_record*);
 void handle_create_api_key(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_api_keys(edge_self*, const call_ptr&, const api_key_record*);
 void handle_revoke_api_key(edge_self*, const call_ptr&, const api_key_record*);
 void handle_cluster_info(edge_self*, const call_ptr&, const api_key_record*);
 void handle_admin_actors(edge_self*, const call_ptr&, const api_key_record*);

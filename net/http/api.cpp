@@ -212,6 +212,24 @@ parsed<create_key_body> parse_create_key(std::string_view body) {
   p.value.user = it->get<std::string>();
   if (utf8_length(p.value.user) > 128)
     return fail<create_key_body>(errc::invalid_request, "'user' must be at most 128 characters");
+  if (auto b = j.value.find("token_budget_per_day"); b != j.value.end() && !b->is_null()) {
+    if (!b->is_number_integer() || b->get<std::int64_t>() < 0)
+      return fail<create_key_body>(errc::invalid_request,
+                                   "'token_budget_per_day' must be an integer >= 0 (0: unlimited)");
+    p.value.token_budget_per_day = b->get<std::int64_t>();
+  }
+  if (auto m = j.value.find("models"); m != j.value.end() && !m->is_null()) {
+    constexpr const char* what =
+      "'models' must be an array of 1 to 64 model names, each 1 to 256 characters";
+    if (!m->is_array() || m->empty() || m->size() > 64)
+      return fail<create_key_body>(errc::invalid_request, what);
+    for (auto& name : *m) {
+      if (!name.is_string() || name.get_ref<const std::string&>().empty() ||
+          utf8_length(name.get_ref<const std::string&>()) > 256)
+        return fail<create_key_body>(errc::invalid_request, what);
+      p.value.models.push_back(name.get<std::string>());
+    }
+  }
   return p;
 }
 

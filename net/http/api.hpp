@@ -57,6 +57,12 @@ struct feedback_body {
 
 struct create_key_body {
   std::string user;
+  /// Tokens per UTC day for this key: -1 (absent) the node's default, 0
+  /// unlimited.
+  std::int64_t token_budget_per_day = -1;
+  /// The only models the key may name (1-64 names of 1-256 characters);
+  /// empty (absent): any.
+  std::vector<std::string> models;
 };
 
 /// `POST /v1/chat/completions` (OpenAI's Chat Completions request).

@@ -33,6 +33,7 @@ enum class route : std::uint8_t {
   list_messages,
   post_feedback,
   create_api_key,
+  list_api_keys,
   revoke_api_key,
   cluster_info,
   admin_actors,
@@ -71,6 +72,7 @@ enum class query_parser : std::uint8_t {
   session_page, ///< limit (1-100, default 20), cursor
   message_page, ///< limit (1-500, default 50), after
   page_token,   ///< token: the admin token when no Authorization header came
+  key_list,     ///< user (optional, 1-128 characters), limit (1-1000, default 100)
 };
 
 /// Who answers: the HTTP adapter on its own thread, with no actor on the
@@ -101,7 +103,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 20> route_table{{
+inline constexpr std::array<route_row, 21> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -117,6 +119,7 @@ inline constexpr std::array<route_row, 20> route_table{{
   {route::list_messages,     "list_messages",    hm::get,  "/v1/sessions/{id}/messages",             al::user,       bp::none,            qp::message_page,  true,    ab::edge},
   {route::post_feedback,     "post_feedback",    hm::post, "/v1/sessions/{id}/messages/{seq}/feedback", al::user,    bp::feedback,        qp::none,          true,    ab::edge},
   {route::create_api_key,    "create_api_key",   hm::post, "/admin/v1/api-keys",                     al::admin,      bp::create_key,      qp::none,          false,   ab::edge},
+  {route::list_api_keys,     "list_api_keys",    hm::get,  "/admin/v1/api-keys",                     al::admin,      bp::none,            qp::key_list,      false,   ab::edge},
   {route::revoke_api_key,    "revoke_api_key",   hm::del,  "/admin/v1/api-keys/{id}",                al::admin,      bp::none,            qp::none,          false,   ab::edge},
   {route::cluster_info,      "cluster_info",     hm::get,  "/admin/v1/cluster",                      al::admin,      bp::none,            qp::none,          false,   ab::edge},
   {route::admin_actors,      "admin_actors",     hm::get,  "/admin/v1/actors",                       al::admin,      bp::none,            qp::none,          false,   ab::edge},

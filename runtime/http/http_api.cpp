@@ -206,6 +206,21 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       if (auto t = q.find("token"); t != q.end() && call.bearer.empty())
         call.bearer = t->second;
       break;
+    case net::query_parser::key_list: {
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 100, 1, 1000), limit, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      if (auto u = q.find("user"); u != q.end()) {
+        if (u->second.empty() || net::utf8_length(u->second) > 128) {
+          call.early_error = api_error{errc::invalid_request,
+                                      "query parameter 'user' must be 1 to 128 characters"};
+          return;
+        }
+        call.user = u->second;
+      }
+      break;
+    }
     case net::query_parser::message_page: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 50, 1, 500), limit, call) ||

@@ -363,3 +363,74 @@ TEST(streaming, a_client_leaving_mid_stream_does_not_lose_the_turn) {
   EXPECT_EQ(again.js()["reply"]["seq"], 2);
   EXPECT_EQ(mock.requests().size(), 1u);
 }
+
+// API.md section 3: a key's own budget and model allowlist, given at
+// creation and listed (never with a secret); the allowlist holds on the
+// gateway, on new sessions and on turns of a session whose model the key
+// may not name (the user's other key created it), changing nothing.
+TEST_F(api, key_policy_is_created_listed_and_enforced) {
+  auto model = expected_model();
+  auto made = node.admin("POST", "/admin/v1/api-keys",
+                         {{"user", "carol"}, {"token_budget_per_day", 5000}, {"models", {model}}});
+  ASSERT_EQ(made.status, 201) << describe(made);
+  auto k = made.js();
+  EXPECT_EQ(k["user"], "carol");
+  EXPECT_EQ(k["token_budget_per_day"], 5000);
+  EXPECT_EQ(k["models"], json::array({model}));
+  std::string limited = k["api_key"];
+  auto open = node.create_key("carol");
+
+  // Listing: newest first, this user's only, no secret; revoked keys show.
+  auto listed = node.admin("GET", "/admin/v1/api-keys?user=carol");
+  ASSERT_EQ(listed.status, 200) << describe(listed);
+  auto data = listed.js()["data"];
+  ASSERT_EQ(data.size(), 2u) << listed.body;
+  EXPECT_TRUE(data[0]["models"].is_null()) << "the newer key has no allowlist";
+  EXPECT_TRUE(data[0]["token_budget_per_day"].is_null());
+  EXPECT_EQ(data[1]["prefix"], k["prefix"]);
+  EXPECT_EQ(data[1]["models"], json::array({model}));
+  EXPECT_EQ(data[1]["revoked"], false);
+  EXPECT_FALSE(data[1]["created_at"].get<std::string>().empty());
+  EXPECT_EQ(listed.body.find(limited), std::string::npos) << "a listing shows no secret";
+  EXPECT_EQ(listed.body.find("api_key\""), std::string::npos);
+  auto everyone = node.admin("GET", "/admin/v1/api-keys?limit=1000");
+  ASSERT_EQ(everyone.status, 200);
+  EXPECT_GE(everyone.js()["data"].size(), 4u) << "alice, bob and carol's two";
+  expect_error(node.admin("GET", "/admin/v1/api-keys?limit=0"), 400, "invalid_request");
+  expect_error(node.admin("GET", "/admin/v1/api-keys?user="), 400, "invalid_request");
+  expect_error(node.call("GET", "/admin/v1/api-keys", alice), 403, "forbidden");
+  for (auto bad : {json{{"user", "x"}, {"token_budget_per_day", -1}},
+                   json{{"user", "x"}, {"token_budget_per_day", "many"}},
+                   json{{"user", "x"}, {"models", json::array()}},
+                   json{{"user", "x"}, {"models", {""}}}, json{{"user", "x"}, {"models", {1}}},
+                   json{{"user", "x"}, {"models", "gpt"}}})
+    expect_error(node.admin("POST", "/admin/v1/api-keys", bad), 400, "invalid_request");
+
+  // The gateway: the allowed model answers, another is 403 naming it.
+  auto chat = [&](const std::string& key, const json& body) {
+    return node.call("POST", "/v1/chat/completions", key, body.dump());
+  };
+  json messages = json::array({{{"role", "user"}, {"content", "hi"}}});
+  EXPECT_EQ(chat(limited, {{"model", model}, {"messages", messages}}).status, 200);
+  EXPECT_EQ(chat(limited, {{"messages", messages}}).status, 200) << "the default model";
+  auto refused = chat(limited, {{"model", "gpt-other"}, {"messages", messages}});
+  expect_error(refused, 403, "forbidden");
+  EXPECT_NE(refused.body.find("gpt-other"), std::string::npos) << refused.body;
+
+  // Sessions: creating one on another model is refused; a session that
+  // the user's other key made on another model refuses this key's turns
+  // and keeps its history as it was.
+  expect_error(node.call("POST", "/v1/sessions", limited, json{{"model", "gpt-other"}}.dump()), 403,
+               "forbidden");
+  auto mine = node.create_session(limited);
+  EXPECT_EQ(node.post_message(limited, mine, {{"content", "fine"}}).status, 200);
+  auto other = node.create_session(open, {{"model", "gpt-other"}});
+  expect_error(node.post_message(limited, other, {{"content", "not allowed"}}), 403, "forbidden");
+  EXPECT_EQ(node.all_messages(open, other).size(), 0u);
+
+  // Revoked keys stay listed, marked.
+  ASSERT_EQ(node.admin("DELETE", "/admin/v1/api-keys/" + k["prefix"].get<std::string>()).status,
+            204);
+  auto after = node.admin("GET", "/admin/v1/api-keys?user=carol").js()["data"];
+  EXPECT_EQ(after[1]["revoked"], true) << after.dump();
+}

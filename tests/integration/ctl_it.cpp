@@ -134,6 +134,17 @@ TEST_F(ctl, a_created_key_chats_and_a_revoked_one_gets_401) {
   auto j = run_json({"key", "create", "bob"});
   EXPECT_EQ(j["user"], "bob");
   EXPECT_TRUE(j["api_key"].is_string()) << j.dump();
+
+  // key list: a table of alice's keys, revoked marked, with no secret.
+  auto listed = run({"key", "list", "alice"});
+  ASSERT_EQ(listed.status, 0) << describe(listed);
+  EXPECT_NE(listed.out.find(prefix), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("true"), std::string::npos) << "revoked: " << listed.out;
+  EXPECT_EQ(listed.out.find(key), std::string::npos) << "no secret: " << listed.out;
+  EXPECT_EQ(listed.out.find("bob"), std::string::npos) << listed.out;
+  auto all = run({"key", "list"});
+  ASSERT_EQ(all.status, 0) << describe(all);
+  EXPECT_NE(all.out.find("bob"), std::string::npos) << all.out;
 }
 
 TEST_F(ctl, session_shows_where_it_lives_and_migrate_moves_it) {

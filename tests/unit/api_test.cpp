@@ -166,6 +166,7 @@ TEST(api, nul_in_any_stored_string_is_invalid_request) {
   expect_nul_error(parse_create_session(R"({"metadata":{"a":[{"b":["\u0000"]}]}})"), "metadata");
   expect_nul_error(parse_feedback(R"({"rating":1,"comment":"\u0000"})"), "comment");
   expect_nul_error(parse_create_key(R"({"user":"al\u0000ice"})"), "user");
+  expect_nul_error(parse_create_key(R"({"user":"al","models":["m\u0000"]})"), "models");
   expect_nul_error(parse_migrate(R"({"to":"node\u0000"})"), "to");
   // Other control characters are text like any other.
   EXPECT_TRUE(parse_post_message(R"({"content":"a\u0001\tb"})"));
@@ -206,4 +207,31 @@ TEST(percent, decodes_escapes_and_plus_only_where_asked) {
   ASSERT_TRUE(q) << q.error->message;
   EXPECT_EQ(q.value.at("a b"), "c d");
   EXPECT_EQ(q.value.at("x"), "+");
+}
+
+TEST(api, a_new_key_may_carry_a_budget_and_models) {
+  auto k = parse_create_key(R"({"user":"u"})");
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k.value.token_budget_per_day, -1) << "absent: the node's default";
+  EXPECT_TRUE(k.value.models.empty());
+  k = parse_create_key(R"({"user":"u","token_budget_per_day":0,"models":["a","b"]})");
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k.value.token_budget_per_day, 0);
+  EXPECT_EQ(k.value.models, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(parse_create_key(R"({"user":"u","token_budget_per_day":null,"models":null})"));
+  for (auto bad : {R"({"user":"u","token_budget_per_day":-5})",
+                   R"({"user":"u","token_budget_per_day":1.5})",
+                   R"({"user":"u","token_budget_per_day":"10"})", R"({"user":"u","models":[]})",
+                   R"({"user":"u","models":"a"})", R"({"user":"u","models":[""]})",
+                   R"({"user":"u","models":[7]})"}) {
+    auto p = parse_create_key(bad);
+    EXPECT_FALSE(p) << bad;
+    if (!p) {
+      EXPECT_EQ(p.error->code, parley::errc::invalid_request) << bad;
+    }
+  }
+  std::string many = R"({"user":"u","models":[)";
+  for (int i = 0; i < 65; ++i)
+    many += std::string{i ? "," : ""} + "\"m" + std::to_string(i) + "\"";
+  EXPECT_FALSE(parse_create_key(many + "]}")) << "at most 64 models";
 }

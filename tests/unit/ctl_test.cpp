@@ -85,6 +85,11 @@ TEST(ctl, each_command_makes_its_admin_request) {
   EXPECT_EQ(c.method + " " + c.path, "DELETE /admin/v1/api-keys/pk_12345678");
   c = parsed({"actors"});
   EXPECT_EQ(c.method + " " + c.path, "GET /admin/v1/actors");
+  c = parsed({"key", "list"});
+  EXPECT_EQ(c.method + " " + c.path, "GET /admin/v1/api-keys");
+  // An optional operand: a query value, with '&', '=' and '+' escaped.
+  c = parsed({"key", "list", "a&b=c+d"});
+  EXPECT_EQ(c.method + " " + c.path, "GET /admin/v1/api-keys?user=a%26b%3Dc%2Bd");
   // What a path segment may hold goes as it is; what would change the route
   // is escaped.
   EXPECT_EQ(parsed({"drain", "node@host:1"}).path, "/admin/v1/nodes/node@host:1/drain");
@@ -100,6 +105,7 @@ TEST(ctl, usage_errors_say_what_is_wrong) {
   EXPECT_EQ(usage_error({"session", ""}), "expected: session ID");
   EXPECT_EQ(usage_error({"migrate", "s"}), "expected: migrate ID NODE");
   EXPECT_EQ(usage_error({"key", "create"}), "expected: key create USER");
+  EXPECT_EQ(usage_error({"key", "list", "a", "b"}), "too many arguments: key list");
   EXPECT_EQ(usage_error({"drain", "a", "b"}), "too many arguments: drain NODE");
   EXPECT_EQ(usage_error({"cluster", "now"}), "too many arguments: cluster");
   EXPECT_EQ(usage_error({"--verbose", "cluster"}), "unknown option '--verbose'");
