@@ -338,6 +338,9 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](make_key_atom, const make_key_request& r) {
       return guarded(st, [&] { return st.store->create_key(r.key, r.hash); });
     },
+    [&st](usage_of_atom, const std::string& user, std::int32_t days) {
+      return guarded(st, [&] { return st.store->usage_of(user, days); });
+    },
     [&st](list_keys_atom, const list_keys_request& r) {
       return guarded(st, [&] { return st.store->list_keys(r.user, r.limit); });
     },

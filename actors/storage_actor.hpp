@@ -51,6 +51,9 @@ using storage_actor = session_store_actor::extend<
   caf::replies_to<make_key_atom, make_key_request>::with<api_key_record>,
   /// -> the keys asked for, newest first (no secrets: only hashes are stored).
   caf::replies_to<list_keys_atom, list_keys_request>::with<std::vector<api_key_record>>,
+  /// (user, days) -> the user's daily totals of the last `days` UTC days,
+  /// by day then model (`GET /v1/usage`).
+  caf::replies_to<usage_of_atom, std::string, std::int32_t>::with<std::vector<usage_total>>,
   /// (prefix_or_id) -> the number of keys revoked.
   caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
   caf::replies_to<new_sess_atom, session_record>::with<session_record>,

@@ -61,6 +61,7 @@ void register_ratelimit_types(caf::actor_system_config& cfg) {
 void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<token_usage>("parley.token_usage");
   cfg.add_message_type<usage_total>("parley.usage_total");
+  cfg.add_message_type<std::vector<usage_total>>("parley.usage_list");
   cfg.add_message_type<message_record>("parley.message");
   cfg.add_message_type<std::vector<message_record>>("parley.message_list");
   cfg.add_message_type<session_record>("parley.session");

@@ -95,6 +95,7 @@ using listen_atom = caf::atom_constant<caf::atom("listen")>;
 using tick_atom = caf::atom_constant<caf::atom("svtick")>;
 // usage of gateway calls (to a storage actor), and its flush timer
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
+using usage_of_atom = caf::atom_constant<caf::atom("usageof")>;
 using usage_flush_atom = caf::atom_constant<caf::atom("useflush")>;
 
 // -- cluster views -------------------------------------------------------------

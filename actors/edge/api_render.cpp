@@ -154,6 +154,17 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
   return dump(j);
 }
 
+std::string render_usage(const std::vector<usage_total>& rows) {
+  json data = json::array();
+  for (auto& r : rows)
+    data.push_back({{"date", r.day},
+                    {"model", r.model},
+                    {"requests", r.requests},
+                    {"prompt_tokens", r.prompt_tokens},
+                    {"completion_tokens", r.completion_tokens}});
+  return dump({{"data", std::move(data)}});
+}
+
 std::string render_key_list(const std::vector<api_key_record>& keys) {
   json data = json::array();
   for (auto& k : keys)

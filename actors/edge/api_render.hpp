@@ -20,6 +20,9 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
 /// `{"data": [key...]}`: id, user, prefix, created_at, revoked,
 /// token_budget_per_day (null: the node's default), models (null: any).
 std::string render_key_list(const std::vector<api_key_record>& keys);
+/// `{"data": [{"date", "model", "requests", "prompt_tokens", "completion_tokens"}...]}`
+/// (API.md section 4, usage).
+std::string render_usage(const std::vector<usage_total>& rows);
 /// OpenAI `chat.completion` (`POST /v1/chat/completions`).
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);
 /// One OpenAI `chat.completion.chunk` as an SSE `data:` line: the first has

@@ -60,7 +60,7 @@ struct http_call {
   std::optional<api_error> early_error;
   /// The parsed body, of the type the route's row names (net/http/routes.hpp).
   net::request_body body;
-  std::int32_t limit = 0;
+  std::int32_t limit = 0; ///< a page's size; for usage (query_parser::usage_days), the days
   std::int64_t after = 0;
   std::string cursor;
   std::string user; ///< an admin listing's `user` query parameter; empty: everyone

@@ -25,6 +25,7 @@ enum class route : std::uint8_t {
   dashboard,
   chat_completions,
   list_models,
+  usage,
   create_session,
   list_sessions,
   get_session,
@@ -40,6 +41,7 @@ enum class route : std::uint8_t {
   admin_session,
   migrate_session,
   drain_node,
+  admin_usage,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -73,6 +75,7 @@ enum class query_parser : std::uint8_t {
   message_page, ///< limit (1-500, default 50), after
   page_token,   ///< token: the admin token when no Authorization header came
   key_list,     ///< user (optional, 1-128 characters), limit (1-1000, default 100)
+  usage_days,   ///< days (1-90, default 7), user (optional here; the admin route needs it)
 };
 
 /// Who answers: the HTTP adapter on its own thread, with no actor on the
@@ -103,7 +106,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 21> route_table{{
+inline constexpr std::array<route_row, 23> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -111,6 +114,7 @@ inline constexpr std::array<route_row, 21> route_table{{
   {route::dashboard,         "dashboard",        hm::get,  "/dashboard",                             al::admin_page, bp::none,            qp::page_token,    false,   ab::edge},
   {route::chat_completions,  "chat_completions", hm::post, "/v1/chat/completions",                   al::user,       bp::chat_completion, qp::none,          false,   ab::edge},
   {route::list_models,       "list_models",      hm::get,  "/v1/models",                             al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::usage,             "usage",            hm::get,  "/v1/usage",                              al::user,       bp::none,            qp::usage_days,    false,   ab::edge},
   {route::create_session,    "create_session",   hm::post, "/v1/sessions",                           al::user,       bp::create_session,  qp::none,          false,   ab::edge},
   {route::list_sessions,     "list_sessions",    hm::get,  "/v1/sessions",                           al::user,       bp::none,            qp::session_page,  false,   ab::edge},
   {route::get_session,       "get_session",      hm::get,  "/v1/sessions/{id}",                      al::user,       bp::none,            qp::none,          true,    ab::edge},
@@ -126,6 +130,7 @@ inline constexpr std::array<route_row, 21> route_table{{
   {route::admin_session,     "admin_session",    hm::get,  "/admin/v1/sessions/{id}",                al::admin,      bp::none,            qp::none,          true,    ab::edge},
   {route::migrate_session,   "migrate_session",  hm::post, "/admin/v1/sessions/{id}/migrate",        al::admin,      bp::migrate,         qp::none,          true,    ab::edge},
   {route::drain_node,        "drain_node",       hm::post, "/admin/v1/nodes/{id}/drain",             al::admin,      bp::none,            qp::none,          false,   ab::edge},
+  {route::admin_usage,       "admin_usage",      hm::get,  "/admin/v1/usage",                        al::admin,      bp::none,            qp::usage_days,    false,   ab::edge},
 }};
 // clang-format on
 

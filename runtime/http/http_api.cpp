@@ -206,9 +206,12 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       if (auto t = q.find("token"); t != q.end() && call.bearer.empty())
         call.bearer = t->second;
       break;
-    case net::query_parser::key_list: {
+    case net::query_parser::key_list:
+    case net::query_parser::usage_days: {
       std::int64_t limit = 0;
-      if (!take(net::query_int(q, "limit", 100, 1, 1000), limit, call))
+      bool keys = row.query == net::query_parser::key_list;
+      if (!take(keys ? net::query_int(q, "limit", 100, 1, 1000) : net::query_int(q, "days", 7, 1, 90),
+                limit, call))
         return;
       call.limit = static_cast<std::int32_t>(limit);
       if (auto u = q.find("user"); u != q.end()) {

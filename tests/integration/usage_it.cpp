@@ -352,3 +352,59 @@ TEST(usage, a_database_of_the_previous_schema_migrates_with_its_data) {
   add(want, next.js()["reply"]["usage"]);
   EXPECT_EQ(stored_totals(db)["dave"], want);
 }
+
+// API.md section 4: GET /v1/usage shows the caller's totals per day and
+// model, session turns and gateway calls together, equal to the sum of the
+// replies' usage; GET /admin/v1/usage?user= the same for anyone.
+TEST(usage, the_usage_routes_show_the_totals_of_turns_and_gateway_calls) {
+  scratch_db db;
+  parley_node node{db};
+  auto key = node.create_key("dana");
+  auto other = node.create_key("erin");
+  auto id = node.create_session(key);
+  sums want;
+  for (auto content : {"one", "two words", "and a third turn"}) {
+    auto r = node.post_message(key, id, {{"content", content}});
+    ASSERT_EQ(r.status, 200) << describe(r);
+    add(want, r.js()["reply"]["usage"]);
+  }
+  auto g = node.call("POST", "/v1/chat/completions", key,
+                     json({{"messages", {{{"role", "user"}, {"content", "gateway"}}}}}).dump());
+  ASSERT_EQ(g.status, 200) << describe(g);
+  add(want, g.js()["usage"]);
+  // Gateway usage is written within the storage actor's flush interval.
+  auto seen = [&](const http_result& r) {
+    sums s;
+    auto j = r.js();
+    if (r.status != 200 || !j.is_object())
+      return s;
+    for (auto& row : j["data"]) {
+      s.requests += row["requests"].get<std::int64_t>();
+      s.prompt += row["prompt_tokens"].get<std::int64_t>();
+      s.completion += row["completion_tokens"].get<std::int64_t>();
+    }
+    return s;
+  };
+  ASSERT_TRUE(wait_for([&] { return seen(node.call("GET", "/v1/usage", key)) == want; },
+                       std::chrono::seconds(5)))
+    << seen(node.call("GET", "/v1/usage", key)) << " want " << want << ": "
+    << describe(node.call("GET", "/v1/usage", key));
+  // (the reply bodies of the turns above and the gateway's answer carry it)
+  auto mine = node.call("GET", "/v1/usage?days=1", key);
+  ASSERT_EQ(mine.status, 200) << describe(mine);
+  auto rows = mine.js()["data"];
+  ASSERT_EQ(rows.size(), 1u) << mine.body;
+  EXPECT_EQ(rows[0]["model"], expected_model());
+  EXPECT_EQ(rows[0]["date"].get<std::string>().size(), 10u) << "YYYY-MM-DD";
+  EXPECT_EQ(seen(node.admin("GET", "/admin/v1/usage?user=dana&days=90")), want);
+
+  // Nobody else's: another user sees none of it, and only the admin asks
+  // for anyone.
+  auto theirs = node.call("GET", "/v1/usage", other);
+  ASSERT_EQ(theirs.status, 200);
+  EXPECT_TRUE(theirs.js()["data"].empty()) << theirs.body;
+  EXPECT_EQ(node.call("GET", "/admin/v1/usage?user=dana", key).status, 403);
+  EXPECT_EQ(node.admin("GET", "/admin/v1/usage").code(), "invalid_request");
+  for (auto bad : {"/v1/usage?days=0", "/v1/usage?days=91", "/v1/usage?days=x"})
+    EXPECT_EQ(node.call("GET", bad, key).code(), "invalid_request") << bad;
+}
