@@ -72,6 +72,9 @@ struct llm_config {
   std::chrono::milliseconds timeout{60000}; ///< one attempt
   std::size_t pool_size = 64;
   std::string ca_file; ///< https upstreams: extra trusted CAs (PEM), beside the system store
+  /// An answer, or one event of a stream, at most (PARLEY_LLM_MAX_RESPONSE_BYTES):
+  /// beyond it the call fails with upstream_error, not retried.
+  std::size_t max_response_bytes = 16 * 1024 * 1024;
   retry_policy retry;
   int breaker_threshold = 5; ///< consecutive failures that open a circuit
   std::chrono::milliseconds breaker_cooldown{10000}; ///< open, before a half-open probe

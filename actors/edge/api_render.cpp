@@ -166,16 +166,57 @@ std::string render_ready(bool ready, const std::string& postgres, const std::str
   return out + "}}";
 }
 
+namespace {
+
+json usage_json(const token_usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.total_tokens}};
+}
+
+} // namespace
+
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r) {
-  return dump({{"id", id},
-               {"object", "chat.completion"},
+  json j = {{"id", id},
+            {"object", "chat.completion"},
+            {"created", created},
+            {"model", r.model},
+            {"choices",
+             json::array({{{"index", 0},
+                           {"message", {{"role", "assistant"}, {"content", r.content}}},
+                           {"logprobs", nullptr},
+                           {"finish_reason", "stop"}}})}};
+  if (r.usage.known)
+    j["usage"] = usage_json(r.usage);
+  return dump(j);
+}
+
+std::string render_relayed_chunk(const std::string& data) {
+  std::string out;
+  out.reserve(data.size() + 8);
+  out += "data: ";
+  for (std::size_t at = 0;;) {
+    auto nl = data.find('\n', at);
+    out.append(data, at, nl == std::string::npos ? std::string::npos : nl - at);
+    if (nl == std::string::npos)
+      break;
+    out += "\ndata: ";
+    at = nl + 1;
+  }
+  out += "\n\n";
+  return out;
+}
+
+std::string render_usage_chunk(const std::string& id, std::int64_t created,
+                               const std::string& model, const token_usage& usage) {
+  return "data: " +
+         dump({{"id", id},
+               {"object", "chat.completion.chunk"},
                {"created", created},
-               {"model", r.model},
-               {"choices",
-                json::array({{{"index", 0},
-                              {"message", {{"role", "assistant"}, {"content", r.content}}},
-                              {"logprobs", nullptr},
-                              {"finish_reason", "stop"}}})}});
+               {"model", model},
+               {"choices", json::array()},
+               {"usage", usage_json(usage)}}) +
+         "\n\n";
 }
 
 std::string render_completion_chunk(const std::string& id, std::int64_t created,

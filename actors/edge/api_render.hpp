@@ -17,13 +17,20 @@ std::string render_session_page(const session_page& p);
 std::string render_message_page(const message_page& p);
 std::string render_turn(const turn_reply& t);
 std::string render_created_key(const api_key_record& k, const std::string& secret);
-/// OpenAI `chat.completion` (`POST /v1/chat/completions`).
+/// OpenAI `chat.completion` (`POST /v1/chat/completions`) of the echo model
+/// (an upstream's answer is relayed as it came), with `usage` when known.
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);
 /// One OpenAI `chat.completion.chunk` as an SSE `data:` line: the first has
 /// the role, then one per piece, the last an empty delta with finish_reason.
 std::string render_completion_chunk(const std::string& id, std::int64_t created,
                                     const std::string& model, const std::string* piece,
                                     bool first, bool last);
+/// An upstream's chunk as the client gets it: its data unchanged as one SSE
+/// event (`data: ...`, a line of its own per line of the data).
+std::string render_relayed_chunk(const std::string& data);
+/// OpenAI's final usage chunk (`choices: []`), for a stream Parley renders.
+std::string render_usage_chunk(const std::string& id, std::int64_t created,
+                               const std::string& model, const token_usage& usage);
 /// `GET /v1/models`.
 std::string render_models(const std::vector<std::string>& ids);
 /// A flat JSON object of string fields, in the given order.

@@ -44,6 +44,12 @@ using stream_sink_actor = caf::typed_actor<
   /// One piece of the reply, in order (from the session actor or, for a
   /// completion, the llm actor).
   caf::reacts_to<delta_atom, std::string>,
+  /// A gateway completion: one upstream chunk, in order, from the llm
+  /// actor's connection thread on this node; written to the client as it
+  /// came (the usage chunk only when the client asked for it). The chunk's
+  /// ticket is dropped once written, which lets the upstream read go on: a
+  /// relay holds at most one read of chunks beyond the socket buffers.
+  caf::reacts_to<chunk_atom, relay_chunk>,
   /// From the edge: the node hosting the session went down (a turn only):
   /// 503, or an error event.
   caf::reacts_to<gone_atom>,
@@ -69,9 +75,10 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
                                   std::chrono::milliseconds timeout, bool cancel);
 
 /// A streamed chat completion: asks `llm` for `req` with the sink as the
-/// receiver of the pieces.
+/// receiver of the pieces or chunks; `include_usage`: the client asked for
+/// the usage chunk (stream_options.include_usage).
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
-                                        llm_actor llm, llm_request req,
+                                        llm_actor llm, llm_request req, bool include_usage,
                                         std::chrono::milliseconds timeout, bool cancel);
 
 } // namespace parley

@@ -76,6 +76,8 @@ const char* to_string(fetch_status s) {
     return "io_error";
   case fetch_status::overloaded:
     return "overloaded";
+  case fetch_status::too_large:
+    return "too_large";
   }
   return "?";
 }
@@ -873,7 +875,7 @@ TEST(upstream_client_sse, a_chunked_body_with_events_split_across_chunks_splits_
   EXPECT_GE(s.span_ms(), 200) << "events must be delivered as their pieces arrive";
 }
 
-TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_an_io_error) {
+TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_too_large) {
   scripted_server server{
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
       {"data: small\n\n", "data: " + std::string(4096, 'x'), "\n\n"},
@@ -882,7 +884,7 @@ TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_an_io_error) {
   o.body_limit = 1024;
   client_under_test c{server.url(), o};
   auto s = call_stream(*c, chat("x", true), 10s);
-  EXPECT_EQ(s.result.status, fetch_status::io_error) << describe(s.result);
+  EXPECT_EQ(s.result.status, fetch_status::too_large) << describe(s.result);
   EXPECT_EQ(s.result.events, 1u);
   EXPECT_EQ(s.events, std::vector<std::string>{"small"});
 }

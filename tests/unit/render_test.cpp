@@ -17,8 +17,8 @@ TEST(render, a_turn_is_the_documented_json_for_any_text) {
                            std::string{"ctl \x01\x1f\n\t\r\b\f end"}, std::string{"héllo ✓ 🚀"},
                            std::string{""}, std::string{"{\"json\": [1, 2]}"}}) {
     turn_reply t;
-    t.user = {7, "user", text, "2026-11-23T10:00:00.000001Z", 0, "", text + "-id"};
-    t.reply = {8, "assistant", text, "2026-11-23T10:00:00.000002Z", 7, "gpt-x", ""};
+    t.user = {7, "user", text, "2026-11-23T10:00:00.000001Z", 0, "", text + "-id", {}};
+    t.reply = {8, "assistant", text, "2026-11-23T10:00:00.000002Z", 7, "gpt-x", "", {}};
     auto j = json::parse(render_turn(t));
     json want = {{"user_message",
                   {{"seq", 7},
@@ -37,8 +37,8 @@ TEST(render, a_turn_is_the_documented_json_for_any_text) {
   }
   // Without a client id the user message has no such key.
   turn_reply t;
-  t.user = {1, "user", "x", "t", 0, "", ""};
-  t.reply = {2, "assistant", "y", "t", 1, "echo", ""};
+  t.user = {1, "user", "x", "t", 0, "", "", {}};
+  t.reply = {2, "assistant", "y", "t", 1, "echo", "", {}};
   EXPECT_FALSE(json::parse(render_turn(t))["user_message"].contains("client_message_id"));
 }
 
