@@ -457,16 +457,39 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     parser->body_limit(opts.body_limit);
     auto self = shared_from_this();
     auto& conn = **c;
+    // The headers first: Beast 1.74 does not check a Content-Length against
+    // the body limit when the body arrives in the same read as the headers.
     conn.with_stream([&](auto& s) {
-      http::async_read(
-          s, conn.buffer, *parser, [self, c, p, parser, reused](beast::error_code ec, std::size_t) {
-            if (ec == http::error::body_limit)
+      http::async_read_header(
+          s, conn.buffer, *parser,
+          [self, c, p, parser, reused](beast::error_code ec, std::size_t) {
+            auto length = ec ? boost::none : parser->content_length();
+            if (ec == http::error::body_limit || (length && *length > self->opts.body_limit))
               return self->finish(c, p,
                                   fail(fetch_status::too_large,
                                        "the response body exceeds the body limit"),
                                   conn_fate::abort);
             if (ec)
               return self->on_exchange_error(c, p, ec, reused, parser->got_some());
+            self->receive_body(c, p, parser);
+          });
+    });
+  }
+
+  void receive_body(conn_ptr c, call_ptr p,
+                    std::shared_ptr<http::response_parser<http::string_body>> parser) {
+    auto self = shared_from_this();
+    auto& conn = **c;
+    conn.with_stream([&](auto& s) {
+      http::async_read(
+          s, conn.buffer, *parser, [self, c, p, parser](beast::error_code ec, std::size_t) {
+            if (ec == http::error::body_limit)
+              return self->finish(c, p,
+                                  fail(fetch_status::too_large,
+                                       "the response body exceeds the body limit"),
+                                  conn_fate::abort);
+            if (ec)
+              return self->on_exchange_error(c, p, ec, false, true);
             auto& res = parser->get();
             fetch_result r;
             r.status = fetch_status::ok;
@@ -655,11 +678,16 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
 
 namespace {
 
-/// One event's ticket: consumes it when dropped.
-struct pace_ticket {
-  std::shared_ptr<stream_pace> pace;
-  void (stream_pace::*release)();
-  ~pace_ticket() { ((*pace).*release)(); }
+/// One event's ticket: consumes it when dropped (never copied: one drop).
+class pace_ticket {
+public:
+  explicit pace_ticket(std::function<void()> on_drop) : on_drop_(std::move(on_drop)) {}
+  pace_ticket(const pace_ticket&) = delete;
+  pace_ticket& operator=(const pace_ticket&) = delete;
+  ~pace_ticket() { on_drop_(); }
+
+private:
+  std::function<void()> on_drop_;
 };
 
 } // namespace
@@ -669,7 +697,7 @@ std::shared_ptr<void> stream_pace::ticket() {
     std::lock_guard<std::mutex> lk{mu_};
     ++out_;
   }
-  return std::make_shared<pace_ticket>(pace_ticket{shared_from_this(), &stream_pace::release});
+  return std::make_shared<pace_ticket>([self = shared_from_this()] { self->release(); });
 }
 
 bool stream_pace::go_on_or_park(std::function<void()> resume) {

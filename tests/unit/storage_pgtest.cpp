@@ -38,8 +38,8 @@ turn_write turn(const std::string& id, std::int64_t epoch, std::int64_t first_se
   turn_write t;
   t.session_id = id;
   t.epoch = epoch;
-  t.user = {first_seq, "user", text, now_rfc3339(), 0, "", ""};
-  t.reply = {first_seq + 1, "assistant", text, now_rfc3339(), first_seq, "echo", ""};
+  t.user = {first_seq, "user", text, now_rfc3339(), 0, "", "", {}};
+  t.reply = {first_seq + 1, "assistant", text, now_rfc3339(), first_seq, "echo", "", {}};
   return t;
 }
 
