@@ -19,7 +19,8 @@
 /// hold the sink as `caf::actor` (turn_request::sink, which crosses the
 /// cluster, and the llm actor's listener, which sends from its asio thread
 /// with caf::send_as): the interface checks what the sink handles, the wire
-/// is (delta_atom, std::string) as before.
+/// is (delta_atom, std::string) as before. A gateway completion from an
+/// upstream gets (chunk_atom, relay_chunk) instead, always node-local.
 /// Sends its edge `sink_report_actor`'s message exactly once.
 
 #include <chrono>
