@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -56,6 +58,8 @@ public:
     ::close(fd_);
   }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
+  /// Bytes of answers written so far.
+  std::size_t sent() const { return sent_.load(); }
   /// The JSON bodies received so far.
   std::vector<json> requests() {
     std::lock_guard<std::mutex> lk{mu_};
@@ -114,7 +118,9 @@ private:
     for (auto& piece : answer_.pieces) {
       if (!send_all(c, piece))
         return;
-      std::this_thread::sleep_for(answer_.pause);
+      sent_ += piece.size();
+      if (answer_.pause.count() > 0)
+        std::this_thread::sleep_for(answer_.pause);
     }
   }
 
@@ -122,6 +128,7 @@ private:
   answer answer_;
   int fd_ = -1;
   std::atomic<bool> stop_{false};
+  std::atomic<std::size_t> sent_{0};
   std::thread thread_;
   std::mutex mu_;
   std::vector<json> requests_;
@@ -388,6 +395,76 @@ TEST_F(passthrough, streamed_tool_calls_are_relayed_chunk_by_chunk) {
     EXPECT_EQ(sent["messages"], tool_history());
     EXPECT_EQ(sent["tools"], tools);
   }
+}
+
+/// Resident memory of a process, in KiB (-1 when unknown).
+long rss_kib(pid_t pid) {
+  std::ifstream f{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stol(line.substr(6));
+  return -1;
+}
+
+// A relay reads the upstream only as fast as its client takes the chunks: a
+// client that stops reading stops the upstream (at the socket buffers),
+// instead of the node buffering the whole answer; then it gets all of it.
+TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
+  scripted_upstream::answer a;
+  a.pause = 0ms;
+  constexpr int chunks = 1200; // about 76 MiB
+  for (int i = 0; i < chunks; ++i)
+    a.pieces.push_back(event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
+  a.pieces.push_back("data: [DONE]\n\n");
+  std::size_t total = 0;
+  for (auto& p : a.pieces)
+    total += p.size();
+  scripted_upstream up{std::move(a)};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
+                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
+  auto key = node.create_key("alice");
+  auto before = rss_kib(node.process().pid());
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int small = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(node.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_TRUE(send_all(fd, raw_post("/v1/chat/completions", key,
+                                    R"({"messages":[{"role":"user","content":"long"}],"stream":true})")));
+  // The client reads nothing for a while: the upstream must stall.
+  std::this_thread::sleep_for(3s);
+  auto sent_while_stalled = up.sent();
+  auto during = rss_kib(node.process().pid());
+  std::printf("[ relay    ] client stalled 3 s: upstream sent %zu of %zu bytes, node RSS %ld -> "
+              "%ld KiB\n",
+              sent_while_stalled, total, before, during);
+  EXPECT_LT(sent_while_stalled, total / 2)
+    << "the upstream went on while the client read nothing: " << sent_while_stalled << " of "
+    << total << " bytes";
+  EXPECT_LT(during - before, 48 * 1024) << "RSS grew from " << before << " to " << during << " KiB";
+  // Now it reads: everything arrives, in order, to the end.
+  std::string got;
+  char buf[1 << 16];
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0)
+      continue;
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0)
+      break;
+    got.append(buf, static_cast<std::size_t>(n));
+    if (got.size() > 32 && got.find("data: [DONE]") != std::string::npos)
+      break;
+  }
+  ::close(fd);
+  EXPECT_EQ(up.sent(), total);
+  EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got.size() << " bytes";
+  EXPECT_NE(got.find("\"content\":\"" + std::to_string(chunks - 1) + "ppp"), std::string::npos);
 }
 
 // A failure after the first chunk is one error line, then the stream ends.
