@@ -247,13 +247,12 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
     return f;
   };
   auto model = j.value.find("model");
-  if (model != j.value.end() && !model->is_null()) {
-    if (!model->is_string() || model->get_ref<const std::string&>().empty())
-      return bad("model", "'model' must be a non-empty string");
+  if (model != j.value.end() && !model->is_null() && !model->is_string())
+    return bad("model", "'model' must be a string");
+  if (model != j.value.end() && model->is_string() && !model->get_ref<const std::string&>().empty())
     p.value.model = model->get<std::string>();
-  } else if (model != j.value.end()) {
-    j.value.erase(model); // null: the default applies, as when absent
-  }
+  else if (model != j.value.end())
+    j.value.erase(model); // null or "": the default applies, as when absent
   auto msgs = j.value.find("messages");
   if (msgs == j.value.end() || !msgs->is_array() || msgs->empty())
     return bad("messages", "'messages' must be a non-empty array");

@@ -212,11 +212,14 @@ TEST(api, chat_completion_requests_pass_through_whole) {
   w.erase("model");
   EXPECT_EQ(w, want);
   EXPECT_EQ(with_model("{}", "m"), R"({"model":"m"})");
-  // A null model is the default's.
-  auto n = parse_chat_completion(R"({"model":null,"messages":[{"role":"user","content":"a"}]})");
-  ASSERT_TRUE(n);
-  EXPECT_FALSE(n.value.model);
-  EXPECT_FALSE(nlohmann::json::parse(n.value.upstream_body).contains("model"));
+  // A null or empty model is the default's.
+  for (auto m : {"null", "\"\""}) {
+    auto n = parse_chat_completion(std::string{R"({"model":)"} + m +
+                                   R"(,"messages":[{"role":"user","content":"a"}]})");
+    ASSERT_TRUE(n) << m;
+    EXPECT_FALSE(n.value.model) << m;
+    EXPECT_FALSE(nlohmann::json::parse(n.value.upstream_body).contains("model")) << m;
+  }
 }
 
 // API.md section 2: a NUL in any stored string is 400, never cut or stored.
