@@ -313,7 +313,8 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
       result = parse_completion(body, c.model, c.relay, parse_err);
       if (parse_err)
         o = attempt_outcome::client_error;
-      else if (c.relay && !c.listener) {
+      else if (c.relay) {
+        // Relayed as it came; streamed, the sink turns it into chunks.
         result.raw = body;
         result.upstream_status = http_status;
       }
@@ -325,7 +326,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     u.breaker.on_success();
     report_circuit(self, u);
-    if (c.listener && c.progress->forwarded == 0 && !result.content.empty())
+    if (c.listener && c.progress->forwarded == 0 && !result.content.empty() && result.raw.empty())
       caf::send_as(c.caller, c.listener, delta_atom::value, result.content);
     auto rp = std::move(c.rp);
     st.calls.erase(it);

@@ -144,8 +144,9 @@ struct llm_result {
   std::string content;
   std::string model;
   token_usage usage = {}; ///< known when the upstream reported it (the echo model always does)
-  /// A gateway call's unstreamed answer as the upstream gave it, when one
-  /// did (not the echo model's): relayed to the client unchanged.
+  /// A gateway call's whole answer as the upstream gave it, when one did
+  /// (not the echo model's): relayed to the client unchanged (streamed: in
+  /// chunks, when the upstream ignored `stream`).
   std::string raw = {};
   /// The upstream's HTTP status of `raw`: 2xx, or a 4xx other than 429
   /// (the client's error, passed through with no retry); 0 without `raw`.

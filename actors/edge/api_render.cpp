@@ -207,6 +207,45 @@ std::string render_relayed_chunk(const std::string& data) {
   return out;
 }
 
+std::vector<std::string> render_completion_as_chunks(const std::string& raw, bool include_usage) {
+  std::vector<std::string> out;
+  auto whole = json::parse(raw, nullptr, false);
+  if (!whole.is_object() || !whole.contains("choices") || !whole["choices"].is_array())
+    return out;
+  json head = json::object();
+  for (auto& [k, v] : whole.items())
+    if (k != "choices" && k != "usage" && k != "object")
+      head[k] = v;
+  head["object"] = "chat.completion.chunk";
+  for (auto& choice : whole["choices"]) {
+    if (!choice.is_object())
+      continue;
+    json delta = choice.value("message", json::object());
+    if (!delta.is_object())
+      delta = json::object();
+    if (auto calls = delta.find("tool_calls"); calls != delta.end() && calls->is_array()) {
+      int i = 0;
+      for (auto& call : *calls)
+        if (call.is_object() && !call.contains("index"))
+          call["index"] = i++;
+    }
+    json c = {{"index", choice.value("index", 0)},
+              {"delta", std::move(delta)},
+              {"logprobs", choice.value("logprobs", json(nullptr))},
+              {"finish_reason", choice.value("finish_reason", json(nullptr))}};
+    json chunk = head;
+    chunk["choices"] = json::array({std::move(c)});
+    out.push_back("data: " + dump(chunk) + "\n\n");
+  }
+  if (include_usage && whole.contains("usage") && whole["usage"].is_object()) {
+    json chunk = head;
+    chunk["choices"] = json::array();
+    chunk["usage"] = whole["usage"];
+    out.push_back("data: " + dump(chunk) + "\n\n");
+  }
+  return out;
+}
+
 std::string render_usage_chunk(const std::string& id, std::int64_t created,
                                const std::string& model, const token_usage& usage) {
   return "data: " +

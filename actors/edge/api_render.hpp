@@ -28,6 +28,12 @@ std::string render_completion_chunk(const std::string& id, std::int64_t created,
 /// An upstream's chunk as the client gets it: its data unchanged as one SSE
 /// event (`data: ...`, a line of its own per line of the data).
 std::string render_relayed_chunk(const std::string& data);
+/// A whole `chat.completion` (an upstream that ignored `stream`) as the
+/// chunks of a stream: one per choice with its message as the delta
+/// (tool_calls indexed), its logprobs and finish_reason, then the usage
+/// chunk when `include_usage` and the answer has usage. Empty when `raw`
+/// is no completion.
+std::vector<std::string> render_completion_as_chunks(const std::string& raw, bool include_usage);
 /// OpenAI's final usage chunk (`choices: []`), for a stream Parley renders.
 std::string render_usage_chunk(const std::string& id, std::int64_t created,
                                const std::string& model, const token_usage& usage);

@@ -106,6 +106,12 @@ struct completion_format {
       model = r.model;
   }
   void closing(net::responder& out, result& r) {
+    if (!relayed && !rendered && !r.raw.empty()) {
+      // The upstream answered whole although asked to stream.
+      for (auto& chunk : render_completion_as_chunks(r.raw, include_usage))
+        out.write(std::move(chunk));
+      relayed = true;
+    }
     if (!relayed) {
       open_rendered(out);
       out.write(render_completion_chunk(id, created, model, nullptr, false, true));

@@ -467,6 +467,42 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
   EXPECT_NE(got.find("\"content\":\"" + std::to_string(chunks - 1) + "ppp"), std::string::npos);
 }
 
+// An upstream that answers a streamed call whole: its answer still reaches
+// the client whole, as chunks (tool calls indexed, finish_reason, usage).
+TEST_F(passthrough, a_whole_answer_to_a_streamed_call_becomes_chunks) {
+  json whole = json::parse(R"({"id": "chatcmpl-w", "object": "chat.completion", "created": 7,
+    "model": "up-model", "system_fingerprint": "fp_w",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,
+                 "message": {"role": "assistant", "content": null,
+                             "tool_calls": [{"id": "call_9", "type": "function",
+                                             "function": {"name": "f", "arguments": "{}"}}]}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})");
+  scripted_upstream::answer a;
+  a.content_type = "application/json";
+  a.pieces = {whole.dump()};
+  scripted_upstream up{a};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()}}};
+  auto key = node.create_key("alice");
+  auto r = node.call("POST", "/v1/chat/completions", key,
+                     R"({"messages":[{"role":"user","content":"x"}],"stream":true,)"
+                     R"("stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto lines = data_lines(r.body);
+  ASSERT_EQ(lines.size(), 3u) << r.body;
+  auto first = json::parse(lines[0]);
+  EXPECT_EQ(first["id"], "chatcmpl-w");
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["system_fingerprint"], "fp_w");
+  auto& choice = first["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["delta"]["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(choice["delta"]["tool_calls"][0]["id"], "call_9");
+  auto usage = json::parse(lines[1]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+  EXPECT_EQ(lines[2], "[DONE]");
+}
+
 // A failure after the first chunk is one error line, then the stream ends.
 TEST_F(passthrough, a_stream_broken_after_its_first_chunk_ends_with_one_error_line) {
   mock_llm mock;
