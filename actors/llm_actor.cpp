@@ -101,7 +101,8 @@ void read_usage(const nlohmann::json& j, token_usage& out) {
     return;
   net::upstream_usage counts;
   auto count = [&u](const char* key, std::int64_t& to) {
-    if (auto v = u->find(key); v != u->end() && v->is_number_integer() && v->get<std::int64_t>() >= 0)
+    auto v = u->find(key);
+    if (v != u->end() && v->is_number_integer() && v->get<std::int64_t>() >= 0)
       to = v->get<std::int64_t>();
   };
   count("prompt_tokens", counts.prompt_tokens);

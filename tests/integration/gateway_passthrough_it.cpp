@@ -152,7 +152,10 @@ json chunk(const json& delta, const json& finish = nullptr, int index = 0) {
           {"model", "up-model"},
           {"system_fingerprint", "fp_up"},
           {"choices",
-           {{{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish}}}}};
+           {{{"index", index},
+             {"delta", delta},
+             {"logprobs", nullptr},
+             {"finish_reason", finish}}}}};
 }
 
 const json usage_chunk = {{"id", "chatcmpl-up-1"},
@@ -219,7 +222,8 @@ struct passthrough : ::testing::Test {
 // upstream whole.
 TEST_F(passthrough, plain_answers_and_requests_pass_through_unchanged) {
   mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MODEL", "mock-model"}}};
   auto key = node.create_key("alice");
   json answer = {
     {"id", "chatcmpl-upstream-7"},
@@ -415,7 +419,8 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
   a.pause = 0ms;
   constexpr int chunks = 1200; // about 76 MiB
   for (int i = 0; i < chunks; ++i)
-    a.pieces.push_back(event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
+    a.pieces.push_back(
+      event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
   a.pieces.push_back("data: [DONE]\n\n");
   std::size_t total = 0;
   for (auto& p : a.pieces)
@@ -433,8 +438,8 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
   addr.sin_port = htons(node.port());
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_TRUE(send_all(fd, raw_post("/v1/chat/completions", key,
-                                    R"({"messages":[{"role":"user","content":"long"}],"stream":true})")));
+  auto body = R"({"messages":[{"role":"user","content":"long"}],"stream":true})";
+  ASSERT_TRUE(send_all(fd, raw_post("/v1/chat/completions", key, body)));
   // The client reads nothing for a while: the upstream must stall.
   std::this_thread::sleep_for(3s);
   auto sent_while_stalled = up.sent();

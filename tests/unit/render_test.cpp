@@ -94,14 +94,18 @@ TEST(render, gateway_chunks_are_relayed_as_they_came) {
   u.completion_tokens = 4;
   u.total_tokens = 7;
   u.known = true;
-  auto usage = nlohmann::json::parse(parley::render_usage_chunk("chatcmpl-1", 5, "echo", u).substr(6));
+  auto usage =
+    nlohmann::json::parse(parley::render_usage_chunk("chatcmpl-1", 5, "echo", u).substr(6));
   EXPECT_EQ(usage["choices"], nlohmann::json::array());
-  EXPECT_EQ(usage["usage"], nlohmann::json({{"prompt_tokens", 3}, {"completion_tokens", 4}, {"total_tokens", 7}}));
+  EXPECT_EQ(usage["usage"], nlohmann::json({{"prompt_tokens", 3},
+                                            {"completion_tokens", 4},
+                                            {"total_tokens", 7}}));
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   parley::llm_result r;
   r.content = "hi";
   r.model = "echo";
   EXPECT_FALSE(nlohmann::json::parse(parley::render_completion("c", 1, r)).contains("usage"));
   r.usage = u;
-  EXPECT_EQ(nlohmann::json::parse(parley::render_completion("c", 1, r))["usage"]["total_tokens"], 7);
+  auto with_usage = nlohmann::json::parse(parley::render_completion("c", 1, r));
+  EXPECT_EQ(with_usage["usage"]["total_tokens"], 7);
 }
