@@ -121,6 +121,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> open{0};
+  /// Bytes reserved by large bodies being read (server_options::large_body_budget).
+  std::atomic<std::size_t> large_reserved{0};
   std::uint16_t bound_port = 0;
   // Connections register here on open and close (not per request) so that
   // stop() can reach idle ones.
@@ -144,6 +146,7 @@ public:
   }
 
   ~connection() {
+    release_large();
     if (peer_counted_)
       srv_->release_peer(peer_);
     srv_->open.fetch_sub(1, std::memory_order_relaxed);
@@ -285,6 +288,11 @@ private:
       auto length = parser_->content_length();
       if (length && *length > body_limit_)
         ec = http::error::body_limit;
+      else if (!reserve_large(length ? *length : body_limit_))
+        return write_error(11, true,
+                           {errc::overloaded, "this node is receiving too many large request "
+                                              "bodies at once; retry shortly"},
+                           make_request_id());
       else
         parser_->body_limit(body_limit_);
     }
@@ -293,7 +301,30 @@ private:
     on_read(ec, n);
   }
 
+  /// Counts a body over the default limit against large_body_budget; false
+  /// when the budget is spent.
+  bool reserve_large(std::size_t bytes) {
+    auto budget = srv_->opts.large_body_budget;
+    if (budget == 0 || bytes <= srv_->opts.body_limit)
+      return true;
+    auto& reserved = srv_->large_reserved;
+    auto now = reserved.load(std::memory_order_relaxed);
+    do {
+      if (now + bytes > budget)
+        return false;
+    } while (!reserved.compare_exchange_weak(now, now + bytes, std::memory_order_relaxed));
+    reserved_ = bytes;
+    return true;
+  }
+
+  void release_large() {
+    if (reserved_ > 0)
+      srv_->large_reserved.fetch_sub(reserved_, std::memory_order_relaxed);
+    reserved_ = 0;
+  }
+
   void on_read(beast::error_code ec, std::size_t) {
+    release_large(); // read (or failed): the body is the handler's now
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::operation_aborted)
       return close();
@@ -494,6 +525,7 @@ private:
   bool close_after_ = false;
   bool in_flight_ = false;
   std::size_t body_limit_ = 0; ///< of the request being read
+  std::size_t reserved_ = 0;   ///< of large_body_budget, while its body is read
   bool limit_chosen_ = true;   ///< body_limit_ is the request's path's
   // streamed answers
   std::deque<out_item> out_;

@@ -78,6 +78,12 @@ struct server_options {
   /// when it differs from `body_limit`; empty: `body_limit` for every path.
   /// Called on an asio thread once the headers are in; must not block.
   std::function<std::size_t(std::string_view path)> body_limit_for;
+  /// Bodies over `body_limit` (the larger limits of body_limit_for) being
+  /// read at once, in bytes, at most: each reserves its Content-Length (a
+  /// chunked one its path's limit) until it is read; beyond: 503
+  /// `overloaded`. Bodies are read before any key is checked, so this is
+  /// what strangers can make a node hold. 0: no cap.
+  std::size_t large_body_budget = 0;
   /// Request line and headers together at most; beyond: 431.
   std::size_t header_limit = 16 * 1024;
   /// Once the headers are in, the read buffer holds at most this many bytes

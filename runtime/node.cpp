@@ -432,6 +432,9 @@ int serve(node_config cfg) {
   http_opts.body_limit_for = [gateway = cfg.gateway_max_body_bytes](std::string_view path) {
     return net::carries_history(path) ? gateway : net::max_body_bytes;
   };
+  // What strangers can make a node hold while large bodies arrive (they are
+  // read before the key is checked): 32 of the largest at once.
+  http_opts.large_body_budget = 32 * cfg.gateway_max_body_bytes;
   net::http_server server{
     io, http_opts,
     make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off, board)};

@@ -317,6 +317,48 @@ TEST_F(passthrough, whole_histories_fit_within_the_gateway_body_limit) {
   EXPECT_EQ(turn.status, 413) << describe(turn);
 }
 
+// Large bodies are read before any key is checked: a node holds at most 32
+// gateway limits of them at once (503 beyond), and gives the room back.
+TEST_F(passthrough, large_bodies_being_read_at_once_are_bounded) {
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_GATEWAY_MAX_BODY_BYTES", "1048576"}}};
+  auto key = node.create_key("alice");
+  auto open_slow_body = [&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(node.port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    send_all(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 "application/json\r\nContent-Length: 1000000\r\n\r\n{\"messages\":");
+    return fd;
+  };
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i)
+    fds.push_back(open_slow_body());
+  std::this_thread::sleep_for(500ms);
+  int refused = 0;
+  for (int fd : fds) {
+    pollfd p{fd, POLLIN, 0};
+    char buf[512];
+    if (::poll(&p, 1, 0) > 0) {
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).rfind("HTTP/1.1 503", 0) == 0)
+        ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 7) << "33 bodies of 1,000,000 bytes fit in 32 MiB";
+  for (int fd : fds)
+    ::close(fd);
+  // The room is given back: a large body is read again.
+  json req = {{"messages", {{{"role", "user"}, {"content", std::string(900 * 1024, 'x')}}}}};
+  EXPECT_TRUE(wait_for(
+    [&] { return node.call("POST", "/v1/chat/completions", key, req.dump()).status == 200; },
+    5s));
+}
+
 // An upstream 4xx is the client's error: its status and body unchanged, no
 // retry, no fallback. Parley's own 400s name the field at fault.
 TEST_F(passthrough, an_upstream_4xx_is_passed_through_once) {
