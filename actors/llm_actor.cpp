@@ -32,9 +32,10 @@ struct upstream {
 
 /// What a streamed call forwarded to its listener.
 struct stream_progress {
-  std::string streamed;      ///< the pieces forwarded so far
+  std::string streamed;      ///< the pieces forwarded so far (a session turn's reply)
   std::string model;         ///< the model the upstream named in its chunks
-  std::size_t forwarded = 0; ///< pieces that reached the listener: no retry after one
+  token_usage usage;         ///< from the usage chunk, once it came
+  std::size_t forwarded = 0; ///< pieces or chunks that reached the listener: no retry after one
 };
 
 /// One model call on its way through attempts, retries and upstreams.
@@ -42,6 +43,7 @@ struct call {
   caf::response_promise rp;
   std::string model;
   std::string body;
+  bool relay = false;       ///< a gateway call: the answer goes to the client as it is
   std::size_t upstream = 0; ///< index of the upstream being tried
   int attempts = 0;         ///< attempts on that upstream so far
   bool reached_any = false; ///< some upstream's circuit let an attempt through
@@ -69,56 +71,78 @@ struct llm_state {
 
 using llm_self = instrumented_actor<llm_state, llm_actor::base>;
 
+/// A session turn's request (a gateway call's is the client's own). Streamed,
+/// it asks for the usage chunk (API.md section 4).
 std::string request_body(const llm_request& req, bool stream) {
+  if (!req.raw_body.empty())
+    return req.raw_body;
   nlohmann::json msgs = nlohmann::json::array();
   for (auto& m : req.messages)
     msgs.push_back({{"role", m.role}, {"content", m.content}});
-  nlohmann::json body = nlohmann::json::object();
-  if (!req.extra_json.empty()) {
-    auto extra = nlohmann::json::parse(req.extra_json, nullptr, false);
-    if (extra.is_object())
-      body = std::move(extra);
-  }
-  body["model"] = req.model;
-  body["messages"] = std::move(msgs);
-  if (stream)
+  nlohmann::json body = {{"model", req.model}, {"messages", std::move(msgs)}};
+  if (stream) {
     body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+  }
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-/// Interprets an upstream answer; sets `err` when it is not a completion.
-llm_result parse_completion(const std::string& body, const std::string& model, caf::error& err) {
+/// An upstream's counts as Parley keeps them: what it reports is not trusted
+/// to be sane (a negative or absurd count must not break a daily sum).
+token_usage usage_of(const net::upstream_usage& u) {
+  auto sane = [](std::int64_t n) { return std::clamp<std::int64_t>(n, 0, max_call_tokens); };
+  token_usage t;
+  t.prompt_tokens = sane(u.prompt_tokens);
+  t.completion_tokens = sane(u.completion_tokens);
+  t.total_tokens = u.total_tokens > 0 ? sane(u.total_tokens) : t.prompt_tokens + t.completion_tokens;
+  t.known = true;
+  return t;
+}
+
+/// The `usage` of an answer, when it has one.
+void read_usage(const nlohmann::json& j, token_usage& out) {
+  auto u = j.find("usage");
+  if (u == j.end() || !u->is_object())
+    return;
+  net::upstream_usage counts;
+  auto count = [&u](const char* key, std::int64_t& to) {
+    auto v = u->find(key);
+    if (v != u->end() && v->is_number_integer() && v->get<std::int64_t>() >= 0)
+      to = v->get<std::int64_t>();
+  };
+  count("prompt_tokens", counts.prompt_tokens);
+  count("completion_tokens", counts.completion_tokens);
+  count("total_tokens", counts.total_tokens);
+  out = usage_of(counts);
+}
+
+/// Interprets an upstream answer; sets `err` when it is not a completion. A
+/// session turn needs `choices[0].message.content` as text; a relayed one
+/// (`relay`) any `choices` array (content may be null beside tool_calls).
+llm_result parse_completion(const std::string& body, const std::string& model, bool relay,
+                            caf::error& err) {
   auto j = nlohmann::json::parse(body, nullptr, false);
   llm_result r;
   r.model = model;
-  try {
-    if (!j.is_discarded()) {
-      auto& content = j.at("choices").at(0).at("message").at("content");
-      if (content.is_string()) {
-        r.content = content.get<std::string>();
+  if (j.is_object()) {
+    auto choices = j.find("choices");
+    if (choices != j.end() && choices->is_array() && (relay || !choices->empty())) {
+      const nlohmann::json* content = nullptr;
+      if (!choices->empty() && (*choices)[0].is_object()) {
+        auto& first = (*choices)[0];
+        if (auto msg = first.find("message"); msg != first.end() && msg->is_object())
+          if (auto c = msg->find("content"); c != msg->end())
+            content = &*c;
+      }
+      if (relay || (content && content->is_string())) {
+        if (content && content->is_string())
+          r.content = content->get<std::string>();
         if (auto m = j.find("model"); m != j.end() && m->is_string())
           r.model = m->get<std::string>();
-        // usage (issue 17 part 2; the gateway passthrough work reads it fully).
-        if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
-          bool any = false;
-          auto num = [&](const char* name) -> std::int64_t {
-            auto f = u->find(name);
-            if (f == u->end() || !f->is_number_integer())
-              return 0;
-            any = true;
-            return std::clamp<std::int64_t>(f->get<std::int64_t>(), 0, max_call_tokens);
-          };
-          r.usage.prompt_tokens = num("prompt_tokens");
-          r.usage.completion_tokens = num("completion_tokens");
-          r.usage.total_tokens = num("total_tokens");
-          if (r.usage.total_tokens == 0)
-            r.usage.total_tokens = r.usage.prompt_tokens + r.usage.completion_tokens;
-          r.usage.known = any;
-        }
+        read_usage(j, r.usage);
         return r;
       }
     }
-  } catch (const nlohmann::json::exception&) {
   }
   err = make_error(errc::upstream_error, "the model upstream sent a response Parley cannot read");
   return r;
@@ -201,15 +225,41 @@ void attempt(llm_self* self, std::uint64_t id) {
     // the node would be a queue every piece waits in); the done message
     // follows the last piece, so the reply never overtakes a piece.
     net::stream_callbacks cb;
-    cb.on_event = [listener = c.listener, caller = c.caller,
-                   progress = c.progress](std::string_view data) {
-      std::string piece;
-      if (!net::chunk_piece(data, piece, progress->model))
-        return;
-      progress->streamed += piece;
-      ++progress->forwarded;
-      caf::send_as(caller, listener, delta_atom::value, std::move(piece));
-    };
+    if (c.relay) {
+      // A gateway call: every chunk goes to the sink as it came, paced by
+      // the client (the next read waits until the sink wrote this one).
+      cb.pace = std::make_shared<net::stream_pace>();
+      cb.on_event = [listener = c.listener, caller = c.caller, progress = c.progress,
+                     pace = cb.pace](std::string_view data) {
+        net::chunk_info info;
+        if (!net::read_chunk(data, info))
+          return; // [DONE] (the sink writes its own) or not JSON
+        if (info.model)
+          progress->model = std::move(*info.model);
+        if (info.usage)
+          progress->usage = usage_of(*info.usage);
+        ++progress->forwarded;
+        caf::send_as(caller, listener, chunk_atom::value,
+                     relay_chunk{std::string{data}, info.no_choices && info.usage.has_value(),
+                                 pace->ticket()});
+      };
+    } else {
+      cb.on_event = [listener = c.listener, caller = c.caller,
+                     progress = c.progress](std::string_view data) {
+        net::chunk_info info;
+        if (!net::read_chunk(data, info))
+          return;
+        if (info.model)
+          progress->model = std::move(*info.model);
+        if (info.usage)
+          progress->usage = usage_of(*info.usage);
+        if (!info.piece)
+          return;
+        progress->streamed += *info.piece;
+        ++progress->forwarded;
+        caf::send_as(caller, listener, delta_atom::value, std::move(*info.piece));
+      };
+    }
     cb.on_done = [me, id](net::fetch_result r) { report_done(me, id, std::move(r)); };
     cb.cancel = c.cancel;
     st.upstreams[c.upstream].client->post_json_stream("/chat/completions", c.body, st.cfg.api_key,
@@ -227,6 +277,8 @@ attempt_outcome outcome_of(net::fetch_status status, unsigned http_status) {
     case net::fetch_status::connect_error: return attempt_outcome::connect_error;
     case net::fetch_status::timeout: return attempt_outcome::timeout;
     case net::fetch_status::overloaded: return attempt_outcome::local_overload;
+    // As large again on a retry or from the fallback: the request's doing.
+    case net::fetch_status::too_large: return attempt_outcome::client_error;
     default: return attempt_outcome::broken;
   }
 }
@@ -268,11 +320,17 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
       // A stream that ended cleanly: its pieces are the reply.
       result.content = c.progress->streamed;
       result.model = c.progress->model.empty() ? c.model : c.progress->model;
+      result.usage = c.progress->usage;
     } else {
       // A whole completion (also an upstream that ignored "stream").
-      result = parse_completion(body, c.model, parse_err);
+      result = parse_completion(body, c.model, c.relay, parse_err);
       if (parse_err)
         o = attempt_outcome::client_error;
+      else if (c.relay) {
+        // Relayed as it came; streamed, the sink turns it into chunks.
+        result.raw = body;
+        result.upstream_status = http_status;
+      }
     }
   }
   if (st.cfg.metrics)
@@ -281,7 +339,7 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   if (o == attempt_outcome::success) {
     u.breaker.on_success();
     report_circuit(self, u);
-    if (c.listener && c.progress->forwarded == 0 && !result.content.empty())
+    if (c.listener && c.progress->forwarded == 0 && !result.content.empty() && result.raw.empty())
       caf::send_as(c.caller, c.listener, delta_atom::value, result.content);
     count_tokens(st, result);
     auto rp = std::move(c.rp);
@@ -294,7 +352,26 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   else
     u.breaker.on_abandon();
   report_circuit(self, u);
-  c.last = parse_err ? std::move(parse_err) : error_for(o, http_status, what, st.cfg.timeout);
+  if (c.relay && status == net::fetch_status::ok && http_status >= 400 && http_status < 500 &&
+      http_status != 429) {
+    // A gateway call the upstream refused (a bad tool message, a context
+    // overflow): the client's error, passed on unchanged (API.md section 5).
+    result.raw = body;
+    result.upstream_status = http_status;
+    result.model = c.model;
+    auto rp = std::move(c.rp);
+    st.calls.erase(it);
+    rp.deliver(std::move(result));
+    return;
+  }
+  if (parse_err)
+    c.last = std::move(parse_err);
+  else if (status == net::fetch_status::too_large)
+    c.last = make_error(errc::upstream_error,
+                        "the model upstream's answer is larger than Parley accepts "
+                        "(PARLEY_LLM_MAX_RESPONSE_BYTES): " + what);
+  else
+    c.last = error_for(o, http_status, what, st.cfg.timeout);
   if (c.progress->forwarded > 0) {
     // Pieces already reached the client: neither a retry nor the fallback
     // may start the reply again.
@@ -364,6 +441,7 @@ caf::result<llm_result> start_call(llm_self* self, llm_request req, caf::actor l
   call c;
   c.rp = self->make_response_promise();
   c.model = req.model;
+  c.relay = !req.raw_body.empty();
   c.body = request_body(req, static_cast<bool>(listener));
   c.started = clock::now();
   c.listener = std::move(listener);
@@ -441,6 +519,7 @@ llm_actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm
     net::client_options opts;
     opts.pool_size = cfg.pool_size;
     opts.ca_file = cfg.ca_file;
+    opts.body_limit = cfg.max_response_bytes;
     try {
       upstreams.push_back(
         upstream{label, std::make_shared<net::http_client>(io, std::move(*url), opts),

@@ -21,6 +21,15 @@
 /// A streamed call whose pieces already reached the listener is never
 /// retried nor sent to the fallback (the client has seen part of a reply):
 /// a failure or timeout then ends it with 502 upstream_error.
+///
+/// Gateway calls (llm_request::raw_body, API.md section 5) send the client's
+/// request unchanged and relay the answer: llm_result::raw with its
+/// upstream_status (an upstream 4xx other than 429 is answered this way, as
+/// the client's error: no retry, no fallback), or streamed, every chunk as
+/// (chunk_atom, relay_chunk) paced by the listener's writes. An answer, or
+/// one event, over max_response_bytes fails with upstream_error, not
+/// retried. Every answer's usage fills llm_result::usage; a streaming
+/// upstream is always asked for it (stream_options.include_usage).
 
 #include <chrono>
 #include <string>
@@ -44,10 +53,11 @@ using model_client_actor = caf::typed_actor<
   /// A completion.
   caf::replies_to<llm_call_atom, llm_request>::with<llm_result>,
   /// A streamed completion: the listener gets (delta_atom, std::string piece)
-  /// for each piece, in order and before the answer, sent under the
-  /// caller's identity (the listener's current_sender() is the caller)
-  /// straight from the upstream connection's thread; the echo model sends
-  /// its pieces from the actor.
+  /// for each piece (a gateway call from an upstream: (chunk_atom,
+  /// relay_chunk) for each chunk; the listener must then be on this node),
+  /// in order and before the answer, sent under the caller's identity (the
+  /// listener's current_sender() is the caller) straight from the upstream
+  /// connection's thread; the echo model sends its pieces from the actor.
   caf::replies_to<llm_call_atom, llm_request, caf::actor>::with<llm_result>,
   /// From a streamed call's caller or listener: abandons its upstream
   /// stream (the call then fails).
@@ -72,6 +82,9 @@ struct llm_config {
   std::chrono::milliseconds timeout{60000}; ///< one attempt
   std::size_t pool_size = 64;
   std::string ca_file; ///< https upstreams: extra trusted CAs (PEM), beside the system store
+  /// An answer, or one event of a stream, at most (PARLEY_LLM_MAX_RESPONSE_BYTES):
+  /// beyond it the call fails with upstream_error, not retried.
+  std::size_t max_response_bytes = 16 * 1024 * 1024;
   retry_policy retry;
   int breaker_threshold = 5; ///< consecutive failures that open a circuit
   std::chrono::milliseconds breaker_cooldown{10000}; ///< open, before a half-open probe

@@ -63,6 +63,7 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using delta_atom = caf::atom_constant<caf::atom("delta")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
+using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
 // cluster
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
@@ -137,16 +138,41 @@ struct turn_reply {
 
 struct llm_request {
   std::string model;
+  /// A session turn's context; for a gateway call the text of each message
+  /// (what the echo model reads).
   std::vector<llm_message> messages;
-  /// Further fields of an OpenAI request (temperature, max_tokens, ...) as
-  /// a serialized JSON object, passed on unchanged; "" or "{}": none.
-  std::string extra_json;
+  /// A gateway call (API.md section 5): the client's whole request as the
+  /// upstream gets it (net::chat_completion_body::upstream_body with
+  /// `model` set), sent unchanged; its answer is relayed (llm_result::raw,
+  /// or streamed, each chunk as it comes: chunk_atom). Empty: a session
+  /// turn, whose request Parley builds from `model` and `messages`.
+  std::string raw_body = {};
 };
 
 struct llm_result {
   std::string content;
   std::string model;
-  token_usage usage; ///< known when the upstream reported it (the echo model always does)
+  token_usage usage = {}; ///< known when the upstream reported it (the echo model always does)
+  /// A gateway call's whole answer as the upstream gave it, when one did
+  /// (not the echo model's): relayed to the client unchanged (streamed: in
+  /// chunks, when the upstream ignored `stream`).
+  std::string raw = {};
+  /// The upstream's HTTP status of `raw`: 2xx, or a 4xx other than 429
+  /// (the client's error, passed through with no retry); 0 without `raw`.
+  std::uint32_t upstream_status = 0;
+};
+
+/// One chunk of a gateway call's upstream stream on its way to the client:
+/// from the upstream connection's thread to the completion sink on the same
+/// node (never serialized), as (chunk_atom, relay_chunk).
+struct relay_chunk {
+  std::string data; ///< the event's `data`, unchanged
+  /// The final usage chunk (`choices: []`): relayed only when the client
+  /// asked with stream_options.include_usage.
+  bool usage_only = false;
+  /// Dropped once the chunk is written to the client (or the client is
+  /// gone): the upstream read waits for it (net::stream_pace).
+  std::shared_ptr<void> ticket;
 };
 
 /// How one model call attempt of the llm actor ended (internal: sent by the
@@ -379,12 +405,13 @@ typename Inspector::result_type inspect(Inspector& f, llm_message& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
-  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.extra_json);
+  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.raw_body);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_result& x) {
-  return f(caf::meta::type_name("parley.llm_result"), x.content, x.model, x.usage);
+  return f(caf::meta::type_name("parley.llm_result"), x.content, x.model, x.usage, x.raw,
+           x.upstream_status);
 }
 
 template <class Inspector>
@@ -469,3 +496,4 @@ void register_ratelimit_types(caf::actor_system_config& cfg);
 } // namespace parley
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::view_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::relay_chunk)

@@ -137,6 +137,7 @@ struct pending_call {
   fetch_callback cb; ///< on_done for a stream
   std::function<void(std::string_view)> on_event;
   std::shared_ptr<std::atomic<bool>> cancel; ///< a stream the caller abandoned
+  std::shared_ptr<stream_pace> pace;         ///< a stream read at its consumer's pace
   bool streamed = false;
   bool retried = false;
 };
@@ -456,11 +457,39 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     parser->body_limit(opts.body_limit);
     auto self = shared_from_this();
     auto& conn = **c;
+    // The headers first: Beast 1.74 does not check a Content-Length against
+    // the body limit when the body arrives in the same read as the headers.
     conn.with_stream([&](auto& s) {
-      http::async_read(
-          s, conn.buffer, *parser, [self, c, p, parser, reused](beast::error_code ec, std::size_t) {
+      http::async_read_header(
+          s, conn.buffer, *parser,
+          [self, c, p, parser, reused](beast::error_code ec, std::size_t) {
+            auto length = ec ? boost::none : parser->content_length();
+            if (ec == http::error::body_limit || (length && *length > self->opts.body_limit))
+              return self->finish(c, p,
+                                  fail(fetch_status::too_large,
+                                       "the response body exceeds the body limit"),
+                                  conn_fate::abort);
             if (ec)
               return self->on_exchange_error(c, p, ec, reused, parser->got_some());
+            self->receive_body(c, p, parser);
+          });
+    });
+  }
+
+  void receive_body(conn_ptr c, call_ptr p,
+                    std::shared_ptr<http::response_parser<http::string_body>> parser) {
+    auto self = shared_from_this();
+    auto& conn = **c;
+    conn.with_stream([&](auto& s) {
+      http::async_read(
+          s, conn.buffer, *parser, [self, c, p, parser](beast::error_code ec, std::size_t) {
+            if (ec == http::error::body_limit)
+              return self->finish(c, p,
+                                  fail(fetch_status::too_large,
+                                       "the response body exceeds the body limit"),
+                                  conn_fate::abort);
+            if (ec)
+              return self->on_exchange_error(c, p, ec, false, true);
             auto& res = parser->get();
             fetch_result r;
             r.status = fetch_status::ok;
@@ -521,7 +550,7 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
     std::string_view got{rd->chunk.data(), rd->chunk.size() - rd->parser.get().body().size};
     if (!consume(*p, *rd, got))
       return finish(c, p,
-                    fail(fetch_status::io_error,
+                    fail(fetch_status::too_large,
                          rd->event_stream ? "an event exceeds the body limit"
                                           : "the response body exceeds the body limit",
                          rd->result.events),
@@ -535,6 +564,16 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
       if (rd->result.events > 0)
         what += " after " + std::to_string(rd->result.events) + " events";
       return finish(c, p, fail(st, std::move(what), rd->result.events), conn_fate::abort);
+    }
+    // The events of this read went on; the next read waits until they were
+    // consumed (their tickets dropped), on this connection's strand again.
+    if (p->pace && !got.empty() && rd->event_stream) {
+      auto resume = [self = shared_from_this(), c, p, rd] {
+        asio::post((*c)->tcp().get_executor(),
+                   [self, c, p, rd] { self->read_stream_body(c, p, rd); });
+      };
+      if (!p->pace->go_on_or_park(std::move(resume)))
+        return;
     }
     read_stream_body(c, p, std::move(rd));
   }
@@ -637,6 +676,51 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
   std::size_t active = 0;
 };
 
+namespace {
+
+/// One event's ticket: consumes it when dropped (never copied: one drop).
+class pace_ticket {
+public:
+  explicit pace_ticket(std::function<void()> on_drop) : on_drop_(std::move(on_drop)) {}
+  pace_ticket(const pace_ticket&) = delete;
+  pace_ticket& operator=(const pace_ticket&) = delete;
+  ~pace_ticket() { on_drop_(); }
+
+private:
+  std::function<void()> on_drop_;
+};
+
+} // namespace
+
+std::shared_ptr<void> stream_pace::ticket() {
+  {
+    std::lock_guard<std::mutex> lk{mu_};
+    ++out_;
+  }
+  return std::make_shared<pace_ticket>([self = shared_from_this()] { self->release(); });
+}
+
+bool stream_pace::go_on_or_park(std::function<void()> resume) {
+  std::lock_guard<std::mutex> lk{mu_};
+  if (out_ == 0)
+    return true;
+  parked_ = std::move(resume);
+  return false;
+}
+
+void stream_pace::release() {
+  std::function<void()> resume;
+  {
+    std::lock_guard<std::mutex> lk{mu_};
+    if (--out_ == 0) {
+      resume = std::move(parked_);
+      parked_ = nullptr;
+    }
+  }
+  if (resume)
+    resume();
+}
+
 http_client::http_client(io_runtime& io, upstream_url url, client_options opts)
   : impl_(std::make_shared<impl>(io, std::move(url), std::move(opts))) {}
 
@@ -674,6 +758,7 @@ void http_client::post_json_stream(std::string path, std::string body, std::stri
   call.cb = std::move(cb.on_done);
   call.on_event = std::move(cb.on_event);
   call.cancel = std::move(cb.cancel);
+  call.pace = std::move(cb.pace);
   call.streamed = true;
   asio::post(impl_->strand,
              [i = impl_, call = std::move(call)]() mutable { i->submit(std::move(call)); });

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,6 +39,7 @@ enum class fetch_status : std::uint8_t {
   timeout,       ///< the attempt's deadline passed
   io_error,      ///< the connection broke mid-exchange
   overloaded,    ///< the pool and its wait queue are full
+  too_large,     ///< the answer (or one event of a stream) is over client_options::body_limit
 };
 
 struct fetch_result {
@@ -53,6 +55,30 @@ struct fetch_result {
 
 using fetch_callback = std::function<void(fetch_result)>;
 
+/// Flow control of one streamed call: after handing on the events of one
+/// read, the client reads the upstream's next bytes only once every event
+/// it handed on was consumed, so a stream holds at most one read (16 KiB,
+/// or one event up to the body limit) beyond the socket buffers, however
+/// slowly its consumer writes. Each event's consumer holds a ticket until
+/// it is done with the event (written out, or dropped).
+class stream_pace : public std::enable_shared_from_this<stream_pace> {
+public:
+  /// A ticket for one event handed on: dropping it (on any thread)
+  /// consumes the event.
+  std::shared_ptr<void> ticket();
+  /// The reader's side: true when no ticket is out; otherwise keeps
+  /// `resume`, which the thread dropping the last ticket runs, and returns
+  /// false.
+  bool go_on_or_park(std::function<void()> resume);
+
+private:
+  void release();
+
+  std::mutex mu_;
+  std::size_t out_ = 0;
+  std::function<void()> parked_;
+};
+
 /// The callbacks of one streamed call. Both run on the strand of the call's
 /// connection (an asio thread shared with the HTTP server), never at the same
 /// time: they must not block or throw; hand the work to an actor instead.
@@ -66,6 +92,8 @@ struct stream_callbacks {
   /// closes the upstream connection when the next bytes arrive (or at the
   /// deadline) and on_done gets io_error "cancelled".
   std::shared_ptr<std::atomic<bool>> cancel;
+  /// Optional: paces the reading by the consumer (on_event takes tickets).
+  std::shared_ptr<stream_pace> pace;
 };
 
 struct client_options {
@@ -88,7 +116,8 @@ public:
   http_client& operator=(const http_client&) = delete;
 
   /// POSTs a JSON body to base_path + path with a bearer key (empty: none).
-  /// The whole attempt, including the wait for a pooled connection, the
+  /// An answer body over opts.body_limit ends the call with too_large. The
+  /// whole attempt, including the wait for a pooled connection, the
   /// connect and the TLS handshake, ends by `timeout`. Thread-safe; `cb` is
   /// called exactly once, on an asio thread.
   void post_json(std::string path, std::string body, std::string bearer,
@@ -102,6 +131,7 @@ public:
   /// - ok with http_status once the body ended cleanly (body empty);
   /// - ok with http_status and the whole body, and no on_event, for a non-2xx
   ///   answer or one that is not an event stream;
+  /// - too_large when that body, or one event, is over opts.body_limit;
   /// - timeout when `timeout` (which covers the whole stream) passed, or
   ///   connect_error, io_error or overloaded; `events` tells how many events
   ///   were delivered before.

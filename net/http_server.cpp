@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -33,6 +34,15 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::chrono::seconds write_timeout{30};
+
+/// "64 KiB", "8 MiB", or "1000 bytes": a body limit in a client's words.
+std::string describe_bytes(std::size_t n) {
+  if (n >= 1024 * 1024 && n % (1024 * 1024) == 0)
+    return std::to_string(n / (1024 * 1024)) + " MiB";
+  if (n >= 1024 && n % 1024 == 0)
+    return std::to_string(n / 1024) + " KiB";
+  return std::to_string(n) + " bytes";
+}
 
 std::string make_request_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -111,6 +121,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> open{0};
+  /// Bytes reserved by large bodies being read (server_options::large_body_budget).
+  std::atomic<std::size_t> large_reserved{0};
   std::uint16_t bound_port = 0;
   // Connections register here on open and close (not per request) so that
   // stop() can reach idle ones.
@@ -134,6 +146,7 @@ public:
   }
 
   ~connection() {
+    release_large();
     if (peer_counted_)
       srv_->release_peer(peer_);
     srv_->open.fetch_sub(1, std::memory_order_relaxed);
@@ -179,14 +192,15 @@ public:
       self->stream_start(std::move(h));
     });
   }
-  void deliver_chunk(std::string chunk) {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), c = std::move(chunk)]() mutable {
-      self->enqueue(out_item{std::move(c), false});
+  void deliver_chunk(std::string chunk, std::shared_ptr<void> hold) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), c = std::move(chunk),
+                                        h = std::move(hold)]() mutable {
+      self->enqueue(out_item{std::move(c), false, std::move(h)});
     });
   }
   void deliver_stream_end() {
     asio::post(stream_.get_executor(),
-               [self = shared_from_this()] { self->enqueue(out_item{{}, true}); });
+               [self = shared_from_this()] { self->enqueue(out_item{{}, true, nullptr}); });
   }
 
   /// Set once a write to the client failed; read from any thread.
@@ -239,7 +253,11 @@ private:
 
   void read_request() {
     parser_.emplace();
-    parser_->body_limit(srv_->opts.body_limit);
+    // The largest limit until the target is known; then the path's own
+    // (on_read_some), before the parser takes the first body byte.
+    body_limit_ = srv_->opts.body_limit;
+    limit_chosen_ = !srv_->opts.body_limit_for;
+    parser_->body_limit(limit_chosen_ ? body_limit_ : std::numeric_limits<std::uint64_t>::max());
     parser_->header_limit(static_cast<std::uint32_t>(srv_->opts.header_limit));
     stream_.expires_after(srv_->opts.header_timeout);
     read_some();
@@ -260,17 +278,60 @@ private:
   }
 
   void on_read_some(beast::error_code ec, std::size_t n) {
+    if (!ec && !limit_chosen_ && parser_->is_header_done()) {
+      // The parser stops after the headers (it is not eager), so no body
+      // byte was counted yet: the path's limit applies to all of them.
+      limit_chosen_ = true;
+      auto target = parser_->get().target();
+      auto path = target.substr(0, target.find('?'));
+      body_limit_ = srv_->opts.body_limit_for({path.data(), path.size()});
+      auto length = parser_->content_length();
+      if (length && *length > body_limit_)
+        ec = http::error::body_limit;
+      else if (!reserve_large(length ? *length : body_limit_))
+        return write_error(11, true,
+                           {errc::overloaded, "this node is receiving too many large request "
+                                              "bodies at once; retry shortly"},
+                           make_request_id());
+      else
+        parser_->body_limit(body_limit_);
+    }
     if (!ec && !parser_->is_done())
       return read_some();
     on_read(ec, n);
   }
 
+  /// Counts a body over the default limit against large_body_budget; false
+  /// when the budget is spent.
+  bool reserve_large(std::size_t bytes) {
+    auto budget = srv_->opts.large_body_budget;
+    if (budget == 0 || bytes <= srv_->opts.body_limit)
+      return true;
+    auto& reserved = srv_->large_reserved;
+    auto now = reserved.load(std::memory_order_relaxed);
+    do {
+      if (now + bytes > budget)
+        return false;
+    } while (!reserved.compare_exchange_weak(now, now + bytes, std::memory_order_relaxed));
+    reserved_ = bytes;
+    return true;
+  }
+
+  void release_large() {
+    if (reserved_ > 0)
+      srv_->large_reserved.fetch_sub(reserved_, std::memory_order_relaxed);
+    reserved_ = 0;
+  }
+
   void on_read(beast::error_code ec, std::size_t) {
+    release_large(); // read (or failed): the body is the handler's now
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::operation_aborted)
       return close();
     if (ec == http::error::body_limit)
-      return write_error(11, true, {errc::payload_too_large, "the request body is over 64 KiB"},
+      return write_error(11, true,
+                         {errc::payload_too_large,
+                          "the request body is over " + describe_bytes(body_limit_)},
                          make_request_id());
     if (ec == http::error::header_limit ||
         (ec == http::error::buffer_overflow && !parser_->is_header_done()))
@@ -366,6 +427,7 @@ private:
   struct out_item {
     std::string data;
     bool last = false;
+    std::shared_ptr<void> hold; ///< the producer's, released once written or dropped
   };
 
   void stream_start(http_response h) {
@@ -462,6 +524,9 @@ private:
   bool keep_alive_ = true;
   bool close_after_ = false;
   bool in_flight_ = false;
+  std::size_t body_limit_ = 0; ///< of the request being read
+  std::size_t reserved_ = 0;   ///< of large_body_budget, while its body is read
+  bool limit_chosen_ = true;   ///< body_limit_ is the request's path's
   // streamed answers
   std::deque<out_item> out_;
   bool writing_ = false;
@@ -502,9 +567,9 @@ public:
     conn_->deliver_stream_start(std::move(head));
   }
 
-  void write(std::string chunk) override {
+  void write(std::string chunk, std::shared_ptr<void> hold) override {
     if (streaming_ && !finished_ && !chunk.empty())
-      conn_->deliver_chunk(std::move(chunk));
+      conn_->deliver_chunk(std::move(chunk), std::move(hold));
   }
 
   void finish() override {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -53,8 +54,10 @@ public:
   /// go out at once with chunked transfer encoding (its body is ignored),
   /// then each write() is one chunk, in order, and finish() ends the answer
   /// (the connection then serves its next request). All thread-safe.
+  /// `hold` (optional) is kept until the chunk went to the socket or was
+  /// dropped (the client gone): a producer paces itself by it.
   virtual void start_stream(http_response head) { send(std::move(head)); }
-  virtual void write(std::string chunk) {}
+  virtual void write(std::string chunk, std::shared_ptr<void> hold = nullptr) {}
   virtual void finish() {}
   /// True once the client is known to be gone (a write to it failed).
   virtual bool closed() const { return false; }
@@ -71,6 +74,16 @@ struct server_options {
   std::chrono::milliseconds header_timeout{10000}; ///< first byte to end of body
   std::chrono::milliseconds idle_timeout{60000};   ///< keep-alive wait between requests
   std::size_t body_limit = 64 * 1024;
+  /// The body limit of a request to `path` (the target without its query),
+  /// when it differs from `body_limit`; empty: `body_limit` for every path.
+  /// Called on an asio thread once the headers are in; must not block.
+  std::function<std::size_t(std::string_view path)> body_limit_for;
+  /// Bodies over `body_limit` (the larger limits of body_limit_for) being
+  /// read at once, in bytes, at most: each reserves its Content-Length (a
+  /// chunked one its path's limit) until it is read; beyond: 503
+  /// `overloaded`. Bodies are read before any key is checked, so this is
+  /// what strangers can make a node hold. 0: no cap.
+  std::size_t large_body_budget = 0;
   /// Request line and headers together at most; beyond: 431.
   std::size_t header_limit = 16 * 1024;
   /// Once the headers are in, the read buffer holds at most this many bytes

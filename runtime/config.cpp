@@ -20,7 +20,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LLM_BASE_URL", "PARLEY_LLM_API_KEY", "PARLEY_LLM_MODEL",
     "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
     "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_SESSION_IDLE_SECONDS",
-    "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS",
+    "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS", "PARLEY_GATEWAY_MAX_BODY_BYTES",
     "PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA",
     // Extensions.
     "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
@@ -30,6 +30,7 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LLM_BREAKER_COOLDOWN_MS", "PARLEY_LLM_CA_FILE", "PARLEY_STREAM_CANCEL_ON_DISCONNECT",
     "PARLEY_ACTOR_METRICS", "PARLEY_ACCESS_LOG", "PARLEY_ACTOR_SCHEDULER",
     "PARLEY_MAX_CONNECTIONS_PER_IP", "PARLEY_AUTH_FAILURES_PER_MIN",
+    "PARLEY_LLM_MAX_RESPONSE_BYTES",
     // Secrets from files (secret_settings()), as container platforms mount them.
     "PARLEY_PG_URL_FILE", "PARLEY_REDIS_URL_FILE", "PARLEY_LLM_API_KEY_FILE",
     "PARLEY_ADMIN_TOKEN_FILE"};
@@ -320,6 +321,9 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);
   r.duration("PARLEY_FAILURE_DETECT_MS", c.failure_detect, 100, 600000);
   r.duration("PARLEY_PG_TIMEOUT_MS", c.pg_timeout, 1000, 600000);
+  // No lower than the session routes' 64 KiB; at most 1 GiB.
+  r.integer("PARLEY_GATEWAY_MAX_BODY_BYTES", c.gateway_max_body_bytes, 65536, 1073741824);
+  r.integer("PARLEY_LLM_MAX_RESPONSE_BYTES", c.llm_max_response_bytes, 65536, 1073741824);
   r.flag("PARLEY_DEV", c.dev);
   r.integer("PARLEY_PG_POOL", c.pg_pool, 1, 256);
   r.integer("PARLEY_HTTP_THREADS", c.http_threads, 1, 256);

@@ -43,7 +43,13 @@ struct node_config {
   /// Connect timeout and TCP keepalive bound of every PostgreSQL connection,
   /// and the longest a statement may go unanswered.
   std::chrono::milliseconds pg_timeout{5000};
+  /// Body limit of the gateway routes, which carry whole histories
+  /// (`/v1/chat/completions`, `/v1/responses`); the others keep 64 KiB.
+  std::size_t gateway_max_body_bytes = 8 * 1024 * 1024;
   // Extensions.
+  /// The largest upstream answer (or one event of a stream) Parley reads;
+  /// a larger one is cut with 502 upstream_error.
+  std::size_t llm_max_response_bytes = 16 * 1024 * 1024;
   bool dev = false;
   std::size_t pg_pool = 4;
   unsigned http_threads = 2;

@@ -25,6 +25,7 @@
 #include "actors/registry_actor.hpp"
 #include "actors/storage_actor.hpp"
 #include "actors/supervisor_actor.hpp"
+#include "net/http/api.hpp"
 #include "net/http_server.hpp"
 #include "net/io_runtime.hpp"
 #include "runtime/cluster_tls.hpp"
@@ -314,6 +315,7 @@ int serve(node_config cfg) {
   llm_cfg.pool_size = cfg.llm_pool_size;
   llm_cfg.fallback_base_url = cfg.llm_fallback_base_url;
   llm_cfg.ca_file = cfg.llm_ca_file;
+  llm_cfg.max_response_bytes = cfg.llm_max_response_bytes;
   llm_cfg.retry.max_attempts = cfg.llm_max_attempts;
   llm_cfg.breaker_threshold = cfg.llm_breaker_threshold;
   llm_cfg.breaker_cooldown = cfg.llm_breaker_cooldown;
@@ -453,6 +455,14 @@ int serve(node_config cfg) {
   http_opts.idle_timeout = cfg.http_idle_timeout;
   http_opts.max_connections = cfg.max_connections;
   http_opts.max_connections_per_ip = cfg.max_connections_per_ip;
+  http_opts.body_limit = net::max_body_bytes;
+  // The gateway routes carry whole histories (API.md section 1).
+  http_opts.body_limit_for = [gateway = cfg.gateway_max_body_bytes](std::string_view path) {
+    return net::carries_history(path) ? gateway : net::max_body_bytes;
+  };
+  // What strangers can make a node hold while large bodies arrive (they are
+  // read before the key is checked): 32 of the largest at once.
+  http_opts.large_body_budget = 32 * cfg.gateway_max_body_bytes;
   net::http_server server{
     io, http_opts,
     make_http_handler(edge, metrics, cfg.access_log ? access_log::on : access_log::off, board)};

@@ -230,15 +230,85 @@ std::string render_ready(bool ready, const std::string& postgres, const std::str
 }
 
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r) {
-  return dump({{"id", id},
-               {"object", "chat.completion"},
+  json j = {{"id", id},
+            {"object", "chat.completion"},
+            {"created", created},
+            {"model", r.model},
+            {"choices",
+             json::array({{{"index", 0},
+                           {"message", {{"role", "assistant"}, {"content", r.content}}},
+                           {"logprobs", nullptr},
+                           {"finish_reason", "stop"}}})}};
+  if (r.usage.known)
+    j["usage"] = usage_json(r.usage);
+  return dump(j);
+}
+
+std::string render_relayed_chunk(const std::string& data) {
+  std::string out;
+  out.reserve(data.size() + 8);
+  out += "data: ";
+  for (std::size_t at = 0;;) {
+    auto nl = data.find('\n', at);
+    out.append(data, at, nl == std::string::npos ? std::string::npos : nl - at);
+    if (nl == std::string::npos)
+      break;
+    out += "\ndata: ";
+    at = nl + 1;
+  }
+  out += "\n\n";
+  return out;
+}
+
+std::vector<std::string> render_completion_as_chunks(const std::string& raw, bool include_usage) {
+  std::vector<std::string> out;
+  auto whole = json::parse(raw, nullptr, false);
+  if (!whole.is_object() || !whole.contains("choices") || !whole["choices"].is_array())
+    return out;
+  json head = json::object();
+  for (auto& [k, v] : whole.items())
+    if (k != "choices" && k != "usage" && k != "object")
+      head[k] = v;
+  head["object"] = "chat.completion.chunk";
+  for (auto& choice : whole["choices"]) {
+    if (!choice.is_object())
+      continue;
+    json delta = choice.value("message", json::object());
+    if (!delta.is_object())
+      delta = json::object();
+    if (auto calls = delta.find("tool_calls"); calls != delta.end() && calls->is_array()) {
+      int i = 0;
+      for (auto& call : *calls)
+        if (call.is_object() && !call.contains("index"))
+          call["index"] = i++;
+    }
+    json c = {{"index", choice.value("index", 0)},
+              {"delta", std::move(delta)},
+              {"logprobs", choice.value("logprobs", json(nullptr))},
+              {"finish_reason", choice.value("finish_reason", json(nullptr))}};
+    json chunk = head;
+    chunk["choices"] = json::array({std::move(c)});
+    out.push_back("data: " + dump(chunk) + "\n\n");
+  }
+  if (include_usage && whole.contains("usage") && whole["usage"].is_object()) {
+    json chunk = head;
+    chunk["choices"] = json::array();
+    chunk["usage"] = whole["usage"];
+    out.push_back("data: " + dump(chunk) + "\n\n");
+  }
+  return out;
+}
+
+std::string render_usage_chunk(const std::string& id, std::int64_t created,
+                               const std::string& model, const token_usage& usage) {
+  return "data: " +
+         dump({{"id", id},
+               {"object", "chat.completion.chunk"},
                {"created", created},
-               {"model", r.model},
-               {"choices",
-                json::array({{{"index", 0},
-                              {"message", {{"role", "assistant"}, {"content", r.content}}},
-                              {"logprobs", nullptr},
-                              {"finish_reason", "stop"}}})}});
+               {"model", model},
+               {"choices", json::array()},
+               {"usage", usage_json(usage)}}) +
+         "\n\n";
 }
 
 std::string render_completion_chunk(const std::string& id, std::int64_t created,

@@ -23,13 +23,26 @@ std::string render_key_list(const std::vector<api_key_record>& keys);
 /// `{"data": [{"date", "model", "requests", "prompt_tokens", "completion_tokens"}...]}`
 /// (API.md section 4, usage).
 std::string render_usage(const std::vector<usage_total>& rows);
-/// OpenAI `chat.completion` (`POST /v1/chat/completions`).
+/// OpenAI `chat.completion` (`POST /v1/chat/completions`) of the echo model
+/// (an upstream's answer is relayed as it came), with `usage` when known.
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);
 /// One OpenAI `chat.completion.chunk` as an SSE `data:` line: the first has
 /// the role, then one per piece, the last an empty delta with finish_reason.
 std::string render_completion_chunk(const std::string& id, std::int64_t created,
                                     const std::string& model, const std::string* piece,
                                     bool first, bool last);
+/// An upstream's chunk as the client gets it: its data unchanged as one SSE
+/// event (`data: ...`, a line of its own per line of the data).
+std::string render_relayed_chunk(const std::string& data);
+/// A whole `chat.completion` (an upstream that ignored `stream`) as the
+/// chunks of a stream: one per choice with its message as the delta
+/// (tool_calls indexed), its logprobs and finish_reason, then the usage
+/// chunk when `include_usage` and the answer has usage. Empty when `raw`
+/// is no completion.
+std::vector<std::string> render_completion_as_chunks(const std::string& raw, bool include_usage);
+/// OpenAI's final usage chunk (`choices: []`), for a stream Parley renders.
+std::string render_usage_chunk(const std::string& id, std::int64_t created,
+                               const std::string& model, const token_usage& usage);
 /// `GET /v1/models`.
 std::string render_models(const std::vector<std::string>& ids);
 /// A flat JSON object of string fields, in the given order.

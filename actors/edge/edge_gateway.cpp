@@ -15,7 +15,9 @@ namespace parley {
 namespace {
 
 /// No session: the same in-flight cap as a turn, and the same retries,
-/// breaker and fallback (all in the llm actor).
+/// breaker and fallback (all in the llm actor). The client's request goes
+/// upstream whole, `model` defaulted; the answer comes back as the upstream
+/// gave it (API.md section 5).
 void start_completion(edge_self* self, const call_ptr& c, const std::string& user_id) {
   auto& st = self->state;
   auto admitted = admit(self, c, "requests");
@@ -32,13 +34,15 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
   llm_request req;
   req.model = chat.model.value_or(st.cfg.default_model);
   for (auto& m : chat.messages)
-    req.messages.push_back({m.role, m.content});
-  req.extra_json = chat.extra_json;
+    req.messages.push_back({std::move(m.role), std::move(m.content)});
+  req.raw_body = chat.model ? std::move(chat.upstream_body)
+                            : net::with_model(chat.upstream_body, req.model);
+  chat.upstream_body.clear();
   if (c->stream) {
     auto ticket = ++st.next_ticket;
     st.streams.emplace(ticket, std::move(*admitted));
     spawn_completion_sink(self->home_system(), {c, caf::actor_cast<edge_actor>(self), {}, ticket},
-                          st.llm, std::move(req), st.cfg.turn_timeout,
+                          st.llm, std::move(req), chat.include_usage, st.cfg.turn_timeout,
                           st.cfg.cancel_on_disconnect, std::move(on_result));
     return;
   }
@@ -47,7 +51,14 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
     .then(
       [c, held, on_result](llm_result& r) {
         held->reset();
-        on_result(r);
+        // A completed call's usage counts; an upstream 4xx passed through is
+        // the client's error, not a call.
+        if (r.upstream_status < 400)
+          on_result(r);
+        // The upstream's answer (or its 4xx) as it came; the echo model's
+        // in OpenAI's shape.
+        if (r.upstream_status != 0)
+          return reply(c, r.upstream_status, std::move(r.raw));
         reply(c, 200, render_completion("chatcmpl-" + random_hex(12),
                                         static_cast<std::int64_t>(std::time(nullptr)), r));
       },

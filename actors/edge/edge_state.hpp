@@ -65,7 +65,8 @@ using edge_self = instrumented_actor<edge_state, edge_actor::base>;
 
 // --- Answers (edge_actor.cpp) -----------------------------------------------
 
-/// A 2xx answer with the call's extra headers.
+/// An answer that is no Parley error (a 2xx, or an upstream's 4xx passed
+/// through) with the call's extra headers.
 void reply(const call_ptr& c, unsigned status, std::string body,
            std::string content_type = "application/json");
 /// An error answer (API.md section 2) with the call's extra headers and,

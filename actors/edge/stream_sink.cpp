@@ -1,6 +1,8 @@
 #include "actors/edge/stream_sink.hpp"
 
 #include <ctime>
+#include <optional>
+#include <utility>
 
 #include <caf/actor_system.hpp>
 
@@ -18,6 +20,10 @@ namespace {
 //   ask(self, to, timeout)    the request whose answer is streamed
 //   opening(out)              written with the head
 //   piece(out, text)          one piece
+//   relays(chunk)             whether an upstream chunk goes to the client
+//   relay(out, chunk)         writes it (a completion only)
+//   plain_result(result)      a result answered as a plain HTTP answer
+//                             when nothing was streamed yet (an upstream 4xx)
 //   closing(out, result)      the end, after the head (written first if no
 //                             piece came)
 //   error_event(err)          an error after the head
@@ -41,6 +47,9 @@ struct turn_format {
   }
   void opening(net::responder&) {}
   void piece(net::responder& out, const std::string& text) { out.write(render_delta_sse(text)); }
+  bool relays(const relay_chunk&) { return false; } // a turn's pieces are deltas
+  void relay(net::responder&, relay_chunk&) {}
+  std::optional<std::pair<unsigned, std::string>> plain_result(result&) { return std::nullopt; }
   void before_closing(result&) {}
   void closing(net::responder& out, result& r) { out.write(render_done_sse(r)); }
   std::string error_event(const api_error& e) { return render_error_sse(e); }
@@ -53,15 +62,21 @@ struct turn_format {
   }
 };
 
+/// A gateway completion. From an upstream, its chunks go to the client as
+/// they came (relay); from the echo model (or an upstream that answered
+/// whole), Parley renders OpenAI's chunks around the pieces.
 struct completion_format {
   static inline const char* name = "gateway_sink";
   using result = llm_result;
   llm_request req;
   llm_actor llm;
+  bool include_usage = false; ///< the client asked for the usage chunk
   std::string id = "chatcmpl-" + random_hex(12);
   std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
   std::string model;
   completion_listener on_result;
+  bool rendered = false; ///< Parley's first chunk is out (pieces)
+  bool relayed = false;  ///< an upstream chunk is out
 
   template <class Self>
   auto ask(Self* self, const llm_actor& to, std::chrono::milliseconds timeout) {
@@ -70,20 +85,42 @@ struct completion_format {
     return self->request(to, timeout, llm_call_atom::value, std::move(req),
                          caf::actor_cast<caf::actor>(self));
   }
-  void opening(net::responder& out) {
-    out.write(render_completion_chunk(id, created, model, nullptr, true, false));
-  }
+  void opening(net::responder&) {}
   void piece(net::responder& out, const std::string& text) {
+    open_rendered(out);
     out.write(render_completion_chunk(id, created, model, &text, false, false));
+  }
+  bool relays(const relay_chunk& ch) { return !ch.usage_only || include_usage; }
+  void relay(net::responder& out, relay_chunk& ch) {
+    relayed = true;
+    out.write(render_relayed_chunk(ch.data), std::move(ch.ticket));
+  }
+  /// An upstream's 4xx before any chunk: its status and body, unchanged.
+  std::optional<std::pair<unsigned, std::string>> plain_result(result& r) {
+    if (r.upstream_status < 300 || relayed || rendered)
+      return std::nullopt;
+    return std::make_pair(static_cast<unsigned>(r.upstream_status), std::move(r.raw));
   }
   /// The first chunk (when no piece came) already names the model used.
   void before_closing(result& r) {
-    model = r.model;
-    if (on_result)
+    if (!rendered)
+      model = r.model;
+    if (on_result && r.upstream_status < 400)
       on_result(r); // the gateway's usage (edge_gateway.cpp)
   }
-  void closing(net::responder& out, result&) {
-    out.write(render_completion_chunk(id, created, model, nullptr, false, true));
+  void closing(net::responder& out, result& r) {
+    if (!relayed && !rendered && !r.raw.empty()) {
+      // The upstream answered whole although asked to stream.
+      for (auto& chunk : render_completion_as_chunks(r.raw, include_usage))
+        out.write(std::move(chunk));
+      relayed = true;
+    }
+    if (!relayed) {
+      open_rendered(out);
+      out.write(render_completion_chunk(id, created, model, nullptr, false, true));
+      if (include_usage && r.usage.known)
+        out.write(render_usage_chunk(id, created, model, r.usage));
+    }
     out.write("data: [DONE]\n\n");
   }
   std::string error_event(const api_error& e) { return render_completion_error_sse(e); }
@@ -91,6 +128,14 @@ struct completion_format {
   template <class Self>
   void cancel(Self* self) {
     self->send(llm, cancel_atom::value);
+  }
+
+private:
+  void open_rendered(net::responder& out) {
+    if (rendered)
+      return;
+    rendered = true;
+    out.write(render_completion_chunk(id, created, model, nullptr, true, false));
   }
 };
 
@@ -161,6 +206,14 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
         auto& st = self->state;
         if (st.done)
           return;
+        if (!st.started) {
+          if (auto plain = st.fmt.plain_result(r)) {
+            st.done = true;
+            reply(st.to.call, plain->first, std::move(plain->second));
+            self->send(caf::actor_cast<stream_sink_actor>(self), finished_atom::value);
+            return;
+          }
+        }
         st.fmt.before_closing(r);
         start();
         st.fmt.closing(*st.to.call->out, r);
@@ -174,6 +227,18 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
         return;
       start();
       st.fmt.piece(*st.to.call->out, piece);
+      if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
+        st.cancel_sent = true;
+        st.fmt.cancel(self);
+      }
+    },
+    [self, start](chunk_atom, relay_chunk& ch) {
+      // Dropping `ch` (and its ticket) lets the upstream read go on.
+      auto& st = self->state;
+      if (st.done || !st.fmt.relays(ch))
+        return;
+      start();
+      st.fmt.relay(*st.to.call->out, ch);
       if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
         st.cancel_sent = true;
         st.fmt.cancel(self);
@@ -202,11 +267,12 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
 }
 
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
-                                        llm_actor llm, llm_request req,
+                                        llm_actor llm, llm_request req, bool include_usage,
                                         std::chrono::milliseconds timeout, bool cancel,
                                         completion_listener on_result) {
   completion_format fmt;
   fmt.req = std::move(req);
+  fmt.include_usage = include_usage;
   fmt.on_result = std::move(on_result);
   return sys.spawn(stream_sink<completion_format, llm_actor>, std::move(target), std::move(fmt),
                    std::move(llm), timeout, cancel);

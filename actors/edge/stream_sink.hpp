@@ -19,7 +19,8 @@
 /// hold the sink as `caf::actor` (turn_request::sink, which crosses the
 /// cluster, and the llm actor's listener, which sends from its asio thread
 /// with caf::send_as): the interface checks what the sink handles, the wire
-/// is (delta_atom, std::string) as before.
+/// is (delta_atom, std::string) as before. A gateway completion from an
+/// upstream gets (chunk_atom, relay_chunk) instead, always node-local.
 /// Sends its edge `sink_report_actor`'s message exactly once.
 
 #include <chrono>
@@ -45,6 +46,12 @@ using stream_sink_actor = caf::typed_actor<
   /// One piece of the reply, in order (from the session actor or, for a
   /// completion, the llm actor).
   caf::reacts_to<delta_atom, std::string>,
+  /// A gateway completion: one upstream chunk, in order, from the llm
+  /// actor's connection thread on this node; written to the client as it
+  /// came (the usage chunk only when the client asked for it). The chunk's
+  /// ticket is dropped once written, which lets the upstream read go on: a
+  /// relay holds at most one read of chunks beyond the socket buffers.
+  caf::reacts_to<chunk_atom, relay_chunk>,
   /// From the edge: the node hosting the session went down (a turn only):
   /// 503, or an error event.
   caf::reacts_to<gone_atom>,
@@ -74,9 +81,11 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
 using completion_listener = std::function<void(const llm_result&)>;
 
 /// A streamed chat completion: asks `llm` for `req` with the sink as the
-/// receiver of the pieces; `on_result` (may be empty) hears the result.
+/// receiver of the pieces or chunks; `include_usage`: the client asked for
+/// the usage chunk (stream_options.include_usage); `on_result` (may be
+/// empty) hears a completed call's result.
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,
-                                        llm_actor llm, llm_request req,
+                                        llm_actor llm, llm_request req, bool include_usage,
                                         std::chrono::milliseconds timeout, bool cancel,
                                         completion_listener on_result = {});
 

@@ -96,6 +96,10 @@ bool optional_string(const json& j, const char* key, std::optional<std::string>&
 
 } // namespace
 
+bool carries_history(std::string_view path) {
+  return path == "/v1/chat/completions" || path == "/v1/responses";
+}
+
 bool is_json_content_type(std::string_view ct) {
   auto semi = ct.find(';');
   auto type = ct.substr(0, semi);
@@ -255,55 +259,93 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j)
     return fail<P>(j.error->code, j.error->message);
-  if (!optional_string(j.value, "model", p.value.model, p))
-    return p;
+  auto bad = [](std::string param, std::string message) {
+    auto f = fail<P>(errc::invalid_request, std::move(message));
+    f.error->param = std::move(param);
+    return f;
+  };
+  auto model = j.value.find("model");
+  if (model != j.value.end() && !model->is_null() && !model->is_string())
+    return bad("model", "'model' must be a string");
+  if (model != j.value.end() && model->is_string() && !model->get_ref<const std::string&>().empty())
+    p.value.model = model->get<std::string>();
+  else if (model != j.value.end())
+    j.value.erase(model); // null or "": the default applies, as when absent
   auto msgs = j.value.find("messages");
   if (msgs == j.value.end() || !msgs->is_array() || msgs->empty())
-    return fail<P>(errc::invalid_request, "'messages' must be a non-empty array");
-  if (msgs->size() > 1000)
-    return fail<P>(errc::invalid_request, "'messages' may hold at most 1000 messages");
+    return bad("messages", "'messages' must be a non-empty array");
+  // The gateway passes messages on as they are (API.md section 5): only
+  // what every upstream would refuse is refused here, with the field named.
   std::size_t i = 0;
   for (auto& m : *msgs) {
     auto where = "messages[" + std::to_string(i++) + "]";
     if (!m.is_object())
-      return fail<P>(errc::invalid_request, "'" + where + "' must be an object");
+      return bad(where, "'" + where + "' must be an object");
     auto role = m.find("role");
     if (role == m.end() || !role->is_string())
-      return fail<P>(errc::invalid_request, "'" + where + ".role' must be a string");
+      return bad(where + ".role", "'" + where + ".role' must be a string");
     auto r = role->get<std::string>();
-    if (r != "system" && r != "user" && r != "assistant" && r != "tool" && r != "developer")
-      return fail<P>(errc::invalid_request, "'" + where + ".role' must be system, user, "
-                                            "assistant, tool or developer, not '" + r + "'");
+    if (r != "system" && r != "developer" && r != "user" && r != "assistant" && r != "tool" &&
+        r != "function")
+      return bad(where + ".role", "'" + where + ".role' must be system, developer, user, "
+                                  "assistant, tool or function, not '" + r + "'");
     auto content = m.find("content");
     std::string text;
-    if (content != m.end() && content->is_string())
+    if (content == m.end() || content->is_null()) {
+      // An assistant message with tool_calls, for one.
+    } else if (content->is_string()) {
       text = content->get<std::string>();
-    else if (content != m.end() && content->is_array()) {
-      // Content parts: Parley passes text parts on and refuses the others.
+    } else if (content->is_array()) {
+      std::size_t k = 0;
       for (auto& part : *content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string())
-          return fail<P>(errc::invalid_request,
-                         "'" + where + ".content' parts must be {\"type\":\"text\",\"text\":...}");
-        text += part["text"].get<std::string>();
+        auto at = where + ".content[" + std::to_string(k++) + "]";
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          return bad(at, "'" + at + "' must be an object with a string 'type'");
+        if (auto t = part.find("text"); t != part.end() && t->is_string())
+          text += t->get<std::string>();
       }
-    } else if (!(content != m.end() && content->is_null() && r == "assistant"))
-      return fail<P>(errc::invalid_request, "'" + where + ".content' must be a string");
-    if (text.size() > max_content_bytes)
-      return fail<P>(errc::payload_too_large, "'" + where + ".content' is over 32 KiB");
+    } else {
+      return bad(where + ".content",
+                 "'" + where + ".content' must be a string, an array of parts or null");
+    }
     p.value.messages.push_back({std::move(r), std::move(text)});
   }
   if (auto st = j.value.find("stream"); st != j.value.end() && !st->is_null()) {
     if (!st->is_boolean())
-      return fail<P>(errc::invalid_request, "'stream' must be true or false");
+      return bad("stream", "'stream' must be true or false");
     p.value.stream = st->get<bool>();
   }
-  json extra = json::object();
-  for (auto& [k, v] : j.value.items())
-    if (k != "model" && k != "messages" && k != "stream" && k != "stream_options")
-      extra[k] = v;
-  p.value.extra_json = dump(extra);
+  if (auto so = j.value.find("stream_options"); so != j.value.end() && !so->is_null()) {
+    if (!so->is_object())
+      return bad("stream_options", "'stream_options' must be an object");
+    if (auto iu = so->find("include_usage"); iu != so->end() && !iu->is_null()) {
+      if (!iu->is_boolean())
+        return bad("stream_options.include_usage",
+                   "'stream_options.include_usage' must be true or false");
+      p.value.include_usage = iu->get<bool>();
+    }
+  }
+  // Streamed, Parley always asks for the usage chunk (for accounting) and
+  // relays it only when the client asked; unstreamed, stream_options means
+  // nothing to an upstream (and OpenAI refuses it), so it goes.
+  if (p.value.stream)
+    j.value["stream_options"]["include_usage"] = true;
+  else
+    j.value.erase("stream_options");
+  p.value.upstream_body = dump(j.value);
   return p;
+}
+
+std::string with_model(std::string_view body, std::string_view model) {
+  std::string out;
+  out.reserve(body.size() + model.size() + 12);
+  out += "{\"model\":";
+  append_json_string(out, model);
+  auto rest = body.substr(body.empty() ? 0 : 1); // after '{'
+  if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos && rest.front() != '}')
+    out += ',';
+  out += rest;
+  return out;
 }
 
 namespace {

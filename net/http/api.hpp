@@ -18,6 +18,11 @@ namespace parley::net {
 
 /// Limits of API.md section 2.
 constexpr std::size_t max_body_bytes = 64 * 1024;
+/// True for the paths whose bodies carry whole histories, the gateway's
+/// `/v1/chat/completions` and `/v1/responses`: their body limit is
+/// PARLEY_GATEWAY_MAX_BODY_BYTES instead of max_body_bytes, and their
+/// messages have no per-content limit.
+bool carries_history(std::string_view path);
 constexpr std::size_t max_content_bytes = 32 * 1024;
 constexpr std::size_t max_client_message_id_chars = 128;
 constexpr std::size_t max_feedback_comment_bytes = 4 * 1024;
@@ -65,19 +70,31 @@ struct create_key_body {
   std::vector<std::string> models;
 };
 
-/// `POST /v1/chat/completions` (OpenAI's Chat Completions request).
+/// `POST /v1/chat/completions` (OpenAI's Chat Completions request), passed
+/// through to the upstream (API.md section 5).
 struct chat_message {
-  std::string role; ///< system, user, assistant, tool or developer
+  std::string role; ///< system, developer, user, assistant, tool or function
+  /// The text of `content` (a string, or its text parts joined); other
+  /// parts and fields are in `upstream_body` only. For the echo model.
   std::string content;
 };
 struct chat_completion_body {
   std::optional<std::string> model;
   std::vector<chat_message> messages;
   bool stream = false;
-  /// The other sampling fields (temperature, top_p, max_tokens, stop, ...),
-  /// passed on to the upstream unchanged: a serialized JSON object.
-  std::string extra_json = "{}";
+  /// `stream_options.include_usage`: the client wants the final usage chunk.
+  bool include_usage = false;
+  /// The request as the upstream gets it: the client's JSON object with
+  /// every field and message kept, `stream_options.include_usage` set when
+  /// streamed (Parley always asks for usage), `model` as the client sent it
+  /// (absent when it sent none: with_model() adds the default).
+  std::string upstream_body;
 };
+
+/// `body` (a JSON object's compact text, as chat_completion_body's
+/// upstream_body) with `"model": model` added as its first member. Call only
+/// when the object has no `model`.
+std::string with_model(std::string_view body, std::string_view model);
 
 /// `POST /admin/v1/sessions/{id}/migrate`: `{"to": node_id}`.
 struct migrate_body {

@@ -66,6 +66,8 @@ std::string error_body(const api_error& e) {
   nlohmann::json j = {{"error",
                        {{"message", e.message},
                         {"type", std::string{type_name(e.code)}},
+                        {"param", e.param.empty() ? nlohmann::json(nullptr)
+                                                  : nlohmann::json(e.param)},
                         {"code", std::string{code_name(e.code)}}}}};
   // A message may quote the request (a path, a route id): bytes that are
   // not UTF-8 become U+FFFD instead of making the dump throw.

@@ -46,9 +46,13 @@ errc errc_from_code(std::string_view code);
 struct api_error {
   errc code = errc::internal;
   std::string message;
+  /// The request field at fault (OpenAI's `param`, e.g. "messages[2].role");
+  /// empty: none (rendered as null).
+  std::string param = {};
 };
 
-/// `{"error": {"message", "type", "code"}}` for an error.
+/// `{"error": {"message", "type", "param", "code"}}` for an error (`param`
+/// null when the error names no field): every error body Parley writes.
 std::string error_body(const api_error& e);
 
 } // namespace parley

@@ -1,5 +1,6 @@
 #include "net/http/openai_chunk.hpp"
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -10,16 +11,25 @@ namespace parley::net {
 namespace {
 
 /// Reads one streamed chunk without building a JSON document (it runs for
-/// every piece of every stream): keeps the top-level `model` and
-/// `choices[0].delta.content` as the parser passes them.
+/// every chunk of every stream): keeps the top-level `model`,
+/// `choices[0].delta.content`, the `usage` counts and whether `choices`
+/// holds anything, as the parser passes them.
 class chunk_reader {
 public:
   using json = nlohmann::json;
 
   bool null() { return value(); }
   bool boolean(bool) { return value(); }
-  bool number_integer(json::number_integer_t) { return value(); }
-  bool number_unsigned(json::number_unsigned_t) { return value(); }
+  bool number_integer(json::number_integer_t n) {
+    if (n >= 0)
+      count(static_cast<std::int64_t>(n));
+    return value();
+  }
+  bool number_unsigned(json::number_unsigned_t n) {
+    if (n <= static_cast<json::number_unsigned_t>(INT64_MAX))
+      count(static_cast<std::int64_t>(n));
+    return value();
+  }
   bool number_float(json::number_float_t, const json::string_t&) { return value(); }
   bool binary(json::binary_t&) { return value(); }
   bool string(json::string_t& s) {
@@ -30,6 +40,12 @@ public:
     return value();
   }
   bool start_object(std::size_t) {
+    if (path_.size() == 1 && path_[0].key == "usage" && !usage)
+      usage = upstream_usage{};
+    if (path_.size() == 1 && path_[0].key == "choices")
+      has_choice = true; // `choices` is an object, not an array: not empty either
+    if (path_.size() == 2 && path_[1].array && path_[0].key == "choices")
+      has_choice = true;
     path_.push_back({false, {}, 0});
     return true;
   }
@@ -39,9 +55,13 @@ public:
   }
   bool end_object() {
     path_.pop_back();
+    if (path_.empty())
+      top_object = true;
     return value();
   }
   bool start_array(std::size_t) {
+    if (path_.size() == 2 && path_[1].array && path_[0].key == "choices")
+      has_choice = true;
     path_.push_back({true, {}, 0});
     return true;
   }
@@ -55,6 +75,9 @@ public:
 
   std::optional<std::string> model;
   std::optional<std::string> content;
+  std::optional<upstream_usage> usage;
+  bool has_choice = false;
+  bool top_object = false;
 
 private:
   struct frame {
@@ -63,8 +86,23 @@ private:
     std::size_t index; ///< an array's current element
   };
 
+  /// A count of the top-level `usage` object.
+  void count(std::int64_t n) {
+    if (path_.size() != 2 || path_[0].array || path_[0].key != "usage" || path_[1].array || !usage)
+      return;
+    auto& k = path_[1].key;
+    if (k == "prompt_tokens")
+      usage->prompt_tokens = n;
+    else if (k == "completion_tokens")
+      usage->completion_tokens = n;
+    else if (k == "total_tokens")
+      usage->total_tokens = n;
+  }
+
   /// A value ended: an array moves on to its next element.
   bool value() {
+    if (path_.size() == 2 && path_[1].array && path_[0].key == "choices")
+      has_choice = true;
     if (!path_.empty() && path_.back().array)
       ++path_.back().index;
     return true;
@@ -81,17 +119,19 @@ private:
 
 } // namespace
 
-bool chunk_piece(std::string_view data, std::string& piece, std::string& model) {
+bool read_chunk(std::string_view data, chunk_info& out) {
   if (data == "[DONE]")
     return false;
   chunk_reader r;
-  if (!nlohmann::json::sax_parse(data, &r))
-    return false; // not JSON: skipped
-  if (r.model)
-    model = std::move(*r.model);
-  if (!r.content || r.content->empty())
-    return false;
-  piece = std::move(*r.content);
+  if (!nlohmann::json::sax_parse(data, &r) || !r.top_object)
+    return false; // not a JSON object: skipped
+  chunk_info info;
+  if (r.content && !r.content->empty())
+    info.piece = std::move(r.content);
+  info.model = std::move(r.model);
+  info.usage = r.usage;
+  info.no_choices = !r.has_choice;
+  out = std::move(info);
   return true;
 }
 

@@ -61,9 +61,9 @@ public:
     if (!answered_.exchange(true))
       record_start(status);
   }
-  void write(std::string chunk) override {
+  void write(std::string chunk, std::shared_ptr<void> hold) override {
     bytes_ += chunk.size();
-    inner_->write(std::move(chunk));
+    inner_->write(std::move(chunk), std::move(hold));
   }
   void finish() override {
     inner_->finish();

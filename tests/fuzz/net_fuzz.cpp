@@ -339,9 +339,12 @@ void one_request(const request& r) {
   auto cc = net::parse_chat_completion(body);
   check_parsed(cc, "chat completion");
   if (cc) {
-    auto extra = json::parse(cc.value.extra_json, nullptr, false);
-    if (extra.is_discarded() || !extra.is_object())
-      broken("extra_json is not a JSON object", cc.value.extra_json);
+    auto up = json::parse(cc.value.upstream_body, nullptr, false);
+    if (up.is_discarded() || !up.is_object() || !up["messages"].is_array())
+      broken("upstream_body is not a JSON object with messages", cc.value.upstream_body);
+    if (!cc.value.model &&
+        !json::parse(net::with_model(cc.value.upstream_body, "m"), nullptr, false).is_object())
+      broken("with_model() made something that is not a JSON object", cc.value.upstream_body);
   }
 
   check_json_text(r.path);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -76,6 +77,8 @@ const char* to_string(fetch_status s) {
     return "io_error";
   case fetch_status::overloaded:
     return "overloaded";
+  case fetch_status::too_large:
+    return "too_large";
   }
   return "?";
 }
@@ -443,6 +446,20 @@ TEST_P(upstream_client, post_json_round_trip) {
   ASSERT_EQ(logged.size(), 1u);
   EXPECT_EQ(logged[0]["authorization"], "Bearer sk-test");
   EXPECT_EQ(logged[0]["path"], "/v1/chat/completions");
+}
+
+TEST_P(upstream_client, an_answer_over_the_body_limit_is_too_large_and_not_kept) {
+  json big = json::parse(R"({"choices":[{"message":{"content":""}}]})");
+  big["choices"][0]["message"]["content"] = std::string(100000, 'z');
+  mock().configure({{"fail_status", 200}, {"fail_body", big}});
+  auto o = opts();
+  o.body_limit = 65536;
+  client_under_test c{mock().url(), o};
+  for (int i = 0; i < 2; ++i) {
+    auto r = call_json(*c, chat("big", false), 10s);
+    EXPECT_EQ(r.status, fetch_status::too_large) << describe(r);
+    EXPECT_TRUE(r.body.empty());
+  }
 }
 
 TEST_P(upstream_client, keep_alive_reuses_one_connection_also_after_a_clean_stream) {
@@ -873,7 +890,7 @@ TEST(upstream_client_sse, a_chunked_body_with_events_split_across_chunks_splits_
   EXPECT_GE(s.span_ms(), 200) << "events must be delivered as their pieces arrive";
 }
 
-TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_an_io_error) {
+TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_too_large) {
   scripted_server server{
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
       {"data: small\n\n", "data: " + std::string(4096, 'x'), "\n\n"},
@@ -882,9 +899,72 @@ TEST(upstream_client_sse, an_event_beyond_the_body_limit_is_an_io_error) {
   o.body_limit = 1024;
   client_under_test c{server.url(), o};
   auto s = call_stream(*c, chat("x", true), 10s);
-  EXPECT_EQ(s.result.status, fetch_status::io_error) << describe(s.result);
+  EXPECT_EQ(s.result.status, fetch_status::too_large) << describe(s.result);
   EXPECT_EQ(s.result.events, 1u);
   EXPECT_EQ(s.events, std::vector<std::string>{"small"});
+}
+
+TEST(upstream_client_sse, a_plain_answer_beyond_the_body_limit_is_too_large) {
+  for (auto head : {std::string{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                "Content-Length: 4096\r\n\r\n"},
+                    std::string{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                "Connection: close\r\n\r\n"}}) {
+    scripted_server server{head, {std::string(4096, 'x')}, false};
+    client_options o;
+    o.body_limit = 1024;
+    client_under_test c{server.url(), o};
+    auto r = call_json(*c, chat("x", false), 10s);
+    EXPECT_EQ(r.status, fetch_status::too_large) << describe(r) << " " << head;
+    EXPECT_TRUE(r.body.empty());
+  }
+}
+
+// A paced stream reads on only once every event it handed on was consumed,
+// and ends only then.
+TEST(upstream_client_sse, a_paced_stream_waits_for_its_consumer) {
+  std::vector<std::string> pieces;
+  for (int i = 0; i < 5; ++i)
+    pieces.push_back("data: e" + std::to_string(i) + "\n\n");
+  scripted_server server{
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+      pieces, false};
+  client_under_test c{server.url()};
+  auto pace = std::make_shared<parley::net::stream_pace>();
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::string> events;
+  std::vector<std::shared_ptr<void>> held;
+  bool done = false;
+  fetch_result result;
+  stream_callbacks cb;
+  cb.pace = pace;
+  cb.on_event = [&](std::string_view data) {
+    std::lock_guard<std::mutex> lk{m};
+    events.emplace_back(data);
+    held.push_back(pace->ticket());
+    cv.notify_all();
+  };
+  cb.on_done = [&](fetch_result r) {
+    std::lock_guard<std::mutex> lk{m};
+    result = std::move(r);
+    done = true;
+    cv.notify_all();
+  };
+  c->post_json_stream("/chat/completions", chat("x", true).dump(), "", 10s, std::move(cb));
+  std::unique_lock<std::mutex> lk{m};
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return !events.empty(); }));
+  // Held: nothing more is read while the upstream sends the rest (30 ms
+  // apart) and ends the stream.
+  EXPECT_FALSE(cv.wait_for(lk, 500ms, [&] { return events.size() > 1 || done; }))
+      << "read on while an event was held: " << events.size();
+  held.clear(); // consumed: the next read takes what arrived meanwhile
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return events.size() == pieces.size(); }))
+      << events.size();
+  EXPECT_FALSE(cv.wait_for(lk, 300ms, [&] { return done; }))
+      << "the stream ended before its last events were consumed";
+  held.clear();
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return done; }));
+  EXPECT_EQ(result.status, fetch_status::ok) << describe(result);
 }
 
 TEST(upstream_client_sse, a_tls_close_delimited_stream_ends_cleanly_with_close_notify_both_ways) {

@@ -116,7 +116,10 @@ TEST(api, seq_segments) {
 
 TEST(api, error_bodies_have_openai_shape_and_statuses) {
   EXPECT_EQ(error_body({errc::session_busy, "busy"}),
-            R"({"error":{"code":"session_busy","message":"busy","type":"rate_limit_error"}})");
+            R"({"error":{"code":"session_busy","message":"busy","param":null,"type":"rate_limit_error"}})");
+  EXPECT_EQ(error_body({errc::invalid_request, "bad", "messages[0].role"}),
+            R"({"error":{"code":"invalid_request","message":"bad","param":"messages[0].role",)"
+            R"("type":"invalid_request_error"}})");
   EXPECT_EQ(http_status(errc::payload_too_large), 413u);
   EXPECT_EQ(http_status(errc::upstream_timeout), 504u);
   EXPECT_TRUE(has_retry_after(errc::storage_unavailable));
@@ -137,16 +140,86 @@ TEST(api, chat_completion_requests_follow_openai) {
   ASSERT_EQ(ok.value.messages.size(), 2u);
   EXPECT_EQ(ok.value.messages[1].content, "ab");
   EXPECT_TRUE(ok.value.stream);
-  EXPECT_EQ(ok.value.extra_json, R"({"temperature":0.3})");
-  EXPECT_FALSE(parse_chat_completion(R"({"messages":[]})"));
-  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"user"}]})"));
-  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"x","content":"a"}]})"));
-  EXPECT_FALSE(parse_chat_completion(R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})"));
-  EXPECT_FALSE(parse_chat_completion(R"({"model":5,"messages":[{"role":"user","content":"a"}]})"));
-  auto big = parse_chat_completion(R"({"messages":[{"role":"user","content":")" +
-                                   std::string(33 * 1024, 'x') + R"("}]})");
-  ASSERT_FALSE(big);
-  EXPECT_EQ(big.error->code, parley::errc::payload_too_large);
+  EXPECT_FALSE(ok.value.include_usage);
+  // Streamed: Parley asks the upstream for usage; everything else as sent.
+  auto up = nlohmann::json::parse(ok.value.upstream_body);
+  EXPECT_EQ(up["stream_options"], nlohmann::json({{"include_usage", true}}));
+  EXPECT_EQ(up["temperature"], 0.3);
+  EXPECT_EQ(up["messages"][1]["content"][1]["text"], "b");
+  for (auto [bad, param] : std::vector<std::pair<std::string, std::string>>{
+         {R"({"messages":[]})", "messages"},
+         {R"({"messages":"hi"})", "messages"},
+         {R"({"messages":[{"role":"user","content":5}]})", "messages[0].content"},
+         {R"({"messages":[{"role":"x","content":"a"}]})", "messages[0].role"},
+         {R"({"messages":[{"content":"a"}]})", "messages[0].role"},
+         {R"({"messages":[{"role":"user","content":"a"},7]})", "messages[1]"},
+         {R"({"messages":[{"role":"user","content":[{"text":"a"}]}]})", "messages[0].content[0]"},
+         {R"({"model":5,"messages":[{"role":"user","content":"a"}]})", "model"},
+         {R"({"messages":[{"role":"user","content":"a"}],"stream":"yes"})", "stream"},
+         {R"({"messages":[{"role":"user","content":"a"}],"stream_options":{"include_usage":1}})",
+          "stream_options.include_usage"}}) {
+    auto p = parse_chat_completion(bad);
+    ASSERT_FALSE(p) << bad;
+    EXPECT_EQ(p.error->code, parley::errc::invalid_request) << bad;
+    EXPECT_EQ(p.error->param, param) << bad;
+  }
+}
+
+TEST(api, chat_completion_requests_pass_through_whole) {
+  // Every role, every message field, unknown fields, image parts, a
+  // content over 32 KiB: all kept (API.md section 5).
+  nlohmann::json req = {
+    {"messages",
+     {{{"role", "developer"}, {"content", "d"}},
+      {{"role", "user"},
+       {"content",
+        {{{"type", "text"}, {"text", "look"}},
+         {{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64,AAAA"}}}}}},
+       {"name", "bob"}},
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"refusal", nullptr},
+       {"tool_calls",
+        {{{"id", "call_1"},
+          {"type", "function"},
+          {"function", {{"name", "f"}, {"arguments", "{\"a\":1}"}}}}}}},
+      {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", std::string(40 * 1024, 'r')}},
+      {{"role", "assistant"}, {"tool_calls", nlohmann::json::array()}}}},
+    {"tools", {{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", {}}}}}}},
+    {"tool_choice", "auto"},
+    {"n", 2},
+    {"logprobs", true},
+    {"top_logprobs", 2},
+    {"seed", 7},
+    {"x_vendor_field", {{"deep", {1, 2}}}},
+    {"stream", false},
+    {"stream_options", {{"include_usage", true}}}};
+  auto p = parse_chat_completion(req.dump());
+  ASSERT_TRUE(p) << p.error->message;
+  EXPECT_FALSE(p.value.model);
+  EXPECT_FALSE(p.value.stream);
+  ASSERT_EQ(p.value.messages.size(), 5u);
+  EXPECT_EQ(p.value.messages[1].content, "look");
+  auto up = nlohmann::json::parse(p.value.upstream_body);
+  // Unstreamed, stream_options means nothing upstream; the rest is the same.
+  auto want = req;
+  want.erase("stream_options");
+  EXPECT_EQ(up, want);
+  // The default model goes in front; the rest is unchanged.
+  auto with = with_model(p.value.upstream_body, "gpt-\"x\"");
+  auto w = nlohmann::json::parse(with);
+  EXPECT_EQ(w["model"], "gpt-\"x\"");
+  w.erase("model");
+  EXPECT_EQ(w, want);
+  EXPECT_EQ(with_model("{}", "m"), R"({"model":"m"})");
+  // A null or empty model is the default's.
+  for (auto m : {"null", "\"\""}) {
+    auto n = parse_chat_completion(std::string{R"({"model":)"} + m +
+                                   R"(,"messages":[{"role":"user","content":"a"}]})");
+    ASSERT_TRUE(n) << m;
+    EXPECT_FALSE(n.value.model) << m;
+    EXPECT_FALSE(nlohmann::json::parse(n.value.upstream_body).contains("model")) << m;
+  }
 }
 
 // API.md section 2: a NUL in any stored string is 400, never cut or stored.

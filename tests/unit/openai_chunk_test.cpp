@@ -10,13 +10,13 @@ namespace {
 
 struct read_out {
   bool ok;
-  std::string piece;
-  std::string model;
+  chunk_info info;
 };
 
 read_out read(std::string_view data) {
-  read_out r{false, "unchanged", "unchanged"};
-  r.ok = chunk_piece(data, r.piece, r.model);
+  read_out r{false, {}};
+  r.info.model = "unchanged";
+  r.ok = read_chunk(data, r.info);
   return r;
 }
 
@@ -24,30 +24,71 @@ TEST(openai_chunk, a_content_chunk_gives_its_piece_and_model) {
   auto r = read(R"({"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-x",)"
                 R"("choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},)"
                 R"("finish_reason":null}]})");
-  EXPECT_TRUE(r.ok);
-  EXPECT_EQ(r.piece, "Hel");
-  EXPECT_EQ(r.model, "gpt-x");
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.info.piece, "Hel");
+  EXPECT_EQ(r.info.model, "gpt-x");
+  EXPECT_FALSE(r.info.usage);
+  EXPECT_FALSE(r.info.no_choices);
   // Keys in any order, escapes decoded.
   r = read(R"({"choices":[{"delta":{"content":"a\"b\n\u00e9"},"index":0}],"model":"m2"})");
-  EXPECT_TRUE(r.ok);
-  EXPECT_EQ(r.piece, "a\"b\n\xc3\xa9");
-  EXPECT_EQ(r.model, "m2");
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.info.piece, "a\"b\n\xc3\xa9");
+  EXPECT_EQ(r.info.model, "m2");
 }
 
 TEST(openai_chunk, chunks_without_content_give_no_piece_but_keep_the_model) {
   auto r = read(R"({"model":"gpt-x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})");
-  EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.piece, "unchanged");
-  EXPECT_EQ(r.model, "gpt-x");
+  ASSERT_TRUE(r.ok);
+  EXPECT_FALSE(r.info.piece);
+  EXPECT_EQ(r.info.model, "gpt-x");
+  EXPECT_FALSE(r.info.no_choices);
   for (auto data : {R"({"choices":[{"delta":{"content":null}}]})",
                     R"({"choices":[{"delta":{"content":""}}]})",
-                    R"({"choices":[]})", R"({"usage":{"prompt_tokens":3}})",
-                    R"({"choices":[{"delta":{"content":7}}]})"}) {
+                    R"({"choices":[{"delta":{"content":7}}]})",
+                    R"({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1",)"
+                    R"("function":{"name":"f","arguments":"{\"a\":"}}]}}]})"}) {
     r = read(data);
-    EXPECT_FALSE(r.ok) << data;
-    EXPECT_EQ(r.piece, "unchanged") << data;
-    EXPECT_EQ(r.model, "unchanged") << data;
+    ASSERT_TRUE(r.ok) << data;
+    EXPECT_FALSE(r.info.piece) << data;
+    EXPECT_FALSE(r.info.model) << data;
+    EXPECT_FALSE(r.info.no_choices) << data;
   }
+}
+
+TEST(openai_chunk, the_usage_chunk_gives_its_counts_and_no_choices) {
+  auto r = read(R"({"id":"c1","object":"chat.completion.chunk","model":"gpt-x","choices":[],)"
+                R"("usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,)"
+                R"("prompt_tokens_details":{"cached_tokens":3}}})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_FALSE(r.info.piece);
+  EXPECT_EQ(r.info.model, "gpt-x");
+  EXPECT_TRUE(r.info.no_choices);
+  ASSERT_TRUE(r.info.usage);
+  EXPECT_EQ(r.info.usage->prompt_tokens, 12);
+  EXPECT_EQ(r.info.usage->completion_tokens, 5);
+  EXPECT_EQ(r.info.usage->total_tokens, 17);
+  // Without choices at all, with usage null, or counts that are not counts.
+  r = read(R"({"usage":{"prompt_tokens":3}})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(r.info.no_choices);
+  ASSERT_TRUE(r.info.usage);
+  EXPECT_EQ(r.info.usage->prompt_tokens, 3);
+  EXPECT_EQ(r.info.usage->total_tokens, 0);
+  r = read(R"({"choices":[{"delta":{"content":"x"}}],"usage":null})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_FALSE(r.info.usage);
+  EXPECT_EQ(r.info.piece, "x");
+  r = read(R"({"choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":1.5,)"
+           R"("total_tokens":"7","x":{"prompt_tokens":9}}})");
+  ASSERT_TRUE(r.ok);
+  ASSERT_TRUE(r.info.usage);
+  EXPECT_EQ(r.info.usage->prompt_tokens, 0);
+  EXPECT_EQ(r.info.usage->completion_tokens, 0);
+  EXPECT_EQ(r.info.usage->total_tokens, 0);
+  // A usage object elsewhere is not the chunk's.
+  r = read(R"({"choices":[{"delta":{},"usage":{"prompt_tokens":4}}]})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_FALSE(r.info.usage);
 }
 
 TEST(openai_chunk, content_anywhere_else_is_not_the_piece) {
@@ -57,19 +98,20 @@ TEST(openai_chunk, content_anywhere_else_is_not_the_piece) {
                     R"({"choices":[{"delta":{"x":{"content":"deeper"}}}]})",
                     R"({"x":{"model":"nested"},"choices":[[{"delta":{"content":"in array"}}]]})"}) {
     auto r = read(data);
-    EXPECT_FALSE(r.ok) << data;
-    EXPECT_EQ(r.piece, "unchanged") << data;
-    EXPECT_EQ(r.model, "unchanged") << data;
+    ASSERT_TRUE(r.ok) << data;
+    EXPECT_FALSE(r.info.piece) << data;
+    EXPECT_FALSE(r.info.model) << data;
   }
 }
 
-TEST(openai_chunk, done_and_text_that_is_not_json_are_skipped) {
+TEST(openai_chunk, done_and_text_that_is_not_a_json_object_are_skipped) {
   for (auto data : {"[DONE]", "", "not json", R"({"choices":[{"delta":{"content":"cut)",
-                    R"({"model":"m","choices":[{"delta":{"content":"x"}}]} trailing)", "[1,2]"}) {
+                    R"({"model":"m","choices":[{"delta":{"content":"x"}}]} trailing)", "[1,2]",
+                    "\"text\"", "7"}) {
     auto r = read(data);
     EXPECT_FALSE(r.ok) << data;
-    EXPECT_EQ(r.piece, "unchanged") << data;
-    EXPECT_EQ(r.model, "unchanged") << data;
+    EXPECT_EQ(r.info.model, "unchanged") << data;
+    EXPECT_FALSE(r.info.piece) << data;
   }
 }
 

@@ -97,3 +97,28 @@ TEST(render, probe_and_feedback_bodies_keep_their_documented_field_order) {
   EXPECT_EQ(parley::render_completion_error_sse({parley::errc::overloaded, "busy"}),
             "data: " + parley::error_body({parley::errc::overloaded, "busy"}) + "\n\n");
 }
+
+TEST(render, gateway_chunks_are_relayed_as_they_came) {
+  EXPECT_EQ(parley::render_relayed_chunk(R"({"choices":[]})"), "data: {\"choices\":[]}\n\n");
+  // An upstream event of several data lines stays one event of as many lines.
+  EXPECT_EQ(parley::render_relayed_chunk("{\n\"a\": 1\n}"), "data: {\ndata: \"a\": 1\ndata: }\n\n");
+  parley::token_usage u;
+  u.prompt_tokens = 3;
+  u.completion_tokens = 4;
+  u.total_tokens = 7;
+  u.known = true;
+  auto usage =
+    nlohmann::json::parse(parley::render_usage_chunk("chatcmpl-1", 5, "echo", u).substr(6));
+  EXPECT_EQ(usage["choices"], nlohmann::json::array());
+  EXPECT_EQ(usage["usage"], nlohmann::json({{"prompt_tokens", 3},
+                                            {"completion_tokens", 4},
+                                            {"total_tokens", 7}}));
+  EXPECT_EQ(usage["object"], "chat.completion.chunk");
+  parley::llm_result r;
+  r.content = "hi";
+  r.model = "echo";
+  EXPECT_FALSE(nlohmann::json::parse(parley::render_completion("c", 1, r)).contains("usage"));
+  r.usage = u;
+  auto with_usage = nlohmann::json::parse(parley::render_completion("c", 1, r));
+  EXPECT_EQ(with_usage["usage"]["total_tokens"], 7);
+}
