@@ -86,19 +86,33 @@ function errorText(e) {
 }
 
 /// Runs the named scenarios (an object of async functions returning what
-/// they saw), prints the JSON line and exits.
-async function run(library, version, scenarios) {
+/// they saw), prints the JSON line and exits. A scenario gets
+/// `scenarioMs` (a stream that stalls fails, rather than hanging the run);
+/// once `runMs` passed the rest are reported as not run.
+async function run(library, version, scenarios, { scenarioMs = 20000, runMs = 120000 } = {}) {
   const { only } = args();
   const out = { library, version, ok: true, scenarios: {} };
+  const began = Date.now();
   for (const [name, fn] of Object.entries(scenarios)) {
     if (only && !only.has(name)) continue;
     const started = Date.now();
+    if (started - began > runMs) {
+      out.ok = false;
+      out.scenarios[name] = { ok: false, ms: 0, error: `not run: the run took over ${runMs} ms` };
+      continue;
+    }
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${scenarioMs} ms`)), scenarioMs);
+    });
     try {
-      const saw = await fn();
+      const saw = await Promise.race([fn(), timeout]);
       out.scenarios[name] = { ok: true, ms: Date.now() - started, ...saw };
     } catch (e) {
       out.ok = false;
       out.scenarios[name] = { ok: false, ms: Date.now() - started, error: errorText(e) };
+    } finally {
+      clearTimeout(timer);
     }
   }
   console.log(JSON.stringify(out));
