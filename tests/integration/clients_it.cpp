@@ -39,8 +39,8 @@ const std::vector<library>& libraries() {
   static const std::vector<library> all{
       {"openai",
        "openai_sdk.cjs",
-       {"plain", "stream", "tools", "tools_stream", "n2", "logprobs", "length", "image", "history",
-        "auth"},
+       {"plain", "stream", "stream_without_usage", "tools", "tools_stream", "n2", "n2_stream",
+        "logprobs", "length", "image", "history", "auth"},
        {{"prompt", 5}, {"completion", 4}, {"total", 9}}},
       {"ai",
        "ai_sdk.cjs",

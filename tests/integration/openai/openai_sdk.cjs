@@ -1,8 +1,9 @@
 // The official `openai` SDK (major 7) against an OpenAI-compatible base URL:
 //   node openai_sdk.cjs BASE_URL API_KEY [--model=NAME] [--only=SCENARIO,...]
-// Scenarios: plain, stream (include_usage), tools and tools_stream (a tool
-// call, then the `tool` message and the answer using its result), n2,
-// logprobs, length, image, history (300 KiB), auth (401 with a bad key).
+// Scenarios: plain, stream (include_usage), stream_without_usage (no usage
+// chunk unasked), tools and tools_stream (a tool call, then the `tool`
+// message and the answer using its result), n2 and n2_stream, logprobs,
+// length, image, history (300 KiB), auth (401 with a bad key).
 // See common.cjs for the output.
 'use strict';
 const OpenAI = require('openai');
@@ -129,6 +130,21 @@ c.run('openai', c.versionOf('openai'), {
     c.expectUsage(s.usage, 'usage chunk');
     return { text, finish, chunks: s.chunks, usage: s.usage };
   },
+  async stream_without_usage() {
+    // Not asked for, no usage chunk: code reading chunk.choices[0] must not meet `choices: []`.
+    const stream = await client.chat.completions.create({
+      model, messages: [{ role: 'user', content: 'no usage please' }], stream: true,
+    });
+    let text = '';
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks += 1;
+      c.expect(chunk.choices.length === 1 && !chunk.usage, `chunk ${JSON.stringify(chunk)}`);
+      text += chunk.choices[0].delta.content || '';
+    }
+    c.expect(text === 'mock: no usage please', `text ${JSON.stringify(text)}`);
+    return { text, chunks };
+  },
   async tools() {
     return toolRoundTrip(false);
   },
@@ -146,6 +162,19 @@ c.run('openai', c.versionOf('openai'), {
       `texts ${JSON.stringify(texts)}`);
     c.expectUsage(usage(r.usage), 'n2');
     return { texts, usage: usage(r.usage) };
+  },
+  async n2_stream() {
+    const s = await drain(await client.chat.completions.create({
+      model, n: 2, messages: [{ role: 'user', content: 'pick one' }], stream: true,
+      stream_options: { include_usage: true },
+    }));
+    const texts = s.choices.map((ch) => ch.text);
+    c.expect(s.choices.length === 2 && s.choices.every((ch) => ch.finish === 'stop'),
+      `choices ${JSON.stringify(s.choices)}`);
+    c.expect(texts[0] === 'mock: pick one' && texts[1] !== texts[0] && texts[1].includes('pick one'),
+      `texts ${JSON.stringify(texts)}`);
+    c.expectUsage(s.usage, 'n2_stream');
+    return { texts, usage: s.usage };
   },
   async logprobs() {
     const r = await client.chat.completions.create({
