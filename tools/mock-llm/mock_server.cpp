@@ -158,8 +158,7 @@ private:
   void send(string_response res);
   void on_write(bool close, beast::error_code ec, std::size_t bytes);
 
-  void start_stream(unsigned version, bool keep_alive, std::vector<std::string> events,
-                    stream_end end);
+  void start_stream(unsigned version, bool keep_alive, stream_reply reply, stream_end end);
   void on_stream_header(beast::error_code ec, std::size_t bytes);
   void write_event();
   void on_event(beast::error_code ec, std::size_t bytes);
@@ -299,9 +298,19 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
   const std::uint64_t n =
       state_->record("POST", path, req[http::field::authorization], body, req.body(), connection_);
 
+  if (const auto& key = state_->config().api_key;
+      !key.empty() && req[http::field::authorization] != "Bearer " + key)
+    return send(make_response(401,
+                              error_body("Incorrect API key provided.", "invalid_request_error",
+                                         "invalid_api_key"),
+                              version, keep_alive));
+
   chat_request chat;
   if (auto error = read_chat_request(body, chat))
-    return send(error_response(400, *error, "invalid_request", version, keep_alive));
+    return send(make_response(400,
+                              error_body(error->message, "invalid_request_error",
+                                         "invalid_request", error->param),
+                              version, keep_alive));
 
   const mock_config& config = state_->config();
   const failure_kind failure = state_->take_failure();
@@ -338,10 +347,10 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
                      : failure == failure_kind::stall_stream ? stream_end::stall
                                                              : stream_end::complete;
     return after(config.latency, [this, version, keep_alive, end,
-                                  events = stream_events(chat, n, unix_now(), config.stamp_pieces),
+                                  reply = stream_events(chat, n, unix_now(), config.stamp_pieces),
                                   answer = state_->begin_answer()]() mutable {
       answer.reset();
-      start_stream(version, keep_alive, std::move(events), end);
+      start_stream(version, keep_alive, std::move(reply), end);
     });
   }
   auto res = json_response(completion_document(chat, n, unix_now()), version, keep_alive);
@@ -412,14 +421,14 @@ template <class Stream> void session<Stream>::close_gracefully() {
 }
 
 template <class Stream>
-void session<Stream>::start_stream(unsigned version, bool keep_alive,
-                                   std::vector<std::string> events, stream_end end) {
-  events_ = std::move(events);
+void session<Stream>::start_stream(unsigned version, bool keep_alive, stream_reply reply,
+                                   stream_end end) {
+  events_ = std::move(reply.events);
   next_event_ = 0;
   stream_end_ = end;
   // Cut and stalled streams stop after about half of the content chunks,
   // never at [DONE].
-  stop_after_ = end != stream_end::complete ? (content_event_count(events_) + 1) / 2
+  stop_after_ = end != stream_end::complete ? (reply.content_events + 1) / 2
                                             : events_.size();
   chunk_delay_ = state_->config().chunk_delay;
   keep_alive_ = keep_alive;

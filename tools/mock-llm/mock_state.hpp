@@ -40,6 +40,9 @@ struct mock_config {
   int retry_after = 0;   ///< seconds; sent as Retry-After when > 0
   std::string fail_body = default_fail_body(); ///< body of injected failures
   failure_mode mode = failure_mode::normal;
+  /// When set, chat requests must carry `Authorization: Bearer <api_key>`;
+  /// others get OpenAI's 401 (`invalid_api_key`). Empty: any key or none.
+  std::string api_key;
 };
 
 /// The config as the JSON object /_mock/config shows.
@@ -57,34 +60,79 @@ json parse_json(std::string_view text);
 /// Serializes without throwing: invalid UTF-8 is replaced by U+FFFD.
 std::string dump(const json& value);
 
-/// `{"error":{"message":..,"type":..,"code":..}}`, OpenAI's error shape.
+/// `{"error":{"message":..,"type":..,"code":..,"param":..}}`, OpenAI's error
+/// shape; `param` is null when empty.
 std::string error_body(std::string_view message, std::string_view type = "invalid_request_error",
-                       std::string_view code = "invalid_request");
+                       std::string_view code = "invalid_request", std::string_view param = {});
+
+/// A function the request offers in `tools`, and the arguments the mock calls it with.
+struct tool_call_plan {
+  std::string name;
+  std::string arguments; ///< JSON text built from the tool's parameter schema
+};
 
 /// The parts of a Chat Completions request the mock uses.
 struct chat_request {
   std::string model;   ///< the request's model, or "mock"
-  std::string reply;   ///< "mock: " + the last message's content
+  std::string reply;   ///< "mock: " + the last message's text (+ " (images: N)")
   bool stream = false;
   int prompt_tokens = 0;
+  int choices = 1;                   ///< `n`
+  std::optional<tool_call_plan> call; ///< set when the answer is a tool call
+  bool logprobs = false;
+  int top_logprobs = 0;
+  bool include_usage = false; ///< `stream_options.include_usage`
+  int max_tokens = 0;         ///< `max_completion_tokens` or `max_tokens`; 0 = no limit
+};
+
+/// Why a request is refused: the message and the field it concerns ("" = none).
+struct request_error {
+  std::string message;
+  std::string param;
 };
 
 /// Validates a parsed request body (`parse_json` output). Returns an error
-/// message when it is not a JSON object or a known field has the wrong type.
-/// A missing `messages` counts as an empty conversation.
-std::optional<std::string> read_chat_request(const json& body, chat_request& out);
+/// when it is not a JSON object or a field the mock uses has the wrong type
+/// or range. A missing `messages` counts as an empty conversation.
+std::optional<request_error> read_chat_request(const json& body, chat_request& out);
 
 /// Number of whitespace-separated words: the mock's token estimate.
 int count_words(std::string_view text);
 
+/// Example arguments for a JSON Schema: strings are `text`, numbers 1,
+/// booleans true, an enum its first value, objects every property, arrays one
+/// element. Deterministic.
+json example_arguments(const json& schema, const std::string& text);
+
+/// One choice of an answer.
+struct choice_answer {
+  std::string content;         ///< the text (empty for a tool call)
+  std::optional<tool_call_plan> call;
+  std::string call_id;         ///< `call_mock_<n>_<index>` for a tool call
+  std::string finish_reason;   ///< "stop", "length" or "tool_calls"
+  int completion_tokens = 0;
+};
+
+/// The choices of the answer to request number `n`: choice 0's text is
+/// `req.reply`, choice i > 0's starts "mock#i: " instead; texts longer than
+/// `max_tokens` words are cut there with finish_reason "length".
+std::vector<choice_answer> answer_choices(const chat_request& req, std::uint64_t n);
+
 /// The non-streaming `chat.completion` document for request number `n`.
 json completion_document(const chat_request& req, std::uint64_t n, std::int64_t created);
 
-/// The server-sent events of a streamed reply, each a complete
-/// `data: ...\n\n` frame: the content chunks (the first carrying the role),
-/// then the finish chunk, then `data: [DONE]`. Always at least one content chunk.
-std::vector<std::string> stream_events(const chat_request& req, std::uint64_t n,
-                                       std::int64_t created, int stamp_pieces = 0);
+/// The server-sent events of a streamed reply, each a complete `data: ...\n\n` frame.
+struct stream_reply {
+  std::vector<std::string> events;
+  std::size_t content_events = 0; ///< the leading events before the first finish chunk
+};
+
+/// The events of a streamed reply: for each choice its pieces (the first
+/// carrying the role, a tool call's id and name; choices interleaved), then
+/// each choice's finish chunk, with `include_usage` a usage chunk with
+/// `choices: []`, then `data: [DONE]`. Always at least one content chunk.
+stream_reply stream_events(const chat_request& req, std::uint64_t n, std::int64_t created,
+                           int stamp_pieces = 0);
 
 /// The content of each piece of a stamped stream: "T" and 16 digits that the
 /// server overwrites, just before writing the piece, with its steady_clock time
@@ -94,11 +142,6 @@ inline constexpr std::string_view stamp_placeholder = "T################ ";
 
 /// Overwrites the placeholder in `event` (if any) with `micros`, zero-padded.
 void stamp_event(std::string& event, std::int64_t micros);
-
-/// Number of content chunks in `events` (all but the finish chunk and [DONE]).
-inline std::size_t content_event_count(const std::vector<std::string>& events) {
-  return events.size() - 2;
-}
 
 /// Everything the server keeps between requests. Single-threaded: touched only
 /// from the one thread that runs the io_context.

@@ -1,4 +1,5 @@
-// Drives a running Parley node with the official `openai` npm package:
+// Drives a running Parley node with the official `openai` npm package (major 7,
+// pinned in package.json beside this file):
 //   node client_check.cjs BASE_URL API_KEY
 // Prints one JSON line with what it saw; exits non-zero on an unexpected error.
 const OpenAI = require('openai');
