@@ -184,12 +184,10 @@ TEST(usage, daily_totals_equal_the_replies_over_sessions_users_and_two_nodes) {
         auto body = stream ? done_of(r) : r.js();
         ASSERT_TRUE(body.is_object()) << r.body;
         auto& usage = body["reply"]["usage"];
-        // A streamed upstream reports usage once Parley asks for it
-        // (stream_options.include_usage); until then such a reply has none.
-        if (!upstream_mode() || !stream) {
-          EXPECT_TRUE(usage.is_object()) << r.body;
-        }
-        if (usage.is_object()) {
+        // Streamed too: Parley asks a streaming upstream for its usage
+        // (stream_options.include_usage).
+        ASSERT_TRUE(usage.is_object()) << r.body;
+        {
           EXPECT_EQ(usage["total_tokens"], usage["prompt_tokens"].get<std::int64_t>() +
                                                usage["completion_tokens"].get<std::int64_t>());
           // The upstream's own count (the mock counts words: "mock: turn t
