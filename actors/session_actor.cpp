@@ -327,8 +327,11 @@ void call_model(session_self* self, turn_ptr t) {
   user.content = t->req.content;
   user.created_at = now_rfc3339();
   user.client_message_id = t->req.client_message_id;
-  llm_request req{st.rec.model,
-                  build_context(st.rec.system_prompt, st.window, user, st.env.cfg->window), {}};
+  // PARLEY_CONTEXT_TOKENS, or the session's own budget.
+  auto budget = st.rec.context_tokens >= 0 ? st.rec.context_tokens : st.env.cfg->context_tokens;
+  auto plan = plan_context(st.rec.system_prompt, st.window, user, st.env.cfg->window, budget);
+  auto others = plan.others;
+  llm_request req{st.rec.model, std::move(plan.messages), {}};
   // Retries and the fallback upstream (after a primary that timed out) all
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;
@@ -339,7 +342,9 @@ void call_model(session_self* self, turn_ptr t) {
                                       st.sink)
                       : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
   std::move(call).then(
-      [self, t, user](llm_result& r) {
+      [self, t, user, others](llm_result& r) mutable {
+        // The counts the window is cut by next time (API.md section 4).
+        user.tokens = user_message_tokens(r.usage, others, user.content);
         message_record reply;
         reply.seq = user.seq + 1;
         reply.role = "assistant";
@@ -347,6 +352,9 @@ void call_model(session_self* self, turn_ptr t) {
         reply.created_at = now_rfc3339();
         reply.reply_to = user.seq;
         reply.model = std::move(r.model);
+        reply.tokens = r.usage.known && r.usage.completion_tokens > 0
+                         ? r.usage.completion_tokens
+                         : estimate_message_tokens(reply.content);
         reply.usage = r.usage;
         commit(self, t, user, std::move(reply));
       },

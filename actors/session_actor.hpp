@@ -87,6 +87,7 @@ using session_actor = caf::typed_actor<
 
 struct session_config {
   std::size_t window = 20;      ///< PARLEY_CONTEXT_MESSAGES
+  std::int64_t context_tokens = 0; ///< PARLEY_CONTEXT_TOKENS (0: off); a session may set its own
   std::size_t queue_limit = 32; ///< turns waiting beyond the running one
   std::chrono::seconds idle{300};
   /// How long a turn waits for the llm actor: beyond llm_call_bound(), which

@@ -352,13 +352,14 @@ typename Inspector::result_type inspect(Inspector& f, usage_total& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_record& x) {
   return f(caf::meta::type_name("parley.message"), x.seq, x.role, x.content, x.created_at,
-           x.reply_to, x.model, x.client_message_id, x.usage);
+           x.reply_to, x.model, x.client_message_id, x.usage, x.tokens);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, session_record& x) {
   return f(caf::meta::type_name("parley.session"), x.id, x.user_id, x.created_at,
-           x.system_prompt, x.model, x.metadata_json, x.message_count, x.last_seq, x.epoch);
+           x.system_prompt, x.model, x.metadata_json, x.message_count, x.last_seq, x.epoch,
+           x.context_tokens);
 }
 
 template <class Inspector>

@@ -19,7 +19,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_CLUSTER_PORT", "PARLEY_SEEDS", "PARLEY_PG_URL", "PARLEY_REDIS_URL",
     "PARLEY_LLM_BASE_URL", "PARLEY_LLM_API_KEY", "PARLEY_LLM_MODEL",
     "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
-    "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_SESSION_IDLE_SECONDS",
+    "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_CONTEXT_TOKENS",
+    "PARLEY_SESSION_IDLE_SECONDS",
     "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS", "PARLEY_GATEWAY_MAX_BODY_BYTES",
     "PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA",
     // Extensions.
@@ -318,6 +319,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.secret("PARLEY_ADMIN_TOKEN", c.admin_token);
   r.integer("PARLEY_RATE_LIMIT_PER_MIN", c.rate_limit_per_min, 0, 100000000);
   r.integer("PARLEY_CONTEXT_MESSAGES", c.context_messages, 1, 100000);
+  r.integer("PARLEY_CONTEXT_TOKENS", c.context_tokens, 0, 100000000);
   r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);
   r.duration("PARLEY_FAILURE_DETECT_MS", c.failure_detect, 100, 600000);
   r.duration("PARLEY_PG_TIMEOUT_MS", c.pg_timeout, 1000, 600000);

@@ -38,6 +38,7 @@ struct node_config {
   std::string admin_token;
   std::int64_t rate_limit_per_min = 600;
   std::size_t context_messages = 20;
+  std::int64_t context_tokens = 0; ///< PARLEY_CONTEXT_TOKENS (0: off)
   std::chrono::seconds session_idle{300};
   std::chrono::milliseconds failure_detect{3000};
   /// Connect timeout and TCP keepalive bound of every PostgreSQL connection,

@@ -332,6 +332,7 @@ int serve(node_config cfg) {
 
   auto session_cfg = std::make_shared<session_config>();
   session_cfg->window = cfg.context_messages;
+  session_cfg->context_tokens = cfg.context_tokens;
   session_cfg->queue_limit = cfg.session_queue_limit;
   session_cfg->idle = cfg.session_idle;
   // The llm actor ends every call within llm_call_bound() (a primary that

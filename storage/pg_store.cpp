@@ -28,11 +28,11 @@ namespace {
 
 constexpr const char* session_columns =
   "id, user_id, " PARLEY_TS("created_at") ", system_prompt, model, metadata::text, "
-  "message_count, last_seq, epoch";
+  "message_count, last_seq, epoch, coalesce(context_tokens, -1)";
 
 constexpr const char* message_columns =
   "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id, "
-  "prompt_tokens, completion_tokens, total_tokens";
+  "prompt_tokens, completion_tokens, total_tokens, tokens";
 
 // A key as api_key_record reads it (read_key).
 constexpr const char* key_columns =
@@ -53,8 +53,8 @@ const std::string sql_revoke_key =
   "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()) FROM hit "
   "WHERE k.id = hit.id RETURNING k.id";
 const std::string sql_insert_session =
-  "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata) "
-  "VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb)";
+  "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
+  "context_tokens) VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb, nullif($7::bigint, -1))";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -130,9 +130,10 @@ const std::string sql_commit_turns = R"sql(
 WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
-                       $11::bigint[], $12::bigint[], $13::bigint[])
+                       $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[])
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-         reply_at, model, prompt_tokens, completion_tokens, total_tokens)
+         reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
+         reply_tokens)
 ), fenced AS (
   UPDATE sessions s
      SET last_seq = t.reply_seq, message_count = s.message_count + 2, updated_at = now()
@@ -143,12 +144,14 @@ WITH t AS (
   SELECT t.*, f.user_id FROM t JOIN fenced f USING (session_id, epoch, user_seq)
 ), ins AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
-                        client_message_id, prompt_tokens, completion_tokens, total_tokens)
-  SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL
+                        client_message_id, prompt_tokens, completion_tokens, total_tokens,
+                        tokens)
+  SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL,
+         user_tokens
     FROM written
   UNION ALL
   SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL,
-         prompt_tokens, completion_tokens, total_tokens
+         prompt_tokens, completion_tokens, total_tokens, reply_tokens
     FROM written
 ), totals AS (
   INSERT INTO usage_daily AS u (user_id, day, model, shard, requests, prompt_tokens,
@@ -239,6 +242,7 @@ session_record read_session(const pqxx::row& r) {
   s.message_count = r[6].as<std::int64_t>();
   s.last_seq = r[7].as<std::int64_t>();
   s.epoch = r[8].as<std::int64_t>();
+  s.context_tokens = r[9].as<std::int64_t>();
   return s;
 }
 
@@ -258,6 +262,7 @@ message_record read_message(const pqxx::row& r, pqxx::row::size_type at = 0) {
     m.usage.total_tokens = r[at + 9].is_null() ? 0 : r[at + 9].as<std::int64_t>();
     m.usage.known = true;
   }
+  m.tokens = r[at + 10].is_null() ? 0 : r[at + 10].as<std::int64_t>();
   return m;
 }
 
@@ -588,7 +593,7 @@ void pg_store::create_session(const session_record& s) {
   guarded([&] {
     pqxx::work w{conn()};
     w.exec_params(sql_insert_session, s.id, s.user_id, s.created_at, nonempty(s.system_prompt), s.model,
-                  s.metadata_json);
+                  s.metadata_json, s.context_tokens);
     w.commit();
     return 0;
   });
@@ -897,7 +902,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model, prompt, completion, total;
+    reply_at, model, prompt, completion, total, user_tokens, reply_tokens;
   for (auto& t : turns) {
     session.add(t.session_id);
     epoch.add(t.epoch);
@@ -912,6 +917,14 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     reply_content.add(t.reply.content);
     reply_at.add(t.reply.created_at);
     model.add(t.reply.model);
+    auto count = [](pg_array& a, std::int64_t n) {
+      if (n > 0)
+        a.add(sane_tokens(n));
+      else
+        a.add_null();
+    };
+    count(user_tokens, t.user.tokens);
+    count(reply_tokens, t.reply.tokens);
     if (t.reply.usage.known) {
       prompt.add(sane_tokens(t.reply.usage.prompt_tokens));
       completion.add(sane_tokens(t.reply.usage.completion_tokens));
@@ -934,7 +947,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     auto rows = n.exec_prepared(commit_statement, session.str(), epoch.str(), user_seq.str(),
                                 user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
                                 reply_content.str(), reply_at.str(), model.str(),
-                                prompt.str(), completion.str(), total.str(), usage_shard_);
+                                prompt.str(), completion.str(), total.str(), usage_shard_,
+                                user_tokens.str(), reply_tokens.str());
     std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
     for (const auto& r : rows)
       written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());

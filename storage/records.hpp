@@ -32,6 +32,10 @@ struct message_record {
   std::string model;            ///< assistant only
   std::string client_message_id; ///< user only; empty when the client sent none
   token_usage usage;             ///< assistant only: the model call's usage
+  /// The message's token count (API.md section 4): an assistant message's
+  /// completion tokens, a user message's growth of the prompt it caused;
+  /// 0: not known (Parley's estimate stands in).
+  std::int64_t tokens = 0;
 };
 
 struct session_record {
@@ -44,6 +48,8 @@ struct session_record {
   std::int64_t message_count = 0;
   std::int64_t last_seq = 0;
   std::int64_t epoch = 0;
+  /// The session's own PARLEY_CONTEXT_TOKENS: -1 the node's, 0 off.
+  std::int64_t context_tokens = -1;
 };
 
 /// What a session actor loads when it activates.

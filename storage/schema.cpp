@@ -125,6 +125,16 @@ ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS models jsonb;
 CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys (user_id, id DESC);
 )sql";
 
+// Token windows (API.md sections 1 and 4): each message's token count
+// (NULL: not known; Parley's estimate stands in) and a session's own
+// context budget (NULL: the node's PARLEY_CONTEXT_TOKENS). Added without a
+// default, so no existing row is rewritten.
+constexpr const char* v5_sql = R"sql(
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS tokens bigint;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS context_tokens bigint
+  CHECK (context_tokens >= 0);
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -133,6 +143,7 @@ const std::vector<migration>& migrations() {
     {2, "messages: cascade by trigger instead of a foreign key; sessions fillfactor", v2_sql},
     {3, "usage: on assistant messages, daily totals per user and model", v3_sql},
     {4, "api keys: daily token budget and model allowlist", v4_sql},
+    {5, "token counts of messages, a session's context budget", v5_sql},
   };
   return all;
 }

@@ -39,14 +39,17 @@ json session_json(const session_record& s) {
   json meta = json::parse(s.metadata_json, nullptr, false);
   if (meta.is_discarded())
     meta = json::object();
-  return {{"id", s.id},
-          {"object", "session"},
-          {"created_at", s.created_at},
-          {"system_prompt", s.system_prompt.empty() ? json(nullptr) : json(s.system_prompt)},
-          {"model", s.model},
-          {"metadata", std::move(meta)},
-          {"message_count", s.message_count},
-          {"last_seq", s.last_seq}};
+  json j = {{"id", s.id},
+            {"object", "session"},
+            {"created_at", s.created_at},
+            {"system_prompt", s.system_prompt.empty() ? json(nullptr) : json(s.system_prompt)},
+            {"model", s.model},
+            {"metadata", std::move(meta)},
+            {"message_count", s.message_count},
+            {"last_seq", s.last_seq}};
+  if (s.context_tokens >= 0)
+    j["context_tokens"] = s.context_tokens;
+  return j;
 }
 
 } // namespace

@@ -92,6 +92,7 @@ void handle_create_session(edge_self* self, const call_ptr& c, const api_key_rec
   if (!model_allowed(key->models, s.model))
     return reply_error(c, {errc::forbidden, model_refusal(key->models, s.model)});
   s.metadata_json = body.metadata_json;
+  s.context_tokens = body.context_tokens;
   auto& storage = st.storage->for_session(s.id);
   self->request(storage, st.cfg.storage_timeout, new_sess_atom::value, std::move(s))
     .then([c](session_record& r) { reply(c, 201, render_session(r)); },

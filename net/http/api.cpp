@@ -146,6 +146,14 @@ parsed<create_session_body> parse_create_session(std::string_view body) {
       return fail<create_session_body>(errc::invalid_request, "'metadata' must be an object");
     v.metadata_json = dump(*it);
   }
+  if (auto it = j.value.find("context_tokens"); it != j.value.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 0 ||
+        it->get<std::int64_t>() > 100000000)
+      return fail<create_session_body>(errc::invalid_request,
+                                       "'context_tokens' must be an integer from 0 (off) to "
+                                       "100000000");
+    v.context_tokens = it->get<std::int64_t>();
+  }
   return p;
 }
 

@@ -47,6 +47,9 @@ struct create_session_body {
   std::optional<std::string> system_prompt;
   std::optional<std::string> model;
   std::string metadata_json = "{}"; ///< always a JSON object, serialized
+  /// The session's own token budget of its context (0: off); -1 (absent):
+  /// PARLEY_CONTEXT_TOKENS.
+  std::int64_t context_tokens = -1;
 };
 
 struct post_message_body {

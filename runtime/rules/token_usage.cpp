@@ -2,10 +2,6 @@
 
 namespace parley {
 
-std::int64_t estimate_message_tokens(std::string_view content) {
-  return static_cast<std::int64_t>((content.size() + 3) / 4) + 3;
-}
-
 token_usage estimate_usage(const std::vector<llm_message>& sent, std::string_view reply) {
   token_usage u;
   for (auto& m : sent)

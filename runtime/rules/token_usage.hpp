@@ -17,10 +17,6 @@
 
 namespace parley {
 
-/// Tokens of one message by Parley's estimate: one per 4 bytes of content,
-/// rounded up, plus 3 for the message itself.
-std::int64_t estimate_message_tokens(std::string_view content);
-
 /// A model call's usage by the same estimate: `prompt_tokens` over the
 /// messages sent (the system prompt included), `completion_tokens` over the
 /// reply as one message, `total_tokens` their sum; `known` is true.

@@ -406,3 +406,95 @@ TEST(usage, the_usage_routes_show_the_totals_of_turns_and_gateway_calls) {
   for (auto bad : {"/v1/usage?days=0", "/v1/usage?days=91", "/v1/usage?days=x"})
     EXPECT_EQ(node.call("GET", bad, key).code(), "invalid_request") << bad;
 }
+
+// API.md sections 1 and 4: PARLEY_CONTEXT_TOKENS. Over turns of varied
+// lengths the upstream receives the system prompt, the longest suffix of
+// history whose stored counts fit the budget with it and the new message
+// (at most PARLEY_CONTEXT_MESSAGES), and the new message; a user message
+// counts the prompt growth it caused; a session may set its own budget
+// (0: off); the counts survive a restart with the session's window.
+TEST(usage, the_context_is_the_longest_suffix_whose_token_counts_fit) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db,
+                   {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_FALLBACK_BASE_URL", ""},
+                    {"PARLEY_CONTEXT_TOKENS", "60"}, {"PARLEY_CONTEXT_MESSAGES", "12"}}};
+  auto key = node.create_key("fay");
+  std::string system = "answer in one short sentence";
+  auto id = node.create_session(key, {{"system_prompt", system}});
+  auto open = node.create_session(key, {{"system_prompt", system}, {"context_tokens", 0}});
+  // Contents of varied lengths (the mock counts words; the estimate bytes).
+  std::vector<std::string> contents;
+  for (int i = 0; i < 14; ++i)
+    contents.push_back(std::string(static_cast<std::size_t>(1 + (i * 37) % 90), 'a' + i % 26) +
+                       " word" + std::string(static_cast<std::size_t>(i % 4), '!') + " end");
+  struct stored {
+    std::string role, content;
+    std::int64_t tokens;
+  };
+  auto history = [&](const std::string& session) {
+    std::vector<stored> out;
+    for (auto row : db.query("SELECT role, content, tokens FROM messages WHERE session_id = '" +
+                             session + "' ORDER BY seq"))
+      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
+                     row[2].is_null() ? -1 : row[2].as<std::int64_t>()});
+    return out;
+  };
+  bool restarted = false;
+  int cut_by_tokens = 0;
+  for (std::size_t t = 0; t < contents.size(); ++t) {
+    if (t == 9 && !restarted) {
+      // A restart: the window comes back from PostgreSQL with its counts.
+      node.restart();
+      restarted = true;
+    }
+    auto before = history(id);
+    mock.clear();
+    auto r = node.post_message(key, id, {{"content", contents[t]}});
+    ASSERT_EQ(r.status, 200) << describe(r);
+    auto sent = mock.requests().back()["body"]["messages"];
+    // What the rule gives, from the stored counts (every one known).
+    std::int64_t used = estimate(system) + estimate(contents[t]);
+    std::vector<std::string> want{system};
+    std::size_t take = 0;
+    std::int64_t others = estimate(system);
+    for (auto it = before.rbegin(); it != before.rend() && take < 11; ++it, ++take) {
+      ASSERT_GT(it->tokens, 0) << "a stored message without a count: " << it->content;
+      if (used + it->tokens > 60) {
+        ++cut_by_tokens;
+        break;
+      }
+      used += it->tokens;
+      others += it->tokens;
+    }
+    for (auto it = before.end() - static_cast<std::ptrdiff_t>(take); it != before.end(); ++it)
+      want.push_back(it->content);
+    want.push_back(contents[t]);
+    std::vector<std::string> got;
+    for (auto& m : sent)
+      got.push_back(m["content"]);
+    EXPECT_EQ(got, want) << "turn " << t;
+    EXPECT_LT(got.size(), 13u);
+    // The new user message's count: the prompt's growth over what was sent
+    // besides it, as the upstream counted.
+    auto after = history(id);
+    auto prompt = r.js()["reply"]["usage"]["prompt_tokens"].get<std::int64_t>();
+    auto user_tokens = after[after.size() - 2].tokens;
+    EXPECT_EQ(user_tokens, prompt - others > 0 ? prompt - others : estimate(contents[t]))
+      << "turn " << t;
+    EXPECT_EQ(after.back().tokens, r.js()["reply"]["usage"]["completion_tokens"]);
+  }
+  EXPECT_TRUE(restarted);
+  EXPECT_GT(cut_by_tokens, 3) << "the budget cut the history";
+
+  // The session that turned its budget off sends its whole window.
+  for (std::size_t t = 0; t < 8; ++t)
+    ASSERT_EQ(node.post_message(key, open, {{"content", contents[t]}}).status, 200);
+  mock.clear();
+  ASSERT_EQ(node.post_message(key, open, {{"content", "last"}}).status, 200);
+  EXPECT_EQ(mock.requests().back()["body"]["messages"].size(), 1u + 11u + 1u);
+  auto s = node.call("GET", "/v1/sessions/" + open, key);
+  EXPECT_EQ(s.js()["context_tokens"], 0) << s.body;
+  EXPECT_EQ(node.call("POST", "/v1/sessions", key, R"({"context_tokens": -1})").code(),
+            "invalid_request");
+}

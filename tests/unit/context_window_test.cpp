@@ -61,3 +61,56 @@ TEST(context_window, finds_a_client_id_with_its_reply) {
   EXPECT_FALSE(no_reply->second);
   EXPECT_FALSE(find_in_window(w, "zz"));
 }
+
+// API.md sections 1 and 4: with a token budget the context is the system
+// prompt, the longest suffix of history whose counts fit together with it
+// and the new message, and the new message, always.
+TEST(context_window, a_token_budget_keeps_the_longest_suffix_that_fits) {
+  message_window w;
+  std::int64_t counts[] = {50, 40, 30, 20, 10, 5};
+  for (int i = 0; i < 6; ++i) {
+    auto m = msg(i + 1, i % 2 ? "assistant" : "user", "m" + std::to_string(i + 1));
+    m.tokens = counts[i];
+    push_window(w, m, 20);
+  }
+  auto user = msg(7, "user", "hello"); // estimate: 2 + 3 = 5
+  std::string system = "be brief";     // estimate: 2 + 3 = 5
+  auto contents = [](const context_plan& p) {
+    std::vector<std::string> out;
+    for (auto& m : p.messages)
+      out.push_back(m.content);
+    return out;
+  };
+  using v = std::vector<std::string>;
+  // 5 + 5 + (5 + 10 + 20) = 45 fits 45; the next (30) would not.
+  auto p = plan_context(system, w, user, 20, 45);
+  EXPECT_EQ(contents(p), (v{"be brief", "m4", "m5", "m6", "hello"}));
+  EXPECT_EQ(p.others, 5 + 35);
+  // One token less: m4 no longer fits, and nothing older is taken after a gap.
+  EXPECT_EQ(contents(plan_context(system, w, user, 20, 44)), (v{"be brief", "m5", "m6", "hello"}));
+  // The new message is sent even when it alone is over the budget.
+  p = plan_context(system, w, user, 20, 1);
+  EXPECT_EQ(contents(p), (v{"be brief", "hello"}));
+  EXPECT_EQ(p.others, 5);
+  // No budget: PARLEY_CONTEXT_MESSAGES alone (n - 1 of history).
+  EXPECT_EQ(contents(plan_context("", w, user, 3, 0)), (v{"m5", "m6", "hello"}));
+  // The message count still caps a large budget.
+  EXPECT_EQ(contents(plan_context("", w, user, 3, 100000)), (v{"m5", "m6", "hello"}));
+  // A message without a count weighs its estimate.
+  message_window unknown{msg(1, "user", std::string(40, 'x'))}; // 10 + 3
+  EXPECT_EQ(plan_context("", unknown, user, 20, 18).messages.size(), 2u);
+  EXPECT_EQ(plan_context("", unknown, user, 20, 17).messages.size(), 1u);
+}
+
+TEST(context_window, a_user_message_counts_the_prompt_growth_it_caused) {
+  token_usage u;
+  u.prompt_tokens = 120;
+  u.known = true;
+  EXPECT_EQ(user_message_tokens(u, 100, "anything"), 20);
+  // Not reported, or not positive (an upstream counting otherwise): the
+  // estimate.
+  EXPECT_EQ(user_message_tokens(u, 120, "abcd"), 4);
+  EXPECT_EQ(user_message_tokens(token_usage{}, 0, "abcdefgh"), 5);
+  EXPECT_EQ(estimate_message_tokens(""), 3);
+  EXPECT_EQ(estimate_message_tokens("abcde"), 5);
+}
