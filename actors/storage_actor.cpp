@@ -341,6 +341,9 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](usage_of_atom, const std::string& user, std::int32_t days) {
       return guarded(st, [&] { return st.store->usage_of(user, days); });
     },
+    [&st](top_usage_atom, std::int32_t limit) {
+      return guarded(st, [&] { return st.store->top_usage_today(limit); });
+    },
     [&st](list_keys_atom, const list_keys_request& r) {
       return guarded(st, [&] { return st.store->list_keys(r.user, r.limit); });
     },

@@ -54,6 +54,8 @@ using storage_actor = session_store_actor::extend<
   /// (user, days) -> the user's daily totals of the last `days` UTC days,
   /// by day then model (`GET /v1/usage`).
   caf::replies_to<usage_of_atom, std::string, std::int32_t>::with<std::vector<usage_total>>,
+  /// (limit) -> today's users with the most tokens (`model` empty), most first.
+  caf::replies_to<top_usage_atom, std::int32_t>::with<std::vector<usage_total>>,
   /// (prefix_or_id) -> the number of keys revoked.
   caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
   caf::replies_to<new_sess_atom, session_record>::with<session_record>,

@@ -97,6 +97,7 @@ using tick_atom = caf::atom_constant<caf::atom("svtick")>;
 // usage of gateway calls (to a storage actor), and its flush timer
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
 using usage_of_atom = caf::atom_constant<caf::atom("usageof")>;
+using top_usage_atom = caf::atom_constant<caf::atom("topusage")>;
 using usage_flush_atom = caf::atom_constant<caf::atom("useflush")>;
 
 // -- cluster views -------------------------------------------------------------

@@ -193,6 +193,18 @@ SELECT to_char(day, 'YYYY-MM-DD'), model, sum(requests)::bigint, sum(prompt_toke
  ORDER BY day, model
 )sql";
 
+// The users with the most tokens (prompt + completion) today (UTC), the
+// shards and models summed; today's rows only (usage_daily_by_day).
+const std::string sql_top_usage = R"sql(
+SELECT user_id, to_char(day, 'YYYY-MM-DD'), sum(requests)::bigint, sum(prompt_tokens)::bigint,
+       sum(completion_tokens)::bigint
+  FROM usage_daily
+ WHERE day = (now() AT TIME ZONE 'UTC')::date
+ GROUP BY user_id, day
+ ORDER BY sum(prompt_tokens) + sum(completion_tokens) DESC, user_id
+ LIMIT $1
+)sql";
+
 // After a group commit's connection broke: is a turn's user message stored,
 // exactly as this batch wrote it (its microsecond timestamp tells it apart
 // from any other writer's), and is the backend that ran the batch still alive
@@ -818,6 +830,23 @@ void pg_store::add_usage(const std::vector<usage_total>& rows) {
                   completion.str(), usage_shard_);
     w.commit();
     return 0;
+  });
+}
+
+std::vector<usage_total> pg_store::top_usage_today(int limit) {
+  return guarded([&] {
+    pqxx::nontransaction n{conn()};
+    std::vector<usage_total> out;
+    for (auto row : n.exec_params(sql_top_usage, limit)) {
+      usage_total u;
+      u.user_id = row[0].as<std::string>();
+      u.day = row[1].as<std::string>();
+      u.requests = row[2].as<std::int64_t>();
+      u.prompt_tokens = row[3].as<std::int64_t>();
+      u.completion_tokens = row[4].as<std::int64_t>();
+      out.push_back(std::move(u));
+    }
+    return out;
   });
 }
 

@@ -176,6 +176,10 @@ public:
   /// ascending by day, then model.
   std::vector<usage_total> usage_of(const std::string& user, int days);
 
+  /// Today's (UTC) `limit` users with the most tokens, every model summed
+  /// (`model` empty), most first.
+  std::vector<usage_total> top_usage_today(int limit);
+
 private:
   class watchdog;
 

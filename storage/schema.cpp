@@ -128,11 +128,13 @@ CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys (user_id, id DESC);
 // Token windows (API.md sections 1 and 4): each message's token count
 // (NULL: not known; Parley's estimate stands in) and a session's own
 // context budget (NULL: the node's PARLEY_CONTEXT_TOKENS). Added without a
-// default, so no existing row is rewritten.
+// default, so no existing row is rewritten. The dashboard's top users of a
+// day read usage_daily_by_day.
 constexpr const char* v5_sql = R"sql(
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS tokens bigint;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS context_tokens bigint
   CHECK (context_tokens >= 0);
+CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily (day);
 )sql";
 
 } // namespace

@@ -168,6 +168,17 @@ std::string render_usage(const std::vector<usage_total>& rows) {
   return dump({{"data", std::move(data)}});
 }
 
+std::string render_top_usage(const std::vector<usage_total>& rows) {
+  json data = json::array();
+  for (auto& r : rows)
+    data.push_back({{"user", r.user_id},
+                    {"date", r.day},
+                    {"requests", r.requests},
+                    {"prompt_tokens", r.prompt_tokens},
+                    {"completion_tokens", r.completion_tokens}});
+  return dump({{"data", std::move(data)}});
+}
+
 std::string render_key_list(const std::vector<api_key_record>& keys) {
   json data = json::array();
   for (auto& k : keys)

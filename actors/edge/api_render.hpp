@@ -23,6 +23,8 @@ std::string render_key_list(const std::vector<api_key_record>& keys);
 /// `{"data": [{"date", "model", "requests", "prompt_tokens", "completion_tokens"}...]}`
 /// (API.md section 4, usage).
 std::string render_usage(const std::vector<usage_total>& rows);
+/// `{"data": [{"user", "date", "requests", "prompt_tokens", "completion_tokens"}...]}`.
+std::string render_top_usage(const std::vector<usage_total>& rows);
 /// OpenAI `chat.completion` (`POST /v1/chat/completions`) of the echo model
 /// (an upstream's answer is relayed as it came), with `usage` when known.
 std::string render_completion(const std::string& id, std::int64_t created, const llm_result& r);

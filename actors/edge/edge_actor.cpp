@@ -79,6 +79,7 @@ constexpr std::array<route_handler, net::route_count> make_handlers() {
   h[net::route_index(route::list_api_keys)] = handle_list_api_keys;
   h[net::route_index(route::usage)] = handle_usage;
   h[net::route_index(route::admin_usage)] = handle_admin_usage;
+  h[net::route_index(route::top_usage)] = handle_top_usage;
   h[net::route_index(route::revoke_api_key)] = handle_revoke_api_key;
   h[net::route_index(route::cluster_info)] = handle_cluster_info;
   h[net::route_index(route::admin_actors)] = handle_admin_actors;

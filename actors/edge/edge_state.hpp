@@ -109,6 +109,7 @@ void handle_list_api_keys(edge_self*, const call_ptr&, const api_key_record*);
 // edge_usage.cpp
 void handle_usage(edge_self*, const call_ptr&, const api_key_record*);
 void handle_admin_usage(edge_self*, const call_ptr&, const api_key_record*);
+void handle_top_usage(edge_self*, const call_ptr&, const api_key_record*);
 void handle_revoke_api_key(edge_self*, const call_ptr&, const api_key_record*);
 void handle_cluster_info(edge_self*, const call_ptr&, const api_key_record*);
 void handle_admin_actors(edge_self*, const call_ptr&, const api_key_record*);

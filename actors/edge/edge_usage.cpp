@@ -22,6 +22,15 @@ void handle_usage(edge_self* self, const call_ptr& c, const api_key_record* key)
   answer_usage(self, c, key->user_id);
 }
 
+/// `GET /admin/v1/usage/top?limit=N`: today's users with the most tokens
+/// (the dashboard's table).
+void handle_top_usage(edge_self* self, const call_ptr& c, const api_key_record*) {
+  auto& st = self->state;
+  self->request(st.storage->any(), st.cfg.storage_timeout, top_usage_atom::value, c->limit)
+    .then([c](std::vector<usage_total>& rows) { reply(c, 200, render_top_usage(rows)); },
+          [c](caf::error& e) { reply_error(c, e); });
+}
+
 void handle_admin_usage(edge_self* self, const call_ptr& c, const api_key_record*) {
   if (c->user.empty())
     return reply_error(c, {errc::invalid_request, "query parameter 'user' is required"});

@@ -42,6 +42,7 @@ enum class route : std::uint8_t {
   migrate_session,
   drain_node,
   admin_usage,
+  top_usage,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -76,6 +77,7 @@ enum class query_parser : std::uint8_t {
   page_token,   ///< token: the admin token when no Authorization header came
   key_list,     ///< user (optional, 1-128 characters), limit (1-1000, default 100)
   usage_days,   ///< days (1-90, default 7), user (optional here; the admin route needs it)
+  top_limit,    ///< limit (1-100, default 10)
 };
 
 /// Who answers: the HTTP adapter on its own thread, with no actor on the
@@ -106,7 +108,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 23> route_table{{
+inline constexpr std::array<route_row, 24> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -131,6 +133,7 @@ inline constexpr std::array<route_row, 23> route_table{{
   {route::migrate_session,   "migrate_session",  hm::post, "/admin/v1/sessions/{id}/migrate",        al::admin,      bp::migrate,         qp::none,          true,    ab::edge},
   {route::drain_node,        "drain_node",       hm::post, "/admin/v1/nodes/{id}/drain",             al::admin,      bp::none,            qp::none,          false,   ab::edge},
   {route::admin_usage,       "admin_usage",      hm::get,  "/admin/v1/usage",                        al::admin,      bp::none,            qp::usage_days,    false,   ab::edge},
+  {route::top_usage,         "top_usage",        hm::get,  "/admin/v1/usage/top",                    al::admin,      bp::none,            qp::top_limit,     false,   ab::edge},
 }};
 // clang-format on
 

@@ -224,6 +224,13 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       }
       break;
     }
+    case net::query_parser::top_limit: {
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 10, 1, 100), limit, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      break;
+    }
     case net::query_parser::message_page: {
       std::int64_t limit = 0;
       if (!take(net::query_int(q, "limit", 50, 1, 500), limit, call) ||

@@ -297,6 +297,7 @@ std::string node_metrics::stats_json() const {
   };
   std::map<std::string, upstream_figures> llm;
   double sessions = 0, in_flight = 0, rate_limited = 0;
+  std::uint64_t prompt_tokens = 0, completion_tokens = 0;
   for (auto& family : impl_->registry.Collect()) {
     for (auto& m : family.metric) {
       if (family.name == "parley_http_requests_total") {
@@ -311,6 +312,9 @@ std::string node_metrics::stats_json() const {
         in_flight = m.gauge.value;
       } else if (family.name == "parley_sessions_active") {
         sessions = m.gauge.value;
+      } else if (family.name == "parley_llm_tokens_total") {
+        (label(m, "direction") == "prompt" ? prompt_tokens : completion_tokens) +=
+          whole(m.counter.value);
       } else if (family.name == "parley_rate_limited_total") {
         rate_limited = m.counter.value;
       } else if (family.name == "parley_load_shed_total") {
@@ -355,6 +359,7 @@ std::string node_metrics::stats_json() const {
               {"llm", std::move(upstreams)},
               {"storage", std::move(storage)},
               {"rate_limited", whole(rate_limited)},
+              {"tokens", {{"prompt", prompt_tokens}, {"completion", completion_tokens}}},
               {"load_shed", shed},
               {"rss_bytes", rss_bytes()}};
   return out.dump(-1, ' ', false, json::error_handler_t::replace);

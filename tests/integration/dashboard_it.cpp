@@ -210,6 +210,24 @@ TEST_F(dashboard, chromium_renders_both_nodes_with_live_numbers) {
   }
   auto total = hosted.begin()->second + hosted.rbegin()->second;
   EXPECT_EQ(field_text(dom, "sessions_total"), std::to_string(total));
+  // Today's top users by tokens: the one who chatted, with what the usage
+  // route counts for them.
+  auto top = cluster[0].admin("GET", "/admin/v1/usage/top?limit=10");
+  ASSERT_EQ(top.status, 200) << describe(top);
+  auto top_rows = top.js()["data"];
+  ASSERT_EQ(top_rows.size(), 1u) << top.body;
+  auto tokens = top_rows[0]["prompt_tokens"].get<long long>() +
+                top_rows[0]["completion_tokens"].get<long long>();
+  EXPECT_GT(tokens, 0);
+  auto grouped = std::to_string(tokens); // as the page writes numbers: 1,234
+  for (auto at = grouped.size(); at > 3; at -= 3)
+    grouped.insert(at - 3, ",");
+  auto table = dom.find("data-table=\"top_users\"");
+  ASSERT_NE(table, std::string::npos) << dom;
+  auto rows = dom.substr(table, dom.find("</table>", table) - table);
+  EXPECT_NE(rows.find("<td>dash-user</td><td>" + grouped + "</td>"),
+            std::string::npos)
+      << rows;
   EXPECT_EQ(field_text(dom, "self"), cluster[0].node_id());
   EXPECT_NE(field_text(dom, "updated"), dash);
   auto banner = dom.find("id=\"banner\"");
