@@ -541,7 +541,6 @@ admission_reply redis_client::admit(const admission_request& a) {
     throw std::invalid_argument("admit: need rate >= 0, 1 <= cost <= rate, budget >= 0, "
                                 "reserve >= 0, and a budget key with a budget");
   const auto& script = token_bucket_script_ref();
-  // Unused keys are still named, so that KEYS keeps its positions.
   std::vector<std::string> own{
     std::to_string(a.rate_per_min), std::to_string(a.cost), std::to_string(a.budget),
     std::to_string(a.reserve),
@@ -550,11 +549,18 @@ admission_reply redis_client::admit(const admission_request& a) {
   deltas.reserve(a.settle.size());
   for (auto& s : a.settle)
     deltas.push_back(std::to_string(s.second));
+  // An unused key is still named, so that KEYS keeps its positions, by a
+  // key the call names anyway: an ACL user limited to `~parley:*` may name
+  // no other, and the script never touches it.
+  std::string_view stand_in = !a.bucket_key.empty()   ? std::string_view{a.bucket_key}
+                              : !a.budget_key.empty() ? std::string_view{a.budget_key}
+                              : !a.settle.empty()     ? std::string_view{a.settle.front().first}
+                                                      : std::string_view{"parley:unused"};
   auto nkeys = std::to_string(2 + a.settle.size());
   auto args = [&](const char* verb, std::string_view body) {
     std::vector<std::string_view> v{verb, body, nkeys};
-    v.emplace_back(a.bucket_key.empty() ? std::string_view{"-"} : a.bucket_key);
-    v.emplace_back(a.budget_key.empty() ? std::string_view{"-"} : a.budget_key);
+    v.emplace_back(a.bucket_key.empty() ? stand_in : a.bucket_key);
+    v.emplace_back(a.budget_key.empty() ? stand_in : a.budget_key);
     for (auto& s : a.settle)
       v.emplace_back(s.first);
     for (auto& o : own)

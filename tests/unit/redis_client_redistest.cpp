@@ -531,3 +531,25 @@ TEST(redis_budget, arguments_outside_their_ranges_are_refused) {
   EXPECT_THROW(c.admit(budget_call("", "k", 100, -1)), std::invalid_argument);
   EXPECT_THROW(c.admit(budget_call("b", "k", 100, 1, -1)), std::invalid_argument);
 }
+
+TEST(redis_budget, an_acl_user_limited_to_parley_keys_can_check_and_settle) {
+  redis_server server{"budget-acl-requirepass"};
+  auto acl = raw_command("127.0.0.1", server.port(),
+                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
+                          "+@all"},
+                         server.password());
+  ASSERT_TRUE(acl);
+  ASSERT_NE(acl->type, REDIS_REPLY_ERROR);
+  redis_client c{parse_redis_url("redis://limiter:acl-pw@127.0.0.1:" +
+                                 std::to_string(server.port()))};
+  auto counter = "parley:" + unique_name("budget");
+  // A budget without a bucket, a bucket without a budget, a settlement alone:
+  // every key the script is given is one of the user's.
+  EXPECT_EQ(c.admit(budget_call("", counter, 100, 30)).reserved, 30);
+  EXPECT_TRUE(c.admit(budget_call("parley:" + unique_name("bucket"), "", 0, 0, 5)).allowed);
+  admission_request only;
+  only.budget_ttl = 60s;
+  only.settle = {{counter, -10}};
+  EXPECT_NO_THROW(c.admit(only));
+  EXPECT_EQ(c.admit(budget_call("", counter, 100, 0)).spent, 20);
+}
