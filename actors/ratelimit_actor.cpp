@@ -198,11 +198,13 @@ void settle(ratelimit_self* self, const budget_settlement& s) {
     it = st.pending.emplace(k, pending_spend{s.day, 0}).first;
   }
   it->second.delta += delta;
-  // Queued behind whatever is in the mailbox: the checks before it carry
-  // the settlement themselves when there are any.
+  // The checks that come within the flush delay carry the settlement
+  // themselves; the flush sends only what none carried, so settlements cost
+  // at most one script call of their own per delay, however many calls end.
   if (!st.flush_queued) {
     st.flush_queued = true;
-    self->send(caf::actor_cast<ratelimit_actor>(self), budget_flush_atom::value);
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.settle_delay,
+                       budget_flush_atom::value);
   }
 }
 

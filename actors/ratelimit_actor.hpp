@@ -32,10 +32,11 @@
 /// spend goes on this node's counter at once, and into a map of pending
 /// Redis deltas (per counter, at most `max_pending` counters; beyond, a
 /// delta is lost to Redis and kept here only). The next rate check carries
-/// up to 64 of them in its own script call; a flush the actor queues to
-/// itself sends what no check carried (one call, off every request's path),
-/// and while Redis is away retries every reconnect backoff. A node's spend
-/// during an outage thus reaches Redis when it is back.
+/// up to 64 of them in its own script call; a flush `settle_delay` after the
+/// first pending one sends what no check carried (one call, off every
+/// request's path, at most one per delay), and while Redis is away retries
+/// every reconnect backoff. A node's spend during an outage thus reaches
+/// Redis when it is back.
 ///
 /// Latency and backlog: the actor handles one message at a time. A Redis call
 /// blocks it for at most `command_timeout` (50 ms); a reconnect attempt for
@@ -116,6 +117,9 @@ struct ratelimit_config {
   std::string key_prefix = "parley:rl:"; ///< Redis key of a bucket: prefix + key_id
   std::size_t max_local_keys = 100000;   ///< keys the local bucket and budget remember
   std::size_t max_pending = 10000;       ///< budget counters with settlements not yet in Redis
+  /// The longest a settlement waits for a rate check to carry it to Redis
+  /// before a flush of its own sends it.
+  std::chrono::milliseconds settle_delay{10};
   std::chrono::milliseconds status_max_age{1000};
 };
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -422,4 +423,50 @@ TEST_F(ratelimit, a_budget_of_zero_is_unlimited_and_counts_nothing) {
   auto r = test::raw_command(ep.host, ep.port,
                              {"EXISTS", prefix + "budget:key:" + std::to_string(day_)});
   EXPECT_EQ(r->integer, 0);
+}
+
+namespace {
+
+/// Script calls (EVALSHA and EVAL) the server has run since its last
+/// CONFIG RESETSTAT, from INFO commandstats.
+std::int64_t script_calls(const redis_server& server) {
+  auto r = test::raw_command("127.0.0.1", server.port(), {"INFO", "commandstats"});
+  std::string info = r && r->str ? std::string{r->str, r->len} : std::string{};
+  std::int64_t total = 0;
+  for (const char* name : {"cmdstat_evalsha:calls=", "cmdstat_eval:calls="})
+    if (auto at = info.find(name); at != std::string::npos)
+      total += std::stoll(info.substr(at + std::strlen(name)));
+  return total;
+}
+
+} // namespace
+
+// Issue 19's cost target: budgets add no Redis round trip to a request.
+// Requests that come while settlements are pending carry them in their own
+// script call; only what none carried costs a call of its own, at most one
+// per settle delay.
+TEST_F(ratelimit, settlements_ride_on_the_next_check_and_add_no_round_trip) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  auto first = budget_check(rl, "key", 1000000, 100, 1, 600);
+  ASSERT_TRUE(first.redis_ok);
+  test::raw_command("127.0.0.1", server.port(), {"CONFIG", "RESETSTAT"});
+  // 50 calls one after the other, as one busy client: each check carries
+  // the previous call's settlement.
+  auto d = first;
+  for (int i = 0; i < 50; ++i) {
+    settle(rl, "key", d, 10);
+    d = budget_check(rl, "key", 1000000, 100, 1, 600);
+    ASSERT_TRUE(d.redis_ok);
+    ASSERT_TRUE(d.allowed);
+  }
+  EXPECT_EQ(script_calls(server), 50) << "one script call per request, settlements included";
+  EXPECT_EQ(d.spent, 50 * 10) << "every earlier call's spend, settled";
+  // The last one has no check to ride on: one call of its own.
+  settle(rl, "key", d, 10);
+  EXPECT_TRUE(eventually([&] { return script_calls(server) == 51; }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(script_calls(server), 51);
+  auto last = budget_check(rl, "key", 1000000, 0, 1, 600);
+  EXPECT_EQ(last.spent, 51 * 10);
 }
