@@ -67,7 +67,7 @@ void handle_chat_completions(edge_self* self, const call_ptr& c, const api_key_r
   auto model = body_of<net::chat_completion_body>(c).model.value_or(self->state.cfg.default_model);
   if (!model_allowed(key->models, model))
     return reply_error(c, {errc::forbidden, model_refusal(key->models, model)});
-  with_rate_limit(self, c, *key, completion_reservation(c),
+  with_rate_limit(self, c, *key, [c] { return completion_reservation(c); },
                   [self, c, user = key->user_id](budget_hold_ptr budget) {
                     start_completion(self, c, user, std::move(budget));
                   });

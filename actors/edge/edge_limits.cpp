@@ -78,7 +78,8 @@ void budget_hold::settle(const token_usage& u) {
 /// decides and the budget is not checked (the call's spend still counts),
 /// so no request waits on Redis for longer.
 void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key,
-                     std::int64_t reserve, limited_continuation next) {
+                     const std::function<std::int64_t()>& reserve,
+                     limited_continuation next) {
   auto& st = self->state;
   auto rate = static_cast<std::int32_t>(st.cfg.rate_limit_per_min);
   auto budget = effective_budget(key.token_budget_per_day, st.cfg.token_budget_per_day);
@@ -116,7 +117,7 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
   };
   rate_check_request req{key_id, rate, live, rate_check_deadline(std::chrono::milliseconds(40))};
   req.budget = budget;
-  req.reserve = reserve;
+  req.reserve = budget > 0 ? reserve() : 0;
   req.day = day;
   self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, req)
     .then([apply](rate_decision& d) { apply(d); },

@@ -141,8 +141,10 @@ void handle_delete_session(edge_self* self, const call_ptr& c, const api_key_rec
 void handle_post_message(edge_self* self, const call_ptr& c, const api_key_record* key) {
   // The turn's reservation: its new message and a completion allowance (the
   // history the session adds is unknown here; operations.md's bound).
-  auto reserve = budget_reservation(
-    estimate_message_tokens(body_of<net::post_message_body>(c).content), std::nullopt);
+  auto reserve = [c] {
+    return budget_reservation(estimate_message_tokens(body_of<net::post_message_body>(c).content),
+                              std::nullopt);
+  };
   with_rate_limit(self, c, *key, reserve,
                   [self, c, user = key->user_id, models = key->models](budget_hold_ptr budget) {
                     start_turn(self, c, user, models, std::move(budget));

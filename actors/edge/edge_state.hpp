@@ -159,10 +159,11 @@ using limited_continuation = std::function<void(budget_hold_ptr)>;
 /// The per-key rate limit and daily token budget of chat requests (turns
 /// and completions), checked together before any model call: adds the
 /// X-RateLimit headers, answers 429 `rate_limited` or `budget_exceeded`
-/// itself, else calls `next` with the call's hold, which `reserve` tokens
-/// back (runtime/rules/token_budget.hpp's budget_reservation).
+/// itself, else calls `next` with the call's hold, which `reserve()` tokens
+/// back (runtime/rules/token_budget.hpp's budget_reservation; called only
+/// when the key has a budget).
 void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key,
-                     std::int64_t reserve, limited_continuation next);
+                     const std::function<std::int64_t()>& reserve, limited_continuation next);
 /// What a chat completion reserves: the estimate of its messages plus its
 /// max_completion_tokens (or max_tokens), else the default allowance.
 std::int64_t completion_reservation(const call_ptr& c);
