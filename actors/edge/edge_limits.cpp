@@ -98,6 +98,7 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
       c->headers.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
     }
     if (!d.budget_ok) {
+      self->state.metrics->budget_exceeded();
       c->retry_after = static_cast<int>(seconds_to_next_utc_day(unix_now()));
       return reply_error(c, budget_refusal(c, d));
     }

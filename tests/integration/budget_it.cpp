@@ -170,6 +170,7 @@ TEST(budget, a_refusal_stores_nothing_and_calls_no_model) {
   EXPECT_EQ(db.query("SELECT count(*) FROM messages WHERE client_message_id = 'x1'")[0][0]
                 .as<std::int64_t>(),
             0);
+  EXPECT_GE(node.metric("parley_budget_exceeded_total"), 5);
 }
 
 TEST(budget, gateway_calls_and_session_turns_count_toward_one_budget) {
