@@ -31,17 +31,22 @@ api_error budget_refusal(const call_ptr& c, const rate_decision& d) {
 }
 
 /// The completion a request may produce: its max_completion_tokens, else
-/// its max_tokens (OpenAI's older name), when one is a non-negative integer.
-std::optional<std::int64_t> requested_completion(const std::string& extra_json) {
-  if (extra_json.find("max_") == std::string::npos)
-    return std::nullopt;
+/// its max_tokens (OpenAI's older name), when one is a non-negative integer,
+/// else the default allowance; times `n` (choices) when it names one.
+std::int64_t requested_completion(const std::string& extra_json) {
+  if (extra_json.find("max_") == std::string::npos && extra_json.find("\"n\"") == std::string::npos)
+    return default_completion_allowance;
   auto j = nlohmann::json::parse(extra_json, nullptr, false);
   if (!j.is_object())
-    return std::nullopt;
-  for (const char* name : {"max_completion_tokens", "max_tokens"})
+    return default_completion_allowance;
+  std::int64_t each = default_completion_allowance;
+  for (const char* name : {"max_tokens", "max_completion_tokens"})
     if (auto it = j.find(name); it != j.end() && it->is_number_integer() && *it >= 0)
-      return it->get<std::int64_t>();
-  return std::nullopt;
+      each = std::min<std::int64_t>(it->get<std::int64_t>(), max_call_tokens);
+  std::int64_t choices = 1;
+  if (auto it = j.find("n"); it != j.end() && it->is_number_integer() && *it >= 1)
+    choices = std::min<std::int64_t>(it->get<std::int64_t>(), 128);
+  return each * choices;
 }
 
 } // namespace
