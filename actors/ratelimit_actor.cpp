@@ -4,6 +4,9 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -11,6 +14,7 @@
 
 #include "actors/instrumented.hpp"
 #include "runtime/rules/local_bucket.hpp"
+#include "runtime/rules/token_budget.hpp"
 
 namespace parley {
 
@@ -18,11 +22,23 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
+/// Spend to add to one Redis budget counter.
+struct pending_spend {
+  std::int64_t day = 0;
+  std::int64_t delta = 0;
+};
+
 struct ratelimit_state {
   static inline const char* name = "ratelimit";
   ratelimit_config cfg;
   std::unique_ptr<storage::redis_client> redis; ///< null: no Redis configured
   local_bucket local;
+  /// This node's spend per key and day (and its local reservations): what
+  /// decides while Redis is away.
+  local_budget spend;
+  /// Settlements not yet in Redis, by counter; at most cfg.max_pending.
+  std::unordered_map<std::string, pending_spend> pending;
+  bool flush_queued = false;
   bool redis_ok = false;
   steady::time_point last_op{};
 
@@ -42,28 +58,181 @@ std::int32_t clamp32(std::int64_t v) {
     std::clamp<std::int64_t>(v, 0, std::numeric_limits<std::int32_t>::max()));
 }
 
-rate_decision from_local(ratelimit_state& st, const std::string& key_id, std::int32_t rate,
-                         std::int32_t live_nodes) {
-  auto v = st.local.take(key_id, rate, live_nodes, steady::now());
-  return {v.allowed, v.limit, v.remaining, v.retry_after_ms, false};
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
 }
 
-rate_decision check(ratelimit_state& st, const std::string& key_id, std::int32_t rate,
-                    std::int32_t live_nodes, std::int64_t deadline_ns) {
-  if (rate <= 0)
-    return {true, 0, 0, 0, st.redis_ok};
+/// The Redis counter of `key_id`'s budget on `day`.
+std::string budget_key(const ratelimit_state& st, const std::string& key_id, std::int64_t day) {
+  return st.cfg.key_prefix + "budget:" + key_id + ":" + std::to_string(day);
+}
+
+/// A counter lives until an hour past the end of its day (on this node's
+/// clock), so that a late settlement still finds it and nothing stays.
+std::chrono::milliseconds budget_ttl() {
+  return std::chrono::seconds{seconds_to_next_utc_day(unix_now()) + 3600};
+}
+
+rate_decision from_local(ratelimit_state& st, const rate_check_request& r) {
+  rate_decision d;
+  d.redis_ok = false;
+  auto share = node_budget_share(r.budget, r.live_nodes);
+  d.budget = share;
+  // The budget first: a key whose day is spent takes no rate token.
+  if (share > 0 && st.spend.spent(r.key_id, r.day) >= share) {
+    d.allowed = false;
+    d.budget_ok = false;
+    d.spent = st.spend.spent(r.key_id, r.day);
+    return d;
+  }
+  if (r.rate_per_min > 0) {
+    auto v = st.local.take(r.key_id, r.rate_per_min, r.live_nodes, steady::now());
+    d.allowed = v.allowed;
+    d.limit = v.limit;
+    d.remaining = v.remaining;
+    d.retry_after_ms = v.retry_after_ms;
+    if (!d.allowed)
+      return d;
+  }
+  auto b = st.spend.reserve(r.key_id, r.day, share, r.reserve);
+  d.spent = b.spent;
+  d.reserved = b.reserved;
+  return d;
+}
+
+/// At most this many settlements ride on one script call, so that no call
+/// does unbounded work while Redis holds every other client.
+constexpr std::size_t max_settle_per_call = 64;
+
+/// Pending settlements of today (older ones are dropped: their day is over),
+/// at most max_settle_per_call of them.
+std::vector<std::pair<std::string, std::int64_t>> settlements(ratelimit_state& st) {
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  auto today = utc_day(unix_now());
+  for (auto it = st.pending.begin(); it != st.pending.end() && out.size() < max_settle_per_call;) {
+    if (it->second.day < today) {
+      it = st.pending.erase(it);
+      continue;
+    }
+    if (it->second.delta != 0)
+      out.emplace_back(it->first, it->second.delta);
+    ++it;
+  }
+  return out;
+}
+
+/// Settlements Redis has applied leave the pending map.
+void settled(ratelimit_state& st, const std::vector<std::pair<std::string, std::int64_t>>& done) {
+  for (auto& [k, delta] : done)
+    if (auto it = st.pending.find(k); it != st.pending.end()) {
+      it->second.delta -= delta;
+      if (it->second.delta == 0)
+        st.pending.erase(it);
+    }
+}
+
+rate_decision check(ratelimit_state& st, const rate_check_request& r) {
+  if (r.rate_per_min <= 0 && r.budget <= 0) {
+    rate_decision d;
+    d.redis_ok = st.redis_ok;
+    return d;
+  }
   // The caller has already given up on a late answer: do not spend up to a
   // command timeout on it, so a backlog drains at local speed.
-  bool late = steady::now().time_since_epoch() >= std::chrono::nanoseconds{deadline_ns};
+  bool late = steady::now().time_since_epoch() >= std::chrono::nanoseconds{r.deadline_ns};
   if (late || !st.redis_usable())
-    return from_local(st, key_id, rate, live_nodes);
+    return from_local(st, r);
+  storage::admission_request a;
+  a.bucket_key = st.cfg.key_prefix + r.key_id;
+  a.rate_per_min = std::max(0, r.rate_per_min);
+  if (r.budget > 0) {
+    a.budget_key = budget_key(st, r.key_id, r.day);
+    a.budget = r.budget;
+    a.reserve = std::max<std::int64_t>(0, r.reserve);
+  }
+  a.budget_ttl = budget_ttl();
+  // Earlier calls' spend rides on this round trip: no extra one per call.
+  a.settle = settlements(st);
   try {
-    auto r = st.redis->eval_token_bucket(st.cfg.key_prefix + key_id, rate);
+    auto x = st.redis->admit(a);
     st.note(true);
-    return {r.allowed, rate, clamp32(r.remaining), clamp32(r.retry_after_ms), true};
+    settled(st, a.settle);
+    rate_decision d;
+    d.allowed = x.allowed;
+    d.limit = std::max(0, r.rate_per_min);
+    d.remaining = clamp32(x.remaining);
+    d.retry_after_ms = clamp32(x.retry_after_ms);
+    d.redis_ok = true;
+    d.budget_ok = x.budget_ok;
+    d.budget = std::max<std::int64_t>(0, r.budget);
+    d.spent = x.spent;
+    d.reserved = x.reserved;
+    return d;
   } catch (const storage::redis_error&) {
     st.note(false);
-    return from_local(st, key_id, rate, live_nodes);
+    return from_local(st, r);
+  }
+}
+
+/// Records a finished call's spend: on this node's counter always (what
+/// decides while Redis is away), and for Redis in the pending map, which
+/// the next check or a flush of its own carries there.
+void settle(ratelimit_self* self, const budget_settlement& s) {
+  auto& st = self->state;
+  auto actual = std::clamp<std::int64_t>(s.actual, 0, max_call_tokens);
+  st.spend.add(s.key_id, s.day, actual - (s.in_redis ? 0 : s.reserved));
+  if (!st.redis)
+    return;
+  auto delta = actual - (s.in_redis ? s.reserved : 0);
+  if (delta == 0)
+    return;
+  auto k = budget_key(st, s.key_id, s.day);
+  auto it = st.pending.find(k);
+  if (it == st.pending.end()) {
+    // Bounded: beyond it a settlement is lost to Redis (this node's own
+    // counter still has it), never queued without end.
+    if (st.pending.size() >= st.cfg.max_pending)
+      return;
+    it = st.pending.emplace(k, pending_spend{s.day, 0}).first;
+  }
+  it->second.delta += delta;
+  // The checks that come within the flush delay carry the settlement
+  // themselves; the flush sends only what none carried, so settlements cost
+  // at most one script call of their own per delay, however many calls end.
+  if (!st.flush_queued) {
+    st.flush_queued = true;
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.settle_delay,
+                       budget_flush_atom::value);
+  }
+}
+
+/// Sends what no check has carried yet; while Redis is away, tries again
+/// after its reconnect backoff.
+void flush(ratelimit_self* self) {
+  auto& st = self->state;
+  st.flush_queued = false;
+  if (st.pending.empty())
+    return;
+  if (st.redis_usable()) {
+    storage::admission_request a;
+    a.budget_ttl = budget_ttl();
+    a.settle = settlements(st);
+    if (a.settle.empty())
+      return;
+    try {
+      st.redis->admit(a);
+      st.note(true);
+      settled(st, a.settle);
+    } catch (const storage::redis_error&) {
+      st.note(false);
+    }
+  }
+  if (!st.pending.empty()) {
+    st.flush_queued = true;
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.redis.reconnect_backoff,
+                       budget_flush_atom::value);
   }
 }
 
@@ -71,13 +240,14 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
                                                   std::optional<storage::redis_endpoint> ep) {
   auto& st = self->state;
   st.local = local_bucket{cfg.max_local_keys};
+  st.spend = local_budget{cfg.max_local_keys};
   if (ep)
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
   return {
-    [&st](rate_check_atom, const rate_check_request& r) {
-      return check(st, r.key_id, r.rate_per_min, r.live_nodes, r.deadline_ns);
-    },
+    [&st](rate_check_atom, const rate_check_request& r) { return check(st, r); },
+    [self](settle_atom, const budget_settlement& s) { settle(self, s); },
+    [self](budget_flush_atom) { flush(self); },
     [&st](redis_status_atom) {
       if (st.redis_usable() && steady::now() - st.last_op > st.cfg.status_max_age)
         st.note(st.redis->ping());

@@ -1,6 +1,8 @@
 #pragma once
-// The ratelimit actor: chat requests per API key per minute, cluster-wide
-// through one token bucket per key in Redis, per node while Redis is away.
+// The ratelimit actor: chat requests per API key per minute, and tokens per
+// API key per UTC day, cluster-wide through one token bucket and one budget
+// counter per key in Redis (one script, one round trip per request), per
+// node while Redis is away.
 // It runs DETACHED and owns one blocking redis_client, so Redis never stalls
 // the CAF scheduler. One per node; node-local (deadlines are steady-clock).
 //
@@ -15,6 +17,26 @@
 /// in its reconnect backoff, when `deadline_ns` (see rate_check_deadline) has
 /// passed by the time the request is dequeued, or when the Redis call fails.
 /// When Redis is back, the next call after the backoff uses it again.
+///
+/// Budgets (runtime/rules/token_budget.hpp): a request with `budget` > 0 is
+/// also checked against its key's counter of `day` (tokens spent, plus the
+/// reservations of calls still running): at or over the budget it is
+/// refused (budget_ok = false, no rate token taken); else, when the bucket
+/// allows too, it reserves min(reserve, budget - spent). In Redis the
+/// counter is `key_prefix + "budget:" + key_id + ":" + day`, shared by the
+/// cluster, expiring an hour after its day; the local decision uses this
+/// node's counter against budget / live_nodes (node_budget_share).
+///
+/// Settlements: (settle_atom, budget_settlement) is fire and forget, sent
+/// when an admitted call ended (actual 0 when it failed: a refund). The
+/// spend goes on this node's counter at once, and into a map of pending
+/// Redis deltas (per counter, at most `max_pending` counters; beyond, a
+/// delta is lost to Redis and kept here only). The next rate check carries
+/// up to 64 of them in its own script call; a flush `settle_delay` after the
+/// first pending one sends what no check carried (one call, off every
+/// request's path, at most one per delay), and while Redis is away retries
+/// every reconnect backoff. A node's spend during an outage thus reaches
+/// Redis when it is back.
 ///
 /// Latency and backlog: the actor handles one message at a time. A Redis call
 /// blocks it for at most `command_timeout` (50 ms); a reconnect attempt for
@@ -65,6 +87,10 @@ using ratelimit_actor = caf::typed_actor<
   caf::replies_to<rate_check_atom, rate_check_request>::with<rate_decision>,
   /// -> whether the last Redis operation succeeded.
   caf::replies_to<redis_status_atom>::with<bool>,
+  /// A finished call's spend (Settlements, above); no answer.
+  caf::reacts_to<settle_atom, budget_settlement>,
+  /// Internal: send the pending settlements to Redis.
+  caf::reacts_to<budget_flush_atom>,
   /// (payload) PUBLISH on `revoked_channel`; no answer.
   caf::reacts_to<publish_revoked_atom, std::string>>;
 
@@ -89,7 +115,11 @@ struct ratelimit_config {
   std::string redis_url; ///< PARLEY_REDIS_URL; empty: no Redis, local buckets only
   storage::redis_options redis;
   std::string key_prefix = "parley:rl:"; ///< Redis key of a bucket: prefix + key_id
-  std::size_t max_local_keys = 100000;   ///< keys the local bucket remembers
+  std::size_t max_local_keys = 100000;   ///< keys the local bucket and budget remember
+  std::size_t max_pending = 10000;       ///< budget counters with settlements not yet in Redis
+  /// The longest a settlement waits for a rate check to carry it to Redis
+  /// before a flush of its own sends it.
+  std::chrono::milliseconds settle_delay{10};
   std::chrono::milliseconds status_max_age{1000};
 };
 

@@ -56,6 +56,7 @@ bool from_string(const std::string& s, session_state& out) {
 void register_ratelimit_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<rate_check_request>("parley.rate_check_request");
   cfg.add_message_type<rate_decision>("parley.rate_decision");
+  cfg.add_message_type<budget_settlement>("parley.budget_settlement");
 }
 
 void register_types(caf::actor_system_config& cfg) {

@@ -83,6 +83,10 @@ using rate_check_atom = caf::atom_constant<caf::atom("ratecheck")>;
 using redis_status_atom = caf::atom_constant<caf::atom("redisstat")>;
 using publish_revoked_atom = caf::atom_constant<caf::atom("pubrevoke")>;
 using key_revoked_atom = caf::atom_constant<caf::atom("keyrevoked")>;
+// daily token budgets: a call's spend settled, and the ratelimit actor's
+// flush of settlements to Redis
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
+using budget_flush_atom = caf::atom_constant<caf::atom("bgflush")>;
 // supervision: `(health_atom) -> bool` is answered by every instrumented
 // actor in its mailbox order, before its behaviour (instrumented.hpp), so it
 // is in no typed interface: the supervisor pings through untyped handles.
@@ -280,6 +284,11 @@ struct rate_check_request {
   std::int32_t live_nodes = 1;   ///< the local bucket's share is rate / live_nodes
   /// rate_check_deadline(): past it when dequeued, the local bucket decides.
   std::int64_t deadline_ns = 0;
+  /// The key's daily token budget (token_budget.hpp's effective_budget);
+  /// <= 0: none, nothing reserved.
+  std::int64_t budget = 0;
+  std::int64_t reserve = 0; ///< tokens this call reserves (budget_reservation)
+  std::int64_t day = 0;     ///< the UTC day of the request (utc_day)
 };
 
 /// The answer to a rate check (ratelimit_actor.hpp).
@@ -289,6 +298,20 @@ struct rate_decision {
   std::int32_t remaining = 0;      ///< whole tokens left after this request
   std::int32_t retry_after_ms = 0; ///< when denied: until the next token; else 0
   bool redis_ok = false;           ///< true: Redis decided; false: the local bucket did
+  bool budget_ok = true;           ///< false: the key's budget of the day is spent
+  std::int64_t budget = 0;         ///< the budget used (the key's, or this node's share)
+  std::int64_t spent = 0;          ///< the day's counter before this call
+  std::int64_t reserved = 0;       ///< what this call reserved (in Redis when redis_ok)
+};
+
+/// A call admitted against a daily budget has ended (ratelimit_actor.hpp):
+/// what it reserved, and what it spent.
+struct budget_settlement {
+  std::string key_id;
+  std::int64_t day = 0;
+  std::int64_t reserved = 0;
+  std::int64_t actual = 0;  ///< prompt + completion tokens; 0 for a call that failed
+  bool in_redis = false;    ///< the reservation was made in Redis (else on this node)
 };
 
 /// What a session actor ships to its new node when it migrates.
@@ -457,7 +480,13 @@ typename Inspector::result_type inspect(Inspector& f, list_messages_request& x) 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rate_check_request& x) {
   return f(caf::meta::type_name("parley.rate_check_request"), x.key_id, x.rate_per_min,
-           x.live_nodes, x.deadline_ns);
+           x.live_nodes, x.deadline_ns, x.budget, x.reserve, x.day);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, budget_settlement& x) {
+  return f(caf::meta::type_name("parley.budget_settlement"), x.key_id, x.day, x.reserved,
+           x.actual, x.in_redis);
 }
 
 template <class Inspector>
@@ -468,7 +497,7 @@ typename Inspector::result_type inspect(Inspector& f, pin_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
   return f(caf::meta::type_name("parley.rate_decision"), x.allowed, x.limit, x.remaining,
-           x.retry_after_ms, x.redis_ok);
+           x.retry_after_ms, x.redis_ok, x.budget_ok, x.budget, x.spent, x.reserved);
 }
 
 template <class Inspector>

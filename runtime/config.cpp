@@ -2,6 +2,7 @@
 
 #include "runtime/cluster_tls.hpp"
 #include "storage/pg_conninfo.hpp"
+#include "storage/records.hpp"
 #include "storage/redis_client.hpp"
 
 #include <algorithm>
@@ -21,7 +22,8 @@ const std::vector<std::string>& known_settings() {
     "PARLEY_LLM_FALLBACK_BASE_URL", "PARLEY_LLM_TIMEOUT_MS", "PARLEY_ADMIN_TOKEN",
     "PARLEY_RATE_LIMIT_PER_MIN", "PARLEY_CONTEXT_MESSAGES", "PARLEY_CONTEXT_TOKENS",
     "PARLEY_SESSION_IDLE_SECONDS",
-    "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS", "PARLEY_GATEWAY_MAX_BODY_BYTES",
+    "PARLEY_FAILURE_DETECT_MS", "PARLEY_PG_TIMEOUT_MS", "PARLEY_TOKEN_BUDGET_PER_DAY",
+    "PARLEY_GATEWAY_MAX_BODY_BYTES",
     "PARLEY_CLUSTER_TLS_CERT", "PARLEY_CLUSTER_TLS_KEY", "PARLEY_CLUSTER_TLS_CA",
     // Extensions.
     "PARLEY_DEV", "PARLEY_PG_POOL", "PARLEY_HTTP_THREADS", "PARLEY_ACTOR_THREADS",
@@ -318,6 +320,7 @@ bool make_config(const settings& file, const settings& env, const std::string& h
   r.duration("PARLEY_LLM_TIMEOUT_MS", c.llm_timeout, 1, 3600000);
   r.secret("PARLEY_ADMIN_TOKEN", c.admin_token);
   r.integer("PARLEY_RATE_LIMIT_PER_MIN", c.rate_limit_per_min, 0, 100000000);
+  r.integer("PARLEY_TOKEN_BUDGET_PER_DAY", c.token_budget_per_day, 0, max_call_tokens);
   r.integer("PARLEY_CONTEXT_MESSAGES", c.context_messages, 1, 100000);
   r.integer("PARLEY_CONTEXT_TOKENS", c.context_tokens, 0, 100000000);
   r.duration("PARLEY_SESSION_IDLE_SECONDS", c.session_idle, 1, 86400 * 30);

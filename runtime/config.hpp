@@ -37,6 +37,10 @@ struct node_config {
   std::chrono::milliseconds llm_timeout{60000};
   std::string admin_token;
   std::int64_t rate_limit_per_min = 600;
+  /// Tokens (prompt + completion) per API key per UTC day, cluster-wide,
+  /// for keys without a budget of their own; beyond: 429 `budget_exceeded`.
+  /// 0: unlimited.
+  std::int64_t token_budget_per_day = 0;
   std::size_t context_messages = 20;
   std::int64_t context_tokens = 0; ///< PARLEY_CONTEXT_TOKENS (0: off)
   std::chrono::seconds session_idle{300};

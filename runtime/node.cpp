@@ -386,6 +386,7 @@ int serve(node_config cfg) {
   edge_cfg.turn_timeout = (llm_bound + std::chrono::seconds(40)) *
                           static_cast<long>(cfg.session_queue_limit + 1);
   edge_cfg.rate_limit_per_min = static_cast<std::int32_t>(cfg.rate_limit_per_min);
+  edge_cfg.token_budget_per_day = cfg.token_budget_per_day;
   edge_cfg.auth_failures_per_min = cfg.auth_failures_per_min;
   edge_cfg.redis = !cfg.redis_url.empty();
   edge_cfg.cancel_on_disconnect = cfg.stream_cancel_on_disconnect == 1;

@@ -27,14 +27,32 @@ namespace {
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// The cluster-wide token bucket. One script so that read, refill, take and
-// write are one atomic step on the server, in one round trip.
+// The cluster-wide token bucket and daily token budget of one API key, and
+// the settlement of earlier calls' spend: one script, so that a chat request
+// costs one round trip however many of these it needs, and each is one
+// atomic step on the server.
 //
 // KEYS[1]: the bucket, a hash {tokens, ts}; ts is Redis time in microseconds.
-// ARGV[1]: rate per minute, which is also the capacity (burst = rate).
-// ARGV[2]: cost in tokens.
-// Returns {allowed 0|1, whole tokens left, ms until `cost` tokens exist}.
+// KEYS[2]: the key's budget counter of the current UTC day (an integer:
+//          tokens spent, plus tokens reserved by calls still running).
+// KEYS[3..]: counters to settle first, each with a delta in ARGV[6..].
+// ARGV[1]: rate per minute, which is also the capacity (burst = rate);
+//          0: no bucket (KEYS[1] untouched).
+// ARGV[2]: cost in tokens of the bucket.
+// ARGV[3]: the day's budget in tokens; 0: no budget (KEYS[2] untouched).
+// ARGV[4]: the tokens to reserve for this call.
+// ARGV[5]: the time to live of a budget counter, in ms.
+// Returns {allowed 0|1, whole bucket tokens left, ms until `cost` tokens
+// exist, budget_ok 0|1, spent before this call, reserved}.
 //
+// - Settlements run first, so a node's own earlier calls count before its
+//   next decision; a counter never goes below 0 (a refund that outlived its
+//   day's counter).
+// - The budget is read before the bucket is touched: a key whose day is spent
+//   takes no rate token. The reservation is made only when both allow.
+// - The reservation is what is left of the budget at most, so any call that
+//   finds some budget left is admitted, and the calls running at once never
+//   reserve more than the budget (operations.md: the overshoot bound).
 // - redis.replicate_commands(): Redis 3.2-4.x replicate scripts verbatim and
 //   then refuse writes after the non-deterministic TIME; it switches to
 //   effects replication. Redis 5+ always does that (7 keeps the call as a
@@ -50,32 +68,57 @@ constexpr const char* token_bucket_lua = R"lua(
 if redis.replicate_commands then redis.replicate_commands() end
 local rate = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local per_us = rate / 60000000
-local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(s[1])
-local ts = tonumber(s[2])
-if tokens == nil or ts == nil then
-  tokens = rate
-  ts = now
-elseif now > ts then
-  tokens = math.min(rate, tokens + (now - ts) * per_us)
-  ts = now
-else
-  tokens = math.min(rate, tokens)
+local budget = tonumber(ARGV[3])
+local reserve = tonumber(ARGV[4])
+local budget_ttl = tonumber(ARGV[5])
+for i = 3, #KEYS do
+  local v = redis.call('INCRBY', KEYS[i], ARGV[i + 3])
+  if v < 0 then redis.call('SET', KEYS[i], 0) end
+  redis.call('PEXPIRE', KEYS[i], budget_ttl)
 end
-local allowed = 0
+local spent = 0
+if budget > 0 then
+  spent = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if spent >= budget then
+    return {0, 0, 0, 0, spent, 0}
+  end
+end
+local allowed = 1
+local left = 0
 local retry_ms = 0
-if tokens + 1e-9 >= cost then
-  tokens = math.max(0, tokens - cost)
-  allowed = 1
-else
-  retry_ms = math.ceil((cost - tokens) / per_us / 1000)
+if rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local per_us = rate / 60000000
+  local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+  local tokens = tonumber(s[1])
+  local ts = tonumber(s[2])
+  if tokens == nil or ts == nil then
+    tokens = rate
+    ts = now
+  elseif now > ts then
+    tokens = math.min(rate, tokens + (now - ts) * per_us)
+    ts = now
+  else
+    tokens = math.min(rate, tokens)
+  end
+  if tokens + 1e-9 >= cost then
+    tokens = math.max(0, tokens - cost)
+  else
+    allowed = 0
+    retry_ms = math.ceil((cost - tokens) / per_us / 1000)
+  end
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%d', ts))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) / per_us / 1000) + 1)
+  left = math.floor(tokens + 1e-9)
 end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%d', ts))
-redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) / per_us / 1000) + 1)
-return {allowed, math.floor(tokens + 1e-9), retry_ms}
+local reserved = 0
+if allowed == 1 and budget > 0 then
+  reserved = math.max(0, math.min(reserve, budget - spent))
+  redis.call('INCRBY', KEYS[2], reserved)
+  redis.call('PEXPIRE', KEYS[2], budget_ttl)
+end
+return {allowed, left, retry_ms, 1, spent, reserved}
 )lua";
 
 // Cluster membership by registration: every node of one cluster keeps its
@@ -338,6 +381,11 @@ public:
   /// connection or a timeout drops the context and throws
   /// redis_error(unavailable).
   reply_ptr command(std::initializer_list<std::string_view> args) {
+    return command(std::vector<std::string_view>(args));
+  }
+
+  /// command() with arguments counted at run time (a script's keys).
+  reply_ptr command(const std::vector<std::string_view>& args) {
     std::vector<const char*> argv;
     std::vector<std::size_t> lens;
     for (auto a : args) {
@@ -479,14 +527,65 @@ bucket_reply redis_client::eval_token_bucket(const std::string& key, std::int32_
                                              std::int32_t cost) {
   if (rate_per_min < 1 || cost < 1 || cost > rate_per_min)
     throw std::invalid_argument("eval_token_bucket: need 1 <= cost <= rate_per_min");
-  auto rate = std::to_string(rate_per_min);
-  auto n = std::to_string(cost);
-  auto r = eval1(*link_, token_bucket_script_ref(), "token bucket script", key, rate, n);
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-      std::any_of(r->element, r->element + 3,
+  admission_request a;
+  a.bucket_key = key;
+  a.rate_per_min = rate_per_min;
+  a.cost = cost;
+  auto r = admit(a);
+  return {r.allowed, r.remaining, r.retry_after_ms};
+}
+
+admission_reply redis_client::admit(const admission_request& a) {
+  if (a.rate_per_min < 0 || (a.rate_per_min > 0 && (a.cost < 1 || a.cost > a.rate_per_min)) ||
+      a.budget < 0 || a.reserve < 0 || (a.budget > 0 && a.budget_key.empty()))
+    throw std::invalid_argument("admit: need rate >= 0, 1 <= cost <= rate, budget >= 0, "
+                                "reserve >= 0, and a budget key with a budget");
+  const auto& script = token_bucket_script_ref();
+  std::vector<std::string> own{
+    std::to_string(a.rate_per_min), std::to_string(a.cost), std::to_string(a.budget),
+    std::to_string(a.reserve),
+    std::to_string(std::max<std::int64_t>(a.budget_ttl.count(), 1))};
+  std::vector<std::string> deltas;
+  deltas.reserve(a.settle.size());
+  for (auto& s : a.settle)
+    deltas.push_back(std::to_string(s.second));
+  // An unused key is still named, so that KEYS keeps its positions, by a
+  // key the call names anyway: an ACL user limited to `~parley:*` may name
+  // no other, and the script never touches it.
+  std::string_view stand_in = !a.bucket_key.empty()   ? std::string_view{a.bucket_key}
+                              : !a.budget_key.empty() ? std::string_view{a.budget_key}
+                              : !a.settle.empty()     ? std::string_view{a.settle.front().first}
+                                                      : std::string_view{"parley:unused"};
+  auto nkeys = std::to_string(2 + a.settle.size());
+  auto args = [&](const char* verb, std::string_view body) {
+    std::vector<std::string_view> v{verb, body, nkeys};
+    v.emplace_back(a.bucket_key.empty() ? stand_in : a.bucket_key);
+    v.emplace_back(a.budget_key.empty() ? stand_in : a.budget_key);
+    for (auto& s : a.settle)
+      v.emplace_back(s.first);
+    for (auto& o : own)
+      v.emplace_back(o);
+    for (auto& d : deltas)
+      v.emplace_back(d);
+    return v;
+  };
+  auto r = link_->command(args("EVALSHA", script.sha));
+  if (is_error(*r) && reply_text(*r).rfind("NOSCRIPT", 0) == 0)
+    r = link_->command(args("EVAL", script.text));
+  if (is_error(*r))
+    throw redis_error(redis_error::kind::reply, "token bucket script failed: " + reply_text(*r));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 ||
+      std::any_of(r->element, r->element + 6,
                   [](const redisReply* e) { return e->type != REDIS_REPLY_INTEGER; }))
     throw redis_error(redis_error::kind::reply, "token bucket script: unexpected reply");
-  return {r->element[0]->integer == 1, r->element[1]->integer, r->element[2]->integer};
+  admission_reply out;
+  out.allowed = r->element[0]->integer == 1;
+  out.remaining = r->element[1]->integer;
+  out.retry_after_ms = r->element[2]->integer;
+  out.budget_ok = r->element[3]->integer == 1;
+  out.spent = r->element[4]->integer;
+  out.reserved = r->element[5]->integer;
+  return out;
 }
 
 std::vector<std::string> redis_client::announce_member(const std::string& key,

@@ -1,6 +1,6 @@
 #pragma once
-// Redis through hiredis: the cluster-wide token bucket, PUBLISH and a
-// SUBSCRIBE reader. Every call BLOCKS (bounded by the timeouts below): use it
+// Redis through hiredis: the cluster-wide token bucket and daily token
+// budget, PUBLISH and a SUBSCRIBE reader. Every call BLOCKS (bounded by the timeouts below): use it
 // only from a detached actor that owns the client (ratelimit_actor), never
 // from a scheduler or asio thread. Not thread-safe; one object per thread.
 //
@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace parley::storage {
@@ -74,6 +75,34 @@ struct bucket_reply {
   std::int64_t retry_after_ms = 0; ///< when denied: until `cost` tokens exist; else 0
 };
 
+/// One chat request's admission in one round trip (redis_client::admit):
+/// the key's token bucket, its daily token budget with a reservation, and
+/// the settlement of earlier calls' spend.
+struct admission_request {
+  std::string bucket_key;        ///< the bucket; unused when rate_per_min is 0
+  std::int32_t rate_per_min = 0; ///< 0: no bucket
+  std::int32_t cost = 1;         ///< 1 <= cost <= rate_per_min when there is a bucket
+  std::string budget_key;        ///< the key's counter of this UTC day; needed with a budget
+  std::int64_t budget = 0;       ///< tokens per day; 0: no budget
+  std::int64_t reserve = 0;      ///< tokens to reserve for this call (>= 0)
+  /// Time to live of the budget counters written (this one and `settle`'s):
+  /// past the end of their day, so that they vanish by themselves.
+  std::chrono::milliseconds budget_ttl{1};
+  /// (counter, delta) added first: earlier calls' spend less their
+  /// reservations. A counter never drops below 0.
+  std::vector<std::pair<std::string, std::int64_t>> settle{};
+};
+
+/// What Redis decided (redis_client::admit).
+struct admission_reply {
+  bool allowed = false;            ///< both the bucket and the budget allow
+  std::int64_t remaining = 0;      ///< whole bucket tokens left
+  std::int64_t retry_after_ms = 0; ///< when the bucket denied: until `cost` tokens exist
+  bool budget_ok = true;           ///< false: the day's budget is spent (bucket untouched)
+  std::int64_t spent = 0;          ///< the counter before this call (spent + reserved)
+  std::int64_t reserved = 0;       ///< what this call reserved: min(reserve, budget - spent)
+};
+
 namespace detail {
 class redis_link;
 }
@@ -100,6 +129,14 @@ public:
   bucket_reply eval_token_bucket(const std::string& key, std::int32_t rate_per_min,
                                  std::int32_t cost = 1);
 
+  /// Settles `a.settle`, then decides a chat request (Redis: one EVALSHA,
+  /// NOSCRIPT falls back to the text, as above): with a budget, a counter
+  /// already at or over it refuses (budget_ok = false) without touching the
+  /// bucket; else the bucket takes `cost` (as eval_token_bucket); when both
+  /// allow, min(reserve, budget - spent) is added to the counter. Throws
+  /// std::invalid_argument on arguments outside their ranges, redis_error.
+  admission_reply admit(const admission_request& a);
+
   /// Registers `entry` in the membership set at `key` until `ttl` from now
   /// (Redis's clock; a zero ttl removes it), drops the expired entries and
   /// returns every entry left, in one round trip (a Lua script). Discovery
@@ -114,7 +151,7 @@ public:
   /// True while a reconnect is not yet allowed: every call fails at once.
   bool backing_off() const;
 
-  /// The text of the token bucket script (for tests and operators).
+  /// The text of the token bucket and budget script (for tests and operators).
   static const std::string& token_bucket_script();
 
 private:

@@ -107,6 +107,9 @@ struct edge_config {
   /// valid, per client address and minute (burst = rate); 0: no limit.
   std::int32_t auth_failures_per_min = 60;
   std::int32_t rate_limit_per_min = 600; ///< 0: off
+  /// PARLEY_TOKEN_BUDGET_PER_DAY: tokens per key per UTC day for keys
+  /// without a budget of their own; 0: unlimited.
+  std::int64_t token_budget_per_day = 0;
   bool redis = false; ///< PARLEY_REDIS_URL set: limits are cluster-wide, else per node
   /// PARLEY_STREAM_CANCEL_ON_DISCONNECT: a streamed turn whose client left is
   /// abandoned (upstream call closed, nothing stored) instead of completed.

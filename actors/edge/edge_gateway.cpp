@@ -1,5 +1,4 @@
-// The edge's OpenAI gateway (`POST /v1/chat/completions`, `GET /v1/models`)
-// and the per-key rate limit of chat requests with its fallback bucket.
+// The edge's OpenAI gateway (`POST /v1/chat/completions`, `GET /v1/models`).
 
 #include <algorithm>
 #include <ctime>
@@ -18,15 +17,20 @@ namespace {
 /// breaker and fallback (all in the llm actor). The client's request goes
 /// upstream whole, `model` defaulted; the answer comes back as the upstream
 /// gave it (API.md section 5).
-void start_completion(edge_self* self, const call_ptr& c, const std::string& user_id) {
+void start_completion(edge_self* self, const call_ptr& c, const std::string& user_id,
+                      budget_hold_ptr budget) {
   auto& st = self->state;
   auto admitted = admit(self, c, "requests");
   if (!admitted)
     return;
   // A completed call's usage joins the daily totals, off the request path
-  // (a storage actor sums and writes it; storage_actor.hpp).
-  completion_listener on_result = [storage = st.storage, user_id,
-                                   metrics = st.metrics](const llm_result& r) {
+  // (a storage actor sums and writes it; storage_actor.hpp), and settles
+  // the key's budget (edge_limits.cpp; a call that ends without a result
+  // gives its reservation back when the last copy of `budget` goes).
+  completion_listener on_result = [storage = st.storage, user_id, metrics = st.metrics,
+                                   budget](const llm_result& r) {
+    if (budget)
+      budget->settle(r.usage);
     if (storage)
       record_usage(*storage, user_id, r.model, r.usage, metrics.get());
   };
@@ -74,56 +78,15 @@ void handle_chat_completions(edge_self* self, const call_ptr& c, const api_key_r
   auto model = body_of<net::chat_completion_body>(c).model.value_or(self->state.cfg.default_model);
   if (!model_allowed(key->models, model))
     return reply_error(c, {errc::forbidden, model_refusal(key->models, model)});
-  with_rate_limit(self, c, *key,
-                  [self, c, user = key->user_id] { start_completion(self, c, user); });
+  with_rate_limit(self, c, *key, [c] { return completion_reservation(c); },
+                  [self, c, user = key->user_id](budget_hold_ptr budget) {
+                    start_completion(self, c, user, std::move(budget));
+                  });
 }
 
 void handle_list_models(edge_self* self, const call_ptr& c, const api_key_record*) {
   std::vector<std::string> models{self->state.cfg.default_model};
   reply(c, 200, render_models(models));
-}
-
-/// The cluster-wide rate limit of chat requests: the ratelimit actor asks
-/// Redis (or its per-node bucket); if it does not answer within 60 ms the
-/// edge's own bucket decides, so no request waits on Redis for longer.
-void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key,
-                     std::function<void()> next) {
-  auto& st = self->state;
-  auto rate = static_cast<std::int32_t>(st.cfg.rate_limit_per_min);
-  if (rate <= 0 || !st.ratelimit)
-    return next();
-  auto live = st.cfg.redis ? static_cast<std::int32_t>(std::max<std::size_t>(
-                               1, st.view->live_ids().size()))
-                           : 1;
-  // The prefix is random, so clusters with separate databases sharing one
-  // Redis do not share buckets; the id keeps it unique within one.
-  auto key_id = key.prefix + ":" + std::to_string(key.id);
-  auto apply = [self, c, next = std::move(next)](const rate_decision& d) {
-    c->headers.emplace_back("X-RateLimit-Limit", std::to_string(d.limit));
-    c->headers.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
-    if (d.allowed)
-      return next();
-    self->state.metrics->rate_limited();
-    c->retry_after = std::max(1, (d.retry_after_ms + 999) / 1000);
-    reply_error(c, {errc::rate_limited, "rate limit of " + std::to_string(d.limit) +
-                                          " chat requests per minute reached for this API key; "
-                                          "retry after " +
-                                          std::to_string(c->retry_after) + " s"});
-  };
-  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value,
-                rate_check_request{key_id, rate, live,
-                                   rate_check_deadline(std::chrono::milliseconds(40))})
-    .then([apply](rate_decision& d) { apply(d); },
-          [self, apply, key_id, rate, live](caf::error&) {
-            // The fallback: this node's own bucket decides.
-            auto v = self->state.fallback.take(key_id, rate, live, local_bucket::clock::now());
-            rate_decision d;
-            d.allowed = v.allowed;
-            d.limit = v.limit;
-            d.remaining = v.remaining;
-            d.retry_after_ms = v.retry_after_ms;
-            apply(d);
-          });
 }
 
 } // namespace parley

@@ -4,6 +4,8 @@
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
 #include "runtime/rules/key_policy.hpp"
+#include "runtime/rules/token_budget.hpp"
+#include "runtime/rules/token_usage.hpp"
 #include "actors/edge/stream_sink.hpp"
 #include "net/http/clock.hpp"
 #include "storage/secrets.hpp"
@@ -31,7 +33,7 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
 }
 
 void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
-                std::vector<std::string> models) {
+                std::vector<std::string> models, budget_hold_ptr budget) {
   auto& st = self->state;
   auto admitted = admit(self, c, "turns");
   if (!admitted)
@@ -52,21 +54,29 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
   else
     held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   if (c->stream) {
+    turn_listener on_reply;
+    if (budget)
+      on_reply = [budget](const turn_reply& r) { budget->settle(r.reply.usage); };
     c->sink = spawn_turn_sink(self->home_system(),
                               {c, caf::actor_cast<edge_actor>(self), node, ticket}, registry,
-                              std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
+                              std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect,
+                              std::move(on_reply));
     return;
   }
   self->request(registry, st.cfg.turn_timeout, std::move(t))
     .then(
-      [self, c, node = node, ticket, held](turn_reply& r) {
+      [self, c, node = node, ticket, held, budget](turn_reply& r) {
+        // The turn's usage settles the key's budget, whether or not its
+        // client still waits; without a reply the reservation goes back.
+        if (budget)
+          budget->settle(r.reply.usage);
         if (!settle(self, node, ticket))
           return;
         if (held)
           held->reset();
         reply(c, 200, render_turn(r));
       },
-      [self, c, node = node, ticket, held](caf::error& e) {
+      [self, c, node = node, ticket, held, budget](caf::error& e) {
         if (!settle(self, node, ticket))
           return;
         if (held)
@@ -130,9 +140,16 @@ void handle_delete_session(edge_self* self, const call_ptr& c, const api_key_rec
 }
 
 void handle_post_message(edge_self* self, const call_ptr& c, const api_key_record* key) {
-  with_rate_limit(self, c, *key, [self, c, user = key->user_id, models = key->models] {
-    start_turn(self, c, user, models);
-  });
+  // The turn's reservation: its new message and a completion allowance (the
+  // history the session adds is unknown here; operations.md's bound).
+  auto reserve = [c] {
+    return budget_reservation(estimate_message_tokens(body_of<net::post_message_body>(c).content),
+                              std::nullopt);
+  };
+  with_rate_limit(self, c, *key, reserve,
+                  [self, c, user = key->user_id, models = key->models](budget_hold_ptr budget) {
+                    start_turn(self, c, user, models, std::move(budget));
+                  });
 }
 
 void handle_list_messages(edge_self* self, const call_ptr& c, const api_key_record* key) {

@@ -3,6 +3,7 @@
 // edge actor's state, the helpers that answer a call, and the handlers the
 // route table dispatches to. Not for use outside actors/.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -134,9 +135,42 @@ void stream_finished(edge_self* self, const std::string& node, std::uint64_t tic
 // edge_gateway.cpp
 void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);
-/// The per-key rate limit of chat requests (turns and completions): adds the
-/// X-RateLimit headers, answers 429 itself, else calls `next`.
+
+// edge_limits.cpp
+
+/// An admitted call's reservation against its key's daily token budget,
+/// until the call's usage settles it (settle) or the last holder lets go
+/// without (a refund). Either sends the ratelimit actor one settlement, fire
+/// and forget, from whichever thread. Shared by the handlers and sinks that
+/// may see the call's result.
+class budget_hold {
+public:
+  budget_hold(ratelimit_actor rl, budget_settlement s);
+  ~budget_hold();
+  budget_hold(const budget_hold&) = delete;
+  budget_hold& operator=(const budget_hold&) = delete;
+  /// The call's usage (prompt + completion); the first call counts.
+  void settle(const token_usage& u);
+
+private:
+  ratelimit_actor rl_;
+  budget_settlement s_;
+  std::atomic<bool> done_{false};
+};
+/// Null: the key has no budget.
+using budget_hold_ptr = std::shared_ptr<budget_hold>;
+using limited_continuation = std::function<void(budget_hold_ptr)>;
+
+/// The per-key rate limit and daily token budget of chat requests (turns
+/// and completions), checked together before any model call: adds the
+/// X-RateLimit headers, answers 429 `rate_limited` or `budget_exceeded`
+/// itself, else calls `next` with the call's hold, which `reserve()` tokens
+/// back (runtime/rules/token_budget.hpp's budget_reservation; called only
+/// when the key has a budget).
 void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& key,
-                     std::function<void()> next);
+                     const std::function<std::int64_t()>& reserve, limited_continuation next);
+/// What a chat completion reserves: the estimate of its messages plus its
+/// max_completion_tokens (or max_tokens), else the default allowance.
+std::int64_t completion_reservation(const call_ptr& c);
 
 } // namespace parley

@@ -39,6 +39,7 @@ struct turn_format {
   static inline const char* name = "stream_sink";
   using result = turn_reply;
   turn_request req;
+  turn_listener on_reply;
 
   template <class Self>
   auto ask(Self* self, const registry_actor& registry, std::chrono::milliseconds timeout) {
@@ -50,7 +51,10 @@ struct turn_format {
   bool relays(const relay_chunk&) { return false; } // a turn's pieces are deltas
   void relay(net::responder&, relay_chunk&) {}
   std::optional<std::pair<unsigned, std::string>> plain_result(result&) { return std::nullopt; }
-  void before_closing(result&) {}
+  void before_closing(result& r) {
+    if (on_reply)
+      on_reply(r); // the key's budget (edge_sessions.cpp)
+  }
   void closing(net::responder& out, result& r) { out.write(render_done_sse(r)); }
   std::string error_event(const api_error& e) { return render_error_sse(e); }
   bool plain_before_start(errc code) { return known_before_turn(code); }
@@ -259,9 +263,11 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
 
 stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
                                   registry_actor registry, turn_request t,
-                                  std::chrono::milliseconds timeout, bool cancel) {
+                                  std::chrono::milliseconds timeout, bool cancel,
+                                  turn_listener on_reply) {
   turn_format fmt;
   fmt.req = std::move(t);
+  fmt.on_reply = std::move(on_reply);
   return sys.spawn(stream_sink<turn_format, registry_actor>, std::move(target), std::move(fmt),
                    std::move(registry), timeout, cancel);
 }

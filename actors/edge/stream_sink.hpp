@@ -71,10 +71,16 @@ struct sink_target {
   std::uint64_t ticket = 0; ///< the edge's number for this request
 };
 
-/// A streamed turn: asks `registry` for `t` (its `sink` set to the sink).
+/// Called once with a completed turn (its usage), in the sink, before the
+/// stream's end is written.
+using turn_listener = std::function<void(const turn_reply&)>;
+
+/// A streamed turn: asks `registry` for `t` (its `sink` set to the sink);
+/// `on_reply` (may be empty) hears the completed turn.
 stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
                                   registry_actor registry, turn_request t,
-                                  std::chrono::milliseconds timeout, bool cancel);
+                                  std::chrono::milliseconds timeout, bool cancel,
+                                  turn_listener on_reply = {});
 
 /// Called once with a completed call's result (its usage), in the sink,
 /// before the stream's end is written.

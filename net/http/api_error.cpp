@@ -38,6 +38,8 @@ errc_info info(errc e) {
     case errc::session_moved: return {503, "overloaded", "service_unavailable_error"};
     // RFC 6585's status; the code stays one of API.md section 2's.
     case errc::header_too_large: return {431, "invalid_request", "invalid_request_error"};
+    // OpenAI's type for a spent quota (its SDKs raise a RateLimitError on 429).
+    case errc::budget_exceeded: return {429, "budget_exceeded", "insufficient_quota"};
   }
   return {500, "internal_error", "server_error"};
 }
@@ -54,7 +56,7 @@ bool has_retry_after(errc e) {
 }
 
 errc errc_from_code(std::string_view code) {
-  for (auto i = 1; i <= static_cast<int>(errc::header_too_large); ++i) {
+  for (auto i = 1; i <= static_cast<int>(errc::budget_exceeded); ++i) {
     auto e = static_cast<errc>(i);
     if (code_name(e) == code)
       return e;

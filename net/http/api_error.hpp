@@ -29,6 +29,7 @@ enum class errc : std::uint8_t {
   internal,       ///< a broken invariant; answered as 500 `internal_error`
   session_moved,  ///< the actor lost its epoch; answered 503, the client retries
   header_too_large, ///< request line and headers over the limit: 431, code `invalid_request`
+  budget_exceeded,  ///< the key's daily token budget is spent: 429 until the next UTC day
 };
 
 /// HTTP status for an error code.

@@ -50,6 +50,12 @@ struct node_metrics::impl {
       .Help("Chat requests refused by the per-key rate limit")
       .Register(registry)
       .Add({});
+  prometheus::Counter& budget_exceeded =
+    prometheus::BuildCounter()
+      .Name("parley_budget_exceeded_total")
+      .Help("Chat requests refused because their key's daily token budget is spent")
+      .Register(registry)
+      .Add({});
   prometheus::Family<prometheus::Counter>& shed =
     prometheus::BuildCounter()
       .Name("parley_load_shed_total")
@@ -181,6 +187,7 @@ void node_metrics::http_request(std::string_view route, unsigned status, double 
 }
 
 void node_metrics::rate_limited() { impl_->rate_limited.Increment(); }
+void node_metrics::budget_exceeded() { impl_->budget_exceeded.Increment(); }
 
 void node_metrics::shed(std::string_view reason) {
   impl_->shed.Add({{"reason", std::string{reason}}}).Increment();

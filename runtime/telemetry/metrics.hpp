@@ -31,6 +31,9 @@ public:
   void turns_in_flight(std::size_t n);
   /// A chat request refused by the rate limit: `parley_rate_limited_total`.
   void rate_limited();
+  /// A chat request refused because its key's daily token budget is spent:
+  /// `parley_budget_exceeded_total`.
+  void budget_exceeded();
   /// A turn refused by load shedding: `parley_load_shed_total{reason}` with
   /// reason "overloaded" (node in-flight cap) or "session_busy" (session queue).
   void shed(std::string_view reason);

@@ -129,6 +129,10 @@ TEST(api, error_bodies_have_openai_shape_and_statuses) {
   EXPECT_EQ(http_status(errc::header_too_large), 431u);
   EXPECT_EQ(code_name(errc::header_too_large), "invalid_request");
   EXPECT_FALSE(has_retry_after(errc::header_too_large));
+  EXPECT_EQ(http_status(errc::budget_exceeded), 429u);
+  EXPECT_EQ(code_name(errc::budget_exceeded), "budget_exceeded");
+  EXPECT_TRUE(has_retry_after(errc::budget_exceeded));
+  EXPECT_EQ(errc_from_code("budget_exceeded"), errc::budget_exceeded);
   EXPECT_EQ(errc_from_code("invalid_request"), errc::invalid_request);
 }
 

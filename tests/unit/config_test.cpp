@@ -71,6 +71,27 @@ TEST(config, per_address_bounds) {
   }
 }
 
+// API.md section 1: PARLEY_TOKEN_BUDGET_PER_DAY, 0 (unlimited) by default,
+// a whole number of tokens otherwise, listed among the settings.
+TEST(config, token_budget_per_day) {
+  node_config c;
+  std::string err;
+  ASSERT_TRUE(make_config({}, base(), "h", c, err)) << err;
+  EXPECT_EQ(c.token_budget_per_day, 0);
+  auto env = base();
+  env["PARLEY_TOKEN_BUDGET_PER_DAY"] = "250000";
+  ASSERT_TRUE(make_config({}, env, "h", c, err)) << err;
+  EXPECT_EQ(c.token_budget_per_day, 250000);
+  for (const char* bad_value : {"-1", "1e6", "lots"}) {
+    auto bad = base();
+    bad["PARLEY_TOKEN_BUDGET_PER_DAY"] = bad_value;
+    EXPECT_FALSE(make_config({}, bad, "h", c, err)) << bad_value;
+    EXPECT_NE(err.find("PARLEY_TOKEN_BUDGET_PER_DAY"), std::string::npos) << err;
+  }
+  auto& names = known_settings();
+  EXPECT_NE(std::find(names.begin(), names.end(), "PARLEY_TOKEN_BUDGET_PER_DAY"), names.end());
+}
+
 // API.md section 1: PARLEY_LLM_POOL_SIZE defaults to as many connections as
 // turns may be in flight, so the pool never caps throughput below
 // PARLEY_MAX_INFLIGHT; an explicit value still wins.

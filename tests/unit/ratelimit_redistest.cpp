@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -77,6 +78,43 @@ protected:
     auto d = check(rl, key, rate, nodes);
     return {d, steady::now() - start};
   }
+
+  /// A chat request of `key` against a daily budget (and a rate, 0: none).
+  rate_decision budget_check(const ratelimit_actor& rl, const std::string& key,
+                             std::int64_t budget, std::int64_t reserve, std::int32_t nodes = 1,
+                             std::int32_t rate = 0) {
+    rate_check_request r{key, rate, nodes, rate_check_deadline(40ms)};
+    r.budget = budget;
+    r.reserve = reserve;
+    r.day = day_;
+    rate_decision out;
+    out.allowed = false;
+    caf::scoped_actor self{sys_};
+    self->request(rl, 2s, rate_check_atom::value, r)
+      .receive([&](const rate_decision& d) { out = d; },
+               [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
+    return out;
+  }
+
+  /// The end of a call admitted by `d`, which spent `actual` tokens.
+  void settle(const ratelimit_actor& rl, const std::string& key, const rate_decision& d,
+              std::int64_t actual) {
+    caf::anon_send(rl, settle_atom::value,
+                   budget_settlement{key, day_, d.reserved, actual, d.redis_ok});
+  }
+
+  /// Polls `f` until it holds or 3 s passed.
+  template <class F>
+  bool eventually(F f) {
+    for (auto until = steady::now() + 3s; steady::now() < until;) {
+      if (f())
+        return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return f();
+  }
+
+  std::int64_t day_ = 20794;
 
   bool status(const ratelimit_actor& rl) {
     bool out = false;
@@ -293,4 +331,142 @@ TEST_F(ratelimit, the_listener_quits_when_its_target_terminates) {
   bool down = false;
   watcher->receive([&](const caf::down_msg&) { down = true; }, caf::after(3s) >> [] {});
   EXPECT_TRUE(down);
+}
+
+// -- daily budgets (issue 19, item 4) -----------------------------------------
+
+TEST_F(ratelimit, a_budget_holds_across_nodes_through_redis_and_spend_settles_after) {
+  auto prefix = unique_name("budget") + ":";
+  auto n1 = limiter(shared_redis_url(), prefix);
+  auto n2 = limiter(shared_redis_url(), prefix);
+  auto a = budget_check(n1, "key", 100, 80, 2);
+  EXPECT_TRUE(a.redis_ok);
+  EXPECT_TRUE(a.allowed);
+  EXPECT_EQ(a.budget, 100) << "the cluster-wide budget, not a node's share";
+  EXPECT_EQ(a.reserved, 80);
+  auto b = budget_check(n2, "key", 100, 80, 2); // the other node, at once
+  EXPECT_TRUE(b.allowed);
+  EXPECT_EQ(b.spent, 80);
+  EXPECT_EQ(b.reserved, 20);
+  auto refused = budget_check(n1, "key", 100, 80, 2);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_FALSE(refused.budget_ok);
+  // The calls spent 30 and 10: each node settles its own, and the other
+  // node sees the sum without asking for it.
+  settle(n1, "key", a, 30);
+  settle(n2, "key", b, 10);
+  EXPECT_TRUE(eventually([&] {
+    auto d = budget_check(n2, "key", 100, 0, 2);
+    return d.allowed && d.spent == 40;
+  }));
+  // A call that failed gives its reservation back.
+  auto c = budget_check(n1, "key", 100, 60, 2);
+  ASSERT_TRUE(c.allowed);
+  EXPECT_EQ(c.reserved, 60);
+  settle(n1, "key", c, 0);
+  EXPECT_TRUE(eventually([&] { return budget_check(n2, "key", 100, 0, 2).spent == 40; }));
+}
+
+TEST_F(ratelimit, a_spent_budget_refuses_before_the_rate_limit_counts) {
+  auto rl = limiter(shared_redis_url());
+  auto d = budget_check(rl, "key", 10, 10, 1, 3);
+  ASSERT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 2);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_FALSE(budget_check(rl, "key", 10, 10, 1, 3).budget_ok);
+  EXPECT_EQ(check(rl, "key", 3, 1).remaining, 1) << "refused calls took no rate token";
+}
+
+TEST_F(ratelimit, without_redis_each_node_spends_its_share_and_carries_it_to_redis_after) {
+  redis_server server;
+  auto prefix = unique_name("budget") + ":";
+  auto rl = limiter(server.url(), prefix);
+  auto up = budget_check(rl, "key", 300, 50, 3);
+  ASSERT_TRUE(up.redis_ok);
+  settle(rl, "key", up, 50);
+  server.stop();
+  // Down: this node's share is 300 / 3 = 100, and its own 50 count.
+  auto d = budget_check(rl, "key", 300, 40, 3);
+  EXPECT_FALSE(d.redis_ok);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.budget, 100);
+  EXPECT_EQ(d.spent, 50);
+  EXPECT_EQ(d.reserved, 40);
+  settle(rl, "key", d, 45);
+  auto e = budget_check(rl, "key", 300, 40, 3);
+  EXPECT_TRUE(e.allowed);
+  EXPECT_EQ(e.spent, 95);
+  EXPECT_EQ(e.reserved, 5);
+  settle(rl, "key", e, 5);
+  auto refused = budget_check(rl, "key", 300, 1, 3);
+  EXPECT_FALSE(refused.redis_ok);
+  EXPECT_FALSE(refused.budget_ok);
+  EXPECT_EQ(refused.spent, 100);
+  // Back (a restarted server without persistence: its counters are gone):
+  // what this node spent while it was down, 45 + 5, reaches the counter.
+  server.restart();
+  EXPECT_TRUE(eventually([&] {
+    auto x = budget_check(rl, "key", 300, 0, 3);
+    return x.redis_ok && x.spent == 50;
+  }));
+}
+
+TEST_F(ratelimit, a_budget_of_zero_is_unlimited_and_counts_nothing) {
+  auto prefix = unique_name("budget") + ":";
+  auto rl = limiter(shared_redis_url(), prefix);
+  for (int i = 0; i < 5; ++i) {
+    auto d = budget_check(rl, "key", 0, 1000000);
+    EXPECT_TRUE(d.allowed);
+    EXPECT_EQ(d.reserved, 0);
+  }
+  auto ep = storage::parse_redis_url(shared_redis_url());
+  auto r = test::raw_command(ep.host, ep.port,
+                             {"EXISTS", prefix + "budget:key:" + std::to_string(day_)});
+  EXPECT_EQ(r->integer, 0);
+}
+
+namespace {
+
+/// Script calls (EVALSHA and EVAL) the server has run since its last
+/// CONFIG RESETSTAT, from INFO commandstats.
+std::int64_t script_calls(const redis_server& server) {
+  auto r = test::raw_command("127.0.0.1", server.port(), {"INFO", "commandstats"});
+  std::string info = r && r->str ? std::string{r->str, r->len} : std::string{};
+  std::int64_t total = 0;
+  for (const char* name : {"cmdstat_evalsha:calls=", "cmdstat_eval:calls="})
+    if (auto at = info.find(name); at != std::string::npos)
+      total += std::stoll(info.substr(at + std::strlen(name)));
+  return total;
+}
+
+} // namespace
+
+// Issue 19's cost target: budgets add no Redis round trip to a request.
+// Requests that come while settlements are pending carry them in their own
+// script call; only what none carried costs a call of its own, at most one
+// per settle delay.
+TEST_F(ratelimit, settlements_ride_on_the_next_check_and_add_no_round_trip) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  auto first = budget_check(rl, "key", 1000000, 100, 1, 600);
+  ASSERT_TRUE(first.redis_ok);
+  test::raw_command("127.0.0.1", server.port(), {"CONFIG", "RESETSTAT"});
+  // 50 calls one after the other, as one busy client: each check carries
+  // the previous call's settlement.
+  auto d = first;
+  for (int i = 0; i < 50; ++i) {
+    settle(rl, "key", d, 10);
+    d = budget_check(rl, "key", 1000000, 100, 1, 600);
+    ASSERT_TRUE(d.redis_ok);
+    ASSERT_TRUE(d.allowed);
+  }
+  EXPECT_EQ(script_calls(server), 50) << "one script call per request, settlements included";
+  EXPECT_EQ(d.spent, 50 * 10) << "every earlier call's spend, settled";
+  // The last one has no check to ride on: one call of its own.
+  settle(rl, "key", d, 10);
+  EXPECT_TRUE(eventually([&] { return script_calls(server) == 51; }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(script_calls(server), 51);
+  auto last = budget_check(rl, "key", 1000000, 0, 1, 600);
+  EXPECT_EQ(last.spent, 51 * 10);
 }

@@ -414,3 +414,142 @@ TEST(redis_auth, a_wrong_or_missing_password_counts_as_unavailable) {
   EXPECT_FALSE(none.ping());
   EXPECT_THROW(none.eval_token_bucket(unique_name("noauth"), 5), redis_error);
 }
+
+// -- the daily budget in the same script (issue 19, item 4) ------------------
+
+namespace {
+
+admission_request budget_call(const std::string& bucket, const std::string& counter,
+                              std::int64_t budget, std::int64_t reserve, std::int32_t rate = 0) {
+  admission_request a;
+  a.bucket_key = bucket;
+  a.rate_per_min = rate;
+  a.budget_key = counter;
+  a.budget = budget;
+  a.reserve = reserve;
+  a.budget_ttl = 60s;
+  return a;
+}
+
+/// GET's value, or "" when the key is missing.
+std::string shared_text(const std::string& key) {
+  auto r = shared_raw({"GET", key});
+  return r && r->str ? std::string{r->str, r->len} : std::string{};
+}
+
+} // namespace
+
+TEST(redis_budget, reserves_what_is_left_then_refuses_at_the_budget) {
+  auto c = shared_client();
+  auto counter = unique_name("budget");
+  auto r = c.admit(budget_call("", counter, 100, 60));
+  EXPECT_TRUE(r.allowed);
+  EXPECT_TRUE(r.budget_ok);
+  EXPECT_EQ(r.spent, 0);
+  EXPECT_EQ(r.reserved, 60);
+  r = c.admit(budget_call("", counter, 100, 60)); // a second call at once: the rest
+  EXPECT_TRUE(r.allowed);
+  EXPECT_EQ(r.spent, 60);
+  EXPECT_EQ(r.reserved, 40);
+  r = c.admit(budget_call("", counter, 100, 60));
+  EXPECT_FALSE(r.allowed);
+  EXPECT_FALSE(r.budget_ok);
+  EXPECT_EQ(r.spent, 100);
+  EXPECT_EQ(r.reserved, 0);
+  EXPECT_EQ(shared_text(counter), "100");
+  auto ttl = shared_raw({"PTTL", counter})->integer;
+  EXPECT_GT(ttl, 50000) << "the counter expires by itself";
+  EXPECT_LE(ttl, 60000);
+}
+
+TEST(redis_budget, settlements_run_first_in_the_same_call) {
+  auto c = shared_client();
+  auto counter = unique_name("budget");
+  ASSERT_EQ(c.admit(budget_call("", counter, 100, 100)).reserved, 100);
+  EXPECT_FALSE(c.admit(budget_call("", counter, 100, 10)).allowed);
+  // The call spent 30 of its 100: settled by the next call's own round trip.
+  auto a = budget_call("", counter, 100, 10);
+  a.settle = {{counter, 30 - 100}};
+  auto r = c.admit(a);
+  EXPECT_TRUE(r.allowed);
+  EXPECT_EQ(r.spent, 30);
+  EXPECT_EQ(r.reserved, 10);
+  // A settlement alone (no bucket, no budget), and a counter never below 0.
+  auto other = unique_name("budget");
+  admission_request only;
+  only.budget_ttl = 60s;
+  only.settle = {{counter, 5}, {other, -50}};
+  EXPECT_TRUE(c.admit(only).allowed);
+  EXPECT_EQ(shared_text(counter), "45");
+  EXPECT_EQ(shared_text(other), "0");
+  EXPECT_GT(shared_raw({"PTTL", other})->integer, 0);
+}
+
+TEST(redis_budget, a_spent_budget_takes_no_rate_token_and_a_denied_rate_reserves_nothing) {
+  auto c = shared_client();
+  auto bucket = unique_name("bucket");
+  auto counter = unique_name("budget");
+  ASSERT_TRUE(c.admit(budget_call(bucket, counter, 50, 50, 2)).allowed); // 1 of 2 tokens
+  auto r = c.admit(budget_call(bucket, counter, 50, 5, 2));
+  EXPECT_FALSE(r.budget_ok);
+  EXPECT_EQ(c.eval_token_bucket(bucket, 2).remaining, 0)
+    << "the refused call left the second token";
+  auto counter2 = unique_name("budget");
+  r = c.admit(budget_call(bucket, counter2, 50, 5, 2));
+  EXPECT_FALSE(r.allowed);
+  EXPECT_TRUE(r.budget_ok);
+  EXPECT_GT(r.retry_after_ms, 0);
+  EXPECT_EQ(r.reserved, 0);
+  EXPECT_EQ(shared_raw({"EXISTS", counter2})->integer, 0);
+}
+
+TEST(redis_budget, concurrent_calls_never_reserve_more_than_the_budget) {
+  auto counter = unique_name("budget");
+  std::atomic<std::int64_t> reserved{0};
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      auto c = shared_client();
+      for (int i = 0; i < 25; ++i) {
+        auto r = c.admit(budget_call("", counter, 1000, 70));
+        admitted += r.allowed;
+        reserved += r.reserved;
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(reserved.load(), 1000);
+  EXPECT_EQ(admitted.load(), 15) << "14 full reservations of 70, then one of the last 20";
+  EXPECT_EQ(shared_text(counter), "1000");
+}
+
+TEST(redis_budget, arguments_outside_their_ranges_are_refused) {
+  auto c = shared_client();
+  EXPECT_THROW(c.admit(budget_call("", "", 100, 1)), std::invalid_argument);
+  EXPECT_THROW(c.admit(budget_call("", "k", -1, 1)), std::invalid_argument);
+  EXPECT_THROW(c.admit(budget_call("", "k", 100, -1)), std::invalid_argument);
+  EXPECT_THROW(c.admit(budget_call("b", "k", 100, 1, -1)), std::invalid_argument);
+}
+
+TEST(redis_budget, an_acl_user_limited_to_parley_keys_can_check_and_settle) {
+  redis_server server{"budget-acl-requirepass"};
+  auto acl = raw_command("127.0.0.1", server.port(),
+                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
+                          "+@all"},
+                         server.password());
+  ASSERT_TRUE(acl);
+  ASSERT_NE(acl->type, REDIS_REPLY_ERROR);
+  redis_client c{parse_redis_url("redis://limiter:acl-pw@127.0.0.1:" +
+                                 std::to_string(server.port()))};
+  auto counter = "parley:" + unique_name("budget");
+  // A budget without a bucket, a bucket without a budget, a settlement alone:
+  // every key the script is given is one of the user's.
+  EXPECT_EQ(c.admit(budget_call("", counter, 100, 30)).reserved, 30);
+  EXPECT_TRUE(c.admit(budget_call("parley:" + unique_name("bucket"), "", 0, 0, 5)).allowed);
+  admission_request only;
+  only.budget_ttl = 60s;
+  only.settle = {{counter, -10}};
+  EXPECT_NO_THROW(c.admit(only));
+  EXPECT_EQ(c.admit(budget_call("", counter, 100, 0)).spent, 20);
+}
