@@ -157,26 +157,29 @@ std::string render_created_key(const api_key_record& k, const std::string& secre
   return dump(j);
 }
 
-std::string render_usage(const std::vector<usage_total>& rows) {
+namespace {
+
+/// `{"data": [...]}` of daily totals, each row with `key` (model or user).
+std::string usage_rows(const std::vector<usage_total>& rows, const char* key,
+                       std::string usage_total::*value) {
   json data = json::array();
   for (auto& r : rows)
     data.push_back({{"date", r.day},
-                    {"model", r.model},
+                    {key, r.*value},
                     {"requests", r.requests},
                     {"prompt_tokens", r.prompt_tokens},
                     {"completion_tokens", r.completion_tokens}});
   return dump({{"data", std::move(data)}});
 }
 
+} // namespace
+
+std::string render_usage(const std::vector<usage_total>& rows) {
+  return usage_rows(rows, "model", &usage_total::model);
+}
+
 std::string render_top_usage(const std::vector<usage_total>& rows) {
-  json data = json::array();
-  for (auto& r : rows)
-    data.push_back({{"user", r.user_id},
-                    {"date", r.day},
-                    {"requests", r.requests},
-                    {"prompt_tokens", r.prompt_tokens},
-                    {"completion_tokens", r.completion_tokens}});
-  return dump({{"data", std::move(data)}});
+  return usage_rows(rows, "user", &usage_total::user_id);
 }
 
 std::string render_key_list(const std::vector<api_key_record>& keys) {

@@ -42,6 +42,16 @@ std::set<std::string> up_members(const parley_node& n) {
   return out;
 }
 
+/// Nodes node-0 .. node-{n-1} on `db` that find each other through `redis`.
+std::vector<std::unique_ptr<parley_node>> start_nodes(const scratch_db& db,
+                                                      const redis_server& redis, int n) {
+  std::vector<std::unique_ptr<parley_node>> nodes;
+  for (int i = 0; i < n; ++i)
+    nodes.push_back(
+      std::make_unique<parley_node>(db, discovering(redis.url(), "node-" + std::to_string(i))));
+  return nodes;
+}
+
 bool all_see(const std::vector<std::unique_ptr<parley_node>>& nodes,
              const std::set<std::string>& ids, std::chrono::milliseconds limit) {
   return wait_for(
@@ -76,10 +86,7 @@ std::set<std::string> registered(const redis_server& redis) {
 TEST(discovery, nodes_without_seeds_find_each_other_and_a_later_node_joins) {
   scratch_db db;
   redis_server redis;
-  std::vector<std::unique_ptr<parley_node>> nodes;
-  for (int i = 0; i < 3; ++i)
-    nodes.push_back(
-      std::make_unique<parley_node>(db, discovering(redis.url(), "node-" + std::to_string(i))));
+  auto nodes = start_nodes(db, redis, 3);
   ASSERT_TRUE(all_see(nodes, {"node-0", "node-1", "node-2"}, 20s))
     << nodes[0]->cluster().dump();
   EXPECT_EQ(registered(redis).size(), 3u);
@@ -121,10 +128,7 @@ TEST(discovery, nodes_without_seeds_find_each_other_and_a_later_node_joins) {
 TEST(discovery, redis_going_away_loses_no_member_and_a_seed_still_joins) {
   scratch_db db;
   redis_server redis;
-  std::vector<std::unique_ptr<parley_node>> nodes;
-  for (int i = 0; i < 2; ++i)
-    nodes.push_back(
-      std::make_unique<parley_node>(db, discovering(redis.url(), "node-" + std::to_string(i))));
+  auto nodes = start_nodes(db, redis, 2);
   ASSERT_TRUE(all_see(nodes, {"node-0", "node-1"}, 20s)) << nodes[0]->cluster().dump();
   redis.stop();
   // Several failure-detection periods without Redis: heartbeats keep both.
@@ -169,10 +173,7 @@ TEST(discovery, clusters_on_separate_databases_sharing_one_redis_never_meet) {
 TEST(discovery, a_node_joins_and_leaves_under_load_without_a_client_error) {
   scratch_db db;
   redis_server redis;
-  std::vector<std::unique_ptr<parley_node>> nodes;
-  for (int i = 0; i < 3; ++i)
-    nodes.push_back(
-      std::make_unique<parley_node>(db, discovering(redis.url(), "node-" + std::to_string(i))));
+  auto nodes = start_nodes(db, redis, 3);
   ASSERT_TRUE(all_see(nodes, {"node-0", "node-1", "node-2"}, 20s));
   auto key = nodes[0]->create_key("alice");
   constexpr int n_sessions = 60;
