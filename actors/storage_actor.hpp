@@ -57,6 +57,11 @@ using storage_actor = session_store_actor::extend<
   /// (prefix_or_id) -> the number of keys revoked.
   caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
   caf::replies_to<new_sess_atom, session_record>::with<session_record>,
+  /// A session with its first messages (seq 1.., in order) in one
+  /// transaction: a conversation created with items.
+  caf::replies_to<new_sess_atom, session_record, std::vector<message_record>>::with<session_record>,
+  /// -> the session with its new metadata, or not_found (also another user's).
+  caf::replies_to<set_meta_atom, update_metadata_request>::with<session_record>,
   /// (id, user) -> the session, or not_found (also another user's).
   caf::replies_to<get_sess_atom, std::string, std::string>::with<session_record>,
   /// (id) -> the session, whoever owns it, or not_found.
@@ -65,7 +70,8 @@ using storage_actor = session_store_actor::extend<
   caf::replies_to<list_sess_atom, list_sessions_request>::with<session_page>,
   /// (id, user) -> whether it was deleted.
   caf::replies_to<del_sess_atom, std::string, std::string>::with<bool>,
-  /// -> one page of messages, or not_found (also another user's session).
+  /// -> one page of messages, or not_found (also another user's session);
+  /// `next_after` is nonzero when more follow.
   caf::replies_to<list_msg_atom, list_messages_request>::with<message_page>,
   caf::replies_to<feedback_atom, feedback_request>::with<feedback_outcome>,
   /// -> whether PostgreSQL answers (the supervisor's readiness check).

@@ -56,6 +56,8 @@ using del_sess_atom = caf::atom_constant<caf::atom("delsess")>;
 using list_msg_atom = caf::atom_constant<caf::atom("listmsg")>;
 using find_cmid_atom = caf::atom_constant<caf::atom("findcmid")>;
 using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
+// OpenAI's stateful API (API.md section 5a)
+using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
@@ -220,8 +222,17 @@ struct list_sessions_request {
 struct list_messages_request {
   std::string session_id;
   std::string user_id;
-  std::int64_t after = 0; ///< messages with a greater seq
+  std::int64_t after = 0; ///< messages with a greater seq (descending: a smaller one)
   std::int32_t limit = 0;
+  /// Newest first (a conversation's items, `order=desc`).
+  bool descending = false;
+};
+
+/// A conversation's new metadata (`POST /v1/conversations/{id}`).
+struct update_metadata_request {
+  std::string session_id;
+  std::string user_id;
+  std::string metadata_json; ///< a JSON object
 };
 
 /// A rating of one assistant message (`POST .../feedback`).
@@ -449,7 +460,13 @@ typename Inspector::result_type inspect(Inspector& f, list_sessions_request& x) 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, list_messages_request& x) {
   return f(caf::meta::type_name("parley.list_messages_request"), x.session_id, x.user_id, x.after,
-           x.limit);
+           x.limit, x.descending);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, update_metadata_request& x) {
+  return f(caf::meta::type_name("parley.update_metadata_request"), x.session_id, x.user_id,
+           x.metadata_json);
 }
 
 template <class Inspector>

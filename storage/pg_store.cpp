@@ -55,6 +55,21 @@ const std::string sql_revoke_key =
 const std::string sql_insert_session =
   "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata) "
   "VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb)";
+// A conversation created with items: the session row says how many, and
+// the messages come from the arrays of roles and contents ($7, $8) in one
+// statement, seq = their position. Only the session's creator writes here,
+// before any actor can hold it.
+const std::string sql_insert_session_with_messages =
+  "WITH s AS (INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
+  "last_seq, message_count) VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb, "
+  "cardinality($7::text[]), cardinality($7::text[])) RETURNING id, created_at) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at) "
+  "SELECT s.id, m.seq, m.role, m.content, s.created_at FROM s, "
+  "unnest($7::text[], $8::text[]) WITH ORDINALITY AS m(role, content, seq)";
+const std::string sql_update_metadata =
+  std::string{"UPDATE sessions SET metadata = $3::jsonb, updated_at = now() "
+              "WHERE id = $1 AND user_id = $2 RETURNING "} +
+  session_columns;
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -87,6 +102,9 @@ const std::string sql_session_owned = "SELECT 1 FROM sessions WHERE id = $1 AND 
 const std::string sql_list_messages =
   std::string{"SELECT "} + message_columns +
   " FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const std::string sql_list_messages_desc =
+  std::string{"SELECT "} + message_columns +
+  " FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
 // For each (session, client id) pair of $1 and $2 (1-based position i):
 // the user message with that client id and its reply, the user message
 // first. Two index probes a pair, whatever the length of the session's
@@ -594,6 +612,37 @@ void pg_store::create_session(const session_record& s) {
   });
 }
 
+void pg_store::create_session(const session_record& s, const std::vector<message_record>& first) {
+  if (first.empty())
+    return create_session(s);
+  guarded([&] {
+    pg_array roles, contents;
+    for (auto& m : first) {
+      roles.add(m.role);
+      contents.add(m.content);
+    }
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session_with_messages, s.id, s.user_id, s.created_at,
+                  nonempty(s.system_prompt), s.model, s.metadata_json, roles.str(),
+                  contents.str());
+    w.commit();
+    return 0;
+  });
+}
+
+std::optional<session_record> pg_store::update_metadata(const std::string& id,
+                                                        const std::string& user,
+                                                        const std::string& metadata_json) {
+  return guarded([&]() -> std::optional<session_record> {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_update_metadata, id, user, metadata_json);
+    w.commit();
+    if (r.empty())
+      return std::nullopt;
+    return read_session(r[0]);
+  });
+}
+
 std::optional<session_record> pg_store::get_session(const std::string& id,
                                                     const std::string& user) {
   return guarded([&]() -> std::optional<session_record> {
@@ -716,12 +765,15 @@ pg_store::activate_many(const std::vector<std::string>& ids, int window) {
 }
 
 std::optional<message_page> pg_store::list_messages(const std::string& id, const std::string& user,
-                                                    std::int64_t after, int limit) {
+                                                    std::int64_t after, int limit,
+                                                    page_order order) {
   return guarded([&]() -> std::optional<message_page> {
     pqxx::read_transaction t{conn()};
     if (t.exec_params(sql_session_owned, id, user).empty())
       return std::nullopt;
-    auto r = t.exec_params(sql_list_messages, id, after, limit + 1);
+    auto r = t.exec_params(order == page_order::ascending ? sql_list_messages
+                                                          : sql_list_messages_desc,
+                           id, after, limit + 1);
     message_page page;
     for (auto row : r) {
       if (static_cast<int>(page.data.size()) == limit) {

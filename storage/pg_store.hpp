@@ -63,6 +63,9 @@ inline constexpr int usage_shards = 32768;
 /// nodes that did would only wait for each other's row lock now and then).
 int usage_shard_of(const std::string& node_id, std::size_t index);
 
+/// The order of a page of messages.
+enum class page_order : std::uint8_t { ascending, descending };
+
 class pg_store {
 public:
   /// Does not connect yet; the first call does. `url` gets the libpq
@@ -113,6 +116,13 @@ public:
 
   // Sessions
   void create_session(const session_record& s);
+  /// A session with its first messages (seq 1.. in the given order; role
+  /// and content only) in one transaction and one statement for them.
+  void create_session(const session_record& s, const std::vector<message_record>& first);
+  /// Sets the metadata of `user`'s session `id`; the session as it now is,
+  /// nullopt when there is none.
+  std::optional<session_record> update_metadata(const std::string& id, const std::string& user,
+                                                const std::string& metadata_json);
   std::optional<session_record> get_session(const std::string& id, const std::string& user);
   session_page list_sessions(const std::string& user, int limit, const std::string& cursor);
   bool delete_session(const std::string& id, const std::string& user);
@@ -139,8 +149,11 @@ public:
                                                               int window);
 
   /// nullopt when the session does not exist or belongs to someone else.
+  /// Ascending: seqs above `after`; descending: seqs below it, newest first.
+  /// `next_after` is the last seq of the page when more follow, else 0.
   std::optional<message_page> list_messages(const std::string& id, const std::string& user,
-                                            std::int64_t after, int limit);
+                                            std::int64_t after, int limit,
+                                            page_order order = page_order::ascending);
 
   /// The user message with this client id and its reply, if stored.
   std::optional<std::pair<message_record, std::optional<message_record>>>

@@ -85,6 +85,11 @@ constexpr std::array<route_handler, net::route_count> make_handlers() {
   h[net::route_index(route::admin_session)] = handle_admin_session;
   h[net::route_index(route::migrate_session)] = handle_migrate_session;
   h[net::route_index(route::drain_node)] = handle_drain_node;
+  h[net::route_index(route::create_conversation)] = handle_create_conversation;
+  h[net::route_index(route::get_conversation)] = handle_get_conversation;
+  h[net::route_index(route::update_conversation)] = handle_update_conversation;
+  h[net::route_index(route::delete_conversation)] = handle_delete_conversation;
+  h[net::route_index(route::list_conversation_items)] = handle_list_conversation_items;
   return h;
 }
 

@@ -62,7 +62,8 @@ struct http_call {
   net::request_body body;
   std::int32_t limit = 0; ///< a page's size; for usage (query_parser::usage_days), the days
   std::int64_t after = 0;
-  std::string cursor;
+  std::string cursor; ///< a page's cursor; for item pages (query_parser::item_page), `after`
+  bool ascending = false; ///< item pages: `order=asc`
   std::string user; ///< an admin listing's `user` query parameter; empty: everyone
   net::responder_ptr out;
   /// Added to every answer (rate-limit headers of chat responses).

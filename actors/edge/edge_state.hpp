@@ -130,6 +130,13 @@ void abandon_turns_on(edge_self* self, const std::string& node);
 /// A sink reported (finished_atom, node, ticket): its stream is complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket);
 
+// edge_conversations.cpp (OpenAI's Conversations API on sessions)
+void handle_create_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_get_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_update_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_delete_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
+
 // edge_gateway.cpp
 void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);

@@ -42,6 +42,11 @@ enum class route : std::uint8_t {
   migrate_session,
   drain_node,
   admin_usage,
+  create_conversation,
+  get_conversation,
+  update_conversation,
+  delete_conversation,
+  list_conversation_items,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -65,6 +70,8 @@ enum class body_parser : std::uint8_t {
   create_key,
   migrate,
   chat_completion,
+  create_conversation,
+  update_conversation,
 };
 
 /// Which query parameters are read (runtime/http/http_api.cpp); all routes
@@ -76,6 +83,7 @@ enum class query_parser : std::uint8_t {
   page_token,   ///< token: the admin token when no Authorization header came
   key_list,     ///< user (optional, 1-128 characters), limit (1-1000, default 100)
   usage_days,   ///< days (1-90, default 7), user (optional here; the admin route needs it)
+  item_page,    ///< limit (1-100, default 20), after (an item id), order (asc, desc: default)
 };
 
 /// Who answers: the HTTP adapter on its own thread, with no actor on the
@@ -106,7 +114,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 23> route_table{{
+inline constexpr std::array<route_row, 28> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -131,6 +139,11 @@ inline constexpr std::array<route_row, 23> route_table{{
   {route::migrate_session,   "migrate_session",  hm::post, "/admin/v1/sessions/{id}/migrate",        al::admin,      bp::migrate,         qp::none,          true,    ab::edge},
   {route::drain_node,        "drain_node",       hm::post, "/admin/v1/nodes/{id}/drain",             al::admin,      bp::none,            qp::none,          false,   ab::edge},
   {route::admin_usage,       "admin_usage",      hm::get,  "/admin/v1/usage",                        al::admin,      bp::none,            qp::usage_days,    false,   ab::edge},
+  {route::create_conversation, "create_conversation", hm::post, "/v1/conversations",           al::user,       bp::create_conversation, qp::none,      false,   ab::edge},
+  {route::get_conversation,  "get_conversation", hm::get,  "/v1/conversations/{id}",                 al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::update_conversation, "update_conversation", hm::post, "/v1/conversations/{id}",      al::user,       bp::update_conversation, qp::none,      false,   ab::edge},
+  {route::delete_conversation, "delete_conversation", hm::del, "/v1/conversations/{id}",       al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::list_conversation_items, "list_conversation_items", hm::get, "/v1/conversations/{id}/items", al::user, bp::none,        qp::item_page,     false,   ab::edge},
 }};
 // clang-format on
 

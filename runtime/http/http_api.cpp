@@ -232,6 +232,30 @@ void parse_inputs(const net::http_request& req, http_call& call) {
       call.limit = static_cast<std::int32_t>(limit);
       break;
     }
+    case net::query_parser::item_page: {
+      // `after` is an item id, resolved against the conversation by the edge.
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      if (auto o = q.find("order"); o != q.end() && o->second != "desc") {
+        if (o->second != "asc") {
+          call.early_error =
+            api_error{errc::invalid_request, "query parameter 'order' must be 'asc' or 'desc'"};
+          return;
+        }
+        call.ascending = true;
+      }
+      if (auto a = q.find("after"); a != q.end() && !a->second.empty()) {
+        if (a->second.size() > 256) {
+          call.early_error =
+            api_error{errc::invalid_request, "query parameter 'after' is not an item id"};
+          return;
+        }
+        call.cursor = a->second;
+      }
+      break;
+    }
   }
 }
 

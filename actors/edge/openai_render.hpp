@@ -1,0 +1,19 @@
+#pragma once
+// JSON renderings of OpenAI's stateful API (API.md section 5a): a session
+// as a conversation, its messages as items.
+
+#include <string>
+
+#include "actors/vocabulary.hpp"
+
+namespace parley {
+
+/// `{"id": "conv_…", "object": "conversation", "created_at": unix seconds, "metadata"}`.
+std::string render_conversation(const session_record& s);
+/// `{"id", "object": "conversation.deleted", "deleted": true}`.
+std::string render_conversation_deleted(const std::string& conversation_id);
+/// `{"object": "list", "data": [item], "first_id", "last_id", "has_more"}`
+/// of messages of `session_id`, in the page's order.
+std::string render_item_list(const std::string& session_id, const message_page& p);
+
+} // namespace parley

@@ -1,0 +1,231 @@
+// OpenAI's stateful API on sessions (API.md section 5a): the Conversations
+// routes. A conversation is a session seen through OpenAI's shapes: the same
+// messages through both APIs; every client error has OpenAI's error shape
+// and changes nothing; another user's, unknown and deleted ids are 404. The
+// official `openai` SDK (tests/integration/openai/stateful_sdk.cjs) drives
+// it across a three-node cluster.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "tests/integration/node_harness.hpp"
+
+using namespace parley::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A 4xx/5xx in OpenAI's shape with this status and code.
+::testing::AssertionResult is_error(const http_result& r, int status, const std::string& code) {
+  auto j = r.js();
+  if (r.status != status || !j.is_object() || !j.contains("error") || !j["error"].is_object())
+    return ::testing::AssertionFailure() << "want " << status << " " << code << ", got "
+                                         << describe(r);
+  auto& e = j["error"];
+  if (e.value("code", "") != code || !e["message"].is_string() || e["message"] == "" ||
+      !e["type"].is_string())
+    return ::testing::AssertionFailure() << "want code " << code << ", got " << describe(r);
+  return ::testing::AssertionSuccess();
+}
+
+std::string text_of(const json& item) {
+  std::string out;
+  for (auto& part : item["content"])
+    out += part.value("text", "");
+  return out;
+}
+
+struct stateful : ::testing::Test {
+  scratch_db db;
+  parley_node node{db};
+  std::string key = node.create_key("alice");
+  std::string other = node.create_key("bob");
+
+  http_result call(const std::string& method, const std::string& target, const json& body = nullptr,
+                   const std::string& as = {}) {
+    return node.call(method, target, as.empty() ? key : as, body.is_null() ? "" : body.dump());
+  }
+};
+
+TEST_F(stateful, a_conversation_is_a_session_with_the_same_messages) {
+  auto created = call("POST", "/v1/conversations",
+                      {{"metadata", {{"topic", "t"}}},
+                       {"items", json::array({{{"role", "user"}, {"content", "first"}},
+                                              {{"type", "message"},
+                                               {"role", "assistant"},
+                                               {"content", json::array({{{"type", "output_text"},
+                                                                         {"text", "second"}}})}}})}});
+  ASSERT_EQ(created.status, 200) << describe(created);
+  auto conv = created.js();
+  auto id = conv["id"].get<std::string>();
+  ASSERT_EQ(id.rfind("conv_", 0), 0u) << id;
+  EXPECT_EQ(conv["object"], "conversation");
+  EXPECT_TRUE(conv["created_at"].is_number_integer());
+  EXPECT_EQ(conv["metadata"], json({{"topic", "t"}}));
+  auto session = id.substr(5);
+
+  // The session API sees the items as messages 1 and 2 ...
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 2u) << msgs.dump();
+  EXPECT_EQ(msgs[0]["role"], "user");
+  EXPECT_EQ(msgs[0]["content"], "first");
+  EXPECT_EQ(msgs[1]["role"], "assistant");
+  EXPECT_EQ(msgs[1]["content"], "second");
+  auto s = call("GET", "/v1/sessions/" + session).js();
+  EXPECT_EQ(s["message_count"], 2);
+  EXPECT_EQ(s["last_seq"], 2);
+
+  // ... a turn through the session API continues it at seq 3 ...
+  auto turn = node.post_message(key, session, {{"content", "third"}});
+  ASSERT_EQ(turn.status, 200) << describe(turn);
+  EXPECT_EQ(turn.js()["user_message"]["seq"], 3);
+
+  // ... and the conversation shows all four, newest first by default.
+  auto items = call("GET", "/v1/conversations/" + id + "/items");
+  ASSERT_EQ(items.status, 200) << describe(items);
+  auto page = items.js();
+  EXPECT_EQ(page["object"], "list");
+  ASSERT_EQ(page["data"].size(), 4u) << page.dump();
+  EXPECT_EQ(page["data"][0]["role"], "assistant");
+  EXPECT_EQ(text_of(page["data"][0]), turn.js()["reply"]["content"].get<std::string>());
+  EXPECT_EQ(text_of(page["data"][1]), "third");
+  EXPECT_EQ(page["data"][1]["content"][0]["type"], "input_text");
+  EXPECT_EQ(page["data"][0]["content"][0]["type"], "output_text");
+  EXPECT_EQ(text_of(page["data"][3]), "first");
+  EXPECT_EQ(page["first_id"], page["data"][0]["id"]);
+  EXPECT_EQ(page["last_id"], page["data"][3]["id"]);
+  EXPECT_EQ(page["has_more"], false);
+
+  // Deleting the conversation deletes the session.
+  auto del = call("DELETE", "/v1/conversations/" + id);
+  ASSERT_EQ(del.status, 200) << describe(del);
+  EXPECT_EQ(del.js(), json({{"id", id}, {"object", "conversation.deleted"}, {"deleted", true}}));
+  EXPECT_TRUE(is_error(call("GET", "/v1/sessions/" + session), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id + "/items"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", json::object()}}),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/conversations/" + id), 404, "not_found"));
+}
+
+TEST_F(stateful, a_session_is_a_conversation) {
+  auto session = node.create_session(key, {{"metadata", {{"a", "b"}}}});
+  ASSERT_FALSE(session.empty());
+  ASSERT_EQ(node.post_message(key, session, {{"content", "hi"}}).status, 200);
+  auto conv = call("GET", "/v1/conversations/conv_" + session);
+  ASSERT_EQ(conv.status, 200) << describe(conv);
+  EXPECT_EQ(conv.js()["metadata"], json({{"a", "b"}}));
+  auto items = call("GET", "/v1/conversations/conv_" + session + "/items?order=asc").js();
+  ASSERT_EQ(items["data"].size(), 2u) << items.dump();
+  EXPECT_EQ(text_of(items["data"][0]), "hi");
+}
+
+TEST_F(stateful, foreign_unknown_and_malformed_ids_are_404_in_openai_shape) {
+  auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
+  for (auto& target : {"/v1/conversations/" + id, "/v1/conversations/" + id + "/items"})
+    EXPECT_TRUE(is_error(call("GET", target, nullptr, other), 404, "not_found")) << target;
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", {{"x", "y"}}}}, other),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/conversations/" + id, nullptr, other), 404, "not_found"));
+  for (const std::string& bad :
+       std::vector<std::string>{"conv_0123456789abcdef0123456789abcdef", "conv_", "resp_1",
+                                id.substr(5), "conv_%C3%A9", "conv_a.b"})
+    EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + bad), 404, "not_found")) << bad;
+  // Nothing of alice's changed.
+  auto still = call("GET", "/v1/conversations/" + id);
+  ASSERT_EQ(still.status, 200);
+  EXPECT_EQ(still.js()["metadata"], json::object());
+  EXPECT_TRUE(is_error(node.call("GET", "/v1/conversations/" + id, ""), 401, "unauthorized"));
+  EXPECT_TRUE(is_error(call("PUT", "/v1/conversations/" + id), 405, "method_not_allowed"));
+}
+
+TEST_F(stateful, bad_requests_are_400_and_change_nothing) {
+  auto item = [](const std::string& role, const json& content) {
+    return json{{"role", role}, {"content", content}};
+  };
+  json many = json::array();
+  for (int i = 0; i < 21; ++i)
+    many.push_back(item("user", "x"));
+  for (const json& body : std::vector<json>{
+         {{"items", "hello"}},
+         {{"items", json::array({item("system", "be terse")})}},
+         {{"items", json::array({item("tool", "x")})}},
+         {{"items", json::array({item("user", "")})}},
+         {{"items", json::array({item("user", 5)})}},
+         {{"items", json::array({item("user", json::array({{{"type", "input_image"}}}))})}},
+         {{"items", json::array({{{"type", "function_call"}, {"role", "user"}, {"content", "x"}}})}},
+         {{"items", many}},
+         {{"metadata", "x"}},
+         {{"metadata", {{"n", 1}}}},
+         {{"metadata", {{"k", std::string(513, 'v')}}}},
+         {{"items", json::array({item("user", std::string("a\0b", 3))})}},
+       })
+    EXPECT_TRUE(is_error(call("POST", "/v1/conversations", body), 400, "invalid_request"))
+      << body.dump();
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations",
+                            {{"items", json::array({item("user", std::string(33 * 1024, 'a'))})}}),
+                       413, "payload_too_large"));
+  auto sessions = call("GET", "/v1/sessions").js();
+  EXPECT_EQ(sessions["data"].size(), 0u) << sessions.dump();
+
+  auto id = call("POST", "/v1/conversations", {{"items", json::array({item("user", "a")})}})
+              .js()["id"]
+              .get<std::string>();
+  auto other_conv = call("POST", "/v1/conversations", {{"items", json::array({item("user", "b")})}})
+                      .js()["id"]
+                      .get<std::string>();
+  auto foreign_item = call("GET", "/v1/conversations/" + other_conv + "/items").js()["data"][0]["id"];
+  for (const std::string& q :
+       std::vector<std::string>{"order=sideways", "limit=0", "limit=101", "limit=x",
+                                "after=" + foreign_item.get<std::string>(), "after=msg_1"})
+    EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id + "/items?" + q), 400,
+                         "invalid_request"))
+      << q;
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", {{"n", 1}}}}), 400,
+                       "invalid_request"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, json::object()), 400,
+                       "invalid_request"));
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id).js()["metadata"], json::object());
+}
+
+/// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".
+std::string node_modules() {
+  const char* dir = std::getenv("PARLEY_TEST_NODE_MODULES");
+  if (!dir || !std::filesystem::exists(std::filesystem::path(dir) / "openai" / "package.json"))
+    return {};
+  return dir;
+}
+
+TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
+  auto modules = node_modules();
+  if (modules.empty())
+    GTEST_SKIP() << "PARLEY_TEST_NODE_MODULES does not hold the openai SDK (scripts/test "
+                    "installs it)";
+  scratch_db db;
+  parley_cluster cluster{db, 3};
+  auto key = cluster[0].create_key("sdk-user");
+  auto other = cluster[1].create_key("sdk-other");
+  auto url = [&](int i) { return "http://127.0.0.1:" + std::to_string(cluster[i].port()) + "/v1"; };
+  for (int first = 0; first < 3; ++first) {
+    SCOPED_TRACE("first node " + std::to_string(first));
+    std::string rest = url((first + 1) % 3) + "," + url((first + 2) % 3);
+    auto run = run_process("node",
+                           {std::string(OPENAI_CLIENTS_DIR) + "/stateful_sdk.cjs", url(first), key,
+                            other, "--nodes=" + rest},
+                           {{"NODE_PATH", modules}}, 120s);
+    auto at = run.out.rfind("{\"library\"");
+    ASSERT_NE(at, std::string::npos) << describe(run);
+    auto saw = json::parse(run.out.substr(at, run.out.find('\n', at) - at), nullptr, false);
+    ASSERT_TRUE(saw.is_object()) << describe(run);
+    for (auto scenario : {"conversations", "paging", "isolation"}) {
+      ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
+      EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
+        << scenario << ": " << saw["scenarios"][scenario].dump();
+    }
+    EXPECT_EQ(run.status, 0) << describe(run);
+  }
+}
+
+} // namespace
