@@ -319,6 +319,56 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
       });
 }
 
+// --- OpenAI's conversation items: messages stored without a model call ----
+
+/// Stores the turn's `append` messages after the last seq, fenced like a
+/// commit, and answers them in turn_reply::appended.
+void append(session_self* self, turn_ptr t) {
+  auto& st = self->state;
+  append_write w{st.id, st.rec.epoch, st.rec.last_seq, std::move(t->req.append)};
+  auto at = now_rfc3339();
+  for (std::size_t i = 0; i < w.messages.size(); ++i) {
+    w.messages[i].seq = st.rec.last_seq + 1 + static_cast<std::int64_t>(i);
+    w.messages[i].created_at = at;
+  }
+  auto written = w.messages;
+  self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, append_atom::value,
+                std::move(w))
+    .then(
+      [self, t, written](commit_outcome o) {
+        auto& s = self->state;
+        switch (o) {
+          case commit_outcome::committed:
+            s.rec.last_seq = written.back().seq;
+            s.rec.message_count += static_cast<std::int64_t>(written.size());
+            for (auto& m : written)
+              push_window(s.window, m, s.env.cfg->window);
+            t->rp.deliver(turn_reply{{}, {}, written});
+            return finish_turn(self);
+          case commit_outcome::fenced:
+            t->rp.deliver(make_error(errc::session_moved,
+                                     "session '" + s.id + "' moved to another actor; retry"));
+            return become_stale(self);
+          case commit_outcome::failed:
+            t->rp.deliver(make_error(errc::storage_unavailable,
+                                     "PostgreSQL is unavailable; nothing was stored, retry"));
+            return finish_turn(self);
+          case commit_outcome::conflict:
+          case commit_outcome::unknown:
+            t->rp.deliver(make_error(errc::storage_unavailable,
+                                     "the items' commit could not be confirmed; list the "
+                                     "conversation's items before retrying"));
+            return reset(self);
+        }
+      },
+      [self, t](caf::error&) {
+        t->rp.deliver(make_error(errc::storage_unavailable,
+                                 "PostgreSQL did not answer in time; list the conversation's "
+                                 "items before retrying"));
+        reset(self);
+      });
+}
+
 void call_model(session_self* self, turn_ptr t) {
   auto& st = self->state;
   message_record user;
@@ -362,6 +412,8 @@ void run_turn(session_self* self, turn_ptr t) {
     t->rp.deliver(make_error(errc::not_found, "session '" + st.id + "' not found"));
     return finish_turn(self);
   }
+  if (!t->req.append.empty())
+    return append(self, std::move(t));
   if (!model_allowed(t->req.models, st.rec.model)) {
     t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
     return finish_turn(self);

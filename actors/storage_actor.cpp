@@ -361,6 +361,16 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return s;
       });
     },
+    [&st](append_atom, const append_write& w) -> commit_outcome {
+      try {
+        return run(st, [&] { return st.store->append_messages(w); });
+      } catch (const storage_error& e) {
+        return e.error_cause() == storage_error::cause::in_doubt ||
+                   e.error_cause() == storage_error::cause::timed_out
+                 ? commit_outcome::unknown
+                 : commit_outcome::failed;
+      }
+    },
     [&st](set_meta_atom, const update_metadata_request& r) -> caf::result<session_record> {
       try {
         if (auto v = run(st, [&] {

@@ -40,7 +40,10 @@ using session_store_actor = caf::typed_actor<
   caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch
   /// (group commit, below).
-  caf::replies_to<turn_write>::with<commit_outcome>>;
+  caf::replies_to<turn_write>::with<commit_outcome>,
+  /// Messages appended without a model call (OpenAI's conversation items),
+  /// fenced like a turn; committed at once, not in the group commit.
+  caf::replies_to<append_atom, append_write>::with<commit_outcome>>;
 
 /// The storage actor's whole protocol; a storage_actor handle converts to a
 /// session_store_actor implicitly.

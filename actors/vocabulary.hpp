@@ -58,6 +58,7 @@ using find_cmid_atom = caf::atom_constant<caf::atom("findcmid")>;
 using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
 // OpenAI's stateful API (API.md section 5a)
 using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
+using append_atom = caf::atom_constant<caf::atom("append")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
@@ -128,13 +129,21 @@ struct turn_request {
   /// The models the caller's API key may use (empty: any): a session whose
   /// model is not among them refuses the turn with 403 forbidden.
   std::vector<std::string> models;
+  /// OpenAI's Conversations API (`POST /v1/conversations/{id}/items`): when
+  /// not empty, the turn stores these messages (role and content) after
+  /// the session's last one, without a model call, and `content` is unused.
+  std::vector<message_record> append = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
 struct turn_reply {
   message_record user;
   message_record reply;
+  /// An appending turn (turn_request::append): the messages it stored, in
+  /// order (`user` and `reply` are then empty).
+  std::vector<message_record> appended = {};
 };
+
 
 // -- model calls -------------------------------------------------------------
 
@@ -401,12 +410,18 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id, x.hops, x.sink, x.models);
+           x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_reply& x) {
-  return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply);
+  return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply, x.appended);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, append_write& x) {
+  return f(caf::meta::type_name("parley.append_write"), x.session_id, x.epoch, x.after_seq,
+           x.messages);
 }
 
 template <class Inspector>

@@ -70,6 +70,16 @@ const std::string sql_update_metadata =
   std::string{"UPDATE sessions SET metadata = $3::jsonb, updated_at = now() "
               "WHERE id = $1 AND user_id = $2 RETURNING "} +
   session_columns;
+// Appended messages (OpenAI's conversation items), fenced like a turn: the
+// session row moves on only while the writer's epoch is current and nothing
+// was written since the writer's last seq ($3); seqs follow it in order.
+const std::string sql_append_messages =
+  "WITH s AS (UPDATE sessions SET last_seq = last_seq + cardinality($4::text[]), "
+  "message_count = message_count + cardinality($4::text[]), updated_at = now() "
+  "WHERE id = $1 AND epoch = $2 AND last_seq = $3 RETURNING id) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at) "
+  "SELECT s.id, $3 + m.n, m.role, m.content, m.at::timestamptz FROM s, "
+  "unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS m(role, content, at, n)";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -627,6 +637,28 @@ void pg_store::create_session(const session_record& s, const std::vector<message
                   contents.str());
     w.commit();
     return 0;
+  });
+}
+
+commit_outcome pg_store::append_messages(const append_write& w) {
+  return guarded([&] {
+    pg_array roles, contents, times;
+    for (auto& m : w.messages) {
+      roles.add(m.role);
+      contents.add(m.content);
+      times.add(m.created_at);
+    }
+    try {
+      pqxx::work t{conn()};
+      auto r = t.exec_params(sql_append_messages, w.session_id, w.epoch, w.after_seq, roles.str(),
+                             contents.str(), times.str());
+      if (r.affected_rows() == 0)
+        return commit_outcome::fenced;
+      t.commit();
+      return commit_outcome::committed;
+    } catch (const pqxx::unique_violation&) {
+      return commit_outcome::conflict;
+    }
   });
 }
 

@@ -176,6 +176,11 @@ public:
   /// stays `unknown`. Never reports a turn committed that is not, and never
   /// writes one twice (the fence and the unique keys).
   std::vector<commit_outcome> commit_turns(const std::vector<turn_write>& turns);
+
+  /// Appends `w.messages` (role and content; seqs w.after_seq + 1.., times
+  /// given) in one statement when `w.epoch` is current and the last seq is
+  /// still `w.after_seq`: committed, fenced (nothing written) or conflict.
+  commit_outcome append_messages(const append_write& w);
   // The group commit also adds each written turn (its reply's usage) to the
   // daily totals of the session's user, the reply's UTC day and its model.
 

@@ -60,6 +60,16 @@ struct turn_write {
   message_record reply;
 };
 
+/// Messages appended to a session by its actor (turn_request::append):
+/// seqs after_seq + 1.., written only while `epoch` is current and the
+/// session's last seq is still `after_seq`.
+struct append_write {
+  std::string session_id;
+  std::int64_t epoch = 0;
+  std::int64_t after_seq = 0;
+  std::vector<message_record> messages;
+};
+
 enum class commit_outcome : std::uint8_t {
   committed,
   fenced,   ///< the epoch moved on (or the session is gone): nothing written

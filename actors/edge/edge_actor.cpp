@@ -90,6 +90,7 @@ constexpr std::array<route_handler, net::route_count> make_handlers() {
   h[net::route_index(route::update_conversation)] = handle_update_conversation;
   h[net::route_index(route::delete_conversation)] = handle_delete_conversation;
   h[net::route_index(route::list_conversation_items)] = handle_list_conversation_items;
+  h[net::route_index(route::append_conversation_items)] = handle_append_conversation_items;
   return h;
 }
 

@@ -125,4 +125,26 @@ void handle_list_conversation_items(edge_self* self, const call_ptr& c,
           [c](caf::error& e) { reply_storage_error(c, e); });
 }
 
+void handle_append_conversation_items(edge_self* self, const call_ptr& c,
+                                      const api_key_record* key) {
+  auto session = session_of(c);
+  if (!session)
+    return;
+  // Through the session's actor, its one writer: the items take the next
+  // seqs between two turns, never beside one.
+  turn_request t;
+  t.session_id = *session;
+  t.user_id = key->user_id;
+  t.request_id = c->request_id;
+  for (auto& item : body_of<net::append_items_body>(c).items) {
+    message_record m;
+    m.role = std::move(item.role);
+    m.content = std::move(item.text);
+    t.append.push_back(std::move(m));
+  }
+  request_turn(self, c, std::move(t), [session = *session](const call_ptr& call, turn_reply& r) {
+    reply(call, 200, render_item_list(session, r.appended));
+  });
+}
+
 } // namespace parley

@@ -30,16 +30,14 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
   return true;
 }
 
-void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
-                std::vector<std::string> models) {
+} // namespace
+
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer) {
   auto& st = self->state;
   auto admitted = admit(self, c, "turns");
   if (!admitted)
     return;
-  auto& msg = body_of<net::post_message_body>(c);
-  turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
-                 c->request_id, 0, caf::actor{}, std::move(models)};
-  auto [registry, node] = route_to(self, c->id);
+  auto [registry, node] = route_to(self, t.session_id);
   auto ticket = ++st.next_ticket;
   // The ticket stays where the turn's answer is settled: with the remote
   // turns (answered at once when that node goes down), with the streams
@@ -59,12 +57,12 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
   }
   self->request(registry, st.cfg.turn_timeout, std::move(t))
     .then(
-      [self, c, node = node, ticket, held](turn_reply& r) {
+      [self, c, node = node, ticket, held, answer = std::move(answer)](turn_reply& r) {
         if (!settle(self, node, ticket))
           return;
         if (held)
           held->reset();
-        reply(c, 200, render_turn(r));
+        answer(c, r);
       },
       [self, c, node = node, ticket, held](caf::error& e) {
         if (!settle(self, node, ticket))
@@ -76,6 +74,17 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
           self->state.metrics->shed("session_busy");
         reply_error(c, err);
       });
+}
+
+namespace {
+
+void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
+                std::vector<std::string> models) {
+  auto& msg = body_of<net::post_message_body>(c);
+  turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
+                 c->request_id, 0, caf::actor{}, std::move(models)};
+  request_turn(self, c, std::move(t),
+               [](const call_ptr& call, turn_reply& r) { reply(call, 200, render_turn(r)); });
 }
 
 } // namespace

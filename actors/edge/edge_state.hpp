@@ -117,6 +117,13 @@ void handle_migrate_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_drain_node(edge_self*, const call_ptr&, const api_key_record*);
 
 // edge_sessions.cpp
+/// Answers a completed turn (not streamed).
+using turn_answer = std::function<void(const call_ptr&, turn_reply&)>;
+/// Sends `t` to the registry of its session's owner with an in-flight
+/// ticket (503 without one); a streamed call (`c->stream`) gets a turn sink,
+/// which renders the answer itself; otherwise `answer` renders it. Errors
+/// are answered in the error shape.
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer);
 void handle_create_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_sessions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_get_session(edge_self*, const call_ptr&, const api_key_record*);
@@ -136,6 +143,7 @@ void handle_get_conversation(edge_self*, const call_ptr&, const api_key_record*)
 void handle_update_conversation(edge_self*, const call_ptr&, const api_key_record*);
 void handle_delete_conversation(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
+void handle_append_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
 
 // edge_gateway.cpp
 void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);

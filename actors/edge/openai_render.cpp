@@ -54,4 +54,11 @@ std::string render_item_list(const std::string& session_id, const message_page& 
                {"has_more", p.next_after != 0}});
 }
 
+std::string render_item_list(const std::string& session_id,
+                             const std::vector<message_record>& items) {
+  message_page p;
+  p.data = items;
+  return render_item_list(session_id, p);
+}
+
 } // namespace parley

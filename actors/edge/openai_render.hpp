@@ -16,4 +16,8 @@ std::string render_conversation_deleted(const std::string& conversation_id);
 /// of messages of `session_id`, in the page's order.
 std::string render_item_list(const std::string& session_id, const message_page& p);
 
+/// The same list of the messages an append stored (`has_more` false).
+std::string render_item_list(const std::string& session_id,
+                             const std::vector<message_record>& items);
+
 } // namespace parley

@@ -469,6 +469,17 @@ parsed<update_conversation_body> parse_update_conversation(std::string_view body
   return p;
 }
 
+parsed<append_items_body> parse_append_items(std::string_view body) {
+  parsed<append_items_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<append_items_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<append_items_body>(name);
+  read_items(j.value, true, p.value.items, p);
+  return p;
+}
+
 std::string with_model(std::string_view body, std::string_view model) {
   std::string out;
   out.reserve(body.size() + model.size() + 12);
@@ -505,7 +516,8 @@ static_assert(body_index_is<body_parser::none, std::monostate>() &&
                 body_index_is<body_parser::migrate, migrate_body>() &&
                 body_index_is<body_parser::chat_completion, chat_completion_body>() &&
                 body_index_is<body_parser::create_conversation, create_conversation_body>() &&
-                body_index_is<body_parser::update_conversation, update_conversation_body>(),
+                body_index_is<body_parser::update_conversation, update_conversation_body>() &&
+                body_index_is<body_parser::append_items, append_items_body>(),
               "request_body's alternatives follow enum body_parser");
 
 } // namespace
@@ -521,6 +533,7 @@ parsed<request_body> parse_body(body_parser parser, std::string_view body) {
     case body_parser::chat_completion: return as_body(parse_chat_completion(body));
     case body_parser::create_conversation: return as_body(parse_create_conversation(body));
     case body_parser::update_conversation: return as_body(parse_update_conversation(body));
+    case body_parser::append_items: return as_body(parse_append_items(body));
   }
   return {};
 }

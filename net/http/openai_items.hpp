@@ -31,6 +31,11 @@ struct update_conversation_body {
   std::string metadata_json = "{}";
 };
 
+/// `POST /v1/conversations/{id}/items`.
+struct append_items_body {
+  std::vector<input_item> items; ///< 1 to 20
+};
+
 /// Most items one request may carry, as OpenAI allows.
 constexpr std::size_t max_items_per_request = 20;
 /// Metadata as OpenAI bounds it: at most 16 string values, keys up to 64

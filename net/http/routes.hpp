@@ -47,6 +47,7 @@ enum class route : std::uint8_t {
   update_conversation,
   delete_conversation,
   list_conversation_items,
+  append_conversation_items,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -72,6 +73,7 @@ enum class body_parser : std::uint8_t {
   chat_completion,
   create_conversation,
   update_conversation,
+  append_items,
 };
 
 /// Which query parameters are read (runtime/http/http_api.cpp); all routes
@@ -114,7 +116,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 28> route_table{{
+inline constexpr std::array<route_row, 29> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -144,6 +146,7 @@ inline constexpr std::array<route_row, 28> route_table{{
   {route::update_conversation, "update_conversation", hm::post, "/v1/conversations/{id}",      al::user,       bp::update_conversation, qp::none,      false,   ab::edge},
   {route::delete_conversation, "delete_conversation", hm::del, "/v1/conversations/{id}",       al::user,       bp::none,            qp::none,          false,   ab::edge},
   {route::list_conversation_items, "list_conversation_items", hm::get, "/v1/conversations/{id}/items", al::user, bp::none,        qp::item_page,     false,   ab::edge},
+  {route::append_conversation_items, "append_conversation_items", hm::post, "/v1/conversations/{id}/items", al::user, bp::append_items, qp::none, false, ab::edge},
 }};
 // clang-format on
 

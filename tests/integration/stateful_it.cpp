@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 
 #include "tests/integration/node_harness.hpp"
 
@@ -188,6 +189,70 @@ TEST_F(stateful, bad_requests_are_400_and_change_nothing) {
   EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, json::object()), 400,
                        "invalid_request"));
   EXPECT_EQ(call("GET", "/v1/conversations/" + id).js()["metadata"], json::object());
+}
+
+TEST_F(stateful, appended_items_take_the_next_seqs_between_turns) {
+  auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
+  auto session = id.substr(5);
+  auto appended = call("POST", "/v1/conversations/" + id + "/items",
+                       {{"items", json::array({{{"role", "user"}, {"content", "u1"}},
+                                               {{"role", "assistant"}, {"content", "a1"}}})}});
+  ASSERT_EQ(appended.status, 200) << describe(appended);
+  auto list = appended.js();
+  EXPECT_EQ(list["object"], "list");
+  ASSERT_EQ(list["data"].size(), 2u) << list.dump();
+  EXPECT_EQ(text_of(list["data"][0]), "u1");
+  EXPECT_EQ(list["data"][1]["role"], "assistant");
+  EXPECT_EQ(list["first_id"], "msg_" + session + "_1");
+  EXPECT_EQ(list["last_id"], "msg_" + session + "_2");
+  EXPECT_EQ(list["has_more"], false);
+
+  // Appends and turns at once on one session: one writer, so the seqs stay
+  // 1..n without gaps and every acknowledged message is there.
+  std::vector<std::future<http_result>> calls;
+  for (int i = 0; i < 6; ++i)
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      parley_node& n = node;
+      if (i % 2 == 0)
+        return n.call("POST", "/v1/conversations/" + id + "/items", key,
+                      json{{"items", json::array({{{"role", "user"},
+                                                   {"content", "item " + std::to_string(i)}}})}}
+                        .dump());
+      return n.post_message(key, session, {{"content", "turn " + std::to_string(i)}});
+    }));
+  for (auto& f : calls) {
+    auto r = f.get();
+    EXPECT_EQ(r.status, 200) << describe(r);
+  }
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 2u + 3u + 3u * 2u) << msgs.dump();
+  for (std::size_t i = 0; i < msgs.size(); ++i)
+    EXPECT_EQ(msgs[i]["seq"], static_cast<int>(i) + 1) << msgs.dump();
+  for (auto& m : msgs) {
+    // A turn's reply follows its message; an appended assistant item has
+    // reply_to 0 (no turn).
+    if (m["role"] == "assistant" && m.value("reply_to", 0) > 0) {
+      EXPECT_EQ(msgs[m["reply_to"].get<std::size_t>() - 1]["role"], "user");
+    }
+  }
+  auto s = call("GET", "/v1/sessions/" + session).js();
+  EXPECT_EQ(s["last_seq"], 11);
+  EXPECT_EQ(s["message_count"], 11);
+
+  // Another user's, unknown and bad appends change nothing.
+  auto one = json{{"items", json::array({{{"role", "user"}, {"content", "x"}}})}};
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id + "/items", one, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/conv_0123456789abcdef0123456789abcdef/items",
+                            one),
+                       404, "not_found"));
+  for (const json& bad : std::vector<json>{json::object(), {{"items", json::array()}},
+                                           {{"items", json::array({{{"role", "system"},
+                                                                    {"content", "x"}}})}}})
+    EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id + "/items", bad), 400,
+                         "invalid_request"))
+      << bad.dump();
+  EXPECT_EQ(node.all_messages(key, session).size(), 11u);
 }
 
 /// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".

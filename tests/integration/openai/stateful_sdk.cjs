@@ -82,6 +82,15 @@ c.run('openai', c.versionOf('openai'), {
     c.expect(items[0].type === 'message' && items[0].status === 'completed' &&
       items[0].content[0].type === 'input_text' && items[1].content[0].type === 'output_text',
     `shapes ${JSON.stringify(items)}`);
+    const added = await next().conversations.items.create(conv.id, {
+      items: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'noted' }] },
+        { role: 'user', content: 'and more' }],
+    });
+    c.expect(added.data.length === 2 && textOf(added.data[0]) === 'noted' &&
+      textOf(added.data[1]) === 'and more', `added ${JSON.stringify(added)}`);
+    const latest = await next().conversations.items.list(conv.id, { limit: 1 });
+    c.expect(latest.data[0].id === added.data[1].id && latest.has_more === true,
+      `latest ${JSON.stringify(latest.data)}`);
     const deleted = await next().conversations.delete(conv.id);
     c.expect(deleted.id === conv.id && deleted.deleted === true &&
       deleted.object === 'conversation.deleted', `deleted ${JSON.stringify(deleted)}`);
@@ -90,7 +99,7 @@ c.run('openai', c.versionOf('openai'), {
       await expectNotFound(() => client.conversations.items.list(conv.id), 'items after delete');
     }
     await expectNotFound(() => next().conversations.delete(conv.id), 'delete twice');
-    return { id: conv.id, items: items.length };
+    return { id: conv.id, items: items.length, added: added.data.length };
   },
   async paging() {
     const texts = Array.from({ length: 7 }, (_, i) => `message ${i + 1}`);
@@ -121,6 +130,9 @@ c.run('openai', c.versionOf('openai'), {
       await expectNotFound(() => other.conversations.update(conv.id, { metadata: { a: 'b' } }),
         'another user updates');
       await expectNotFound(() => other.conversations.delete(conv.id), 'another user deletes');
+      await expectNotFound(() => other.conversations.items.create(conv.id, {
+        items: [{ role: 'user', content: 'intrusion' }],
+      }), 'another user appends');
     }
     await expectNotFound(() => next().conversations.retrieve('conv_0123456789abcdef0123456789abcdef'),
       'unknown id');
