@@ -377,8 +377,11 @@ void call_model(session_self* self, turn_ptr t) {
   user.content = t->req.content;
   user.created_at = now_rfc3339();
   user.client_message_id = t->req.client_message_id;
-  llm_request req{st.rec.model,
-                  build_context(st.rec.system_prompt, st.window, user, st.env.cfg->window), {}};
+  // OpenAI's Responses API: `instructions` stand in for the system prompt
+  // in this call only.
+  auto& system = t->req.instructions.empty() ? st.rec.system_prompt : t->req.instructions;
+  llm_request req{st.rec.model, build_context(system, st.window, user, st.env.cfg->window), {},
+                  t->req.call_options};
   // Retries and the fallback upstream (after a primary that timed out) all
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;

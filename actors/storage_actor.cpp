@@ -371,6 +371,12 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
                  : commit_outcome::failed;
       }
     },
+    [&st](fork_atom, const fork_request& r) {
+      return guarded(st, [&] { return st.store->fork_session(r); });
+    },
+    [&st](ensure_atom, const session_record& s) {
+      return guarded(st, [&] { return st.store->ensure_session(s); });
+    },
     [&st](set_meta_atom, const update_metadata_request& r) -> caf::result<session_record> {
       try {
         if (auto v = run(st, [&] {

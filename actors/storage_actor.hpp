@@ -63,6 +63,12 @@ using storage_actor = session_store_actor::extend<
   /// A session with its first messages (seq 1.., in order) in one
   /// transaction: a conversation created with items.
   caf::replies_to<new_sess_atom, session_record, std::vector<message_record>>::with<session_record>,
+  /// -> true when the fork exists now (made now, or by an earlier attempt
+  /// with the same new id); false when the source is not the user's.
+  caf::replies_to<fork_atom, fork_request>::with<bool>,
+  /// Creates the session unless one with its id exists (an idempotent
+  /// retry): -> whether it exists now as the given user's.
+  caf::replies_to<ensure_atom, session_record>::with<bool>,
   /// -> the session with its new metadata, or not_found (also another user's).
   caf::replies_to<set_meta_atom, update_metadata_request>::with<session_record>,
   /// (id, user) -> the session, or not_found (also another user's).

@@ -59,6 +59,8 @@ using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
 // OpenAI's stateful API (API.md section 5a)
 using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
 using append_atom = caf::atom_constant<caf::atom("append")>;
+using fork_atom = caf::atom_constant<caf::atom("fork")>;
+using ensure_atom = caf::atom_constant<caf::atom("ensure")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
@@ -133,6 +135,11 @@ struct turn_request {
   /// not empty, the turn stores these messages (role and content) after
   /// the session's last one, without a model call, and `content` is unused.
   std::vector<message_record> append = {};
+  /// OpenAI's Responses API: the system message of this turn's model call
+  /// instead of the session's system prompt (empty: the session's), and
+  /// the call's options (llm_request::options).
+  std::string instructions = {};
+  std::string call_options = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -158,6 +165,9 @@ struct llm_request {
   /// or streamed, each chunk as it comes: chunk_atom). Empty: a session
   /// turn, whose request Parley builds from `model` and `messages`.
   std::string raw_body = {};
+  /// A session turn's call options, a JSON object's text whose members
+  /// join the upstream request (`temperature`, `max_tokens`); empty: none.
+  std::string options = {};
 };
 
 struct llm_result {
@@ -410,12 +420,19 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append);
+           x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
+           x.call_options);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_reply& x) {
   return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply, x.appended);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fork_request& x) {
+  return f(caf::meta::type_name("parley.fork_request"), x.new_id, x.source_id, x.user_id,
+           x.upto_seq, x.created_at);
 }
 
 template <class Inspector>
@@ -431,7 +448,8 @@ typename Inspector::result_type inspect(Inspector& f, llm_message& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
-  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.raw_body);
+  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.raw_body,
+           x.options);
 }
 
 template <class Inspector>

@@ -80,6 +80,20 @@ const std::string sql_append_messages =
   "INSERT INTO messages (session_id, seq, role, content, created_at) "
   "SELECT s.id, $3 + m.n, m.role, m.content, m.at::timestamptz FROM s, "
   "unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS m(role, content, at, n)";
+// A fork: the session row from the source's (same user), then its messages
+// up to $4, all in one statement; nothing when the fork exists already.
+const std::string sql_fork_session =
+  "WITH src AS (SELECT system_prompt, model, metadata FROM sessions WHERE id = $2 AND "
+  "user_id = $3), s AS (INSERT INTO sessions (id, user_id, created_at, system_prompt, model, "
+  "metadata, last_seq, message_count) SELECT $1, $3, $5::timestamptz, system_prompt, model, "
+  "metadata, $4, $4 FROM src ON CONFLICT (id) DO NOTHING RETURNING id) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
+  "client_message_id, prompt_tokens, completion_tokens, total_tokens) "
+  "SELECT s.id, m.seq, m.role, m.content, m.created_at, m.reply_to, m.model, "
+  "m.client_message_id, m.prompt_tokens, m.completion_tokens, m.total_tokens "
+  "FROM s JOIN messages m ON m.session_id = $2 AND m.seq <= $4";
+const std::string sql_insert_session_if_absent =
+  sql_insert_session + " ON CONFLICT (id) DO NOTHING";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -659,6 +673,27 @@ commit_outcome pg_store::append_messages(const append_write& w) {
     } catch (const pqxx::unique_violation&) {
       return commit_outcome::conflict;
     }
+  });
+}
+
+bool pg_store::fork_session(const fork_request& r) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_fork_session, r.new_id, r.source_id, r.user_id, r.upto_seq, r.created_at);
+    auto exists = w.exec_params(sql_session_owned, r.new_id, r.user_id);
+    w.commit();
+    return !exists.empty();
+  });
+}
+
+bool pg_store::ensure_session(const session_record& s) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session_if_absent, s.id, s.user_id, s.created_at,
+                  nonempty(s.system_prompt), s.model, s.metadata_json);
+    auto exists = w.exec_params(sql_session_owned, s.id, s.user_id);
+    w.commit();
+    return !exists.empty();
   });
 }
 

@@ -119,6 +119,15 @@ public:
   /// A session with its first messages (seq 1.. in the given order; role
   /// and content only) in one transaction and one statement for them.
   void create_session(const session_record& s, const std::vector<message_record>& first);
+  /// A fork: a new session `r.new_id` of `r.user_id` with the source's
+  /// settings and its messages up to `r.upto_seq`, copied by one INSERT ...
+  /// SELECT in the transaction that makes the session. True when the fork
+  /// exists now (also made before: then nothing is written); false when the
+  /// source is not the user's.
+  bool fork_session(const fork_request& r);
+  /// create_session() unless a session with its id exists; true when it
+  /// exists now as `s.user_id`'s.
+  bool ensure_session(const session_record& s);
   /// Sets the metadata of `user`'s session `id`; the session as it now is,
   /// nullopt when there is none.
   std::optional<session_record> update_metadata(const std::string& id, const std::string& user,

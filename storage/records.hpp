@@ -70,6 +70,17 @@ struct append_write {
   std::vector<message_record> messages;
 };
 
+/// A fork (OpenAI's `previous_response_id` naming a response that is not
+/// the latest of its conversation): a new session `new_id` of the same
+/// user holding the source's messages up to `upto_seq`.
+struct fork_request {
+  std::string new_id;
+  std::string source_id;
+  std::string user_id;
+  std::int64_t upto_seq = 0;
+  std::string created_at;
+};
+
 enum class commit_outcome : std::uint8_t {
   committed,
   fenced,   ///< the epoch moved on (or the session is gone): nothing written

@@ -64,6 +64,7 @@ struct http_call {
   std::int64_t after = 0;
   std::string cursor; ///< a page's cursor; for item pages (query_parser::item_page), `after`
   bool ascending = false; ///< item pages: `order=asc`
+  std::string idempotency_key; ///< `Idempotency-Key` (create_response), 1-128 characters
   std::string user; ///< an admin listing's `user` query parameter; empty: everyone
   net::responder_ptr out;
   /// Added to every answer (rate-limit headers of chat responses).
@@ -99,6 +100,8 @@ struct edge_config {
   /// The answer of `GET /dashboard` once the admin token checked out
   /// (runtime/http/dashboard.cpp: the page and its security headers).
   net::http_response dashboard;
+  /// PARLEY_CONTEXT_MESSAGES: the history a `store: false` response sees.
+  std::size_t context_messages = 20;
   std::string default_model;
   std::size_t max_inflight = 10000;
   std::chrono::milliseconds turn_timeout{600000};

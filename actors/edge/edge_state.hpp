@@ -145,6 +145,11 @@ void handle_delete_conversation(edge_self*, const call_ptr&, const api_key_recor
 void handle_list_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
 void handle_append_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
 
+// edge_responses.cpp (OpenAI's Responses API on session turns)
+void handle_create_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_get_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_response_input_items(edge_self*, const call_ptr&, const api_key_record*);
+
 // edge_gateway.cpp
 void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);

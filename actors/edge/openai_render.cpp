@@ -31,6 +31,50 @@ json item_json(const std::string& session_id, const message_record& m) {
 
 } // namespace
 
+std::string render_response(const response_view& v, const message_record& reply) {
+  json options = json::parse(v.call_options, nullptr, false);
+  if (!options.is_object())
+    options = json::object();
+  auto& u = reply.usage;
+  json output_item = {
+    {"type", "message"},
+    {"id", v.store ? net::item_id(v.session_id, reply.seq) : "msg_" + v.id.substr(5)},
+    {"status", "completed"},
+    {"role", "assistant"},
+    {"content",
+     json::array({{{"type", "output_text"}, {"text", reply.content}, {"annotations", json::array()}}})}};
+  return dump(
+    {{"id", v.id},
+     {"object", "response"},
+     {"created_at", net::unix_seconds(reply.created_at)},
+     {"status", "completed"},
+     {"error", nullptr},
+     {"incomplete_details", nullptr},
+     {"instructions", v.instructions.empty() ? json(nullptr) : json(v.instructions)},
+     {"max_output_tokens", options.value("max_tokens", json(nullptr))},
+     {"model", reply.model},
+     {"output", json::array({std::move(output_item)})},
+     {"parallel_tool_calls", true},
+     {"previous_response_id",
+      v.previous_response_id.empty() ? json(nullptr) : json(v.previous_response_id)},
+     {"conversation", v.session_id.empty() ? json(nullptr)
+                                           : json{{"id", net::conversation_id(v.session_id)}}},
+     {"store", v.store},
+     {"temperature", options.value("temperature", json(nullptr))},
+     {"text", {{"format", {{"type", "text"}}}}},
+     {"tool_choice", "auto"},
+     {"tools", json::array()},
+     {"top_p", nullptr},
+     {"truncation", "disabled"},
+     {"metadata", metadata_json(v.metadata_json)},
+     {"usage",
+      {{"input_tokens", u.prompt_tokens},
+       {"input_tokens_details", {{"cached_tokens", 0}}},
+       {"output_tokens", u.completion_tokens},
+       {"output_tokens_details", {{"reasoning_tokens", 0}}},
+       {"total_tokens", u.total_tokens}}}});
+}
+
 std::string render_conversation(const session_record& s) {
   return dump({{"id", net::conversation_id(s.id)},
                {"object", "conversation"},

@@ -20,4 +20,19 @@ std::string render_item_list(const std::string& session_id, const message_page& 
 std::string render_item_list(const std::string& session_id,
                              const std::vector<message_record>& items);
 
+/// What a Response object says beyond its turn (as the request gave it).
+struct response_view {
+  std::string id;
+  std::string session_id; ///< empty: no conversation (`store: false` without one)
+  std::string previous_response_id;
+  std::string instructions; ///< empty: null
+  std::string metadata_json = "{}";
+  std::string call_options = "{}"; ///< temperature, max_tokens
+  bool store = true;
+};
+
+/// OpenAI's Response object of a completed call: `reply` is the output
+/// message (its id `msg_…` when stored), `model` and usage from it.
+std::string render_response(const response_view& v, const message_record& reply);
+
 } // namespace parley

@@ -367,7 +367,8 @@ bool read_metadata(const json& body, std::string& out, parsed<T>& p) {
 
 /// One message item (input_item); errors name it by `where`.
 template <class T>
-bool read_item(const json& j, const std::string& where, input_item& out, parsed<T>& p) {
+bool read_item(const json& j, const std::string& where, input_item& out, parsed<T>& p,
+               bool system_roles = false) {
   auto bad = [&p](std::string m) {
     p.error = api_error{errc::invalid_request, std::move(m)};
     return false;
@@ -380,7 +381,8 @@ bool read_item(const json& j, const std::string& where, input_item& out, parsed<
   if (role == j.end() || !role->is_string())
     return bad("'" + where + ".role' is required");
   out.role = role->get<std::string>();
-  if (out.role != "user" && out.role != "assistant")
+  bool system = system_roles && (out.role == "system" || out.role == "developer");
+  if (!system && out.role != "user" && out.role != "assistant")
     return bad("'" + where + ".role' must be \"user\" or \"assistant\" (give system text as "
                "'instructions')");
   auto content = j.find("content");
@@ -480,6 +482,90 @@ parsed<append_items_body> parse_append_items(std::string_view body) {
   return p;
 }
 
+parsed<create_response_body> parse_create_response(std::string_view body) {
+  parsed<create_response_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<create_response_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<create_response_body>(name);
+  auto& b = j.value;
+  auto& v = p.value;
+  auto bad = [](std::string m) { return fail<create_response_body>(errc::invalid_request, std::move(m)); };
+  if (auto st = b.find("store"); st != b.end() && !st->is_null()) {
+    if (!st->is_boolean())
+      return bad("'store' must be true or false");
+    v.store = st->get<bool>();
+  }
+  if (auto st = b.find("stream"); st != b.end() && !st->is_null()) {
+    if (!st->is_boolean())
+      return bad("'stream' must be true or false");
+    v.stream = st->get<bool>();
+  }
+  if (!optional_string(b, "model", v.model, p) ||
+      !optional_string(b, "instructions", v.instructions, p))
+    return p;
+  if (v.model && (v.model->empty() || v.model->size() > 128))
+    return bad("'model' must be 1 to 128 characters");
+  auto in = b.find("input");
+  if (in == b.end() || in->is_null())
+    return bad("'input' is required");
+  if (in->is_string()) {
+    if (in->get_ref<const std::string&>().empty())
+      return bad("'input' must not be empty");
+    v.input.push_back({"user", in->get<std::string>()});
+    if (v.input.back().text.size() > max_content_bytes)
+      return fail<create_response_body>(errc::payload_too_large, "'input' is longer than 32 KiB");
+  } else if (in->is_array() && !in->empty()) {
+    v.input.resize(in->size());
+    for (std::size_t i = 0; i < in->size(); ++i)
+      if (!read_item((*in)[i], "input[" + std::to_string(i) + "]", v.input[i], p, !v.store))
+        return p;
+  } else {
+    return bad("'input' must be a string or a non-empty array of message items");
+  }
+  std::optional<std::string> prev;
+  if (!optional_string(b, "previous_response_id", prev, p))
+    return p;
+  if (prev) {
+    if (prev->empty() || prev->size() > 256)
+      return bad("'previous_response_id' must be a response id");
+    v.previous_response_id = *prev;
+  }
+  if (auto cv = b.find("conversation"); cv != b.end() && !cv->is_null()) {
+    const json* id = &*cv;
+    if (cv->is_object()) {
+      auto it = cv->find("id");
+      if (it == cv->end())
+        return bad("'conversation.id' is required");
+      id = &*it;
+    }
+    if (!id->is_string() || id->get_ref<const std::string&>().empty() ||
+        id->get_ref<const std::string&>().size() > 256)
+      return bad("'conversation' must be a conversation id or {\"id\": id}");
+    v.conversation = id->get<std::string>();
+  }
+  if (!v.conversation.empty() && !v.previous_response_id.empty())
+    return bad("'previous_response_id' and 'conversation' cannot be used together");
+  json options = json::object();
+  if (auto t = b.find("temperature"); t != b.end() && !t->is_null()) {
+    if (!t->is_number() || t->get<double>() < 0 || t->get<double>() > 2)
+      return bad("'temperature' must be a number from 0 to 2");
+    v.temperature = t->get<double>();
+    options["temperature"] = *v.temperature;
+  }
+  if (auto m = b.find("max_output_tokens"); m != b.end() && !m->is_null()) {
+    if (!m->is_number_integer() || m->get<std::int64_t>() < 1 ||
+        m->get<std::int64_t>() > 1'000'000'000)
+      return bad("'max_output_tokens' must be a positive integer");
+    v.max_output_tokens = m->get<std::int64_t>();
+    options["max_tokens"] = *v.max_output_tokens;
+  }
+  v.call_options = dump(options);
+  read_metadata(b, v.metadata_json, p);
+  return p;
+}
+
 std::string with_model(std::string_view body, std::string_view model) {
   std::string out;
   out.reserve(body.size() + model.size() + 12);
@@ -517,7 +603,8 @@ static_assert(body_index_is<body_parser::none, std::monostate>() &&
                 body_index_is<body_parser::chat_completion, chat_completion_body>() &&
                 body_index_is<body_parser::create_conversation, create_conversation_body>() &&
                 body_index_is<body_parser::update_conversation, update_conversation_body>() &&
-                body_index_is<body_parser::append_items, append_items_body>(),
+                body_index_is<body_parser::append_items, append_items_body>() &&
+                body_index_is<body_parser::create_response, create_response_body>(),
               "request_body's alternatives follow enum body_parser");
 
 } // namespace
@@ -534,6 +621,7 @@ parsed<request_body> parse_body(body_parser parser, std::string_view body) {
     case body_parser::create_conversation: return as_body(parse_create_conversation(body));
     case body_parser::update_conversation: return as_body(parse_update_conversation(body));
     case body_parser::append_items: return as_body(parse_append_items(body));
+    case body_parser::create_response: return as_body(parse_create_response(body));
   }
   return {};
 }

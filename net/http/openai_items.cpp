@@ -73,6 +73,31 @@ std::optional<std::int64_t> seq_of_item(std::string_view id, std::string_view se
   return seq;
 }
 
+std::string response_id(std::string_view session_id, std::int64_t seq) {
+  std::string id{"resp_"};
+  id += session_id;
+  id += '_';
+  id += std::to_string(seq);
+  return id;
+}
+
+std::optional<std::pair<std::string, std::int64_t>> turn_of_response(std::string_view id) {
+  constexpr std::string_view prefix = "resp_";
+  if (id.substr(0, prefix.size()) != prefix)
+    return std::nullopt;
+  id.remove_prefix(prefix.size());
+  auto sep = id.find('_');
+  if (sep == std::string_view::npos || !plausible_session(id.substr(0, sep)))
+    return std::nullopt;
+  std::string session{id.substr(0, sep)};
+  std::string item{item_prefix};
+  item += id;
+  auto seq = seq_of_item(item, session);
+  if (!seq)
+    return std::nullopt;
+  return std::pair{std::move(session), *seq};
+}
+
 std::int64_t unix_seconds(std::string_view t) {
   // YYYY-MM-DDTHH:MM:SS[.frac]Z
   std::tm tm{};

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace parley::net {
@@ -36,6 +37,25 @@ struct append_items_body {
   std::vector<input_item> items; ///< 1 to 20
 };
 
+/// `POST /v1/responses`.
+struct create_response_body {
+  std::optional<std::string> model;
+  /// `input` as items (a string is one user item); roles user and
+  /// assistant, and system and developer when `store` is false.
+  std::vector<input_item> input;
+  std::optional<std::string> instructions;
+  std::string previous_response_id; ///< empty: none
+  std::string conversation;         ///< its id; empty: none
+  bool store = true;
+  bool stream = false;
+  std::optional<double> temperature;
+  std::optional<std::int64_t> max_output_tokens;
+  std::string metadata_json = "{}";
+  /// The upstream's call options (`temperature`, `max_tokens`) as a JSON
+  /// object's text; "{}" when none.
+  std::string call_options = "{}";
+};
+
 /// Most items one request may carry, as OpenAI allows.
 constexpr std::size_t max_items_per_request = 20;
 /// Metadata as OpenAI bounds it: at most 16 string values, keys up to 64
@@ -52,6 +72,13 @@ std::string item_id(std::string_view session_id, std::int64_t seq);
 /// The seq an item id of this session names; none when it names no
 /// message of this session.
 std::optional<std::int64_t> seq_of_item(std::string_view item_id, std::string_view session_id);
+
+/// `resp_` + session id + `_` + the seq of the reply: a stored response is
+/// the turn whose reply has that seq.
+std::string response_id(std::string_view session_id, std::int64_t seq);
+/// The (session id, reply seq) a response id names; none when it cannot
+/// name one.
+std::optional<std::pair<std::string, std::int64_t>> turn_of_response(std::string_view id);
 
 /// Seconds since the epoch of an RFC 3339 UTC time ("...Z", as stored);
 /// 0 when it is not one.

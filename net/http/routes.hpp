@@ -48,6 +48,9 @@ enum class route : std::uint8_t {
   delete_conversation,
   list_conversation_items,
   append_conversation_items,
+  create_response,
+  get_response,
+  list_response_input_items,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -74,6 +77,7 @@ enum class body_parser : std::uint8_t {
   create_conversation,
   update_conversation,
   append_items,
+  create_response,
 };
 
 /// Which query parameters are read (runtime/http/http_api.cpp); all routes
@@ -116,7 +120,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 29> route_table{{
+inline constexpr std::array<route_row, 32> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -147,6 +151,9 @@ inline constexpr std::array<route_row, 29> route_table{{
   {route::delete_conversation, "delete_conversation", hm::del, "/v1/conversations/{id}",       al::user,       bp::none,            qp::none,          false,   ab::edge},
   {route::list_conversation_items, "list_conversation_items", hm::get, "/v1/conversations/{id}/items", al::user, bp::none,        qp::item_page,     false,   ab::edge},
   {route::append_conversation_items, "append_conversation_items", hm::post, "/v1/conversations/{id}/items", al::user, bp::append_items, qp::none, false, ab::edge},
+  {route::create_response,   "create_response",  hm::post, "/v1/responses",                          al::user,       bp::create_response, qp::none,          false,   ab::edge},
+  {route::get_response,      "get_response",     hm::get,  "/v1/responses/{id}",                     al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::list_response_input_items, "list_response_input_items", hm::get, "/v1/responses/{id}/input_items", al::user, bp::none,     qp::item_page,     false,   ab::edge},
 }};
 // clang-format on
 

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -284,7 +285,13 @@ TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
     ASSERT_NE(at, std::string::npos) << describe(run);
     auto saw = json::parse(run.out.substr(at, run.out.find('\n', at) - at), nullptr, false);
     ASSERT_TRUE(saw.is_object()) << describe(run);
-    for (auto scenario : {"conversations", "paging", "isolation"}) {
+    std::string line;
+    for (auto& [name, result] : saw["scenarios"].items())
+      line += " " + name + (result.value("ok", false) ? "=ok" : "=FAIL");
+    std::printf("[ stateful ] openai %s via node %d:%s\n", saw.value("version", "?").c_str(), first,
+                line.c_str());
+    for (auto scenario : {"conversations", "paging", "isolation", "chain", "fork", "store_false",
+                          "idempotency", "responses_isolation"}) {
       ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
       EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
         << scenario << ": " << saw["scenarios"][scenario].dump();

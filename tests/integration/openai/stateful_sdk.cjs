@@ -50,6 +50,26 @@ async function allItems(client, id, query) {
   return out;
 }
 
+/// The text of a Response's output, checked against its shape.
+function outputOf(r, what) {
+  c.expect(/^resp_/.test(r.id) && r.object === 'response' && r.status === 'completed',
+    `${what}: ${JSON.stringify(r)}`);
+  c.expect(r.output.length === 1 && r.output[0].type === 'message' && r.output[0].role === 'assistant',
+    `${what}: output ${JSON.stringify(r.output)}`);
+  const u = r.usage;
+  c.expect(u && u.input_tokens > 0 && u.output_tokens > 0 &&
+    u.total_tokens === u.input_tokens + u.output_tokens &&
+    u.input_tokens_details.cached_tokens === 0 && u.output_tokens_details.reasoning_tokens === 0,
+  `${what}: usage ${JSON.stringify(u)}`);
+  c.expect(typeof r.output_text === 'string' && r.output_text.length > 0 &&
+    r.output_text === textOf(r.output[0]), `${what}: output_text ${JSON.stringify(r.output_text)}`);
+  return r.output_text;
+}
+
+async function conversationTexts(id) {
+  return (await allItems(next(), id, { order: 'asc' })).map(textOf);
+}
+
 c.run('openai', c.versionOf('openai'), {
   async conversations() {
     const conv = await next().conversations.create({
@@ -121,6 +141,108 @@ c.run('openai', c.versionOf('openai'), {
     const ids = new Set(asc.map((i) => i.id));
     c.expect(ids.size === 7, 'item ids are distinct');
     return { asc: asc.length, desc: desc.length };
+  },
+  async chain() {
+    const r1 = await next().responses.create({ model: 'mock-model', input: 'first question',
+      instructions: 'answer briefly', metadata: { run: 'chain' } });
+    const t1 = outputOf(r1, 'r1');
+    c.expect(r1.conversation && /^conv_/.test(r1.conversation.id) && r1.previous_response_id === null &&
+      r1.instructions === 'answer briefly' && r1.metadata.run === 'chain', `r1 ${JSON.stringify(r1)}`);
+    const r2 = await next().responses.create({ input: [{ role: 'user', content: 'second question' }],
+      previous_response_id: r1.id, temperature: 0.5, max_output_tokens: 100 });
+    const t2 = outputOf(r2, 'r2');
+    c.expect(r2.conversation.id === r1.conversation.id && r2.previous_response_id === r1.id &&
+      r2.temperature === 0.5 && r2.max_output_tokens === 100 && r2.instructions === null,
+    `r2 ${JSON.stringify(r2)}`);
+    const r3 = await next().responses.create({ input: 'third question',
+      conversation: r1.conversation.id });
+    outputOf(r3, 'r3');
+    c.expect(r3.conversation.id === r1.conversation.id, `r3 ${JSON.stringify(r3)}`);
+    const r4 = await next().responses.create({ input: 'fourth', conversation: { id: r1.conversation.id } });
+    outputOf(r4, 'r4');
+    const texts = await conversationTexts(r1.conversation.id);
+    c.expect(texts.length === 8 && texts[0] === 'first question' && texts[1] === t1 &&
+      texts[2] === 'second question' && texts[3] === t2 && texts[6] === 'fourth',
+    `conversation ${JSON.stringify(texts)}`);
+    const got = await next().responses.retrieve(r2.id);
+    c.expect(got.id === r2.id && got.output_text === t2 && got.previous_response_id === r1.id &&
+      got.conversation.id === r1.conversation.id && got.usage.total_tokens === r2.usage.total_tokens,
+    `retrieved ${JSON.stringify(got)}`);
+    const inputs = await next().responses.inputItems.list(r2.id);
+    c.expect(inputs.data.length === 1 && textOf(inputs.data[0]) === 'second question' &&
+      inputs.data[0].role === 'user', `input items ${JSON.stringify(inputs.data)}`);
+    return { conversation: r1.conversation.id, responses: 4 };
+  },
+  async fork() {
+    const r1 = await next().responses.create({ input: 'root' });
+    const r2 = await next().responses.create({ input: 'branch a', previous_response_id: r1.id });
+    const r3 = await next().responses.create({ input: 'branch b', previous_response_id: r1.id });
+    outputOf(r3, 'fork');
+    c.expect(r3.conversation.id !== r1.conversation.id && r2.conversation.id === r1.conversation.id,
+      `fork conversations ${r1.conversation.id} ${r2.conversation.id} ${r3.conversation.id}`);
+    const old = await conversationTexts(r1.conversation.id);
+    const forked = await conversationTexts(r3.conversation.id);
+    c.expect(old.length === 4 && old[2] === 'branch a', `old ${JSON.stringify(old)}`);
+    c.expect(forked.length === 4 && forked[0] === 'root' && forked[1] === old[1] &&
+      forked[2] === 'branch b', `fork ${JSON.stringify(forked)}`);
+    const r4 = await next().responses.create({ input: 'on the fork', previous_response_id: r3.id });
+    c.expect(r4.conversation.id === r3.conversation.id, `continued fork ${JSON.stringify(r4)}`);
+    return { forked: r3.conversation.id };
+  },
+  async store_false() {
+    const base = await next().responses.create({ input: 'remember me' });
+    const before = await conversationTexts(base.conversation.id);
+    const r = await next().responses.create({ input: 'not kept', store: false,
+      previous_response_id: base.id });
+    outputOf(r, 'store false');
+    c.expect(r.store === false, `store ${JSON.stringify(r)}`);
+    const after = await conversationTexts(base.conversation.id);
+    c.expect(JSON.stringify(before) === JSON.stringify(after), `stored ${JSON.stringify(after)}`);
+    await expectNotFound(() => next().responses.retrieve(r.id), 'retrieve an unstored response');
+    const alone = await next().responses.create({ store: false, input: [
+      { role: 'system', content: 'be terse' }, { role: 'user', content: 'hello' },
+      { role: 'assistant', content: 'hi' }, { role: 'user', content: 'again' }] });
+    outputOf(alone, 'store false with items');
+    c.expect(alone.conversation === null, `conversation ${JSON.stringify(alone.conversation)}`);
+    return { id: r.id };
+  },
+  async idempotency() {
+    const key = `idem-${Date.now()}-${Math.random()}`;
+    const headers = { 'Idempotency-Key': key };
+    const a = await next().responses.create({ input: 'exactly once' }, { headers });
+    const b = await next().responses.create({ input: 'exactly once' }, { headers });
+    c.expect(a.id === b.id && a.conversation.id === b.conversation.id && a.output_text === b.output_text,
+      `retry ${a.id} ${b.id}`);
+    const chained = await next().responses.create({ input: 'next', previous_response_id: a.id },
+      { headers: { 'Idempotency-Key': `${key}-2` } });
+    const again = await next().responses.create({ input: 'next', previous_response_id: a.id },
+      { headers: { 'Idempotency-Key': `${key}-2` } });
+    c.expect(chained.id === again.id && chained.conversation.id === a.conversation.id,
+      `chained retry ${chained.id} ${again.id} ${again.conversation.id}`);
+    const texts = await conversationTexts(a.conversation.id);
+    c.expect(texts.length === 4, `once each ${JSON.stringify(texts)}`);
+    try {
+      await next().responses.create({ input: 'something else' }, { headers });
+      throw new Error('unexpected: a reused key with another body was accepted');
+    } catch (e) {
+      c.expect(e instanceof OpenAI.ConflictError && e.status === 409, `reuse: ${c.errorText ? e.message : e}`);
+    }
+    return { id: a.id };
+  },
+  async responses_isolation() {
+    const r = await next().responses.create({ input: 'private' });
+    for (const other of others) {
+      await expectNotFound(() => other.responses.retrieve(r.id), 'another user retrieves a response');
+      await expectNotFound(() => other.responses.inputItems.list(r.id), 'another user lists input items');
+      await expectNotFound(() => other.responses.create({ input: 'x', previous_response_id: r.id }),
+        'another user continues a response');
+      await expectNotFound(() => other.responses.create({ input: 'x', conversation: r.conversation.id }),
+        'another user writes to a conversation');
+    }
+    await expectNotFound(() => next().responses.retrieve('resp_nope'), 'unknown response');
+    const texts = await conversationTexts(r.conversation.id);
+    c.expect(texts.length === 2, `untouched ${JSON.stringify(texts)}`);
+    return { id: r.id };
   },
   async isolation() {
     const conv = await next().conversations.create({ items: [{ role: 'user', content: 'mine' }] });
