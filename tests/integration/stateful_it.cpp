@@ -256,6 +256,146 @@ TEST_F(stateful, appended_items_take_the_next_seqs_between_turns) {
   EXPECT_EQ(node.all_messages(key, session).size(), 11u);
 }
 
+/// The messages of the mock's `i`-th request as (role, content) pairs.
+std::vector<std::pair<std::string, std::string>> sent(const mock_llm& mock, std::size_t i) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto r = mock.requests();
+  if (i >= r.size())
+    return out;
+  for (auto& m : r[i]["body"]["messages"])
+    out.emplace_back(m.value("role", ""), m.value("content", ""));
+  return out;
+}
+
+using chat = std::vector<std::pair<std::string, std::string>>;
+
+TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_instructions) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto r1 = post({{"input", "q1"}, {"instructions", "sys A"}, {"temperature", 0.25},
+                  {"max_output_tokens", 50}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto a1 = r1.js()["output"][0]["content"][0]["text"].get<std::string>();
+  EXPECT_EQ(sent(mock, 0), (chat{{"system", "sys A"}, {"user", "q1"}}));
+  auto body0 = mock.requests()[0]["body"];
+  EXPECT_EQ(body0["temperature"], 0.25);
+  EXPECT_EQ(body0["max_tokens"], 50);
+  auto id1 = r1.js()["id"].get<std::string>();
+  auto conv = r1.js()["conversation"]["id"].get<std::string>();
+  EXPECT_EQ(r1.js()["usage"]["input_tokens"].get<int>() + r1.js()["usage"]["output_tokens"].get<int>(),
+            r1.js()["usage"]["total_tokens"].get<int>());
+
+  auto r2 = post({{"input", "q2"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  auto a2 = r2.js()["output"][0]["content"][0]["text"].get<std::string>();
+  EXPECT_EQ(sent(mock, 1), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}}));
+  EXPECT_FALSE(mock.requests()[1]["body"].contains("temperature"));
+
+  // store: false from the first response: its context, nothing written.
+  auto r3 = post({{"input", "q3"}, {"previous_response_id", id1}, {"store", false}});
+  ASSERT_EQ(r3.status, 200) << describe(r3);
+  EXPECT_EQ(sent(mock, 2), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q3"}}));
+  auto items = node.call("GET", "/v1/conversations/" + conv + "/items?order=asc", key).js();
+  ASSERT_EQ(items["data"].size(), 4u) << items.dump();
+
+  // A fork from the first response: the same context, a new conversation.
+  auto r4 = post({{"input", "q4"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r4.status, 200) << describe(r4);
+  EXPECT_EQ(sent(mock, 3), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q4"}}));
+  auto fork = r4.js()["conversation"]["id"].get<std::string>();
+  EXPECT_NE(fork, conv);
+  auto forked = node.call("GET", "/v1/sessions/" + fork.substr(5), key).js();
+  EXPECT_EQ(forked["last_seq"], 4) << forked.dump();
+  EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 4u);
+
+  // The conversation parameter: its latest messages.
+  auto r5 = post({{"input", "q5"}, {"conversation", conv}});
+  ASSERT_EQ(r5.status, 200) << describe(r5);
+  EXPECT_EQ(sent(mock, 4),
+            (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}, {"assistant", a2}, {"user", "q5"}}));
+
+  // An Idempotency-Key: a retry costs no model call.
+  auto calls = mock.requests().size();
+  auto i1 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  auto i2 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  ASSERT_EQ(i1.status, 200) << describe(i1);
+  ASSERT_EQ(i2.status, 200) << describe(i2);
+  EXPECT_EQ(i1.js()["id"], i2.js()["id"]);
+  EXPECT_EQ(mock.requests().size(), calls + 1);
+  EXPECT_TRUE(is_error(post({{"input", "twice"}}, {{"Idempotency-Key", "k-1"}}), 409, "conflict"));
+  // Scoped to the user: bob's k-1 is his own.
+  auto bob = node.create_key("bob");
+  auto b1 = node.call("POST", "/v1/responses", bob, json{{"input", "once"}}.dump(),
+                      {{"Idempotency-Key", "k-1"}});
+  ASSERT_EQ(b1.status, 200) << describe(b1);
+  EXPECT_NE(b1.js()["id"], i1.js()["id"]);
+}
+
+TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
+  auto post = [&](const json& body, const std::string& as = {}, headers h = {}) {
+    return node.call("POST", "/v1/responses", as.empty() ? key : as, body.dump(), std::move(h));
+  };
+  auto r = post({{"input", "hello"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto id = r.js()["id"].get<std::string>();
+  auto conv = r.js()["conversation"]["id"].get<std::string>();
+  for (const json& body : std::vector<json>{
+         json::object(),
+         {{"input", ""}},
+         {{"input", json::array()}},
+         {{"input", 5}},
+         {{"input", "x"}, {"previous_response_id", id}, {"conversation", conv}},
+         {{"input", "x"}, {"temperature", 3}},
+         {{"input", "x"}, {"temperature", "hot"}},
+         {{"input", "x"}, {"max_output_tokens", 0}},
+         {{"input", "x"}, {"store", "yes"}},
+         {{"input", "x"}, {"stream", true}},
+         {{"input", "x"}, {"metadata", {{"a", 1}}}},
+         {{"input", "x"}, {"conversation", 7}},
+         {{"input", json::array({{{"role", "system"}, {"content", "s"}}})}},
+         {{"input", json::array({{{"role", "user"}, {"content", "a"}},
+                                 {{"role", "user"}, {"content", "b"}}})}},
+         {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
+       })
+    EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
+  EXPECT_TRUE(is_error(post({{"input", "x"}}, {}, {{"Idempotency-Key", std::string(129, 'k')}}),
+                       400, "invalid_request"));
+  for (const std::string& bad :
+       std::vector<std::string>{"resp_0123456789abcdef0123456789abcdef_2", "resp_x", "nope",
+                                id.substr(0, id.rfind('_')) + "_1"})
+    EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", bad}}), 404, "not_found"))
+      << bad;
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", "conv_0123456789abcdef0123456789abcdef"}}),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", "c"}}), 404, "not_found"));
+  // Another user's response and conversation.
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}}, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", conv}}, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", conv}, {"store", false}}, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id, nullptr, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id + "/input_items", nullptr, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/resp_nope"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id.substr(0, id.rfind('_')) + "_1"), 404,
+                       "not_found"));
+  // Nothing was written by any of them.
+  auto items = call("GET", "/v1/conversations/" + conv + "/items").js();
+  EXPECT_EQ(items["data"].size(), 2u) << items.dump();
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  auto got = call("GET", "/v1/responses/" + id);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  EXPECT_EQ(got.js()["output"], r.js()["output"]);
+  auto inputs = call("GET", "/v1/responses/" + id + "/input_items").js();
+  ASSERT_EQ(inputs["data"].size(), 1u) << inputs.dump();
+  EXPECT_EQ(text_of(inputs["data"][0]), "hello");
+}
+
 /// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".
 std::string node_modules() {
   const char* dir = std::getenv("PARLEY_TEST_NODE_MODULES");
@@ -301,3 +441,49 @@ TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
 }
 
 } // namespace
+
+namespace {
+
+/// One run of stateful_sdk.cjs: what it saw (null when it printed nothing).
+json run_sdk(const std::string& modules, const std::vector<std::string>& args) {
+  std::vector<std::string> all{std::string(OPENAI_CLIENTS_DIR) + "/stateful_sdk.cjs"};
+  all.insert(all.end(), args.begin(), args.end());
+  auto run = run_process("node", all, {{"NODE_PATH", modules}}, 120s);
+  auto at = run.out.rfind("{\"library\"");
+  if (at == std::string::npos)
+    return {{"ok", false}, {"error", describe(run)}};
+  return json::parse(run.out.substr(at, run.out.find('\n', at) - at), nullptr, false);
+}
+
+} // namespace
+
+TEST(stateful_sdk, a_conversation_continues_through_another_node_after_its_host_is_killed) {
+  auto modules = node_modules();
+  if (modules.empty())
+    GTEST_SKIP() << "PARLEY_TEST_NODE_MODULES does not hold the openai SDK";
+  scratch_db db;
+  parley_cluster cluster{db, 3, {{"PARLEY_FAILURE_DETECT_MS", "1000"}}};
+  auto key = cluster[0].create_key("sdk-user");
+  auto url = [&](int i) { return "http://127.0.0.1:" + std::to_string(cluster[i].port()) + "/v1"; };
+  // A conversation whose session node-2 hosts.
+  std::string conv;
+  for (int i = 0; i < 200 && conv.empty(); ++i) {
+    auto id = cluster[0].call("POST", "/v1/conversations", key).js()["id"].get<std::string>();
+    if (cluster[0].host_of(id.substr(5)) == cluster[2].node_id())
+      conv = id;
+  }
+  ASSERT_FALSE(conv.empty());
+  auto start = run_sdk(modules, {url(2), key, key, "--only=kill_start", "--conversation=" + conv});
+  ASSERT_TRUE(start["scenarios"]["kill_start"].value("ok", false)) << start.dump();
+  auto second = start["scenarios"]["kill_start"]["second"].get<std::string>();
+  cluster[2].kill9();
+  auto after = run_sdk(modules, {url(0), key, key, "--nodes=" + url(1), "--only=kill_continue",
+                                 "--prev=" + second, "--conversation=" + conv});
+  EXPECT_TRUE(after["scenarios"]["kill_continue"].value("ok", false)) << after.dump();
+  auto msgs = cluster[1].all_messages(key, conv.substr(5));
+  ASSERT_EQ(msgs.size(), 6u) << msgs.dump();
+  auto texts = start["scenarios"]["kill_start"]["texts"];
+  EXPECT_EQ(msgs[1]["content"], texts[0]);
+  EXPECT_EQ(msgs[3]["content"], texts[1]);
+  check_history(msgs);
+}

@@ -7,7 +7,13 @@
 // Scenarios: conversations (create with items and metadata, retrieve,
 // update, delete, then 404), paging (items both ways, the SDK following
 // `last_id`/`has_more`, explicit `after`), isolation (another user's ids and
-// unknown ids: NotFoundError, 404 in OpenAI's error shape).
+// unknown ids: NotFoundError, 404 in OpenAI's error shape); Responses:
+// chain (previous_response_id, conversation, instructions, options,
+// retrieve, input items), fork, store_false, idempotency,
+// responses_isolation. Not in the default run (the test kills a node
+// between them): kill_start (two chained responses in --conversation=ID
+// through BASE_URL) and kill_continue (a third after --prev=ID, retrying
+// 503 as the SDK does, then everything acknowledged is there).
 // See common.cjs for the output.
 'use strict';
 const OpenAI = require('openai');
@@ -19,6 +25,11 @@ const nodesOption = process.argv.slice(2).find((a) => a.startsWith('--nodes='));
 const urls = [baseURL, ...(nodesOption ? nodesOption.slice(8).split(',').filter(Boolean) : [])];
 const clients = urls.map((u) => new OpenAI({ baseURL: u, apiKey, maxRetries: 0, timeout: 30000 }));
 const others = urls.map((u) => new OpenAI({ baseURL: u, apiKey: otherKey, maxRetries: 0, timeout: 30000 }));
+/// `--NAME=value` of the command line ('' when absent).
+function option(name) {
+  const hit = process.argv.slice(2).find((a) => a.startsWith(`--${name}=`));
+  return hit ? hit.slice(name.length + 3) : '';
+}
 let turn = 0;
 /// The next node's client (round robin over the cluster).
 function next() {
@@ -70,7 +81,7 @@ async function conversationTexts(id) {
   return (await allItems(next(), id, { order: 'asc' })).map(textOf);
 }
 
-c.run('openai', c.versionOf('openai'), {
+const scenarios = {
   async conversations() {
     const conv = await next().conversations.create({
       metadata: { topic: 'demo' },
@@ -244,6 +255,29 @@ c.run('openai', c.versionOf('openai'), {
     c.expect(texts.length === 2, `untouched ${JSON.stringify(texts)}`);
     return { id: r.id };
   },
+  async kill_start() {
+    const client = clients[0];
+    const r1 = await client.responses.create({ input: 'before the crash 1', conversation: option('conversation') });
+    const r2 = await client.responses.create({ input: 'before the crash 2', previous_response_id: r1.id });
+    return { first: r1.id, second: r2.id, texts: [outputOf(r1, 'r1'), outputOf(r2, 'r2')] };
+  },
+  async kill_continue() {
+    const patient = urls.map((u) => new OpenAI({ baseURL: u, apiKey, maxRetries: 8, timeout: 30000 }));
+    const prev = option('prev');
+    const r3 = await patient[0].responses.create({ input: 'after the crash', previous_response_id: prev },
+      { headers: { 'Idempotency-Key': `after-crash-${prev}` } });
+    outputOf(r3, 'after the crash');
+    c.expect(r3.conversation.id === option('conversation'), `conversation ${JSON.stringify(r3.conversation)}`);
+    const texts = [];
+    for await (const item of patient[patient.length - 1].conversations.items.list(r3.conversation.id, { order: 'asc' })) {
+      texts.push(textOf(item));
+    }
+    c.expect(texts.length === 6 && texts[0] === 'before the crash 1' && texts[2] === 'before the crash 2' &&
+      texts[4] === 'after the crash', `conversation ${JSON.stringify(texts)}`);
+    const again = await patient[0].responses.retrieve(prev);
+    c.expect(again.id === prev, `retrieve ${JSON.stringify(again)}`);
+    return { texts };
+  },
   async isolation() {
     const conv = await next().conversations.create({ items: [{ role: 'user', content: 'mine' }] });
     for (const other of others) {
@@ -263,4 +297,9 @@ c.run('openai', c.versionOf('openai'), {
     c.expect(still.length === 1 && textOf(still[0]) === 'mine', `after others ${JSON.stringify(still)}`);
     return { id: conv.id };
   },
-});
+};
+if (!process.argv.some((a) => a.startsWith('--only='))) {
+  delete scenarios.kill_start;
+  delete scenarios.kill_continue;
+}
+c.run('openai', c.versionOf('openai'), scenarios);
