@@ -112,3 +112,82 @@ TEST(openai_items, update_conversation_needs_metadata) {
   EXPECT_FALSE(parse_update_conversation(""));
   EXPECT_FALSE(parse_update_conversation(R"({"metadata": "x"})"));
 }
+
+TEST(openai_items, response_ids_name_a_reply_of_a_session) {
+  auto id = response_id("abc123", 4);
+  EXPECT_EQ(id, "resp_abc123_4");
+  auto turn = turn_of_response(id);
+  ASSERT_TRUE(turn);
+  EXPECT_EQ(turn->first, "abc123");
+  EXPECT_EQ(turn->second, 4);
+  for (auto bad : {"resp_", "resp_abc", "resp_abc_", "resp_abc_0", "resp_a.b_2", "resp__2",
+                   "conv_abc_2", "resp_abc_2_3", "resp_abc_x"})
+    EXPECT_FALSE(turn_of_response(bad)) << bad;
+}
+
+TEST(openai_items, a_response_request_is_translated_for_the_turn_and_the_upstream) {
+  auto p = parse_create_response(R"({"model": "m", "input": "hi", "instructions": "be brief",
+    "previous_response_id": "resp_abc_2", "temperature": 0.5, "max_output_tokens": 64,
+    "metadata": {"k": "v"}})");
+  ASSERT_TRUE(p) << p.error->message;
+  auto& b = p.value;
+  ASSERT_EQ(b.input.size(), 1u);
+  EXPECT_EQ(b.input[0].role, "user");
+  EXPECT_EQ(b.input[0].text, "hi");
+  EXPECT_EQ(b.instructions, std::optional<std::string>{"be brief"});
+  EXPECT_EQ(b.previous_response_id, "resp_abc_2");
+  EXPECT_TRUE(b.store);
+  EXPECT_FALSE(b.stream);
+  EXPECT_EQ(b.call_options, R"({"max_tokens":64,"temperature":0.5})");
+  EXPECT_EQ(b.metadata_json, R"({"k":"v"})");
+
+  auto conv = parse_create_response(R"({"input": [{"role": "user", "content":
+    [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]}],
+    "conversation": {"id": "conv_x"}})");
+  ASSERT_TRUE(conv);
+  EXPECT_EQ(conv.value.conversation, "conv_x");
+  EXPECT_EQ(conv.value.input[0].text, "ab");
+  EXPECT_EQ(conv.value.call_options, "{}");
+  EXPECT_EQ(parse_create_response(R"({"input": "x", "conversation": "conv_y"})").value.conversation,
+            "conv_y");
+
+  // Unstored calls may carry a whole conversation, system roles included.
+  auto free = parse_create_response(R"({"store": false, "input": [
+    {"role": "developer", "content": "d"}, {"role": "system", "content": "s"},
+    {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})");
+  ASSERT_TRUE(free) << free.error->message;
+  EXPECT_FALSE(free.value.store);
+  ASSERT_EQ(free.value.input.size(), 4u);
+  EXPECT_EQ(free.value.input[0].role, "developer");
+}
+
+TEST(openai_items, a_response_request_is_refused_with_a_reason) {
+  for (auto body : {
+         R"({})",
+         R"({"input": ""})",
+         R"({"input": []})",
+         R"({"input": {}})",
+         R"({"input": "x", "previous_response_id": "resp_a_2", "conversation": "conv_a"})",
+         R"({"input": "x", "conversation": {}})",
+         R"({"input": "x", "conversation": 5})",
+         R"({"input": "x", "temperature": 2.5})",
+         R"({"input": "x", "temperature": -1})",
+         R"({"input": "x", "max_output_tokens": 0})",
+         R"({"input": "x", "max_output_tokens": 1.5})",
+         R"({"input": "x", "store": 1})",
+         R"({"input": "x", "stream": "yes"})",
+         R"({"input": "x", "model": ""})",
+         R"({"input": "x", "instructions": 5})",
+         R"({"input": [{"role": "system", "content": "s"}]})",
+         R"({"input": [{"role": "tool", "content": "t"}], "store": false})",
+         R"({"input": "x", "metadata": {"a": 1}})",
+         R"({"input": "a\u0000b"})",
+       }) {
+    auto p = parse_create_response(body);
+    ASSERT_FALSE(p) << body;
+    EXPECT_EQ(p.error->code, errc::invalid_request) << body;
+  }
+  auto big = parse_create_response(R"({"input": ")" + std::string(33 * 1024, 'a') + R"("})");
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error->code, errc::payload_too_large);
+}
