@@ -374,6 +374,18 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](fork_atom, const fork_request& r) {
       return guarded(st, [&] { return st.store->fork_session(r); });
     },
+    [&st](get_resp_atom, const response_ref& r) -> caf::result<message_page> {
+      try {
+        if (auto v = run(st, [&] { return st.store->response_turn(r); }))
+          return std::move(*v);
+        return make_error(errc::not_found, "response not found");
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
+    },
+    [&st](del_resp_atom, const response_ref& r) {
+      return guarded(st, [&] { return st.store->delete_response(r); });
+    },
     [&st](ensure_atom, const session_record& s) {
       return guarded(st, [&] { return st.store->ensure_session(s); });
     },

@@ -66,6 +66,11 @@ using storage_actor = session_store_actor::extend<
   /// -> true when the fork exists now (made now, or by an earlier attempt
   /// with the same new id); false when the source is not the user's.
   caf::replies_to<fork_atom, fork_request>::with<bool>,
+  /// -> the messages up to a stored response (its message and reply last),
+  /// or not_found (none, deleted, another user's).
+  caf::replies_to<get_resp_atom, response_ref>::with<message_page>,
+  /// -> whether a response was deleted now.
+  caf::replies_to<del_resp_atom, response_ref>::with<bool>,
   /// Creates the session unless one with its id exists (an idempotent
   /// retry): -> whether it exists now as the given user's.
   caf::replies_to<ensure_atom, session_record>::with<bool>,

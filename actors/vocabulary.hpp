@@ -61,6 +61,8 @@ using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
 using append_atom = caf::atom_constant<caf::atom("append")>;
 using fork_atom = caf::atom_constant<caf::atom("fork")>;
 using ensure_atom = caf::atom_constant<caf::atom("ensure")>;
+using get_resp_atom = caf::atom_constant<caf::atom("getresp")>;
+using del_resp_atom = caf::atom_constant<caf::atom("delresp")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
@@ -427,6 +429,11 @@ typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_reply& x) {
   return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply, x.appended);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_ref& x) {
+  return f(caf::meta::type_name("parley.response_ref"), x.session_id, x.user_id, x.seq);
 }
 
 template <class Inspector>

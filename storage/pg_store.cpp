@@ -94,6 +94,12 @@ const std::string sql_fork_session =
   "FROM s JOIN messages m ON m.session_id = $2 AND m.seq <= $4";
 const std::string sql_insert_session_if_absent =
   sql_insert_session + " ON CONFLICT (id) DO NOTHING";
+const std::string sql_response_gone =
+  "SELECT 1 FROM deleted_responses WHERE session_id = $1 AND seq = $2";
+const std::string sql_delete_response =
+  "INSERT INTO deleted_responses (session_id, seq) SELECT m.session_id, m.seq FROM messages m "
+  "JOIN sessions s ON s.id = m.session_id WHERE s.id = $1 AND s.user_id = $2 AND m.seq = $3 "
+  "AND m.role = 'assistant' AND m.reply_to = $3 - 1 ON CONFLICT DO NOTHING";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -673,6 +679,34 @@ commit_outcome pg_store::append_messages(const append_write& w) {
     } catch (const pqxx::unique_violation&) {
       return commit_outcome::conflict;
     }
+  });
+}
+
+std::optional<message_page> pg_store::response_turn(const response_ref& r) {
+  return guarded([&]() -> std::optional<message_page> {
+    pqxx::read_transaction t{conn()};
+    if (r.seq < 2 || t.exec_params(sql_session_owned, r.session_id, r.user_id).empty() ||
+        !t.exec_params(sql_response_gone, r.session_id, r.seq).empty())
+      return std::nullopt;
+    auto first = std::max<std::int64_t>(r.seq - 3, 0);
+    auto rows = t.exec_params(sql_list_messages, r.session_id, first, r.seq - first);
+    message_page page;
+    for (auto row : rows)
+      page.data.push_back(read_message(row));
+    t.commit();
+    if (page.data.empty() || page.data.back().seq != r.seq ||
+        page.data.back().role != "assistant" || page.data.back().reply_to != r.seq - 1)
+      return std::nullopt;
+    return page;
+  });
+}
+
+bool pg_store::delete_response(const response_ref& r) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    auto res = w.exec_params(sql_delete_response, r.session_id, r.user_id, r.seq);
+    w.commit();
+    return res.affected_rows() > 0;
   });
 }
 

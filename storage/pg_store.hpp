@@ -125,6 +125,12 @@ public:
   /// exists now (also made before: then nothing is written); false when the
   /// source is not the user's.
   bool fork_session(const fork_request& r);
+  /// The messages seq - 2 .. seq of `r.user_id`'s session when the reply
+  /// `r.seq` is a stored response that was not deleted; nullopt otherwise.
+  std::optional<message_page> response_turn(const response_ref& r);
+  /// Marks the response deleted; false when there is no such response
+  /// (also one deleted already, or another user's).
+  bool delete_response(const response_ref& r);
   /// create_session() unless a session with its id exists; true when it
   /// exists now as `s.user_id`'s.
   bool ensure_session(const session_record& s);

@@ -81,6 +81,13 @@ struct fork_request {
   std::string created_at;
 };
 
+/// A stored response: the turn of `session_id` whose reply has `seq`.
+struct response_ref {
+  std::string session_id;
+  std::string user_id;
+  std::int64_t seq = 0;
+};
+
 enum class commit_outcome : std::uint8_t {
   committed,
   fenced,   ///< the epoch moved on (or the session is gone): nothing written

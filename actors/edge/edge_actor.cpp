@@ -93,6 +93,7 @@ constexpr std::array<route_handler, net::route_count> make_handlers() {
   h[net::route_index(route::append_conversation_items)] = handle_append_conversation_items;
   h[net::route_index(route::create_response)] = handle_create_response;
   h[net::route_index(route::get_response)] = handle_get_response;
+  h[net::route_index(route::delete_response)] = handle_delete_response;
   h[net::route_index(route::list_response_input_items)] = handle_list_response_input_items;
   return h;
 }

@@ -95,13 +95,10 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
         auto& sst = self->state;
         if (seq > s.last_seq)
           return reply_error(c, not_found_response(prev_id));
-        self->request(sst.storage->any(), sst.cfg.storage_timeout, list_msg_atom::value,
-                      list_messages_request{session, key.user_id, seq - 1, 1})
+        self->request(sst.storage->any(), sst.cfg.storage_timeout, get_resp_atom::value,
+                      response_ref{session, key.user_id, seq})
           .then(
-            [self, c, key, prev_id, session, seq, last = s.last_seq](message_page& p) {
-              if (p.data.empty() || p.data[0].seq != seq || p.data[0].role != "assistant" ||
-                  p.data[0].reply_to != seq - 1)
-                return reply_error(c, not_found_response(prev_id));
+            [self, c, key, session, seq, last = s.last_seq](message_page&) {
               if (seq == last)
                 return run_stored(self, c, key, session);
               auto fork = [self, c, key, session, seq] {
@@ -147,6 +144,18 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
 /// The chat message of an input item for the upstream.
 llm_message chat_message(const net::input_item& item) {
   return {item.role == "developer" ? std::string{"system"} : item.role, item.text};
+}
+
+/// A storage error of a `store: false` call: a not_found names what the
+/// request named.
+void reply_stateless_error(const call_ptr& c, const caf::error& e) {
+  auto err = to_api_error(e);
+  auto& b = body(c);
+  if (err.code == errc::not_found)
+    err = b.conversation.empty()
+            ? not_found_response(b.previous_response_id)
+            : api_error{errc::not_found, "conversation '" + b.conversation + "' not found"};
+  reply_error(c, err);
 }
 
 /// `store: false`: the same context (the conversation's latest messages, or
@@ -215,25 +224,27 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
   };
   if (session.empty())
     return call({});
-  list_messages_request r{session, key.user_id, before,
-                          static_cast<std::int32_t>(std::min<std::size_t>(st.cfg.context_messages, 500)),
-                          true};
-  self->request(st.storage->any(), st.cfg.storage_timeout, list_msg_atom::value, std::move(r))
-    .then(
-      [call](message_page& p) {
-        std::reverse(p.data.begin(), p.data.end());
-        call(std::move(p.data));
-      },
-      [c](caf::error& e) {
-        auto err = to_api_error(e);
-        auto& b2 = body(c);
-        if (err.code == errc::not_found)
-          err = b2.conversation.empty() ? not_found_response(b2.previous_response_id)
-                                        : api_error{errc::not_found, "conversation '" +
-                                                                       b2.conversation +
-                                                                       "' not found"};
-        reply_error(c, err);
-      });
+  auto history = [self, c, key, session, before, call] {
+    auto& hst = self->state;
+    list_messages_request r{session, key.user_id, before,
+                            static_cast<std::int32_t>(
+                              std::min<std::size_t>(hst.cfg.context_messages, 500)),
+                            true};
+    self->request(hst.storage->any(), hst.cfg.storage_timeout, list_msg_atom::value, std::move(r))
+      .then(
+        [call](message_page& p) {
+          std::reverse(p.data.begin(), p.data.end());
+          call(std::move(p.data));
+        },
+        [c](caf::error& e) { reply_stateless_error(c, e); });
+  };
+  if (before == INT64_MAX)
+    return history();
+  // The previous response must be there (not deleted, the user's).
+  self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
+                response_ref{session, key.user_id, before - 1})
+    .then([history](message_page&) { history(); },
+          [c](caf::error& e) { reply_stateless_error(c, e); });
 }
 
 void start_response(edge_self* self, const call_ptr& c, const api_key_record& key) {
@@ -262,10 +273,8 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
   if (!turn || turn->second < 2)
     return reply_error(c, not_found_response(c->id));
   auto [session, seq] = *turn;
-  auto first = std::max<std::int64_t>(seq - 3, 0);
-  self->request(st.storage->any(), st.cfg.storage_timeout, list_msg_atom::value,
-                list_messages_request{session, key->user_id, first,
-                                      static_cast<std::int32_t>(seq - first)})
+  self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
+                response_ref{session, key->user_id, seq})
     .then(
       [c, session = session, seq = seq, next](message_page& p) {
         auto at = [&](std::int64_t s) -> const message_record* {
@@ -313,6 +322,22 @@ void handle_get_response(edge_self* self, const call_ptr& c, const api_key_recor
                   response_view v{c->id, turn->first, previous, {}, "{}", "{}", true};
                   reply(c, 200, render_response(v, reply_msg));
                 });
+}
+
+void handle_delete_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
+  auto& st = self->state;
+  auto turn = net::turn_of_response(c->id);
+  if (!turn)
+    return reply_error(c, not_found_response(c->id));
+  self->request(st.storage->for_session(turn->first), st.cfg.storage_timeout,
+                del_resp_atom::value, response_ref{turn->first, key->user_id, turn->second})
+    .then(
+      [c](bool deleted) {
+        if (!deleted)
+          return reply_error(c, not_found_response(c->id));
+        reply(c, 200, render_response_deleted(c->id));
+      },
+      [c](caf::error& e) { reply_error(c, e); });
 }
 
 void handle_list_response_input_items(edge_self* self, const call_ptr& c,

@@ -148,6 +148,7 @@ void handle_append_conversation_items(edge_self*, const call_ptr&, const api_key
 // edge_responses.cpp (OpenAI's Responses API on session turns)
 void handle_create_response(edge_self*, const call_ptr&, const api_key_record*);
 void handle_get_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_delete_response(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_response_input_items(edge_self*, const call_ptr&, const api_key_record*);
 
 // edge_gateway.cpp

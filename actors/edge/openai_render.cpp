@@ -75,6 +75,10 @@ std::string render_response(const response_view& v, const message_record& reply)
        {"total_tokens", u.total_tokens}}}});
 }
 
+std::string render_response_deleted(const std::string& response_id) {
+  return dump({{"id", response_id}, {"object", "response.deleted"}, {"deleted", true}});
+}
+
 std::string render_conversation(const session_record& s) {
   return dump({{"id", net::conversation_id(s.id)},
                {"object", "conversation"},

@@ -31,6 +31,9 @@ struct response_view {
   bool store = true;
 };
 
+/// `{"id", "object": "response.deleted", "deleted": true}`.
+std::string render_response_deleted(const std::string& response_id);
+
 /// OpenAI's Response object of a completed call: `reply` is the output
 /// message (its id `msg_…` when stored), `model` and usage from it.
 std::string render_response(const response_view& v, const message_record& reply);

@@ -50,6 +50,7 @@ enum class route : std::uint8_t {
   append_conversation_items,
   create_response,
   get_response,
+  delete_response,
   list_response_input_items,
 };
 
@@ -120,7 +121,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 32> route_table{{
+inline constexpr std::array<route_row, 33> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -153,6 +154,7 @@ inline constexpr std::array<route_row, 32> route_table{{
   {route::append_conversation_items, "append_conversation_items", hm::post, "/v1/conversations/{id}/items", al::user, bp::append_items, qp::none, false, ab::edge},
   {route::create_response,   "create_response",  hm::post, "/v1/responses",                          al::user,       bp::create_response, qp::none,          false,   ab::edge},
   {route::get_response,      "get_response",     hm::get,  "/v1/responses/{id}",                     al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::delete_response,   "delete_response",  hm::del,  "/v1/responses/{id}",                     al::user,       bp::none,            qp::none,          false,   ab::edge},
   {route::list_response_input_items, "list_response_input_items", hm::get, "/v1/responses/{id}/input_items", al::user, bp::none,     qp::item_page,     false,   ab::edge},
 }};
 // clang-format on

@@ -394,6 +394,22 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
   auto inputs = call("GET", "/v1/responses/" + id + "/input_items").js();
   ASSERT_EQ(inputs["data"].size(), 1u) << inputs.dump();
   EXPECT_EQ(text_of(inputs["data"][0]), "hello");
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id, nullptr, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/resp_nope"), 404, "not_found"));
+  // A user message is no response.
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id.substr(0, id.rfind('_')) + "_1"), 404,
+                       "not_found"));
+  auto del = call("DELETE", "/v1/responses/" + id);
+  ASSERT_EQ(del.status, 200) << describe(del);
+  EXPECT_EQ(del.js(), json({{"id", id}, {"object", "response.deleted"}, {"deleted", true}}));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id + "/input_items"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}}), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}, {"store", false}}), 404,
+                       "not_found"));
+  // Its turn stays in the conversation.
+  EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
 }
 
 /// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".

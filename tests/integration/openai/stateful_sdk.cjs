@@ -182,6 +182,15 @@ const scenarios = {
     const inputs = await next().responses.inputItems.list(r2.id);
     c.expect(inputs.data.length === 1 && textOf(inputs.data[0]) === 'second question' &&
       inputs.data[0].role === 'user', `input items ${JSON.stringify(inputs.data)}`);
+    await next().responses.delete(r4.id);
+    await expectNotFound(() => next().responses.retrieve(r4.id), 'retrieve a deleted response');
+    await expectNotFound(() => next().responses.delete(r4.id), 'delete twice');
+    await expectNotFound(() => next().responses.create({ input: 'x', previous_response_id: r4.id }),
+      'continue a deleted response');
+    c.expect((await conversationTexts(r1.conversation.id)).length === 8,
+      'deleting a response keeps its conversation items');
+    await next().conversations.delete(r1.conversation.id);
+    await expectNotFound(() => next().responses.retrieve(r1.id), 'a response of a deleted conversation');
     return { conversation: r1.conversation.id, responses: 4 };
   },
   async fork() {
@@ -245,6 +254,7 @@ const scenarios = {
     for (const other of others) {
       await expectNotFound(() => other.responses.retrieve(r.id), 'another user retrieves a response');
       await expectNotFound(() => other.responses.inputItems.list(r.id), 'another user lists input items');
+      await expectNotFound(() => other.responses.delete(r.id), 'another user deletes a response');
       await expectNotFound(() => other.responses.create({ input: 'x', previous_response_id: r.id }),
         'another user continues a response');
       await expectNotFound(() => other.responses.create({ input: 'x', conversation: r.conversation.id }),
