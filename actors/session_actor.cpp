@@ -386,6 +386,9 @@ void call_model(session_self* self, turn_ptr t) {
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;
   st.sink = t->req.sink;
+  // The sink learns the reply's seq before any piece (a Response stream's id).
+  if (st.sink)
+    send_untyped(self, st.sink, started_atom::value, user.seq + 1);
   // Streamed: the pieces go from the llm straight to the sink (a hop less
   // per piece), under this actor's identity, so the sink's cancel comes here.
   auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
@@ -583,6 +586,13 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
         send_untyped(self, s.relay_sinks.front().second, delta_atom::value, std::move(piece));
       else if (s.sink)
         send_untyped(self, s.sink, delta_atom::value, std::move(piece));
+    },
+    [self](started_atom, std::int64_t seq) {
+      auto& s = self->state;
+      if (s.ph == phase::moved && !s.relay_sinks.empty())
+        send_untyped(self, s.relay_sinks.front().second, started_atom::value, seq);
+      else if (s.sink)
+        send_untyped(self, s.sink, started_atom::value, seq);
     },
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).

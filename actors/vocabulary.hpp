@@ -61,6 +61,7 @@ using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
 using append_atom = caf::atom_constant<caf::atom("append")>;
 using fork_atom = caf::atom_constant<caf::atom("fork")>;
 using ensure_atom = caf::atom_constant<caf::atom("ensure")>;
+using started_atom = caf::atom_constant<caf::atom("started")>;
 using get_resp_atom = caf::atom_constant<caf::atom("getresp")>;
 using del_resp_atom = caf::atom_constant<caf::atom("delresp")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;

@@ -15,6 +15,7 @@
 
 #include "actors/edge/edge_state.hpp"
 #include "actors/edge/openai_render.hpp"
+#include "actors/edge/stream_sink.hpp"
 #include "net/http/clock.hpp"
 #include "net/http/openai_items.hpp"
 #include "runtime/rules/key_policy.hpp"
@@ -50,10 +51,20 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
   t.call_options = b.call_options;
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
-  request_turn(self, c, std::move(t), [v](const call_ptr& call, turn_reply& r) mutable {
-    v.id = net::response_id(v.session_id, r.reply.seq);
-    reply(call, 200, render_response(v, r.reply));
-  });
+  auto& cfg = self->state.cfg;
+  sink_maker streamed = [sys = &self->home_system(), v, timeout = cfg.turn_timeout,
+                         cancel = cfg.cancel_on_disconnect](sink_target to, registry_actor registry,
+                                                            turn_request turn) {
+    return spawn_response_sink(*sys, std::move(to), std::move(registry), std::move(turn), v,
+                               timeout, cancel);
+  };
+  request_turn(
+    self, c, std::move(t),
+    [v](const call_ptr& call, turn_reply& r) mutable {
+      v.id = net::response_id(v.session_id, r.reply.seq);
+      reply(call, 200, render_response(v, r.reply));
+    },
+    std::move(streamed));
 }
 
 void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& key) {
@@ -303,9 +314,9 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
 
 void handle_create_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& b = body(c);
-  if (b.stream)
-    return reply_error(c, {errc::invalid_request, "streamed responses are not supported yet; "
-                                                  "send \"stream\": false"});
+  if (b.stream && !b.store)
+    return reply_error(c, {errc::invalid_request, "streaming a response with \"store\": false "
+                                                  "is not supported yet"});
   if (b.store && (b.input.size() != 1 || b.input.front().role != "user"))
     return reply_error(c, {errc::invalid_request,
                            "a stored response takes one user message as 'input' (a string or "

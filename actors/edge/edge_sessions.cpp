@@ -32,7 +32,8 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
 
 } // namespace
 
-void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer) {
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
+                  sink_maker make_sink) {
   auto& st = self->state;
   auto admitted = admit(self, c, "turns");
   if (!admitted)
@@ -50,9 +51,11 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
   else
     held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   if (c->stream) {
-    c->sink = spawn_turn_sink(self->home_system(),
-                              {c, caf::actor_cast<edge_actor>(self), node, ticket}, registry,
-                              std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect);
+    sink_target target{c, caf::actor_cast<edge_actor>(self), node, ticket};
+    c->sink = make_sink ? make_sink(std::move(target), registry, std::move(t))
+                        : spawn_turn_sink(self->home_system(), std::move(target), registry,
+                                          std::move(t), st.cfg.turn_timeout,
+                                          st.cfg.cancel_on_disconnect);
     return;
   }
   self->request(registry, st.cfg.turn_timeout, std::move(t))

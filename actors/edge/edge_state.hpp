@@ -123,7 +123,12 @@ using turn_answer = std::function<void(const call_ptr&, turn_reply&)>;
 /// ticket (503 without one); a streamed call (`c->stream`) gets a turn sink,
 /// which renders the answer itself; otherwise `answer` renders it. Errors
 /// are answered in the error shape.
-void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer);
+/// `make_sink` (optional) spawns a streamed call's sink instead of the
+/// session turn's (spawn_turn_sink's arguments but the system).
+using sink_maker =
+  std::function<stream_sink_actor(sink_target, registry_actor, turn_request)>;
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
+                  sink_maker make_sink = {});
 void handle_create_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_sessions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_get_session(edge_self*, const call_ptr&, const api_key_record*);

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "net/http/clock.hpp"
 #include "net/http/openai_items.hpp"
 
 namespace parley {
@@ -31,7 +32,8 @@ json item_json(const std::string& session_id, const message_record& m) {
 
 } // namespace
 
-std::string render_response(const response_view& v, const message_record& reply) {
+json response_json(const response_view& v, const message_record& reply, const char* status,
+                   bool with_output) {
   json options = json::parse(v.call_options, nullptr, false);
   if (!options.is_object())
     options = json::object();
@@ -43,17 +45,17 @@ std::string render_response(const response_view& v, const message_record& reply)
     {"role", "assistant"},
     {"content",
      json::array({{{"type", "output_text"}, {"text", reply.content}, {"annotations", json::array()}}})}};
-  return dump(
+  return json(
     {{"id", v.id},
      {"object", "response"},
      {"created_at", net::unix_seconds(reply.created_at)},
-     {"status", "completed"},
+     {"status", status},
      {"error", nullptr},
      {"incomplete_details", nullptr},
      {"instructions", v.instructions.empty() ? json(nullptr) : json(v.instructions)},
      {"max_output_tokens", options.value("max_tokens", json(nullptr))},
      {"model", reply.model},
-     {"output", json::array({std::move(output_item)})},
+     {"output", with_output ? json::array({std::move(output_item)}) : json::array()},
      {"parallel_tool_calls", true},
      {"previous_response_id",
       v.previous_response_id.empty() ? json(nullptr) : json(v.previous_response_id)},
@@ -73,6 +75,96 @@ std::string render_response(const response_view& v, const message_record& reply)
        {"output_tokens", u.completion_tokens},
        {"output_tokens_details", {{"reasoning_tokens", 0}}},
        {"total_tokens", u.total_tokens}}}});
+}
+
+std::string render_response(const response_view& v, const message_record& reply) {
+  return dump(response_json(v, reply, "completed", true));
+}
+
+namespace {
+
+std::string sse(const json& data) {
+  std::string out = "event: ";
+  out += data["type"].get<std::string>();
+  out += "\ndata: ";
+  out += dump(data);
+  out += "\n\n";
+  return out;
+}
+
+json text_part(const std::string& text) {
+  return {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}};
+}
+
+} // namespace
+
+std::string response_stream::opening(const response_view& v) {
+  message_record pending;
+  pending.created_at = now_rfc3339();
+  auto r = response_json(v, pending, "in_progress", false);
+  r["usage"] = nullptr;
+  std::string out = sse({{"type", "response.created"}, {"sequence_number", sequence++}, {"response", r}});
+  out += sse({{"type", "response.in_progress"}, {"sequence_number", sequence++}, {"response", r}});
+  out += sse({{"type", "response.output_item.added"},
+              {"sequence_number", sequence++},
+              {"output_index", 0},
+              {"item",
+               {{"id", item_id},
+                {"type", "message"},
+                {"status", "in_progress"},
+                {"role", "assistant"},
+                {"content", json::array()}}}});
+  out += sse({{"type", "response.content_part.added"},
+              {"sequence_number", sequence++},
+              {"item_id", item_id},
+              {"output_index", 0},
+              {"content_index", 0},
+              {"part", text_part("")}});
+  return out;
+}
+
+std::string response_stream::delta(const std::string& piece) {
+  text += piece;
+  return sse({{"type", "response.output_text.delta"},
+              {"sequence_number", sequence++},
+              {"item_id", item_id},
+              {"output_index", 0},
+              {"content_index", 0},
+              {"delta", piece},
+              {"logprobs", json::array()}});
+}
+
+std::string response_stream::closing(const response_view& v, const message_record& reply) {
+  auto& full = reply.content;
+  std::string out = sse({{"type", "response.output_text.done"},
+                         {"sequence_number", sequence++},
+                         {"item_id", item_id},
+                         {"output_index", 0},
+                         {"content_index", 0},
+                         {"text", full},
+                         {"logprobs", json::array()}});
+  out += sse({{"type", "response.content_part.done"},
+              {"sequence_number", sequence++},
+              {"item_id", item_id},
+              {"output_index", 0},
+              {"content_index", 0},
+              {"part", text_part(full)}});
+  auto r = response_json(v, reply, "completed", true);
+  out += sse({{"type", "response.output_item.done"},
+              {"sequence_number", sequence++},
+              {"output_index", 0},
+              {"item", r["output"][0]}});
+  out += sse({{"type", "response.completed"}, {"sequence_number", sequence++}, {"response", r}});
+  return out;
+}
+
+std::string response_stream::failed(const response_view& v, const api_error& e) {
+  message_record pending;
+  pending.created_at = now_rfc3339();
+  auto r = response_json(v, pending, "failed", false);
+  r["usage"] = nullptr;
+  r["error"] = {{"code", std::string{code_name(e.code)}}, {"message", e.message}};
+  return sse({{"type", "response.failed"}, {"sequence_number", sequence++}, {"response", r}});
 }
 
 std::string render_response_deleted(const std::string& response_id) {

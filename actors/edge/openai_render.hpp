@@ -38,4 +38,23 @@ std::string render_response_deleted(const std::string& response_id);
 /// message (its id `msg_…` when stored), `model` and usage from it.
 std::string render_response(const response_view& v, const message_record& reply);
 
+/// The Server-Sent Events of one streamed Response, in order, each `event:`
+/// named as its data's `type`, with a rising `sequence_number`.
+struct response_stream {
+  std::string item_id; ///< the output message's id
+  std::string text;    ///< the deltas so far
+  std::int64_t sequence = 0;
+
+  /// response.created, response.in_progress, response.output_item.added,
+  /// response.content_part.added.
+  std::string opening(const response_view& v);
+  /// One response.output_text.delta.
+  std::string delta(const std::string& piece);
+  /// response.output_text.done, response.content_part.done,
+  /// response.output_item.done, response.completed (the whole Response).
+  std::string closing(const response_view& v, const message_record& reply);
+  /// response.failed, its `response.error` saying why.
+  std::string failed(const response_view& v, const api_error& e);
+};
+
 } // namespace parley

@@ -189,6 +189,8 @@ void parse_inputs(const net::http_request& req, http_call& call) {
     call.stream = p->stream || req.accept.find("text/event-stream") != std::string::npos;
   else if (auto* ch = std::get_if<net::chat_completion_body>(&call.body))
     call.stream = ch->stream;
+  else if (auto* rb = std::get_if<net::create_response_body>(&call.body))
+    call.stream = rb->stream;
   switch (row.query) {
     case net::query_parser::none:
       break;

@@ -336,6 +336,82 @@ TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_ins
   EXPECT_NE(b1.js()["id"], i1.js()["id"]);
 }
 
+/// The events of an SSE body: (event name, data).
+std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
+  std::vector<std::pair<std::string, json>> out;
+  std::size_t at = 0;
+  while (at < body.size()) {
+    auto end = body.find("\n\n", at);
+    if (end == std::string::npos)
+      break;
+    auto block = body.substr(at, end - at);
+    at = end + 2;
+    std::string name, data;
+    std::size_t line = 0;
+    while (line < block.size()) {
+      auto nl = block.find('\n', line);
+      auto l = block.substr(line, nl == std::string::npos ? std::string::npos : nl - line);
+      if (l.rfind("event: ", 0) == 0)
+        name = l.substr(7);
+      else if (l.rfind("data: ", 0) == 0)
+        data += l.substr(6);
+      line = nl == std::string::npos ? block.size() : nl + 1;
+    }
+    out.emplace_back(name, json::parse(data, nullptr, false));
+  }
+  return out;
+}
+
+TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto r = node.call("POST", "/v1/responses", key,
+                     json{{"input", "one two three four five six"}, {"stream", true}}.dump());
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_NE(r.header("content-type").find("text/event-stream"), std::string::npos);
+  auto events = events_of(r.body);
+  ASSERT_GE(events.size(), 9u) << r.body;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].first, events[i].second.value("type", "?")) << r.body;
+    EXPECT_EQ(events[i].second["sequence_number"], static_cast<int>(i)) << r.body;
+  }
+  EXPECT_EQ(events.front().first, "response.created");
+  EXPECT_EQ(events.back().first, "response.completed");
+  auto id = events.back().second["response"]["id"].get<std::string>();
+  EXPECT_EQ(events.front().second["response"]["id"], id);
+  // Committed before response.completed: retrievable at once.
+  auto got = node.call("GET", "/v1/responses/" + id, key);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  EXPECT_EQ(got.js()["output"], events.back().second["response"]["output"]);
+
+  // The upstream cut mid-stream: response.failed saying why, nothing stored.
+  auto conv = events.back().second["response"]["conversation"]["id"].get<std::string>();
+  mock.configure({{"mode", "cut_stream"}});
+  auto cut = node.call("POST", "/v1/responses", key,
+                       json{{"input", "one two three four five six seven eight"},
+                            {"conversation", conv},
+                            {"stream", true}}
+                         .dump());
+  ASSERT_EQ(cut.status, 200) << describe(cut);
+  auto failed = events_of(cut.body);
+  ASSERT_FALSE(failed.empty()) << cut.body;
+  EXPECT_EQ(failed.front().first, "response.created") << cut.body;
+  EXPECT_EQ(failed.back().first, "response.failed") << cut.body;
+  EXPECT_EQ(failed.back().second["response"]["status"], "failed");
+  EXPECT_TRUE(failed.back().second["response"]["error"]["message"].is_string()) << cut.body;
+  for (auto& e : failed)
+    EXPECT_NE(e.first, "response.completed");
+  mock.reset();
+  auto items = node.call("GET", "/v1/conversations/" + conv + "/items", key).js();
+  EXPECT_EQ(items["data"].size(), 2u) << items.dump();
+  // store: false cannot stream yet: a plain 400.
+  EXPECT_TRUE(is_error(node.call("POST", "/v1/responses", key,
+                                 json{{"input", "x"}, {"stream", true}, {"store", false}}.dump()),
+                       400, "invalid_request"));
+}
+
 TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
   auto post = [&](const json& body, const std::string& as = {}, headers h = {}) {
     return node.call("POST", "/v1/responses", as.empty() ? key : as, body.dump(), std::move(h));
@@ -354,7 +430,6 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
          {{"input", "x"}, {"temperature", "hot"}},
          {{"input", "x"}, {"max_output_tokens", 0}},
          {{"input", "x"}, {"store", "yes"}},
-         {{"input", "x"}, {"stream", true}},
          {{"input", "x"}, {"metadata", {{"a", 1}}}},
          {{"input", "x"}, {"conversation", 7}},
          {{"input", json::array({{{"role", "system"}, {"content", "s"}}})}},
@@ -447,7 +522,7 @@ TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
     std::printf("[ stateful ] openai %s via node %d:%s\n", saw.value("version", "?").c_str(), first,
                 line.c_str());
     for (auto scenario : {"conversations", "paging", "isolation", "chain", "fork", "store_false",
-                          "idempotency", "responses_isolation"}) {
+                          "idempotency", "responses_isolation", "stream"}) {
       ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
       EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
         << scenario << ": " << saw["scenarios"][scenario].dump();

@@ -265,6 +265,62 @@ const scenarios = {
     c.expect(texts.length === 2, `untouched ${JSON.stringify(texts)}`);
     return { id: r.id };
   },
+  async stream() {
+    const base = await next().responses.create({ input: 'before the stream' });
+    const order = [];
+    const seqs = [];
+    let text = '';
+    let created = null;
+    let completed = null;
+    const stream = await next().responses.create({ input: 'stream this please',
+      previous_response_id: base.id, stream: true });
+    for await (const event of stream) {
+      order.push(event.type);
+      seqs.push(event.sequence_number);
+      if (event.type === 'response.created') created = event.response;
+      if (event.type === 'response.output_text.delta') {
+        c.expect(event.output_index === 0 && event.content_index === 0 && /^msg_/.test(event.item_id),
+          `delta ${JSON.stringify(event)}`);
+        text += event.delta;
+      }
+      if (event.type === 'response.completed') completed = event.response;
+    }
+    const head = ['response.created', 'response.in_progress', 'response.output_item.added',
+      'response.content_part.added'];
+    const tail = ['response.output_text.done', 'response.content_part.done',
+      'response.output_item.done', 'response.completed'];
+    const deltas = order.slice(head.length, order.length - tail.length);
+    c.expect(JSON.stringify(order.slice(0, head.length)) === JSON.stringify(head) &&
+      JSON.stringify(order.slice(order.length - tail.length)) === JSON.stringify(tail) &&
+      deltas.length >= 1 && deltas.every((t) => t === 'response.output_text.delta'),
+    `order ${JSON.stringify(order)}`);
+    c.expect(seqs.every((s, i) => s === i), `sequence numbers ${JSON.stringify(seqs)}`);
+    c.expect(created && completed && created.id === completed.id && created.status === 'in_progress' &&
+      completed.status === 'completed' && completed.previous_response_id === base.id &&
+      completed.conversation.id === base.conversation.id, `lifecycle ${JSON.stringify([created, completed])}`);
+    c.expect(textOf(completed.output[0]) === text && text.length > 0, `text ${JSON.stringify(text)}`);
+    const got = await next().responses.retrieve(completed.id);
+    c.expect(got.output_text === text, `retrieved ${JSON.stringify(got.output_text)}`);
+    // The SDK's stream helper, and an idempotent retry streamed again.
+    const headers = { 'Idempotency-Key': `stream-${completed.id}` };
+    const helper = next().responses.stream({ input: 'via the helper', previous_response_id: completed.id },
+      { headers });
+    const final = await helper.finalResponse();
+    outputOf(final, 'helper');
+    const replay = await next().responses.create({ input: 'via the helper', previous_response_id: completed.id,
+      stream: true }, { headers });
+    let replayed = null;
+    let replayText = '';
+    for await (const event of replay) {
+      if (event.type === 'response.output_text.delta') replayText += event.delta;
+      if (event.type === 'response.completed') replayed = event.response;
+    }
+    c.expect(replayed && replayed.id === final.id && replayText === final.output_text,
+      `replay ${JSON.stringify(replayed)}`);
+    const texts = await conversationTexts(base.conversation.id);
+    c.expect(texts.length === 6, `stored once ${JSON.stringify(texts)}`);
+    return { events: order.length, deltas: deltas.length };
+  },
   async kill_start() {
     const client = clients[0];
     const r1 = await client.responses.create({ input: 'before the crash 1', conversation: option('conversation') });
