@@ -30,8 +30,7 @@ json item_json(const std::string& session_id, const message_record& m) {
                                                {"annotations", json::array()}}})}};
 }
 
-} // namespace
-
+/// The Response object; `status` in_progress and failed ones have no output yet.
 json response_json(const response_view& v, const message_record& reply, const char* status,
                    bool with_output) {
   json options = json::parse(v.call_options, nullptr, false);
@@ -77,12 +76,6 @@ json response_json(const response_view& v, const message_record& reply, const ch
        {"total_tokens", u.total_tokens}}}});
 }
 
-std::string render_response(const response_view& v, const message_record& reply) {
-  return dump(response_json(v, reply, "completed", true));
-}
-
-namespace {
-
 std::string sse(const json& data) {
   std::string out = "event: ";
   out += data["type"].get<std::string>();
@@ -97,6 +90,10 @@ json text_part(const std::string& text) {
 }
 
 } // namespace
+
+std::string render_response(const response_view& v, const message_record& reply) {
+  return dump(response_json(v, reply, "completed", true));
+}
 
 std::string response_stream::opening(const response_view& v) {
   message_record pending;
