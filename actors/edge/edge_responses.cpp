@@ -206,6 +206,23 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
     for (auto& item : rb.input)
       req.messages.push_back(chat_message(item));
     req.options = rb.call_options;
+    if (c->stream) {
+      response_view v{"resp_" + random_hex(16), rb.conversation.empty() ? std::string{} : session,
+                      rb.previous_response_id, rb.instructions.value_or(""), rb.metadata_json,
+                      rb.call_options, false};
+      completion_listener on_result = [storage = cst.storage, user = key.user_id,
+                                       metrics = cst.metrics](const llm_result& r) {
+        if (storage)
+          record_usage(*storage, user, r.model, r.usage, metrics.get());
+      };
+      auto ticket = ++cst.next_ticket;
+      cst.streams.emplace(ticket, std::move(*admitted));
+      c->sink = spawn_unstored_response_sink(
+        self->home_system(), {c, caf::actor_cast<edge_actor>(self), {}, ticket}, cst.llm,
+        std::move(req), std::move(v), cst.cfg.turn_timeout, cst.cfg.cancel_on_disconnect,
+        std::move(on_result));
+      return;
+    }
     auto held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
     self->request(cst.llm, cst.cfg.turn_timeout, llm_call_atom::value, std::move(req))
       .then(
@@ -314,9 +331,6 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
 
 void handle_create_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& b = body(c);
-  if (b.stream && !b.store)
-    return reply_error(c, {errc::invalid_request, "streaming a response with \"store\": false "
-                                                  "is not supported yet"});
   if (b.store && (b.input.size() != 1 || b.input.front().role != "user"))
     return reply_error(c, {errc::invalid_request,
                            "a stored response takes one user message as 'input' (a string or "

@@ -9,6 +9,7 @@
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
 #include "actors/edge/openai_render.hpp"
+#include "net/http/clock.hpp"
 #include "net/http/openai_items.hpp"
 #include "storage/secrets.hpp"
 
@@ -205,6 +206,68 @@ struct response_format {
   }
 };
 
+/// A `store: false` Response, streamed: the same events around a model
+/// call of the llm actor (its pieces come as deltas), nothing stored.
+struct unstored_response_format {
+  static inline const char* name = "response_sink";
+  using result = llm_result;
+  llm_request req;
+  llm_actor llm;
+  response_view view;
+  response_stream events;
+  completion_listener on_result;
+  bool opened = false;
+
+  template <class Self>
+  auto ask(Self* self, const llm_actor& to, std::chrono::milliseconds timeout) {
+    llm = to;
+    return self->request(to, timeout, llm_call_atom::value, std::move(req),
+                         caf::actor_cast<caf::actor>(self));
+  }
+  void opening(net::responder& out) {
+    if (opened)
+      return;
+    opened = true;
+    out.write(events.opening(view));
+  }
+  bool started(std::int64_t) { return false; }
+  void piece(net::responder& out, const std::string& text) {
+    opening(out);
+    if (!text.empty())
+      out.write(events.delta(text));
+  }
+  bool relays(const relay_chunk&) { return false; }
+  void relay(net::responder&, relay_chunk&) {}
+  /// An upstream's 4xx before anything was written: its status and body.
+  std::optional<std::pair<unsigned, std::string>> plain_result(result& r) {
+    if (r.upstream_status < 300 || opened)
+      return std::nullopt;
+    return std::make_pair(static_cast<unsigned>(r.upstream_status), std::move(r.raw));
+  }
+  void before_closing(result& r) {
+    if (on_result && r.upstream_status < 400)
+      on_result(r);
+  }
+  void closing(net::responder& out, result& r) {
+    opening(out);
+    message_record reply;
+    reply.role = "assistant";
+    reply.content = std::move(r.content);
+    reply.model = std::move(r.model);
+    reply.usage = r.usage;
+    reply.created_at = now_rfc3339();
+    if (events.text.empty() && !reply.content.empty())
+      out.write(events.delta(reply.content));
+    out.write(events.closing(view, reply));
+  }
+  std::string error_event(const api_error& e) { return events.failed(view, e); }
+  bool plain_before_start(errc) { return !opened; }
+  template <class Self>
+  void cancel(Self* self) {
+    self->send(llm, cancel_atom::value);
+  }
+};
+
 template <class Format>
 struct sink_state {
   static inline const char* name = Format::name;
@@ -345,6 +408,19 @@ stream_sink_actor spawn_response_sink(caf::actor_system& sys, sink_target target
   fmt.view = std::move(v);
   return sys.spawn(stream_sink<response_format, registry_actor>, std::move(target), std::move(fmt),
                    std::move(registry), timeout, cancel);
+}
+
+stream_sink_actor spawn_unstored_response_sink(caf::actor_system& sys, sink_target target,
+                                               llm_actor llm, llm_request req, response_view v,
+                                               std::chrono::milliseconds timeout, bool cancel,
+                                               completion_listener on_result) {
+  unstored_response_format fmt;
+  fmt.req = std::move(req);
+  fmt.events.item_id = "msg_" + v.id.substr(5);
+  fmt.view = std::move(v);
+  fmt.on_result = std::move(on_result);
+  return sys.spawn(stream_sink<unstored_response_format, llm_actor>, std::move(target),
+                   std::move(fmt), std::move(llm), timeout, cancel);
 }
 
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,

@@ -100,4 +100,12 @@ stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target targ
                                         std::chrono::milliseconds timeout, bool cancel,
                                         completion_listener on_result = {});
 
+/// A streamed `store: false` Response: asks `llm` for `req` (a built
+/// context, not a raw body) with the sink as the receiver of its pieces;
+/// `v.id` is the response's id; `on_result` hears a completed call.
+stream_sink_actor spawn_unstored_response_sink(caf::actor_system& sys, sink_target target,
+                                               llm_actor llm, llm_request req, response_view v,
+                                               std::chrono::milliseconds timeout, bool cancel,
+                                               completion_listener on_result);
+
 } // namespace parley

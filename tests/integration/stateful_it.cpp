@@ -406,10 +406,28 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   mock.reset();
   auto items = node.call("GET", "/v1/conversations/" + conv + "/items", key).js();
   EXPECT_EQ(items["data"].size(), 2u) << items.dump();
-  // store: false cannot stream yet: a plain 400.
-  EXPECT_TRUE(is_error(node.call("POST", "/v1/responses", key,
-                                 json{{"input", "x"}, {"stream", true}, {"store", false}}.dump()),
-                       400, "invalid_request"));
+  // store: false streams the same events, from the conversation's context,
+  // and stores nothing.
+  auto calls = mock.requests().size();
+  auto unstored = node.call("POST", "/v1/responses", key,
+                            json{{"input", "not kept"}, {"stream", true}, {"store", false},
+                                 {"conversation", conv}}
+                              .dump());
+  ASSERT_EQ(unstored.status, 200) << describe(unstored);
+  auto ev = events_of(unstored.body);
+  ASSERT_GE(ev.size(), 9u) << unstored.body;
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    EXPECT_EQ(ev[i].first, ev[i].second.value("type", "?")) << unstored.body;
+    EXPECT_EQ(ev[i].second["sequence_number"], static_cast<int>(i)) << unstored.body;
+  }
+  EXPECT_EQ(ev.back().first, "response.completed");
+  EXPECT_EQ(ev.back().second["response"]["store"], false);
+  ASSERT_EQ(mock.requests().size(), calls + 1);
+  auto ctx = sent(mock, calls);
+  ASSERT_EQ(ctx.size(), 3u);
+  EXPECT_EQ(ctx[0].second, "one two three four five six");
+  EXPECT_EQ(ctx[2].second, "not kept");
+  EXPECT_EQ(node.call("GET", "/v1/conversations/" + conv + "/items", key).js()["data"].size(), 2u);
 }
 
 TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {

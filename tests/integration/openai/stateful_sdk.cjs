@@ -224,6 +224,12 @@ const scenarios = {
       { role: 'assistant', content: 'hi' }, { role: 'user', content: 'again' }] });
     outputOf(alone, 'store false with items');
     c.expect(alone.conversation === null, `conversation ${JSON.stringify(alone.conversation)}`);
+    const streamed = await next().responses.stream({ input: 'streamed, not kept', store: false,
+      previous_response_id: base.id }).finalResponse();
+    outputOf(streamed, 'store false streamed');
+    c.expect(streamed.store === false, `streamed store ${JSON.stringify(streamed)}`);
+    const still = await conversationTexts(base.conversation.id);
+    c.expect(JSON.stringify(still) === JSON.stringify(before), `stored ${JSON.stringify(still)}`);
     return { id: r.id };
   },
   async idempotency() {
