@@ -45,9 +45,18 @@ std::string new_session_id(const std::string& user, const std::string& key, cons
 void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
                 const std::string& session_id) {
   auto& b = body(c);
-  turn_request t{session_id,       key.user_id, b.input.front().text, c->idempotency_key,
-                 c->request_id,    0,           caf::actor{},         key.models};
-  t.instructions = b.instructions.value_or("");
+  // The one user item is the turn's message; system and developer items
+  // join the instructions of this call (never stored, like them).
+  std::string text, instructions = b.instructions.value_or("");
+  for (auto& item : b.input) {
+    if (item.role == "user")
+      text = item.text;
+    else
+      instructions += (instructions.empty() ? "" : "\n\n") + item.text;
+  }
+  turn_request t{session_id,    key.user_id, std::move(text), c->idempotency_key,
+                 c->request_id, 0,           caf::actor{},    key.models};
+  t.instructions = std::move(instructions);
   t.call_options = b.call_options;
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
@@ -331,10 +340,15 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
 
 void handle_create_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& b = body(c);
-  if (b.store && (b.input.size() != 1 || b.input.front().role != "user"))
+  auto count = [&b](const char* role) {
+    return std::count_if(b.input.begin(), b.input.end(),
+                         [role](const net::input_item& i) { return i.role == role; });
+  };
+  if (b.store && (count("user") != 1 || count("assistant") != 0))
     return reply_error(c, {errc::invalid_request,
                            "a stored response takes one user message as 'input' (a string or "
-                           "one user item); add other items to its conversation first with "
+                           "one user item, with system or developer items for this call if "
+                           "any); add other items to its conversation first with "
                            "POST /v1/conversations/{id}/items"});
   with_rate_limit(self, c, *key, [self, c, k = *key] { start_response(self, c, k); });
 }

@@ -519,7 +519,7 @@ parsed<create_response_body> parse_create_response(std::string_view body) {
   } else if (in->is_array() && !in->empty()) {
     v.input.resize(in->size());
     for (std::size_t i = 0; i < in->size(); ++i)
-      if (!read_item((*in)[i], "input[" + std::to_string(i) + "]", v.input[i], p, !v.store))
+      if (!read_item((*in)[i], "input[" + std::to_string(i) + "]", v.input[i], p, true))
         return p;
   } else {
     return bad("'input' must be a string or a non-empty array of message items");

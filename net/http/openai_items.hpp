@@ -40,8 +40,8 @@ struct append_items_body {
 /// `POST /v1/responses`.
 struct create_response_body {
   std::optional<std::string> model;
-  /// `input` as items (a string is one user item); roles user and
-  /// assistant, and system and developer when `store` is false.
+  /// `input` as items (a string is one user item): roles user, assistant,
+  /// system and developer.
   std::vector<input_item> input;
   std::optional<std::string> instructions;
   std::string previous_response_id; ///< empty: none

@@ -319,6 +319,21 @@ TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_ins
   EXPECT_EQ(sent(mock, 4),
             (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}, {"assistant", a2}, {"user", "q5"}}));
 
+  // System and developer items of a stored response join this call's
+  // instructions; only the user item is stored.
+  auto r6 = post({{"input", json::array({{{"role", "developer"}, {"content", "dev rules"}},
+                                         {{"role", "user"}, {"content", "q6"}}})},
+                  {"instructions", "sys B"},
+                  {"previous_response_id", r5.js()["id"]}});
+  ASSERT_EQ(r6.status, 200) << describe(r6);
+  auto ctx6 = sent(mock, 5);
+  ASSERT_FALSE(ctx6.empty());
+  EXPECT_EQ(ctx6.front(), (std::pair<std::string, std::string>{"system", "sys B\n\ndev rules"}));
+  EXPECT_EQ(ctx6.back(), (std::pair<std::string, std::string>{"user", "q6"}));
+  EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 8u);
+  EXPECT_TRUE(is_error(post({{"input", json::array({{{"role", "system"}, {"content", "only"}}})}}),
+                       400, "invalid_request"));
+
   // An Idempotency-Key: a retry costs no model call.
   auto calls = mock.requests().size();
   auto i1 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
@@ -450,7 +465,6 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
          {{"input", "x"}, {"store", "yes"}},
          {{"input", "x"}, {"metadata", {{"a", 1}}}},
          {{"input", "x"}, {"conversation", 7}},
-         {{"input", json::array({{{"role", "system"}, {"content", "s"}}})}},
          {{"input", json::array({{{"role", "user"}, {"content", "a"}},
                                  {{"role", "user"}, {"content", "b"}}})}},
          {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
