@@ -80,6 +80,12 @@ std::string request_body(const llm_request& req, bool stream) {
   for (auto& m : req.messages)
     msgs.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::json body = {{"model", req.model}, {"messages", std::move(msgs)}};
+  if (!req.options.empty()) {
+    auto options = nlohmann::json::parse(req.options, nullptr, false);
+    if (options.is_object())
+      for (auto& [k, v] : options.items())
+        body[k] = v;
+  }
   if (stream) {
     body["stream"] = true;
     body["stream_options"] = {{"include_usage", true}};

@@ -319,6 +319,56 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
       });
 }
 
+// --- OpenAI's conversation items: messages stored without a model call ----
+
+/// Stores the turn's `append` messages after the last seq, fenced like a
+/// commit, and answers them in turn_reply::appended.
+void append(session_self* self, turn_ptr t) {
+  auto& st = self->state;
+  append_write w{st.id, st.rec.epoch, st.rec.last_seq, std::move(t->req.append)};
+  auto at = now_rfc3339();
+  for (std::size_t i = 0; i < w.messages.size(); ++i) {
+    w.messages[i].seq = st.rec.last_seq + 1 + static_cast<std::int64_t>(i);
+    w.messages[i].created_at = at;
+  }
+  auto written = w.messages;
+  self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, append_atom::value,
+                std::move(w))
+    .then(
+      [self, t, written](commit_outcome o) {
+        auto& s = self->state;
+        switch (o) {
+          case commit_outcome::committed:
+            s.rec.last_seq = written.back().seq;
+            s.rec.message_count += static_cast<std::int64_t>(written.size());
+            for (auto& m : written)
+              push_window(s.window, m, s.env.cfg->window);
+            t->rp.deliver(turn_reply{{}, {}, written});
+            return finish_turn(self);
+          case commit_outcome::fenced:
+            t->rp.deliver(make_error(errc::session_moved,
+                                     "session '" + s.id + "' moved to another actor; retry"));
+            return become_stale(self);
+          case commit_outcome::failed:
+            t->rp.deliver(make_error(errc::storage_unavailable,
+                                     "PostgreSQL is unavailable; nothing was stored, retry"));
+            return finish_turn(self);
+          case commit_outcome::conflict:
+          case commit_outcome::unknown:
+            t->rp.deliver(make_error(errc::storage_unavailable,
+                                     "the items' commit could not be confirmed; list the "
+                                     "conversation's items before retrying"));
+            return reset(self);
+        }
+      },
+      [self, t](caf::error&) {
+        t->rp.deliver(make_error(errc::storage_unavailable,
+                                 "PostgreSQL did not answer in time; list the conversation's "
+                                 "items before retrying"));
+        reset(self);
+      });
+}
+
 void call_model(session_self* self, turn_ptr t) {
   auto& st = self->state;
   message_record user;
@@ -327,15 +377,21 @@ void call_model(session_self* self, turn_ptr t) {
   user.content = t->req.content;
   user.created_at = now_rfc3339();
   user.client_message_id = t->req.client_message_id;
-  // PARLEY_CONTEXT_TOKENS, or the session's own budget.
+  // OpenAI's Responses API: `instructions` stand in for the system prompt
+  // in this call only. PARLEY_CONTEXT_TOKENS, or the session's own budget,
+  // cuts the history.
+  auto& system = t->req.instructions.empty() ? st.rec.system_prompt : t->req.instructions;
   auto budget = st.rec.context_tokens >= 0 ? st.rec.context_tokens : st.env.cfg->context_tokens;
-  auto plan = plan_context(st.rec.system_prompt, st.window, user, st.env.cfg->window, budget);
+  auto plan = plan_context(system, st.window, user, st.env.cfg->window, budget);
   auto others = plan.others;
-  llm_request req{st.rec.model, std::move(plan.messages), {}};
+  llm_request req{st.rec.model, std::move(plan.messages), {}, t->req.call_options};
   // Retries and the fallback upstream (after a primary that timed out) all
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;
   st.sink = t->req.sink;
+  // The sink learns the reply's seq before any piece (a Response stream's id).
+  if (st.sink)
+    send_untyped(self, st.sink, started_atom::value, user.seq + 1);
   // Streamed: the pieces go from the llm straight to the sink (a hop less
   // per piece), under this actor's identity, so the sink's cancel comes here.
   auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
@@ -370,6 +426,8 @@ void run_turn(session_self* self, turn_ptr t) {
     t->rp.deliver(make_error(errc::not_found, "session '" + st.id + "' not found"));
     return finish_turn(self);
   }
+  if (!t->req.append.empty())
+    return append(self, std::move(t));
   if (!model_allowed(t->req.models, st.rec.model)) {
     t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
     return finish_turn(self);
@@ -536,6 +594,13 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
         send_untyped(self, s.relay_sinks.front().second, delta_atom::value, std::move(piece));
       else if (s.sink)
         send_untyped(self, s.sink, delta_atom::value, std::move(piece));
+    },
+    [self](started_atom, std::int64_t seq) {
+      auto& s = self->state;
+      if (s.ph == phase::moved && !s.relay_sinks.empty())
+        send_untyped(self, s.relay_sinks.front().second, started_atom::value, seq);
+      else if (s.sink)
+        send_untyped(self, s.sink, started_atom::value, seq);
     },
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).

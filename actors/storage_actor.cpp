@@ -357,6 +357,52 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return s;
       });
     },
+    [&st](new_sess_atom, session_record& s, const std::vector<message_record>& first) {
+      return guarded(st, [&] {
+        st.store->create_session(s, first);
+        s.message_count = s.last_seq = static_cast<std::int64_t>(first.size());
+        return s;
+      });
+    },
+    [&st](append_atom, const append_write& w) -> commit_outcome {
+      try {
+        return run(st, [&] { return st.store->append_messages(w); });
+      } catch (const storage_error& e) {
+        return e.error_cause() == storage_error::cause::in_doubt ||
+                   e.error_cause() == storage_error::cause::timed_out
+                 ? commit_outcome::unknown
+                 : commit_outcome::failed;
+      }
+    },
+    [&st](fork_atom, const fork_request& r) {
+      return guarded(st, [&] { return st.store->fork_session(r); });
+    },
+    [&st](get_resp_atom, const response_ref& r) -> caf::result<message_page> {
+      try {
+        if (auto v = run(st, [&] { return st.store->response_turn(r); }))
+          return std::move(*v);
+        return make_error(errc::not_found, "response not found");
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
+    },
+    [&st](del_resp_atom, const response_ref& r) {
+      return guarded(st, [&] { return st.store->delete_response(r); });
+    },
+    [&st](ensure_atom, const session_record& s) {
+      return guarded(st, [&] { return st.store->ensure_session(s); });
+    },
+    [&st](set_meta_atom, const update_metadata_request& r) -> caf::result<session_record> {
+      try {
+        if (auto v = run(st, [&] {
+              return st.store->update_metadata(r.session_id, r.user_id, r.metadata_json);
+            }))
+          return std::move(*v);
+        return make_error(errc::not_found, "session '" + r.session_id + "' not found");
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
+    },
     [&st](get_sess_atom, const std::string& id,
           const std::string& user) -> caf::result<session_record> {
       try {
@@ -401,7 +447,9 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](list_msg_atom, const list_messages_request& r) -> caf::result<message_page> {
       try {
         if (auto v = run(st, [&] {
-              return st.store->list_messages(r.session_id, r.user_id, r.after, r.limit);
+              return st.store->list_messages(r.session_id, r.user_id, r.after, r.limit,
+                                             r.descending ? storage::page_order::descending
+                                                          : storage::page_order::ascending);
             }))
           return std::move(*v);
         return make_error(errc::not_found, "session '" + r.session_id + "' not found");

@@ -40,7 +40,10 @@ using session_store_actor = caf::typed_actor<
   caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch
   /// (group commit, below).
-  caf::replies_to<turn_write>::with<commit_outcome>>;
+  caf::replies_to<turn_write>::with<commit_outcome>,
+  /// Messages appended without a model call (OpenAI's conversation items),
+  /// fenced like a turn; committed at once, not in the group commit.
+  caf::replies_to<append_atom, append_write>::with<commit_outcome>>;
 
 /// The storage actor's whole protocol; a storage_actor handle converts to a
 /// session_store_actor implicitly.
@@ -59,6 +62,22 @@ using storage_actor = session_store_actor::extend<
   /// (prefix_or_id) -> the number of keys revoked.
   caf::replies_to<revoke_atom, std::string>::with<std::int32_t>,
   caf::replies_to<new_sess_atom, session_record>::with<session_record>,
+  /// A session with its first messages (seq 1.., in order) in one
+  /// transaction: a conversation created with items.
+  caf::replies_to<new_sess_atom, session_record, std::vector<message_record>>::with<session_record>,
+  /// -> true when the fork exists now (made now, or by an earlier attempt
+  /// with the same new id); false when the source is not the user's.
+  caf::replies_to<fork_atom, fork_request>::with<bool>,
+  /// -> the messages up to a stored response (its message and reply last),
+  /// or not_found (none, deleted, another user's).
+  caf::replies_to<get_resp_atom, response_ref>::with<message_page>,
+  /// -> whether a response was deleted now.
+  caf::replies_to<del_resp_atom, response_ref>::with<bool>,
+  /// Creates the session unless one with its id exists (an idempotent
+  /// retry): -> whether it exists now as the given user's.
+  caf::replies_to<ensure_atom, session_record>::with<bool>,
+  /// -> the session with its new metadata, or not_found (also another user's).
+  caf::replies_to<set_meta_atom, update_metadata_request>::with<session_record>,
   /// (id, user) -> the session, or not_found (also another user's).
   caf::replies_to<get_sess_atom, std::string, std::string>::with<session_record>,
   /// (id) -> the session, whoever owns it, or not_found.
@@ -67,7 +86,8 @@ using storage_actor = session_store_actor::extend<
   caf::replies_to<list_sess_atom, list_sessions_request>::with<session_page>,
   /// (id, user) -> whether it was deleted.
   caf::replies_to<del_sess_atom, std::string, std::string>::with<bool>,
-  /// -> one page of messages, or not_found (also another user's session).
+  /// -> one page of messages, or not_found (also another user's session);
+  /// `next_after` is nonzero when more follow.
   caf::replies_to<list_msg_atom, list_messages_request>::with<message_page>,
   caf::replies_to<feedback_atom, feedback_request>::with<feedback_outcome>,
   /// -> whether PostgreSQL answers (the supervisor's readiness check).

@@ -92,6 +92,10 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<api_key_record>>("parley.api_key_list");
   cfg.add_message_type<list_sessions_request>("parley.list_sessions_request");
   cfg.add_message_type<list_messages_request>("parley.list_messages_request");
+  cfg.add_message_type<update_metadata_request>("parley.update_metadata_request");
+  cfg.add_message_type<append_write>("parley.append_write");
+  cfg.add_message_type<fork_request>("parley.fork_request");
+  cfg.add_message_type<response_ref>("parley.response_ref");
   cfg.add_message_type<pin_request>("parley.pin");
   register_ratelimit_types(cfg);
   cfg.add_error_category(error_category, [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {

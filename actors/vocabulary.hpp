@@ -56,6 +56,14 @@ using del_sess_atom = caf::atom_constant<caf::atom("delsess")>;
 using list_msg_atom = caf::atom_constant<caf::atom("listmsg")>;
 using find_cmid_atom = caf::atom_constant<caf::atom("findcmid")>;
 using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
+// OpenAI's stateful API (API.md section 5a)
+using set_meta_atom = caf::atom_constant<caf::atom("setmeta")>;
+using append_atom = caf::atom_constant<caf::atom("append")>;
+using fork_atom = caf::atom_constant<caf::atom("fork")>;
+using ensure_atom = caf::atom_constant<caf::atom("ensure")>;
+using started_atom = caf::atom_constant<caf::atom("started")>;
+using get_resp_atom = caf::atom_constant<caf::atom("getresp")>;
+using del_resp_atom = caf::atom_constant<caf::atom("delresp")>;
 using llm_call_atom = caf::atom_constant<caf::atom("llmcall")>;
 using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
@@ -131,13 +139,26 @@ struct turn_request {
   /// The models the caller's API key may use (empty: any): a session whose
   /// model is not among them refuses the turn with 403 forbidden.
   std::vector<std::string> models;
+  /// OpenAI's Conversations API (`POST /v1/conversations/{id}/items`): when
+  /// not empty, the turn stores these messages (role and content) after
+  /// the session's last one, without a model call, and `content` is unused.
+  std::vector<message_record> append = {};
+  /// OpenAI's Responses API: the system message of this turn's model call
+  /// instead of the session's system prompt (empty: the session's), and
+  /// the call's options (llm_request::options).
+  std::string instructions = {};
+  std::string call_options = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
 struct turn_reply {
   message_record user;
   message_record reply;
+  /// An appending turn (turn_request::append): the messages it stored, in
+  /// order (`user` and `reply` are then empty).
+  std::vector<message_record> appended = {};
 };
+
 
 // -- model calls -------------------------------------------------------------
 
@@ -152,6 +173,9 @@ struct llm_request {
   /// or streamed, each chunk as it comes: chunk_atom). Empty: a session
   /// turn, whose request Parley builds from `model` and `messages`.
   std::string raw_body = {};
+  /// A session turn's call options, a JSON object's text whose members
+  /// join the upstream request (`temperature`, `max_tokens`); empty: none.
+  std::string options = {};
 };
 
 struct llm_result {
@@ -225,8 +249,17 @@ struct list_sessions_request {
 struct list_messages_request {
   std::string session_id;
   std::string user_id;
-  std::int64_t after = 0; ///< messages with a greater seq
+  std::int64_t after = 0; ///< messages with a greater seq (descending: a smaller one)
   std::int32_t limit = 0;
+  /// Newest first (a conversation's items, `order=desc`).
+  bool descending = false;
+};
+
+/// A conversation's new metadata (`POST /v1/conversations/{id}`).
+struct update_metadata_request {
+  std::string session_id;
+  std::string user_id;
+  std::string metadata_json; ///< a JSON object
 };
 
 /// A rating of one assistant message (`POST .../feedback`).
@@ -415,12 +448,30 @@ typename Inspector::result_type inspect(Inspector& f, message_page& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
-           x.client_message_id, x.request_id, x.hops, x.sink, x.models);
+           x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
+           x.call_options);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_reply& x) {
-  return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply);
+  return f(caf::meta::type_name("parley.turn_reply"), x.user, x.reply, x.appended);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_ref& x) {
+  return f(caf::meta::type_name("parley.response_ref"), x.session_id, x.user_id, x.seq);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fork_request& x) {
+  return f(caf::meta::type_name("parley.fork_request"), x.new_id, x.source_id, x.user_id,
+           x.upto_seq, x.created_at);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, append_write& x) {
+  return f(caf::meta::type_name("parley.append_write"), x.session_id, x.epoch, x.after_seq,
+           x.messages);
 }
 
 template <class Inspector>
@@ -430,7 +481,8 @@ typename Inspector::result_type inspect(Inspector& f, llm_message& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, llm_request& x) {
-  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.raw_body);
+  return f(caf::meta::type_name("parley.llm_request"), x.model, x.messages, x.raw_body,
+           x.options);
 }
 
 template <class Inspector>
@@ -474,7 +526,13 @@ typename Inspector::result_type inspect(Inspector& f, list_sessions_request& x) 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, list_messages_request& x) {
   return f(caf::meta::type_name("parley.list_messages_request"), x.session_id, x.user_id, x.after,
-           x.limit);
+           x.limit, x.descending);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, update_metadata_request& x) {
+  return f(caf::meta::type_name("parley.update_metadata_request"), x.session_id, x.user_id,
+           x.metadata_json);
 }
 
 template <class Inspector>

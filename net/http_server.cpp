@@ -387,6 +387,7 @@ private:
     req.content_type = std::string{msg[http::field::content_type]};
     req.authorization = std::string{msg[http::field::authorization]};
     req.accept = std::string{msg[http::field::accept]};
+    req.idempotency_key = std::string{msg["Idempotency-Key"]};
     auto rid = msg["X-Request-Id"];
     req.request_id = acceptable_request_id(rid) ? std::string{rid} : make_request_id();
     req.received = std::chrono::steady_clock::now();

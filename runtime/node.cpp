@@ -380,6 +380,7 @@ int serve(node_config cfg) {
   edge_cfg.admin_token = cfg.admin_token;
   edge_cfg.dashboard = dashboard_response();
   edge_cfg.default_model = llm_cfg.default_model;
+  edge_cfg.context_messages = cfg.context_messages;
   edge_cfg.max_inflight = cfg.max_inflight;
   // A safety net only: every turn ends by itself within the model's and
   // storage's timeouts, even the last one of a full queue.

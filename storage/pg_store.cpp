@@ -55,6 +55,52 @@ const std::string sql_revoke_key =
 const std::string sql_insert_session =
   "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
   "context_tokens) VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb, nullif($7::bigint, -1))";
+// A conversation created with items: the session row says how many, and
+// the messages come from the arrays of roles and contents ($7, $8) in one
+// statement, seq = their position. Only the session's creator writes here,
+// before any actor can hold it.
+const std::string sql_insert_session_with_messages =
+  "WITH s AS (INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
+  "last_seq, message_count) VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb, "
+  "cardinality($7::text[]), cardinality($7::text[])) RETURNING id, created_at) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at) "
+  "SELECT s.id, m.seq, m.role, m.content, s.created_at FROM s, "
+  "unnest($7::text[], $8::text[]) WITH ORDINALITY AS m(role, content, seq)";
+const std::string sql_update_metadata =
+  std::string{"UPDATE sessions SET metadata = $3::jsonb, updated_at = now() "
+              "WHERE id = $1 AND user_id = $2 RETURNING "} +
+  session_columns;
+// Appended messages (OpenAI's conversation items), fenced like a turn: the
+// session row moves on only while the writer's epoch is current and nothing
+// was written since the writer's last seq ($3); seqs follow it in order.
+const std::string sql_append_messages =
+  "WITH s AS (UPDATE sessions SET last_seq = last_seq + cardinality($4::text[]), "
+  "message_count = message_count + cardinality($4::text[]), updated_at = now() "
+  "WHERE id = $1 AND epoch = $2 AND last_seq = $3 RETURNING id) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at) "
+  "SELECT s.id, $3 + m.n, m.role, m.content, m.at::timestamptz FROM s, "
+  "unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS m(role, content, at, n)";
+// A fork: the session row from the source's (same user), then its messages
+// up to $4, all in one statement; nothing when the fork exists already.
+const std::string sql_fork_session =
+  "WITH src AS (SELECT system_prompt, model, metadata, context_tokens FROM sessions "
+  "WHERE id = $2 AND user_id = $3), s AS (INSERT INTO sessions (id, user_id, created_at, "
+  "system_prompt, model, metadata, context_tokens, last_seq, message_count) SELECT $1, $3, "
+  "$5::timestamptz, system_prompt, model, metadata, context_tokens, $4, $4 FROM src "
+  "ON CONFLICT (id) DO NOTHING RETURNING id) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
+  "client_message_id, prompt_tokens, completion_tokens, total_tokens, tokens) "
+  "SELECT s.id, m.seq, m.role, m.content, m.created_at, m.reply_to, m.model, "
+  "m.client_message_id, m.prompt_tokens, m.completion_tokens, m.total_tokens, m.tokens "
+  "FROM s JOIN messages m ON m.session_id = $2 AND m.seq <= $4";
+const std::string sql_insert_session_if_absent =
+  sql_insert_session + " ON CONFLICT (id) DO NOTHING";
+const std::string sql_response_gone =
+  "SELECT 1 FROM deleted_responses WHERE session_id = $1 AND seq = $2";
+const std::string sql_delete_response =
+  "INSERT INTO deleted_responses (session_id, seq) SELECT m.session_id, m.seq FROM messages m "
+  "JOIN sessions s ON s.id = m.session_id WHERE s.id = $1 AND s.user_id = $2 AND m.seq = $3 "
+  "AND m.role = 'assistant' AND m.reply_to = $3 - 1 ON CONFLICT DO NOTHING";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -87,6 +133,9 @@ const std::string sql_session_owned = "SELECT 1 FROM sessions WHERE id = $1 AND 
 const std::string sql_list_messages =
   std::string{"SELECT "} + message_columns +
   " FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const std::string sql_list_messages_desc =
+  std::string{"SELECT "} + message_columns +
+  " FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
 // For each (session, client id) pair of $1 and $2 (1-based position i):
 // the user message with that client id and its reply, the user message
 // first. Two index probes a pair, whatever the length of the session's
@@ -611,6 +660,108 @@ void pg_store::create_session(const session_record& s) {
   });
 }
 
+void pg_store::create_session(const session_record& s, const std::vector<message_record>& first) {
+  if (first.empty())
+    return create_session(s);
+  guarded([&] {
+    pg_array roles, contents;
+    for (auto& m : first) {
+      roles.add(m.role);
+      contents.add(m.content);
+    }
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session_with_messages, s.id, s.user_id, s.created_at,
+                  nonempty(s.system_prompt), s.model, s.metadata_json, roles.str(),
+                  contents.str());
+    w.commit();
+    return 0;
+  });
+}
+
+commit_outcome pg_store::append_messages(const append_write& w) {
+  return guarded([&] {
+    pg_array roles, contents, times;
+    for (auto& m : w.messages) {
+      roles.add(m.role);
+      contents.add(m.content);
+      times.add(m.created_at);
+    }
+    try {
+      pqxx::work t{conn()};
+      auto r = t.exec_params(sql_append_messages, w.session_id, w.epoch, w.after_seq, roles.str(),
+                             contents.str(), times.str());
+      if (r.affected_rows() == 0)
+        return commit_outcome::fenced;
+      t.commit();
+      return commit_outcome::committed;
+    } catch (const pqxx::unique_violation&) {
+      return commit_outcome::conflict;
+    }
+  });
+}
+
+std::optional<message_page> pg_store::response_turn(const response_ref& r) {
+  return guarded([&]() -> std::optional<message_page> {
+    pqxx::read_transaction t{conn()};
+    if (r.seq < 2 || t.exec_params(sql_session_owned, r.session_id, r.user_id).empty() ||
+        !t.exec_params(sql_response_gone, r.session_id, r.seq).empty())
+      return std::nullopt;
+    auto first = std::max<std::int64_t>(r.seq - 3, 0);
+    auto rows = t.exec_params(sql_list_messages, r.session_id, first, r.seq - first);
+    message_page page;
+    for (auto row : rows)
+      page.data.push_back(read_message(row));
+    t.commit();
+    if (page.data.empty() || page.data.back().seq != r.seq ||
+        page.data.back().role != "assistant" || page.data.back().reply_to != r.seq - 1)
+      return std::nullopt;
+    return page;
+  });
+}
+
+bool pg_store::delete_response(const response_ref& r) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    auto res = w.exec_params(sql_delete_response, r.session_id, r.user_id, r.seq);
+    w.commit();
+    return res.affected_rows() > 0;
+  });
+}
+
+bool pg_store::fork_session(const fork_request& r) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_fork_session, r.new_id, r.source_id, r.user_id, r.upto_seq, r.created_at);
+    auto exists = w.exec_params(sql_session_owned, r.new_id, r.user_id);
+    w.commit();
+    return !exists.empty();
+  });
+}
+
+bool pg_store::ensure_session(const session_record& s) {
+  return guarded([&] {
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session_if_absent, s.id, s.user_id, s.created_at,
+                  nonempty(s.system_prompt), s.model, s.metadata_json, s.context_tokens);
+    auto exists = w.exec_params(sql_session_owned, s.id, s.user_id);
+    w.commit();
+    return !exists.empty();
+  });
+}
+
+std::optional<session_record> pg_store::update_metadata(const std::string& id,
+                                                        const std::string& user,
+                                                        const std::string& metadata_json) {
+  return guarded([&]() -> std::optional<session_record> {
+    pqxx::work w{conn()};
+    auto r = w.exec_params(sql_update_metadata, id, user, metadata_json);
+    w.commit();
+    if (r.empty())
+      return std::nullopt;
+    return read_session(r[0]);
+  });
+}
+
 std::optional<session_record> pg_store::get_session(const std::string& id,
                                                     const std::string& user) {
   return guarded([&]() -> std::optional<session_record> {
@@ -733,12 +884,15 @@ pg_store::activate_many(const std::vector<std::string>& ids, int window) {
 }
 
 std::optional<message_page> pg_store::list_messages(const std::string& id, const std::string& user,
-                                                    std::int64_t after, int limit) {
+                                                    std::int64_t after, int limit,
+                                                    page_order order) {
   return guarded([&]() -> std::optional<message_page> {
     pqxx::read_transaction t{conn()};
     if (t.exec_params(sql_session_owned, id, user).empty())
       return std::nullopt;
-    auto r = t.exec_params(sql_list_messages, id, after, limit + 1);
+    auto r = t.exec_params(order == page_order::ascending ? sql_list_messages
+                                                          : sql_list_messages_desc,
+                           id, after, limit + 1);
     message_page page;
     for (auto row : r) {
       if (static_cast<int>(page.data.size()) == limit) {

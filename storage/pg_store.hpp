@@ -63,6 +63,9 @@ inline constexpr int usage_shards = 32768;
 /// nodes that did would only wait for each other's row lock now and then).
 int usage_shard_of(const std::string& node_id, std::size_t index);
 
+/// The order of a page of messages.
+enum class page_order : std::uint8_t { ascending, descending };
+
 class pg_store {
 public:
   /// Does not connect yet; the first call does. `url` gets the libpq
@@ -113,6 +116,28 @@ public:
 
   // Sessions
   void create_session(const session_record& s);
+  /// A session with its first messages (seq 1.. in the given order; role
+  /// and content only) in one transaction and one statement for them.
+  void create_session(const session_record& s, const std::vector<message_record>& first);
+  /// A fork: a new session `r.new_id` of `r.user_id` with the source's
+  /// settings and its messages up to `r.upto_seq`, copied by one INSERT ...
+  /// SELECT in the transaction that makes the session. True when the fork
+  /// exists now (also made before: then nothing is written); false when the
+  /// source is not the user's.
+  bool fork_session(const fork_request& r);
+  /// The messages seq - 2 .. seq of `r.user_id`'s session when the reply
+  /// `r.seq` is a stored response that was not deleted; nullopt otherwise.
+  std::optional<message_page> response_turn(const response_ref& r);
+  /// Marks the response deleted; false when there is no such response
+  /// (also one deleted already, or another user's).
+  bool delete_response(const response_ref& r);
+  /// create_session() unless a session with its id exists; true when it
+  /// exists now as `s.user_id`'s.
+  bool ensure_session(const session_record& s);
+  /// Sets the metadata of `user`'s session `id`; the session as it now is,
+  /// nullopt when there is none.
+  std::optional<session_record> update_metadata(const std::string& id, const std::string& user,
+                                                const std::string& metadata_json);
   std::optional<session_record> get_session(const std::string& id, const std::string& user);
   session_page list_sessions(const std::string& user, int limit, const std::string& cursor);
   bool delete_session(const std::string& id, const std::string& user);
@@ -139,8 +164,11 @@ public:
                                                               int window);
 
   /// nullopt when the session does not exist or belongs to someone else.
+  /// Ascending: seqs above `after`; descending: seqs below it, newest first.
+  /// `next_after` is the last seq of the page when more follow, else 0.
   std::optional<message_page> list_messages(const std::string& id, const std::string& user,
-                                            std::int64_t after, int limit);
+                                            std::int64_t after, int limit,
+                                            page_order order = page_order::ascending);
 
   /// The user message with this client id and its reply, if stored.
   std::optional<std::pair<message_record, std::optional<message_record>>>
@@ -163,6 +191,11 @@ public:
   /// stays `unknown`. Never reports a turn committed that is not, and never
   /// writes one twice (the fence and the unique keys).
   std::vector<commit_outcome> commit_turns(const std::vector<turn_write>& turns);
+
+  /// Appends `w.messages` (role and content; seqs w.after_seq + 1.., times
+  /// given) in one statement when `w.epoch` is current and the last seq is
+  /// still `w.after_seq`: committed, fenced (nothing written) or conflict.
+  commit_outcome append_messages(const append_write& w);
   // The group commit also adds each written turn (its reply's usage) to the
   // daily totals of the session's user, the reply's UTC day and its model.
 

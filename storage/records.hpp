@@ -66,6 +66,34 @@ struct turn_write {
   message_record reply;
 };
 
+/// Messages appended to a session by its actor (turn_request::append):
+/// seqs after_seq + 1.., written only while `epoch` is current and the
+/// session's last seq is still `after_seq`.
+struct append_write {
+  std::string session_id;
+  std::int64_t epoch = 0;
+  std::int64_t after_seq = 0;
+  std::vector<message_record> messages;
+};
+
+/// A fork (OpenAI's `previous_response_id` naming a response that is not
+/// the latest of its conversation): a new session `new_id` of the same
+/// user holding the source's messages up to `upto_seq`.
+struct fork_request {
+  std::string new_id;
+  std::string source_id;
+  std::string user_id;
+  std::int64_t upto_seq = 0;
+  std::string created_at;
+};
+
+/// A stored response: the turn of `session_id` whose reply has `seq`.
+struct response_ref {
+  std::string session_id;
+  std::string user_id;
+  std::int64_t seq = 0;
+};
+
 enum class commit_outcome : std::uint8_t {
   committed,
   fenced,   ///< the epoch moved on (or the session is gone): nothing written

@@ -137,6 +137,29 @@ ALTER TABLE sessions ADD COLUMN IF NOT EXISTS context_tokens bigint
 CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily (day);
 )sql";
 
+// OpenAI's Responses API (API.md section 5a): a stored response is a turn
+// (its reply's seq), so only a deleted one needs a row. Independent of
+// version 5 (token counts): its own table and its own trigger, which
+// removes the rows of a deleted session like messages' trigger (v2).
+constexpr const char* v6_sql = R"sql(
+CREATE TABLE IF NOT EXISTS deleted_responses (
+  session_id text NOT NULL,
+  seq        bigint NOT NULL,
+  deleted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (session_id, seq)
+);
+CREATE OR REPLACE FUNCTION parley_delete_session_responses() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM deleted_responses WHERE session_id = OLD.id;
+  RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS sessions_delete_responses ON sessions;
+CREATE TRIGGER sessions_delete_responses AFTER DELETE ON sessions
+  FOR EACH ROW EXECUTE FUNCTION parley_delete_session_responses();
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -146,6 +169,7 @@ const std::vector<migration>& migrations() {
     {3, "usage: on assistant messages, daily totals per user and model", v3_sql},
     {4, "api keys: daily token budget and model allowlist", v4_sql},
     {5, "token counts of messages, a session's context budget", v5_sql},
+    {6, "responses: deleted responses", v6_sql},
   };
   return all;
 }

@@ -86,6 +86,16 @@ constexpr std::array<route_handler, net::route_count> make_handlers() {
   h[net::route_index(route::admin_session)] = handle_admin_session;
   h[net::route_index(route::migrate_session)] = handle_migrate_session;
   h[net::route_index(route::drain_node)] = handle_drain_node;
+  h[net::route_index(route::create_conversation)] = handle_create_conversation;
+  h[net::route_index(route::get_conversation)] = handle_get_conversation;
+  h[net::route_index(route::update_conversation)] = handle_update_conversation;
+  h[net::route_index(route::delete_conversation)] = handle_delete_conversation;
+  h[net::route_index(route::list_conversation_items)] = handle_list_conversation_items;
+  h[net::route_index(route::append_conversation_items)] = handle_append_conversation_items;
+  h[net::route_index(route::create_response)] = handle_create_response;
+  h[net::route_index(route::get_response)] = handle_get_response;
+  h[net::route_index(route::delete_response)] = handle_delete_response;
+  h[net::route_index(route::list_response_input_items)] = handle_list_response_input_items;
   return h;
 }
 

@@ -62,7 +62,9 @@ struct http_call {
   net::request_body body;
   std::int32_t limit = 0; ///< a page's size; for usage (query_parser::usage_days), the days
   std::int64_t after = 0;
-  std::string cursor;
+  std::string cursor; ///< a page's cursor; for item pages (query_parser::item_page), `after`
+  bool ascending = false; ///< item pages: `order=asc`
+  std::string idempotency_key; ///< `Idempotency-Key` (create_response), 1-128 characters
   std::string user; ///< an admin listing's `user` query parameter; empty: everyone
   net::responder_ptr out;
   /// Added to every answer (rate-limit headers of chat responses).
@@ -71,6 +73,10 @@ struct http_call {
   int retry_after = 0;
   /// A streamed turn's sink actor (set by the edge).
   stream_sink_actor sink;
+  /// The key's budget hold of this call (with_rate_limit), for handlers that
+  /// reach the model call through several steps; settled with the call's
+  /// usage, or its reservation goes back when the call ends without one.
+  std::shared_ptr<class budget_hold> budget;
 };
 
 /// The edge's protocol. It includes what the membership actor tells its
@@ -98,6 +104,8 @@ struct edge_config {
   /// The answer of `GET /dashboard` once the admin token checked out
   /// (runtime/http/dashboard.cpp: the page and its security headers).
   net::http_response dashboard;
+  /// PARLEY_CONTEXT_MESSAGES: the history a `store: false` response sees.
+  std::size_t context_messages = 20;
   std::string default_model;
   std::size_t max_inflight = 10000;
   std::chrono::milliseconds turn_timeout{600000};

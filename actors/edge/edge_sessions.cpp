@@ -32,16 +32,17 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
   return true;
 }
 
-void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
-                std::vector<std::string> models, budget_hold_ptr budget) {
+} // namespace
+
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
+                  sink_maker make_sink, budget_hold_ptr budget) {
   auto& st = self->state;
+  if (!budget)
+    budget = c->budget;
   auto admitted = admit(self, c, "turns");
   if (!admitted)
     return;
-  auto& msg = body_of<net::post_message_body>(c);
-  turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
-                 c->request_id, 0, caf::actor{}, std::move(models)};
-  auto [registry, node] = route_to(self, c->id);
+  auto [registry, node] = route_to(self, t.session_id);
   auto ticket = ++st.next_ticket;
   // The ticket stays where the turn's answer is settled: with the remote
   // turns (answered at once when that node goes down), with the streams
@@ -54,18 +55,21 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
   else
     held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
   if (c->stream) {
+    // The turn's usage settles the key's budget in the sink; without a
+    // reply the reservation goes back.
     turn_listener on_reply;
     if (budget)
       on_reply = [budget](const turn_reply& r) { budget->settle(r.reply.usage); };
-    c->sink = spawn_turn_sink(self->home_system(),
-                              {c, caf::actor_cast<edge_actor>(self), node, ticket}, registry,
-                              std::move(t), st.cfg.turn_timeout, st.cfg.cancel_on_disconnect,
-                              std::move(on_reply));
+    sink_target target{c, caf::actor_cast<edge_actor>(self), node, ticket};
+    c->sink = make_sink ? make_sink(std::move(target), registry, std::move(t), std::move(on_reply))
+                        : spawn_turn_sink(self->home_system(), std::move(target), registry,
+                                          std::move(t), st.cfg.turn_timeout,
+                                          st.cfg.cancel_on_disconnect, std::move(on_reply));
     return;
   }
   self->request(registry, st.cfg.turn_timeout, std::move(t))
     .then(
-      [self, c, node = node, ticket, held, budget](turn_reply& r) {
+      [self, c, node = node, ticket, held, budget, answer = std::move(answer)](turn_reply& r) {
         // The turn's usage settles the key's budget, whether or not its
         // client still waits; without a reply the reservation goes back.
         if (budget)
@@ -74,9 +78,9 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
           return;
         if (held)
           held->reset();
-        reply(c, 200, render_turn(r));
+        answer(c, r);
       },
-      [self, c, node = node, ticket, held, budget](caf::error& e) {
+      [self, c, node = node, ticket, held](caf::error& e) {
         if (!settle(self, node, ticket))
           return;
         if (held)
@@ -86,6 +90,19 @@ void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
           self->state.metrics->shed("session_busy");
         reply_error(c, err);
       });
+}
+
+namespace {
+
+void start_turn(edge_self* self, const call_ptr& c, const std::string& user,
+                std::vector<std::string> models, budget_hold_ptr budget) {
+  auto& msg = body_of<net::post_message_body>(c);
+  turn_request t{c->id, user, std::move(msg.content), std::move(msg.client_message_id),
+                 c->request_id, 0, caf::actor{}, std::move(models)};
+  request_turn(
+    self, c, std::move(t),
+    [](const call_ptr& call, turn_reply& r) { reply(call, 200, render_turn(r)); }, {},
+    std::move(budget));
 }
 
 } // namespace

@@ -118,7 +118,24 @@ void handle_admin_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_migrate_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_drain_node(edge_self*, const call_ptr&, const api_key_record*);
 
+class budget_hold;
+using budget_hold_ptr = std::shared_ptr<budget_hold>;
+
 // edge_sessions.cpp
+/// Answers a completed turn (not streamed).
+using turn_answer = std::function<void(const call_ptr&, turn_reply&)>;
+/// Sends `t` to the registry of its session's owner with an in-flight
+/// ticket (503 without one); a streamed call (`c->stream`) gets a turn sink,
+/// which renders the answer itself; otherwise `answer` renders it. Errors
+/// are answered in the error shape.
+/// `make_sink` (optional) spawns a streamed call's sink instead of the
+/// session turn's (spawn_turn_sink's arguments but the system). `budget`
+/// (optional): the key's hold (with_rate_limit), settled with the turn's
+/// usage (in the sink when streamed: its turn_listener).
+using sink_maker =
+  std::function<stream_sink_actor(sink_target, registry_actor, turn_request, turn_listener)>;
+void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
+                  sink_maker make_sink = {}, budget_hold_ptr budget = {});
 void handle_create_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_sessions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_get_session(edge_self*, const call_ptr&, const api_key_record*);
@@ -131,6 +148,20 @@ void handle_post_feedback(edge_self*, const call_ptr&, const api_key_record*);
 void abandon_turns_on(edge_self* self, const std::string& node);
 /// A sink reported (finished_atom, node, ticket): its stream is complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket);
+
+// edge_conversations.cpp (OpenAI's Conversations API on sessions)
+void handle_create_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_get_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_update_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_delete_conversation(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
+void handle_append_conversation_items(edge_self*, const call_ptr&, const api_key_record*);
+
+// edge_responses.cpp (OpenAI's Responses API on session turns)
+void handle_create_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_get_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_delete_response(edge_self*, const call_ptr&, const api_key_record*);
+void handle_list_response_input_items(edge_self*, const call_ptr&, const api_key_record*);
 
 // edge_gateway.cpp
 void handle_chat_completions(edge_self*, const call_ptr&, const api_key_record*);
@@ -158,7 +189,6 @@ private:
   std::atomic<bool> done_{false};
 };
 /// Null: the key has no budget.
-using budget_hold_ptr = std::shared_ptr<budget_hold>;
 using limited_continuation = std::function<void(budget_hold_ptr)>;
 
 /// The per-key rate limit and daily token budget of chat requests (turns

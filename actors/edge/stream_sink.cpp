@@ -8,6 +8,9 @@
 
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
+#include "actors/edge/openai_render.hpp"
+#include "net/http/clock.hpp"
+#include "net/http/openai_items.hpp"
 #include "storage/secrets.hpp"
 
 namespace parley {
@@ -47,6 +50,7 @@ struct turn_format {
     return self->request(registry, timeout, std::move(req));
   }
   void opening(net::responder&) {}
+  bool started(std::int64_t) { return false; }
   void piece(net::responder& out, const std::string& text) { out.write(render_delta_sse(text)); }
   bool relays(const relay_chunk&) { return false; } // a turn's pieces are deltas
   void relay(net::responder&, relay_chunk&) {}
@@ -90,6 +94,7 @@ struct completion_format {
                          caf::actor_cast<caf::actor>(self));
   }
   void opening(net::responder&) {}
+  bool started(std::int64_t) { return false; }
   void piece(net::responder& out, const std::string& text) {
     open_rendered(out);
     out.write(render_completion_chunk(id, created, model, &text, false, false));
@@ -140,6 +145,133 @@ private:
       return;
     rendered = true;
     out.write(render_completion_chunk(id, created, model, nullptr, true, false));
+  }
+};
+
+/// A stored Response, streamed (API.md section 5a): OpenAI's semantic
+/// events around the turn's pieces, `response.completed` once the turn is
+/// committed. The stream opens when the session starts the model call
+/// (started: the reply's seq names the response), or with the result (an
+/// idempotent retry answered from storage).
+struct response_format {
+  static inline const char* name = "response_sink";
+  using result = turn_reply;
+  turn_request req;
+  response_view view;
+  turn_listener on_reply; ///< the key's budget (edge_sessions.cpp)
+  response_stream events;
+  bool opened = false;
+
+  template <class Self>
+  auto ask(Self* self, const registry_actor& registry, std::chrono::milliseconds timeout) {
+    req.sink = caf::actor_cast<caf::actor>(self);
+    return self->request(registry, timeout, std::move(req));
+  }
+  void opening(net::responder& out) { open(out); }
+  /// True when the stream should start now.
+  bool started(std::int64_t seq) {
+    if (opened)
+      return false;
+    view.id = net::response_id(view.session_id, seq);
+    events.item_id = net::item_id(view.session_id, seq);
+    return true;
+  }
+  void open(net::responder& out) {
+    if (opened)
+      return;
+    opened = true;
+    out.write(events.opening(view));
+  }
+  void piece(net::responder& out, const std::string& text) {
+    open(out);
+    if (!text.empty())
+      out.write(events.delta(text));
+  }
+  bool relays(const relay_chunk&) { return false; }
+  void relay(net::responder&, relay_chunk&) {}
+  std::optional<std::pair<unsigned, std::string>> plain_result(result&) { return std::nullopt; }
+  void before_closing(result& r) {
+    if (!opened)
+      started(r.reply.seq);
+    if (on_reply)
+      on_reply(r);
+  }
+  void closing(net::responder& out, result& r) {
+    open(out);
+    // An answer from storage (an idempotent retry) came without pieces.
+    if (events.text.empty() && !r.reply.content.empty())
+      out.write(events.delta(r.reply.content));
+    out.write(events.closing(view, r.reply));
+  }
+  std::string error_event(const api_error& e) { return events.failed(view, e); }
+  /// Before the model call started, an error is a plain answer in OpenAI's
+  /// error shape.
+  bool plain_before_start(errc) { return !opened; }
+  template <class Self>
+  void cancel(Self* self) {
+    send_untyped(self, caf::actor_cast<caf::actor>(self->current_sender()), cancel_atom::value);
+  }
+};
+
+/// A `store: false` Response, streamed: the same events around a model
+/// call of the llm actor (its pieces come as deltas), nothing stored.
+struct unstored_response_format {
+  static inline const char* name = "response_sink";
+  using result = llm_result;
+  llm_request req;
+  llm_actor llm;
+  response_view view;
+  response_stream events;
+  completion_listener on_result;
+  bool opened = false;
+
+  template <class Self>
+  auto ask(Self* self, const llm_actor& to, std::chrono::milliseconds timeout) {
+    llm = to;
+    return self->request(to, timeout, llm_call_atom::value, std::move(req),
+                         caf::actor_cast<caf::actor>(self));
+  }
+  void opening(net::responder& out) {
+    if (opened)
+      return;
+    opened = true;
+    out.write(events.opening(view));
+  }
+  bool started(std::int64_t) { return false; }
+  void piece(net::responder& out, const std::string& text) {
+    opening(out);
+    if (!text.empty())
+      out.write(events.delta(text));
+  }
+  bool relays(const relay_chunk&) { return false; }
+  void relay(net::responder&, relay_chunk&) {}
+  /// An upstream's 4xx before anything was written: its status and body.
+  std::optional<std::pair<unsigned, std::string>> plain_result(result& r) {
+    if (r.upstream_status < 300 || opened)
+      return std::nullopt;
+    return std::make_pair(static_cast<unsigned>(r.upstream_status), std::move(r.raw));
+  }
+  void before_closing(result& r) {
+    if (on_result && r.upstream_status < 400)
+      on_result(r);
+  }
+  void closing(net::responder& out, result& r) {
+    opening(out);
+    message_record reply;
+    reply.role = "assistant";
+    reply.content = std::move(r.content);
+    reply.model = std::move(r.model);
+    reply.usage = r.usage;
+    reply.created_at = now_rfc3339();
+    if (events.text.empty() && !reply.content.empty())
+      out.write(events.delta(reply.content));
+    out.write(events.closing(view, reply));
+  }
+  std::string error_event(const api_error& e) { return events.failed(view, e); }
+  bool plain_before_start(errc) { return !opened; }
+  template <class Self>
+  void cancel(Self* self) {
+    self->send(llm, cancel_atom::value);
   }
 };
 
@@ -236,6 +368,11 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
         st.fmt.cancel(self);
       }
     },
+    [self, start](started_atom, std::int64_t seq) {
+      auto& st = self->state;
+      if (!st.done && st.fmt.started(seq))
+        start();
+    },
     [self, start](chunk_atom, relay_chunk& ch) {
       // Dropping `ch` (and its ticket) lets the upstream read go on.
       auto& st = self->state;
@@ -270,6 +407,31 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
   fmt.on_reply = std::move(on_reply);
   return sys.spawn(stream_sink<turn_format, registry_actor>, std::move(target), std::move(fmt),
                    std::move(registry), timeout, cancel);
+}
+
+stream_sink_actor spawn_response_sink(caf::actor_system& sys, sink_target target,
+                                      registry_actor registry, turn_request t, response_view v,
+                                      std::chrono::milliseconds timeout, bool cancel,
+                                      turn_listener on_reply) {
+  response_format fmt;
+  fmt.req = std::move(t);
+  fmt.view = std::move(v);
+  fmt.on_reply = std::move(on_reply);
+  return sys.spawn(stream_sink<response_format, registry_actor>, std::move(target), std::move(fmt),
+                   std::move(registry), timeout, cancel);
+}
+
+stream_sink_actor spawn_unstored_response_sink(caf::actor_system& sys, sink_target target,
+                                               llm_actor llm, llm_request req, response_view v,
+                                               std::chrono::milliseconds timeout, bool cancel,
+                                               completion_listener on_result) {
+  unstored_response_format fmt;
+  fmt.req = std::move(req);
+  fmt.events.item_id = "msg_" + v.id.substr(5);
+  fmt.view = std::move(v);
+  fmt.on_result = std::move(on_result);
+  return sys.spawn(stream_sink<unstored_response_format, llm_actor>, std::move(target),
+                   std::move(fmt), std::move(llm), timeout, cancel);
 }
 
 stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target target,

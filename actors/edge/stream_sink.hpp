@@ -46,6 +46,9 @@ using stream_sink_actor = caf::typed_actor<
   /// One piece of the reply, in order (from the session actor or, for a
   /// completion, the llm actor).
   caf::reacts_to<delta_atom, std::string>,
+  /// (reply seq) from the session actor as a streamed turn's model call
+  /// starts, before its pieces: a Response stream opens with its id.
+  caf::reacts_to<started_atom, std::int64_t>,
   /// A gateway completion: one upstream chunk, in order, from the llm
   /// actor's connection thread on this node; written to the client as it
   /// came (the usage chunk only when the client asked for it). The chunk's
@@ -82,6 +85,15 @@ stream_sink_actor spawn_turn_sink(caf::actor_system& sys, sink_target target,
                                   std::chrono::milliseconds timeout, bool cancel,
                                   turn_listener on_reply = {});
 
+struct response_view;
+/// A streamed stored Response (OpenAI's Responses API): the turn `t` as
+/// OpenAI's semantic events; `v` what the Response object repeats (its id
+/// is set once the reply's seq is known).
+stream_sink_actor spawn_response_sink(caf::actor_system& sys, sink_target target,
+                                      registry_actor registry, turn_request t, response_view v,
+                                      std::chrono::milliseconds timeout, bool cancel,
+                                      turn_listener on_reply = {});
+
 /// Called once with a completed call's result (its usage), in the sink,
 /// before the stream's end is written.
 using completion_listener = std::function<void(const llm_result&)>;
@@ -94,5 +106,13 @@ stream_sink_actor spawn_completion_sink(caf::actor_system& sys, sink_target targ
                                         llm_actor llm, llm_request req, bool include_usage,
                                         std::chrono::milliseconds timeout, bool cancel,
                                         completion_listener on_result = {});
+
+/// A streamed `store: false` Response: asks `llm` for `req` (a built
+/// context, not a raw body) with the sink as the receiver of its pieces;
+/// `v.id` is the response's id; `on_result` hears a completed call.
+stream_sink_actor spawn_unstored_response_sink(caf::actor_system& sys, sink_target target,
+                                               llm_actor llm, llm_request req, response_view v,
+                                               std::chrono::milliseconds timeout, bool cancel,
+                                               completion_listener on_result);
 
 } // namespace parley

@@ -344,6 +344,236 @@ parsed<chat_completion_body> parse_chat_completion(std::string_view body) {
   return p;
 }
 
+// --- OpenAI's stateful API (API.md section 5a) ------------------------------
+
+namespace {
+
+/// `metadata`: an object of at most 16 strings (OpenAI's bounds); `out`
+/// keeps it serialized. Absent or null leaves `out` as it is.
+template <class T>
+bool read_metadata(const json& body, std::string& out, parsed<T>& p) {
+  auto it = body.find("metadata");
+  if (it == body.end() || it->is_null())
+    return true;
+  auto bad = [&p](std::string m) {
+    p.error = api_error{errc::invalid_request, std::move(m)};
+    return false;
+  };
+  if (!it->is_object())
+    return bad("'metadata' must be an object of strings");
+  if (it->size() > max_metadata_pairs)
+    return bad("'metadata' holds at most 16 pairs");
+  for (auto& [k, v] : it->items()) {
+    if (k.empty() || utf8_length(k) > 64)
+      return bad("'metadata' keys must be 1 to 64 characters");
+    if (!v.is_string() || utf8_length(v.template get_ref<const std::string&>()) > 512)
+      return bad("'metadata." + k + "' must be a string of at most 512 characters");
+  }
+  out = dump(*it);
+  return true;
+}
+
+/// One message item (input_item); errors name it by `where`.
+template <class T>
+bool read_item(const json& j, const std::string& where, input_item& out, parsed<T>& p,
+               bool system_roles = false) {
+  auto bad = [&p](std::string m) {
+    p.error = api_error{errc::invalid_request, std::move(m)};
+    return false;
+  };
+  if (!j.is_object())
+    return bad("'" + where + "' must be an object");
+  if (auto t = j.find("type"); t != j.end() && !t->is_null() && *t != "message")
+    return bad("'" + where + ".type' must be \"message\" (other item types are not supported)");
+  auto role = j.find("role");
+  if (role == j.end() || !role->is_string())
+    return bad("'" + where + ".role' is required");
+  out.role = role->get<std::string>();
+  bool system = system_roles && (out.role == "system" || out.role == "developer");
+  if (!system && out.role != "user" && out.role != "assistant")
+    return bad("'" + where + ".role' must be \"user\" or \"assistant\" (give system text as "
+               "'instructions')");
+  auto content = j.find("content");
+  if (content == j.end() || content->is_null())
+    return bad("'" + where + ".content' is required");
+  out.text.clear();
+  if (content->is_string()) {
+    out.text = content->get<std::string>();
+  } else if (content->is_array()) {
+    std::size_t k = 0;
+    for (auto& part : *content) {
+      auto at = where + ".content[" + std::to_string(k++) + "]";
+      auto type = part.is_object() ? part.find("type") : part.end();
+      if (!part.is_object() || type == part.end() || !type->is_string())
+        return bad("'" + at + "' must be an object with a string 'type'");
+      if (*type != "input_text" && *type != "output_text" && *type != "text")
+        return bad("'" + at + ".type' must be \"input_text\" or \"output_text\" (only text "
+                   "is supported)");
+      auto text = part.find("text");
+      if (text == part.end() || !text->is_string())
+        return bad("'" + at + ".text' must be a string");
+      out.text += text->get<std::string>();
+    }
+  } else {
+    return bad("'" + where + ".content' must be a string or an array of text parts");
+  }
+  if (out.text.empty())
+    return bad("'" + where + ".content' must not be empty");
+  if (out.text.size() > max_content_bytes) {
+    p.error = api_error{errc::payload_too_large, "'" + where + ".content' is longer than 32 KiB"};
+    return false;
+  }
+  return true;
+}
+
+/// `items`: an array of 1 to 20 message items when `required`, 0 to 20 otherwise.
+template <class T>
+bool read_items(const json& body, bool required, std::vector<input_item>& out, parsed<T>& p) {
+  auto it = body.find("items");
+  if (it == body.end() || it->is_null()) {
+    if (!required)
+      return true;
+    p.error = api_error{errc::invalid_request, "'items' is required"};
+    return false;
+  }
+  if (!it->is_array() || it->size() > max_items_per_request ||
+      (required && it->empty())) {
+    p.error = api_error{errc::invalid_request,
+                        std::string{"'items' must be an array of "} + (required ? "1" : "0") +
+                          " to 20 message items"};
+    return false;
+  }
+  out.resize(it->size());
+  for (std::size_t i = 0; i < it->size(); ++i)
+    if (!read_item((*it)[i], "items[" + std::to_string(i) + "]", out[i], p))
+      return false;
+  return true;
+}
+
+} // namespace
+
+parsed<create_conversation_body> parse_create_conversation(std::string_view body) {
+  parsed<create_conversation_body> p;
+  auto j = parse_object(body, true);
+  if (!j)
+    return fail<create_conversation_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<create_conversation_body>(name);
+  if (!read_items(j.value, false, p.value.items, p))
+    return p;
+  read_metadata(j.value, p.value.metadata_json, p);
+  return p;
+}
+
+parsed<update_conversation_body> parse_update_conversation(std::string_view body) {
+  parsed<update_conversation_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<update_conversation_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<update_conversation_body>(name);
+  auto it = j.value.find("metadata");
+  if (it == j.value.end())
+    return fail<update_conversation_body>(errc::invalid_request, "'metadata' is required");
+  read_metadata(j.value, p.value.metadata_json, p);
+  return p;
+}
+
+parsed<append_items_body> parse_append_items(std::string_view body) {
+  parsed<append_items_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<append_items_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<append_items_body>(name);
+  read_items(j.value, true, p.value.items, p);
+  return p;
+}
+
+parsed<create_response_body> parse_create_response(std::string_view body) {
+  parsed<create_response_body> p;
+  auto j = parse_object(body, false);
+  if (!j)
+    return fail<create_response_body>(j.error->code, j.error->message);
+  if (std::string name; nul_member(j.value, name))
+    return nul_error<create_response_body>(name);
+  auto& b = j.value;
+  auto& v = p.value;
+  auto bad = [](std::string m) { return fail<create_response_body>(errc::invalid_request, std::move(m)); };
+  if (auto st = b.find("store"); st != b.end() && !st->is_null()) {
+    if (!st->is_boolean())
+      return bad("'store' must be true or false");
+    v.store = st->get<bool>();
+  }
+  if (auto st = b.find("stream"); st != b.end() && !st->is_null()) {
+    if (!st->is_boolean())
+      return bad("'stream' must be true or false");
+    v.stream = st->get<bool>();
+  }
+  if (!optional_string(b, "model", v.model, p) ||
+      !optional_string(b, "instructions", v.instructions, p))
+    return p;
+  if (v.model && (v.model->empty() || v.model->size() > 128))
+    return bad("'model' must be 1 to 128 characters");
+  auto in = b.find("input");
+  if (in == b.end() || in->is_null())
+    return bad("'input' is required");
+  if (in->is_string()) {
+    if (in->get_ref<const std::string&>().empty())
+      return bad("'input' must not be empty");
+    v.input.push_back({"user", in->get<std::string>()});
+    if (v.input.back().text.size() > max_content_bytes)
+      return fail<create_response_body>(errc::payload_too_large, "'input' is longer than 32 KiB");
+  } else if (in->is_array() && !in->empty()) {
+    v.input.resize(in->size());
+    for (std::size_t i = 0; i < in->size(); ++i)
+      if (!read_item((*in)[i], "input[" + std::to_string(i) + "]", v.input[i], p, true))
+        return p;
+  } else {
+    return bad("'input' must be a string or a non-empty array of message items");
+  }
+  std::optional<std::string> prev;
+  if (!optional_string(b, "previous_response_id", prev, p))
+    return p;
+  if (prev) {
+    if (prev->empty() || prev->size() > 256)
+      return bad("'previous_response_id' must be a response id");
+    v.previous_response_id = *prev;
+  }
+  if (auto cv = b.find("conversation"); cv != b.end() && !cv->is_null()) {
+    const json* id = &*cv;
+    if (cv->is_object()) {
+      auto it = cv->find("id");
+      if (it == cv->end())
+        return bad("'conversation.id' is required");
+      id = &*it;
+    }
+    if (!id->is_string() || id->get_ref<const std::string&>().empty() ||
+        id->get_ref<const std::string&>().size() > 256)
+      return bad("'conversation' must be a conversation id or {\"id\": id}");
+    v.conversation = id->get<std::string>();
+  }
+  if (!v.conversation.empty() && !v.previous_response_id.empty())
+    return bad("'previous_response_id' and 'conversation' cannot be used together");
+  json options = json::object();
+  if (auto t = b.find("temperature"); t != b.end() && !t->is_null()) {
+    if (!t->is_number() || t->get<double>() < 0 || t->get<double>() > 2)
+      return bad("'temperature' must be a number from 0 to 2");
+    v.temperature = t->get<double>();
+    options["temperature"] = *v.temperature;
+  }
+  if (auto m = b.find("max_output_tokens"); m != b.end() && !m->is_null()) {
+    if (!m->is_number_integer() || m->get<std::int64_t>() < 1 ||
+        m->get<std::int64_t>() > 1'000'000'000)
+      return bad("'max_output_tokens' must be a positive integer");
+    v.max_output_tokens = m->get<std::int64_t>();
+    options["max_tokens"] = *v.max_output_tokens;
+  }
+  v.call_options = dump(options);
+  read_metadata(b, v.metadata_json, p);
+  return p;
+}
+
 std::string with_model(std::string_view body, std::string_view model) {
   std::string out;
   out.reserve(body.size() + model.size() + 12);
@@ -378,7 +608,11 @@ static_assert(body_index_is<body_parser::none, std::monostate>() &&
                 body_index_is<body_parser::feedback, feedback_body>() &&
                 body_index_is<body_parser::create_key, create_key_body>() &&
                 body_index_is<body_parser::migrate, migrate_body>() &&
-                body_index_is<body_parser::chat_completion, chat_completion_body>(),
+                body_index_is<body_parser::chat_completion, chat_completion_body>() &&
+                body_index_is<body_parser::create_conversation, create_conversation_body>() &&
+                body_index_is<body_parser::update_conversation, update_conversation_body>() &&
+                body_index_is<body_parser::append_items, append_items_body>() &&
+                body_index_is<body_parser::create_response, create_response_body>(),
               "request_body's alternatives follow enum body_parser");
 
 } // namespace
@@ -392,6 +626,10 @@ parsed<request_body> parse_body(body_parser parser, std::string_view body) {
     case body_parser::create_key: return as_body(parse_create_key(body));
     case body_parser::migrate: return as_body(parse_migrate(body));
     case body_parser::chat_completion: return as_body(parse_chat_completion(body));
+    case body_parser::create_conversation: return as_body(parse_create_conversation(body));
+    case body_parser::update_conversation: return as_body(parse_update_conversation(body));
+    case body_parser::append_items: return as_body(parse_append_items(body));
+    case body_parser::create_response: return as_body(parse_create_response(body));
   }
   return {};
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "net/http/api_error.hpp"
+#include "net/http/openai_items.hpp"
 #include "net/http/routes.hpp"
 
 namespace parley::net {
@@ -113,12 +114,18 @@ parsed<feedback_body> parse_feedback(std::string_view body);
 parsed<create_key_body> parse_create_key(std::string_view body);
 parsed<migrate_body> parse_migrate(std::string_view body);
 parsed<chat_completion_body> parse_chat_completion(std::string_view body);
+parsed<create_conversation_body> parse_create_conversation(std::string_view body);
+parsed<update_conversation_body> parse_update_conversation(std::string_view body);
+parsed<append_items_body> parse_append_items(std::string_view body);
+parsed<create_response_body> parse_create_response(std::string_view body);
 
 /// A request's parsed body: one alternative per `body_parser`, in its order
 /// (monostate for `none`).
 using request_body = std::variant<std::monostate, create_session_body, post_message_body,
                                   feedback_body, create_key_body, migrate_body,
-                                  chat_completion_body>;
+                                  chat_completion_body, create_conversation_body,
+                                  update_conversation_body, append_items_body,
+                                  create_response_body>;
 
 /// Parses `body` as the route table's parser says (`none`: not read).
 parsed<request_body> parse_body(body_parser parser, std::string_view body);

@@ -43,6 +43,16 @@ enum class route : std::uint8_t {
   drain_node,
   admin_usage,
   top_usage,
+  create_conversation,
+  get_conversation,
+  update_conversation,
+  delete_conversation,
+  list_conversation_items,
+  append_conversation_items,
+  create_response,
+  get_response,
+  delete_response,
+  list_response_input_items,
 };
 
 enum class http_method : std::uint8_t { get, post, del };
@@ -66,6 +76,10 @@ enum class body_parser : std::uint8_t {
   create_key,
   migrate,
   chat_completion,
+  create_conversation,
+  update_conversation,
+  append_items,
+  create_response,
 };
 
 /// Which query parameters are read (runtime/http/http_api.cpp); all routes
@@ -78,6 +92,7 @@ enum class query_parser : std::uint8_t {
   key_list,     ///< user (optional, 1-128 characters), limit (1-1000, default 100)
   usage_days,   ///< days (1-90, default 7), user (optional here; the admin route needs it)
   top_limit,    ///< limit (1-100, default 10)
+  item_page,    ///< limit (1-100, default 20), after (an item id), order (asc, desc: default)
 };
 
 /// Who answers: the HTTP adapter on its own thread, with no actor on the
@@ -108,7 +123,7 @@ using qp = query_parser;
 using ab = answered_by;
 
 // clang-format off
-inline constexpr std::array<route_row, 24> route_table{{
+inline constexpr std::array<route_row, 34> route_table{{
   // id                     name                method    pattern                                auth            body                 query              session  answered by
   {route::healthz,           "healthz",          hm::get,  "/healthz",                               al::none,       bp::none,            qp::none,          false,   ab::http},
   {route::readyz,            "readyz",           hm::get,  "/readyz",                                al::none,       bp::none,            qp::none,          false,   ab::edge},
@@ -134,6 +149,16 @@ inline constexpr std::array<route_row, 24> route_table{{
   {route::drain_node,        "drain_node",       hm::post, "/admin/v1/nodes/{id}/drain",             al::admin,      bp::none,            qp::none,          false,   ab::edge},
   {route::admin_usage,       "admin_usage",      hm::get,  "/admin/v1/usage",                        al::admin,      bp::none,            qp::usage_days,    false,   ab::edge},
   {route::top_usage,         "top_usage",        hm::get,  "/admin/v1/usage/top",                    al::admin,      bp::none,            qp::top_limit,     false,   ab::edge},
+  {route::create_conversation, "create_conversation", hm::post, "/v1/conversations",           al::user,       bp::create_conversation, qp::none,      false,   ab::edge},
+  {route::get_conversation,  "get_conversation", hm::get,  "/v1/conversations/{id}",                 al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::update_conversation, "update_conversation", hm::post, "/v1/conversations/{id}",      al::user,       bp::update_conversation, qp::none,      false,   ab::edge},
+  {route::delete_conversation, "delete_conversation", hm::del, "/v1/conversations/{id}",       al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::list_conversation_items, "list_conversation_items", hm::get, "/v1/conversations/{id}/items", al::user, bp::none,        qp::item_page,     false,   ab::edge},
+  {route::append_conversation_items, "append_conversation_items", hm::post, "/v1/conversations/{id}/items", al::user, bp::append_items, qp::none, false, ab::edge},
+  {route::create_response,   "create_response",  hm::post, "/v1/responses",                          al::user,       bp::create_response, qp::none,          false,   ab::edge},
+  {route::get_response,      "get_response",     hm::get,  "/v1/responses/{id}",                     al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::delete_response,   "delete_response",  hm::del,  "/v1/responses/{id}",                     al::user,       bp::none,            qp::none,          false,   ab::edge},
+  {route::list_response_input_items, "list_response_input_items", hm::get, "/v1/responses/{id}/input_items", al::user, bp::none,     qp::item_page,     false,   ab::edge},
 }};
 // clang-format on
 

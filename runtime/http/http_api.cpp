@@ -177,10 +177,20 @@ void parse_inputs(const net::http_request& req, http_call& call) {
   auto& row = net::row_of(call.route);
   if (!take(net::parse_body(row.body, req.body), call.body, call))
     return;
+  if (!req.idempotency_key.empty() && call.route == net::route::create_response) {
+    if (net::utf8_length(req.idempotency_key) > net::max_client_message_id_chars) {
+      call.early_error =
+        api_error{errc::invalid_request, "the Idempotency-Key header must be 1 to 128 characters"};
+      return;
+    }
+    call.idempotency_key = req.idempotency_key;
+  }
   if (auto* p = std::get_if<net::post_message_body>(&call.body))
     call.stream = p->stream || req.accept.find("text/event-stream") != std::string::npos;
   else if (auto* ch = std::get_if<net::chat_completion_body>(&call.body))
     call.stream = ch->stream;
+  else if (auto* rb = std::get_if<net::create_response_body>(&call.body))
+    call.stream = rb->stream;
   switch (row.query) {
     case net::query_parser::none:
       break;
@@ -237,6 +247,30 @@ void parse_inputs(const net::http_request& req, http_call& call) {
           !take(net::query_int(q, "after", 0, 0, INT64_MAX), call.after, call))
         return;
       call.limit = static_cast<std::int32_t>(limit);
+      break;
+    }
+    case net::query_parser::item_page: {
+      // `after` is an item id, resolved against the conversation by the edge.
+      std::int64_t limit = 0;
+      if (!take(net::query_int(q, "limit", 20, 1, 100), limit, call))
+        return;
+      call.limit = static_cast<std::int32_t>(limit);
+      if (auto o = q.find("order"); o != q.end() && o->second != "desc") {
+        if (o->second != "asc") {
+          call.early_error =
+            api_error{errc::invalid_request, "query parameter 'order' must be 'asc' or 'desc'"};
+          return;
+        }
+        call.ascending = true;
+      }
+      if (auto a = q.find("after"); a != q.end() && !a->second.empty()) {
+        if (a->second.size() > 256) {
+          call.early_error =
+            api_error{errc::invalid_request, "query parameter 'after' is not an item id"};
+          return;
+        }
+        call.cursor = a->second;
+      }
       break;
     }
   }

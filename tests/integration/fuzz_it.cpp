@@ -365,7 +365,7 @@ private:
            : roll < 93 ? auth::other_user : roll < 97 ? auth::none : auth::garbage;
     };
     auth a = auth::user;
-    switch (below(26)) {
+    switch (below(30)) {
       case 0:
       case 1:
         r.route = "create_session";
@@ -429,8 +429,9 @@ private:
         break;
       case 15:
         r.route = "responses";
-        r.method = "POST", r.path = "/v1/responses";
-        json_body({{"model", "mock-model"}, {"input", "hi"}});
+        r.method = "POST", r.path = "/v1/responses", r.stores = true;
+        json_body({{"model", "mock-model"}, {"input", "hi"}, {"instructions", "be brief"},
+                   {"store", chance(70)}, {"stream", chance(25)}});
         break;
       case 16:
         r.route = "create_api_key";
@@ -477,6 +478,31 @@ private:
           r.query = "token=" + w_.admin;
           a = auth::none;
         }
+        break;
+      case 25:
+        r.route = "create_conversation";
+        r.method = "POST", r.path = "/v1/conversations", r.stores = true;
+        json_body({{"items", {{{"role", "user"}, {"content", "fuzz item"}}}},
+                   {"metadata", {{"team", "fuzz"}}}});
+        break;
+      case 26:
+        r.route = "list_conversation_items";
+        r.method = "GET", r.path = "/v1/conversations/conv_" + session() + "/items",
+        r.query = chance(50) ? "limit=5&order=asc" : "limit=3";
+        break;
+      case 27:
+        r.route = "append_conversation_items";
+        r.method = "POST", r.path = "/v1/conversations/conv_" + session() + "/items";
+        r.stores = true;
+        json_body({{"items", {{{"type", "message"}, {"role", "assistant"},
+                               {"content", {{{"type", "output_text"}, {"text", "fuzz"}}}}}}}});
+        break;
+      case 28:
+        r.route = "responses_in_conversation";
+        r.method = "POST", r.path = "/v1/responses", r.stores = true;
+        json_body({{"input", {{{"role", "user"}, {"content", "in a conversation"}}}},
+                   {"conversation", {{"id", "conv_" + session()}}},
+                   {"metadata", {{"k", "v"}}}});
         break;
       default: {
         static const char* open[] = {"/healthz", "/readyz", "/metrics", "/admin/v1/usage"};

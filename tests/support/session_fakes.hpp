@@ -109,6 +109,16 @@ fake_store(fake_store_actor::pointer self, std::shared_ptr<store_script> sc) {
       }
       return hit;
     },
+    [sc](append_atom, const append_write& w) {
+      sc->calls.push_back("append");
+      if (w.epoch != sc->session.epoch || w.after_seq != sc->session.last_seq)
+        return commit_outcome::fenced;
+      for (auto& m : w.messages)
+        sc->messages.push_back(m);
+      sc->session.last_seq += static_cast<std::int64_t>(w.messages.size());
+      sc->session.message_count += static_cast<std::int64_t>(w.messages.size());
+      return commit_outcome::committed;
+    },
     [self, sc](turn_write& w) -> caf::result<commit_outcome> {
       sc->calls.push_back("commit");
       if (!sc->hold_commits)

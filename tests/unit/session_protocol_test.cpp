@@ -311,3 +311,79 @@ TEST_F(SessionProtocol, AnIdleSessionAsksToPassivateAndQuitsWhenTheRegistryAgree
 
 } // namespace
 } // namespace parley
+
+namespace parley {
+namespace {
+
+TEST_F(SessionProtocol, AppendedItemsTakeTheNextSeqsAndTheNextTurnSeesThemWithoutAModelCall) {
+  client->send(session, turn("one"));
+  sched.run();
+  auto items = turn("");
+  items.append.resize(2);
+  items.append[0].role = "user";
+  items.append[0].content = "added question";
+  items.append[1].role = "assistant";
+  items.append[1].content = "added answer";
+  client->send(session, items); // queued behind "one": one writer, one thing at a time
+  sched.run();
+  EXPECT_TRUE(client_mailbox_empty());
+  answer_model("r1");
+  ASSERT_EQ(answer()->reply.seq, 2);
+  auto appended = answer();
+  ASSERT_TRUE(appended) << to_string(appended.error());
+  ASSERT_EQ(appended->appended.size(), 2u);
+  EXPECT_EQ(appended->appended[0].seq, 3);
+  EXPECT_EQ(appended->appended[1].seq, 4);
+  EXPECT_EQ(appended->appended[1].role, "assistant");
+  EXPECT_EQ(model->started, 1u) << "appending calls no model";
+  // The next turn's context holds the appended items, after the last seq.
+  client->send(session, turn("two"));
+  sched.run();
+  ASSERT_EQ(model->calls.size(), 1u);
+  auto& msgs = model->calls.front().request.messages;
+  ASSERT_GE(msgs.size(), 3u);
+  EXPECT_EQ(msgs[msgs.size() - 3].content, "added question");
+  EXPECT_EQ(msgs[msgs.size() - 2].content, "added answer");
+  answer_model("r2");
+  EXPECT_EQ(answer()->user.seq, 5);
+  EXPECT_EQ(store->messages.size(), 6u);
+}
+
+TEST_F(SessionProtocol, AFencedAppendWritesNothingAndTheSessionGoesStale) {
+  client->send(session, turn("one"));
+  sched.run();
+  answer_model("r1");
+  ASSERT_TRUE(answer());
+  store->bump_epoch(); // another node took the session over
+  auto items = turn("");
+  items.append.resize(1);
+  items.append[0].role = "user";
+  items.append[0].content = "late";
+  client->send(session, items);
+  sched.run();
+  auto r = answer();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(to_api_error(r.error()).code, errc::session_moved);
+  EXPECT_EQ(store->messages.size(), 2u);
+}
+
+TEST_F(SessionProtocol, InstructionsAndCallOptionsApplyToTheirTurnOnly) {
+  auto t = turn("one");
+  t.instructions = "speak French";
+  t.call_options = R"({"temperature":0.2})";
+  client->send(session, t);
+  sched.run();
+  ASSERT_EQ(model->calls.size(), 1u);
+  EXPECT_EQ(model->calls.front().request.messages.front().content, "speak French");
+  EXPECT_EQ(model->calls.front().request.options, R"({"temperature":0.2})");
+  answer_model("r1");
+  ASSERT_TRUE(answer());
+  client->send(session, turn("two"));
+  sched.run();
+  ASSERT_EQ(model->calls.size(), 1u);
+  EXPECT_EQ(model->calls.front().request.messages.front().content, "be brief");
+  EXPECT_TRUE(model->calls.front().request.options.empty());
+}
+
+} // namespace
+} // namespace parley

@@ -600,3 +600,97 @@ TEST(storage_pg, usage_adds_up_across_batches_stores_and_gateway_rows) {
   EXPECT_GE(usage_shard_of("x", 100), 0);
   EXPECT_LT(usage_shard_of("x", 100), usage_shards);
 }
+
+// --- OpenAI's stateful API (schema version 6) -------------------------------
+
+TEST(storage_pg, a_fork_copies_the_history_up_to_a_response_in_one_statement_once) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("src"));
+  auto a = s.activate("src", 20);
+  ASSERT_TRUE(a);
+  for (std::int64_t seq : {1, 3, 5}) {
+    auto t = turn("src", a->session.epoch, seq, "turn " + std::to_string(seq));
+    t.user.client_message_id = "c" + std::to_string(seq);
+    t.reply.usage = {10, 2, 12, true};
+    ASSERT_EQ(s.commit_turns({t}).front(), commit_outcome::committed);
+  }
+  fork_request f{"fork1", "src", "alice", 4, now_rfc3339()};
+  EXPECT_TRUE(s.fork_session(f));
+  auto forked = s.get_session("fork1", "alice");
+  ASSERT_TRUE(forked);
+  EXPECT_EQ(forked->last_seq, 4);
+  EXPECT_EQ(forked->message_count, 4);
+  auto page = s.list_messages("fork1", "alice", 0, 50);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->data.size(), 4u);
+  EXPECT_EQ(page->data[3].content, "turn 3");
+  EXPECT_EQ(page->data[3].reply_to, 3);
+  EXPECT_EQ(page->data[3].usage.total_tokens, 12);
+  EXPECT_EQ(page->data[2].client_message_id, "c3");
+  // Again (a retry): nothing more is written.
+  EXPECT_TRUE(s.fork_session(f));
+  EXPECT_EQ(s.list_messages("fork1", "alice", 0, 50)->data.size(), 4u);
+  // The source is unchanged; another user's source forks nothing.
+  EXPECT_EQ(s.get_session("src", "alice")->last_seq, 6);
+  EXPECT_FALSE(s.fork_session({"fork2", "src", "bob", 2, now_rfc3339()}));
+  EXPECT_FALSE(s.find_session("fork2"));
+  // The fork is a session like any other: it activates with its window.
+  auto fa = s.activate("fork1", 20);
+  ASSERT_TRUE(fa);
+  EXPECT_EQ(fa->window.size(), 4u);
+}
+
+TEST(storage_pg, appended_messages_are_fenced_like_a_turn) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("c1"),
+                   {message_record{0, "user", "first", "", 0, "", "", {}},
+                    message_record{0, "assistant", "second", "", 0, "", "", {}}});
+  auto a = s.activate("c1", 20);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->session.last_seq, 2);
+  ASSERT_EQ(a->window.size(), 2u);
+  EXPECT_EQ(a->window[1].role, "assistant");
+  auto item = [](std::int64_t seq, const std::string& text) {
+    return message_record{seq, "user", text, now_rfc3339(), 0, "", "", {}};
+  };
+  append_write w{"c1", a->session.epoch, 2, {item(3, "third"), item(4, "fourth")}};
+  EXPECT_EQ(s.append_messages(w), commit_outcome::committed);
+  EXPECT_EQ(s.get_session("c1", "alice")->last_seq, 4);
+  // A stale view of the last seq, and a stale epoch, write nothing.
+  EXPECT_EQ(s.append_messages(w), commit_outcome::fenced);
+  w.after_seq = 4;
+  w.epoch = a->session.epoch - 1;
+  EXPECT_EQ(s.append_messages(w), commit_outcome::fenced);
+  auto page = s.list_messages("c1", "alice", 0, 50);
+  ASSERT_EQ(page->data.size(), 4u);
+  auto desc = s.list_messages("c1", "alice", 4, 2, page_order::descending);
+  ASSERT_EQ(desc->data.size(), 2u);
+  EXPECT_EQ(desc->data[0].seq, 3);
+  EXPECT_EQ(desc->next_after, 2);
+}
+
+TEST(storage_pg, a_deleted_response_is_gone_and_goes_with_its_session) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("r1"));
+  auto a = s.activate("r1", 20);
+  ASSERT_EQ(s.commit_turns({turn("r1", a->session.epoch, 1, "q")}).front(),
+            commit_outcome::committed);
+  EXPECT_TRUE(s.response_turn({"r1", "alice", 2}));
+  EXPECT_FALSE(s.response_turn({"r1", "alice", 1})) << "a user message is no response";
+  EXPECT_FALSE(s.response_turn({"r1", "bob", 2}));
+  EXPECT_FALSE(s.delete_response({"r1", "bob", 2}));
+  EXPECT_FALSE(s.delete_response({"r1", "alice", 1}));
+  EXPECT_TRUE(s.delete_response({"r1", "alice", 2}));
+  EXPECT_FALSE(s.delete_response({"r1", "alice", 2}));
+  EXPECT_FALSE(s.response_turn({"r1", "alice", 2}));
+  EXPECT_TRUE(s.delete_session("r1", "alice"));
+  pqxx::connection c{db.url()};
+  pqxx::nontransaction n{c};
+  EXPECT_EQ(n.exec("SELECT count(*) FROM deleted_responses")[0][0].as<int>(), 0);
+}

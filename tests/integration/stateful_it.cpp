@@ -1,0 +1,612 @@
+// OpenAI's stateful API on sessions (API.md section 5a): the Conversations
+// routes. A conversation is a session seen through OpenAI's shapes: the same
+// messages through both APIs; every client error has OpenAI's error shape
+// and changes nothing; another user's, unknown and deleted ids are 404. The
+// official `openai` SDK (tests/integration/openai/stateful_sdk.cjs) drives
+// it across a three-node cluster.
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+
+#include "tests/integration/node_harness.hpp"
+
+using namespace parley::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A 4xx/5xx in OpenAI's shape with this status and code.
+::testing::AssertionResult is_error(const http_result& r, int status, const std::string& code) {
+  auto j = r.js();
+  if (r.status != status || !j.is_object() || !j.contains("error") || !j["error"].is_object())
+    return ::testing::AssertionFailure() << "want " << status << " " << code << ", got "
+                                         << describe(r);
+  auto& e = j["error"];
+  if (e.value("code", "") != code || !e["message"].is_string() || e["message"] == "" ||
+      !e["type"].is_string())
+    return ::testing::AssertionFailure() << "want code " << code << ", got " << describe(r);
+  return ::testing::AssertionSuccess();
+}
+
+std::string text_of(const json& item) {
+  std::string out;
+  for (auto& part : item["content"])
+    out += part.value("text", "");
+  return out;
+}
+
+struct stateful : ::testing::Test {
+  scratch_db db;
+  parley_node node{db};
+  std::string key = node.create_key("alice");
+  std::string other = node.create_key("bob");
+
+  http_result call(const std::string& method, const std::string& target, const json& body = nullptr,
+                   const std::string& as = {}) {
+    return node.call(method, target, as.empty() ? key : as, body.is_null() ? "" : body.dump());
+  }
+};
+
+TEST_F(stateful, a_conversation_is_a_session_with_the_same_messages) {
+  auto created = call("POST", "/v1/conversations",
+                      {{"metadata", {{"topic", "t"}}},
+                       {"items", json::array({{{"role", "user"}, {"content", "first"}},
+                                              {{"type", "message"},
+                                               {"role", "assistant"},
+                                               {"content", json::array({{{"type", "output_text"},
+                                                                         {"text", "second"}}})}}})}});
+  ASSERT_EQ(created.status, 200) << describe(created);
+  auto conv = created.js();
+  auto id = conv["id"].get<std::string>();
+  ASSERT_EQ(id.rfind("conv_", 0), 0u) << id;
+  EXPECT_EQ(conv["object"], "conversation");
+  EXPECT_TRUE(conv["created_at"].is_number_integer());
+  EXPECT_EQ(conv["metadata"], json({{"topic", "t"}}));
+  auto session = id.substr(5);
+
+  // The session API sees the items as messages 1 and 2 ...
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 2u) << msgs.dump();
+  EXPECT_EQ(msgs[0]["role"], "user");
+  EXPECT_EQ(msgs[0]["content"], "first");
+  EXPECT_EQ(msgs[1]["role"], "assistant");
+  EXPECT_EQ(msgs[1]["content"], "second");
+  auto s = call("GET", "/v1/sessions/" + session).js();
+  EXPECT_EQ(s["message_count"], 2);
+  EXPECT_EQ(s["last_seq"], 2);
+
+  // ... a turn through the session API continues it at seq 3 ...
+  auto turn = node.post_message(key, session, {{"content", "third"}});
+  ASSERT_EQ(turn.status, 200) << describe(turn);
+  EXPECT_EQ(turn.js()["user_message"]["seq"], 3);
+
+  // ... and the conversation shows all four, newest first by default.
+  auto items = call("GET", "/v1/conversations/" + id + "/items");
+  ASSERT_EQ(items.status, 200) << describe(items);
+  auto page = items.js();
+  EXPECT_EQ(page["object"], "list");
+  ASSERT_EQ(page["data"].size(), 4u) << page.dump();
+  EXPECT_EQ(page["data"][0]["role"], "assistant");
+  EXPECT_EQ(text_of(page["data"][0]), turn.js()["reply"]["content"].get<std::string>());
+  EXPECT_EQ(text_of(page["data"][1]), "third");
+  EXPECT_EQ(page["data"][1]["content"][0]["type"], "input_text");
+  EXPECT_EQ(page["data"][0]["content"][0]["type"], "output_text");
+  EXPECT_EQ(text_of(page["data"][3]), "first");
+  EXPECT_EQ(page["first_id"], page["data"][0]["id"]);
+  EXPECT_EQ(page["last_id"], page["data"][3]["id"]);
+  EXPECT_EQ(page["has_more"], false);
+
+  // Deleting the conversation deletes the session.
+  auto del = call("DELETE", "/v1/conversations/" + id);
+  ASSERT_EQ(del.status, 200) << describe(del);
+  EXPECT_EQ(del.js(), json({{"id", id}, {"object", "conversation.deleted"}, {"deleted", true}}));
+  EXPECT_TRUE(is_error(call("GET", "/v1/sessions/" + session), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id + "/items"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", json::object()}}),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/conversations/" + id), 404, "not_found"));
+}
+
+TEST_F(stateful, a_session_is_a_conversation) {
+  auto session = node.create_session(key, {{"metadata", {{"a", "b"}}}});
+  ASSERT_FALSE(session.empty());
+  ASSERT_EQ(node.post_message(key, session, {{"content", "hi"}}).status, 200);
+  auto conv = call("GET", "/v1/conversations/conv_" + session);
+  ASSERT_EQ(conv.status, 200) << describe(conv);
+  EXPECT_EQ(conv.js()["metadata"], json({{"a", "b"}}));
+  auto items = call("GET", "/v1/conversations/conv_" + session + "/items?order=asc").js();
+  ASSERT_EQ(items["data"].size(), 2u) << items.dump();
+  EXPECT_EQ(text_of(items["data"][0]), "hi");
+}
+
+TEST_F(stateful, foreign_unknown_and_malformed_ids_are_404_in_openai_shape) {
+  auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
+  for (auto& target : {"/v1/conversations/" + id, "/v1/conversations/" + id + "/items"})
+    EXPECT_TRUE(is_error(call("GET", target, nullptr, other), 404, "not_found")) << target;
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", {{"x", "y"}}}}, other),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/conversations/" + id, nullptr, other), 404, "not_found"));
+  for (const std::string& bad :
+       std::vector<std::string>{"conv_0123456789abcdef0123456789abcdef", "conv_", "resp_1",
+                                id.substr(5), "conv_%C3%A9", "conv_a.b"})
+    EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + bad), 404, "not_found")) << bad;
+  // Nothing of alice's changed.
+  auto still = call("GET", "/v1/conversations/" + id);
+  ASSERT_EQ(still.status, 200);
+  EXPECT_EQ(still.js()["metadata"], json::object());
+  EXPECT_TRUE(is_error(node.call("GET", "/v1/conversations/" + id, ""), 401, "unauthorized"));
+  EXPECT_TRUE(is_error(call("PUT", "/v1/conversations/" + id), 405, "method_not_allowed"));
+}
+
+TEST_F(stateful, bad_requests_are_400_and_change_nothing) {
+  auto item = [](const std::string& role, const json& content) {
+    return json{{"role", role}, {"content", content}};
+  };
+  json many = json::array();
+  for (int i = 0; i < 21; ++i)
+    many.push_back(item("user", "x"));
+  for (const json& body : std::vector<json>{
+         {{"items", "hello"}},
+         {{"items", json::array({item("system", "be terse")})}},
+         {{"items", json::array({item("tool", "x")})}},
+         {{"items", json::array({item("user", "")})}},
+         {{"items", json::array({item("user", 5)})}},
+         {{"items", json::array({item("user", json::array({{{"type", "input_image"}}}))})}},
+         {{"items", json::array({{{"type", "function_call"}, {"role", "user"}, {"content", "x"}}})}},
+         {{"items", many}},
+         {{"metadata", "x"}},
+         {{"metadata", {{"n", 1}}}},
+         {{"metadata", {{"k", std::string(513, 'v')}}}},
+         {{"items", json::array({item("user", std::string("a\0b", 3))})}},
+       })
+    EXPECT_TRUE(is_error(call("POST", "/v1/conversations", body), 400, "invalid_request"))
+      << body.dump();
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations",
+                            {{"items", json::array({item("user", std::string(33 * 1024, 'a'))})}}),
+                       413, "payload_too_large"));
+  auto sessions = call("GET", "/v1/sessions").js();
+  EXPECT_EQ(sessions["data"].size(), 0u) << sessions.dump();
+
+  auto id = call("POST", "/v1/conversations", {{"items", json::array({item("user", "a")})}})
+              .js()["id"]
+              .get<std::string>();
+  auto other_conv = call("POST", "/v1/conversations", {{"items", json::array({item("user", "b")})}})
+                      .js()["id"]
+                      .get<std::string>();
+  auto foreign_item = call("GET", "/v1/conversations/" + other_conv + "/items").js()["data"][0]["id"];
+  for (const std::string& q :
+       std::vector<std::string>{"order=sideways", "limit=0", "limit=101", "limit=x",
+                                "after=" + foreign_item.get<std::string>(), "after=msg_1"})
+    EXPECT_TRUE(is_error(call("GET", "/v1/conversations/" + id + "/items?" + q), 400,
+                         "invalid_request"))
+      << q;
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, {{"metadata", {{"n", 1}}}}), 400,
+                       "invalid_request"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id, json::object()), 400,
+                       "invalid_request"));
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id).js()["metadata"], json::object());
+}
+
+TEST_F(stateful, appended_items_take_the_next_seqs_between_turns) {
+  auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
+  auto session = id.substr(5);
+  auto appended = call("POST", "/v1/conversations/" + id + "/items",
+                       {{"items", json::array({{{"role", "user"}, {"content", "u1"}},
+                                               {{"role", "assistant"}, {"content", "a1"}}})}});
+  ASSERT_EQ(appended.status, 200) << describe(appended);
+  auto list = appended.js();
+  EXPECT_EQ(list["object"], "list");
+  ASSERT_EQ(list["data"].size(), 2u) << list.dump();
+  EXPECT_EQ(text_of(list["data"][0]), "u1");
+  EXPECT_EQ(list["data"][1]["role"], "assistant");
+  EXPECT_EQ(list["first_id"], "msg_" + session + "_1");
+  EXPECT_EQ(list["last_id"], "msg_" + session + "_2");
+  EXPECT_EQ(list["has_more"], false);
+
+  // Appends and turns at once on one session: one writer, so the seqs stay
+  // 1..n without gaps and every acknowledged message is there.
+  std::vector<std::future<http_result>> calls;
+  for (int i = 0; i < 6; ++i)
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      parley_node& n = node;
+      if (i % 2 == 0)
+        return n.call("POST", "/v1/conversations/" + id + "/items", key,
+                      json{{"items", json::array({{{"role", "user"},
+                                                   {"content", "item " + std::to_string(i)}}})}}
+                        .dump());
+      return n.post_message(key, session, {{"content", "turn " + std::to_string(i)}});
+    }));
+  for (auto& f : calls) {
+    auto r = f.get();
+    EXPECT_EQ(r.status, 200) << describe(r);
+  }
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 2u + 3u + 3u * 2u) << msgs.dump();
+  for (std::size_t i = 0; i < msgs.size(); ++i)
+    EXPECT_EQ(msgs[i]["seq"], static_cast<int>(i) + 1) << msgs.dump();
+  for (auto& m : msgs) {
+    // A turn's reply follows its message; an appended assistant item has
+    // reply_to 0 (no turn).
+    if (m["role"] == "assistant" && m.value("reply_to", 0) > 0) {
+      EXPECT_EQ(msgs[m["reply_to"].get<std::size_t>() - 1]["role"], "user");
+    }
+  }
+  auto s = call("GET", "/v1/sessions/" + session).js();
+  EXPECT_EQ(s["last_seq"], 11);
+  EXPECT_EQ(s["message_count"], 11);
+
+  // Another user's, unknown and bad appends change nothing.
+  auto one = json{{"items", json::array({{{"role", "user"}, {"content", "x"}}})}};
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id + "/items", one, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("POST", "/v1/conversations/conv_0123456789abcdef0123456789abcdef/items",
+                            one),
+                       404, "not_found"));
+  for (const json& bad : std::vector<json>{json::object(), {{"items", json::array()}},
+                                           {{"items", json::array({{{"role", "system"},
+                                                                    {"content", "x"}}})}}})
+    EXPECT_TRUE(is_error(call("POST", "/v1/conversations/" + id + "/items", bad), 400,
+                         "invalid_request"))
+      << bad.dump();
+  EXPECT_EQ(node.all_messages(key, session).size(), 11u);
+}
+
+/// The messages of the mock's `i`-th request as (role, content) pairs.
+std::vector<std::pair<std::string, std::string>> sent(const mock_llm& mock, std::size_t i) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto r = mock.requests();
+  if (i >= r.size())
+    return out;
+  for (auto& m : r[i]["body"]["messages"])
+    out.emplace_back(m.value("role", ""), m.value("content", ""));
+  return out;
+}
+
+using chat = std::vector<std::pair<std::string, std::string>>;
+
+TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_instructions) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto r1 = post({{"input", "q1"}, {"instructions", "sys A"}, {"temperature", 0.25},
+                  {"max_output_tokens", 50}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto a1 = r1.js()["output"][0]["content"][0]["text"].get<std::string>();
+  EXPECT_EQ(sent(mock, 0), (chat{{"system", "sys A"}, {"user", "q1"}}));
+  auto body0 = mock.requests()[0]["body"];
+  EXPECT_EQ(body0["temperature"], 0.25);
+  EXPECT_EQ(body0["max_tokens"], 50);
+  auto id1 = r1.js()["id"].get<std::string>();
+  auto conv = r1.js()["conversation"]["id"].get<std::string>();
+  EXPECT_EQ(r1.js()["usage"]["input_tokens"].get<int>() + r1.js()["usage"]["output_tokens"].get<int>(),
+            r1.js()["usage"]["total_tokens"].get<int>());
+
+  auto r2 = post({{"input", "q2"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  auto a2 = r2.js()["output"][0]["content"][0]["text"].get<std::string>();
+  EXPECT_EQ(sent(mock, 1), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}}));
+  EXPECT_FALSE(mock.requests()[1]["body"].contains("temperature"));
+
+  // store: false from the first response: its context, nothing written.
+  auto r3 = post({{"input", "q3"}, {"previous_response_id", id1}, {"store", false}});
+  ASSERT_EQ(r3.status, 200) << describe(r3);
+  EXPECT_EQ(sent(mock, 2), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q3"}}));
+  auto items = node.call("GET", "/v1/conversations/" + conv + "/items?order=asc", key).js();
+  ASSERT_EQ(items["data"].size(), 4u) << items.dump();
+
+  // A fork from the first response: the same context, a new conversation.
+  auto r4 = post({{"input", "q4"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r4.status, 200) << describe(r4);
+  EXPECT_EQ(sent(mock, 3), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q4"}}));
+  auto fork = r4.js()["conversation"]["id"].get<std::string>();
+  EXPECT_NE(fork, conv);
+  auto forked = node.call("GET", "/v1/sessions/" + fork.substr(5), key).js();
+  EXPECT_EQ(forked["last_seq"], 4) << forked.dump();
+  EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 4u);
+
+  // The conversation parameter: its latest messages.
+  auto r5 = post({{"input", "q5"}, {"conversation", conv}});
+  ASSERT_EQ(r5.status, 200) << describe(r5);
+  EXPECT_EQ(sent(mock, 4),
+            (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}, {"assistant", a2}, {"user", "q5"}}));
+
+  // System and developer items of a stored response join this call's
+  // instructions; only the user item is stored.
+  auto r6 = post({{"input", json::array({{{"role", "developer"}, {"content", "dev rules"}},
+                                         {{"role", "user"}, {"content", "q6"}}})},
+                  {"instructions", "sys B"},
+                  {"previous_response_id", r5.js()["id"]}});
+  ASSERT_EQ(r6.status, 200) << describe(r6);
+  auto ctx6 = sent(mock, 5);
+  ASSERT_FALSE(ctx6.empty());
+  EXPECT_EQ(ctx6.front(), (std::pair<std::string, std::string>{"system", "sys B\n\ndev rules"}));
+  EXPECT_EQ(ctx6.back(), (std::pair<std::string, std::string>{"user", "q6"}));
+  EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 8u);
+  EXPECT_TRUE(is_error(post({{"input", json::array({{{"role", "system"}, {"content", "only"}}})}}),
+                       400, "invalid_request"));
+
+  // An Idempotency-Key: a retry costs no model call.
+  auto calls = mock.requests().size();
+  auto i1 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  auto i2 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  ASSERT_EQ(i1.status, 200) << describe(i1);
+  ASSERT_EQ(i2.status, 200) << describe(i2);
+  EXPECT_EQ(i1.js()["id"], i2.js()["id"]);
+  EXPECT_EQ(mock.requests().size(), calls + 1);
+  EXPECT_TRUE(is_error(post({{"input", "twice"}}, {{"Idempotency-Key", "k-1"}}), 409, "conflict"));
+  // Scoped to the user: bob's k-1 is his own.
+  auto bob = node.create_key("bob");
+  auto b1 = node.call("POST", "/v1/responses", bob, json{{"input", "once"}}.dump(),
+                      {{"Idempotency-Key", "k-1"}});
+  ASSERT_EQ(b1.status, 200) << describe(b1);
+  EXPECT_NE(b1.js()["id"], i1.js()["id"]);
+}
+
+/// The events of an SSE body: (event name, data).
+std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
+  std::vector<std::pair<std::string, json>> out;
+  std::size_t at = 0;
+  while (at < body.size()) {
+    auto end = body.find("\n\n", at);
+    if (end == std::string::npos)
+      break;
+    auto block = body.substr(at, end - at);
+    at = end + 2;
+    std::string name, data;
+    std::size_t line = 0;
+    while (line < block.size()) {
+      auto nl = block.find('\n', line);
+      auto l = block.substr(line, nl == std::string::npos ? std::string::npos : nl - line);
+      if (l.rfind("event: ", 0) == 0)
+        name = l.substr(7);
+      else if (l.rfind("data: ", 0) == 0)
+        data += l.substr(6);
+      line = nl == std::string::npos ? block.size() : nl + 1;
+    }
+    out.emplace_back(name, json::parse(data, nullptr, false));
+  }
+  return out;
+}
+
+TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto r = node.call("POST", "/v1/responses", key,
+                     json{{"input", "one two three four five six"}, {"stream", true}}.dump());
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_NE(r.header("content-type").find("text/event-stream"), std::string::npos);
+  auto events = events_of(r.body);
+  ASSERT_GE(events.size(), 9u) << r.body;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].first, events[i].second.value("type", "?")) << r.body;
+    EXPECT_EQ(events[i].second["sequence_number"], static_cast<int>(i)) << r.body;
+  }
+  EXPECT_EQ(events.front().first, "response.created");
+  EXPECT_EQ(events.back().first, "response.completed");
+  auto id = events.back().second["response"]["id"].get<std::string>();
+  EXPECT_EQ(events.front().second["response"]["id"], id);
+  // Committed before response.completed: retrievable at once.
+  auto got = node.call("GET", "/v1/responses/" + id, key);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  EXPECT_EQ(got.js()["output"], events.back().second["response"]["output"]);
+
+  // The upstream cut mid-stream: response.failed saying why, nothing stored.
+  auto conv = events.back().second["response"]["conversation"]["id"].get<std::string>();
+  mock.configure({{"mode", "cut_stream"}});
+  auto cut = node.call("POST", "/v1/responses", key,
+                       json{{"input", "one two three four five six seven eight"},
+                            {"conversation", conv},
+                            {"stream", true}}
+                         .dump());
+  ASSERT_EQ(cut.status, 200) << describe(cut);
+  auto failed = events_of(cut.body);
+  ASSERT_FALSE(failed.empty()) << cut.body;
+  EXPECT_EQ(failed.front().first, "response.created") << cut.body;
+  EXPECT_EQ(failed.back().first, "response.failed") << cut.body;
+  EXPECT_EQ(failed.back().second["response"]["status"], "failed");
+  EXPECT_TRUE(failed.back().second["response"]["error"]["message"].is_string()) << cut.body;
+  for (auto& e : failed)
+    EXPECT_NE(e.first, "response.completed");
+  mock.reset();
+  auto items = node.call("GET", "/v1/conversations/" + conv + "/items", key).js();
+  EXPECT_EQ(items["data"].size(), 2u) << items.dump();
+  // store: false streams the same events, from the conversation's context,
+  // and stores nothing.
+  auto calls = mock.requests().size();
+  auto unstored = node.call("POST", "/v1/responses", key,
+                            json{{"input", "not kept"}, {"stream", true}, {"store", false},
+                                 {"conversation", conv}}
+                              .dump());
+  ASSERT_EQ(unstored.status, 200) << describe(unstored);
+  auto ev = events_of(unstored.body);
+  ASSERT_GE(ev.size(), 9u) << unstored.body;
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    EXPECT_EQ(ev[i].first, ev[i].second.value("type", "?")) << unstored.body;
+    EXPECT_EQ(ev[i].second["sequence_number"], static_cast<int>(i)) << unstored.body;
+  }
+  EXPECT_EQ(ev.back().first, "response.completed");
+  EXPECT_EQ(ev.back().second["response"]["store"], false);
+  ASSERT_EQ(mock.requests().size(), calls + 1);
+  auto ctx = sent(mock, calls);
+  ASSERT_EQ(ctx.size(), 3u);
+  EXPECT_EQ(ctx[0].second, "one two three four five six");
+  EXPECT_EQ(ctx[2].second, "not kept");
+  EXPECT_EQ(node.call("GET", "/v1/conversations/" + conv + "/items", key).js()["data"].size(), 2u);
+}
+
+TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
+  auto post = [&](const json& body, const std::string& as = {}, headers h = {}) {
+    return node.call("POST", "/v1/responses", as.empty() ? key : as, body.dump(), std::move(h));
+  };
+  auto r = post({{"input", "hello"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto id = r.js()["id"].get<std::string>();
+  auto conv = r.js()["conversation"]["id"].get<std::string>();
+  for (const json& body : std::vector<json>{
+         json::object(),
+         {{"input", ""}},
+         {{"input", json::array()}},
+         {{"input", 5}},
+         {{"input", "x"}, {"previous_response_id", id}, {"conversation", conv}},
+         {{"input", "x"}, {"temperature", 3}},
+         {{"input", "x"}, {"temperature", "hot"}},
+         {{"input", "x"}, {"max_output_tokens", 0}},
+         {{"input", "x"}, {"store", "yes"}},
+         {{"input", "x"}, {"metadata", {{"a", 1}}}},
+         {{"input", "x"}, {"conversation", 7}},
+         {{"input", json::array({{{"role", "user"}, {"content", "a"}},
+                                 {{"role", "user"}, {"content", "b"}}})}},
+         {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
+       })
+    EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
+  EXPECT_TRUE(is_error(post({{"input", "x"}}, {}, {{"Idempotency-Key", std::string(129, 'k')}}),
+                       400, "invalid_request"));
+  for (const std::string& bad :
+       std::vector<std::string>{"resp_0123456789abcdef0123456789abcdef_2", "resp_x", "nope",
+                                id.substr(0, id.rfind('_')) + "_1"})
+    EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", bad}}), 404, "not_found"))
+      << bad;
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", "conv_0123456789abcdef0123456789abcdef"}}),
+                       404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", "c"}}), 404, "not_found"));
+  // Another user's response and conversation.
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}}, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", conv}}, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"conversation", conv}, {"store", false}}, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id, nullptr, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id + "/input_items", nullptr, other), 404,
+                       "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/resp_nope"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id.substr(0, id.rfind('_')) + "_1"), 404,
+                       "not_found"));
+  // Nothing was written by any of them.
+  auto items = call("GET", "/v1/conversations/" + conv + "/items").js();
+  EXPECT_EQ(items["data"].size(), 2u) << items.dump();
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  auto got = call("GET", "/v1/responses/" + id);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  EXPECT_EQ(got.js()["output"], r.js()["output"]);
+  auto inputs = call("GET", "/v1/responses/" + id + "/input_items").js();
+  ASSERT_EQ(inputs["data"].size(), 1u) << inputs.dump();
+  EXPECT_EQ(text_of(inputs["data"][0]), "hello");
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id, nullptr, other), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/resp_nope"), 404, "not_found"));
+  // A user message is no response.
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id.substr(0, id.rfind('_')) + "_1"), 404,
+                       "not_found"));
+  auto del = call("DELETE", "/v1/responses/" + id);
+  ASSERT_EQ(del.status, 200) << describe(del);
+  EXPECT_EQ(del.js(), json({{"id", id}, {"object", "response.deleted"}, {"deleted", true}}));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("GET", "/v1/responses/" + id + "/input_items"), 404, "not_found"));
+  EXPECT_TRUE(is_error(call("DELETE", "/v1/responses/" + id), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}}), 404, "not_found"));
+  EXPECT_TRUE(is_error(post({{"input", "x"}, {"previous_response_id", id}, {"store", false}}), 404,
+                       "not_found"));
+  // Its turn stays in the conversation.
+  EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
+}
+
+/// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".
+std::string node_modules() {
+  const char* dir = std::getenv("PARLEY_TEST_NODE_MODULES");
+  if (!dir || !std::filesystem::exists(std::filesystem::path(dir) / "openai" / "package.json"))
+    return {};
+  return dir;
+}
+
+TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
+  auto modules = node_modules();
+  if (modules.empty())
+    GTEST_SKIP() << "PARLEY_TEST_NODE_MODULES does not hold the openai SDK (scripts/test "
+                    "installs it)";
+  scratch_db db;
+  parley_cluster cluster{db, 3};
+  auto key = cluster[0].create_key("sdk-user");
+  auto other = cluster[1].create_key("sdk-other");
+  auto url = [&](int i) { return "http://127.0.0.1:" + std::to_string(cluster[i].port()) + "/v1"; };
+  for (int first = 0; first < 3; ++first) {
+    SCOPED_TRACE("first node " + std::to_string(first));
+    std::string rest = url((first + 1) % 3) + "," + url((first + 2) % 3);
+    auto run = run_process("node",
+                           {std::string(OPENAI_CLIENTS_DIR) + "/stateful_sdk.cjs", url(first), key,
+                            other, "--nodes=" + rest},
+                           {{"NODE_PATH", modules}}, 120s);
+    auto at = run.out.rfind("{\"library\"");
+    ASSERT_NE(at, std::string::npos) << describe(run);
+    auto saw = json::parse(run.out.substr(at, run.out.find('\n', at) - at), nullptr, false);
+    ASSERT_TRUE(saw.is_object()) << describe(run);
+    std::string line;
+    for (auto& [name, result] : saw["scenarios"].items())
+      line += " " + name + (result.value("ok", false) ? "=ok" : "=FAIL");
+    std::printf("[ stateful ] openai %s via node %d:%s\n", saw.value("version", "?").c_str(), first,
+                line.c_str());
+    for (auto scenario : {"conversations", "paging", "isolation", "chain", "fork", "store_false",
+                          "idempotency", "responses_isolation", "stream"}) {
+      ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
+      EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
+        << scenario << ": " << saw["scenarios"][scenario].dump();
+    }
+    EXPECT_EQ(run.status, 0) << describe(run);
+  }
+}
+
+} // namespace
+
+namespace {
+
+/// One run of stateful_sdk.cjs: what it saw (null when it printed nothing).
+json run_sdk(const std::string& modules, const std::vector<std::string>& args) {
+  std::vector<std::string> all{std::string(OPENAI_CLIENTS_DIR) + "/stateful_sdk.cjs"};
+  all.insert(all.end(), args.begin(), args.end());
+  auto run = run_process("node", all, {{"NODE_PATH", modules}}, 120s);
+  auto at = run.out.rfind("{\"library\"");
+  if (at == std::string::npos)
+    return {{"ok", false}, {"error", describe(run)}};
+  return json::parse(run.out.substr(at, run.out.find('\n', at) - at), nullptr, false);
+}
+
+} // namespace
+
+TEST(stateful_sdk, a_conversation_continues_through_another_node_after_its_host_is_killed) {
+  auto modules = node_modules();
+  if (modules.empty())
+    GTEST_SKIP() << "PARLEY_TEST_NODE_MODULES does not hold the openai SDK";
+  scratch_db db;
+  parley_cluster cluster{db, 3, {{"PARLEY_FAILURE_DETECT_MS", "1000"}}};
+  auto key = cluster[0].create_key("sdk-user");
+  auto url = [&](int i) { return "http://127.0.0.1:" + std::to_string(cluster[i].port()) + "/v1"; };
+  // A conversation whose session node-2 hosts.
+  std::string conv;
+  for (int i = 0; i < 200 && conv.empty(); ++i) {
+    auto id = cluster[0].call("POST", "/v1/conversations", key).js()["id"].get<std::string>();
+    if (cluster[0].host_of(id.substr(5)) == cluster[2].node_id())
+      conv = id;
+  }
+  ASSERT_FALSE(conv.empty());
+  auto start = run_sdk(modules, {url(2), key, key, "--only=kill_start", "--conversation=" + conv});
+  ASSERT_TRUE(start["scenarios"]["kill_start"].value("ok", false)) << start.dump();
+  auto second = start["scenarios"]["kill_start"]["second"].get<std::string>();
+  cluster[2].kill9();
+  auto after = run_sdk(modules, {url(0), key, key, "--nodes=" + url(1), "--only=kill_continue",
+                                 "--prev=" + second, "--conversation=" + conv});
+  EXPECT_TRUE(after["scenarios"]["kill_continue"].value("ok", false)) << after.dump();
+  auto msgs = cluster[1].all_messages(key, conv.substr(5));
+  ASSERT_EQ(msgs.size(), 6u) << msgs.dump();
+  auto texts = start["scenarios"]["kill_start"]["texts"];
+  EXPECT_EQ(msgs[1]["content"], texts[0]);
+  EXPECT_EQ(msgs[3]["content"], texts[1]);
+  check_history(msgs);
+}
