@@ -317,3 +317,42 @@ TEST(budget, redis_down_each_node_spends_its_share) {
     spent += history[i]["usage"].value("total_tokens", std::int64_t{0});
   EXPECT_GE(spent, 40);
 }
+
+// The Responses API spends the same budget (API.md sections 4 and 5a):
+// stored responses (turns) and store:false calls count, and the next one
+// is refused once the day's budget is spent, nothing stored.
+TEST(budget, responses_spend_the_key_budget_and_are_refused_over_it) {
+  scratch_db db;
+  parley_node node{db, {{"PARLEY_REDIS_URL", shared_redis_url()}}};
+  auto key = key_with_budget(node, "rita", 60);
+  std::int64_t spent = 0;
+  http_result refusal;
+  int admitted = 0;
+  std::string previous;
+  for (int i = 0; i < 40 && refusal.status == 0; ++i) {
+    json body = {{"input", "respond to number " + std::to_string(i)}, {"store", i % 3 != 2}};
+    if (!previous.empty() && i % 3 != 2)
+      body["previous_response_id"] = previous;
+    auto r = node.call("POST", "/v1/responses", key, body.dump());
+    if (r.status == 429 && r.code() == "budget_exceeded") {
+      refusal = r;
+      break;
+    }
+    ASSERT_EQ(r.status, 200) << describe(r);
+    EXPECT_LT(spent, 60) << "admitted with the budget already spent";
+    auto j = r.js();
+    spent += j["usage"].value("total_tokens", std::int64_t{0});
+    if (i % 3 != 2)
+      previous = j["id"];
+    ++admitted;
+    std::this_thread::sleep_for(30ms);
+  }
+  ASSERT_EQ(refusal.status, 429) << "never refused after " << admitted << " responses";
+  expect_budget_refusal(refusal);
+  EXPECT_GE(spent, 60);
+  EXPECT_GE(admitted, 2);
+  // The refused response stored nothing: the conversation ends with the
+  // last admitted turn.
+  auto stored = db.query("SELECT count(*) FROM messages WHERE role = 'user'")[0][0].as<int>();
+  EXPECT_EQ(stored, admitted - admitted / 3) << "store:false writes nothing, a refusal neither";
+}
