@@ -280,43 +280,59 @@ void answer_duplicate(session_self* self, const turn_ptr& t, const message_recor
   finish_turn(self);
 }
 
+/// How a client retries a write whose outcome is unknown.
+constexpr const char* retry_turn = "retry with the same client_message_id";
+constexpr const char* retry_items = "list the conversation's items before retrying";
+
+/// A fenced write's outcome (a turn's or appended items'): `committed` takes
+/// the written messages in and answers; the other outcomes are the same for
+/// both, with `retry` telling the client how to retry an unconfirmed one.
+template <class OnCommitted>
+void after_write(session_self* self, const turn_ptr& t, commit_outcome o, const char* retry,
+                 OnCommitted committed) {
+  auto& s = self->state;
+  switch (o) {
+    case commit_outcome::committed:
+      committed();
+      return finish_turn(self);
+    case commit_outcome::fenced:
+      t->rp.deliver(make_error(errc::session_moved,
+                               "session '" + s.id + "' moved to another actor; retry"));
+      return become_stale(self);
+    case commit_outcome::failed:
+      t->rp.deliver(make_error(errc::storage_unavailable,
+                               "PostgreSQL is unavailable; nothing was stored, retry"));
+      return finish_turn(self);
+    case commit_outcome::conflict:
+    case commit_outcome::unknown:
+      t->rp.deliver(make_error(errc::storage_unavailable,
+                               std::string{"the write could not be confirmed; "} + retry));
+      return reset(self);
+  }
+}
+
+/// The storage actor did not answer a write in time: its outcome is unknown.
+void write_timed_out(session_self* self, const turn_ptr& t, const char* retry) {
+  t->rp.deliver(make_error(errc::storage_unavailable,
+                           std::string{"PostgreSQL did not answer in time; "} + retry));
+  reset(self);
+}
 void commit(session_self* self, turn_ptr t, message_record user, message_record reply) {
   auto& st = self->state;
   turn_write w{st.id, st.rec.epoch, user, reply};
   self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
     .then(
       [self, t, user, reply](commit_outcome o) {
-        auto& s = self->state;
-        switch (o) {
-          case commit_outcome::committed:
-            s.rec.last_seq = reply.seq;
-            s.rec.message_count += 2;
-            push_window(s.window, user, s.env.cfg->window);
-            push_window(s.window, reply, s.env.cfg->window);
-            t->rp.deliver(turn_reply{user, reply});
-            return finish_turn(self);
-          case commit_outcome::fenced:
-            t->rp.deliver(make_error(errc::session_moved,
-                                     "session '" + s.id + "' moved to another actor; retry"));
-            return become_stale(self);
-          case commit_outcome::failed:
-            t->rp.deliver(make_error(errc::storage_unavailable,
-                                     "PostgreSQL is unavailable; nothing was stored, retry"));
-            return finish_turn(self);
-          case commit_outcome::conflict:
-          case commit_outcome::unknown:
-            t->rp.deliver(make_error(errc::storage_unavailable,
-                                     "the turn's commit could not be confirmed; retry with the "
-                                     "same client_message_id"));
-            return reset(self);
-        }
+        after_write(self, t, o, retry_turn, [&] {
+          auto& s = self->state;
+          s.rec.last_seq = reply.seq;
+          s.rec.message_count += 2;
+          push_window(s.window, user, s.env.cfg->window);
+          push_window(s.window, reply, s.env.cfg->window);
+          t->rp.deliver(turn_reply{user, reply});
+        });
       },
-      [self, t](caf::error&) {
-        t->rp.deliver(make_error(errc::storage_unavailable,
-                                 "PostgreSQL did not answer in time; retry with the same "
-                                 "client_message_id"));
-        reset(self);
-      });
+      [self, t](caf::error&) { write_timed_out(self, t, retry_turn); });
 }
 
 // --- OpenAI's conversation items: messages stored without a model call ----
@@ -336,37 +352,16 @@ void append(session_self* self, turn_ptr t) {
                 std::move(w))
     .then(
       [self, t, written](commit_outcome o) {
-        auto& s = self->state;
-        switch (o) {
-          case commit_outcome::committed:
-            s.rec.last_seq = written.back().seq;
-            s.rec.message_count += static_cast<std::int64_t>(written.size());
-            for (auto& m : written)
-              push_window(s.window, m, s.env.cfg->window);
-            t->rp.deliver(turn_reply{{}, {}, written});
-            return finish_turn(self);
-          case commit_outcome::fenced:
-            t->rp.deliver(make_error(errc::session_moved,
-                                     "session '" + s.id + "' moved to another actor; retry"));
-            return become_stale(self);
-          case commit_outcome::failed:
-            t->rp.deliver(make_error(errc::storage_unavailable,
-                                     "PostgreSQL is unavailable; nothing was stored, retry"));
-            return finish_turn(self);
-          case commit_outcome::conflict:
-          case commit_outcome::unknown:
-            t->rp.deliver(make_error(errc::storage_unavailable,
-                                     "the items' commit could not be confirmed; list the "
-                                     "conversation's items before retrying"));
-            return reset(self);
-        }
+        after_write(self, t, o, retry_items, [&] {
+          auto& s = self->state;
+          s.rec.last_seq = written.back().seq;
+          s.rec.message_count += static_cast<std::int64_t>(written.size());
+          for (auto& m : written)
+            push_window(s.window, m, s.env.cfg->window);
+          t->rp.deliver(turn_reply{{}, {}, written});
+        });
       },
-      [self, t](caf::error&) {
-        t->rp.deliver(make_error(errc::storage_unavailable,
-                                 "PostgreSQL did not answer in time; list the conversation's "
-                                 "items before retrying"));
-        reset(self);
-      });
+      [self, t](caf::error&) { write_timed_out(self, t, retry_items); });
 }
 
 void call_model(session_self* self, turn_ptr t) {
