@@ -250,12 +250,7 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
           if (r.upstream_status >= 400)
             return reply(c, r.upstream_status, std::move(r.raw));
           auto& bb = body(c);
-          message_record out;
-          out.role = "assistant";
-          out.content = std::move(r.content);
-          out.model = std::move(r.model);
-          out.usage = r.usage;
-          out.created_at = now_rfc3339();
+          auto out = unstored_reply(std::move(r));
           response_view v{"resp_" + random_hex(16), bb.conversation.empty() ? std::string{} : session,
                           bb.previous_response_id, bb.instructions.value_or(""),
                           bb.metadata_json, bb.call_options, false};

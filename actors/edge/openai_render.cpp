@@ -198,4 +198,14 @@ std::string render_item_list(const std::string& session_id,
   return render_item_list(session_id, p);
 }
 
+message_record unstored_reply(llm_result&& r) {
+  message_record m;
+  m.role = "assistant";
+  m.content = std::move(r.content);
+  m.model = std::move(r.model);
+  m.usage = r.usage;
+  m.created_at = now_rfc3339();
+  return m;
+}
+
 } // namespace parley

@@ -34,6 +34,10 @@ struct response_view {
 /// `{"id", "object": "response.deleted", "deleted": true}`.
 std::string render_response_deleted(const std::string& response_id);
 
+/// The reply of a `store: false` call as a message (not stored: no seq),
+/// created now.
+message_record unstored_reply(llm_result&& r);
+
 /// OpenAI's Response object of a completed call: `reply` is the output
 /// message (its id `msg_…` when stored), `model` and usage from it.
 std::string render_response(const response_view& v, const message_record& reply);

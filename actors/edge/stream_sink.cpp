@@ -257,12 +257,7 @@ struct unstored_response_format {
   }
   void closing(net::responder& out, result& r) {
     opening(out);
-    message_record reply;
-    reply.role = "assistant";
-    reply.content = std::move(r.content);
-    reply.model = std::move(r.model);
-    reply.usage = r.usage;
-    reply.created_at = now_rfc3339();
+    auto reply = unstored_reply(std::move(r));
     if (events.text.empty() && !reply.content.empty())
       out.write(events.delta(reply.content));
     out.write(events.closing(view, reply));
