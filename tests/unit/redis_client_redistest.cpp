@@ -56,6 +56,16 @@ steady::duration timed(F&& f) {
   return steady::now() - start;
 }
 
+/// Adds the ACL user `limiter` (password `acl-pw`) that may touch only
+/// `parley:*` keys and channels; false when the server refused.
+bool add_parley_acl_user(const redis_server& server) {
+  auto acl = raw_command("127.0.0.1", server.port(),
+                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
+                          "+@all"},
+                         server.password());
+  return acl && acl->type != REDIS_REPLY_ERROR;
+}
+
 } // namespace
 
 TEST(redis_bucket, lets_exactly_the_rate_through_as_a_burst_then_denies) {
@@ -349,12 +359,7 @@ TEST(redis_failure, a_subscriber_resubscribes_after_a_restart) {
 TEST(redis_auth, a_password_and_an_acl_user_authenticate_on_every_connect) {
   redis_server server{"auth-test-requirepass"};
   auto base = "@127.0.0.1:" + std::to_string(server.port());
-  auto acl = raw_command("127.0.0.1", server.port(),
-                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
-                          "+@all"},
-                         server.password());
-  ASSERT_TRUE(acl);
-  ASSERT_NE(acl->type, REDIS_REPLY_ERROR);
+  ASSERT_TRUE(add_parley_acl_user(server));
 
   redis_client by_password{parse_redis_url("redis://:auth-test-requirepass" + base + "/2")};
   redis_client by_acl{parse_redis_url("redis://limiter:acl-pw" + base + "/2")};
@@ -534,12 +539,7 @@ TEST(redis_budget, arguments_outside_their_ranges_are_refused) {
 
 TEST(redis_budget, an_acl_user_limited_to_parley_keys_can_check_and_settle) {
   redis_server server{"budget-acl-requirepass"};
-  auto acl = raw_command("127.0.0.1", server.port(),
-                         {"ACL", "SETUSER", "limiter", "on", ">acl-pw", "~parley:*", "&parley:*",
-                          "+@all"},
-                         server.password());
-  ASSERT_TRUE(acl);
-  ASSERT_NE(acl->type, REDIS_REPLY_ERROR);
+  ASSERT_TRUE(add_parley_acl_user(server));
   redis_client c{parse_redis_url("redis://limiter:acl-pw@127.0.0.1:" +
                                  std::to_string(server.port()))};
   auto counter = "parley:" + unique_name("budget");
