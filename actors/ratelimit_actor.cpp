@@ -11,6 +11,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include "actors/instrumented.hpp"
 #include "runtime/rules/local_bucket.hpp"
@@ -28,6 +29,12 @@ struct pending_spend {
   std::int64_t delta = 0;
 };
 
+/// A rate check waiting for its batch's Redis call.
+struct waiting_check {
+  rate_check_request req;
+  caf::typed_response_promise<rate_decision> rp;
+};
+
 struct ratelimit_state {
   static inline const char* name = "ratelimit";
   ratelimit_config cfg;
@@ -39,6 +46,10 @@ struct ratelimit_state {
   /// Settlements not yet in Redis, by counter; at most cfg.max_pending.
   std::unordered_map<std::string, pending_spend> pending;
   bool flush_queued = false;
+  /// Rate checks gathered for the next batch (Batches); bounded by the
+  /// mailbox they came from, which the edge's in-flight gate bounds.
+  std::vector<waiting_check> waiting;
+  bool batch_queued = false;
   bool redis_ok = false;
   steady::time_point last_op{};
 
@@ -133,17 +144,13 @@ void settled(ratelimit_state& st, const std::vector<std::pair<std::string, std::
     }
 }
 
-rate_decision check(ratelimit_state& st, const rate_check_request& r) {
-  if (r.rate_per_min <= 0 && r.budget <= 0) {
-    rate_decision d;
-    d.redis_ok = st.redis_ok;
-    return d;
-  }
-  // The caller has already given up on a late answer: do not spend up to a
-  // command timeout on it, so a backlog drains at local speed.
-  bool late = steady::now().time_since_epoch() >= std::chrono::nanoseconds{r.deadline_ns};
-  if (late || !st.redis_usable())
-    return from_local(st, r);
+/// The caller has already given up on a late answer: do not spend up to a
+/// command timeout on it, so a backlog drains at local speed.
+bool late(const rate_check_request& r) {
+  return steady::now().time_since_epoch() >= std::chrono::nanoseconds{r.deadline_ns};
+}
+
+storage::admission_request admission(const ratelimit_state& st, const rate_check_request& r) {
   storage::admission_request a;
   a.bucket_key = st.cfg.key_prefix + r.key_id;
   a.rate_per_min = std::max(0, r.rate_per_min);
@@ -153,27 +160,86 @@ rate_decision check(ratelimit_state& st, const rate_check_request& r) {
     a.reserve = std::max<std::int64_t>(0, r.reserve);
   }
   a.budget_ttl = budget_ttl();
+  return a;
+}
+
+rate_decision from_redis(const rate_check_request& r, const storage::admission_reply& x) {
+  rate_decision d;
+  d.allowed = x.allowed;
+  d.limit = std::max(0, r.rate_per_min);
+  d.remaining = clamp32(x.remaining);
+  d.retry_after_ms = clamp32(x.retry_after_ms);
+  d.redis_ok = true;
+  d.budget_ok = x.budget_ok;
+  d.budget = std::max<std::int64_t>(0, r.budget);
+  d.spent = x.spent;
+  d.reserved = x.reserved;
+  return d;
+}
+
+/// Decides up to cfg.max_batch of the waiting checks from `first` on in one
+/// script call, which also carries pending settlements; falls back on the
+/// local bucket for the late ones and for all of them when Redis fails.
+/// Returns where the next call starts.
+std::size_t decide_batch(ratelimit_state& st, std::vector<waiting_check>& w, std::size_t first) {
+  std::vector<std::size_t> asked;
+  std::vector<storage::admission_request> batch;
+  auto i = first;
+  for (; i < w.size() && batch.size() < st.cfg.max_batch; ++i) {
+    if (late(w[i].req) || !st.redis_usable()) {
+      w[i].rp.deliver(from_local(st, w[i].req));
+      continue;
+    }
+    asked.push_back(i);
+    batch.push_back(admission(st, w[i].req));
+  }
+  if (batch.empty())
+    return i;
   // Earlier calls' spend rides on this round trip: no extra one per call.
-  a.settle = settlements(st);
+  batch.front().settle = settlements(st);
   try {
-    auto x = st.redis->admit(a);
+    auto replies = st.redis->admit(batch);
     st.note(true);
-    settled(st, a.settle);
-    rate_decision d;
-    d.allowed = x.allowed;
-    d.limit = std::max(0, r.rate_per_min);
-    d.remaining = clamp32(x.remaining);
-    d.retry_after_ms = clamp32(x.retry_after_ms);
-    d.redis_ok = true;
-    d.budget_ok = x.budget_ok;
-    d.budget = std::max<std::int64_t>(0, r.budget);
-    d.spent = x.spent;
-    d.reserved = x.reserved;
-    return d;
+    settled(st, batch.front().settle);
+    for (std::size_t k = 0; k < asked.size(); ++k)
+      w[asked[k]].rp.deliver(from_redis(w[asked[k]].req, replies[k]));
   } catch (const storage::redis_error&) {
     st.note(false);
-    return from_local(st, r);
+    for (auto k : asked)
+      w[k].rp.deliver(from_local(st, w[k].req));
   }
+  return i;
+}
+
+/// A rate check: answered at once when nothing is to be counted, when it is
+/// late or Redis is away; else gathered into the next batch.
+caf::result<rate_decision> check(ratelimit_self* self, rate_check_request& r) {
+  auto& st = self->state;
+  if (r.rate_per_min <= 0 && r.budget <= 0) {
+    rate_decision d;
+    d.redis_ok = st.redis_ok;
+    return d;
+  }
+  if (late(r) || !st.redis_usable())
+    return from_local(st, r);
+  auto rp = self->make_response_promise<rate_decision>();
+  st.waiting.push_back({std::move(r), rp});
+  // The flush queues behind every check already in the mailbox: they all
+  // join this batch.
+  if (!st.batch_queued) {
+    st.batch_queued = true;
+    self->send(caf::actor_cast<ratelimit_actor>(self), rate_flush_atom::value);
+  }
+  return rp;
+}
+
+void decide_waiting(ratelimit_self* self) {
+  auto& st = self->state;
+  st.batch_queued = false;
+  auto w = std::move(st.waiting);
+  st.waiting.clear();
+  for (std::size_t next = 0; next < w.size();)
+    next = decide_batch(st, w, next);
 }
 
 /// Records a finished call's spend: on this node's counter always (what
@@ -245,7 +311,8 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
   return {
-    [&st](rate_check_atom, const rate_check_request& r) { return check(st, r); },
+    [self](rate_check_atom, rate_check_request& r) { return check(self, r); },
+    [self](rate_flush_atom) { decide_waiting(self); },
     [self](settle_atom, const budget_settlement& s) { settle(self, s); },
     [self](budget_flush_atom) { flush(self); },
     [&st](redis_status_atom) {

@@ -38,6 +38,12 @@
 /// every reconnect backoff. A node's spend during an outage thus reaches
 /// Redis when it is back.
 ///
+/// Batches: checks that need Redis are gathered, and all those that came
+/// before the actor got to them are decided in one script call (at most
+/// `max_batch` per call): a busy node makes one round trip per batch, not
+/// per request, and a lone request waits for nothing but its own call. The
+/// script decides a batch's requests in order, as if they came one by one.
+///
 /// Latency and backlog: the actor handles one message at a time. A Redis call
 /// blocks it for at most `command_timeout` (50 ms); a reconnect attempt for
 /// at most `connect_timeout` + `command_timeout`, and only once per
@@ -91,6 +97,8 @@ using ratelimit_actor = caf::typed_actor<
   caf::reacts_to<settle_atom, budget_settlement>,
   /// Internal: send the pending settlements to Redis.
   caf::reacts_to<budget_flush_atom>,
+  /// Internal: decide the gathered rate checks (Batches, above).
+  caf::reacts_to<rate_flush_atom>,
   /// (payload) PUBLISH on `revoked_channel`; no answer.
   caf::reacts_to<publish_revoked_atom, std::string>>;
 
@@ -121,6 +129,8 @@ struct ratelimit_config {
   /// before a flush of its own sends it.
   std::chrono::milliseconds settle_delay{10};
   std::chrono::milliseconds status_max_age{1000};
+  /// The most rate checks one script call decides.
+  std::size_t max_batch = 128;
 };
 
 /// The deadline argument of a rate check: `budget` from now, in nanoseconds

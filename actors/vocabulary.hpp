@@ -95,6 +95,8 @@ using key_revoked_atom = caf::atom_constant<caf::atom("keyrevoked")>;
 // flush of settlements to Redis
 using settle_atom = caf::atom_constant<caf::atom("settle")>;
 using budget_flush_atom = caf::atom_constant<caf::atom("bgflush")>;
+// the ratelimit actor deciding the rate checks it has gathered, in one Redis call
+using rate_flush_atom = caf::atom_constant<caf::atom("rlflush")>;
 // supervision: `(health_atom) -> bool` is answered by every instrumented
 // actor in its mailbox order, before its behaviour (instrumented.hpp), so it
 // is in no typed interface: the supervisor pings through untyped handles.

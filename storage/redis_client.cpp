@@ -27,27 +27,32 @@ namespace {
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// The cluster-wide token bucket and daily token budget of one API key, and
-// the settlement of earlier calls' spend: one script, so that a chat request
-// costs one round trip however many of these it needs, and each is one
-// atomic step on the server.
+// The cluster-wide token bucket and daily token budget of API keys, and the
+// settlement of earlier calls' spend: one script, so that a batch of chat
+// requests costs one round trip however many of these it needs, and each
+// batch is one atomic step on the server.
 //
-// KEYS[1]: the bucket, a hash {tokens, ts}; ts is Redis time in microseconds.
-// KEYS[2]: the key's budget counter of the current UTC day (an integer:
-//          tokens spent, plus tokens reserved by calls still running).
-// KEYS[3..]: counters to settle first, each with a delta in ARGV[6..].
-// ARGV[1]: rate per minute, which is also the capacity (burst = rate);
-//          0: no bucket (KEYS[1] untouched).
-// ARGV[2]: cost in tokens of the bucket.
-// ARGV[3]: the day's budget in tokens; 0: no budget (KEYS[2] untouched).
-// ARGV[4]: the tokens to reserve for this call.
-// ARGV[5]: the time to live of a budget counter, in ms.
-// Returns {allowed 0|1, whole bucket tokens left, ms until `cost` tokens
-// exist, budget_ok 0|1, spent before this call, reserved}.
+// ARGV[1]: n, the number of requests; ARGV[2]: the time to live of a budget
+//          counter, in ms.
+// For request i (1..n):
+//   KEYS[2i-1]: its bucket, a hash {tokens, ts}; ts is Redis time in µs.
+//   KEYS[2i]: its key's budget counter of the current UTC day (an integer:
+//             tokens spent, plus tokens reserved by calls still running).
+//   ARGV[4i-1]: rate per minute, which is also the capacity (burst = rate);
+//               0: no bucket (KEYS[2i-1] untouched).
+//   ARGV[4i]: cost in tokens of the bucket.
+//   ARGV[4i+1]: the day's budget in tokens; 0: no budget (KEYS[2i] untouched).
+//   ARGV[4i+2]: the tokens to reserve for this call.
+// KEYS[2n+k] (k = 1..): counters to settle first, with deltas ARGV[2+4n+k].
+// Returns, for each request in order, {allowed 0|1, whole bucket tokens
+// left, ms until `cost` tokens exist, budget_ok 0|1, spent before this
+// request, reserved}.
 //
 // - Settlements run first, so a node's own earlier calls count before its
 //   next decision; a counter never goes below 0 (a refund that outlived its
 //   day's counter).
+// - Requests are decided one after the other, each seeing what the ones
+//   before it took: a batch decides exactly as its requests one by one.
 // - The budget is read before the bucket is touched: a key whose day is spent
 //   takes no rate token. The reservation is made only when both allow.
 // - The reservation is what is left of the budget at most, so any call that
@@ -66,59 +71,75 @@ using std::chrono::milliseconds;
 //   means a full bucket, so idle keys vanish without changing any answer.
 constexpr const char* token_bucket_lua = R"lua(
 if redis.replicate_commands then redis.replicate_commands() end
-local rate = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
-local budget = tonumber(ARGV[3])
-local reserve = tonumber(ARGV[4])
-local budget_ttl = tonumber(ARGV[5])
-for i = 3, #KEYS do
-  local v = redis.call('INCRBY', KEYS[i], ARGV[i + 3])
-  if v < 0 then redis.call('SET', KEYS[i], 0) end
-  redis.call('PEXPIRE', KEYS[i], budget_ttl)
+local n = tonumber(ARGV[1])
+local budget_ttl = tonumber(ARGV[2])
+for k = 1, #KEYS - 2 * n do
+  local key = KEYS[2 * n + k]
+  local v = redis.call('INCRBY', key, ARGV[2 + 4 * n + k])
+  if v < 0 then redis.call('SET', key, 0) end
+  redis.call('PEXPIRE', key, budget_ttl)
 end
-local spent = 0
-if budget > 0 then
-  spent = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if spent >= budget then
-    return {0, 0, 0, 0, spent, 0}
+local now = nil
+local out = {}
+for i = 1, n do
+  local bucket = KEYS[2 * i - 1]
+  local counter = KEYS[2 * i]
+  local rate = tonumber(ARGV[4 * i - 1])
+  local cost = tonumber(ARGV[4 * i])
+  local budget = tonumber(ARGV[4 * i + 1])
+  local reserve = tonumber(ARGV[4 * i + 2])
+  local spent = 0
+  local budget_ok = 1
+  if budget > 0 then
+    spent = tonumber(redis.call('GET', counter) or '0') or 0
+    if spent >= budget then budget_ok = 0 end
   end
-end
-local allowed = 1
-local left = 0
-local retry_ms = 0
-if rate > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local per_us = rate / 60000000
-  local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-  local tokens = tonumber(s[1])
-  local ts = tonumber(s[2])
-  if tokens == nil or ts == nil then
-    tokens = rate
-    ts = now
-  elseif now > ts then
-    tokens = math.min(rate, tokens + (now - ts) * per_us)
-    ts = now
-  else
-    tokens = math.min(rate, tokens)
+  local allowed = budget_ok
+  local left = 0
+  local retry_ms = 0
+  local reserved = 0
+  if budget_ok == 1 and rate > 0 then
+    if now == nil then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    local per_us = rate / 60000000
+    local s = redis.call('HMGET', bucket, 'tokens', 'ts')
+    local tokens = tonumber(s[1])
+    local ts = tonumber(s[2])
+    if tokens == nil or ts == nil then
+      tokens = rate
+      ts = now
+    elseif now > ts then
+      tokens = math.min(rate, tokens + (now - ts) * per_us)
+      ts = now
+    else
+      tokens = math.min(rate, tokens)
+    end
+    if tokens + 1e-9 >= cost then
+      tokens = math.max(0, tokens - cost)
+    else
+      allowed = 0
+      retry_ms = math.ceil((cost - tokens) / per_us / 1000)
+    end
+    redis.call('HSET', bucket, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%d', ts))
+    redis.call('PEXPIRE', bucket, math.ceil((rate - tokens) / per_us / 1000) + 1)
+    left = math.floor(tokens + 1e-9)
   end
-  if tokens + 1e-9 >= cost then
-    tokens = math.max(0, tokens - cost)
-  else
-    allowed = 0
-    retry_ms = math.ceil((cost - tokens) / per_us / 1000)
+  if allowed == 1 and budget > 0 then
+    reserved = math.max(0, math.min(reserve, budget - spent))
+    redis.call('INCRBY', counter, reserved)
+    redis.call('PEXPIRE', counter, budget_ttl)
   end
-  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%d', ts))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) / per_us / 1000) + 1)
-  left = math.floor(tokens + 1e-9)
+  local base = 6 * (i - 1)
+  out[base + 1] = allowed
+  out[base + 2] = left
+  out[base + 3] = retry_ms
+  out[base + 4] = budget_ok
+  out[base + 5] = spent
+  out[base + 6] = reserved
 end
-local reserved = 0
-if allowed == 1 and budget > 0 then
-  reserved = math.max(0, math.min(reserve, budget - spent))
-  redis.call('INCRBY', KEYS[2], reserved)
-  redis.call('PEXPIRE', KEYS[2], budget_ttl)
-end
-return {allowed, left, retry_ms, 1, spent, reserved}
+return out
 )lua";
 
 // Cluster membership by registration: every node of one cluster keeps its
@@ -536,37 +557,59 @@ bucket_reply redis_client::eval_token_bucket(const std::string& key, std::int32_
 }
 
 admission_reply redis_client::admit(const admission_request& a) {
-  if (a.rate_per_min < 0 || (a.rate_per_min > 0 && (a.cost < 1 || a.cost > a.rate_per_min)) ||
-      a.budget < 0 || a.reserve < 0 || (a.budget > 0 && a.budget_key.empty()))
-    throw std::invalid_argument("admit: need rate >= 0, 1 <= cost <= rate, budget >= 0, "
-                                "reserve >= 0, and a budget key with a budget");
+  return admit(std::vector<admission_request>{a}).front();
+}
+
+std::vector<admission_reply> redis_client::admit(const std::vector<admission_request>& batch) {
+  if (batch.empty())
+    throw std::invalid_argument("admit: an empty batch");
+  for (auto& a : batch)
+    if (a.rate_per_min < 0 || (a.rate_per_min > 0 && (a.cost < 1 || a.cost > a.rate_per_min)) ||
+        a.budget < 0 || a.reserve < 0 || (a.budget > 0 && a.budget_key.empty()))
+      throw std::invalid_argument("admit: need rate >= 0, 1 <= cost <= rate, budget >= 0, "
+                                  "reserve >= 0, and a budget key with a budget");
   const auto& script = token_bucket_script_ref();
-  std::vector<std::string> own{
-    std::to_string(a.rate_per_min), std::to_string(a.cost), std::to_string(a.budget),
-    std::to_string(a.reserve),
-    std::to_string(std::max<std::int64_t>(a.budget_ttl.count(), 1))};
-  std::vector<std::string> deltas;
-  deltas.reserve(a.settle.size());
-  for (auto& s : a.settle)
-    deltas.push_back(std::to_string(s.second));
-  // An unused key is still named, so that KEYS keeps its positions, by a
-  // key the call names anyway: an ACL user limited to `~parley:*` may name
-  // no other, and the script never touches it.
-  std::string_view stand_in = !a.bucket_key.empty()   ? std::string_view{a.bucket_key}
-                              : !a.budget_key.empty() ? std::string_view{a.budget_key}
-                              : !a.settle.empty()     ? std::string_view{a.settle.front().first}
-                                                      : std::string_view{"parley:unused"};
-  auto nkeys = std::to_string(2 + a.settle.size());
+  auto ttl = std::max_element(batch.begin(), batch.end(), [](auto& x, auto& y) {
+               return x.budget_ttl < y.budget_ttl;
+             })->budget_ttl;
+  // Texts that the argument views point into: reserved up front, so that
+  // no view dangles.
+  std::vector<std::string> text;
+  std::size_t settles = 0;
+  for (auto& a : batch)
+    settles += a.settle.size();
+  text.reserve(2 + 4 * batch.size() + settles + 1);
+  std::vector<std::string_view> keys, argv;
+  text.push_back(std::to_string(batch.size()));
+  argv.emplace_back(text.back());
+  text.push_back(std::to_string(std::max<std::int64_t>(ttl.count(), 1)));
+  argv.emplace_back(text.back());
+  for (auto& a : batch) {
+    // An unused key is still named, so that KEYS keeps its positions, by a
+    // key the call names anyway: an ACL user limited to `~parley:*` may
+    // name no other, and the script never touches it.
+    std::string_view stand_in = !a.bucket_key.empty()   ? std::string_view{a.bucket_key}
+                                : !a.budget_key.empty() ? std::string_view{a.budget_key}
+                                : !a.settle.empty()     ? std::string_view{a.settle.front().first}
+                                                        : std::string_view{"parley:unused"};
+    keys.emplace_back(a.bucket_key.empty() ? stand_in : a.bucket_key);
+    keys.emplace_back(a.budget_key.empty() ? stand_in : a.budget_key);
+    for (auto v : {std::int64_t{a.rate_per_min}, std::int64_t{a.cost}, a.budget, a.reserve}) {
+      text.push_back(std::to_string(v));
+      argv.emplace_back(text.back());
+    }
+  }
+  for (auto& a : batch)
+    for (auto& s : a.settle) {
+      keys.emplace_back(s.first);
+      text.push_back(std::to_string(s.second));
+      argv.emplace_back(text.back());
+    }
+  auto nkeys = std::to_string(keys.size());
   auto args = [&](const char* verb, std::string_view body) {
     std::vector<std::string_view> v{verb, body, nkeys};
-    v.emplace_back(a.bucket_key.empty() ? stand_in : a.bucket_key);
-    v.emplace_back(a.budget_key.empty() ? stand_in : a.budget_key);
-    for (auto& s : a.settle)
-      v.emplace_back(s.first);
-    for (auto& o : own)
-      v.emplace_back(o);
-    for (auto& d : deltas)
-      v.emplace_back(d);
+    v.insert(v.end(), keys.begin(), keys.end());
+    v.insert(v.end(), argv.begin(), argv.end());
     return v;
   };
   auto r = link_->command(args("EVALSHA", script.sha));
@@ -574,17 +617,21 @@ admission_reply redis_client::admit(const admission_request& a) {
     r = link_->command(args("EVAL", script.text));
   if (is_error(*r))
     throw redis_error(redis_error::kind::reply, "token bucket script failed: " + reply_text(*r));
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 ||
-      std::any_of(r->element, r->element + 6,
+  auto n = 6 * batch.size();
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != n ||
+      std::any_of(r->element, r->element + n,
                   [](const redisReply* e) { return e->type != REDIS_REPLY_INTEGER; }))
     throw redis_error(redis_error::kind::reply, "token bucket script: unexpected reply");
-  admission_reply out;
-  out.allowed = r->element[0]->integer == 1;
-  out.remaining = r->element[1]->integer;
-  out.retry_after_ms = r->element[2]->integer;
-  out.budget_ok = r->element[3]->integer == 1;
-  out.spent = r->element[4]->integer;
-  out.reserved = r->element[5]->integer;
+  std::vector<admission_reply> out(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto* e = r->element + 6 * i;
+    out[i].allowed = e[0]->integer == 1;
+    out[i].remaining = e[1]->integer;
+    out[i].retry_after_ms = e[2]->integer;
+    out[i].budget_ok = e[3]->integer == 1;
+    out[i].spent = e[4]->integer;
+    out[i].reserved = e[5]->integer;
+  }
   return out;
 }
 

@@ -137,6 +137,14 @@ public:
   /// std::invalid_argument on arguments outside their ranges, redis_error.
   admission_reply admit(const admission_request& a);
 
+  /// admit() for several requests in one script call (one round trip):
+  /// every request's `settle` runs first, then the requests are decided in
+  /// order, each seeing what the ones before it took, exactly as if they
+  /// came one by one. Counters live for the longest `budget_ttl` given.
+  /// One reply per request, in order. Throws as admit(), and
+  /// std::invalid_argument on an empty batch.
+  std::vector<admission_reply> admit(const std::vector<admission_request>& batch);
+
   /// Registers `entry` in the membership set at `key` until `ttl` from now
   /// (Redis's clock; a zero ttl removes it), drops the expired entries and
   /// returns every entry left, in one round trip (a Lua script). Discovery

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <iostream>
 #include <optional>
 #include <vector>
 
@@ -469,4 +470,48 @@ TEST_F(ratelimit, settlements_ride_on_the_next_check_and_add_no_round_trip) {
   EXPECT_EQ(script_calls(server), 51);
   auto last = budget_check(rl, "key", 1000000, 0, 1, 600);
   EXPECT_EQ(last.spent, 51 * 10);
+}
+
+// Issue 19's cost target, for a busy node: the checks that queue while a
+// script call runs are decided together in the next one, so a node makes
+// one Redis round trip per batch, not per request, and a batch decides
+// exactly as its requests would one by one.
+TEST_F(ratelimit, a_burst_of_checks_shares_script_calls_and_decides_as_one_by_one) {
+  redis_server server;
+  auto rl = limiter(server.url());
+  ASSERT_TRUE(check(rl, "warm", 600, 1).redis_ok);
+  test::raw_command("127.0.0.1", server.port(), {"CONFIG", "RESETSTAT"});
+  // 300 requests at once of one key with a budget of 1,000 tokens, each
+  // reserving 7, and a bucket of 200 per minute: the budget runs out first,
+  // after 142 x 7 + 6; the bucket never denies.
+  caf::scoped_actor self{sys_};
+  constexpr int burst = 300;
+  for (int i = 0; i < burst; ++i) {
+    rate_check_request r{"key", 200, 1, rate_check_deadline(5s)};
+    r.budget = 1000;
+    r.reserve = 7;
+    r.day = day_;
+    self->send(rl, rate_check_atom::value, r);
+  }
+  int answers = 0, from_redis = 0, allowed = 0, over_budget = 0;
+  std::int64_t reserved = 0;
+  for (bool more = true; more && answers < burst;)
+    self->receive(
+      [&](const rate_decision& d) {
+        ++answers;
+        from_redis += d.redis_ok;
+        allowed += d.allowed;
+        over_budget += !d.budget_ok;
+        reserved += d.reserved;
+      },
+      caf::after(5s) >> [&] { more = false; });
+  ASSERT_EQ(answers, burst);
+  EXPECT_EQ(from_redis, burst);
+  EXPECT_EQ(allowed, 143);
+  EXPECT_EQ(reserved, 1000) << "never more than the budget, however the batches fell";
+  EXPECT_EQ(over_budget, burst - 143);
+  auto calls = script_calls(server);
+  EXPECT_GE(calls, 3) << "at most max_batch (128) requests per call";
+  EXPECT_LE(calls, burst / 4) << "the queued checks shared calls";
+  std::cout << "[ INFO     ] " << burst << " checks in " << calls << " script calls\n";
 }

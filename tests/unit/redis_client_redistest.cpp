@@ -467,6 +467,38 @@ TEST(redis_budget, reserves_what_is_left_then_refuses_at_the_budget) {
   EXPECT_LE(ttl, 60000);
 }
 
+// A batch is one script call whose requests are decided in order, each
+// seeing what the ones before it took; every request's settlements run
+// first.
+TEST(redis_budget, a_batch_decides_as_its_requests_one_by_one) {
+  auto c = shared_client();
+  auto bucket = "parley:" + unique_name("bucket");
+  auto counter = unique_name("budget");
+  auto other = unique_name("budget");
+  std::vector<admission_request> batch{
+    budget_call(bucket, counter, 100, 60, 2), budget_call(bucket, counter, 100, 60, 2),
+    budget_call(bucket, counter, 100, 60, 2), budget_call(bucket, other, 100, 10, 2)};
+  batch[1].settle = {{counter, 5}};
+  auto r = c.admit(batch);
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_TRUE(r[0].allowed);
+  EXPECT_EQ(r[0].spent, 5) << "the settlement of the second request ran first";
+  EXPECT_EQ(r[0].reserved, 60);
+  EXPECT_TRUE(r[1].allowed);
+  EXPECT_EQ(r[1].spent, 65);
+  EXPECT_EQ(r[1].reserved, 35);
+  EXPECT_EQ(r[1].remaining, 0) << "the bucket's two tokens are gone";
+  EXPECT_FALSE(r[2].allowed);
+  EXPECT_FALSE(r[2].budget_ok) << "the budget is spent: the bucket is not asked";
+  EXPECT_FALSE(r[3].allowed);
+  EXPECT_TRUE(r[3].budget_ok);
+  EXPECT_GT(r[3].retry_after_ms, 0) << "the bucket denies the fourth";
+  EXPECT_EQ(r[3].reserved, 0);
+  EXPECT_EQ(shared_text(counter), "100");
+  EXPECT_EQ(shared_text(other), "");
+  EXPECT_THROW(c.admit(std::vector<admission_request>{}), std::invalid_argument);
+}
+
 TEST(redis_budget, settlements_run_first_in_the_same_call) {
   auto c = shared_client();
   auto counter = unique_name("budget");
