@@ -33,6 +33,16 @@ struct pending_spend {
 struct waiting_check {
   rate_check_request req;
   caf::typed_response_promise<rate_decision> rp;
+  bool lease = false; ///< a budget-only check that renews its key's lease (Leases)
+};
+
+/// Tokens of one key's day reserved in Redis for this node, which it hands
+/// to budget-only checks without a round trip (Leases).
+struct budget_lease {
+  std::int64_t day = 0;
+  std::int64_t left = 0;       ///< reserved in Redis, not yet handed to a call
+  std::int64_t spent_seen = 0; ///< the counter, as Redis last reported it
+  bool used = true;            ///< handed out since the last sweep
 };
 
 struct ratelimit_state {
@@ -50,6 +60,9 @@ struct ratelimit_state {
   /// mailbox they came from, which the edge's in-flight gate bounds.
   std::vector<waiting_check> waiting;
   bool batch_queued = false;
+  /// Leases by Redis counter; at most cfg.max_local_keys.
+  std::unordered_map<std::string, budget_lease> leases;
+  bool sweep_queued = false;
   bool redis_ok = false;
   steady::time_point last_op{};
 
@@ -177,21 +190,129 @@ rate_decision from_redis(const rate_check_request& r, const storage::admission_r
   return d;
 }
 
+void owe(ratelimit_self* self, const std::string& k, std::int64_t day, std::int64_t delta);
+
+/// A budget-only check decided from its key's lease, when the lease holds
+/// its reservation.
+std::optional<rate_decision> from_lease(ratelimit_state& st, const rate_check_request& r) {
+  auto it = st.leases.find(budget_key(st, r.key_id, r.day));
+  auto want = std::max<std::int64_t>(0, r.reserve);
+  if (it == st.leases.end() || it->second.left <= 0 || it->second.left < want)
+    return std::nullopt;
+  it->second.left -= want;
+  it->second.used = true;
+  rate_decision d;
+  d.redis_ok = true; // the tokens are reserved in Redis: settle as such
+  d.budget = r.budget;
+  d.spent = it->second.spent_seen;
+  d.reserved = want;
+  return d;
+}
+
+/// What a lease renewal reserves: enough for cfg.lease_calls calls like
+/// this one, but no more than a quarter of what was left of the budget
+/// divided by the live nodes, and never less than this call's own
+/// reservation; so leases shrink to single calls as the budget runs out.
+std::int64_t lease_size(const ratelimit_state& st, const rate_check_request& r,
+                        std::int64_t spent_seen) {
+  auto per_call = std::max<std::int64_t>(1, r.reserve);
+  auto left = std::max<std::int64_t>(0, r.budget - spent_seen);
+  auto share = left / (4 * std::max<std::int64_t>(1, r.live_nodes));
+  return std::max(per_call, std::min(per_call * st.cfg.lease_calls, share));
+}
+
+/// A renewal's answer: this call takes its reservation, the rest becomes
+/// (or joins) the key's lease.
+void renewed(ratelimit_self* self, const rate_check_request& r,
+             const storage::admission_reply& x, rate_decision& d) {
+  auto& st = self->state;
+  auto k = budget_key(st, r.key_id, r.day);
+  auto it = st.leases.find(k);
+  if (it == st.leases.end() && x.allowed) {
+    if (st.leases.size() >= st.cfg.max_local_keys) {
+      // Bounded: no lease for one key more; what this call does not take
+      // goes back at once.
+      d.reserved = std::min(std::max<std::int64_t>(0, r.reserve), x.reserved);
+      owe(self, k, r.day, d.reserved - x.reserved);
+      return;
+    }
+    it = st.leases.emplace(k, budget_lease{r.day}).first;
+  }
+  if (it == st.leases.end())
+    return;
+  auto& l = it->second;
+  l.spent_seen = x.spent + x.reserved;
+  if (!x.allowed)
+    return;
+  auto total = l.left + x.reserved;
+  d.reserved = std::min(std::max<std::int64_t>(0, r.reserve), total);
+  l.left = total - d.reserved;
+  l.used = true;
+  if (!st.sweep_queued) {
+    st.sweep_queued = true;
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.lease_idle,
+                       lease_sweep_atom::value);
+  }
+}
+
+/// Gives back what leases not used since the last sweep hold.
+void sweep(ratelimit_self* self) {
+  auto& st = self->state;
+  st.sweep_queued = false;
+  auto today = utc_day(unix_now());
+  for (auto it = st.leases.begin(); it != st.leases.end();) {
+    auto& l = it->second;
+    if (l.used && l.day >= today) {
+      l.used = false;
+      ++it;
+      continue;
+    }
+    if (l.day >= today)
+      owe(self, it->first, l.day, -l.left);
+    it = st.leases.erase(it); // a past day's counter expires by itself
+  }
+  if (!st.leases.empty()) {
+    st.sweep_queued = true;
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.lease_idle,
+                       lease_sweep_atom::value);
+  }
+}
+
 /// Decides up to cfg.max_batch of the waiting checks from `first` on in one
 /// script call, which also carries pending settlements; falls back on the
 /// local bucket for the late ones and for all of them when Redis fails.
 /// Returns where the next call starts.
-std::size_t decide_batch(ratelimit_state& st, std::vector<waiting_check>& w, std::size_t first) {
+std::size_t decide_batch(ratelimit_self* self, std::vector<waiting_check>& w, std::size_t first) {
+  auto& st = self->state;
   std::vector<std::size_t> asked;
   std::vector<storage::admission_request> batch;
+  std::vector<std::string> renewing; // one renewal per key and batch
   auto i = first;
   for (; i < w.size() && batch.size() < st.cfg.max_batch; ++i) {
-    if (late(w[i].req) || !st.redis_usable()) {
-      w[i].rp.deliver(from_local(st, w[i].req));
+    auto& c = w[i];
+    if (c.lease) {
+      // An earlier batch may have renewed the lease since this one queued.
+      if (auto d = from_lease(st, c.req)) {
+        c.rp.deliver(*d);
+        continue;
+      }
+    }
+    if (late(c.req) || !st.redis_usable()) {
+      c.rp.deliver(from_local(st, c.req));
       continue;
     }
+    auto a = admission(st, c.req);
+    if (c.lease) {
+      if (std::find(renewing.begin(), renewing.end(), a.budget_key) == renewing.end()) {
+        renewing.push_back(a.budget_key);
+        auto it = st.leases.find(a.budget_key);
+        a.reserve = lease_size(st, c.req, it == st.leases.end() ? 0 : it->second.spent_seen);
+      } else {
+        c.lease = false; // its own reservation, in the same call
+      }
+    }
     asked.push_back(i);
-    batch.push_back(admission(st, w[i].req));
+    batch.push_back(std::move(a));
   }
   if (batch.empty())
     return i;
@@ -201,8 +322,13 @@ std::size_t decide_batch(ratelimit_state& st, std::vector<waiting_check>& w, std
     auto replies = st.redis->admit(batch);
     st.note(true);
     settled(st, batch.front().settle);
-    for (std::size_t k = 0; k < asked.size(); ++k)
-      w[asked[k]].rp.deliver(from_redis(w[asked[k]].req, replies[k]));
+    for (std::size_t k = 0; k < asked.size(); ++k) {
+      auto& c = w[asked[k]];
+      auto d = from_redis(c.req, replies[k]);
+      if (c.lease)
+        renewed(self, c.req, replies[k], d);
+      c.rp.deliver(d);
+    }
   } catch (const storage::redis_error&) {
     st.note(false);
     for (auto k : asked)
@@ -211,8 +337,9 @@ std::size_t decide_batch(ratelimit_state& st, std::vector<waiting_check>& w, std
   return i;
 }
 
-/// A rate check: answered at once when nothing is to be counted, when it is
-/// late or Redis is away; else gathered into the next batch.
+/// A rate check: answered at once when nothing is to be counted, from its
+/// key's lease when that holds it, locally when it is late or Redis is
+/// away; else gathered into the next batch.
 caf::result<rate_decision> check(ratelimit_self* self, rate_check_request& r) {
   auto& st = self->state;
   if (r.rate_per_min <= 0 && r.budget <= 0) {
@@ -220,10 +347,14 @@ caf::result<rate_decision> check(ratelimit_self* self, rate_check_request& r) {
     d.redis_ok = st.redis_ok;
     return d;
   }
+  bool lease = st.redis && st.cfg.lease_calls > 0 && r.rate_per_min <= 0 && r.reserve > 0;
+  if (lease)
+    if (auto d = from_lease(st, r))
+      return *d;
   if (late(r) || !st.redis_usable())
     return from_local(st, r);
   auto rp = self->make_response_promise<rate_decision>();
-  st.waiting.push_back({std::move(r), rp});
+  st.waiting.push_back({std::move(r), rp, lease});
   // The flush queues behind every check already in the mailbox: they all
   // join this batch.
   if (!st.batch_queued) {
@@ -239,7 +370,32 @@ void decide_waiting(ratelimit_self* self) {
   auto w = std::move(st.waiting);
   st.waiting.clear();
   for (std::size_t next = 0; next < w.size();)
-    next = decide_batch(st, w, next);
+    next = decide_batch(self, w, next);
+}
+
+/// Adds `delta` to the Redis counter `k` of `day` by the pending map, which
+/// the next check or a flush of its own carries there.
+void owe(ratelimit_self* self, const std::string& k, std::int64_t day, std::int64_t delta) {
+  auto& st = self->state;
+  if (delta == 0)
+    return;
+  auto it = st.pending.find(k);
+  if (it == st.pending.end()) {
+    // Bounded: beyond it a settlement is lost to Redis (this node's own
+    // counter still has it), never queued without end.
+    if (st.pending.size() >= st.cfg.max_pending)
+      return;
+    it = st.pending.emplace(k, pending_spend{day, 0}).first;
+  }
+  it->second.delta += delta;
+  // The checks that come within the flush delay carry the settlement
+  // themselves; the flush sends only what none carried, so settlements cost
+  // at most one script call of their own per delay, however many calls end.
+  if (!st.flush_queued) {
+    st.flush_queued = true;
+    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.settle_delay,
+                       budget_flush_atom::value);
+  }
 }
 
 /// Records a finished call's spend: on this node's counter always (what
@@ -251,27 +407,7 @@ void settle(ratelimit_self* self, const budget_settlement& s) {
   st.spend.add(s.key_id, s.day, actual - (s.in_redis ? 0 : s.reserved));
   if (!st.redis)
     return;
-  auto delta = actual - (s.in_redis ? s.reserved : 0);
-  if (delta == 0)
-    return;
-  auto k = budget_key(st, s.key_id, s.day);
-  auto it = st.pending.find(k);
-  if (it == st.pending.end()) {
-    // Bounded: beyond it a settlement is lost to Redis (this node's own
-    // counter still has it), never queued without end.
-    if (st.pending.size() >= st.cfg.max_pending)
-      return;
-    it = st.pending.emplace(k, pending_spend{s.day, 0}).first;
-  }
-  it->second.delta += delta;
-  // The checks that come within the flush delay carry the settlement
-  // themselves; the flush sends only what none carried, so settlements cost
-  // at most one script call of their own per delay, however many calls end.
-  if (!st.flush_queued) {
-    st.flush_queued = true;
-    self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.settle_delay,
-                       budget_flush_atom::value);
-  }
+  owe(self, budget_key(st, s.key_id, s.day), s.day, actual - (s.in_redis ? s.reserved : 0));
 }
 
 /// Sends what no check has carried yet; while Redis is away, tries again
@@ -310,11 +446,23 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
   if (ep)
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
+  // A node that stops gives its leases back, and sends what it owes, in one
+  // last script call (bounded by the command timeout).
+  self->set_exit_handler([self, &st](caf::exit_msg& m) {
+    auto today = utc_day(unix_now());
+    for (auto& [k, l] : st.leases)
+      if (l.day >= today)
+        owe(self, k, l.day, -l.left);
+    st.leases.clear();
+    flush(self);
+    self->quit(m.reason);
+  });
   return {
     [self](rate_check_atom, rate_check_request& r) { return check(self, r); },
     [self](rate_flush_atom) { decide_waiting(self); },
     [self](settle_atom, const budget_settlement& s) { settle(self, s); },
     [self](budget_flush_atom) { flush(self); },
+    [self](lease_sweep_atom) { sweep(self); },
     [&st](redis_status_atom) {
       if (st.redis_usable() && steady::now() - st.last_op > st.cfg.status_max_age)
         st.note(st.redis->ping());

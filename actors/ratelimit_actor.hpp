@@ -44,6 +44,22 @@
 /// per request, and a lone request waits for nothing but its own call. The
 /// script decides a batch's requests in order, as if they came one by one.
 ///
+/// Leases: a check with a budget and no rate limit (nothing else needs Redis
+/// per request) is decided from its key's lease when the lease holds its
+/// reservation: tokens of the key's day reserved in Redis for this node by
+/// an earlier check, which reserved lease_calls times its own reservation
+/// instead of one (but at most a quarter of what was left of the budget per
+/// live node, and at least its own). A node thus asks Redis about once per
+/// lease_calls budget-only calls of a key; calls settle as any reservation
+/// made in Redis. A lease not used for lease_idle, or of a past day, is
+/// given back (a negative settlement); so are all of them when the actor
+/// exits (one last script call). The cost: other nodes see a lease as
+/// spent, so near the end of a budget a check may be refused while other
+/// nodes still hold leases (each at most a quarter of what was left per
+/// node, shrinking to one call's reservation), until they use them or give
+/// them back within lease_idle; a node killed without stopping leaves its
+/// leases counted until the day ends.
+///
 /// Latency and backlog: the actor handles one message at a time. A Redis call
 /// blocks it for at most `command_timeout` (50 ms); a reconnect attempt for
 /// at most `connect_timeout` + `command_timeout`, and only once per
@@ -99,6 +115,8 @@ using ratelimit_actor = caf::typed_actor<
   caf::reacts_to<budget_flush_atom>,
   /// Internal: decide the gathered rate checks (Batches, above).
   caf::reacts_to<rate_flush_atom>,
+  /// Internal: give back leases not used since the last sweep (Leases).
+  caf::reacts_to<lease_sweep_atom>,
   /// (payload) PUBLISH on `revoked_channel`; no answer.
   caf::reacts_to<publish_revoked_atom, std::string>>;
 
@@ -131,6 +149,11 @@ struct ratelimit_config {
   std::chrono::milliseconds status_max_age{1000};
   /// The most rate checks one script call decides.
   std::size_t max_batch = 128;
+  /// A budget lease holds the reservations of this many calls (Leases);
+  /// 0: no leases, every budget check asks Redis.
+  std::int64_t lease_calls = 16;
+  /// A lease not used for this long is given back to Redis.
+  std::chrono::milliseconds lease_idle{1000};
 };
 
 /// The deadline argument of a rate check: `budget` from now, in nanoseconds

@@ -97,6 +97,8 @@ using settle_atom = caf::atom_constant<caf::atom("settle")>;
 using budget_flush_atom = caf::atom_constant<caf::atom("bgflush")>;
 // the ratelimit actor deciding the rate checks it has gathered, in one Redis call
 using rate_flush_atom = caf::atom_constant<caf::atom("rlflush")>;
+// the ratelimit actor giving back budget leases not used for a while
+using lease_sweep_atom = caf::atom_constant<caf::atom("rlsweep")>;
 // supervision: `(health_atom) -> bool` is answered by every instrumented
 // actor in its mailbox order, before its behaviour (instrumented.hpp), so it
 // is in no typed interface: the supervisor pings through untyped handles.

@@ -43,8 +43,8 @@ protected:
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
 
-  ratelimit_actor limiter(const std::string& url, std::string prefix = unique_name("rl") + ":") {
-    ratelimit_config cfg;
+  ratelimit_actor limiter(const std::string& url, std::string prefix = unique_name("rl") + ":",
+                          ratelimit_config cfg = {}) {
     cfg.redis_url = url;
     cfg.key_prefix = std::move(prefix);
     auto rl = spawn_ratelimit_actor(sys_, cfg);
@@ -514,4 +514,91 @@ TEST_F(ratelimit, a_burst_of_checks_shares_script_calls_and_decides_as_one_by_on
   EXPECT_GE(calls, 3) << "at most max_batch (128) requests per call";
   EXPECT_LE(calls, burst / 4) << "the queued checks shared calls";
   std::cout << "[ INFO     ] " << burst << " checks in " << calls << " script calls\n";
+}
+
+// Leases: a key with a budget and no rate limit needs Redis only about once
+// per lease_calls calls; what a lease holds is reserved in Redis, so the
+// cluster never reserves more than the budget, and it goes back when the
+// lease is idle or the node stops.
+namespace {
+
+std::int64_t counter_value(const redis_server& server, const std::string& key) {
+  auto r = test::raw_command("127.0.0.1", server.port(), {"GET", key});
+  return r && r->str ? std::stoll(std::string{r->str, r->len}) : 0;
+}
+
+} // namespace
+
+TEST_F(ratelimit, budget_only_checks_are_decided_from_a_lease_and_settle_exactly) {
+  redis_server server;
+  ratelimit_config cfg;
+  cfg.lease_idle = 200ms;
+  auto prefix = unique_name("lease") + ":";
+  auto rl = limiter(server.url(), prefix, cfg);
+  ASSERT_TRUE(check(rl, "warm", 600, 1).redis_ok);
+  test::raw_command("127.0.0.1", server.port(), {"CONFIG", "RESETSTAT"});
+  // 160 calls one after the other, each reserving 10 and spending 7.
+  for (int i = 0; i < 160; ++i) {
+    auto d = budget_check(rl, "key", 1000000, 10);
+    ASSERT_TRUE(d.allowed);
+    ASSERT_TRUE(d.redis_ok) << "reserved in Redis (by the lease)";
+    ASSERT_EQ(d.reserved, 10);
+    settle(rl, "key", d, 7);
+  }
+  auto calls = script_calls(server);
+  EXPECT_LE(calls, 160 / 16 + 12) << "about one renewal per 16 calls, plus settlement flushes";
+  std::cout << "[ INFO     ] 160 budget-only calls in " << calls << " script calls\n";
+  // Idle, the lease goes back: the counter is then exactly what was spent.
+  auto counter = prefix + "budget:key:" + std::to_string(day_);
+  EXPECT_TRUE(eventually([&] { return counter_value(server, counter) == 160 * 7; }))
+    << counter_value(server, counter);
+}
+
+TEST_F(ratelimit, a_stopping_node_gives_its_leases_back) {
+  redis_server server;
+  auto prefix = unique_name("lease") + ":";
+  auto rl = limiter(server.url(), prefix); // lease_idle: the default second
+  auto d = budget_check(rl, "key", 1000000, 10);
+  ASSERT_TRUE(d.allowed);
+  auto counter = prefix + "budget:key:" + std::to_string(day_);
+  EXPECT_EQ(counter_value(server, counter), 160) << "a lease of 16 calls";
+  settle(rl, "key", d, 4);
+  caf::scoped_actor self{sys_};
+  self->monitor(rl);
+  self->send_exit(rl, caf::exit_reason::user_shutdown);
+  self->receive([](const caf::down_msg&) {}, caf::after(2s) >> [] { ADD_FAILURE() << "no exit"; });
+  EXPECT_EQ(counter_value(server, counter), 4) << "the lease went back, the spend stayed";
+}
+
+TEST_F(ratelimit, leases_across_nodes_never_reserve_more_than_the_budget) {
+  auto prefix = unique_name("lease") + ":";
+  auto n1 = limiter(shared_redis_url(), prefix);
+  auto n2 = limiter(shared_redis_url(), prefix);
+  // A budget of 1,000 and calls reserving 10 that spend nothing (failed
+  // calls give everything back): each node's leases are at most a quarter
+  // of what was left per node, so both keep being admitted until the
+  // budget is nearly reserved, and together they never exceed it.
+  std::int64_t held = 0;
+  int admitted = 0;
+  std::vector<rate_decision> open;
+  for (int i = 0; i < 200; ++i) {
+    auto& node = i % 2 ? n2 : n1;
+    auto d = budget_check(node, "key", 1000, 10, 2);
+    if (!d.allowed)
+      break;
+    ++admitted;
+    held += d.reserved;
+    open.push_back(d);
+  }
+  EXPECT_LE(held, 1000);
+  EXPECT_GE(admitted, 90) << "leases left at most a few calls' worth unused on the other node";
+  // Every call ends spending nothing: the whole budget is free again.
+  for (std::size_t i = 0; i < open.size(); ++i)
+    settle(i % 2 ? n2 : n1, "key", open[i], 0);
+  EXPECT_TRUE(eventually([&] {
+    auto d = budget_check(n1, "key", 1000, 10, 2);
+    if (d.allowed)
+      settle(n1, "key", d, 0);
+    return d.allowed && d.spent < 1000;
+  }));
 }
