@@ -2,10 +2,20 @@
 
 #include <dlfcn.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -83,6 +93,122 @@ std::string check_cluster_tls(const std::string& cert_file, const std::string& k
     }
   }
   return {};
+}
+
+namespace {
+
+/// The whole file, or nullopt when it cannot be read.
+std::optional<std::string> slurp(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    return std::nullopt;
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad())
+    return std::nullopt;
+  return out.str();
+}
+
+/// Writes `text` to `path` (created 0600, truncated); false on failure.
+bool write_private(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return false;
+  std::size_t done = 0;
+  while (done < text.size()) {
+    auto n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      ::close(fd);
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return ::close(fd) == 0;
+}
+
+/// A PEM text ends with a line break before the next one is appended.
+std::string with_newline(std::string s) {
+  if (!s.empty() && s.back() != '\n')
+    s += '\n';
+  return s;
+}
+
+} // namespace
+
+cluster_tls_files::cluster_tls_files(std::string cert_file, std::string key_file,
+                                     std::string ca_file)
+  : cert_file_(std::move(cert_file)), key_file_(std::move(key_file)), ca_file_(std::move(ca_file)) {
+  if (auto why = check_cluster_tls(cert_file_, key_file_, ca_file_); !why.empty())
+    throw std::runtime_error(why);
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string{tmp && *tmp ? tmp : "/tmp"} + "/parley-cluster-tls-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data()))
+    throw std::runtime_error("PARLEY_CLUSTER_TLS_KEY: cannot make a private directory for the "
+                             "cluster identity under " + pattern.substr(0, pattern.rfind('/')) +
+                             " (" + std::strerror(errno) + "); set TMPDIR to a writable directory");
+  dir_ = buf.data();
+  identity_ = dir_ + "/identity.pem";
+  ca_ = dir_ + "/ca.pem";
+  auto applied = refresh();
+  if (applied != "applied") {
+    ::rmdir(dir_.c_str());
+    throw std::runtime_error(applied.empty() ? "PARLEY_CLUSTER_TLS_CERT: cannot copy the files"
+                                             : applied);
+  }
+}
+
+cluster_tls_files::~cluster_tls_files() {
+  for (auto* p : {&identity_, &ca_})
+    ::unlink(p->c_str());
+  for (auto* p : {&identity_, &ca_})
+    ::unlink((*p + ".new").c_str());
+  ::rmdir(dir_.c_str());
+}
+
+std::string cluster_tls_files::refresh() {
+  auto cert = slurp(cert_file_);
+  auto key = slurp(key_file_);
+  auto ca = slurp(ca_file_);
+  std::string content = (cert ? *cert : "") + '\0' + (key ? *key : "") + '\0' + (ca ? *ca : "");
+  if (content == seen_)
+    return {};
+  seen_ = content;
+  if (!cert || !key || !ca) {
+    auto [name, path] = !cert ? std::pair{"PARLEY_CLUSTER_TLS_CERT", &cert_file_}
+                        : !key ? std::pair{"PARLEY_CLUSTER_TLS_KEY", &key_file_}
+                               : std::pair{"PARLEY_CLUSTER_TLS_CA", &ca_file_};
+    return std::string{name} + ": cannot read '" + *path + "'";
+  }
+  // The new set is written beside the copies and checked there, so that
+  // what is checked is exactly what CAF will read.
+  auto identity_new = identity_ + ".new";
+  auto ca_new = ca_ + ".new";
+  if (!write_private(identity_new, with_newline(*key) + *cert) || !write_private(ca_new, *ca))
+    return std::string{"PARLEY_CLUSTER_TLS_CERT: cannot write the private copies in '"} + dir_ +
+           "' (" + std::strerror(errno) + ")";
+  auto why = check_cluster_tls(identity_new, identity_new, ca_new);
+  if (!why.empty()) {
+    ::unlink(identity_new.c_str());
+    ::unlink(ca_new.c_str());
+    // The check read the copies: name the operator's files instead.
+    auto& identity_is = why.rfind("PARLEY_CLUSTER_TLS_KEY", 0) == 0 ? key_file_ : cert_file_;
+    for (auto& [from, to] : {std::pair{&identity_new, &identity_is}, std::pair{&ca_new, &ca_file_}})
+      for (auto at = why.find(*from); at != std::string::npos; at = why.find(*from))
+        why.replace(at, from->size(), *to);
+    return why;
+  }
+  // The CA first: a connection made between the two renames checks the old
+  // identity against the new CA (its handshake fails, nothing ends); the
+  // certificate and its key change together.
+  if (::rename(ca_new.c_str(), ca_.c_str()) != 0 ||
+      ::rename(identity_new.c_str(), identity_.c_str()) != 0)
+    return std::string{"PARLEY_CLUSTER_TLS_CERT: cannot replace the private copies in '"} + dir_ +
+           "' (" + std::strerror(errno) + ")";
+  return "applied";
 }
 
 bool ssl_error_queue_guard_active() {

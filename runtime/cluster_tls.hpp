@@ -9,6 +9,42 @@
 
 namespace parley {
 
+/// The node's cluster identity as CAF reads it: private copies of the
+/// operator's files that are replaced only by a set that passed
+/// check_cluster_tls. CAF 0.17 reads its files again for every cluster
+/// connection and ends the process when one does not load, so a key
+/// renewed badly (missing, not matching, half written) must never reach the
+/// paths it reads. The certificate chain and the key go into one file
+/// (OpenSSL's PEM readers skip blocks of other kinds), replaced by one
+/// rename: CAF can never read a certificate with another one's key.
+class cluster_tls_files {
+public:
+  /// Copies the three files into a new private directory (0700, under
+  /// TMPDIR or /tmp). Throws std::runtime_error naming the setting when the
+  /// files do not pass check_cluster_tls, or when the copies cannot be made.
+  cluster_tls_files(std::string cert_file, std::string key_file, std::string ca_file);
+  ~cluster_tls_files();
+  cluster_tls_files(const cluster_tls_files&) = delete;
+  cluster_tls_files& operator=(const cluster_tls_files&) = delete;
+
+  /// What CAF is given: the certificate chain and key in one file, and the CA.
+  const std::string& identity() const { return identity_; }
+  const std::string& ca() const { return ca_; }
+
+  /// Reads the operator's files again; when their content changed and they
+  /// pass the check, replaces the copies (the next cluster connection uses
+  /// them). Returns "" when nothing changed, "applied" when new files were
+  /// taken, else one line that names the bad setting (the copies stay as
+  /// they were; the same bad content is reported once). Blocking file I/O:
+  /// call it from a thread of its own, not from CAF's or asio's.
+  std::string refresh();
+
+private:
+  std::string cert_file_, key_file_, ca_file_;
+  std::string dir_, identity_, ca_;
+  std::string seen_; ///< the content last read (cert, key, CA), applied or refused
+};
+
 /// Loads the files as the cluster port will and checks that they make a
 /// usable identity: the CA file holds at least one certificate, the
 /// certificate (chain) and the unencrypted private key load and match, and

@@ -1,7 +1,10 @@
 #include "runtime/node.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <csignal>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include <sys/resource.h>
@@ -97,20 +100,61 @@ void raise_open_file_limit(const node_config& cfg) {
 /// certificate on both ends of every connection it makes or accepts
 /// (mutual TLS). Without them the module is not loaded at all: its
 /// unconfigured mode is anonymous TLS, which authenticates nobody.
-void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& cfg) {
+void configure_middleman(caf::actor_system_config& caf_cfg, const node_config& cfg,
+                         const cluster_tls_files* tls) {
   caf_cfg.load<caf::io::middleman>();
   auto beat = std::clamp<std::chrono::milliseconds>(cfg.failure_detect / 4,
                                                     std::chrono::milliseconds(50),
                                                     std::chrono::milliseconds(1000));
   caf_cfg.set("middleman.heartbeat-interval", caf::timespan{beat});
   caf_cfg.set("middleman.connection-timeout", caf::timespan{cfg.failure_detect});
-  if (cfg.cluster_tls()) {
+  if (tls) {
     caf_cfg.load<caf::openssl::manager>();
-    caf_cfg.openssl_certificate = cfg.cluster_tls_cert;
-    caf_cfg.openssl_key = cfg.cluster_tls_key;
-    caf_cfg.openssl_cafile = cfg.cluster_tls_ca;
+    caf_cfg.openssl_certificate = tls->identity();
+    caf_cfg.openssl_key = tls->identity();
+    caf_cfg.openssl_cafile = tls->ca();
   }
 }
+
+/// Applies renewed cluster TLS files (cluster_tls_files::refresh) every
+/// `every` on a thread of its own, logging what it took or refused, until
+/// destroyed.
+class tls_watch {
+public:
+  tls_watch(cluster_tls_files& files, std::chrono::milliseconds every)
+    : thread_([this, &files, every] {
+        std::unique_lock<std::mutex> lock{mutex_};
+        while (!cv_.wait_for(lock, every, [this] { return stop_; })) {
+          std::string what;
+          try {
+            what = files.refresh();
+          } catch (const std::exception& e) {
+            what = std::string{"PARLEY_CLUSTER_TLS_CERT: "} + e.what();
+          }
+          if (what == "applied")
+            log::info("cluster port: renewed TLS files applied to new connections");
+          else if (!what.empty())
+            log::error("cluster port: renewed TLS files refused, keeping the current ones: " +
+                       what);
+        }
+      }) {}
+  ~tls_watch() {
+    {
+      std::lock_guard<std::mutex> lock{mutex_};
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  tls_watch(const tls_watch&) = delete;
+  tls_watch& operator=(const tls_watch&) = delete;
+
+private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_; ///< last: starts after the members it uses
+};
 
 /// Publishes the membership actor on the cluster port: over mutual TLS
 /// when configured, else plain BASP with one warning. It is published
@@ -280,7 +324,18 @@ int serve(node_config cfg) {
   // and take CPU from them (bench/RESULTS.md: +12-24 % durable turns/s).
   caf_cfg.set("scheduler.policy", cfg.actor_scheduler == "stealing" ? caf::atom("stealing")
                                                                      : caf::atom("sharing"));
-  configure_middleman(caf_cfg, cfg);
+  // CAF reads vetted copies of the TLS files, never the operator's own.
+  std::unique_ptr<cluster_tls_files> tls;
+  if (cfg.cluster_tls()) {
+    try {
+      tls = std::make_unique<cluster_tls_files>(cfg.cluster_tls_cert, cfg.cluster_tls_key,
+                                                cfg.cluster_tls_ca);
+    } catch (const std::exception& e) {
+      log::error(e.what());
+      return 1;
+    }
+  }
+  configure_middleman(caf_cfg, cfg, tls.get());
   // One worker per core by default: CAF's own default is at least four,
   // which on a 2-core node only adds wake-ups and context switches
   // (bench/RESULTS.md: 7-14 % less CPU per streamed turn with two).
@@ -288,6 +343,11 @@ int serve(node_config cfg) {
                                        : std::max(1u, std::thread::hardware_concurrency());
   caf_cfg.set("scheduler.max-threads", static_cast<std::size_t>(workers));
   caf::actor_system sys{caf_cfg};
+  // Renewed TLS files apply within this; it stops before `tls` goes, which
+  // outlives the actor system that reads its copies.
+  std::unique_ptr<tls_watch> watch;
+  if (tls)
+    watch = std::make_unique<tls_watch>(*tls, std::chrono::seconds(5));
   net::io_runtime io{cfg.http_threads};
 
   set_actor_metrics(cfg.actor_metrics == 1);

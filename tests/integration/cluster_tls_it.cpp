@@ -424,3 +424,87 @@ TEST(cluster_tls, plain_mode_warns_once_and_bad_settings_are_fatal) {
     EXPECT_NE(r.err.find(setting), std::string::npos) << describe(r);
   }
 }
+
+// Renewing the files of a running node (operations.md: Rotation): a bad set
+// (a key that is not the certificate's, a half-written certificate) is
+// refused with one error line and never reaches CAF, which would end the
+// process at its next cluster connection; the node keeps its identity and
+// its cluster. A good set applies to the next connections: its certificate
+// is the one the cluster port presents.
+TEST(cluster_tls, renewed_files_apply_and_a_bad_set_never_ends_the_node) {
+  pki p;
+  p.make_ca("cluster-ca");
+  for (auto* name : {"node-0", "node-1", "other", "renewed"})
+    p.make_cert(name, "cluster-ca");
+  std::vector<unsigned short> cports{free_port(), free_port()};
+  std::string seeds = "127.0.0.1:" + std::to_string(cports[0]) + ",127.0.0.1:" +
+                      std::to_string(cports[1]);
+  scratch_db db;
+  std::vector<std::unique_ptr<parley_node>> nodes;
+  for (int i = 0; i < 2; ++i) {
+    auto id = "node-" + std::to_string(i);
+    auto env = p.env(id, p.path("cluster-ca.pem"));
+    env["PARLEY_NODE_ID"] = id;
+    env["PARLEY_CLUSTER_PORT"] = std::to_string(cports[static_cast<std::size_t>(i)]);
+    env["PARLEY_SEEDS"] = seeds;
+    env["PARLEY_FAILURE_DETECT_MS"] = "1500";
+    nodes.push_back(std::make_unique<parley_node>(db, env));
+  }
+  auto both_up = [&] {
+    for (auto& n : nodes)
+      for (auto* id : {"node-0", "node-1"})
+        if (status_of(*n, id) != "up")
+          return false;
+    return true;
+  };
+  ASSERT_TRUE(wait_for(both_up, 20s)) << nodes[0]->cluster().dump();
+  auto& n0 = *nodes[0];
+  auto log0 = n0.process().log_path();
+  // New cluster connections to and from node-0: node-1 dies and comes back.
+  auto reconnect = [&] {
+    nodes[1]->kill9();
+    EXPECT_TRUE(wait_for([&] { return status_of(n0, "node-1") == "down"; }, 10s));
+    nodes[1]->restart();
+    EXPECT_TRUE(wait_for(both_up, 20s)) << n0.cluster().dump() << n0.process().log_tail();
+  };
+  auto copy = [&](const std::string& from, const std::string& to) {
+    std::filesystem::copy_file(p.path(from), p.path(to),
+                               std::filesystem::copy_options::overwrite_existing);
+  };
+
+  copy("other.key", "node-0.key"); // not node-0.pem's key
+  ASSERT_TRUE(wait_for([&] { return count_lines(log0, "renewed TLS files refused") == 1; }, 15s))
+      << n0.process().log_tail();
+  EXPECT_EQ(count_lines(log0, "PARLEY_CLUSTER_TLS_KEY"), 1) << n0.process().log_tail();
+  reconnect();
+  EXPECT_TRUE(n0.process().alive()) << n0.process().log_tail();
+
+  { // half written: the certificate cut in the middle
+    std::string pem;
+    {
+      std::ifstream in{p.path("renewed.pem")};
+      pem.assign(std::istreambuf_iterator<char>{in}, {});
+    }
+    std::ofstream{p.path("node-0.pem"), std::ios::trunc} << pem.substr(0, pem.size() / 2);
+  }
+  ASSERT_TRUE(wait_for([&] { return count_lines(log0, "renewed TLS files refused") == 2; }, 15s))
+      << n0.process().log_tail();
+  reconnect();
+  EXPECT_TRUE(n0.process().alive()) << n0.process().log_tail();
+
+  copy("renewed.key", "node-0.key");
+  copy("renewed.pem", "node-0.pem");
+  ASSERT_TRUE(wait_for([&] { return count_lines(log0, "renewed TLS files applied") >= 1; }, 15s))
+      << n0.process().log_tail();
+  reconnect();
+  auto shown = run_process("openssl",
+                           {"s_client", "-connect", "127.0.0.1:" + std::to_string(cports[0]),
+                            "-cert", p.path("node-1.pem"), "-key", p.path("node-1.key"),
+                            "-CAfile", p.path("cluster-ca.pem")},
+                           {}, 10s);
+  EXPECT_NE(shown.out.find("CN = renewed"), std::string::npos) << describe(shown);
+  EXPECT_TRUE(n0.process().alive()) << n0.process().log_tail();
+  auto key = n0.create_key("alice");
+  auto id = nodes[1]->create_session(key);
+  EXPECT_EQ(n0.post_message(key, id, {{"content", "x"}}).status, 200);
+}
