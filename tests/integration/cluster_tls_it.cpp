@@ -156,6 +156,33 @@ bool stays_up(const std::vector<const parley_node*>& nodes, const std::set<std::
 
 constexpr const char* plain_warning = "the cluster port is plain";
 
+/// `n` members node-0, node-1, ... with certificates from `p`'s
+/// "cluster-ca" (made here), each seeded with every member's cluster
+/// address; their cluster ports go to `cports` when given.
+std::vector<std::unique_ptr<parley_node>> tls_members(pki& p, const scratch_db& db, int n,
+                                                      std::vector<unsigned short>* cports = nullptr) {
+  std::vector<unsigned short> ports;
+  std::string seeds;
+  for (int i = 0; i < n; ++i) {
+    ports.push_back(free_port());
+    seeds += (seeds.empty() ? "" : ",") + std::string{"127.0.0.1:"} + std::to_string(ports.back());
+  }
+  std::vector<std::unique_ptr<parley_node>> nodes;
+  for (int i = 0; i < n; ++i) {
+    auto id = "node-" + std::to_string(i);
+    p.make_cert(id, "cluster-ca");
+    auto env = p.env(id, p.path("cluster-ca.pem"));
+    env["PARLEY_NODE_ID"] = id;
+    env["PARLEY_CLUSTER_PORT"] = std::to_string(ports[static_cast<std::size_t>(i)]);
+    env["PARLEY_SEEDS"] = seeds;
+    env["PARLEY_FAILURE_DETECT_MS"] = "1500";
+    nodes.push_back(std::make_unique<parley_node>(db, env));
+  }
+  if (cports)
+    *cports = ports;
+  return nodes;
+}
+
 } // namespace
 
 // Two members with certificates from the cluster CA, a Parley process with
@@ -277,22 +304,8 @@ TEST(cluster_tls, members_form_a_cluster_and_strangers_stay_out) {
 TEST(cluster_tls, a_killed_member_leaves_the_others_connected) {
   pki p;
   p.make_ca("cluster-ca");
-  std::vector<unsigned short> cports{free_port(), free_port(), free_port()};
-  std::string seeds;
-  for (auto port : cports)
-    seeds += (seeds.empty() ? "" : ",") + std::string{"127.0.0.1:"} + std::to_string(port);
   scratch_db db;
-  std::vector<std::unique_ptr<parley_node>> nodes;
-  for (int i = 0; i < 3; ++i) {
-    auto id = "node-" + std::to_string(i);
-    p.make_cert(id, "cluster-ca");
-    auto env = p.env(id, p.path("cluster-ca.pem"));
-    env["PARLEY_NODE_ID"] = id;
-    env["PARLEY_CLUSTER_PORT"] = std::to_string(cports[static_cast<std::size_t>(i)]);
-    env["PARLEY_SEEDS"] = seeds;
-    env["PARLEY_FAILURE_DETECT_MS"] = "1500";
-    nodes.push_back(std::make_unique<parley_node>(db, env));
-  }
+  auto nodes = tls_members(p, db, 3);
   const std::set<std::string> all{"node-0", "node-1", "node-2"};
   ASSERT_TRUE(wait_for(
       [&] {
@@ -434,22 +447,11 @@ TEST(cluster_tls, plain_mode_warns_once_and_bad_settings_are_fatal) {
 TEST(cluster_tls, renewed_files_apply_and_a_bad_set_never_ends_the_node) {
   pki p;
   p.make_ca("cluster-ca");
-  for (auto* name : {"node-0", "node-1", "other", "renewed"})
+  for (auto* name : {"other", "renewed"})
     p.make_cert(name, "cluster-ca");
-  std::vector<unsigned short> cports{free_port(), free_port()};
-  std::string seeds = "127.0.0.1:" + std::to_string(cports[0]) + ",127.0.0.1:" +
-                      std::to_string(cports[1]);
   scratch_db db;
-  std::vector<std::unique_ptr<parley_node>> nodes;
-  for (int i = 0; i < 2; ++i) {
-    auto id = "node-" + std::to_string(i);
-    auto env = p.env(id, p.path("cluster-ca.pem"));
-    env["PARLEY_NODE_ID"] = id;
-    env["PARLEY_CLUSTER_PORT"] = std::to_string(cports[static_cast<std::size_t>(i)]);
-    env["PARLEY_SEEDS"] = seeds;
-    env["PARLEY_FAILURE_DETECT_MS"] = "1500";
-    nodes.push_back(std::make_unique<parley_node>(db, env));
-  }
+  std::vector<unsigned short> cports;
+  auto nodes = tls_members(p, db, 2, &cports);
   auto both_up = [&] {
     for (auto& n : nodes)
       for (auto* id : {"node-0", "node-1"})
