@@ -36,15 +36,6 @@ struct waiting_check {
   bool lease = false; ///< a budget-only check that renews its key's lease (Leases)
 };
 
-/// Tokens of one key's day reserved in Redis for this node, which it hands
-/// to budget-only checks without a round trip (Leases).
-struct budget_lease {
-  std::int64_t day = 0;
-  std::int64_t left = 0;       ///< reserved in Redis, not yet handed to a call
-  std::int64_t spent_seen = 0; ///< the counter, as Redis last reported it
-  bool used = true;            ///< handed out since the last sweep
-};
-
 struct ratelimit_state {
   static inline const char* name = "ratelimit";
   ratelimit_config cfg;
@@ -60,8 +51,8 @@ struct ratelimit_state {
   /// mailbox they came from, which the edge's in-flight gate bounds.
   std::vector<waiting_check> waiting;
   bool batch_queued = false;
-  /// Leases by Redis counter; at most cfg.max_local_keys.
-  std::unordered_map<std::string, budget_lease> leases;
+  /// Leases and queued settlements, shared with the edge (cfg.ledger).
+  std::shared_ptr<budget_ledger> ledger;
   bool sweep_queued = false;
   bool redis_ok = false;
   steady::time_point last_op{};
@@ -192,23 +183,6 @@ rate_decision from_redis(const rate_check_request& r, const storage::admission_r
 
 void owe(ratelimit_self* self, const std::string& k, std::int64_t day, std::int64_t delta);
 
-/// A budget-only check decided from its key's lease, when the lease holds
-/// its reservation.
-std::optional<rate_decision> from_lease(ratelimit_state& st, const rate_check_request& r) {
-  auto it = st.leases.find(budget_key(st, r.key_id, r.day));
-  auto want = std::max<std::int64_t>(0, r.reserve);
-  if (it == st.leases.end() || it->second.left <= 0 || it->second.left < want)
-    return std::nullopt;
-  it->second.left -= want;
-  it->second.used = true;
-  rate_decision d;
-  d.redis_ok = true; // the tokens are reserved in Redis: settle as such
-  d.budget = r.budget;
-  d.spent = it->second.spent_seen;
-  d.reserved = want;
-  return d;
-}
-
 /// What a lease renewal reserves: enough for cfg.lease_calls calls like
 /// this one, but no more than a quarter of what was left of the budget
 /// divided by the live nodes, and never less than this call's own
@@ -226,28 +200,13 @@ std::int64_t lease_size(const ratelimit_state& st, const rate_check_request& r,
 void renewed(ratelimit_self* self, const rate_check_request& r,
              const storage::admission_reply& x, rate_decision& d) {
   auto& st = self->state;
-  auto k = budget_key(st, r.key_id, r.day);
-  auto it = st.leases.find(k);
-  if (it == st.leases.end() && x.allowed) {
-    if (st.leases.size() >= st.cfg.max_local_keys) {
-      // Bounded: no lease for one key more; what this call does not take
-      // goes back at once.
-      d.reserved = std::min(std::max<std::int64_t>(0, r.reserve), x.reserved);
-      owe(self, k, r.day, d.reserved - x.reserved);
-      return;
-    }
-    it = st.leases.emplace(k, budget_lease{r.day}).first;
-  }
-  if (it == st.leases.end())
-    return;
-  auto& l = it->second;
-  l.spent_seen = x.spent + x.reserved;
+  std::int64_t back = 0;
+  auto took = st.ledger->renew(r.key_id, r.day, x.allowed, x.reserved, x.spent + x.reserved,
+                               r.reserve, back);
+  owe(self, budget_key(st, r.key_id, r.day), r.day, -back);
   if (!x.allowed)
     return;
-  auto total = l.left + x.reserved;
-  d.reserved = std::min(std::max<std::int64_t>(0, r.reserve), total);
-  l.left = total - d.reserved;
-  l.used = true;
+  d.reserved = took;
   if (!st.sweep_queued) {
     st.sweep_queued = true;
     self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.lease_idle,
@@ -259,19 +218,9 @@ void renewed(ratelimit_self* self, const rate_check_request& r,
 void sweep(ratelimit_self* self) {
   auto& st = self->state;
   st.sweep_queued = false;
-  auto today = utc_day(unix_now());
-  for (auto it = st.leases.begin(); it != st.leases.end();) {
-    auto& l = it->second;
-    if (l.used && l.day >= today) {
-      l.used = false;
-      ++it;
-      continue;
-    }
-    if (l.day >= today)
-      owe(self, it->first, l.day, -l.left);
-    it = st.leases.erase(it); // a past day's counter expires by itself
-  }
-  if (!st.leases.empty()) {
+  for (auto& l : st.ledger->sweep(utc_day(unix_now())))
+    owe(self, budget_key(st, l.key_id, l.day), l.day, -l.left);
+  if (st.ledger->has_leases()) {
     st.sweep_queued = true;
     self->delayed_send(caf::actor_cast<ratelimit_actor>(self), st.cfg.lease_idle,
                        lease_sweep_atom::value);
@@ -292,7 +241,7 @@ std::size_t decide_batch(ratelimit_self* self, std::vector<waiting_check>& w, st
     auto& c = w[i];
     if (c.lease) {
       // An earlier batch may have renewed the lease since this one queued.
-      if (auto d = from_lease(st, c.req)) {
+      if (auto d = st.ledger->take(c.req.key_id, c.req.day, c.req.budget, c.req.reserve)) {
         c.rp.deliver(*d);
         continue;
       }
@@ -305,8 +254,7 @@ std::size_t decide_batch(ratelimit_self* self, std::vector<waiting_check>& w, st
     if (c.lease) {
       if (std::find(renewing.begin(), renewing.end(), a.budget_key) == renewing.end()) {
         renewing.push_back(a.budget_key);
-        auto it = st.leases.find(a.budget_key);
-        a.reserve = lease_size(st, c.req, it == st.leases.end() ? 0 : it->second.spent_seen);
+        a.reserve = lease_size(st, c.req, st.ledger->lease_of(c.req.key_id, c.req.day).second);
       } else {
         c.lease = false; // its own reservation, in the same call
       }
@@ -349,7 +297,7 @@ caf::result<rate_decision> check(ratelimit_self* self, rate_check_request& r) {
   }
   bool lease = st.redis && st.cfg.lease_calls > 0 && r.rate_per_min <= 0 && r.reserve > 0;
   if (lease)
-    if (auto d = from_lease(st, r))
+    if (auto d = st.ledger->take(r.key_id, r.day, r.budget, r.reserve))
       return *d;
   if (late(r) || !st.redis_usable())
     return from_local(st, r);
@@ -446,14 +394,19 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
   if (ep)
     st.redis = std::make_unique<storage::redis_client>(std::move(*ep), cfg.redis);
   st.cfg = std::move(cfg);
+  st.ledger = st.cfg.ledger ? st.cfg.ledger
+                            : std::make_shared<budget_ledger>(st.cfg.max_local_keys);
+  // Settlements an earlier incarnation of this actor left in the ledger.
+  self->send(caf::actor_cast<ratelimit_actor>(self), settle_batch_atom::value);
   // A node that stops gives its leases back, and sends what it owes, in one
   // last script call (bounded by the command timeout).
   self->set_exit_handler([self, &st](caf::exit_msg& m) {
     auto today = utc_day(unix_now());
-    for (auto& [k, l] : st.leases)
+    for (auto& s : st.ledger->drain())
+      settle(self, s);
+    for (auto& l : st.ledger->take_all())
       if (l.day >= today)
-        owe(self, k, l.day, -l.left);
-    st.leases.clear();
+        owe(self, budget_key(st, l.key_id, l.day), l.day, -l.left);
     flush(self);
     self->quit(m.reason);
   });
@@ -461,6 +414,10 @@ ratelimit_actor::behavior_type ratelimit_behavior(ratelimit_self* self, ratelimi
     [self](rate_check_atom, rate_check_request& r) { return check(self, r); },
     [self](rate_flush_atom) { decide_waiting(self); },
     [self](settle_atom, const budget_settlement& s) { settle(self, s); },
+    [self](settle_batch_atom) {
+      for (auto& s : self->state.ledger->drain())
+        settle(self, s);
+    },
     [self](budget_flush_atom) { flush(self); },
     [self](lease_sweep_atom) { sweep(self); },
     [&st](redis_status_atom) {

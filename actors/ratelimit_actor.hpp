@@ -28,8 +28,10 @@
 /// node's counter against budget / live_nodes (node_budget_share).
 ///
 /// Settlements: (settle_atom, budget_settlement) is fire and forget, sent
-/// when an admitted call ended (actual 0 when it failed: a refund). The
-/// spend goes on this node's counter at once, and into a map of pending
+/// when an admitted call ended (actual 0 when it failed: a refund); the
+/// edge queues them in the budget ledger instead and sends settle_batch_atom
+/// when the queue was empty, so a busy node sends one message per batch
+/// (budget_ledger.hpp). The spend goes on this node's counter at once, and into a map of pending
 /// Redis deltas (per counter, at most `max_pending` counters; beyond, a
 /// delta is lost to Redis and kept here only). The next rate check carries
 /// up to 64 of them in its own script call; a flush `settle_delay` after the
@@ -46,7 +48,8 @@
 ///
 /// Leases: a check with a budget and no rate limit (nothing else needs Redis
 /// per request) is decided from its key's lease when the lease holds its
-/// reservation: tokens of the key's day reserved in Redis for this node by
+/// reservation (by the edge itself, through the budget ledger, without
+/// sending the check here at all): tokens of the key's day reserved in Redis for this node by
 /// an earlier check, which reserved lease_calls times its own reservation
 /// instead of one (but at most a quarter of what was left of the budget per
 /// live node, and at least its own). A node thus asks Redis about once per
@@ -90,6 +93,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -97,6 +101,7 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include "actors/budget_ledger.hpp"
 #include "actors/vocabulary.hpp"
 #include "storage/redis_client.hpp"
 
@@ -111,6 +116,8 @@ using ratelimit_actor = caf::typed_actor<
   caf::replies_to<redis_status_atom>::with<bool>,
   /// A finished call's spend (Settlements, above); no answer.
   caf::reacts_to<settle_atom, budget_settlement>,
+  /// Settlements wait in the budget ledger (Settlements, above); no answer.
+  caf::reacts_to<settle_batch_atom>,
   /// Internal: send the pending settlements to Redis.
   caf::reacts_to<budget_flush_atom>,
   /// Internal: decide the gathered rate checks (Batches, above).
@@ -154,6 +161,9 @@ struct ratelimit_config {
   std::int64_t lease_calls = 16;
   /// A lease not used for this long is given back to Redis.
   std::chrono::milliseconds lease_idle{1000};
+  /// Shared with the edge: leases and queued settlements. Null: the actor
+  /// makes its own (nobody else takes leases or queues settlements).
+  std::shared_ptr<budget_ledger> ledger;
 };
 
 /// The deadline argument of a rate check: `budget` from now, in nanoseconds

@@ -99,6 +99,8 @@ using budget_flush_atom = caf::atom_constant<caf::atom("bgflush")>;
 using rate_flush_atom = caf::atom_constant<caf::atom("rlflush")>;
 // the ratelimit actor giving back budget leases not used for a while
 using lease_sweep_atom = caf::atom_constant<caf::atom("rlsweep")>;
+// settlements queued in the budget ledger (budget_ledger.hpp) wait to be drained
+using settle_batch_atom = caf::atom_constant<caf::atom("settlebat")>;
 // supervision: `(health_atom) -> bool` is answered by every instrumented
 // actor in its mailbox order, before its behaviour (instrumented.hpp), so it
 // is in no typed interface: the supervisor pings through untyped handles.

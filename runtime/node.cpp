@@ -453,6 +453,8 @@ int serve(node_config cfg) {
   edge_cfg.cancel_on_disconnect = cfg.stream_cancel_on_disconnect == 1;
   ratelimit_config rl_cfg;
   rl_cfg.redis_url = cfg.redis_url;
+  rl_cfg.ledger = std::make_shared<budget_ledger>(rl_cfg.max_local_keys);
+  auto ledger = rl_cfg.ledger;
   auto ratelimit = spawn_ratelimit_actor(sys, rl_cfg);
   // The probes' board, with the roles of the core list below, in its order.
   std::vector<std::string> roles{"edge", "registry", "membership", "llm", "ratelimit"};
@@ -465,7 +467,7 @@ int serve(node_config cfg) {
   auto board = std::make_shared<health_board>(std::move(roles));
   auto edge = spawn_edge_actor(
     sys, edge_cfg,
-    edge_peers{storage, registry, membership, ratelimit, metrics, llm, board});
+    edge_peers{storage, registry, membership, ratelimit, ledger, metrics, llm, board});
   revocation_listener_actor revocations;
   discovery_actor discovery;
   if (!cfg.redis_url.empty()) {

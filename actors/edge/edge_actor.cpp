@@ -167,6 +167,7 @@ edge_actor::behavior_type edge_behavior(edge_self* self, edge_config cfg, edge_p
   st.registry = std::move(peers.registry);
   st.membership = std::move(peers.membership);
   st.ratelimit = std::move(peers.ratelimit);
+  st.ledger = std::move(peers.ledger);
   st.llm = std::move(peers.llm);
   st.metrics = peers.metrics ? std::move(peers.metrics) : std::make_shared<node_metrics>();
   st.inflight.on_change([m = st.metrics](std::size_t n) { m->turns_in_flight(n); });

@@ -130,6 +130,8 @@ struct edge_peers {
   registry_actor registry;     ///< this node's session registry
   membership_actor membership; ///< this node's membership actor
   ratelimit_actor ratelimit;   ///< this node's ratelimit actor
+  /// Shared with the ratelimit actor (its cfg.ledger); null: none.
+  std::shared_ptr<budget_ledger> ledger;
   metrics_ptr metrics;
   llm_actor llm; ///< this node's llm actor (the stateless gateway)
   /// The supervisor's board: /readyz reads PostgreSQL's state and the core

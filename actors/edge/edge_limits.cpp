@@ -61,13 +61,14 @@ std::int64_t completion_reservation(const call_ptr& c) {
   return budget_reservation(prompt, requested_completion(chat.upstream_body));
 }
 
-budget_hold::budget_hold(ratelimit_actor rl, budget_settlement s)
-  : rl_(std::move(rl)), s_(std::move(s)) {}
+budget_hold::budget_hold(ratelimit_actor rl, std::shared_ptr<budget_ledger> ledger,
+                         budget_settlement s)
+  : rl_(std::move(rl)), ledger_(std::move(ledger)), s_(std::move(s)) {}
 
 budget_hold::~budget_hold() {
   // Ended without a result (failed, timed out, cancelled): a refund.
   if (!done_.exchange(true))
-    caf::anon_send(rl_, settle_atom::value, std::move(s_));
+    send(std::move(s_));
 }
 
 void budget_hold::settle(const token_usage& u) {
@@ -76,7 +77,16 @@ void budget_hold::settle(const token_usage& u) {
   auto s = s_;
   // A usage the upstream did not report keeps the reservation as the spend.
   s.actual = u.known ? u.prompt_tokens + u.completion_tokens : s.reserved;
-  caf::anon_send(rl_, settle_atom::value, std::move(s));
+  send(std::move(s));
+}
+
+void budget_hold::send(budget_settlement s) {
+  if (!ledger_)
+    return caf::anon_send(rl_, settle_atom::value, std::move(s));
+  // The first of a batch tells the ratelimit actor; the others wait in the
+  // ledger for the same message.
+  if (ledger_->add(std::move(s)))
+    caf::anon_send(rl_, settle_batch_atom::value);
 }
 
 /// The cluster-wide rate limit and daily budget of chat requests: the
@@ -119,14 +129,20 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
     }
     budget_hold_ptr hold;
     if (d.budget > 0)
-      hold = std::make_shared<budget_hold>(
-        self->state.ratelimit, budget_settlement{key_id, day, d.reserved, 0, d.redis_ok});
+      hold = std::make_shared<budget_hold>(self->state.ratelimit, self->state.ledger,
+                                           budget_settlement{key_id, day, d.reserved, 0,
+                                                             d.redis_ok});
     next(std::move(hold));
   };
   rate_check_request req{key_id, rate, live, rate_check_deadline(std::chrono::milliseconds(40))};
   req.budget = budget;
   req.reserve = budget > 0 ? reserve() : 0;
   req.day = day;
+  // A budget-only call whose key's lease holds its reservation needs
+  // neither the ratelimit actor nor Redis (ratelimit_actor.hpp: Leases).
+  if (rate <= 0 && st.ledger)
+    if (auto d = st.ledger->take(key_id, day, budget, req.reserve))
+      return apply(*d);
   self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, req)
     .then([apply](rate_decision& d) { apply(d); },
           [self, apply, key_id, rate, live, budget](caf::error&) {

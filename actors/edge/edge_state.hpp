@@ -43,6 +43,7 @@ struct edge_state {
   registry_actor registry;
   membership_actor membership;
   ratelimit_actor ratelimit;
+  std::shared_ptr<budget_ledger> ledger; ///< shared with the ratelimit actor; may be null
   llm_actor llm; ///< the stateless gateway
   view_ptr view;
   key_cache keys;
@@ -171,12 +172,13 @@ void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);
 
 /// An admitted call's reservation against its key's daily token budget,
 /// until the call's usage settles it (settle) or the last holder lets go
-/// without (a refund). Either sends the ratelimit actor one settlement, fire
-/// and forget, from whichever thread. Shared by the handlers and sinks that
+/// without (a refund). Either queues one settlement in the budget ledger
+/// for the ratelimit actor (or sends it one, without a ledger), fire and
+/// forget, from whichever thread. Shared by the handlers and sinks that
 /// may see the call's result.
 class budget_hold {
 public:
-  budget_hold(ratelimit_actor rl, budget_settlement s);
+  budget_hold(ratelimit_actor rl, std::shared_ptr<budget_ledger> ledger, budget_settlement s);
   ~budget_hold();
   budget_hold(const budget_hold&) = delete;
   budget_hold& operator=(const budget_hold&) = delete;
@@ -184,7 +186,10 @@ public:
   void settle(const token_usage& u);
 
 private:
+  void send(budget_settlement s);
+
   ratelimit_actor rl_;
+  std::shared_ptr<budget_ledger> ledger_;
   budget_settlement s_;
   std::atomic<bool> done_{false};
 };

@@ -318,6 +318,50 @@ TEST(budget, redis_down_each_node_spends_its_share) {
   EXPECT_GE(spent, 40);
 }
 
+// Leases (operations.md): with a budget far from spent and no rate limit,
+// each node's edge takes most calls' reservations from a lease without
+// asking Redis, and settlements queue in its ledger; yet the cluster-wide
+// counter ends up exactly at the sum of the replies' usage once the idle
+// leases went back, and usage totals agree.
+TEST(budget, leased_reservations_settle_to_exactly_what_the_replies_report) {
+  scratch_db db;
+  redis_server redis;
+  parley_cluster c{db, 2, {{"PARLEY_REDIS_URL", redis.url()}}};
+  auto key = key_with_budget(c[0], "grace", 100000000);
+  auto id = c[0].create_session(key);
+  std::int64_t spent = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto r = c[static_cast<std::size_t>(i % 2)].post_message(
+      key, id, {{"content", "leased " + std::to_string(i) + std::string(static_cast<std::size_t>(i * 7), 'x')}});
+    ASSERT_EQ(r.status, 200) << describe(r);
+    spent += total_of(r);
+  }
+  ASSERT_GT(spent, 0);
+  // The counters of the day in this test's own Redis: one per key.
+  auto counter = [&] {
+    std::int64_t sum = 0;
+    auto keys = raw_command("127.0.0.1", redis.port(), {"KEYS", "parley:rl:budget:*"});
+    if (!keys || keys->type != REDIS_REPLY_ARRAY)
+      return std::int64_t{-1};
+    for (std::size_t i = 0; i < keys->elements; ++i) {
+      auto v = raw_command("127.0.0.1", redis.port(),
+                           {"GET", std::string{keys->element[i]->str, keys->element[i]->len}});
+      if (v && v->str)
+        sum += std::stoll(std::string{v->str, v->len});
+    }
+    return sum;
+  };
+  EXPECT_TRUE(wait_for([&] { return counter() == spent; }, 8s))
+      << "counter " << counter() << ", replies " << spent;
+  auto usage = c[1].call("GET", "/v1/usage", key);
+  ASSERT_EQ(usage.status, 200) << describe(usage);
+  std::int64_t total = 0;
+  auto j = usage.js();
+  for (auto& d : j["data"])
+    total += d["prompt_tokens"].get<std::int64_t>() + d["completion_tokens"].get<std::int64_t>();
+  EXPECT_EQ(total, spent) << usage.body;
+}
+
 // The Responses API spends the same budget (API.md sections 4 and 5a):
 // stored responses (turns) and store:false calls count, and the next one
 // is refused once the day's budget is spent, nothing stored.
