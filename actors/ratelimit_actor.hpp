@@ -158,7 +158,7 @@ struct ratelimit_config {
   std::size_t max_batch = 128;
   /// A budget lease holds the reservations of this many calls (Leases);
   /// 0: no leases, every budget check asks Redis.
-  std::int64_t lease_calls = 16;
+  std::int64_t lease_calls = 64;
   /// A lease not used for this long is given back to Redis.
   std::chrono::milliseconds lease_idle{1000};
   /// Shared with the edge: leases and queued settlements. Null: the actor

@@ -546,7 +546,7 @@ TEST_F(ratelimit, budget_only_checks_are_decided_from_a_lease_and_settle_exactly
     settle(rl, "key", d, 7);
   }
   auto calls = script_calls(server);
-  EXPECT_LE(calls, 160 / 16 + 12) << "about one renewal per 16 calls, plus settlement flushes";
+  EXPECT_LE(calls, 160 / 64 + 12) << "about one renewal per 64 calls, plus settlement flushes";
   std::cout << "[ INFO     ] 160 budget-only calls in " << calls << " script calls\n";
   // Idle, the lease goes back: the counter is then exactly what was spent.
   auto counter = prefix + "budget:key:" + std::to_string(day_);
@@ -561,7 +561,7 @@ TEST_F(ratelimit, a_stopping_node_gives_its_leases_back) {
   auto d = budget_check(rl, "key", 1000000, 10);
   ASSERT_TRUE(d.allowed);
   auto counter = prefix + "budget:key:" + std::to_string(day_);
-  EXPECT_EQ(counter_value(server, counter), 160) << "a lease of 16 calls";
+  EXPECT_EQ(counter_value(server, counter), 640) << "a lease of 64 calls";
   settle(rl, "key", d, 4);
   caf::scoped_actor self{sys_};
   self->monitor(rl);
