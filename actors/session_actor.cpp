@@ -415,6 +415,15 @@ void call_model(session_self* self, turn_ptr t) {
       });
 }
 
+/// Whether the reply with seq `previous` is the session's last message (a
+/// turn continuing it needs no fork). The window ends with the last message.
+bool continues_latest(const session_state& st, std::int64_t previous) {
+  if (previous != st.rec.last_seq || st.window.empty())
+    return false;
+  auto& last = st.window.back();
+  return last.seq == previous && last.role == "assistant" && last.reply_to == previous - 1;
+}
+
 void run_turn(session_self* self, turn_ptr t) {
   auto& st = self->state;
   if (t->req.user_id != st.rec.user_id) {
@@ -427,14 +436,32 @@ void run_turn(session_self* self, turn_ptr t) {
     t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
     return finish_turn(self);
   }
-  if (t->req.client_message_id.empty())
+  auto& cmid = t->req.client_message_id;
+  if (!cmid.empty())
+    if (auto hit = find_in_window(st.window, cmid); hit && hit->second)
+      return answer_duplicate(self, t, hit->first, hit->second);
+  auto previous = t->req.previous_seq;
+  if (previous > 0 && !continues_latest(st, previous)) {
+    // The edge looks the response up and forks, or finds this turn's retry.
+    t->rp.deliver(make_error(errc::not_latest, "response " + std::to_string(previous) +
+                                                 " is not the latest of session '" + st.id +
+                                                 "'"));
+    return finish_turn(self);
+  }
+  if (cmid.empty() && previous == 0)
     return call_model(self, std::move(t));
-  if (auto hit = find_in_window(st.window, t->req.client_message_id); hit && hit->second)
-    return answer_duplicate(self, t, hit->first, hit->second);
+  // One batched lookup: the client id's turn, and whether the response
+  // continued from was deleted.
   self->request(st.env.storage->for_lookups(), st.env.cfg->storage_timeout, find_cmid_atom::value,
-                st.id, t->req.client_message_id)
+                st.id, cmid, previous)
     .then(
-      [self, t](client_id_hit& hit) {
+      [self, t, previous](client_id_hit& hit) {
+        if (!hit.found && hit.gone) {
+          t->rp.deliver(make_error(errc::not_found, "response " + std::to_string(previous) +
+                                                      " of session '" + self->state.id +
+                                                      "' was deleted"));
+          return finish_turn(self);
+        }
         if (!hit.found)
           return call_model(self, t);
         std::optional<message_record> reply;

@@ -50,8 +50,9 @@ constexpr std::size_t max_lookup_batch = 512;
 
 struct pending_lookup {
   std::string id;
-  std::string cmid;
+  std::string cmid;        ///< empty: only the deletion check
   caf::response_promise rp;
+  std::int64_t live_seq = 0; ///< > 0: is the response with this reply seq deleted?
 };
 
 struct storage_state {
@@ -300,25 +301,50 @@ void flush_lookups(storage_self* self, storage_state& st) {
     st.lookups_scheduled = true;
     self->send(self, cmid_flush_atom::value);
   }
+  // Client ids in one statement, deletion checks in another: each only
+  // for the lookups that ask it.
   std::vector<std::pair<std::string, std::string>> keys;
-  keys.reserve(batch.size());
-  for (auto& l : batch)
-    keys.emplace_back(l.id, l.cmid);
+  std::vector<std::pair<std::string, std::int64_t>> responses;
+  std::vector<std::size_t> key_of(batch.size(), SIZE_MAX), response_of(batch.size(), SIZE_MAX);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (!batch[i].cmid.empty()) {
+      key_of[i] = keys.size();
+      keys.emplace_back(batch[i].id, batch[i].cmid);
+    }
+    if (batch[i].live_seq > 0) {
+      response_of[i] = responses.size();
+      responses.emplace_back(batch[i].id, batch[i].live_seq);
+    }
+  }
   answer_batch(batch, "the request could not be stored or read", [&] {
     auto out = run(st, [&] { return st.store->find_by_client_ids(keys); });
+    auto gone = run(st, [&] { return st.store->responses_gone(responses); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
       client_id_hit hit;
-      if (auto& r = out[i]) {
-        hit.found = true;
-        hit.user = std::move(r->first);
-        if (r->second) {
-          hit.has_reply = true;
-          hit.reply = std::move(*r->second);
+      if (key_of[i] != SIZE_MAX) {
+        if (auto& r = out[key_of[i]]) {
+          hit.found = true;
+          hit.user = std::move(r->first);
+          if (r->second) {
+            hit.has_reply = true;
+            hit.reply = std::move(*r->second);
+          }
         }
       }
+      hit.gone = response_of[i] != SIZE_MAX && gone[response_of[i]];
       batch[i].rp.deliver(std::move(hit));
     }
   });
+}
+
+/// Queues a lookup for the next flush_lookups.
+caf::delegated<client_id_hit> look_up(storage_self* self, storage_state& st, pending_lookup l) {
+  st.lookups.push_back(std::move(l));
+  if (!st.lookups_scheduled) {
+    st.lookups_scheduled = true;
+    self->send(self, cmid_flush_atom::value);
+  }
+  return {};
 }
 
 storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
@@ -458,12 +484,12 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
       }
     },
     [self, &st](find_cmid_atom, std::string& id, std::string& cmid) -> caf::result<client_id_hit> {
-      st.lookups.push_back({std::move(id), std::move(cmid), self->make_response_promise()});
-      if (!st.lookups_scheduled) {
-        st.lookups_scheduled = true;
-        self->send(self, cmid_flush_atom::value);
-      }
-      return caf::delegated<client_id_hit>{};
+      return look_up(self, st, {std::move(id), std::move(cmid), self->make_response_promise()});
+    },
+    [self, &st](find_cmid_atom, std::string& id, std::string& cmid,
+                std::int64_t live_seq) -> caf::result<client_id_hit> {
+      return look_up(self, st,
+                     {std::move(id), std::move(cmid), self->make_response_promise(), live_seq});
     },
     [self, &st](cmid_flush_atom) {
       st.lookups_scheduled = false;

@@ -38,6 +38,10 @@ using session_store_actor = caf::typed_actor<
   caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
   /// (id, client_message_id) -> the stored turn with that client id, if any.
   caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
+  /// (id, client_message_id or empty, seq) -> the same, and whether the
+  /// response whose reply has that seq was deleted (client_id_hit::gone);
+  /// shares the statements of the lookups above.
+  caf::replies_to<find_cmid_atom, std::string, std::string, std::int64_t>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch
   /// (group commit, below).
   caf::replies_to<turn_write>::with<commit_outcome>,

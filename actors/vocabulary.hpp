@@ -148,6 +148,12 @@ struct turn_request {
   /// the call's options (llm_request::options).
   std::string instructions = {};
   std::string call_options = {};
+  /// OpenAI's `previous_response_id`: the seq of the reply this turn must
+  /// follow (0: none). When it is not the session's last message, a reply
+  /// still there and not deleted, the turn does nothing and fails with
+  /// errc::not_latest (the edge then forks), unless the client message id
+  /// names a stored turn (a retry, answered as such).
+  std::int64_t previous_seq = 0;
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -277,6 +283,8 @@ struct client_id_hit {
   message_record user;
   bool has_reply = false;
   message_record reply;
+  /// The lookup with a response's seq: that response was deleted.
+  bool gone = false;
 };
 
 // -- cluster -----------------------------------------------------------------
@@ -449,7 +457,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
-           x.call_options);
+           x.call_options, x.previous_seq);
 }
 
 template <class Inspector>
@@ -560,7 +568,8 @@ typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, client_id_hit& x) {
-  return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply);
+  return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply,
+           x.gone);
 }
 
 // -- errors ------------------------------------------------------------------

@@ -155,6 +155,12 @@ const std::string sql_find_client_ids =
      WHERE session_id = q.session_id AND seq IN (u.seq, u.seq + 1)
        AND (seq = u.seq OR reply_to = u.seq) LIMIT 2) m
  ORDER BY q.i, m.seq)sql";
+// Which of the (session, reply seq) pairs of $1 and $2 (1-based position i)
+// name a deleted response: one primary key probe a pair.
+const char* const gone_statement = "parley_responses_gone";
+const std::string sql_responses_gone =
+  "SELECT q.i FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(session_id, seq, i) "
+  "JOIN deleted_responses d ON d.session_id = q.session_id AND d.seq = q.seq";
 const std::string sql_message_role =
   "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
 const std::string sql_upsert_feedback =
@@ -498,6 +504,7 @@ void pg_store::drop_connection() {
   conn_.reset();
   commit_prepared_ = false;
   client_ids_prepared_ = false;
+  gone_prepared_ = false;
 }
 
 template <class F>
@@ -940,6 +947,32 @@ pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::strin
         slot.emplace(std::move(m), std::nullopt);
       else if (!slot->second)
         slot->second = std::move(m);
+    }
+    return out;
+  });
+}
+
+std::vector<bool>
+pg_store::responses_gone(const std::vector<std::pair<std::string, std::int64_t>>& keys) {
+  return guarded([&] {
+    std::vector<bool> out(keys.size(), false);
+    if (keys.empty())
+      return out;
+    auto& c = conn();
+    if (!gone_prepared_) {
+      c.prepare(gone_statement, sql_responses_gone);
+      gone_prepared_ = true;
+    }
+    pg_array sessions, seqs;
+    for (auto& k : keys) {
+      sessions.add(k.first);
+      seqs.add(k.second);
+    }
+    pqxx::nontransaction n{c};
+    for (const auto& row : n.exec_prepared(gone_statement, sessions.str(), seqs.str())) {
+      auto i = row[0].as<std::size_t>();
+      if (i >= 1 && i <= out.size())
+        out[i - 1] = true;
     }
     return out;
   });

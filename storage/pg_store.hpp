@@ -177,6 +177,9 @@ public:
   /// statement; one entry per pair, in order.
   std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
   find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys);
+  /// For each (session id, reply seq) pair, in order: whether that response
+  /// was deleted (DELETE /v1/responses/{id}); one statement for all.
+  std::vector<bool> responses_gone(const std::vector<std::pair<std::string, std::int64_t>>& keys);
 
   feedback_outcome put_feedback(const std::string& id, const std::string& user, std::int64_t seq,
                                 int rating, const std::optional<std::string>& comment);
@@ -234,6 +237,7 @@ private:
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
   bool client_ids_prepared_ = false; ///< so is the client id lookup
+  bool gone_prepared_ = false;       ///< and the deleted responses' check
   std::unique_ptr<watchdog> watchdog_;
 };
 

@@ -43,9 +43,12 @@ std::string new_session_id(const std::string& user, const std::string& key, cons
   return hash_key(std::string{kind} + '\n' + user + '\n' + key).substr(0, 32);
 }
 
-/// The stored response: a turn of `session_id`.
+/// The stored response: a turn of `session_id`; with `previous_seq` (and
+/// `refused`, which sees its errors first) a turn that must continue that
+/// response (turn_request::previous_seq).
 void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
-                const std::string& session_id) {
+                const std::string& session_id, std::int64_t previous_seq = 0,
+                turn_refusal refused = {}) {
   auto& b = body(c);
   // The one user item is the turn's message; system and developer items
   // join the instructions of this call (never stored, like them).
@@ -60,6 +63,7 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
                  c->request_id, 0,           caf::actor{},    key.models};
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
+  t.previous_seq = previous_seq;
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
   auto& cfg = self->state.cfg;
@@ -76,7 +80,7 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
       v.id = net::response_id(v.session_id, r.reply.seq);
       reply(call, 200, render_response(v, r.reply));
     },
-    std::move(streamed));
+    std::move(streamed), {}, std::move(refused));
 }
 
 void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& key) {
@@ -102,8 +106,9 @@ void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& 
       [c](caf::error& e) { reply_error(c, e); });
 }
 
-/// `previous_response_id`: its session when it is the latest response there
-/// (or this request's turn is there already: a retry), else a fork.
+/// `previous_response_id`, looked up here: its session when it is the latest
+/// response there (or this request's turn is there already: a retry), else
+/// a fork.
 void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key) {
   auto& st = self->state;
   auto prev_id = body(c).previous_response_id;
@@ -296,9 +301,28 @@ void start_response(edge_self* self, const call_ptr& c, const api_key_record& ke
       return reply_error(c, {errc::not_found, "conversation '" + b.conversation + "' not found"});
     return run_stored(self, c, key, *s);
   }
-  if (!b.previous_response_id.empty())
+  if (b.previous_response_id.empty())
+    return new_conversation(self, c, key);
+  if (c->stream)
     return continue_from(self, c, key);
-  new_conversation(self, c, key);
+  // The common case, a chain going on from its latest response, asks the
+  // session actor alone: it knows its last seq, so the turn needs no reads
+  // here. Anything else (an older response: a fork; a retry whose turn is
+  // out of its window) it refuses untouched, and the lookups here decide.
+  auto prev = net::turn_of_response(b.previous_response_id);
+  if (!prev || prev->second < 2)
+    return reply_error(c, not_found_response(b.previous_response_id));
+  run_stored(self, c, key, prev->first, prev->second,
+             [self, key](const call_ptr& call, const api_error& err) {
+               if (err.code == errc::not_latest) {
+                 continue_from(self, call, key);
+                 return true;
+               }
+               if (err.code != errc::not_found)
+                 return false;
+               reply_error(call, not_found_response(body(call).previous_response_id));
+               return true;
+             });
 }
 
 /// The turn a response id names: its user message and reply, and the
