@@ -519,6 +519,60 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
   EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
 }
 
+// Items other than text messages (tool calls and their outputs, images,
+// reasoning, references) are refused whole with a 400 whose `param` names
+// the item or part, and nothing is written (API.md section 5a: items are
+// text messages).
+TEST_F(stateful, non_text_items_are_refused_naming_the_item_and_change_nothing) {
+  auto r = call("POST", "/v1/responses", {{"input", "hello"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto id = r.js()["id"].get<std::string>();
+  auto conv = r.js()["conversation"]["id"].get<std::string>();
+  auto user = [](const std::string& text) { return json{{"role", "user"}, {"content", text}}; };
+  json call_item = {{"type", "function_call"}, {"call_id", "call_1"}, {"name", "lookup"},
+                    {"arguments", "{}"}};
+  json output_item = {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "42"}};
+  json image = {{"role", "user"},
+                {"content", json::array({{{"type", "input_text"}, {"text", "what is this"}},
+                                         {{"type", "input_image"},
+                                          {"image_url", "https://example.com/a.png"}}})}};
+  struct refused {
+    json input;
+    std::string param;
+  };
+  for (auto& [input, param] : std::vector<refused>{
+         {json::array({user("a"), call_item}), "input[1]"},
+         {json::array({output_item, user("a")}), "input[0]"},
+         {json::array({image}), "input[0].content[1]"},
+         {json::array({{{"type", "reasoning"}, {"summary", json::array()}}, user("a")}), "input[0]"},
+         {json::array({{{"type", "item_reference"}, {"id", "msg_x"}}, user("a")}), "input[0]"},
+         {json::array({{{"role", "tool"}, {"content", "x"}}, user("a")}), "input[0].role"},
+       }) {
+    for (bool store : {true, false})
+      for (const json& where : {json{{"previous_response_id", id}}, json{{"conversation", conv}},
+                                json::object()}) {
+        json body = where;
+        body["input"] = input;
+        body["store"] = store;
+        auto got = call("POST", "/v1/responses", body);
+        EXPECT_TRUE(is_error(got, 400, "invalid_request")) << body.dump();
+        EXPECT_EQ(got.js()["error"]["param"], param) << describe(got);
+        EXPECT_EQ(got.js()["error"]["type"], "invalid_request_error") << describe(got);
+      }
+    auto got = call("POST", "/v1/conversations", {{"items", input}});
+    EXPECT_TRUE(is_error(got, 400, "invalid_request")) << input.dump();
+    auto items_param = param;
+    items_param.replace(0, 5, "items");
+    EXPECT_EQ(got.js()["error"]["param"], items_param) << describe(got);
+    got = call("POST", "/v1/conversations/" + conv + "/items", {{"items", input}});
+    EXPECT_TRUE(is_error(got, 400, "invalid_request")) << input.dump();
+    EXPECT_EQ(got.js()["error"]["param"], items_param) << describe(got);
+  }
+  // Nothing was written: one conversation, its first turn only.
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
+}
+
 /// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".
 std::string node_modules() {
   const char* dir = std::getenv("PARLEY_TEST_NODE_MODULES");
