@@ -317,16 +317,19 @@ void write_timed_out(session_self* self, const turn_ptr& t, const char* retry) {
                            std::string{"PostgreSQL did not answer in time; "} + retry));
   reset(self);
 }
-void commit(session_self* self, turn_ptr t, message_record user, message_record reply) {
+void commit(session_self* self, turn_ptr t, message_record user, message_record reply,
+            std::vector<message_record> before) {
   auto& st = self->state;
-  turn_write w{st.id, st.rec.epoch, user, reply};
+  turn_write w{st.id, st.rec.epoch, user, reply, before};
   self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
     .then(
-      [self, t, user, reply](commit_outcome o) {
+      [self, t, user, reply, before = std::move(before)](commit_outcome o) {
         after_write(self, t, o, retry_turn, [&] {
           auto& s = self->state;
           s.rec.last_seq = reply.seq;
-          s.rec.message_count += 2;
+          s.rec.message_count += 2 + static_cast<std::int64_t>(before.size());
+          for (auto& m : before)
+            push_window(s.window, m, s.env.cfg->window);
           push_window(s.window, user, s.env.cfg->window);
           push_window(s.window, reply, s.env.cfg->window);
           t->rp.deliver(turn_reply{user, reply});
@@ -366,18 +369,35 @@ void append(session_self* self, turn_ptr t) {
 
 void call_model(session_self* self, turn_ptr t) {
   auto& st = self->state;
+  // Replayed items take the seqs before the user message's.
+  auto now = now_rfc3339();
+  auto before = std::move(t->req.before);
+  t->req.before.clear();
+  auto seq = st.rec.last_seq;
+  for (auto& m : before) {
+    m.seq = ++seq;
+    m.created_at = now;
+    m.tokens = estimate_message_tokens(m.content);
+  }
   message_record user;
-  user.seq = st.rec.last_seq + 1;
+  user.seq = seq + 1;
   user.role = "user";
   user.content = t->req.content;
-  user.created_at = now_rfc3339();
+  user.created_at = now;
   user.client_message_id = t->req.client_message_id;
   // OpenAI's Responses API: `instructions` stand in for the system prompt
   // in this call only. PARLEY_CONTEXT_TOKENS, or the session's own budget,
   // cuts the history.
   auto& system = t->req.instructions.empty() ? st.rec.system_prompt : t->req.instructions;
   auto budget = st.rec.context_tokens >= 0 ? st.rec.context_tokens : st.env.cfg->context_tokens;
-  auto plan = plan_context(system, st.window, user, st.env.cfg->window, budget);
+  auto plan = [&] {
+    if (before.empty())
+      return plan_context(system, st.window, user, st.env.cfg->window, budget);
+    auto history = st.window;
+    for (auto& m : before)
+      push_window(history, m, st.env.cfg->window);
+    return plan_context(system, history, user, st.env.cfg->window, budget);
+  }();
   auto others = plan.others;
   llm_request req{st.rec.model, std::move(plan.messages), {}, t->req.call_options};
   // Retries and the fallback upstream (after a primary that timed out) all
@@ -393,7 +413,7 @@ void call_model(session_self* self, turn_ptr t) {
                                       st.sink)
                       : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
   std::move(call).then(
-      [self, t, user, others](llm_result& r) mutable {
+      [self, t, user, others, before = std::move(before)](llm_result& r) mutable {
         // The counts the window is cut by next time (API.md section 4).
         user.tokens = user_message_tokens(r.usage, others, user.content);
         message_record reply;
@@ -407,7 +427,7 @@ void call_model(session_self* self, turn_ptr t) {
                          ? r.usage.completion_tokens
                          : estimate_message_tokens(reply.content);
         reply.usage = r.usage;
-        commit(self, t, user, std::move(reply));
+        commit(self, t, user, std::move(reply), std::move(before));
       },
       [self, t](caf::error& e) {
         t->rp.deliver(std::move(e));

@@ -154,6 +154,10 @@ struct turn_request {
   /// errc::not_latest (the edge then forks), unless the client message id
   /// names a stored turn (a retry, answered as such).
   std::int64_t previous_seq = 0;
+  /// OpenAI's replayed input items (role and content): stored in order
+  /// before the user message, in the same commit as the turn, and sent to
+  /// the model as history.
+  std::vector<message_record> before = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -434,7 +438,8 @@ typename Inspector::result_type inspect(Inspector& f, activation_record& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
-  return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply);
+  return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply,
+           x.before);
 }
 
 template <class Inspector>
@@ -457,7 +462,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
-           x.call_options, x.previous_seq);
+           x.call_options, x.previous_seq, x.before);
 }
 
 template <class Inspector>

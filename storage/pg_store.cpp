@@ -179,21 +179,28 @@ const std::string sql_upsert_feedback =
 // ON CONFLICT may touch a row once per statement), in this connection's
 // shard: a turn is counted exactly when it is written, in the same
 // transaction, with no statement or round trip of its own.
+// A turn may carry messages stored before its user message (OpenAI's
+// replayed input items): $17 says how many (its first seq is user_seq -
+// that), and their rows come flattened in $18..$22, each with its turn's
+// position in the batch (1-based), written only with their turn.
 // Returns session id, epoch and user seq of every turn written.
 const char* const commit_statement = "parley_commit_turns";
 const std::string sql_commit_turns = R"sql(
 WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
-                       $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[])
+                       $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[],
+                       $17::bigint[])
+    WITH ORDINALITY
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
          reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
-         reply_tokens)
+         reply_tokens, before_n, i)
 ), fenced AS (
   UPDATE sessions s
-     SET last_seq = t.reply_seq, message_count = s.message_count + 2, updated_at = now()
+     SET last_seq = t.reply_seq, message_count = s.message_count + 2 + t.before_n,
+         updated_at = now()
     FROM t
-   WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - 1
+   WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - t.before_n - 1
   RETURNING t.session_id, t.epoch, t.user_seq, s.user_id
 ), written AS (
   SELECT t.*, f.user_id FROM t JOIN fenced f USING (session_id, epoch, user_seq)
@@ -201,6 +208,12 @@ WITH t AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
                         client_message_id, prompt_tokens, completion_tokens, total_tokens,
                         tokens)
+  SELECT w.session_id, b.seq, b.role, b.content, b.at, NULL::bigint, NULL::text, NULL::text,
+         NULL::bigint, NULL::bigint, NULL::bigint, b.tokens
+    FROM unnest($18::bigint[], $19::bigint[], $20::text[], $21::text[], $22::timestamptz[],
+                $23::bigint[]) AS b(turn, seq, role, content, at, tokens)
+    JOIN written w ON w.i = b.turn
+  UNION ALL
   SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL,
          user_tokens
     FROM written
@@ -1118,8 +1131,23 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model, prompt, completion, total, user_tokens, reply_tokens;
+    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n;
+  pg_array before_turn, before_seq, before_role, before_content, before_at, before_tokens;
+  std::int64_t position = 0;
   for (auto& t : turns) {
+    ++position;
+    before_n.add(static_cast<std::int64_t>(t.before.size()));
+    for (auto& m : t.before) {
+      before_turn.add(position);
+      before_seq.add(m.seq);
+      before_role.add(m.role);
+      before_content.add(m.content);
+      before_at.add(m.created_at);
+      if (m.tokens > 0)
+        before_tokens.add(sane_tokens(m.tokens));
+      else
+        before_tokens.add_null();
+    }
     session.add(t.session_id);
     epoch.add(t.epoch);
     user_seq.add(t.user.seq);
@@ -1164,7 +1192,9 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                                 user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
                                 reply_content.str(), reply_at.str(), model.str(),
                                 prompt.str(), completion.str(), total.str(), usage_shard_,
-                                user_tokens.str(), reply_tokens.str());
+                                user_tokens.str(), reply_tokens.str(), before_n.str(),
+                                before_turn.str(), before_seq.str(), before_role.str(),
+                                before_content.str(), before_at.str(), before_tokens.str());
     std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
     for (const auto& r : rows)
       written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());

@@ -64,6 +64,9 @@ struct turn_write {
   std::int64_t epoch = 0;
   message_record user;
   message_record reply;
+  /// Messages stored before `user` in the same commit (OpenAI's replayed
+  /// input items), seqs user.seq - before.size() ... user.seq - 1, in order.
+  std::vector<message_record> before = {};
 };
 
 /// Messages appended to a session by its actor (turn_request::append):

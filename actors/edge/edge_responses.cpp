@@ -50,17 +50,36 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
                 const std::string& session_id, std::int64_t previous_seq = 0,
                 turn_refusal refused = {}) {
   auto& b = body(c);
-  // The one user item is the turn's message; system and developer items
-  // join the instructions of this call (never stored, like them).
+  // The last user item is the turn's message, the user and assistant items
+  // before it are stored before it in the same commit (a replayed history);
+  // system and developer items join the instructions of this call (never
+  // stored, like them). handle_create_response checked the order.
   std::string text, instructions = b.instructions.value_or("");
+  std::vector<message_record> before;
   for (auto& item : b.input) {
-    if (item.role == "user")
-      text = item.text;
-    else
+    if (item.role == "user" || item.role == "assistant") {
+      if (!text.empty()) {
+        message_record m;
+        m.role = "user";
+        m.content = std::move(text);
+        before.push_back(std::move(m));
+        text.clear();
+      }
+      if (item.role == "user") {
+        text = item.text;
+      } else {
+        message_record m;
+        m.role = "assistant";
+        m.content = item.text;
+        before.push_back(std::move(m));
+      }
+    } else {
       instructions += (instructions.empty() ? "" : "\n\n") + item.text;
+    }
   }
   turn_request t{session_id,    key.user_id, std::move(text), c->idempotency_key,
                  c->request_id, 0,           caf::actor{},    key.models};
+  t.before = std::move(before);
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
   t.previous_seq = previous_seq;
@@ -366,16 +385,20 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
 
 void handle_create_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& b = body(c);
-  auto count = [&b](const char* role) {
-    return std::count_if(b.input.begin(), b.input.end(),
-                         [role](const net::input_item& i) { return i.role == role; });
-  };
-  if (b.store && (count("user") != 1 || count("assistant") != 0))
+  // A stored response's last user or assistant item must be the user's:
+  // its turn's user message, the one the model answers.
+  auto last = std::find_if(b.input.rbegin(), b.input.rend(), [](const net::input_item& i) {
+    return i.role == "user" || i.role == "assistant";
+  });
+  if (b.store && (last == b.input.rend() || last->role != "user")) {
+    auto at = last == b.input.rend()
+                ? std::size_t{0}
+                : b.input.size() - 1 - static_cast<std::size_t>(last - b.input.rbegin());
     return reply_error(c, {errc::invalid_request,
-                           "a stored response takes one user message as 'input' (a string or "
-                           "one user item, with system or developer items for this call if "
-                           "any); add other items to its conversation first with "
-                           "POST /v1/conversations/{id}/items"});
+                           "'input' must end with a user message (the one the model answers); "
+                           "earlier user and assistant items are history",
+                           "input[" + std::to_string(at) + "]"});
+  }
   // The reservation: the input's estimate and a completion allowance.
   auto reserve = [&b] {
     std::int64_t prompt = estimate_message_tokens(b.instructions.value_or(""));

@@ -377,6 +377,81 @@ std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
   return out;
 }
 
+// A stored response's input may replay history: every user and assistant
+// item before its last user message is stored, in order, in the same
+// commit as the turn (so a failed call or a retry stores them once).
+TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto msg = [](const std::string& role, const std::string& text) {
+    return json{{"role", role}, {"content", text}};
+  };
+  auto r1 = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+                                         msg("system", "sys"), msg("user", "q2")})}},
+                 {{"Idempotency-Key", "replay-1"}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  EXPECT_EQ(sent(mock, 0), (chat{{"system", "sys"}, {"user", "q1"}, {"assistant", "a1"},
+                                 {"user", "q2"}}));
+  auto conv = r1.js()["conversation"]["id"].get<std::string>();
+  auto session = conv.substr(5);
+  EXPECT_EQ(r1.js()["id"], "resp_" + session + "_4");
+  auto reply1 = r1.js()["output"][0]["content"][0]["text"].get<std::string>();
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 4u) << msgs.dump();
+  EXPECT_EQ(msgs[0]["content"], "q1");
+  EXPECT_EQ(msgs[1]["role"], "assistant");
+  EXPECT_EQ(msgs[1]["content"], "a1");
+  EXPECT_EQ(msgs[2]["content"], "q2");
+  EXPECT_EQ(msgs[3]["content"], reply1);
+  EXPECT_EQ(msgs[3]["reply_to"], 3);
+
+  // A retry: the same response, nothing stored twice, no second call.
+  auto again = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+                                            msg("system", "sys"), msg("user", "q2")})}},
+                    {{"Idempotency-Key", "replay-1"}});
+  ASSERT_EQ(again.status, 200) << describe(again);
+  EXPECT_EQ(again.js()["id"], r1.js()["id"]);
+  EXPECT_EQ(mock.requests().size(), 1u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 4u);
+
+  // Continuing the chain with more replayed items: they follow in order.
+  auto r2 = post({{"input", json::array({msg("user", "q3"), msg("assistant", "a3"),
+                                         msg("user", "q4")})},
+                  {"previous_response_id", r1.js()["id"]}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  EXPECT_EQ(r2.js()["id"], "resp_" + session + "_8");
+  EXPECT_EQ(sent(mock, 1), (chat{{"user", "q1"}, {"assistant", "a1"}, {"user", "q2"},
+                                 {"assistant", reply1}, {"user", "q3"}, {"assistant", "a3"},
+                                 {"user", "q4"}}));
+  msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 8u) << msgs.dump();
+  EXPECT_EQ(msgs[4]["content"], "q3");
+  EXPECT_EQ(msgs[5]["content"], "a3");
+  EXPECT_EQ(msgs[6]["content"], "q4");
+  auto s = node.call("GET", "/v1/sessions/" + session, key).js();
+  EXPECT_EQ(s["message_count"], 8);
+  EXPECT_EQ(s["last_seq"], 8);
+
+  // The model fails: nothing of the request is stored.
+  mock.configure({{"fail_status", 500}, {"fail_count", -1}});
+  auto failed = post({{"input", json::array({msg("user", "q5"), msg("assistant", "a5"),
+                                             msg("user", "q6")})},
+                      {"conversation", conv}});
+  EXPECT_GE(failed.status, 500) << describe(failed);
+  EXPECT_EQ(node.all_messages(key, session).size(), 8u);
+
+  // The last message item must be the user's: it is what the model answers.
+  auto bad = post({{"input", json::array({msg("user", "q"), msg("assistant", "a")})},
+                   {"conversation", conv}});
+  EXPECT_EQ(bad.status, 400) << describe(bad);
+  EXPECT_EQ(node.all_messages(key, session).size(), 8u);
+}
+
 TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
   scratch_db db;
   mock_llm mock;
@@ -466,7 +541,7 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
          {{"input", "x"}, {"metadata", {{"a", 1}}}},
          {{"input", "x"}, {"conversation", 7}},
          {{"input", json::array({{{"role", "user"}, {"content", "a"}},
-                                 {{"role", "user"}, {"content", "b"}}})}},
+                                 {{"role", "assistant"}, {"content", "b"}}})}},
          {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
        })
     EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
