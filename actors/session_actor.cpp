@@ -320,7 +320,9 @@ void write_timed_out(session_self* self, const turn_ptr& t, const char* retry) {
 void commit(session_self* self, turn_ptr t, message_record user, message_record reply,
             std::vector<message_record> before) {
   auto& st = self->state;
-  turn_write w{st.id, st.rec.epoch, user, reply, before};
+  turn_write w{st.id, st.rec.epoch, user, reply, before, t->req.options};
+  w.options.input_before = static_cast<std::int64_t>(before.size());
+  w.options.keep = w.options.keep || !before.empty();
   self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
     .then(
       [self, t, user, reply, before = std::move(before)](commit_outcome o) {

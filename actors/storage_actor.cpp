@@ -390,6 +390,18 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return s;
       });
     },
+    [&st](new_sess_atom, const session_record& s, const std::vector<message_record>& first,
+          const std::string& request_hash) -> caf::result<session_record> {
+      try {
+        if (auto made =
+              run(st, [&] { return st.store->create_session_once(s, first, request_hash); }))
+          return std::move(*made);
+        return make_error(errc::conflict, "the Idempotency-Key was already used with another "
+                                          "request");
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
+    },
     [&st](append_atom, const append_write& w) -> commit_outcome {
       try {
         return run(st, [&] { return st.store->append_messages(w); });
@@ -403,7 +415,7 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](fork_atom, const fork_request& r) {
       return guarded(st, [&] { return st.store->fork_session(r); });
     },
-    [&st](get_resp_atom, const response_ref& r) -> caf::result<message_page> {
+    [&st](get_resp_atom, const response_ref& r) -> caf::result<response_record> {
       try {
         if (auto v = run(st, [&] { return st.store->response_turn(r); }))
           return std::move(*v);

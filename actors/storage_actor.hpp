@@ -69,12 +69,17 @@ using storage_actor = session_store_actor::extend<
   /// A session with its first messages (seq 1.., in order) in one
   /// transaction: a conversation created with items.
   caf::replies_to<new_sess_atom, session_record, std::vector<message_record>>::with<session_record>,
+  /// The same once per id (an Idempotency-Key's session), with the hash of
+  /// the request: the session as stored when the same request made it,
+  /// now or before; errc::conflict when another request took the id.
+  caf::replies_to<new_sess_atom, session_record, std::vector<message_record>,
+                  std::string>::with<session_record>,
   /// -> true when the fork exists now (made now, or by an earlier attempt
   /// with the same new id); false when the source is not the user's.
   caf::replies_to<fork_atom, fork_request>::with<bool>,
   /// -> the messages up to a stored response (its message and reply last),
   /// or not_found (none, deleted, another user's).
-  caf::replies_to<get_resp_atom, response_ref>::with<message_page>,
+  caf::replies_to<get_resp_atom, response_ref>::with<response_record>,
   /// -> whether a response was deleted now.
   caf::replies_to<del_resp_atom, response_ref>::with<bool>,
   /// Creates the session unless one with its id exists (an idempotent

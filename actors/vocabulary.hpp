@@ -158,6 +158,9 @@ struct turn_request {
   /// before the user message, in the same commit as the turn, and sent to
   /// the model as history.
   std::vector<message_record> before = {};
+  /// OpenAI's Responses API: the request's options, stored with the turn
+  /// (turn_write::options; the actor sets input_before).
+  response_options options = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -439,7 +442,7 @@ typename Inspector::result_type inspect(Inspector& f, activation_record& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
   return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply,
-           x.before);
+           x.before, x.options);
 }
 
 template <class Inspector>
@@ -454,6 +457,17 @@ typename Inspector::result_type inspect(Inspector& f, session_page& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_options& x) {
+  return f(caf::meta::type_name("parley.response_options"), x.keep, x.instructions,
+           x.metadata_json, x.call_options, x.input_before);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_record& x) {
+  return f(caf::meta::type_name("parley.response_record"), x.turn, x.options);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_page& x) {
   return f(caf::meta::type_name("parley.message_page"), x.data, x.next_after);
 }
@@ -462,7 +476,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
-           x.call_options, x.previous_seq, x.before);
+           x.call_options, x.previous_seq, x.before,
+           x.options);
 }
 
 template <class Inspector>

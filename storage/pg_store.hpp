@@ -119,15 +119,24 @@ public:
   /// A session with its first messages (seq 1.. in the given order; role
   /// and content only) in one transaction and one statement for them.
   void create_session(const session_record& s, const std::vector<message_record>& first);
+  /// create_session(s, first) once per id: a session made with an
+  /// Idempotency-Key, whose id derives from the key. The session as it is
+  /// when it exists now as `s.user_id`'s, made with the same `request_hash`
+  /// (by this call or an earlier one); nullopt when the id is taken by
+  /// another request (another hash, or a session made without one).
+  std::optional<session_record> create_session_once(const session_record& s,
+                                                    const std::vector<message_record>& first,
+                                                    const std::string& request_hash);
   /// A fork: a new session `r.new_id` of `r.user_id` with the source's
   /// settings and its messages up to `r.upto_seq`, copied by one INSERT ...
   /// SELECT in the transaction that makes the session. True when the fork
   /// exists now (also made before: then nothing is written); false when the
   /// source is not the user's.
   bool fork_session(const fork_request& r);
-  /// The messages seq - 2 .. seq of `r.user_id`'s session when the reply
-  /// `r.seq` is a stored response that was not deleted; nullopt otherwise.
-  std::optional<message_page> response_turn(const response_ref& r);
+  /// The messages seq - 3 .. seq of `r.user_id`'s session and the
+  /// response's options when the reply `r.seq` is a stored response that
+  /// was not deleted; nullopt otherwise.
+  std::optional<response_record> response_turn(const response_ref& r);
   /// Marks the response deleted; false when there is no such response
   /// (also one deleted already, or another user's).
   bool delete_response(const response_ref& r);

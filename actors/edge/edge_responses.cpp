@@ -83,6 +83,12 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
   t.previous_seq = previous_seq;
+  // What GET /v1/responses/{id} gives back; a response with none of them
+  // stores no row.
+  t.options.instructions = t.instructions;
+  t.options.metadata_json = b.metadata_json;
+  t.options.call_options = b.call_options;
+  t.options.keep = !t.instructions.empty() || b.metadata_json != "{}" || b.call_options != "{}";
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
   auto& cfg = self->state.cfg;
@@ -145,7 +151,7 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
         self->request(sst.storage->any(), sst.cfg.storage_timeout, get_resp_atom::value,
                       response_ref{session, key.user_id, seq})
           .then(
-            [self, c, key, session, seq, last = s.last_seq](message_page&) {
+            [self, c, key, session, seq, last = s.last_seq](response_record&) {
               if (seq == last)
                 return run_stored(self, c, key, session);
               auto fork = [self, c, key, session, seq] {
@@ -306,7 +312,7 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
   // The previous response must be there (not deleted, the user's).
   self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
                 response_ref{session, key.user_id, before - 1})
-    .then([history](message_page&) { history(); },
+    .then([history](response_record&) { history(); },
           [c](caf::error& e) { reply_stateless_error(c, e); });
 }
 
@@ -344,10 +350,12 @@ void start_response(edge_self* self, const call_ptr& c, const api_key_record& ke
              });
 }
 
-/// The turn a response id names: its user message and reply, and the
-/// response before it in its session (empty: none). Answers 404 itself.
-using turn_found = std::function<void(const message_record& user, const message_record& reply,
-                                      const std::string& previous)>;
+/// The turn a response id names: its input items (the replayed ones, then
+/// the user message) and reply, the response before them in its session
+/// (empty: none), and its options. Answers 404 itself.
+using turn_found =
+  std::function<void(const std::vector<message_record>& input, const message_record& reply,
+                     const std::string& previous, const response_options& options)>;
 void find_response(edge_self* self, const call_ptr& c, const api_key_record* key,
                    turn_found next) {
   auto& st = self->state;
@@ -358,7 +366,8 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
   self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
                 response_ref{session, key->user_id, seq})
     .then(
-      [c, session = session, seq = seq, next](message_page& p) {
+      [c, session = session, seq = seq, next](response_record& r) {
+        auto& p = r.turn;
         auto at = [&](std::int64_t s) -> const message_record* {
           for (auto& m : p.data)
             if (m.seq == s)
@@ -369,11 +378,16 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
         auto* user = at(seq - 1);
         if (!reply_msg || !user || reply_msg->role != "assistant" || reply_msg->reply_to != seq - 1)
           return reply_error(c, not_found_response(c->id));
-        auto* before = at(seq - 2);
+        auto k = r.options.input_before;
+        std::vector<message_record> input;
+        for (auto s = seq - 1 - k; s < seq; ++s)
+          if (auto* m = at(s))
+            input.push_back(*m);
+        auto* before = at(seq - 2 - k);
         std::string previous;
-        if (before && before->role == "assistant" && before->reply_to == seq - 3)
-          previous = net::response_id(session, seq - 2);
-        next(*user, *reply_msg, previous);
+        if (before && before->role == "assistant" && before->reply_to == seq - 3 - k)
+          previous = net::response_id(session, seq - 2 - k);
+        next(input, *reply_msg, previous, r.options);
       },
       [c](caf::error& e) {
         auto err = to_api_error(e);
@@ -414,10 +428,11 @@ void handle_create_response(edge_self* self, const call_ptr& c, const api_key_re
 
 void handle_get_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   find_response(self, c, key,
-                [c](const message_record&, const message_record& reply_msg,
-                    const std::string& previous) {
+                [c](const std::vector<message_record>&, const message_record& reply_msg,
+                    const std::string& previous, const response_options& o) {
                   auto turn = net::turn_of_response(c->id);
-                  response_view v{c->id, turn->first, previous, {}, "{}", "{}", true};
+                  response_view v{c->id,           turn->first,     previous, o.instructions,
+                                  o.metadata_json, o.call_options,  true};
                   reply(c, 200, render_response(v, reply_msg));
                 });
 }
@@ -441,16 +456,31 @@ void handle_delete_response(edge_self* self, const call_ptr& c, const api_key_re
 void handle_list_response_input_items(edge_self* self, const call_ptr& c,
                                       const api_key_record* key) {
   find_response(self, c, key,
-                [c](const message_record& user, const message_record&, const std::string&) {
+                [c](const std::vector<message_record>& input, const message_record&,
+                    const std::string&, const response_options&) {
                   auto session = net::turn_of_response(c->id)->first;
+                  // The input items in the asked order, after the cursor's.
+                  auto items = input;
+                  if (!c->ascending)
+                    std::reverse(items.begin(), items.end());
+                  auto from = items.begin();
+                  if (!c->cursor.empty()) {
+                    from = std::find_if(items.begin(), items.end(), [&](const message_record& m) {
+                      return net::item_id(session, m.seq) == c->cursor;
+                    });
+                    if (from == items.end())
+                      return reply_error(c, {errc::invalid_request,
+                                             "query parameter 'after' is not an input item of "
+                                             "response '" +
+                                               c->id + "'"});
+                    ++from;
+                  }
                   message_page p;
-                  if (c->cursor.empty())
-                    p.data.push_back(user);
-                  else if (c->cursor != net::item_id(session, user.seq))
-                    return reply_error(c, {errc::invalid_request,
-                                           "query parameter 'after' is not an input item of "
-                                           "response '" +
-                                             c->id + "'"});
+                  auto limit = c->limit > 0 ? static_cast<std::size_t>(c->limit) : std::size_t{20};
+                  for (auto it = from; it != items.end() && p.data.size() < limit; ++it)
+                    p.data.push_back(*it);
+                  if (!p.data.empty() && from + static_cast<std::ptrdiff_t>(p.data.size()) != items.end())
+                    p.next_after = p.data.back().seq;
                   reply(c, 200, render_item_list(session, p));
                 });
 }

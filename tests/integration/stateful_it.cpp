@@ -192,6 +192,49 @@ TEST_F(stateful, bad_requests_are_400_and_change_nothing) {
   EXPECT_EQ(call("GET", "/v1/conversations/" + id).js()["metadata"], json::object());
 }
 
+// `Idempotency-Key` on POST /v1/conversations (API.md section 5a): the same
+// key and body give the same conversation, made once; the same key with
+// another body is 409; keys are the user's own.
+TEST_F(stateful, an_idempotency_key_makes_a_conversation_once) {
+  auto post = [&](const json& body, const std::string& k, const std::string& as = {}) {
+    return node.call("POST", "/v1/conversations", as.empty() ? key : as, body.dump(),
+                     {{"Idempotency-Key", k}});
+  };
+  json body = {{"metadata", {{"topic", "t"}}},
+               {"items", json::array({{{"role", "user"}, {"content", "first"}}})}};
+  auto a = post(body, "conv-key-1");
+  ASSERT_EQ(a.status, 200) << describe(a);
+  auto b = post(body, "conv-key-1");
+  ASSERT_EQ(b.status, 200) << describe(b);
+  EXPECT_EQ(b.js(), a.js());
+  auto id = a.js()["id"].get<std::string>();
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 1u);
+  // The same key with another body changes nothing.
+  json other_body = {{"items", json::array({{{"role", "user"}, {"content", "second"}}})}};
+  EXPECT_TRUE(is_error(post(other_body, "conv-key-1"), 409, "conflict"));
+  EXPECT_TRUE(is_error(post({{"metadata", {{"topic", "u"}}}, {"items", body["items"]}},
+                            "conv-key-1"),
+                       409, "conflict"));
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 1u);
+  // Another user's key of the same name is theirs; a new key, a new one.
+  auto theirs = post(body, "conv-key-1", other);
+  ASSERT_EQ(theirs.status, 200) << describe(theirs);
+  EXPECT_NE(theirs.js()["id"], a.js()["id"]);
+  auto fresh = post(body, "conv-key-2");
+  ASSERT_EQ(fresh.status, 200) << describe(fresh);
+  EXPECT_NE(fresh.js()["id"], a.js()["id"]);
+  // A conversation made with a key is an ordinary one: its turns go on.
+  auto r = call("POST", "/v1/responses", {{"input", "hi"}, {"conversation", id}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto again = post(body, "conv-key-1");
+  ASSERT_EQ(again.status, 200) << describe(again);
+  EXPECT_EQ(again.js()["id"], id);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 3u);
+  EXPECT_TRUE(is_error(post(body, std::string(129, 'k')), 400, "invalid_request"));
+}
+
 TEST_F(stateful, appended_items_take_the_next_seqs_between_turns) {
   auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
   auto session = id.substr(5);
@@ -450,6 +493,50 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
                    {"conversation", conv}});
   EXPECT_EQ(bad.status, 400) << describe(bad);
   EXPECT_EQ(node.all_messages(key, session).size(), 8u);
+}
+
+// GET /v1/responses/{id} gives back the request's own options as given at
+// creation (instructions, metadata, temperature, max_output_tokens); the
+// input items list every input item stored with the response.
+TEST_F(stateful, a_retrieved_response_has_its_requests_options_and_input_items) {
+  json msgs = json::array({{{"role", "developer"}, {"content", "dev"}},
+                           {{"role", "user"}, {"content", "q0"}},
+                           {{"role", "assistant"}, {"content", "a0"}},
+                           {{"role", "user"}, {"content", "q1"}}});
+  auto r1 = call("POST", "/v1/responses",
+                 {{"input", msgs}, {"instructions", "sys"}, {"metadata", {{"k", "v"}}},
+                  {"temperature", 0.5}, {"max_output_tokens", 77}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto id1 = r1.js()["id"].get<std::string>();
+  auto got = call("GET", "/v1/responses/" + id1);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  for (auto field : {"instructions", "metadata", "temperature", "max_output_tokens", "output",
+                     "conversation", "previous_response_id", "usage", "created_at", "model"})
+    EXPECT_EQ(got.js()[field], r1.js()[field]) << field << ": " << got.body;
+  EXPECT_EQ(got.js()["instructions"], "sys\n\ndev");
+  EXPECT_EQ(got.js()["metadata"], json({{"k", "v"}}));
+  EXPECT_EQ(got.js()["temperature"], 0.5);
+  EXPECT_EQ(got.js()["max_output_tokens"], 77);
+  auto inputs = call("GET", "/v1/responses/" + id1 + "/input_items?order=asc");
+  ASSERT_EQ(inputs.status, 200) << describe(inputs);
+  ASSERT_EQ(inputs.js()["data"].size(), 3u) << inputs.body;
+  EXPECT_EQ(text_of(inputs.js()["data"][0]), "q0");
+  EXPECT_EQ(text_of(inputs.js()["data"][1]), "a0");
+  EXPECT_EQ(text_of(inputs.js()["data"][2]), "q1");
+
+  // A response with none of them: nulls and {} as at creation; options
+  // never carry over to the next response.
+  auto r2 = call("POST", "/v1/responses", {{"input", "q2"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  auto got2 = call("GET", "/v1/responses/" + r2.js()["id"].get<std::string>());
+  ASSERT_EQ(got2.status, 200) << describe(got2);
+  for (auto field : {"instructions", "metadata", "temperature", "max_output_tokens",
+                     "previous_response_id"})
+    EXPECT_EQ(got2.js()[field], r2.js()[field]) << field << ": " << got2.body;
+  EXPECT_TRUE(got2.js()["instructions"].is_null());
+  EXPECT_EQ(got2.js()["metadata"], json::object());
+  auto inputs2 = call("GET", "/v1/responses/" + r2.js()["id"].get<std::string>() + "/input_items");
+  ASSERT_EQ(inputs2.js()["data"].size(), 1u) << inputs2.body;
 }
 
 TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
