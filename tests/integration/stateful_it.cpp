@@ -770,7 +770,8 @@ TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
     std::printf("[ stateful ] openai %s via node %d:%s\n", saw.value("version", "?").c_str(), first,
                 line.c_str());
     for (auto scenario : {"conversations", "paging", "isolation", "chain", "fork", "store_false",
-                          "idempotency", "responses_isolation", "stream"}) {
+                          "idempotency", "responses_isolation", "stream", "replay_and_options",
+                          "conversation_idempotency"}) {
       ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
       EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
         << scenario << ": " << saw["scenarios"][scenario].dump();
