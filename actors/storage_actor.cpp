@@ -301,37 +301,23 @@ void flush_lookups(storage_self* self, storage_state& st) {
     st.lookups_scheduled = true;
     self->send(self, cmid_flush_atom::value);
   }
-  // Client ids in one statement, deletion checks in another: each only
-  // for the lookups that ask it.
-  std::vector<std::pair<std::string, std::string>> keys;
-  std::vector<std::pair<std::string, std::int64_t>> responses;
-  std::vector<std::size_t> key_of(batch.size(), SIZE_MAX), response_of(batch.size(), SIZE_MAX);
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    if (!batch[i].cmid.empty()) {
-      key_of[i] = keys.size();
-      keys.emplace_back(batch[i].id, batch[i].cmid);
-    }
-    if (batch[i].live_seq > 0) {
-      response_of[i] = responses.size();
-      responses.emplace_back(batch[i].id, batch[i].live_seq);
-    }
-  }
+  std::vector<storage::client_lookup> keys;
+  keys.reserve(batch.size());
+  for (auto& l : batch)
+    keys.push_back({l.id, l.cmid, l.live_seq});
   answer_batch(batch, "the request could not be stored or read", [&] {
-    auto out = run(st, [&] { return st.store->find_by_client_ids(keys); });
-    auto gone = run(st, [&] { return st.store->responses_gone(responses); });
+    auto out = run(st, [&] { return st.store->look_up_client_ids(keys); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
       client_id_hit hit;
-      if (key_of[i] != SIZE_MAX) {
-        if (auto& r = out[key_of[i]]) {
-          hit.found = true;
-          hit.user = std::move(r->first);
-          if (r->second) {
-            hit.has_reply = true;
-            hit.reply = std::move(*r->second);
-          }
+      if (auto& r = out[i].turn) {
+        hit.found = true;
+        hit.user = std::move(r->first);
+        if (r->second) {
+          hit.has_reply = true;
+          hit.reply = std::move(*r->second);
         }
       }
-      hit.gone = response_of[i] != SIZE_MAX && gone[response_of[i]];
+      hit.gone = out[i].gone;
       batch[i].rp.deliver(std::move(hit));
     }
   });

@@ -162,23 +162,29 @@ const std::string sql_list_messages_desc =
 // lookups nested loops over the pairs: a prepared statement's generic plan
 // is made once per connection, maybe while the table is still empty, and a
 // hash join over a sequential scan of messages would stay with it.
+// The same statement answers, for each pair with a reply seq in $3 (0:
+// none), whether that response was deleted: a row -i with no message
+// (one primary key probe of deleted_responses), so a turn continuing a
+// response pays no round trip of its own for it.
 const char* const client_ids_statement = "parley_find_client_ids";
 const std::string sql_find_client_ids =
-  std::string{R"sql(SELECT q.i, m.*
-  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(session_id, cmid, i)
+  std::string{R"sql(WITH q AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
+    AS q(session_id, cmid, live, i))
+SELECT q.i, m.*
+  FROM q
   CROSS JOIN LATERAL (SELECT seq FROM messages WHERE session_id = q.session_id
                          AND client_message_id = q.cmid LIMIT 1) u
   CROSS JOIN LATERAL (SELECT )sql"} +
   message_columns + R"sql( FROM messages
      WHERE session_id = q.session_id AND seq IN (u.seq, u.seq + 1)
        AND (seq = u.seq OR reply_to = u.seq) LIMIT 2) m
- ORDER BY q.i, m.seq)sql";
-// Which of the (session, reply seq) pairs of $1 and $2 (1-based position i)
-// name a deleted response: one primary key probe a pair.
-const char* const gone_statement = "parley_responses_gone";
-const std::string sql_responses_gone =
-  "SELECT q.i FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(session_id, seq, i) "
-  "JOIN deleted_responses d ON d.session_id = q.session_id AND d.seq = q.seq";
+UNION ALL
+SELECT -q.i, m.*
+  FROM q JOIN deleted_responses d ON d.session_id = q.session_id AND d.seq = q.live
+  LEFT JOIN LATERAL (SELECT )sql" +
+  message_columns + R"sql( FROM messages WHERE false) m ON true
+ ORDER BY 1, 2)sql";
 const std::string sql_message_role =
   "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
 const std::string sql_upsert_feedback =
@@ -545,7 +551,6 @@ void pg_store::drop_connection() {
   conn_.reset();
   commit_prepared_ = false;
   client_ids_prepared_ = false;
-  gone_prepared_ = false;
 }
 
 template <class F>
@@ -994,9 +999,22 @@ pg_store::find_by_client_id(const std::string& session_id, const std::string& cl
 
 std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
 pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys) {
-  using hit = std::pair<message_record, std::optional<message_record>>;
-  return guarded([&]() -> std::vector<std::optional<hit>> {
-    std::vector<std::optional<hit>> out(keys.size());
+  std::vector<client_lookup> lookups;
+  lookups.reserve(keys.size());
+  for (auto& k : keys)
+    lookups.push_back({k.first, k.second, 0});
+  auto found = look_up_client_ids(lookups);
+  std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>> out;
+  out.reserve(found.size());
+  for (auto& f : found)
+    out.push_back(std::move(f.turn));
+  return out;
+}
+
+std::vector<client_lookup_result>
+pg_store::look_up_client_ids(const std::vector<client_lookup>& keys) {
+  return guarded([&] {
+    std::vector<client_lookup_result> out(keys.size());
     if (keys.empty())
       return out;
     auto& c = conn();
@@ -1004,49 +1022,29 @@ pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::strin
       c.prepare(client_ids_statement, sql_find_client_ids);
       client_ids_prepared_ = true;
     }
-    pg_array sessions, cmids;
+    pg_array sessions, cmids, live;
     for (auto& k : keys) {
-      sessions.add(k.first);
-      cmids.add(k.second);
+      sessions.add(k.session_id);
+      cmids.add(k.client_message_id);
+      live.add(k.live_seq);
     }
     pqxx::nontransaction n{c};
-    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str());
+    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str(), live.str());
     for (const auto& row : r) {
-      auto i = row[0].as<std::size_t>();
-      if (i < 1 || i > out.size())
+      auto i = row[0].as<std::int64_t>();
+      auto at = static_cast<std::size_t>(i < 0 ? -i : i);
+      if (at < 1 || at > out.size())
         continue;
-      auto& slot = out[i - 1];
+      auto& slot = out[at - 1];
+      if (i < 0) {
+        slot.gone = true;
+        continue;
+      }
       auto m = read_message(row, 1);
-      if (!slot)
-        slot.emplace(std::move(m), std::nullopt);
-      else if (!slot->second)
-        slot->second = std::move(m);
-    }
-    return out;
-  });
-}
-
-std::vector<bool>
-pg_store::responses_gone(const std::vector<std::pair<std::string, std::int64_t>>& keys) {
-  return guarded([&] {
-    std::vector<bool> out(keys.size(), false);
-    if (keys.empty())
-      return out;
-    auto& c = conn();
-    if (!gone_prepared_) {
-      c.prepare(gone_statement, sql_responses_gone);
-      gone_prepared_ = true;
-    }
-    pg_array sessions, seqs;
-    for (auto& k : keys) {
-      sessions.add(k.first);
-      seqs.add(k.second);
-    }
-    pqxx::nontransaction n{c};
-    for (const auto& row : n.exec_prepared(gone_statement, sessions.str(), seqs.str())) {
-      auto i = row[0].as<std::size_t>();
-      if (i >= 1 && i <= out.size())
-        out[i - 1] = true;
+      if (!slot.turn)
+        slot.turn.emplace(std::move(m), std::nullopt);
+      else if (!slot.turn->second)
+        slot.turn->second = std::move(m);
     }
     return out;
   });

@@ -66,6 +66,21 @@ int usage_shard_of(const std::string& node_id, std::size_t index);
 /// The order of a page of messages.
 enum class page_order : std::uint8_t { ascending, descending };
 
+/// One client id lookup (look_up_client_ids): a session's client message
+/// id (empty: none), and a response whose deletion to check (0: none).
+struct client_lookup {
+  std::string session_id;
+  std::string client_message_id;
+  std::int64_t live_seq = 0;
+};
+
+/// Its answer: the user message with that client id and its reply, if
+/// stored, and whether the response `live_seq` was deleted.
+struct client_lookup_result {
+  std::optional<std::pair<message_record, std::optional<message_record>>> turn;
+  bool gone = false;
+};
+
 class pg_store {
 public:
   /// Does not connect yet; the first call does. `url` gets the libpq
@@ -186,9 +201,10 @@ public:
   /// statement; one entry per pair, in order.
   std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
   find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys);
-  /// For each (session id, reply seq) pair, in order: whether that response
-  /// was deleted (DELETE /v1/responses/{id}); one statement for all.
-  std::vector<bool> responses_gone(const std::vector<std::pair<std::string, std::int64_t>>& keys);
+  /// find_by_client_ids() that also tells, for each lookup with a
+  /// `live_seq`, whether that response was deleted (DELETE
+  /// /v1/responses/{id}); one statement for all, in order.
+  std::vector<client_lookup_result> look_up_client_ids(const std::vector<client_lookup>& keys);
 
   feedback_outcome put_feedback(const std::string& id, const std::string& user, std::int64_t seq,
                                 int rating, const std::optional<std::string>& comment);
@@ -246,7 +262,6 @@ private:
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
   bool client_ids_prepared_ = false; ///< so is the client id lookup
-  bool gone_prepared_ = false;       ///< and the deleted responses' check
   std::unique_ptr<watchdog> watchdog_;
 };
 

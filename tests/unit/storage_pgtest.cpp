@@ -724,9 +724,19 @@ TEST(storage_pg, a_deleted_response_is_gone_and_goes_with_its_session) {
   EXPECT_FALSE(s.response_turn({"r1", "bob", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "bob", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "alice", 1}));
+  auto before = s.look_up_client_ids({{"r1", "", 2}});
+  EXPECT_FALSE(before[0].gone);
   EXPECT_TRUE(s.delete_response({"r1", "alice", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "alice", 2}));
   EXPECT_FALSE(s.response_turn({"r1", "alice", 2}));
+  // The client id lookup tells a turn continuing it, in the same statement.
+  auto after = s.look_up_client_ids({{"r1", "", 0}, {"r1", "", 2}, {"r1", "", 4}, {"zz", "", 2}});
+  ASSERT_EQ(after.size(), 4u);
+  EXPECT_FALSE(after[0].gone);
+  EXPECT_TRUE(after[1].gone);
+  EXPECT_FALSE(after[1].turn);
+  EXPECT_FALSE(after[2].gone);
+  EXPECT_FALSE(after[3].gone);
   EXPECT_TRUE(s.delete_session("r1", "alice"));
   pqxx::connection c{db.url()};
   pqxx::nontransaction n{c};
