@@ -85,20 +85,23 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
   t.previous_seq = previous_seq;
   // What GET /v1/responses/{id} gives back; a response with none of them
   // stores no row.
-  t.options.instructions = t.instructions;
-  t.options.metadata_json = b.metadata_json;
-  t.options.call_options = b.call_options;
   t.options.keep = !t.instructions.empty() || b.metadata_json != "{}" || b.call_options != "{}";
+  if (t.options.keep) {
+    t.options.instructions = t.instructions;
+    t.options.metadata_json = b.metadata_json;
+    t.options.call_options = b.call_options;
+  }
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
   auto& cfg = self->state.cfg;
-  sink_maker streamed = [sys = &self->home_system(), v, timeout = cfg.turn_timeout,
-                         cancel = cfg.cancel_on_disconnect](sink_target to, registry_actor registry,
-                                                            turn_request turn,
-                                                            turn_listener on_reply) {
-    return spawn_response_sink(*sys, std::move(to), std::move(registry), std::move(turn), v,
-                               timeout, cancel, std::move(on_reply));
-  };
+  sink_maker streamed;
+  if (c->stream)
+    streamed = [sys = &self->home_system(), v, timeout = cfg.turn_timeout,
+                cancel = cfg.cancel_on_disconnect](sink_target to, registry_actor registry,
+                                                   turn_request turn, turn_listener on_reply) {
+      return spawn_response_sink(*sys, std::move(to), std::move(registry), std::move(turn), v,
+                                 timeout, cancel, std::move(on_reply));
+    };
   request_turn(
     self, c, std::move(t),
     [v](const call_ptr& call, turn_reply& r) mutable {
