@@ -317,16 +317,21 @@ void write_timed_out(session_self* self, const turn_ptr& t, const char* retry) {
                            std::string{"PostgreSQL did not answer in time; "} + retry));
   reset(self);
 }
-void commit(session_self* self, turn_ptr t, message_record user, message_record reply) {
+void commit(session_self* self, turn_ptr t, message_record user, message_record reply,
+            std::vector<message_record> before) {
   auto& st = self->state;
-  turn_write w{st.id, st.rec.epoch, user, reply};
+  turn_write w{st.id, st.rec.epoch, user, reply, before, t->req.options};
+  w.options.input_before = static_cast<std::int64_t>(before.size());
+  w.options.keep = w.options.keep || !before.empty();
   self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
     .then(
-      [self, t, user, reply](commit_outcome o) {
+      [self, t, user, reply, before = std::move(before)](commit_outcome o) {
         after_write(self, t, o, retry_turn, [&] {
           auto& s = self->state;
           s.rec.last_seq = reply.seq;
-          s.rec.message_count += 2;
+          s.rec.message_count += 2 + static_cast<std::int64_t>(before.size());
+          for (auto& m : before)
+            push_window(s.window, m, s.env.cfg->window);
           push_window(s.window, user, s.env.cfg->window);
           push_window(s.window, reply, s.env.cfg->window);
           t->rp.deliver(turn_reply{user, reply});
@@ -366,18 +371,35 @@ void append(session_self* self, turn_ptr t) {
 
 void call_model(session_self* self, turn_ptr t) {
   auto& st = self->state;
+  // Replayed items take the seqs before the user message's.
+  auto now = now_rfc3339();
+  auto before = std::move(t->req.before);
+  t->req.before.clear();
+  auto seq = st.rec.last_seq;
+  for (auto& m : before) {
+    m.seq = ++seq;
+    m.created_at = now;
+    m.tokens = estimate_message_tokens(m.content);
+  }
   message_record user;
-  user.seq = st.rec.last_seq + 1;
+  user.seq = seq + 1;
   user.role = "user";
   user.content = t->req.content;
-  user.created_at = now_rfc3339();
+  user.created_at = now;
   user.client_message_id = t->req.client_message_id;
   // OpenAI's Responses API: `instructions` stand in for the system prompt
   // in this call only. PARLEY_CONTEXT_TOKENS, or the session's own budget,
   // cuts the history.
   auto& system = t->req.instructions.empty() ? st.rec.system_prompt : t->req.instructions;
   auto budget = st.rec.context_tokens >= 0 ? st.rec.context_tokens : st.env.cfg->context_tokens;
-  auto plan = plan_context(system, st.window, user, st.env.cfg->window, budget);
+  auto plan = [&] {
+    if (before.empty())
+      return plan_context(system, st.window, user, st.env.cfg->window, budget);
+    auto history = st.window;
+    for (auto& m : before)
+      push_window(history, m, st.env.cfg->window);
+    return plan_context(system, history, user, st.env.cfg->window, budget);
+  }();
   auto others = plan.others;
   llm_request req{st.rec.model, std::move(plan.messages), {}, t->req.call_options};
   // Retries and the fallback upstream (after a primary that timed out) all
@@ -393,7 +415,7 @@ void call_model(session_self* self, turn_ptr t) {
                                       st.sink)
                       : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
   std::move(call).then(
-      [self, t, user, others](llm_result& r) mutable {
+      [self, t, user, others, before = std::move(before)](llm_result& r) mutable {
         // The counts the window is cut by next time (API.md section 4).
         user.tokens = user_message_tokens(r.usage, others, user.content);
         message_record reply;
@@ -407,12 +429,21 @@ void call_model(session_self* self, turn_ptr t) {
                          ? r.usage.completion_tokens
                          : estimate_message_tokens(reply.content);
         reply.usage = r.usage;
-        commit(self, t, user, std::move(reply));
+        commit(self, t, user, std::move(reply), std::move(before));
       },
       [self, t](caf::error& e) {
         t->rp.deliver(std::move(e));
         finish_turn(self);
       });
+}
+
+/// Whether the reply with seq `previous` is the session's last message (a
+/// turn continuing it needs no fork). The window ends with the last message.
+bool continues_latest(const session_state& st, std::int64_t previous) {
+  if (previous != st.rec.last_seq || st.window.empty())
+    return false;
+  auto& last = st.window.back();
+  return last.seq == previous && last.role == "assistant" && last.reply_to == previous - 1;
 }
 
 void run_turn(session_self* self, turn_ptr t) {
@@ -427,14 +458,32 @@ void run_turn(session_self* self, turn_ptr t) {
     t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
     return finish_turn(self);
   }
-  if (t->req.client_message_id.empty())
+  auto& cmid = t->req.client_message_id;
+  if (!cmid.empty())
+    if (auto hit = find_in_window(st.window, cmid); hit && hit->second)
+      return answer_duplicate(self, t, hit->first, hit->second);
+  auto previous = t->req.previous_seq;
+  if (previous > 0 && !continues_latest(st, previous)) {
+    // The edge looks the response up and forks, or finds this turn's retry.
+    t->rp.deliver(make_error(errc::not_latest, "response " + std::to_string(previous) +
+                                                 " is not the latest of session '" + st.id +
+                                                 "'"));
+    return finish_turn(self);
+  }
+  if (cmid.empty() && previous == 0)
     return call_model(self, std::move(t));
-  if (auto hit = find_in_window(st.window, t->req.client_message_id); hit && hit->second)
-    return answer_duplicate(self, t, hit->first, hit->second);
+  // One batched lookup: the client id's turn, and whether the response
+  // continued from was deleted.
   self->request(st.env.storage->for_lookups(), st.env.cfg->storage_timeout, find_cmid_atom::value,
-                st.id, t->req.client_message_id)
+                st.id, cmid, previous)
     .then(
-      [self, t](client_id_hit& hit) {
+      [self, t, previous](client_id_hit& hit) {
+        if (!hit.found && hit.gone) {
+          t->rp.deliver(make_error(errc::not_found, "response " + std::to_string(previous) +
+                                                      " of session '" + self->state.id +
+                                                      "' was deleted"));
+          return finish_turn(self);
+        }
         if (!hit.found)
           return call_model(self, t);
         std::optional<message_record> reply;

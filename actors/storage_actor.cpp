@@ -50,8 +50,9 @@ constexpr std::size_t max_lookup_batch = 512;
 
 struct pending_lookup {
   std::string id;
-  std::string cmid;
+  std::string cmid;        ///< empty: only the deletion check
   caf::response_promise rp;
+  std::int64_t live_seq = 0; ///< > 0: is the response with this reply seq deleted?
 };
 
 struct storage_state {
@@ -300,15 +301,15 @@ void flush_lookups(storage_self* self, storage_state& st) {
     st.lookups_scheduled = true;
     self->send(self, cmid_flush_atom::value);
   }
-  std::vector<std::pair<std::string, std::string>> keys;
+  std::vector<storage::client_lookup> keys;
   keys.reserve(batch.size());
   for (auto& l : batch)
-    keys.emplace_back(l.id, l.cmid);
+    keys.push_back({l.id, l.cmid, l.live_seq});
   answer_batch(batch, "the request could not be stored or read", [&] {
-    auto out = run(st, [&] { return st.store->find_by_client_ids(keys); });
+    auto out = run(st, [&] { return st.store->look_up_client_ids(keys); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
       client_id_hit hit;
-      if (auto& r = out[i]) {
+      if (auto& r = out[i].turn) {
         hit.found = true;
         hit.user = std::move(r->first);
         if (r->second) {
@@ -316,9 +317,20 @@ void flush_lookups(storage_self* self, storage_state& st) {
           hit.reply = std::move(*r->second);
         }
       }
+      hit.gone = out[i].gone;
       batch[i].rp.deliver(std::move(hit));
     }
   });
+}
+
+/// Queues a lookup for the next flush_lookups.
+caf::delegated<client_id_hit> look_up(storage_self* self, storage_state& st, pending_lookup l) {
+  st.lookups.push_back(std::move(l));
+  if (!st.lookups_scheduled) {
+    st.lookups_scheduled = true;
+    self->send(self, cmid_flush_atom::value);
+  }
+  return {};
 }
 
 storage_actor::behavior_type storage_behavior(storage_self* self, std::string url,
@@ -364,6 +376,18 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return s;
       });
     },
+    [&st](new_sess_atom, const session_record& s, const std::vector<message_record>& first,
+          const std::string& request_hash) -> caf::result<session_record> {
+      try {
+        if (auto made =
+              run(st, [&] { return st.store->create_session_once(s, first, request_hash); }))
+          return std::move(*made);
+        return make_error(errc::conflict, "the Idempotency-Key was already used with another "
+                                          "request");
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
+    },
     [&st](append_atom, const append_write& w) -> commit_outcome {
       try {
         return run(st, [&] { return st.store->append_messages(w); });
@@ -377,7 +401,7 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](fork_atom, const fork_request& r) {
       return guarded(st, [&] { return st.store->fork_session(r); });
     },
-    [&st](get_resp_atom, const response_ref& r) -> caf::result<message_page> {
+    [&st](get_resp_atom, const response_ref& r) -> caf::result<response_record> {
       try {
         if (auto v = run(st, [&] { return st.store->response_turn(r); }))
           return std::move(*v);
@@ -458,12 +482,12 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
       }
     },
     [self, &st](find_cmid_atom, std::string& id, std::string& cmid) -> caf::result<client_id_hit> {
-      st.lookups.push_back({std::move(id), std::move(cmid), self->make_response_promise()});
-      if (!st.lookups_scheduled) {
-        st.lookups_scheduled = true;
-        self->send(self, cmid_flush_atom::value);
-      }
-      return caf::delegated<client_id_hit>{};
+      return look_up(self, st, {std::move(id), std::move(cmid), self->make_response_promise()});
+    },
+    [self, &st](find_cmid_atom, std::string& id, std::string& cmid,
+                std::int64_t live_seq) -> caf::result<client_id_hit> {
+      return look_up(self, st,
+                     {std::move(id), std::move(cmid), self->make_response_promise(), live_seq});
     },
     [self, &st](cmid_flush_atom) {
       st.lookups_scheduled = false;

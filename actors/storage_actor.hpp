@@ -38,6 +38,10 @@ using session_store_actor = caf::typed_actor<
   caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
   /// (id, client_message_id) -> the stored turn with that client id, if any.
   caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
+  /// (id, client_message_id or empty, seq) -> the same, and whether the
+  /// response whose reply has that seq was deleted (client_id_hit::gone);
+  /// shares the statements of the lookups above.
+  caf::replies_to<find_cmid_atom, std::string, std::string, std::int64_t>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch
   /// (group commit, below).
   caf::replies_to<turn_write>::with<commit_outcome>,
@@ -65,12 +69,17 @@ using storage_actor = session_store_actor::extend<
   /// A session with its first messages (seq 1.., in order) in one
   /// transaction: a conversation created with items.
   caf::replies_to<new_sess_atom, session_record, std::vector<message_record>>::with<session_record>,
+  /// The same once per id (an Idempotency-Key's session), with the hash of
+  /// the request: the session as stored when the same request made it,
+  /// now or before; errc::conflict when another request took the id.
+  caf::replies_to<new_sess_atom, session_record, std::vector<message_record>,
+                  std::string>::with<session_record>,
   /// -> true when the fork exists now (made now, or by an earlier attempt
   /// with the same new id); false when the source is not the user's.
   caf::replies_to<fork_atom, fork_request>::with<bool>,
   /// -> the messages up to a stored response (its message and reply last),
   /// or not_found (none, deleted, another user's).
-  caf::replies_to<get_resp_atom, response_ref>::with<message_page>,
+  caf::replies_to<get_resp_atom, response_ref>::with<response_record>,
   /// -> whether a response was deleted now.
   caf::replies_to<del_resp_atom, response_ref>::with<bool>,
   /// Creates the session unless one with its id exists (an idempotent

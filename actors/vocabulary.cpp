@@ -73,6 +73,8 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<api_key_record>("parley.api_key");
   cfg.add_message_type<session_page>("parley.session_page");
   cfg.add_message_type<message_page>("parley.message_page");
+  cfg.add_message_type<response_options>("parley.response_options");
+  cfg.add_message_type<response_record>("parley.response_record");
   cfg.add_message_type<turn_request>("parley.turn_request");
   cfg.add_message_type<turn_reply>("parley.turn_reply");
   cfg.add_message_type<llm_message>("parley.llm_message");

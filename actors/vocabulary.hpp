@@ -154,6 +154,19 @@ struct turn_request {
   /// the call's options (llm_request::options).
   std::string instructions = {};
   std::string call_options = {};
+  /// OpenAI's `previous_response_id`: the seq of the reply this turn must
+  /// follow (0: none). When it is not the session's last message, a reply
+  /// still there and not deleted, the turn does nothing and fails with
+  /// errc::not_latest (the edge then forks), unless the client message id
+  /// names a stored turn (a retry, answered as such).
+  std::int64_t previous_seq = 0;
+  /// OpenAI's replayed input items (role and content): stored in order
+  /// before the user message, in the same commit as the turn, and sent to
+  /// the model as history.
+  std::vector<message_record> before = {};
+  /// OpenAI's Responses API: the request's options, stored with the turn
+  /// (turn_write::options; the actor sets input_before).
+  response_options options = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -283,6 +296,8 @@ struct client_id_hit {
   message_record user;
   bool has_reply = false;
   message_record reply;
+  /// The lookup with a response's seq: that response was deleted.
+  bool gone = false;
 };
 
 // -- cluster -----------------------------------------------------------------
@@ -432,7 +447,8 @@ typename Inspector::result_type inspect(Inspector& f, activation_record& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
-  return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply);
+  return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply,
+           x.before, x.options);
 }
 
 template <class Inspector>
@@ -447,6 +463,17 @@ typename Inspector::result_type inspect(Inspector& f, session_page& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_options& x) {
+  return f(caf::meta::type_name("parley.response_options"), x.keep, x.instructions,
+           x.metadata_json, x.call_options, x.input_before);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, response_record& x) {
+  return f(caf::meta::type_name("parley.response_record"), x.turn, x.options);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_page& x) {
   return f(caf::meta::type_name("parley.message_page"), x.data, x.next_after);
 }
@@ -455,7 +482,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
-           x.call_options);
+           x.call_options, x.previous_seq, x.before,
+           x.options);
 }
 
 template <class Inspector>
@@ -566,7 +594,8 @@ typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, client_id_hit& x) {
-  return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply);
+  return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply,
+           x.gone);
 }
 
 // -- errors ------------------------------------------------------------------

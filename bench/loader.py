@@ -8,6 +8,11 @@ over a few keep-alive connections (asyncio, standard library only).
                                                  one turn on every session of IDS (its first
                                                  column), "id sent acked" per session to OUT
   loader.py owners PORT ADMIN_TOKEN IDS OUT      "id node" per session (GET /admin/v1/sessions)
+  loader.py chains PORT KEY N OUT EXPECT [-c C] [--run R]
+                                                 starts N response chains (POST /v1/responses
+                                                 with no previous response: a new conversation
+                                                 each); "session response-id" per chain to OUT,
+                                                 "id sent acked" per session to EXPECT
   loader.py probe PORT N [-c C] [--stream] [--content TEXT]
                                                  N chat completions straight at the mock, C at
                                                  a time; prints {"p50_ms", "p99_ms", ...} JSON
@@ -190,6 +195,32 @@ def cmd_owners(a):
         f.writelines("%s\t%s\n" % (i, owner[i]) for i in ids)
 
 
+def cmd_chains(a):
+    chains, failed = [], []
+
+    async def one(conn, i):
+        headers = dict(json_headers(a.key), **{"Idempotency-Key": "%s-chain-%d" % (a.run, i)})
+        body = json.dumps({"input": "bench chain %d" % i}).encode()
+        status, _, data = await conn.call("POST", "/v1/responses", body, headers)
+        if status != 200:
+            failed.append("%d %s" % (status, data[:200]))
+            return
+        r = json.loads(data)
+        chains.append((r["conversation"]["id"][len("conv_"):], r["id"]))
+
+    t0 = time.monotonic()
+    asyncio.run(run_all(a.port, list(range(a.n)), a.concurrency, one))
+    dt = time.monotonic() - t0
+    with open(a.out, "w") as f:
+        f.writelines("%s\t%s\n" % c for c in chains)
+    with open(a.expect, "w") as f:
+        f.writelines("%s\t1\t1\n" % c[0] for c in chains)
+    print("started %d response chains in %.1f s (%.0f/s)" % (len(chains), dt, len(chains) / dt),
+          file=sys.stderr)
+    if failed:
+        fail("%d first responses failed, e.g. %s" % (len(failed), failed[0]))
+
+
 def cmd_probe(a):
     lat = []
     body = json.dumps({"model": "mock", "stream": a.stream,
@@ -231,6 +262,8 @@ def main():
     s.add_argument("--run", default="bench")
     s.add_argument("--json", help="also write the load's figures here, as bench/wrk/turn.lua does")
     command(sub, cmd_owners, "port token ids out")
+    s = command(sub, cmd_chains, "port key n out expect", 32)
+    s.add_argument("--run", default="bench")
     s = command(sub, cmd_probe, "port n", 1)
     s.add_argument("--stream", action="store_true")
     s.add_argument("--content", default="bench turn 0-1")

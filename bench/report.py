@@ -404,8 +404,10 @@ def print_summary(s):
           % (c["connections"], c["wrk_threads"], c["wrk_processes"],
              "" if c["wrk_processes"] == "1" else "es", c["sessions"], c["duration_s"], upstream))
     v = s["verify"] or {}
-    p("   durable     %s turns/s  (%d acknowledged in %.1f s)" % (
-        "{:,.0f}".format(s["durable_turns_per_s"]), s["turns"], s["duration_s"]))
+    # The responses scenario's chained phase: each turn is a chained response.
+    unit = "responses" if s["scenario"] == "responses" and s["phase"] == "chained" else "turns"
+    p("   durable     %s %s/s  (%d acknowledged in %.1f s)" % (
+        "{:,.0f}".format(s["durable_turns_per_s"]), unit, s["turns"], s["duration_s"]))
     p("   verified    %s: whole run %s turns acknowledged, %s stored, %s sent (stored beyond "
       "acknowledged: turns in flight when wrk stopped)" % (
           "ok" if v.get("ok") else "FAILED" if v else "-", v.get("acked", "-"),

@@ -66,6 +66,19 @@ const std::string sql_insert_session_with_messages =
   "INSERT INTO messages (session_id, seq, role, content, created_at) "
   "SELECT s.id, m.seq, m.role, m.content, s.created_at FROM s, "
   "unnest($7::text[], $8::text[]) WITH ORDINALITY AS m(role, content, seq)";
+// The same once per id, with the request's hash ($9); nothing when the id
+// exists (then the caller compares the hash that made it).
+const std::string sql_insert_session_with_messages_once =
+  "WITH s AS (INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
+  "last_seq, message_count, request_hash) VALUES ($1, $2, $3::timestamptz, $4, $5, $6::jsonb, "
+  "cardinality($7::text[]), cardinality($7::text[]), $9) ON CONFLICT (id) DO NOTHING "
+  "RETURNING id, created_at) "
+  "INSERT INTO messages (session_id, seq, role, content, created_at) "
+  "SELECT s.id, m.seq, m.role, m.content, s.created_at FROM s, "
+  "unnest($7::text[], $8::text[]) WITH ORDINALITY AS m(role, content, seq)";
+const std::string sql_session_made_by =
+  std::string{"SELECT "} + session_columns +
+  ", request_hash IS NOT DISTINCT FROM $3 FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_update_metadata =
   std::string{"UPDATE sessions SET metadata = $3::jsonb, updated_at = now() "
               "WHERE id = $1 AND user_id = $2 RETURNING "} +
@@ -101,6 +114,11 @@ const std::string sql_delete_response =
   "INSERT INTO deleted_responses (session_id, seq) SELECT m.session_id, m.seq FROM messages m "
   "JOIN sessions s ON s.id = m.session_id WHERE s.id = $1 AND s.user_id = $2 AND m.seq = $3 "
   "AND m.role = 'assistant' AND m.reply_to = $3 - 1 ON CONFLICT DO NOTHING";
+// A response's options; the call options as the upstream got them.
+const std::string sql_response_options =
+  "SELECT instructions, metadata::text, json_strip_nulls(json_build_object('temperature', "
+  "temperature, 'max_tokens', max_output_tokens))::text, input_before FROM response_options "
+  "WHERE session_id = $1 AND seq = $2";
 const std::string sql_get_session =
   std::string{"SELECT "} + session_columns + " FROM sessions WHERE id = $1 AND user_id = $2";
 const std::string sql_list_sessions_first =
@@ -144,17 +162,29 @@ const std::string sql_list_messages_desc =
 // lookups nested loops over the pairs: a prepared statement's generic plan
 // is made once per connection, maybe while the table is still empty, and a
 // hash join over a sequential scan of messages would stay with it.
+// The same statement answers, for each pair with a reply seq in $3 (0:
+// none), whether that response was deleted: a row -i with no message
+// (one primary key probe of deleted_responses), so a turn continuing a
+// response pays no round trip of its own for it.
 const char* const client_ids_statement = "parley_find_client_ids";
 const std::string sql_find_client_ids =
-  std::string{R"sql(SELECT q.i, m.*
-  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(session_id, cmid, i)
+  std::string{R"sql(WITH q AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
+    AS q(session_id, cmid, live, i))
+SELECT q.i, m.*
+  FROM q
   CROSS JOIN LATERAL (SELECT seq FROM messages WHERE session_id = q.session_id
                          AND client_message_id = q.cmid LIMIT 1) u
   CROSS JOIN LATERAL (SELECT )sql"} +
   message_columns + R"sql( FROM messages
      WHERE session_id = q.session_id AND seq IN (u.seq, u.seq + 1)
        AND (seq = u.seq OR reply_to = u.seq) LIMIT 2) m
- ORDER BY q.i, m.seq)sql";
+UNION ALL
+SELECT -q.i, m.*
+  FROM q JOIN deleted_responses d ON d.session_id = q.session_id AND d.seq = q.live
+  LEFT JOIN LATERAL (SELECT )sql" +
+  message_columns + R"sql( FROM messages WHERE false) m ON true
+ ORDER BY 1, 2)sql";
 const std::string sql_message_role =
   "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
 const std::string sql_upsert_feedback =
@@ -173,21 +203,29 @@ const std::string sql_upsert_feedback =
 // ON CONFLICT may touch a row once per statement), in this connection's
 // shard: a turn is counted exactly when it is written, in the same
 // transaction, with no statement or round trip of its own.
+// A turn may carry messages stored before its user message (OpenAI's
+// replayed input items): $17 says how many (its first seq is user_seq -
+// that), and their rows come flattened in $18..$22, each with its turn's
+// position in the batch (1-based), written only with their turn; so do a
+// response's options ($24..$28), when it has any.
 // Returns session id, epoch and user seq of every turn written.
 const char* const commit_statement = "parley_commit_turns";
 const std::string sql_commit_turns = R"sql(
 WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
-                       $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[])
+                       $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[],
+                       $17::bigint[])
+    WITH ORDINALITY
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
          reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
-         reply_tokens)
+         reply_tokens, before_n, i)
 ), fenced AS (
   UPDATE sessions s
-     SET last_seq = t.reply_seq, message_count = s.message_count + 2, updated_at = now()
+     SET last_seq = t.reply_seq, message_count = s.message_count + 2 + t.before_n,
+         updated_at = now()
     FROM t
-   WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - 1
+   WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - t.before_n - 1
   RETURNING t.session_id, t.epoch, t.user_seq, s.user_id
 ), written AS (
   SELECT t.*, f.user_id FROM t JOIN fenced f USING (session_id, epoch, user_seq)
@@ -195,6 +233,12 @@ WITH t AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
                         client_message_id, prompt_tokens, completion_tokens, total_tokens,
                         tokens)
+  SELECT w.session_id, b.seq, b.role, b.content, b.at, NULL::bigint, NULL::text, NULL::text,
+         NULL::bigint, NULL::bigint, NULL::bigint, b.tokens
+    FROM unnest($18::bigint[], $19::bigint[], $20::text[], $21::text[], $22::timestamptz[],
+                $23::bigint[]) AS b(turn, seq, role, content, at, tokens)
+    JOIN written w ON w.i = b.turn
+  UNION ALL
   SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL,
          user_tokens
     FROM written
@@ -202,6 +246,15 @@ WITH t AS (
   SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL,
          prompt_tokens, completion_tokens, total_tokens, reply_tokens
     FROM written
+), opts AS (
+  INSERT INTO response_options (session_id, seq, instructions, metadata, temperature,
+                                max_output_tokens, input_before)
+  SELECT w.session_id, w.reply_seq, o.instructions, o.metadata::jsonb,
+         (o.options::jsonb ->> 'temperature')::float8, (o.options::jsonb ->> 'max_tokens')::bigint,
+         o.before_n
+    FROM unnest($24::bigint[], $25::text[], $26::text[], $27::text[], $28::integer[])
+      AS o(turn, instructions, metadata, options, before_n)
+    JOIN written w ON w.i = o.turn
 ), totals AS (
   INSERT INTO usage_daily AS u (user_id, day, model, shard, requests, prompt_tokens,
                                 completion_tokens)
@@ -678,6 +731,27 @@ void pg_store::create_session(const session_record& s, const std::vector<message
   });
 }
 
+std::optional<session_record>
+pg_store::create_session_once(const session_record& s, const std::vector<message_record>& first,
+                              const std::string& request_hash) {
+  return guarded([&]() -> std::optional<session_record> {
+    pg_array roles, contents;
+    for (auto& m : first) {
+      roles.add(m.role);
+      contents.add(m.content);
+    }
+    pqxx::work w{conn()};
+    w.exec_params(sql_insert_session_with_messages_once, s.id, s.user_id, s.created_at,
+                  nonempty(s.system_prompt), s.model, s.metadata_json, roles.str(),
+                  contents.str(), request_hash);
+    auto r = w.exec_params(sql_session_made_by, s.id, s.user_id, request_hash);
+    w.commit();
+    if (r.empty() || !r[0][10].as<bool>())
+      return std::nullopt;
+    return read_session(r[0]);
+  });
+}
+
 commit_outcome pg_store::append_messages(const append_write& w) {
   return guarded([&] {
     pg_array roles, contents, times;
@@ -700,22 +774,34 @@ commit_outcome pg_store::append_messages(const append_write& w) {
   });
 }
 
-std::optional<message_page> pg_store::response_turn(const response_ref& r) {
-  return guarded([&]() -> std::optional<message_page> {
+std::optional<response_record> pg_store::response_turn(const response_ref& r) {
+  return guarded([&]() -> std::optional<response_record> {
     pqxx::read_transaction t{conn()};
     if (r.seq < 2 || t.exec_params(sql_session_owned, r.session_id, r.user_id).empty() ||
         !t.exec_params(sql_response_gone, r.session_id, r.seq).empty())
       return std::nullopt;
-    auto first = std::max<std::int64_t>(r.seq - 3, 0);
+    response_record out;
+    auto options = t.exec_params(sql_response_options, r.session_id, r.seq);
+    if (!options.empty()) {
+      auto row = options[0];
+      auto& o = out.options;
+      o.keep = true;
+      o.instructions = row[0].is_null() ? std::string{} : row[0].as<std::string>();
+      o.metadata_json = row[1].is_null() ? std::string{"{}"} : row[1].as<std::string>();
+      o.call_options = row[2].as<std::string>();
+      o.input_before = std::max<std::int64_t>(row[3].as<std::int64_t>(), 0);
+    }
+    // The turn, its replayed input items and the message before them.
+    auto first = std::max<std::int64_t>(r.seq - 3 - out.options.input_before, 0);
     auto rows = t.exec_params(sql_list_messages, r.session_id, first, r.seq - first);
-    message_page page;
+    auto& page = out.turn;
     for (auto row : rows)
       page.data.push_back(read_message(row));
     t.commit();
     if (page.data.empty() || page.data.back().seq != r.seq ||
         page.data.back().role != "assistant" || page.data.back().reply_to != r.seq - 1)
       return std::nullopt;
-    return page;
+    return out;
   });
 }
 
@@ -913,9 +999,22 @@ pg_store::find_by_client_id(const std::string& session_id, const std::string& cl
 
 std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
 pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys) {
-  using hit = std::pair<message_record, std::optional<message_record>>;
-  return guarded([&]() -> std::vector<std::optional<hit>> {
-    std::vector<std::optional<hit>> out(keys.size());
+  std::vector<client_lookup> lookups;
+  lookups.reserve(keys.size());
+  for (auto& k : keys)
+    lookups.push_back({k.first, k.second, 0});
+  auto found = look_up_client_ids(lookups);
+  std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>> out;
+  out.reserve(found.size());
+  for (auto& f : found)
+    out.push_back(std::move(f.turn));
+  return out;
+}
+
+std::vector<client_lookup_result>
+pg_store::look_up_client_ids(const std::vector<client_lookup>& keys) {
+  return guarded([&] {
+    std::vector<client_lookup_result> out(keys.size());
     if (keys.empty())
       return out;
     auto& c = conn();
@@ -923,23 +1022,29 @@ pg_store::find_by_client_ids(const std::vector<std::pair<std::string, std::strin
       c.prepare(client_ids_statement, sql_find_client_ids);
       client_ids_prepared_ = true;
     }
-    pg_array sessions, cmids;
+    pg_array sessions, cmids, live;
     for (auto& k : keys) {
-      sessions.add(k.first);
-      cmids.add(k.second);
+      sessions.add(k.session_id);
+      cmids.add(k.client_message_id);
+      live.add(k.live_seq);
     }
     pqxx::nontransaction n{c};
-    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str());
+    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str(), live.str());
     for (const auto& row : r) {
-      auto i = row[0].as<std::size_t>();
-      if (i < 1 || i > out.size())
+      auto i = row[0].as<std::int64_t>();
+      auto at = static_cast<std::size_t>(i < 0 ? -i : i);
+      if (at < 1 || at > out.size())
         continue;
-      auto& slot = out[i - 1];
+      auto& slot = out[at - 1];
+      if (i < 0) {
+        slot.gone = true;
+        continue;
+      }
       auto m = read_message(row, 1);
-      if (!slot)
-        slot.emplace(std::move(m), std::nullopt);
-      else if (!slot->second)
-        slot->second = std::move(m);
+      if (!slot.turn)
+        slot.turn.emplace(std::move(m), std::nullopt);
+      else if (!slot.turn->second)
+        slot.turn->second = std::move(m);
     }
     return out;
   });
@@ -1085,8 +1190,34 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model, prompt, completion, total, user_tokens, reply_tokens;
+    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n;
+  pg_array before_turn, before_seq, before_role, before_content, before_at, before_tokens;
+  pg_array opt_turn, opt_instructions, opt_metadata, opt_options, opt_before;
+  std::int64_t position = 0;
   for (auto& t : turns) {
+    ++position;
+    if (auto& o = t.options; o.keep) {
+      opt_turn.add(position);
+      if (o.instructions.empty())
+        opt_instructions.add_null();
+      else
+        opt_instructions.add(o.instructions);
+      opt_metadata.add(o.metadata_json);
+      opt_options.add(o.call_options.empty() ? std::string{"{}"} : o.call_options);
+      opt_before.add(o.input_before);
+    }
+    before_n.add(static_cast<std::int64_t>(t.before.size()));
+    for (auto& m : t.before) {
+      before_turn.add(position);
+      before_seq.add(m.seq);
+      before_role.add(m.role);
+      before_content.add(m.content);
+      before_at.add(m.created_at);
+      if (m.tokens > 0)
+        before_tokens.add(sane_tokens(m.tokens));
+      else
+        before_tokens.add_null();
+    }
     session.add(t.session_id);
     epoch.add(t.epoch);
     user_seq.add(t.user.seq);
@@ -1131,7 +1262,11 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                                 user_content.str(), user_at.str(), cmid.str(), reply_seq.str(),
                                 reply_content.str(), reply_at.str(), model.str(),
                                 prompt.str(), completion.str(), total.str(), usage_shard_,
-                                user_tokens.str(), reply_tokens.str());
+                                user_tokens.str(), reply_tokens.str(), before_n.str(),
+                                before_turn.str(), before_seq.str(), before_role.str(),
+                                before_content.str(), before_at.str(), before_tokens.str(),
+                                opt_turn.str(), opt_instructions.str(), opt_metadata.str(),
+                                opt_options.str(), opt_before.str());
     std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
     for (const auto& r : rows)
       written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());

@@ -66,6 +66,21 @@ int usage_shard_of(const std::string& node_id, std::size_t index);
 /// The order of a page of messages.
 enum class page_order : std::uint8_t { ascending, descending };
 
+/// One client id lookup (look_up_client_ids): a session's client message
+/// id (empty: none), and a response whose deletion to check (0: none).
+struct client_lookup {
+  std::string session_id;
+  std::string client_message_id;
+  std::int64_t live_seq = 0;
+};
+
+/// Its answer: the user message with that client id and its reply, if
+/// stored, and whether the response `live_seq` was deleted.
+struct client_lookup_result {
+  std::optional<std::pair<message_record, std::optional<message_record>>> turn;
+  bool gone = false;
+};
+
 class pg_store {
 public:
   /// Does not connect yet; the first call does. `url` gets the libpq
@@ -119,15 +134,24 @@ public:
   /// A session with its first messages (seq 1.. in the given order; role
   /// and content only) in one transaction and one statement for them.
   void create_session(const session_record& s, const std::vector<message_record>& first);
+  /// create_session(s, first) once per id: a session made with an
+  /// Idempotency-Key, whose id derives from the key. The session as it is
+  /// when it exists now as `s.user_id`'s, made with the same `request_hash`
+  /// (by this call or an earlier one); nullopt when the id is taken by
+  /// another request (another hash, or a session made without one).
+  std::optional<session_record> create_session_once(const session_record& s,
+                                                    const std::vector<message_record>& first,
+                                                    const std::string& request_hash);
   /// A fork: a new session `r.new_id` of `r.user_id` with the source's
   /// settings and its messages up to `r.upto_seq`, copied by one INSERT ...
   /// SELECT in the transaction that makes the session. True when the fork
   /// exists now (also made before: then nothing is written); false when the
   /// source is not the user's.
   bool fork_session(const fork_request& r);
-  /// The messages seq - 2 .. seq of `r.user_id`'s session when the reply
-  /// `r.seq` is a stored response that was not deleted; nullopt otherwise.
-  std::optional<message_page> response_turn(const response_ref& r);
+  /// The messages seq - 3 .. seq of `r.user_id`'s session and the
+  /// response's options when the reply `r.seq` is a stored response that
+  /// was not deleted; nullopt otherwise.
+  std::optional<response_record> response_turn(const response_ref& r);
   /// Marks the response deleted; false when there is no such response
   /// (also one deleted already, or another user's).
   bool delete_response(const response_ref& r);
@@ -177,6 +201,10 @@ public:
   /// statement; one entry per pair, in order.
   std::vector<std::optional<std::pair<message_record, std::optional<message_record>>>>
   find_by_client_ids(const std::vector<std::pair<std::string, std::string>>& keys);
+  /// find_by_client_ids() that also tells, for each lookup with a
+  /// `live_seq`, whether that response was deleted (DELETE
+  /// /v1/responses/{id}); one statement for all, in order.
+  std::vector<client_lookup_result> look_up_client_ids(const std::vector<client_lookup>& keys);
 
   feedback_outcome put_feedback(const std::string& id, const std::string& user, std::int64_t seq,
                                 int rating, const std::optional<std::string>& comment);

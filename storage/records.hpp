@@ -59,11 +59,27 @@ struct activation_record {
 };
 
 /// One committed turn: the user message and its reply, written together.
+/// A stored response's own request options as given (OpenAI's Responses
+/// API), kept with its turn; a response whose options are all defaults
+/// (`keep` false) has no row and reads back as these defaults.
+struct response_options {
+  bool keep = false;
+  std::string instructions;           ///< empty: none
+  std::string metadata_json = "{}";
+  std::string call_options = "{}";    ///< {"temperature"?, "max_tokens"?}, as the upstream gets them
+  std::int64_t input_before = 0;      ///< replayed input items stored before its user message
+};
+
 struct turn_write {
   std::string session_id;
   std::int64_t epoch = 0;
   message_record user;
   message_record reply;
+  /// Messages stored before `user` in the same commit (OpenAI's replayed
+  /// input items), seqs user.seq - before.size() ... user.seq - 1, in order.
+  std::vector<message_record> before = {};
+  /// A stored response's options (written with the turn when `keep`).
+  response_options options = {};
 };
 
 /// Messages appended to a session by its actor (turn_request::append):
@@ -125,6 +141,13 @@ struct session_page {
 struct message_page {
   std::vector<message_record> data;
   std::int64_t next_after = 0; ///< 0 when this is the last page
+};
+
+/// A stored response as read back: its turn (the messages seq - 3 .. seq)
+/// and its request options.
+struct response_record {
+  message_page turn;
+  response_options options;
 };
 
 /// One row of the per-user daily totals: model calls and tokens of `user_id`

@@ -160,6 +160,38 @@ CREATE TRIGGER sessions_delete_responses AFTER DELETE ON sessions
   FOR EACH ROW EXECUTE FUNCTION parley_delete_session_responses();
 )sql";
 
+// OpenAI's Responses API, continued (API.md section 5a). A conversation
+// made with an Idempotency-Key keeps the hash of its request, so a repeat
+// with another body is told apart (NULL: made without a key). A stored
+// response's own request options, as given (instructions, metadata,
+// temperature, max_output_tokens), and how many replayed input items came
+// before its user message, written in the turn's commit; a response
+// without any has no row. Rows go with their session by their own trigger,
+// like deleted_responses (v6). Both additive: no existing row is rewritten.
+constexpr const char* v7_sql = R"sql(
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS request_hash text;
+CREATE TABLE IF NOT EXISTS response_options (
+  session_id        text NOT NULL,
+  seq               bigint NOT NULL,
+  instructions      text,
+  metadata          jsonb,
+  temperature       double precision,
+  max_output_tokens bigint,
+  input_before      integer NOT NULL DEFAULT 0,
+  PRIMARY KEY (session_id, seq)
+);
+CREATE OR REPLACE FUNCTION parley_delete_session_response_options() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM response_options WHERE session_id = OLD.id;
+  RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS sessions_delete_response_options ON sessions;
+CREATE TRIGGER sessions_delete_response_options AFTER DELETE ON sessions
+  FOR EACH ROW EXECUTE FUNCTION parley_delete_session_response_options();
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -170,6 +202,7 @@ const std::vector<migration>& migrations() {
     {4, "api keys: daily token budget and model allowlist", v4_sql},
     {5, "token counts of messages, a session's context budget", v5_sql},
     {6, "responses: deleted responses", v6_sql},
+    {7, "responses: request options; conversations: idempotency hash", v7_sql},
   };
   return all;
 }

@@ -41,7 +41,13 @@ void handle_create_conversation(edge_self* self, const call_ptr& c, const api_ke
   auto& st = self->state;
   auto& body = body_of<net::create_conversation_body>(c);
   session_record s;
-  s.id = random_hex(16);
+  // With an Idempotency-Key the id derives from the user and the key, so a
+  // retry finds the conversation its first attempt made; the request's
+  // hash tells a retry from another request reusing the key.
+  s.id = c->idempotency_key.empty()
+           ? random_hex(16)
+           : hash_key("conversation-create\n" + key->user_id + '\n' + c->idempotency_key)
+               .substr(0, 32);
   s.user_id = key->user_id;
   s.created_at = now_rfc3339();
   s.model = st.cfg.default_model;
@@ -55,10 +61,20 @@ void handle_create_conversation(edge_self* self, const call_ptr& c, const api_ke
     first.push_back(std::move(m));
   }
   auto& storage = st.storage->for_session(s.id);
+  auto answer = [c](session_record& r) { reply(c, 200, render_conversation(r)); };
+  auto fail = [c](caf::error& e) { reply_error(c, e); };
+  if (c->idempotency_key.empty()) {
+    self->request(storage, st.cfg.storage_timeout, new_sess_atom::value, std::move(s),
+                  std::move(first))
+      .then(answer, fail);
+    return;
+  }
+  std::string request = s.metadata_json;
+  for (auto& m : first)
+    request += '\n' + m.role + '\n' + std::to_string(m.content.size()) + '\n' + m.content;
   self->request(storage, st.cfg.storage_timeout, new_sess_atom::value, std::move(s),
-                std::move(first))
-    .then([c](session_record& r) { reply(c, 200, render_conversation(r)); },
-          [c](caf::error& e) { reply_error(c, e); });
+                std::move(first), hash_key(request))
+    .then(answer, fail);
 }
 
 void handle_get_conversation(edge_self* self, const call_ptr& c, const api_key_record* key) {

@@ -43,40 +43,72 @@ std::string new_session_id(const std::string& user, const std::string& key, cons
   return hash_key(std::string{kind} + '\n' + user + '\n' + key).substr(0, 32);
 }
 
-/// The stored response: a turn of `session_id`.
+/// The stored response: a turn of `session_id`; with `previous_seq` (and
+/// `refused`, which sees its errors first) a turn that must continue that
+/// response (turn_request::previous_seq).
 void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
-                const std::string& session_id) {
+                const std::string& session_id, std::int64_t previous_seq = 0,
+                turn_refusal refused = {}) {
   auto& b = body(c);
-  // The one user item is the turn's message; system and developer items
-  // join the instructions of this call (never stored, like them).
+  // The last user item is the turn's message, the user and assistant items
+  // before it are stored before it in the same commit (a replayed history);
+  // system and developer items join the instructions of this call (never
+  // stored, like them). handle_create_response checked the order.
   std::string text, instructions = b.instructions.value_or("");
+  std::vector<message_record> before;
   for (auto& item : b.input) {
-    if (item.role == "user")
-      text = item.text;
-    else
+    if (item.role == "user" || item.role == "assistant") {
+      if (!text.empty()) {
+        message_record m;
+        m.role = "user";
+        m.content = std::move(text);
+        before.push_back(std::move(m));
+        text.clear();
+      }
+      if (item.role == "user") {
+        text = item.text;
+      } else {
+        message_record m;
+        m.role = "assistant";
+        m.content = item.text;
+        before.push_back(std::move(m));
+      }
+    } else {
       instructions += (instructions.empty() ? "" : "\n\n") + item.text;
+    }
   }
   turn_request t{session_id,    key.user_id, std::move(text), c->idempotency_key,
                  c->request_id, 0,           caf::actor{},    key.models};
+  t.before = std::move(before);
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
+  t.previous_seq = previous_seq;
+  // What GET /v1/responses/{id} gives back; a response with none of them
+  // stores no row.
+  t.options.keep = !t.instructions.empty() || b.metadata_json != "{}" || b.call_options != "{}";
+  if (t.options.keep) {
+    t.options.instructions = t.instructions;
+    t.options.metadata_json = b.metadata_json;
+    t.options.call_options = b.call_options;
+  }
   response_view v{{}, session_id, b.previous_response_id, t.instructions, b.metadata_json,
                   b.call_options, true};
   auto& cfg = self->state.cfg;
-  sink_maker streamed = [sys = &self->home_system(), v, timeout = cfg.turn_timeout,
-                         cancel = cfg.cancel_on_disconnect](sink_target to, registry_actor registry,
-                                                            turn_request turn,
-                                                            turn_listener on_reply) {
-    return spawn_response_sink(*sys, std::move(to), std::move(registry), std::move(turn), v,
-                               timeout, cancel, std::move(on_reply));
-  };
+  sink_maker streamed;
+  if (c->stream)
+    streamed = [sys = &self->home_system(), v, timeout = cfg.turn_timeout,
+                cancel = cfg.cancel_on_disconnect](sink_target to, registry_actor registry,
+                                                   turn_request turn, turn_listener on_reply) {
+      return spawn_response_sink(*sys, std::move(to), std::move(registry), std::move(turn), v,
+                                 timeout, cancel, std::move(on_reply));
+    };
   request_turn(
     self, c, std::move(t),
     [v](const call_ptr& call, turn_reply& r) mutable {
       v.id = net::response_id(v.session_id, r.reply.seq);
       reply(call, 200, render_response(v, r.reply));
     },
-    std::move(streamed));
+    std::move(streamed), {}, std::move(refused));
 }
 
 void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& key) {
@@ -102,8 +134,9 @@ void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& 
       [c](caf::error& e) { reply_error(c, e); });
 }
 
-/// `previous_response_id`: its session when it is the latest response there
-/// (or this request's turn is there already: a retry), else a fork.
+/// `previous_response_id`, looked up here: its session when it is the latest
+/// response there (or this request's turn is there already: a retry), else
+/// a fork.
 void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key) {
   auto& st = self->state;
   auto prev_id = body(c).previous_response_id;
@@ -121,7 +154,7 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
         self->request(sst.storage->any(), sst.cfg.storage_timeout, get_resp_atom::value,
                       response_ref{session, key.user_id, seq})
           .then(
-            [self, c, key, session, seq, last = s.last_seq](message_page&) {
+            [self, c, key, session, seq, last = s.last_seq](response_record&) {
               if (seq == last)
                 return run_stored(self, c, key, session);
               auto fork = [self, c, key, session, seq] {
@@ -282,7 +315,7 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
   // The previous response must be there (not deleted, the user's).
   self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
                 response_ref{session, key.user_id, before - 1})
-    .then([history](message_page&) { history(); },
+    .then([history](response_record&) { history(); },
           [c](caf::error& e) { reply_stateless_error(c, e); });
 }
 
@@ -296,15 +329,36 @@ void start_response(edge_self* self, const call_ptr& c, const api_key_record& ke
       return reply_error(c, {errc::not_found, "conversation '" + b.conversation + "' not found"});
     return run_stored(self, c, key, *s);
   }
-  if (!b.previous_response_id.empty())
+  if (b.previous_response_id.empty())
+    return new_conversation(self, c, key);
+  if (c->stream)
     return continue_from(self, c, key);
-  new_conversation(self, c, key);
+  // The common case, a chain going on from its latest response, asks the
+  // session actor alone: it knows its last seq, so the turn needs no reads
+  // here. Anything else (an older response: a fork; a retry whose turn is
+  // out of its window) it refuses untouched, and the lookups here decide.
+  auto prev = net::turn_of_response(b.previous_response_id);
+  if (!prev || prev->second < 2)
+    return reply_error(c, not_found_response(b.previous_response_id));
+  run_stored(self, c, key, prev->first, prev->second,
+             [self, key](const call_ptr& call, const api_error& err) {
+               if (err.code == errc::not_latest) {
+                 continue_from(self, call, key);
+                 return true;
+               }
+               if (err.code != errc::not_found)
+                 return false;
+               reply_error(call, not_found_response(body(call).previous_response_id));
+               return true;
+             });
 }
 
-/// The turn a response id names: its user message and reply, and the
-/// response before it in its session (empty: none). Answers 404 itself.
-using turn_found = std::function<void(const message_record& user, const message_record& reply,
-                                      const std::string& previous)>;
+/// The turn a response id names: its input items (the replayed ones, then
+/// the user message) and reply, the response before them in its session
+/// (empty: none), and its options. Answers 404 itself.
+using turn_found =
+  std::function<void(const std::vector<message_record>& input, const message_record& reply,
+                     const std::string& previous, const response_options& options)>;
 void find_response(edge_self* self, const call_ptr& c, const api_key_record* key,
                    turn_found next) {
   auto& st = self->state;
@@ -315,7 +369,8 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
   self->request(st.storage->any(), st.cfg.storage_timeout, get_resp_atom::value,
                 response_ref{session, key->user_id, seq})
     .then(
-      [c, session = session, seq = seq, next](message_page& p) {
+      [c, session = session, seq = seq, next](response_record& r) {
+        auto& p = r.turn;
         auto at = [&](std::int64_t s) -> const message_record* {
           for (auto& m : p.data)
             if (m.seq == s)
@@ -326,11 +381,16 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
         auto* user = at(seq - 1);
         if (!reply_msg || !user || reply_msg->role != "assistant" || reply_msg->reply_to != seq - 1)
           return reply_error(c, not_found_response(c->id));
-        auto* before = at(seq - 2);
+        auto k = r.options.input_before;
+        std::vector<message_record> input;
+        for (auto s = seq - 1 - k; s < seq; ++s)
+          if (auto* m = at(s))
+            input.push_back(*m);
+        auto* before = at(seq - 2 - k);
         std::string previous;
-        if (before && before->role == "assistant" && before->reply_to == seq - 3)
-          previous = net::response_id(session, seq - 2);
-        next(*user, *reply_msg, previous);
+        if (before && before->role == "assistant" && before->reply_to == seq - 3 - k)
+          previous = net::response_id(session, seq - 2 - k);
+        next(input, *reply_msg, previous, r.options);
       },
       [c](caf::error& e) {
         auto err = to_api_error(e);
@@ -342,16 +402,20 @@ void find_response(edge_self* self, const call_ptr& c, const api_key_record* key
 
 void handle_create_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   auto& b = body(c);
-  auto count = [&b](const char* role) {
-    return std::count_if(b.input.begin(), b.input.end(),
-                         [role](const net::input_item& i) { return i.role == role; });
-  };
-  if (b.store && (count("user") != 1 || count("assistant") != 0))
+  // A stored response's last user or assistant item must be the user's:
+  // its turn's user message, the one the model answers.
+  auto last = std::find_if(b.input.rbegin(), b.input.rend(), [](const net::input_item& i) {
+    return i.role == "user" || i.role == "assistant";
+  });
+  if (b.store && (last == b.input.rend() || last->role != "user")) {
+    auto at = last == b.input.rend()
+                ? std::size_t{0}
+                : b.input.size() - 1 - static_cast<std::size_t>(last - b.input.rbegin());
     return reply_error(c, {errc::invalid_request,
-                           "a stored response takes one user message as 'input' (a string or "
-                           "one user item, with system or developer items for this call if "
-                           "any); add other items to its conversation first with "
-                           "POST /v1/conversations/{id}/items"});
+                           "'input' must end with a user message (the one the model answers); "
+                           "earlier user and assistant items are history",
+                           "input[" + std::to_string(at) + "]"});
+  }
   // The reservation: the input's estimate and a completion allowance.
   auto reserve = [&b] {
     std::int64_t prompt = estimate_message_tokens(b.instructions.value_or(""));
@@ -367,10 +431,11 @@ void handle_create_response(edge_self* self, const call_ptr& c, const api_key_re
 
 void handle_get_response(edge_self* self, const call_ptr& c, const api_key_record* key) {
   find_response(self, c, key,
-                [c](const message_record&, const message_record& reply_msg,
-                    const std::string& previous) {
+                [c](const std::vector<message_record>&, const message_record& reply_msg,
+                    const std::string& previous, const response_options& o) {
                   auto turn = net::turn_of_response(c->id);
-                  response_view v{c->id, turn->first, previous, {}, "{}", "{}", true};
+                  response_view v{c->id,           turn->first,     previous, o.instructions,
+                                  o.metadata_json, o.call_options,  true};
                   reply(c, 200, render_response(v, reply_msg));
                 });
 }
@@ -394,16 +459,31 @@ void handle_delete_response(edge_self* self, const call_ptr& c, const api_key_re
 void handle_list_response_input_items(edge_self* self, const call_ptr& c,
                                       const api_key_record* key) {
   find_response(self, c, key,
-                [c](const message_record& user, const message_record&, const std::string&) {
+                [c](const std::vector<message_record>& input, const message_record&,
+                    const std::string&, const response_options&) {
                   auto session = net::turn_of_response(c->id)->first;
+                  // The input items in the asked order, after the cursor's.
+                  auto items = input;
+                  if (!c->ascending)
+                    std::reverse(items.begin(), items.end());
+                  auto from = items.begin();
+                  if (!c->cursor.empty()) {
+                    from = std::find_if(items.begin(), items.end(), [&](const message_record& m) {
+                      return net::item_id(session, m.seq) == c->cursor;
+                    });
+                    if (from == items.end())
+                      return reply_error(c, {errc::invalid_request,
+                                             "query parameter 'after' is not an input item of "
+                                             "response '" +
+                                               c->id + "'"});
+                    ++from;
+                  }
                   message_page p;
-                  if (c->cursor.empty())
-                    p.data.push_back(user);
-                  else if (c->cursor != net::item_id(session, user.seq))
-                    return reply_error(c, {errc::invalid_request,
-                                           "query parameter 'after' is not an input item of "
-                                           "response '" +
-                                             c->id + "'"});
+                  auto limit = c->limit > 0 ? static_cast<std::size_t>(c->limit) : std::size_t{20};
+                  for (auto it = from; it != items.end() && p.data.size() < limit; ++it)
+                    p.data.push_back(*it);
+                  if (!p.data.empty() && from + static_cast<std::ptrdiff_t>(p.data.size()) != items.end())
+                    p.next_after = p.data.back().seq;
                   reply(c, 200, render_item_list(session, p));
                 });
 }

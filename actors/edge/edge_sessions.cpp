@@ -35,7 +35,7 @@ bool settle(edge_self* self, const std::string& node, std::uint64_t ticket) {
 } // namespace
 
 void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
-                  sink_maker make_sink, budget_hold_ptr budget) {
+                  sink_maker make_sink, budget_hold_ptr budget, turn_refusal refused) {
   auto& st = self->state;
   if (!budget)
     budget = c->budget;
@@ -80,12 +80,14 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
           held->reset();
         answer(c, r);
       },
-      [self, c, node = node, ticket, held](caf::error& e) {
+      [self, c, node = node, ticket, held, refused = std::move(refused)](caf::error& e) {
         if (!settle(self, node, ticket))
           return;
         if (held)
           held->reset();
         auto err = to_api_error(e);
+        if (refused && refused(c, err))
+          return;
         if (err.code == errc::session_busy)
           self->state.metrics->shed("session_busy");
         reply_error(c, err);

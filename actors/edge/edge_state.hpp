@@ -132,11 +132,15 @@ using turn_answer = std::function<void(const call_ptr&, turn_reply&)>;
 /// `make_sink` (optional) spawns a streamed call's sink instead of the
 /// session turn's (spawn_turn_sink's arguments but the system). `budget`
 /// (optional): the key's hold (with_rate_limit), settled with the turn's
-/// usage (in the sink when streamed: its turn_listener).
+/// usage (in the sink when streamed: its turn_listener). `refused`
+/// (optional, not streamed) sees a failed turn's error first and returns
+/// true when it took the call over (answered it or went on otherwise).
 using sink_maker =
   std::function<stream_sink_actor(sink_target, registry_actor, turn_request, turn_listener)>;
+using turn_refusal = std::function<bool(const call_ptr&, const api_error&)>;
 void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
-                  sink_maker make_sink = {}, budget_hold_ptr budget = {});
+                  sink_maker make_sink = {}, budget_hold_ptr budget = {},
+                  turn_refusal refused = {});
 void handle_create_session(edge_self*, const call_ptr&, const api_key_record*);
 void handle_list_sessions(edge_self*, const call_ptr&, const api_key_record*);
 void handle_get_session(edge_self*, const call_ptr&, const api_key_record*);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/http/clock.hpp"
+#include "net/http/json_text.hpp"
 #include "net/http/openai_items.hpp"
 
 namespace parley {
@@ -91,7 +92,87 @@ json text_part(const std::string& text) {
 
 } // namespace
 
+namespace {
+
+/// render_response written straight into a string (the same members as
+/// response_json): a chained response is on every turn's path, where the
+/// DOM cost more than the rest of the edge's work. Only for call options
+/// "{}" (none): their numbers are response_json's to write.
+std::string render_completed(const response_view& v, const message_record& reply) {
+  std::string out;
+  out.reserve(768 + reply.content.size() + v.instructions.size() + v.metadata_json.size());
+  auto key = [&out](const char* name) {
+    out += '"';
+    out += name;
+    out += "\":";
+  };
+  auto text = [&](const char* name, std::string_view value) {
+    key(name);
+    net::append_json_string(out, value);
+    out += ',';
+  };
+  auto text_or_null = [&](const char* name, const std::string& value) {
+    if (value.empty()) {
+      key(name);
+      out += "null,";
+    } else {
+      text(name, value);
+    }
+  };
+  auto number = [&](const char* name, std::int64_t n) {
+    key(name);
+    out += std::to_string(n);
+    out += ',';
+  };
+  out += '{';
+  if (v.session_id.empty()) {
+    out += "\"conversation\":null,";
+  } else {
+    out += "\"conversation\":{";
+    text("id", net::conversation_id(v.session_id));
+    out.back() = '}';
+    out += ',';
+  }
+  number("created_at", net::unix_seconds(reply.created_at));
+  out += "\"error\":null,";
+  text("id", v.id);
+  out += "\"incomplete_details\":null,";
+  text_or_null("instructions", v.instructions);
+  out += "\"max_output_tokens\":null,";
+  // Stored metadata is JSON text Parley or PostgreSQL wrote: an object.
+  out += "\"metadata\":";
+  auto& meta = v.metadata_json;
+  out += meta.size() >= 2 && meta.front() == '{' && meta.back() == '}' ? meta : std::string{"{}"};
+  out += ',';
+  text("model", reply.model);
+  out += "\"object\":\"response\",\"output\":[{\"content\":[{\"annotations\":[],";
+  text("text", reply.content);
+  out += "\"type\":\"output_text\"}],";
+  text("id", v.store ? net::item_id(v.session_id, reply.seq) : "msg_" + v.id.substr(5));
+  out += "\"role\":\"assistant\",\"status\":\"completed\",\"type\":\"message\"}],"
+         "\"parallel_tool_calls\":true,";
+  text_or_null("previous_response_id", v.previous_response_id);
+  out += "\"status\":\"completed\",\"store\":";
+  out += v.store ? "true" : "false";
+  out += ",\"temperature\":null,\"text\":{\"format\":{\"type\":\"text\"}},"
+         "\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":null,\"truncation\":\"disabled\","
+         "\"usage\":{";
+  auto& u = reply.usage;
+  number("input_tokens", u.prompt_tokens);
+  out += "\"input_tokens_details\":{\"cached_tokens\":0},";
+  number("output_tokens", u.completion_tokens);
+  out += "\"output_tokens_details\":{\"reasoning_tokens\":0},";
+  number("total_tokens", u.total_tokens);
+  out.back() = '}';
+  out += '}';
+  return out;
+}
+
+} // namespace
+
 std::string render_response(const response_view& v, const message_record& reply) {
+  if (v.call_options.empty() || v.call_options == "{}")
+    return render_completed(v, reply);
   return dump(response_json(v, reply, "completed", true));
 }
 

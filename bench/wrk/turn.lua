@@ -1,5 +1,9 @@
 -- The durable-turn load of bench/run: one wrk process sending chat turns
--- (POST /v1/sessions/{id}/messages, each with a unique client_message_id).
+-- (POST /v1/sessions/{id}/messages, each with a unique client_message_id),
+-- or, with BENCH_MODE=responses, chained Responses (POST /v1/responses with
+-- the session's latest response as previous_response_id, each with a unique
+-- Idempotency-Key): the id of each answer is the next request's
+-- previous_response_id, so every session is one chain.
 --
 -- Sessions: each wrk thread owns every T-th line of BENCH_SESSIONS; a session
 -- has at most one turn in flight and is handed out again (first in, first out)
@@ -17,9 +21,15 @@
 -- writes each thread's figures to BENCH_OUT (JSON; bench/report.py merges
 -- them) and "id sent acked" per session to BENCH_OUT.sessions.
 --
--- Environment: BENCH_SESSIONS (lines "id [owner node]"), BENCH_KEY (API key),
--- BENCH_THREADS (wrk's -t), BENCH_OUT, BENCH_RUN (client id prefix, unique per
--- run), BENCH_STREAM=1 (streamed turns), BENCH_NODE (node id sent to).
+-- Environment: BENCH_SESSIONS (lines "id [owner node]"; responses: "id
+-- latest-response-id"), BENCH_KEY (API key), BENCH_THREADS (wrk's -t),
+-- BENCH_OUT, BENCH_RUN (client id prefix, unique per run), BENCH_STREAM=1
+-- (streamed turns), BENCH_NODE (node id sent to), BENCH_MODE (responses).
+--
+-- A chained response lands in its session unless the chain forked (its
+-- previous response was not the latest: a request that failed after its turn
+-- was committed); such an answer counts as "200 forked", not acknowledged,
+-- and the chain goes on from it.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -68,7 +78,7 @@ end
 
 -- Thread states (init, request, response) -------------------------------------
 
-local key, run, node, stream_field
+local key, run, node, stream_field, responses
 local headers = {}
 local free, head, tail = {}, 1, 0 -- FIFO of the indices of free sessions
 local pending = {}                -- request id -> {session index, start}
@@ -79,6 +89,7 @@ local verify_call = false
 local hist = { all = {}, owner = {}, hop = {} }
 local answers, totals = {}, { sent = 0, acked = 0, overlap = 0, unmatched = 0 }
 local ids, sent, acked = {}, {}, {}
+local latest = {} -- responses: session index -> the chain's latest response id
 
 local function json_object(t, fmt)
   local parts = {}
@@ -120,6 +131,8 @@ function init(args)
     node = nil
   end
   stream_field = os.getenv("BENCH_STREAM") == "1" and ',"stream":true' or ""
+  responses = os.getenv("BENCH_MODE") == "responses"
+  assert(not (responses and stream_field ~= ""), "chained responses are not streamed")
   local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
   local line_no = 0
   for line in io.lines(os.getenv("BENCH_SESSIONS")) do
@@ -127,7 +140,12 @@ function init(args)
     if id then
       if line_no % nthreads == tid then
         table.insert(ids, id)
-        owners[#ids] = owner
+        if responses then
+          assert(owner ~= "", "no latest response for session " .. id)
+          latest[#ids] = owner
+        else
+          owners[#ids] = owner
+        end
         sent[#ids], acked[#ids] = 0, 0
         tail = tail + 1
         free[tail] = #ids
@@ -163,9 +181,15 @@ function request()
   sent[s] = sent[s] + 1
   totals.sent = totals.sent + 1
   headers["X-Request-Id"] = rid
+  pending[rid] = { s, now_us() }
+  if responses then
+    headers["Idempotency-Key"] = run .. "-" .. rid
+    local body = '{"input":"bench turn ' .. rid .. '","previous_response_id":"' .. latest[s] ..
+        '"' .. stream_field .. "}"
+    return wrk.format("POST", "/v1/responses", headers, body)
+  end
   local body = '{"content":"bench turn ' .. rid .. '","client_message_id":"' .. run .. "-" ..
       rid .. '"' .. stream_field .. "}"
-  pending[rid] = { s, now_us() }
   return wrk.format("POST", "/v1/sessions/" .. ids[s] .. "/messages", headers, body)
 end
 
@@ -180,11 +204,28 @@ local function record(class, us)
   h[v] = (h[v] or 0) + 1
 end
 
+-- A chained response's answer: its id becomes the chain's latest; it
+-- acknowledges a turn of session s unless the chain forked.
+local function chained(s, body)
+  local id = body:match('"id"%s*:%s*"(resp_[%w_]+)"')
+  if not id then
+    return "200 without id", false
+  end
+  latest[s] = id
+  if id:sub(6, 5 + #ids[s] + 1) ~= ids[s] .. "_" then
+    return "200 forked", false
+  end
+  return "200", true
+end
+
 -- The answer's key in `answers`, and whether it acknowledges the turn.
-local function classify(status, body)
+local function classify(status, body, s)
   local code = body:match('"code"%s*:%s*"([%w_]+)"')
   if status ~= 200 then
     return status .. " " .. (code or "-"), false
+  end
+  if responses then
+    return chained(s, body)
   end
   if stream_field ~= "" then
     if body:find("event: done", 1, true) then
@@ -208,7 +249,7 @@ function response(status, hdrs, body)
   end
   pending[rid] = nil
   local s = p[1]
-  local what, ok = classify(status, body)
+  local what, ok = classify(status, body, s)
   answers[what] = (answers[what] or 0) + 1
   if ok then
     acked[s] = acked[s] + 1

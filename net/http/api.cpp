@@ -373,29 +373,39 @@ bool read_metadata(const json& body, std::string& out, parsed<T>& p) {
   return true;
 }
 
-/// One message item (input_item); errors name it by `where`.
+/// One message item (input_item); errors name it by `where`, in the
+/// message and as `param` (the item, or its part or field at fault).
 template <class T>
 bool read_item(const json& j, const std::string& where, input_item& out, parsed<T>& p,
                bool system_roles = false) {
-  auto bad = [&p](std::string m) {
-    p.error = api_error{errc::invalid_request, std::move(m)};
+  auto bad_at = [&p](std::string param, std::string m) {
+    p.error = api_error{errc::invalid_request, std::move(m), std::move(param)};
     return false;
   };
+  auto bad = [&](const std::string& field, std::string m) {
+    return bad_at(field.empty() ? where : where + "." + field, std::move(m));
+  };
   if (!j.is_object())
-    return bad("'" + where + "' must be an object");
+    return bad("", "'" + where + "' must be an object");
+  // API.md section 5a: items are text messages. Tool calls, their outputs,
+  // reasoning and references are refused whole, never half taken.
   if (auto t = j.find("type"); t != j.end() && !t->is_null() && *t != "message")
-    return bad("'" + where + ".type' must be \"message\" (other item types are not supported)");
+    return bad("", "'" + where + "' is " +
+                     (t->is_string() ? "a '" + t->get<std::string>() + "' item" : "not a message") +
+                     ": only message items with text content are supported here (tool calls and "
+                     "their outputs go through POST /v1/chat/completions)");
   auto role = j.find("role");
   if (role == j.end() || !role->is_string())
-    return bad("'" + where + ".role' is required");
+    return bad("role", "'" + where + ".role' is required");
   out.role = role->get<std::string>();
   bool system = system_roles && (out.role == "system" || out.role == "developer");
   if (!system && out.role != "user" && out.role != "assistant")
-    return bad("'" + where + ".role' must be \"user\" or \"assistant\" (give system text as "
-               "'instructions')");
+    return bad("role", "'" + where + ".role' must be \"user\" or \"assistant\"" +
+                         (system_roles ? std::string{", \"system\" or \"developer\""}
+                                       : std::string{" (give system text as 'instructions')"}));
   auto content = j.find("content");
   if (content == j.end() || content->is_null())
-    return bad("'" + where + ".content' is required");
+    return bad("content", "'" + where + ".content' is required");
   out.text.clear();
   if (content->is_string()) {
     out.text = content->get<std::string>();
@@ -405,22 +415,24 @@ bool read_item(const json& j, const std::string& where, input_item& out, parsed<
       auto at = where + ".content[" + std::to_string(k++) + "]";
       auto type = part.is_object() ? part.find("type") : part.end();
       if (!part.is_object() || type == part.end() || !type->is_string())
-        return bad("'" + at + "' must be an object with a string 'type'");
+        return bad_at(at, "'" + at + "' must be an object with a string 'type'");
       if (*type != "input_text" && *type != "output_text" && *type != "text")
-        return bad("'" + at + ".type' must be \"input_text\" or \"output_text\" (only text "
-                   "is supported)");
+        return bad_at(at, "'" + at + "' is a '" + type->get<std::string>() +
+                            "' part: only text parts (input_text, output_text) are supported "
+                            "here");
       auto text = part.find("text");
       if (text == part.end() || !text->is_string())
-        return bad("'" + at + ".text' must be a string");
+        return bad_at(at + ".text", "'" + at + ".text' must be a string");
       out.text += text->get<std::string>();
     }
   } else {
-    return bad("'" + where + ".content' must be a string or an array of text parts");
+    return bad("content", "'" + where + ".content' must be a string or an array of text parts");
   }
   if (out.text.empty())
-    return bad("'" + where + ".content' must not be empty");
+    return bad("content", "'" + where + ".content' must not be empty");
   if (out.text.size() > max_content_bytes) {
-    p.error = api_error{errc::payload_too_large, "'" + where + ".content' is longer than 32 KiB"};
+    p.error = api_error{errc::payload_too_large, "'" + where + ".content' is longer than 32 KiB",
+                        where + ".content"};
     return false;
   }
   return true;

@@ -40,6 +40,7 @@ errc_info info(errc e) {
     case errc::header_too_large: return {431, "invalid_request", "invalid_request_error"};
     // OpenAI's type for a spent quota (its SDKs raise a RateLimitError on 429).
     case errc::budget_exceeded: return {429, "budget_exceeded", "insufficient_quota"};
+    case errc::not_latest: return {409, "conflict", "conflict_error"};
   }
   return {500, "internal_error", "server_error"};
 }

@@ -30,6 +30,10 @@ enum class errc : std::uint8_t {
   session_moved,  ///< the actor lost its epoch; answered 503, the client retries
   header_too_large, ///< request line and headers over the limit: 431, code `invalid_request`
   budget_exceeded,  ///< the key's daily token budget is spent: 429 until the next UTC day
+  /// A turn continuing a response (turn_request::previous_seq) that is not
+  /// its session's latest: nothing was done; the edge forks instead (never
+  /// answered as such; 409 `conflict` if it were).
+  not_latest,
 };
 
 /// HTTP status for an error code.

@@ -177,7 +177,8 @@ void parse_inputs(const net::http_request& req, http_call& call) {
   auto& row = net::row_of(call.route);
   if (!take(net::parse_body(row.body, req.body), call.body, call))
     return;
-  if (!req.idempotency_key.empty() && call.route == net::route::create_response) {
+  if (!req.idempotency_key.empty() && (call.route == net::route::create_response ||
+                                       call.route == net::route::create_conversation)) {
     if (net::utf8_length(req.idempotency_key) > net::max_client_message_id_chars) {
       call.early_error =
         api_error{errc::invalid_request, "the Idempotency-Key header must be 1 to 128 characters"};

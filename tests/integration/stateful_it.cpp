@@ -192,6 +192,49 @@ TEST_F(stateful, bad_requests_are_400_and_change_nothing) {
   EXPECT_EQ(call("GET", "/v1/conversations/" + id).js()["metadata"], json::object());
 }
 
+// `Idempotency-Key` on POST /v1/conversations (API.md section 5a): the same
+// key and body give the same conversation, made once; the same key with
+// another body is 409; keys are the user's own.
+TEST_F(stateful, an_idempotency_key_makes_a_conversation_once) {
+  auto post = [&](const json& body, const std::string& k, const std::string& as = {}) {
+    return node.call("POST", "/v1/conversations", as.empty() ? key : as, body.dump(),
+                     {{"Idempotency-Key", k}});
+  };
+  json body = {{"metadata", {{"topic", "t"}}},
+               {"items", json::array({{{"role", "user"}, {"content", "first"}}})}};
+  auto a = post(body, "conv-key-1");
+  ASSERT_EQ(a.status, 200) << describe(a);
+  auto b = post(body, "conv-key-1");
+  ASSERT_EQ(b.status, 200) << describe(b);
+  EXPECT_EQ(b.js(), a.js());
+  auto id = a.js()["id"].get<std::string>();
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 1u);
+  // The same key with another body changes nothing.
+  json other_body = {{"items", json::array({{{"role", "user"}, {"content", "second"}}})}};
+  EXPECT_TRUE(is_error(post(other_body, "conv-key-1"), 409, "conflict"));
+  EXPECT_TRUE(is_error(post({{"metadata", {{"topic", "u"}}}, {"items", body["items"]}},
+                            "conv-key-1"),
+                       409, "conflict"));
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 1u);
+  // Another user's key of the same name is theirs; a new key, a new one.
+  auto theirs = post(body, "conv-key-1", other);
+  ASSERT_EQ(theirs.status, 200) << describe(theirs);
+  EXPECT_NE(theirs.js()["id"], a.js()["id"]);
+  auto fresh = post(body, "conv-key-2");
+  ASSERT_EQ(fresh.status, 200) << describe(fresh);
+  EXPECT_NE(fresh.js()["id"], a.js()["id"]);
+  // A conversation made with a key is an ordinary one: its turns go on.
+  auto r = call("POST", "/v1/responses", {{"input", "hi"}, {"conversation", id}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto again = post(body, "conv-key-1");
+  ASSERT_EQ(again.status, 200) << describe(again);
+  EXPECT_EQ(again.js()["id"], id);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + id + "/items").js()["data"].size(), 3u);
+  EXPECT_TRUE(is_error(post(body, std::string(129, 'k')), 400, "invalid_request"));
+}
+
 TEST_F(stateful, appended_items_take_the_next_seqs_between_turns) {
   auto id = call("POST", "/v1/conversations").js()["id"].get<std::string>();
   auto session = id.substr(5);
@@ -377,6 +420,125 @@ std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
   return out;
 }
 
+// A stored response's input may replay history: every user and assistant
+// item before its last user message is stored, in order, in the same
+// commit as the turn (so a failed call or a retry stores them once).
+TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto msg = [](const std::string& role, const std::string& text) {
+    return json{{"role", role}, {"content", text}};
+  };
+  auto r1 = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+                                         msg("system", "sys"), msg("user", "q2")})}},
+                 {{"Idempotency-Key", "replay-1"}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  EXPECT_EQ(sent(mock, 0), (chat{{"system", "sys"}, {"user", "q1"}, {"assistant", "a1"},
+                                 {"user", "q2"}}));
+  auto conv = r1.js()["conversation"]["id"].get<std::string>();
+  auto session = conv.substr(5);
+  EXPECT_EQ(r1.js()["id"], "resp_" + session + "_4");
+  auto reply1 = r1.js()["output"][0]["content"][0]["text"].get<std::string>();
+  auto msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 4u) << msgs.dump();
+  EXPECT_EQ(msgs[0]["content"], "q1");
+  EXPECT_EQ(msgs[1]["role"], "assistant");
+  EXPECT_EQ(msgs[1]["content"], "a1");
+  EXPECT_EQ(msgs[2]["content"], "q2");
+  EXPECT_EQ(msgs[3]["content"], reply1);
+  EXPECT_EQ(msgs[3]["reply_to"], 3);
+
+  // A retry: the same response, nothing stored twice, no second call.
+  auto again = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+                                            msg("system", "sys"), msg("user", "q2")})}},
+                    {{"Idempotency-Key", "replay-1"}});
+  ASSERT_EQ(again.status, 200) << describe(again);
+  EXPECT_EQ(again.js()["id"], r1.js()["id"]);
+  EXPECT_EQ(mock.requests().size(), 1u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 4u);
+
+  // Continuing the chain with more replayed items: they follow in order.
+  auto r2 = post({{"input", json::array({msg("user", "q3"), msg("assistant", "a3"),
+                                         msg("user", "q4")})},
+                  {"previous_response_id", r1.js()["id"]}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  EXPECT_EQ(r2.js()["id"], "resp_" + session + "_8");
+  EXPECT_EQ(sent(mock, 1), (chat{{"user", "q1"}, {"assistant", "a1"}, {"user", "q2"},
+                                 {"assistant", reply1}, {"user", "q3"}, {"assistant", "a3"},
+                                 {"user", "q4"}}));
+  msgs = node.all_messages(key, session);
+  ASSERT_EQ(msgs.size(), 8u) << msgs.dump();
+  EXPECT_EQ(msgs[4]["content"], "q3");
+  EXPECT_EQ(msgs[5]["content"], "a3");
+  EXPECT_EQ(msgs[6]["content"], "q4");
+  auto s = node.call("GET", "/v1/sessions/" + session, key).js();
+  EXPECT_EQ(s["message_count"], 8);
+  EXPECT_EQ(s["last_seq"], 8);
+
+  // The model fails: nothing of the request is stored.
+  mock.configure({{"fail_status", 500}, {"fail_count", -1}});
+  auto failed = post({{"input", json::array({msg("user", "q5"), msg("assistant", "a5"),
+                                             msg("user", "q6")})},
+                      {"conversation", conv}});
+  EXPECT_GE(failed.status, 500) << describe(failed);
+  EXPECT_EQ(node.all_messages(key, session).size(), 8u);
+
+  // The last message item must be the user's: it is what the model answers.
+  auto bad = post({{"input", json::array({msg("user", "q"), msg("assistant", "a")})},
+                   {"conversation", conv}});
+  EXPECT_EQ(bad.status, 400) << describe(bad);
+  EXPECT_EQ(node.all_messages(key, session).size(), 8u);
+}
+
+// GET /v1/responses/{id} gives back the request's own options as given at
+// creation (instructions, metadata, temperature, max_output_tokens); the
+// input items list every input item stored with the response.
+TEST_F(stateful, a_retrieved_response_has_its_requests_options_and_input_items) {
+  json msgs = json::array({{{"role", "developer"}, {"content", "dev"}},
+                           {{"role", "user"}, {"content", "q0"}},
+                           {{"role", "assistant"}, {"content", "a0"}},
+                           {{"role", "user"}, {"content", "q1"}}});
+  auto r1 = call("POST", "/v1/responses",
+                 {{"input", msgs}, {"instructions", "sys"}, {"metadata", {{"k", "v"}}},
+                  {"temperature", 0.5}, {"max_output_tokens", 77}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto id1 = r1.js()["id"].get<std::string>();
+  auto got = call("GET", "/v1/responses/" + id1);
+  ASSERT_EQ(got.status, 200) << describe(got);
+  for (auto field : {"instructions", "metadata", "temperature", "max_output_tokens", "output",
+                     "conversation", "previous_response_id", "usage", "created_at", "model"})
+    EXPECT_EQ(got.js()[field], r1.js()[field]) << field << ": " << got.body;
+  EXPECT_EQ(got.js()["instructions"], "sys\n\ndev");
+  EXPECT_EQ(got.js()["metadata"], json({{"k", "v"}}));
+  EXPECT_EQ(got.js()["temperature"], 0.5);
+  EXPECT_EQ(got.js()["max_output_tokens"], 77);
+  auto inputs = call("GET", "/v1/responses/" + id1 + "/input_items?order=asc");
+  ASSERT_EQ(inputs.status, 200) << describe(inputs);
+  ASSERT_EQ(inputs.js()["data"].size(), 3u) << inputs.body;
+  EXPECT_EQ(text_of(inputs.js()["data"][0]), "q0");
+  EXPECT_EQ(text_of(inputs.js()["data"][1]), "a0");
+  EXPECT_EQ(text_of(inputs.js()["data"][2]), "q1");
+
+  // A response with none of them: nulls and {} as at creation; options
+  // never carry over to the next response.
+  auto r2 = call("POST", "/v1/responses", {{"input", "q2"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  auto got2 = call("GET", "/v1/responses/" + r2.js()["id"].get<std::string>());
+  ASSERT_EQ(got2.status, 200) << describe(got2);
+  for (auto field : {"instructions", "metadata", "temperature", "max_output_tokens",
+                     "previous_response_id"})
+    EXPECT_EQ(got2.js()[field], r2.js()[field]) << field << ": " << got2.body;
+  EXPECT_TRUE(got2.js()["instructions"].is_null());
+  EXPECT_EQ(got2.js()["metadata"], json::object());
+  auto inputs2 = call("GET", "/v1/responses/" + r2.js()["id"].get<std::string>() + "/input_items");
+  ASSERT_EQ(inputs2.js()["data"].size(), 1u) << inputs2.body;
+}
+
 TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
   scratch_db db;
   mock_llm mock;
@@ -466,7 +628,7 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
          {{"input", "x"}, {"metadata", {{"a", 1}}}},
          {{"input", "x"}, {"conversation", 7}},
          {{"input", json::array({{{"role", "user"}, {"content", "a"}},
-                                 {{"role", "user"}, {"content", "b"}}})}},
+                                 {{"role", "assistant"}, {"content", "b"}}})}},
          {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
        })
     EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
@@ -519,6 +681,60 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
   EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
 }
 
+// Items other than text messages (tool calls and their outputs, images,
+// reasoning, references) are refused whole with a 400 whose `param` names
+// the item or part, and nothing is written (API.md section 5a: items are
+// text messages).
+TEST_F(stateful, non_text_items_are_refused_naming_the_item_and_change_nothing) {
+  auto r = call("POST", "/v1/responses", {{"input", "hello"}});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  auto id = r.js()["id"].get<std::string>();
+  auto conv = r.js()["conversation"]["id"].get<std::string>();
+  auto user = [](const std::string& text) { return json{{"role", "user"}, {"content", text}}; };
+  json call_item = {{"type", "function_call"}, {"call_id", "call_1"}, {"name", "lookup"},
+                    {"arguments", "{}"}};
+  json output_item = {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "42"}};
+  json image = {{"role", "user"},
+                {"content", json::array({{{"type", "input_text"}, {"text", "what is this"}},
+                                         {{"type", "input_image"},
+                                          {"image_url", "https://example.com/a.png"}}})}};
+  struct refused {
+    json input;
+    std::string param;
+  };
+  for (auto& [input, param] : std::vector<refused>{
+         {json::array({user("a"), call_item}), "input[1]"},
+         {json::array({output_item, user("a")}), "input[0]"},
+         {json::array({image}), "input[0].content[1]"},
+         {json::array({{{"type", "reasoning"}, {"summary", json::array()}}, user("a")}), "input[0]"},
+         {json::array({{{"type", "item_reference"}, {"id", "msg_x"}}, user("a")}), "input[0]"},
+         {json::array({{{"role", "tool"}, {"content", "x"}}, user("a")}), "input[0].role"},
+       }) {
+    for (bool store : {true, false})
+      for (const json& where : {json{{"previous_response_id", id}}, json{{"conversation", conv}},
+                                json::object()}) {
+        json body = where;
+        body["input"] = input;
+        body["store"] = store;
+        auto got = call("POST", "/v1/responses", body);
+        EXPECT_TRUE(is_error(got, 400, "invalid_request")) << body.dump();
+        EXPECT_EQ(got.js()["error"]["param"], param) << describe(got);
+        EXPECT_EQ(got.js()["error"]["type"], "invalid_request_error") << describe(got);
+      }
+    auto got = call("POST", "/v1/conversations", {{"items", input}});
+    EXPECT_TRUE(is_error(got, 400, "invalid_request")) << input.dump();
+    auto items_param = param;
+    items_param.replace(0, 5, "items");
+    EXPECT_EQ(got.js()["error"]["param"], items_param) << describe(got);
+    got = call("POST", "/v1/conversations/" + conv + "/items", {{"items", input}});
+    EXPECT_TRUE(is_error(got, 400, "invalid_request")) << input.dump();
+    EXPECT_EQ(got.js()["error"]["param"], items_param) << describe(got);
+  }
+  // Nothing was written: one conversation, its first turn only.
+  EXPECT_EQ(call("GET", "/v1/sessions").js()["data"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v1/conversations/" + conv + "/items").js()["data"].size(), 2u);
+}
+
 /// PARLEY_TEST_NODE_MODULES when it holds the openai SDK, else "".
 std::string node_modules() {
   const char* dir = std::getenv("PARLEY_TEST_NODE_MODULES");
@@ -554,7 +770,8 @@ TEST(stateful_sdk, the_openai_sdk_keeps_conversations_on_a_three_node_cluster) {
     std::printf("[ stateful ] openai %s via node %d:%s\n", saw.value("version", "?").c_str(), first,
                 line.c_str());
     for (auto scenario : {"conversations", "paging", "isolation", "chain", "fork", "store_false",
-                          "idempotency", "responses_isolation", "stream"}) {
+                          "idempotency", "responses_isolation", "stream", "replay_and_options",
+                          "conversation_idempotency"}) {
       ASSERT_TRUE(saw["scenarios"].contains(scenario)) << saw.dump();
       EXPECT_TRUE(saw["scenarios"][scenario].value("ok", false))
         << scenario << ": " << saw["scenarios"][scenario].dump();

@@ -13,6 +13,7 @@
 // an outdated epoch is fenced and writes nothing. Commits and model calls
 // can be held, so a test decides when each answer arrives.
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -44,12 +45,29 @@ struct store_script {
   session_record session;
   std::vector<message_record> messages; ///< committed, ascending seq
   std::vector<std::string> calls;       ///< "activate", "adopt", "find_cmid", "commit"
+  std::vector<std::int64_t> deleted;    ///< seqs of deleted responses
   bool hold_commits = false;
   struct held_commit {
     turn_write write;
     caf::typed_response_promise<commit_outcome> rp;
   };
   std::deque<held_commit> commits; ///< held, oldest first
+
+  /// The stored turn with this client id, as the store's lookup finds it.
+  client_id_hit find(const std::string& cmid) const {
+    client_id_hit hit;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      if (cmid.empty() || messages[i].role != "user" || messages[i].client_message_id != cmid)
+        continue;
+      hit.found = true;
+      hit.user = messages[i];
+      if (i + 1 < messages.size()) {
+        hit.has_reply = true;
+        hit.reply = messages[i + 1];
+      }
+    }
+    return hit;
+  }
 
   /// Another node activates the session: the epoch moves on.
   void bump_epoch() { ++session.epoch; }
@@ -94,20 +112,15 @@ fake_store(fake_store_actor::pointer self, std::shared_ptr<store_script> sc) {
       sc->bump_epoch();
       return sc->session.epoch;
     },
+    [sc](find_cmid_atom, const std::string&, const std::string& cmid, std::int64_t live_seq) {
+      sc->calls.push_back("find_cmid");
+      client_id_hit hit = sc->find(cmid);
+      hit.gone = std::find(sc->deleted.begin(), sc->deleted.end(), live_seq) != sc->deleted.end();
+      return hit;
+    },
     [sc](find_cmid_atom, const std::string&, const std::string& cmid) {
       sc->calls.push_back("find_cmid");
-      client_id_hit hit;
-      for (std::size_t i = 0; i < sc->messages.size(); ++i) {
-        if (sc->messages[i].role != "user" || sc->messages[i].client_message_id != cmid)
-          continue;
-        hit.found = true;
-        hit.user = sc->messages[i];
-        if (i + 1 < sc->messages.size()) {
-          hit.has_reply = true;
-          hit.reply = sc->messages[i + 1];
-        }
-      }
-      return hit;
+      return sc->find(cmid);
     },
     [sc](append_atom, const append_write& w) {
       sc->calls.push_back("append");

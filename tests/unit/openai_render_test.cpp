@@ -63,6 +63,27 @@ TEST(openai_render, an_unstored_response_has_no_conversation_and_nulls_for_what_
   EXPECT_EQ(j["output"][0]["id"], "msg_0f");
 }
 
+// A response without call options is written straight into a string; it
+// must read exactly as the DOM's rendering (taken here with an option
+// neither temperature nor max_tokens, so both stay null).
+TEST(openai_render, a_response_written_directly_reads_as_the_dom_one) {
+  auto other = reply_of("tab\t, quote \", backslash \\, é, 🙂, \x01 and invalid \xff");
+  other.usage = {};
+  for (const auto& [v, reply] : std::vector<std::pair<response_view, message_record>>{
+         {{"resp_abc_4", "abc", "resp_abc_2", "be \"brief\"", R"({"k": "v", "n": "ü"})", "{}", true},
+          reply_of("plain")},
+         {{"resp_abc_6", "abc", "", "", "{}", "", true}, other},
+         {{"resp_0f", "", "", "", "{}", "{}", false}, reply_of("")},
+         {{"resp_0f", "abc", "resp_abc_2", "", "{}", "{}", false}, other},
+       }) {
+    auto direct = json::parse(render_response(v, reply));
+    auto dom_view = v;
+    dom_view.call_options = R"({"seed":1})";
+    auto dom = json::parse(render_response(dom_view, reply));
+    EXPECT_EQ(direct, dom) << direct.dump() << "\n" << dom.dump();
+  }
+}
+
 TEST(openai_render, conversations_and_item_lists) {
   session_record s;
   s.id = "abc";

@@ -385,5 +385,62 @@ TEST_F(SessionProtocol, InstructionsAndCallOptionsApplyToTheirTurnOnly) {
   EXPECT_TRUE(model->calls.front().request.options.empty());
 }
 
+TEST_F(SessionProtocol, ATurnContinuingTheLatestResponseRunsAnOlderOrDeletedOneDoesNothing) {
+  client->send(session, turn("one"));
+  sched.run();
+  answer_model("r1");
+  ASSERT_TRUE(answer());
+  // Continuing the latest response (seq 2): one lookup, the model, a commit.
+  auto next = turn("two");
+  next.previous_seq = 2;
+  client->send(session, next);
+  sched.run();
+  answer_model("r2");
+  auto r = answer();
+  ASSERT_TRUE(r) << to_string(r.error());
+  EXPECT_EQ(r->reply.seq, 4);
+  // Continuing seq 2 again is not the latest any more: nothing happens and
+  // the edge is told to fork.
+  auto old = turn("three");
+  old.previous_seq = 2;
+  client->send(session, old);
+  sched.run();
+  auto refused = answer();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(to_api_error(refused.error()).code, errc::not_latest);
+  // A user message (seq 3) is no response either.
+  old.previous_seq = 3;
+  client->send(session, old);
+  sched.run();
+  refused = answer();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(to_api_error(refused.error()).code, errc::not_latest);
+  // A deleted latest response is gone.
+  store->deleted.push_back(4);
+  auto gone = turn("four");
+  gone.previous_seq = 4;
+  client->send(session, gone);
+  sched.run();
+  refused = answer();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(to_api_error(refused.error()).code, errc::not_found);
+  EXPECT_EQ(model->started, 2u);
+  EXPECT_EQ(store->messages.size(), 4u);
+  // A retry of a stored turn is answered as one, whatever it continued.
+  auto first = turn("five", "c5");
+  store->deleted.clear();
+  first.previous_seq = 4;
+  client->send(session, first);
+  sched.run();
+  answer_model("r5");
+  ASSERT_TRUE(answer());
+  client->send(session, first);
+  sched.run();
+  auto again = answer();
+  ASSERT_TRUE(again) << to_string(again.error());
+  EXPECT_EQ(again->reply.seq, 6);
+  EXPECT_EQ(model->started, 3u);
+}
+
 } // namespace
 } // namespace parley

@@ -673,6 +673,44 @@ TEST(storage_pg, appended_messages_are_fenced_like_a_turn) {
   EXPECT_EQ(desc->next_after, 2);
 }
 
+TEST(storage_pg, a_turn_with_replayed_messages_writes_them_in_its_commit_or_nothing) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  for (auto id : {"h1", "h2"})
+    s.create_session(new_session(id));
+  auto e1 = s.activate("h1", 20)->session.epoch;
+  auto e2 = s.activate("h2", 20)->session.epoch;
+  auto before = [](std::int64_t seq, const std::string& role, const std::string& text) {
+    return message_record{seq, role, text, now_rfc3339(), 0, "", "", {}};
+  };
+  auto t1 = turn("h1", e1, 3, "q2");
+  t1.before = {before(1, "user", "q1"), before(2, "assistant", "a1")};
+  auto t2 = turn("h2", e2 + 1, 2, "stale");
+  t2.before = {before(1, "user", "never")};
+  auto t3 = turn("h2", e2, 1, "plain");
+  auto out = s.commit_turns({t1, t2, t3});
+  EXPECT_EQ(out, (std::vector<commit_outcome>{commit_outcome::committed, commit_outcome::fenced,
+                                              commit_outcome::committed}));
+  auto h1 = s.list_messages("h1", "alice", 0, 50);
+  ASSERT_EQ(h1->data.size(), 4u);
+  EXPECT_EQ(h1->data[0].content, "q1");
+  EXPECT_EQ(h1->data[1].role, "assistant");
+  EXPECT_EQ(h1->data[1].content, "a1");
+  EXPECT_EQ(h1->data[2].content, "q2");
+  EXPECT_EQ(h1->data[3].reply_to, 3);
+  auto r = s.get_session("h1", "alice");
+  EXPECT_EQ(r->last_seq, 4);
+  EXPECT_EQ(r->message_count, 4);
+  // The stale turn wrote none of its messages; the other turn of h2 all.
+  auto h2 = s.list_messages("h2", "alice", 0, 50);
+  ASSERT_EQ(h2->data.size(), 2u);
+  EXPECT_EQ(h2->data[0].content, "plain");
+  // Again (a retry after an unknown outcome): fenced, nothing twice.
+  EXPECT_EQ(s.commit_turns({t1}).front(), commit_outcome::fenced);
+  EXPECT_EQ(s.list_messages("h1", "alice", 0, 50)->data.size(), 4u);
+}
+
 TEST(storage_pg, a_deleted_response_is_gone_and_goes_with_its_session) {
   scratch_db db;
   pg_store s{db.url()};
@@ -686,9 +724,19 @@ TEST(storage_pg, a_deleted_response_is_gone_and_goes_with_its_session) {
   EXPECT_FALSE(s.response_turn({"r1", "bob", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "bob", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "alice", 1}));
+  auto before = s.look_up_client_ids({{"r1", "", 2}});
+  EXPECT_FALSE(before[0].gone);
   EXPECT_TRUE(s.delete_response({"r1", "alice", 2}));
   EXPECT_FALSE(s.delete_response({"r1", "alice", 2}));
   EXPECT_FALSE(s.response_turn({"r1", "alice", 2}));
+  // The client id lookup tells a turn continuing it, in the same statement.
+  auto after = s.look_up_client_ids({{"r1", "", 0}, {"r1", "", 2}, {"r1", "", 4}, {"zz", "", 2}});
+  ASSERT_EQ(after.size(), 4u);
+  EXPECT_FALSE(after[0].gone);
+  EXPECT_TRUE(after[1].gone);
+  EXPECT_FALSE(after[1].turn);
+  EXPECT_FALSE(after[2].gone);
+  EXPECT_FALSE(after[3].gone);
   EXPECT_TRUE(s.delete_session("r1", "alice"));
   pqxx::connection c{db.url()};
   pqxx::nontransaction n{c};

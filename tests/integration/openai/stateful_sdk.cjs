@@ -10,7 +10,10 @@
 // unknown ids: NotFoundError, 404 in OpenAI's error shape); Responses:
 // chain (previous_response_id, conversation, instructions, options,
 // retrieve, input items), fork, store_false, idempotency,
-// responses_isolation. Not in the default run (the test kills a node
+// responses_isolation, replay_and_options (a replayed history in `input`
+// stored with its turn; retrieve gives back the request's options),
+// conversation_idempotency (Idempotency-Key on conversations.create). Not in
+// the default run (the test kills a node
 // between them): kill_start (two chained responses in --conversation=ID
 // through BASE_URL) and kill_continue (a third after --prev=ID, retrying
 // 503 as the SDK does, then everything acknowledged is there).
@@ -252,6 +255,54 @@ const scenarios = {
       throw new Error('unexpected: a reused key with another body was accepted');
     } catch (e) {
       c.expect(e instanceof OpenAI.ConflictError && e.status === 409, `reuse: ${c.errorText ? e.message : e}`);
+    }
+    return { id: a.id };
+  },
+  async replay_and_options() {
+    const input = [
+      { role: 'user', content: 'replayed question' },
+      { role: 'assistant', content: 'replayed answer' },
+      { role: 'user', content: [{ type: 'input_text', text: 'the real question' }] },
+    ];
+    const r = await next().responses.create({ input, instructions: 'be kind', metadata: { app: 'sdk' },
+      temperature: 0.5, max_output_tokens: 64 });
+    outputOf(r, 'replayed');
+    const texts = await conversationTexts(r.conversation.id);
+    c.expect(texts.length === 4 && texts[0] === 'replayed question' && texts[1] === 'replayed answer' &&
+      texts[2] === 'the real question' && texts[3] === r.output_text, `stored ${JSON.stringify(texts)}`);
+    const got = await next().responses.retrieve(r.id);
+    c.expect(got.instructions === 'be kind' && got.metadata.app === 'sdk' && got.temperature === 0.5 &&
+      got.max_output_tokens === 64 && got.output_text === r.output_text,
+    `retrieved ${JSON.stringify(got)}`);
+    const inputs = [];
+    for await (const item of next().responses.inputItems.list(r.id, { order: 'asc' })) inputs.push(textOf(item));
+    c.expect(JSON.stringify(inputs) === JSON.stringify(['replayed question', 'replayed answer',
+      'the real question']), `input items ${JSON.stringify(inputs)}`);
+    // A tool call item is refused, naming it.
+    try {
+      await next().responses.create({ input: [{ type: 'function_call_output', call_id: 'c1', output: '1' },
+        { role: 'user', content: 'x' }], previous_response_id: r.id });
+      throw new Error('unexpected: a function_call_output item was accepted');
+    } catch (e) {
+      c.expect(e instanceof OpenAI.BadRequestError && e.param === 'input[0]', `tool item: ${e.message}`);
+    }
+    c.expect((await conversationTexts(r.conversation.id)).length === 4, 'nothing written by the refusal');
+    return { id: r.id };
+  },
+  async conversation_idempotency() {
+    // The SDK sends no Idempotency-Key of its own (its idempotencyKey
+    // option is inert in this client): the header, as for responses.
+    const headers = { 'Idempotency-Key': `conv-${Date.now()}-${Math.random()}` };
+    const body = { items: [{ role: 'user', content: 'made once' }], metadata: { k: 'v' } };
+    const a = await next().conversations.create(body, { headers });
+    const b = await next().conversations.create(body, { headers });
+    c.expect(a.id === b.id && a.created_at === b.created_at, `retry ${a.id} ${b.id}`);
+    c.expect((await conversationTexts(a.id)).length === 1, 'items stored once');
+    try {
+      await next().conversations.create({ items: [{ role: 'user', content: 'another' }] }, { headers });
+      throw new Error('unexpected: a reused key with another body was accepted');
+    } catch (e) {
+      c.expect(e instanceof OpenAI.ConflictError && e.status === 409, `reuse: ${e.message}`);
     }
     return { id: a.id };
   },
