@@ -25,6 +25,10 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+/// A session turn's pieces written to its client from the upstream's thread
+/// and not yet on the client's socket, in bytes, at most (beyond one read).
+constexpr std::size_t piece_window = 64 * 1024;
+
 struct upstream {
   std::string label; ///< "primary" or "fallback": the metrics label
   std::shared_ptr<net::http_client> client;
@@ -252,8 +256,9 @@ void attempt(llm_self* self, std::uint64_t id) {
       };
     } else if (auto writer = find_piece_writer(c.listener)) {
       // A session turn's sink on this node: each piece goes to the client
-      // from here (piece_writer.hpp), paced by the client like a relay.
-      cb.pace = std::make_shared<net::stream_pace>();
+      // from here (piece_writer.hpp), paced by the client: the upstream read
+      // goes on while at most piece_window bytes wait for the client.
+      cb.pace = std::make_shared<net::stream_pace>(piece_window);
       cb.on_event = [writer = std::move(writer), listener = c.listener, caller = c.caller,
                      progress = c.progress, pace = cb.pace](std::string_view data) {
         net::chunk_info info;
@@ -268,7 +273,8 @@ void attempt(llm_self* self, std::uint64_t id) {
         progress->streamed += *info.piece;
         ++progress->forwarded;
         // The client left: the sink's cancel, as the sink would send it.
-        if (writer->piece(*info.piece, pace->ticket()))
+        auto ticket = pace->ticket(info.piece->size());
+        if (writer->piece(*info.piece, std::move(ticket)))
           caf::send_as(listener, caller, cancel_atom::value);
       };
     } else {

@@ -676,43 +676,40 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
   std::size_t active = 0;
 };
 
-namespace {
-
 /// One event's ticket: consumes it when dropped (never copied: one drop).
-class pace_ticket {
-public:
-  explicit pace_ticket(std::function<void()> on_drop) : on_drop_(std::move(on_drop)) {}
-  pace_ticket(const pace_ticket&) = delete;
-  pace_ticket& operator=(const pace_ticket&) = delete;
-  ~pace_ticket() { on_drop_(); }
-
-private:
-  std::function<void()> on_drop_;
+struct stream_pace::held {
+  held(std::shared_ptr<stream_pace> p, std::size_t n) : pace(std::move(p)), bytes(n) {}
+  held(const held&) = delete;
+  held& operator=(const held&) = delete;
+  ~held() { pace->release(bytes); }
+  std::shared_ptr<stream_pace> pace;
+  std::size_t bytes;
 };
 
-} // namespace
-
-std::shared_ptr<void> stream_pace::ticket() {
+std::shared_ptr<void> stream_pace::ticket(std::size_t bytes) {
   {
     std::lock_guard<std::mutex> lk{mu_};
     ++out_;
+    bytes_ += bytes;
   }
-  return std::make_shared<pace_ticket>([self = shared_from_this()] { self->release(); });
+  return std::make_shared<held>(shared_from_this(), bytes);
 }
 
 bool stream_pace::go_on_or_park(std::function<void()> resume) {
   std::lock_guard<std::mutex> lk{mu_};
-  if (out_ == 0)
+  if (may_go_on())
     return true;
   parked_ = std::move(resume);
   return false;
 }
 
-void stream_pace::release() {
+void stream_pace::release(std::size_t bytes) {
   std::function<void()> resume;
   {
     std::lock_guard<std::mutex> lk{mu_};
-    if (--out_ == 0) {
+    --out_;
+    bytes_ -= bytes;
+    if (parked_ && may_go_on()) {
       resume = std::move(parked_);
       parked_ = nullptr;
     }
