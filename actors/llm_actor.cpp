@@ -1,4 +1,5 @@
 #include "actors/llm_actor.hpp"
+#include "actors/piece_writer.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,6 +24,10 @@ namespace parley {
 namespace {
 
 using clock = std::chrono::steady_clock;
+
+/// A session turn's pieces written to its client from the upstream's thread
+/// and not yet on the client's socket, in bytes, at most (beyond one read).
+constexpr std::size_t piece_window = 64 * 1024;
 
 struct upstream {
   std::string label; ///< "primary" or "fallback": the metrics label
@@ -248,6 +253,29 @@ void attempt(llm_self* self, std::uint64_t id) {
         caf::send_as(caller, listener, chunk_atom::value,
                      relay_chunk{std::string{data}, info.no_choices && info.usage.has_value(),
                                  pace->ticket()});
+      };
+    } else if (auto writer = find_piece_writer(c.listener)) {
+      // A session turn's sink on this node: each piece goes to the client
+      // from here (piece_writer.hpp), paced by the client: the upstream read
+      // goes on while at most piece_window bytes wait for the client.
+      cb.pace = std::make_shared<net::stream_pace>(piece_window);
+      cb.on_event = [writer = std::move(writer), listener = c.listener, caller = c.caller,
+                     progress = c.progress, pace = cb.pace](std::string_view data) {
+        net::chunk_info info;
+        if (!net::read_chunk(data, info))
+          return;
+        if (info.model)
+          progress->model = std::move(*info.model);
+        if (info.usage)
+          progress->usage = usage_of(*info.usage);
+        if (!info.piece)
+          return;
+        progress->streamed += *info.piece;
+        ++progress->forwarded;
+        // The client left: the sink's cancel, as the sink would send it.
+        auto ticket = pace->ticket(info.piece->size());
+        if (writer->piece(*info.piece, std::move(ticket)))
+          caf::send_as(listener, caller, cancel_atom::value);
       };
     } else {
       cb.on_event = [listener = c.listener, caller = c.caller,

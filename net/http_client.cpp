@@ -215,6 +215,11 @@ struct stream_read {
   std::array<char, stream_read_size> chunk;
   bool event_stream = false; ///< a 2xx text/event-stream: parse events; else keep the body
   fetch_result result;
+  /// The call's deadline while the body is read: one timer for the whole
+  /// body instead of one armed and cancelled per read. On its strand only.
+  std::optional<asio::steady_timer> deadline;
+  bool timed_out = false; ///< the deadline passed: the read in progress was cancelled
+  bool ended = false;     ///< finished: the timer must leave the connection alone
 };
 
 bool is_event_stream(std::string_view content_type) {
@@ -519,17 +524,45 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
             rd->result.retry_after = std::string{res[http::field::retry_after]};
             rd->event_stream =
                 res.result_int() / 100 == 2 && is_event_stream(res[http::field::content_type]);
+            self->watch_deadline(c, p, rd);
             self->read_stream_body(c, p, rd);
           });
     });
+  }
+
+  /// The body's reads run without the stream's expiry (a timer per read);
+  /// this timer cancels the read in progress at the call's deadline, or
+  /// stops the next one (a paced stream waits without a read).
+  void watch_deadline(conn_ptr c, call_ptr p, std::shared_ptr<stream_read> rd) {
+    auto& lowest = (*c)->tcp();
+    lowest.expires_never();
+    rd->deadline.emplace(lowest.get_executor(), p->deadline);
+    rd->deadline->async_wait([c, rd](beast::error_code ec) {
+      if (ec || rd->ended)
+        return;
+      rd->timed_out = true;
+      (*c)->tcp().cancel();
+    });
+  }
+
+  /// Ends a streamed call (on its connection's strand).
+  void end_stream(conn_ptr c, call_ptr p, stream_read& rd, fetch_result r, conn_fate fate) {
+    rd.ended = true;
+    if (rd.deadline)
+      rd.deadline->cancel();
+    finish(c, p, std::move(r), fate);
   }
 
   void read_stream_body(conn_ptr c, call_ptr p, std::shared_ptr<stream_read> rd) {
     if (rd->parser.is_done()) {
       auto fate = rd->parser.keep_alive() ? conn_fate::keep : conn_fate::close;
       rd->result.status = fetch_status::ok;
-      return finish(c, p, std::move(rd->result), fate);
+      return end_stream(c, p, *rd, std::move(rd->result), fate);
     }
+    if (rd->timed_out)
+      return end_stream(c, p, *rd,
+                        fail(fetch_status::timeout, timed_out_what(*rd), rd->result.events),
+                        conn_fate::abort);
     auto& body = rd->parser.get().body();
     body.data = rd->chunk.data();
     body.size = rd->chunk.size();
@@ -549,21 +582,26 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
       ec = {};
     std::string_view got{rd->chunk.data(), rd->chunk.size() - rd->parser.get().body().size};
     if (!consume(*p, *rd, got))
-      return finish(c, p,
-                    fail(fetch_status::too_large,
-                         rd->event_stream ? "an event exceeds the body limit"
-                                          : "the response body exceeds the body limit",
-                         rd->result.events),
-                    conn_fate::abort);
+      return end_stream(c, p, *rd,
+                        fail(fetch_status::too_large,
+                             rd->event_stream ? "an event exceeds the body limit"
+                                              : "the response body exceeds the body limit",
+                             rd->result.events),
+                        conn_fate::abort);
     if (p->cancel && p->cancel->load())
-      return finish(c, p, fail(fetch_status::io_error, "cancelled", rd->result.events),
-                    conn_fate::abort);
+      return end_stream(c, p, *rd, fail(fetch_status::io_error, "cancelled", rd->result.events),
+                        conn_fate::abort);
+    if (rd->timed_out)
+      return end_stream(c, p, *rd,
+                        fail(fetch_status::timeout, timed_out_what(*rd), rd->result.events),
+                        conn_fate::abort);
     if (ec) {
       auto st = ec == beast::error::timeout ? fetch_status::timeout : fetch_status::io_error;
       auto what = describe(ec);
       if (rd->result.events > 0)
         what += " after " + std::to_string(rd->result.events) + " events";
-      return finish(c, p, fail(st, std::move(what), rd->result.events), conn_fate::abort);
+      return end_stream(c, p, *rd, fail(st, std::move(what), rd->result.events),
+                        conn_fate::abort);
     }
     // The events of this read went on; the next read waits until they were
     // consumed (their tickets dropped), on this connection's strand again.
@@ -576,6 +614,14 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
         return;
     }
     read_stream_body(c, p, std::move(rd));
+  }
+
+  /// What a stream that passed its deadline failed with.
+  static std::string timed_out_what(const stream_read& rd) {
+    auto what = describe(beast::error::timeout);
+    if (rd.result.events > 0)
+      what += " after " + std::to_string(rd.result.events) + " events";
+    return what;
   }
 
   /// Hands body bytes to the event parser, or keeps them as the error body.
@@ -676,43 +722,40 @@ struct http_client::impl : std::enable_shared_from_this<http_client::impl> {
   std::size_t active = 0;
 };
 
-namespace {
-
 /// One event's ticket: consumes it when dropped (never copied: one drop).
-class pace_ticket {
-public:
-  explicit pace_ticket(std::function<void()> on_drop) : on_drop_(std::move(on_drop)) {}
-  pace_ticket(const pace_ticket&) = delete;
-  pace_ticket& operator=(const pace_ticket&) = delete;
-  ~pace_ticket() { on_drop_(); }
-
-private:
-  std::function<void()> on_drop_;
+struct stream_pace::held {
+  held(std::shared_ptr<stream_pace> p, std::size_t n) : pace(std::move(p)), bytes(n) {}
+  held(const held&) = delete;
+  held& operator=(const held&) = delete;
+  ~held() { pace->release(bytes); }
+  std::shared_ptr<stream_pace> pace;
+  std::size_t bytes;
 };
 
-} // namespace
-
-std::shared_ptr<void> stream_pace::ticket() {
+std::shared_ptr<void> stream_pace::ticket(std::size_t bytes) {
   {
     std::lock_guard<std::mutex> lk{mu_};
     ++out_;
+    bytes_ += bytes;
   }
-  return std::make_shared<pace_ticket>([self = shared_from_this()] { self->release(); });
+  return std::make_shared<held>(shared_from_this(), bytes);
 }
 
 bool stream_pace::go_on_or_park(std::function<void()> resume) {
   std::lock_guard<std::mutex> lk{mu_};
-  if (out_ == 0)
+  if (may_go_on())
     return true;
   parked_ = std::move(resume);
   return false;
 }
 
-void stream_pace::release() {
+void stream_pace::release(std::size_t bytes) {
   std::function<void()> resume;
   {
     std::lock_guard<std::mutex> lk{mu_};
-    if (--out_ == 0) {
+    --out_;
+    bytes_ -= bytes;
+    if (parked_ && may_go_on()) {
       resume = std::move(parked_);
       parked_ = nullptr;
     }

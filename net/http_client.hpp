@@ -61,21 +61,31 @@ using fetch_callback = std::function<void(fetch_result)>;
 /// or one event up to the body limit) beyond the socket buffers, however
 /// slowly its consumer writes. Each event's consumer holds a ticket until
 /// it is done with the event (written out, or dropped).
+///
+/// With a `window`, the reading goes on while the events handed on and not
+/// yet consumed hold at most `window` bytes (their tickets' sizes): a
+/// consumer that keeps up never parks the reader (no hand-off back per
+/// event), one that falls behind holds at most the window and one read.
 class stream_pace : public std::enable_shared_from_this<stream_pace> {
 public:
-  /// A ticket for one event handed on: dropping it (on any thread)
-  /// consumes the event.
-  std::shared_ptr<void> ticket();
-  /// The reader's side: true when no ticket is out; otherwise keeps
-  /// `resume`, which the thread dropping the last ticket runs, and returns
-  /// false.
+  explicit stream_pace(std::size_t window = 0) : window_(window) {}
+  /// A ticket for one event of `bytes` handed on: dropping it (on any
+  /// thread) consumes the event.
+  std::shared_ptr<void> ticket(std::size_t bytes = 0);
+  /// The reader's side: true when no ticket is out (or the window holds
+  /// them); otherwise keeps `resume`, which the thread dropping the ticket
+  /// that lets the reader go on runs, and returns false.
   bool go_on_or_park(std::function<void()> resume);
 
 private:
-  void release();
+  struct held; ///< a ticket: consumes its event when dropped
+  bool may_go_on() const { return out_ == 0 || (window_ > 0 && bytes_ <= window_); }
+  void release(std::size_t bytes);
 
+  const std::size_t window_;
   std::mutex mu_;
-  std::size_t out_ = 0;
+  std::size_t out_ = 0;   ///< tickets out
+  std::size_t bytes_ = 0; ///< their bytes
   std::function<void()> parked_;
 };
 

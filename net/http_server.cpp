@@ -1,6 +1,7 @@
 #include "net/http_server.hpp"
 
 #include <atomic>
+#include <cstdio>
 #include <deque>
 #include <future>
 #include <limits>
@@ -34,6 +35,9 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::chrono::seconds write_timeout{30};
+/// A streamed answer's chunks queued at once are written together up to
+/// this many bytes.
+constexpr std::size_t coalesce_limit = 64 * 1024;
 
 /// "64 KiB", "8 MiB", or "1000 bytes": a body limit in a client's words.
 std::string describe_bytes(std::size_t n) {
@@ -192,6 +196,9 @@ public:
       self->stream_start(std::move(h));
     });
   }
+  /// Posted, not deferred: a deferred hand-off from an io thread waits for
+  /// that thread (no idle one is woken), which measured no cheaper and
+  /// risks a piece waiting behind a preempted thread.
   void deliver_chunk(std::string chunk, std::shared_ptr<void> hold) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), c = std::move(chunk),
                                         h = std::move(hold)]() mutable {
@@ -451,6 +458,7 @@ private:
                                self->writing_ = false;
                                if (ec)
                                  return self->stream_failed();
+                               self->watch_writes();
                                self->pump_out();
                              });
   }
@@ -461,8 +469,12 @@ private:
       pump_out();
   }
 
-  /// Writes the next queued chunk; after the last one the connection goes
-  /// back to reading requests (or closes).
+  /// Writes what is queued; after the last chunk the connection goes back
+  /// to reading requests (or closes). The chunks queued at once go out in
+  /// one write (up to coalesce_limit bytes), framed here into one reused
+  /// buffer, and the stream's end with them. Written on the socket itself:
+  /// the stream's watchdog (watch_writes) bounds each write instead of a
+  /// timer armed and cancelled per chunk.
   void pump_out() {
     if (writing_ || out_.empty())
       return;
@@ -470,30 +482,71 @@ private:
       out_.clear();
       return;
     }
-    auto item = std::make_shared<out_item>(std::move(out_.front()));
-    out_.pop_front();
-    writing_ = true;
-    stream_.expires_after(write_timeout);
-    auto done = [self = shared_from_this(), item](beast::error_code ec, std::size_t) {
-      self->writing_ = false;
-      if (ec)
-        return self->stream_failed();
-      if (item->last) {
-        self->in_flight_ = false;
-        if (!self->stream_keep_)
-          return self->close();
-        return self->wait_idle();
+    wire_.clear();
+    bool last = false;
+    while (!out_.empty() && !last) {
+      auto& next = out_.front();
+      if (!wire_.empty() && !next.last && wire_.size() + next.data.size() > coalesce_limit)
+        break;
+      if (next.last) {
+        wire_ += "0\r\n\r\n";
+        last = true;
+      } else {
+        append_chunk(wire_, next.data);
       }
-      self->pump_out();
-    };
-    if (item->last)
-      asio::async_write(stream_, http::make_chunk_last(), std::move(done));
-    else
-      asio::async_write(stream_, http::make_chunk(asio::buffer(item->data)), std::move(done));
+      if (next.hold)
+        wire_holds_.push_back(std::move(next.hold));
+      out_.pop_front();
+    }
+    writing_ = true;
+    write_started_ = std::chrono::steady_clock::now();
+    asio::async_write(stream_.socket(), asio::buffer(wire_),
+                      [self = shared_from_this(), last](beast::error_code ec, std::size_t) {
+                        self->writing_ = false;
+                        self->wire_holds_.clear(); // lets the producers go on
+                        if (ec)
+                          return self->stream_failed();
+                        if (last) {
+                          self->watchdog_.cancel();
+                          self->in_flight_ = false;
+                          if (!self->stream_keep_)
+                            return self->close();
+                          return self->wait_idle();
+                        }
+                        self->pump_out();
+                      });
+  }
+
+  /// One chunk of the chunked transfer coding: size in hex, CRLF, data, CRLF.
+  static void append_chunk(std::string& out, const std::string& data) {
+    char size[20];
+    auto n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    out.append(size, static_cast<std::size_t>(n));
+    out += data;
+    out += "\r\n";
+  }
+
+  /// From the stream's head to its end: a write that has not completed
+  /// within write_timeout closes the connection (checked every
+  /// write_timeout, not armed per chunk).
+  void watch_writes() {
+    auto at = (writing_ ? write_started_ : std::chrono::steady_clock::now()) + write_timeout;
+    watchdog_.expires_at(at);
+    watchdog_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || !self->in_flight_ || self->peer_gone.load())
+        return;
+      if (self->writing_ && std::chrono::steady_clock::now() - self->write_started_ >= write_timeout) {
+        beast::error_code ignored;
+        self->stream_.socket().close(ignored); // the write fails: stream_failed
+        return;
+      }
+      self->watch_writes();
+    });
   }
 
   void stream_failed() {
     peer_gone.store(true);
+    watchdog_.cancel();
     out_.clear();
     in_flight_ = false;
     close();
@@ -530,6 +583,10 @@ private:
   bool limit_chosen_ = true;   ///< body_limit_ is the request's path's
   // streamed answers
   std::deque<out_item> out_;
+  std::string wire_;                             ///< the chunks being written
+  std::vector<std::shared_ptr<void>> wire_holds_; ///< their producers' holds
+  std::chrono::steady_clock::time_point write_started_;
+  asio::steady_timer watchdog_{stream_.get_executor()};
   bool writing_ = false;
   bool stream_keep_ = false;
 };

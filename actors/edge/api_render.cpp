@@ -189,7 +189,7 @@ std::string render_key_list(const std::vector<api_key_record>& keys) {
   return dump({{"data", std::move(data)}});
 }
 
-std::string render_delta_sse(const std::string& piece) {
+std::string render_delta_sse(std::string_view piece) {
   // One per streamed piece: written straight, no JSON document.
   std::string out;
   out.reserve(piece.size() + 36);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -60,7 +61,7 @@ std::string render_actors(const std::string& node_id, const std::vector<actor_ty
 /// `GET /admin/v1/sessions/{id}`.
 std::string render_location(const session_record& s, const session_location& where);
 /// One streamed piece of a reply as the Server-Sent Event `delta`.
-std::string render_delta_sse(const std::string& piece);
+std::string render_delta_sse(std::string_view piece);
 /// The end of a streamed turn: `done` with the non-streaming body.
 std::string render_done_sse(const turn_reply& t);
 /// A failure as one Server-Sent Event `error`.

@@ -1,6 +1,7 @@
 #include "actors/edge/stream_sink.hpp"
 
 #include <ctime>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "actors/edge/api_render.hpp"
 #include "actors/edge/edge_state.hpp"
 #include "actors/edge/openai_render.hpp"
+#include "actors/piece_writer.hpp"
 #include "net/http/clock.hpp"
 #include "net/http/openai_items.hpp"
 #include "storage/secrets.hpp"
@@ -41,6 +43,9 @@ bool known_before_turn(errc code) {
 struct turn_format {
   static inline const char* name = "stream_sink";
   using result = turn_reply;
+  /// A node-local model call writes the pieces (render_piece) itself.
+  static constexpr bool direct = true;
+  static std::string render_piece(std::string_view text) { return render_delta_sse(text); }
   turn_request req;
   turn_listener on_reply;
 
@@ -76,6 +81,7 @@ struct turn_format {
 struct completion_format {
   static inline const char* name = "gateway_sink";
   using result = llm_result;
+  static constexpr bool direct = false;
   llm_request req;
   llm_actor llm;
   bool include_usage = false; ///< the client asked for the usage chunk
@@ -156,6 +162,7 @@ private:
 struct response_format {
   static inline const char* name = "response_sink";
   using result = turn_reply;
+  static constexpr bool direct = false;
   turn_request req;
   response_view view;
   turn_listener on_reply; ///< the key's budget (edge_sessions.cpp)
@@ -218,6 +225,7 @@ struct response_format {
 struct unstored_response_format {
   static inline const char* name = "response_sink";
   using result = llm_result;
+  static constexpr bool direct = false;
   llm_request req;
   llm_actor llm;
   response_view view;
@@ -270,39 +278,91 @@ struct unstored_response_format {
   }
 };
 
+/// What a sink writes to its client, and the lock that puts its own writes
+/// and the pieces a published writer (piece_writer.hpp) takes on an upstream
+/// connection's thread in one order: every write to `out` happens under `mu`.
+struct sink_output final : piece_writer {
+  std::mutex mu;
+  net::responder_ptr out;
+  net::http_response head; ///< the stream's head, sent with its first byte
+  bool started = false;
+  bool done = false;
+  bool cancel = false; ///< cancel the call when the client is gone
+  bool cancel_sent = false;
+  /// A published writer's piece as an event (a format without an opening).
+  std::string (*render)(std::string_view piece) = nullptr;
+
+  /// Under `mu`: sends the head unless it went; true when it went now.
+  bool open() {
+    if (started)
+      return false;
+    started = true;
+    out->start_stream(std::move(head));
+    return true;
+  }
+  /// Under `mu`, after a piece: true once, when the client is gone and the
+  /// call should be cancelled.
+  bool client_gone() {
+    if (!cancel || cancel_sent || !out->closed())
+      return false;
+    cancel_sent = true;
+    return true;
+  }
+  bool piece(std::string_view text, std::shared_ptr<void> hold) override {
+    std::lock_guard<std::mutex> lk{mu};
+    if (done)
+      return false;
+    open();
+    out->write(render(text), std::move(hold));
+    return client_gone();
+  }
+};
+
+/// The output's lock for one handler; keeps the output (the state goes with
+/// the actor, maybe before the lock is let go).
+struct held_output {
+  explicit held_output(std::shared_ptr<sink_output> o) : w(std::move(o)), lk(w->mu) {}
+  std::shared_ptr<sink_output> w;
+  std::unique_lock<std::mutex> lk;
+};
+
 template <class Format>
 struct sink_state {
   static inline const char* name = Format::name;
   Format fmt;
   sink_target to;
-  bool started = false;
-  bool done = false;
-  bool cancel = false; ///< cancel the call when the client is gone
-  bool cancel_sent = false;
+  std::shared_ptr<sink_output> w = std::make_shared<sink_output>();
 };
 
 template <class Format>
 using sink_self = instrumented_actor<sink_state<Format>, stream_sink_actor::base>;
 
-/// `Source`: the registry (a turn) or the llm actor (a completion).
+/// `Source`: the registry (a turn) or the llm actor (a completion). Every
+/// handler writes under the output's lock (`guard`); the lambdas below assume
+/// it held.
 template <class Format, class Source>
 stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_target to, Format fmt,
                                              Source source, std::chrono::milliseconds timeout,
                                              bool cancel) {
+  auto& output = *self->state.w;
+  output.out = to.call->out;
+  output.head.status = 200;
+  output.head.content_type = "text/event-stream";
+  output.head.headers = to.call->headers; // complete once the call reaches its sink
+  output.cancel = cancel;
   self->state.to = std::move(to);
   self->state.fmt = std::move(fmt);
-  self->state.cancel = cancel;
+  if constexpr (Format::direct) {
+    // A node-local llm call writes the pieces itself (piece_writer.hpp).
+    output.render = &Format::render_piece;
+    publish_piece_writer(self->address(), self->state.w);
+    self->attach_functor([addr = self->address()] { withdraw_piece_writer(addr); });
+  }
+  auto guard = [self] { return held_output{self->state.w}; };
   auto start = [self] {
     auto& st = self->state;
-    if (st.started)
-      return;
-    st.started = true;
-    net::http_response head;
-    head.status = 200;
-    head.content_type = "text/event-stream";
-    head.headers = st.to.call->headers;
-    st.to.call->out->start_stream(std::move(head));
-    st.fmt.opening(*st.to.call->out);
+    if (st.w->open())
+      st.fmt.opening(*st.w->out);
   };
   auto report = [self] {
     auto& target = self->state.to;
@@ -310,36 +370,42 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
     self->quit();
   };
   auto end = [self, report] {
-    auto& st = self->state;
-    if (st.done)
+    auto& w = *self->state.w;
+    if (w.done)
       return;
-    st.done = true;
-    st.to.call->out->finish();
+    w.done = true;
+    w.out->finish();
     report();
   };
   auto fail = [self, start, end](const api_error& err, bool plain_if_not_started) {
     auto& st = self->state;
-    if (st.done)
+    if (st.w->done)
       return;
-    if (!st.started && (plain_if_not_started || st.fmt.plain_before_start(err.code))) {
-      st.done = true;
+    if (!st.w->started && (plain_if_not_started || st.fmt.plain_before_start(err.code))) {
+      st.w->done = true;
       reply_error(st.to.call, err);
       self->send(caf::actor_cast<stream_sink_actor>(self), finished_atom::value);
       return;
     }
     start();
-    st.to.call->out->write(st.fmt.error_event(err));
+    st.w->out->write(st.fmt.error_event(err));
     end();
+  };
+  auto client_gone = [self] {
+    auto& st = self->state;
+    if (st.w->client_gone())
+      st.fmt.cancel(self);
   };
   self->state.fmt.ask(self, source, timeout)
     .then(
-      [self, start, end](typename Format::result& r) {
+      [self, guard, start, end](typename Format::result& r) {
+        auto lk = guard();
         auto& st = self->state;
-        if (st.done)
+        if (st.w->done)
           return;
-        if (!st.started) {
+        if (!st.w->started) {
           if (auto plain = st.fmt.plain_result(r)) {
-            st.done = true;
+            st.w->done = true;
             reply(st.to.call, plain->first, std::move(plain->second));
             self->send(caf::actor_cast<stream_sink_actor>(self), finished_atom::value);
             return;
@@ -347,40 +413,41 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
         }
         st.fmt.before_closing(r);
         start();
-        st.fmt.closing(*st.to.call->out, r);
+        st.fmt.closing(*st.w->out, r);
         end();
       },
-      [fail](caf::error& e) { fail(to_api_error(e), false); });
+      [guard, fail](caf::error& e) {
+        auto lk = guard();
+        fail(to_api_error(e), false);
+      });
   return {
-    [self, start](delta_atom, std::string& piece) {
+    [self, guard, start, client_gone](delta_atom, std::string& piece) {
+      auto lk = guard();
       auto& st = self->state;
-      if (st.done)
+      if (st.w->done)
         return;
       start();
-      st.fmt.piece(*st.to.call->out, piece);
-      if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
-        st.cancel_sent = true;
-        st.fmt.cancel(self);
-      }
+      st.fmt.piece(*st.w->out, piece);
+      client_gone();
     },
-    [self, start](started_atom, std::int64_t seq) {
+    [self, guard, start](started_atom, std::int64_t seq) {
+      auto lk = guard();
       auto& st = self->state;
-      if (!st.done && st.fmt.started(seq))
+      if (!st.w->done && st.fmt.started(seq))
         start();
     },
-    [self, start](chunk_atom, relay_chunk& ch) {
+    [self, guard, start, client_gone](chunk_atom, relay_chunk& ch) {
       // Dropping `ch` (and its ticket) lets the upstream read go on.
+      auto lk = guard();
       auto& st = self->state;
-      if (st.done || !st.fmt.relays(ch))
+      if (st.w->done || !st.fmt.relays(ch))
         return;
       start();
-      st.fmt.relay(*st.to.call->out, ch);
-      if (st.cancel && !st.cancel_sent && st.to.call->out->closed()) {
-        st.cancel_sent = true;
-        st.fmt.cancel(self);
-      }
+      st.fmt.relay(*st.w->out, ch);
+      client_gone();
     },
-    [self, fail](gone_atom) {
+    [self, guard, fail](gone_atom) {
+      auto lk = guard();
       fail({errc::session_moved, "node '" + self->state.to.node +
                                    "' hosting the session went down; retry with the same "
                                    "client_message_id"},

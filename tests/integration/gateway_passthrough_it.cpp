@@ -514,6 +514,79 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
   EXPECT_NE(got.find("\"content\":\"" + std::to_string(chunks - 1) + "ppp"), std::string::npos);
 }
 
+// A session turn's stream is paced by its client too: its pieces go from
+// the upstream's thread to the client (no actor in between), and a client
+// that stops reading stops the upstream read (beyond a small window and the
+// socket buffers) instead of the node queueing the answer; then it gets all
+// of it and the turn ends with `done` once committed.
+TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) {
+  scripted_upstream::answer a;
+  a.pause = 0ms;
+  constexpr int pieces = 800; // about 50 MiB
+  for (int i = 0; i < pieces; ++i)
+    a.pieces.push_back(
+      event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
+  a.pieces.push_back("data: [DONE]\n\n");
+  std::size_t total = 0;
+  for (auto& p : a.pieces)
+    total += p.size();
+  scripted_upstream up{std::move(a)};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
+                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
+  auto key = node.create_key("alice");
+  auto session = node.create_session(key);
+  auto before = rss_kib(node.process().pid());
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int small = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(node.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_TRUE(send_all(fd, raw_post("/v1/sessions/" + session + "/messages", key,
+                                    R"({"content":"long","stream":true})")));
+  // The client reads nothing for a while: the upstream must stall.
+  std::this_thread::sleep_for(3s);
+  auto sent_while_stalled = up.sent();
+  auto during = rss_kib(node.process().pid());
+  std::printf("[ session  ] client stalled 3 s: upstream sent %zu of %zu bytes, node RSS %ld -> "
+              "%ld KiB\n",
+              sent_while_stalled, total, before, during);
+  EXPECT_LT(sent_while_stalled, total / 2)
+    << "the upstream went on while the client read nothing: " << sent_while_stalled << " of "
+    << total << " bytes";
+  // The reply so far is kept for the commit (the pieces read), not the
+  // events waiting for the client.
+  EXPECT_LT(during - before, 2 * static_cast<long>(sent_while_stalled / 1024) + 48 * 1024)
+    << "RSS grew from " << before << " to " << during << " KiB";
+  // Now it reads: every piece arrives, in order, then `done`.
+  std::string got;
+  std::vector<char> buf(1 << 16);
+  auto deadline = std::chrono::steady_clock::now() + 90s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0)
+      continue;
+    auto n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0)
+      break;
+    got.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  EXPECT_EQ(up.sent(), total);
+  auto done = got.find("event: done");
+  EXPECT_NE(done, std::string::npos) << got.size() << " bytes";
+  EXPECT_EQ(got.find("event: error"), std::string::npos);
+  std::size_t at = 0;
+  for (int i = 0; i < pieces; ++i) {
+    auto next = got.find("{\"content\":\"" + std::to_string(i) + "ppp", at);
+    ASSERT_NE(next, std::string::npos) << "piece " << i << " missing or out of order";
+    ASSERT_LT(next, done) << "piece " << i << " after done";
+    at = next + 1;
+  }
+}
+
 // An upstream that answers a streamed call whole: its answer still reaches
 // the client whole, as chunks (tool calls indexed, finish_reason, usage).
 TEST_F(passthrough, a_whole_answer_to_a_streamed_call_becomes_chunks) {
