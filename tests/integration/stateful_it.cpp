@@ -608,6 +608,43 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
   EXPECT_EQ(mock.requests().size(), 3u);
   EXPECT_EQ(node.all_messages(key, session).size(), 6u);
 }
+
+// A keyed turn stored before its request's hash was (schema 8) has none: a
+// repeat of its key is compared by its user text alone, as then.
+TEST(stateful_responses, a_keyed_turn_without_a_stored_hash_compares_its_text) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MODEL", "mock-model"},
+                        {"PARLEY_CONTEXT_MESSAGES", "2"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto r1 = post({{"input", "old question"}, {"instructions", "rules"}},
+                 {{"Idempotency-Key", "old-1"}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto id1 = r1.js()["id"].get<std::string>();
+  // Only the keyed user message keeps a hash.
+  EXPECT_EQ(db.query("SELECT count(*) FROM messages WHERE request_hash IS NOT NULL")[0][0].as<int>(),
+            1);
+  // Out of the session actor's window, so a repeat reads it back.
+  auto r2 = post({{"input", "later"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  db.query("UPDATE messages SET request_hash = NULL");
+  auto calls = mock.requests().size();
+  auto same_text = post({{"input", "old question"}, {"instructions", "other rules"}},
+                        {{"Idempotency-Key", "old-1"}});
+  ASSERT_EQ(same_text.status, 200) << describe(same_text);
+  EXPECT_EQ(same_text.js()["id"], id1);
+  EXPECT_TRUE(is_error(post({{"input", "new question"}, {"instructions", "rules"}},
+                            {{"Idempotency-Key", "old-1"}}),
+                       409, "conflict"));
+  EXPECT_EQ(mock.requests().size(), calls);
+  EXPECT_EQ(node.all_messages(key, r1.js()["conversation"]["id"].get<std::string>().substr(5)).size(),
+            4u);
+}
+
 // GET /v1/responses/{id} gives back the request's own options as given at
 // creation (instructions, metadata, temperature, max_output_tokens); the
 // input items list every input item stored with the response.
