@@ -281,11 +281,12 @@ bool same_request(const message_record& stored, const turn_request& req) {
 void answer_duplicate(session_self* self, const turn_ptr& t, const message_record& user,
                       const std::optional<message_record>& reply) {
   if (!same_request(user, t->req))
-    t->rp.deliver(make_error(errc::conflict,
-                             t->req.request_hash.empty()
-                               ? "client_message_id '" + t->req.client_message_id +
-                                   "' was already used with different content"
-                               : std::string{"the Idempotency-Key was used for another request"}));
+    t->rp.deliver(make_error(
+      errc::conflict,
+      !t->req.request_hash.empty()
+        ? std::string{"the Idempotency-Key was used for another request"}
+        : "client_message_id '" + t->req.client_message_id + "' was already used " +
+            (user.content != t->req.content ? "with different content" : "by another request")));
   else if (!reply)
     t->rp.deliver(make_error(errc::internal, "a stored turn has no reply"));
   else
