@@ -268,11 +268,25 @@ void ship(session_self* self) {
       });
 }
 
+/// A repeat of a stored turn's client id: the same request when its content
+/// is, and when the stored turn keeps a request hash (an OpenAI response's
+/// Idempotency-Key: instructions, options, replayed items, ...), when the
+/// hash is the same too. A turn stored without one (a session turn, or one
+/// written before the hash was) is compared by its content alone.
+bool same_request(const message_record& stored, const turn_request& req) {
+  return stored.content == req.content &&
+         (stored.request_hash.empty() || stored.request_hash == req.request_hash);
+}
+
 void answer_duplicate(session_self* self, const turn_ptr& t, const message_record& user,
                       const std::optional<message_record>& reply) {
-  if (user.content != t->req.content)
-    t->rp.deliver(make_error(errc::conflict, "client_message_id '" + t->req.client_message_id +
-                                               "' was already used with different content"));
+  if (!same_request(user, t->req))
+    t->rp.deliver(make_error(
+      errc::conflict,
+      !t->req.request_hash.empty()
+        ? std::string{"the Idempotency-Key was used for another request"}
+        : "client_message_id '" + t->req.client_message_id + "' was already used " +
+            (user.content != t->req.content ? "with different content" : "by another request")));
   else if (!reply)
     t->rp.deliver(make_error(errc::internal, "a stored turn has no reply"));
   else
@@ -387,6 +401,8 @@ void call_model(session_self* self, turn_ptr t) {
   user.content = t->req.content;
   user.created_at = now;
   user.client_message_id = t->req.client_message_id;
+  if (!user.client_message_id.empty())
+    user.request_hash = t->req.request_hash;
   // OpenAI's Responses API: `instructions` stand in for the system prompt
   // in this call only. PARLEY_CONTEXT_TOKENS, or the session's own budget,
   // cuts the history.

@@ -167,6 +167,11 @@ struct turn_request {
   /// OpenAI's Responses API: the request's options, stored with the turn
   /// (turn_write::options; the actor sets input_before).
   response_options options = {};
+  /// With a client message id, the hash of everything that defines the
+  /// request beside its content (an OpenAI response's Idempotency-Key):
+  /// stored with the user message, and a repeat of the id with another
+  /// hash is a conflict (message_record::request_hash). Empty: content only.
+  std::string request_hash = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -430,7 +435,7 @@ typename Inspector::result_type inspect(Inspector& f, usage_total& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, message_record& x) {
   return f(caf::meta::type_name("parley.message"), x.seq, x.role, x.content, x.created_at,
-           x.reply_to, x.model, x.client_message_id, x.usage, x.tokens);
+           x.reply_to, x.model, x.client_message_id, x.usage, x.tokens, x.request_hash);
 }
 
 template <class Inspector>
@@ -483,7 +488,7 @@ typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
            x.call_options, x.previous_seq, x.before,
-           x.options);
+           x.options, x.request_hash);
 }
 
 template <class Inspector>

@@ -32,7 +32,7 @@ constexpr const char* session_columns =
 
 constexpr const char* message_columns =
   "seq, role, content, " PARLEY_TS("created_at") ", reply_to, model, client_message_id, "
-  "prompt_tokens, completion_tokens, total_tokens, tokens";
+  "prompt_tokens, completion_tokens, total_tokens, tokens, request_hash";
 
 // A key as api_key_record reads it (read_key).
 constexpr const char* key_columns =
@@ -102,9 +102,10 @@ const std::string sql_fork_session =
   "$5::timestamptz, system_prompt, model, metadata, context_tokens, $4, $4 FROM src "
   "ON CONFLICT (id) DO NOTHING RETURNING id) "
   "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
-  "client_message_id, prompt_tokens, completion_tokens, total_tokens, tokens) "
+  "client_message_id, prompt_tokens, completion_tokens, total_tokens, tokens, request_hash) "
   "SELECT s.id, m.seq, m.role, m.content, m.created_at, m.reply_to, m.model, "
-  "m.client_message_id, m.prompt_tokens, m.completion_tokens, m.total_tokens, m.tokens "
+  "m.client_message_id, m.prompt_tokens, m.completion_tokens, m.total_tokens, m.tokens, "
+  "m.request_hash "
   "FROM s JOIN messages m ON m.session_id = $2 AND m.seq <= $4";
 const std::string sql_insert_session_if_absent =
   sql_insert_session + " ON CONFLICT (id) DO NOTHING";
@@ -207,7 +208,8 @@ const std::string sql_upsert_feedback =
 // replayed input items): $17 says how many (its first seq is user_seq -
 // that), and their rows come flattened in $18..$22, each with its turn's
 // position in the batch (1-based), written only with their turn; so do a
-// response's options ($24..$28), when it has any.
+// response's options ($24..$28), when it has any. $29: each user message's
+// request hash (NULL: none).
 // Returns session id, epoch and user seq of every turn written.
 const char* const commit_statement = "parley_commit_turns";
 const std::string sql_commit_turns = R"sql(
@@ -215,11 +217,11 @@ WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
                        $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[],
-                       $17::bigint[])
+                       $17::bigint[], $29::text[])
     WITH ORDINALITY
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
          reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
-         reply_tokens, before_n, i)
+         reply_tokens, before_n, request_hash, i)
 ), fenced AS (
   UPDATE sessions s
      SET last_seq = t.reply_seq, message_count = s.message_count + 2 + t.before_n,
@@ -232,19 +234,19 @@ WITH t AS (
 ), ins AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
                         client_message_id, prompt_tokens, completion_tokens, total_tokens,
-                        tokens)
+                        tokens, request_hash)
   SELECT w.session_id, b.seq, b.role, b.content, b.at, NULL::bigint, NULL::text, NULL::text,
-         NULL::bigint, NULL::bigint, NULL::bigint, b.tokens
+         NULL::bigint, NULL::bigint, NULL::bigint, b.tokens, NULL::text
     FROM unnest($18::bigint[], $19::bigint[], $20::text[], $21::text[], $22::timestamptz[],
                 $23::bigint[]) AS b(turn, seq, role, content, at, tokens)
     JOIN written w ON w.i = b.turn
   UNION ALL
   SELECT session_id, user_seq, 'user', user_content, user_at, NULL, NULL, cmid, NULL, NULL, NULL,
-         user_tokens
+         user_tokens, request_hash
     FROM written
   UNION ALL
   SELECT session_id, reply_seq, 'assistant', reply_content, reply_at, user_seq, model, NULL,
-         prompt_tokens, completion_tokens, total_tokens, reply_tokens
+         prompt_tokens, completion_tokens, total_tokens, reply_tokens, NULL
     FROM written
 ), opts AS (
   INSERT INTO response_options (session_id, seq, instructions, metadata, temperature,
@@ -377,6 +379,7 @@ message_record read_message(const pqxx::row& r, pqxx::row::size_type at = 0) {
     m.usage.known = true;
   }
   m.tokens = r[at + 10].is_null() ? 0 : r[at + 10].as<std::int64_t>();
+  m.request_hash = r[at + 11].is_null() ? std::string{} : r[at + 11].as<std::string>();
   return m;
 }
 
@@ -1190,7 +1193,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n;
+    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n, request_hash;
   pg_array before_turn, before_seq, before_role, before_content, before_at, before_tokens;
   pg_array opt_turn, opt_instructions, opt_metadata, opt_options, opt_before;
   std::int64_t position = 0;
@@ -1227,6 +1230,10 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
       cmid.add_null();
     else
       cmid.add(t.user.client_message_id);
+    if (t.user.request_hash.empty())
+      request_hash.add_null();
+    else
+      request_hash.add(t.user.request_hash);
     reply_seq.add(t.reply.seq);
     reply_content.add(t.reply.content);
     reply_at.add(t.reply.created_at);
@@ -1266,7 +1273,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                                 before_turn.str(), before_seq.str(), before_role.str(),
                                 before_content.str(), before_at.str(), before_tokens.str(),
                                 opt_turn.str(), opt_instructions.str(), opt_metadata.str(),
-                                opt_options.str(), opt_before.str());
+                                opt_options.str(), opt_before.str(), request_hash.str());
     std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
     for (const auto& r : rows)
       written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());

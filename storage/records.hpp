@@ -36,6 +36,11 @@ struct message_record {
   /// completion tokens, a user message's growth of the prompt it caused;
   /// 0: not known (Parley's estimate stands in).
   std::int64_t tokens = 0;
+  /// User only, with a client id: the hash of the request that made the
+  /// turn when more than its content defines it (an OpenAI response's
+  /// Idempotency-Key); a repeat of the id must bring the same. Empty: the
+  /// content alone (session turns, and turns stored before schema 8).
+  std::string request_hash = {};
 };
 
 struct session_record {

@@ -192,6 +192,16 @@ CREATE TRIGGER sessions_delete_response_options AFTER DELETE ON sessions
   FOR EACH ROW EXECUTE FUNCTION parley_delete_session_response_options();
 )sql";
 
+// OpenAI's Responses API, idempotency (API.md section 5a): a turn made with
+// an Idempotency-Key keeps the hash of its whole request on its user
+// message, written in the turn's commit, so that a repeat of the key with
+// another body (instructions, options, replayed items, ...) is told apart
+// from a retry (NULL: the content alone defines the turn: session turns,
+// and turns written before this version). Additive: no row is rewritten.
+constexpr const char* v8_sql = R"sql(
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS request_hash text;
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -203,6 +213,7 @@ const std::vector<migration>& migrations() {
     {5, "token counts of messages, a session's context budget", v5_sql},
     {6, "responses: deleted responses", v6_sql},
     {7, "responses: request options; conversations: idempotency hash", v7_sql},
+    {8, "responses: idempotency hash of a keyed turn's request", v8_sql},
   };
   return all;
 }

@@ -43,6 +43,32 @@ std::string new_session_id(const std::string& user, const std::string& key, cons
   return hash_key(std::string{kind} + '\n' + user + '\n' + key).substr(0, 32);
 }
 
+/// What an Idempotency-Key's repeat must bring again (API.md section 5a):
+/// every field of the request that shapes its response or what is stored
+/// (model, every input item, instructions, temperature and
+/// max_output_tokens, metadata, previous_response_id, conversation), and
+/// not how it is delivered (`stream`; a stored response has `store` true).
+/// Each field length-prefixed, so that no two requests run together.
+std::string request_hash(const net::create_response_body& b) {
+  std::string all;
+  auto add = [&all](std::string_view field) {
+    all += std::to_string(field.size());
+    all += ':';
+    all += field;
+  };
+  add(b.model ? "model " + *b.model : std::string{});
+  add(b.instructions ? "instructions " + *b.instructions : std::string{});
+  add(b.call_options);
+  add(b.metadata_json);
+  add(b.previous_response_id);
+  add(b.conversation);
+  for (auto& item : b.input) {
+    add(item.role);
+    add(item.text);
+  }
+  return hash_key(all).substr(0, 32);
+}
+
 /// The stored response: a turn of `session_id`; with `previous_seq` (and
 /// `refused`, which sees its errors first) a turn that must continue that
 /// response (turn_request::previous_seq).
@@ -83,6 +109,8 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
   t.previous_seq = previous_seq;
+  if (!c->idempotency_key.empty())
+    t.request_hash = request_hash(b);
   // What GET /v1/responses/{id} gives back; a response with none of them
   // stores no row.
   t.options.keep = !t.instructions.empty() || b.metadata_json != "{}" || b.call_options != "{}";

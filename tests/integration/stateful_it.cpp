@@ -495,6 +495,156 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
   EXPECT_EQ(node.all_messages(key, session).size(), 8u);
 }
 
+// An Idempotency-Key covers the whole request (API.md section 5a): a repeat
+// of the same body returns the same response with no model call, also
+// streamed; the same key with any other field of the body (instructions,
+// temperature, max_output_tokens, metadata, model, replayed items,
+// previous_response_id, conversation) is 409 conflict and writes nothing.
+// Checked where the session actor still holds the keyed turn in its window
+// and where it has to look the turn up (PARLEY_CONTEXT_MESSAGES 2), on the
+// chain's fast path (previous_response_id naming the latest response) and
+// through the edge's lookups.
+TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MODEL", "mock-model"},
+                        {"PARLEY_CONTEXT_MESSAGES", "2"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, const std::string& k) {
+    return node.call("POST", "/v1/responses", key, body.dump(), {{"Idempotency-Key", k}});
+  };
+  auto msg = [](const std::string& role, const std::string& text) {
+    return json{{"role", role}, {"content", text}};
+  };
+  auto with = [](json body, const std::string& field, const json& value) {
+    body[field] = value;
+    return body;
+  };
+  // Every variation of `base` (whose user message is `question`) that must
+  // be refused, with its reason.
+  auto variations = [&](const json& base, const std::string& question) {
+    std::vector<std::pair<std::string, json>> out{
+      {"instructions", with(base, "instructions", "other rules")},
+      {"temperature", with(base, "temperature", 0.75)},
+      {"max_output_tokens", with(base, "max_output_tokens", 7)},
+      {"metadata", with(base, "metadata", json{{"k", "v2"}})},
+      {"model", with(base, "model", "another-model")},
+      {"replayed items", with(base, "input", json::array({msg("user", "earlier"),
+                                                          msg("assistant", "said"),
+                                                          msg("user", question)}))},
+    };
+    return out;
+  };
+
+  // A new conversation.
+  json base{{"input", json::array({msg("user", "the question")})},
+            {"instructions", "rules"},
+            {"temperature", 0.25},
+            {"metadata", {{"k", "v"}}}};
+  auto r1 = post(base, "idem-new");
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto id1 = r1.js()["id"].get<std::string>();
+  auto conv = r1.js()["conversation"]["id"].get<std::string>();
+  auto session = conv.substr(5);
+  ASSERT_EQ(mock.requests().size(), 1u);
+  auto again = post(base, "idem-new");
+  ASSERT_EQ(again.status, 200) << describe(again);
+  EXPECT_EQ(again.js()["id"], id1);
+  // The same request streamed: the same response, as events.
+  auto streamed = post(with(base, "stream", true), "idem-new");
+  ASSERT_EQ(streamed.status, 200) << describe(streamed);
+  auto events = events_of(streamed.body);
+  ASSERT_FALSE(events.empty()) << streamed.body;
+  EXPECT_EQ(events.back().first, "response.completed") << streamed.body;
+  EXPECT_EQ(events.back().second["response"]["id"], id1) << streamed.body;
+  EXPECT_EQ(mock.requests().size(), 1u);
+  auto refused = variations(base, "the question");
+  refused.emplace_back("conversation", with(base, "conversation", conv));
+  for (auto& [why, body] : refused) {
+    EXPECT_TRUE(is_error(post(body, "idem-new"), 409, "conflict")) << why;
+    EXPECT_TRUE(is_error(post(with(body, "stream", true), "idem-new"), 409, "conflict")) << why;
+  }
+  EXPECT_EQ(mock.requests().size(), 1u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 2u);
+
+  // A chain going on from its latest response (the session actor's fast path).
+  json next{{"input", "next question"}, {"previous_response_id", id1}};
+  auto r2 = post(next, "idem-chain");
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  auto id2 = r2.js()["id"].get<std::string>();
+  ASSERT_EQ(mock.requests().size(), 2u);
+  auto retry_and_refuse = [&](const char* where) {
+    auto same = post(next, "idem-chain");
+    ASSERT_EQ(same.status, 200) << where << ": " << describe(same);
+    EXPECT_EQ(same.js()["id"], id2) << where;
+    auto s = post(with(next, "stream", true), "idem-chain");
+    ASSERT_EQ(s.status, 200) << where << ": " << describe(s);
+    auto ev = events_of(s.body);
+    ASSERT_FALSE(ev.empty()) << where << ": " << s.body;
+    EXPECT_EQ(ev.back().second["response"]["id"], id2) << where << ": " << s.body;
+    auto others = variations(next, "next question");
+    others.emplace_back("previous_response_id", with(next, "previous_response_id", id2));
+    for (auto& [why, body] : others) {
+      EXPECT_TRUE(is_error(post(body, "idem-chain"), 409, "conflict")) << where << ": " << why;
+      EXPECT_TRUE(is_error(post(with(body, "stream", true), "idem-chain"), 409, "conflict"))
+        << where << ": " << why << " streamed";
+    }
+  };
+  retry_and_refuse("in the window");
+  EXPECT_EQ(mock.requests().size(), 2u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 4u);
+  // Another turn pushes the keyed one out of the actor's window: the
+  // retries look it up.
+  auto r3 = post({{"input", "third"}, {"previous_response_id", id2}}, "idem-third");
+  ASSERT_EQ(r3.status, 200) << describe(r3);
+  ASSERT_EQ(mock.requests().size(), 3u);
+  retry_and_refuse("looked up");
+  EXPECT_EQ(mock.requests().size(), 3u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 6u);
+  // A response's own key with its previous response's: still conflicts.
+  EXPECT_TRUE(is_error(post({{"input", "third"}, {"previous_response_id", id1}}, "idem-third"),
+                       409, "conflict"));
+  EXPECT_EQ(mock.requests().size(), 3u);
+  EXPECT_EQ(node.all_messages(key, session).size(), 6u);
+}
+
+// A keyed turn stored before its request's hash was (schema 8) has none: a
+// repeat of its key is compared by its user text alone, as then.
+TEST(stateful_responses, a_keyed_turn_without_a_stored_hash_compares_its_text) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MODEL", "mock-model"},
+                        {"PARLEY_CONTEXT_MESSAGES", "2"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, headers h = {}) {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  };
+  auto r1 = post({{"input", "old question"}, {"instructions", "rules"}},
+                 {{"Idempotency-Key", "old-1"}});
+  ASSERT_EQ(r1.status, 200) << describe(r1);
+  auto id1 = r1.js()["id"].get<std::string>();
+  // Only the keyed user message keeps a hash.
+  EXPECT_EQ(db.query("SELECT count(*) FROM messages WHERE request_hash IS NOT NULL")[0][0].as<int>(),
+            1);
+  // Out of the session actor's window, so a repeat reads it back.
+  auto r2 = post({{"input", "later"}, {"previous_response_id", id1}});
+  ASSERT_EQ(r2.status, 200) << describe(r2);
+  db.query("UPDATE messages SET request_hash = NULL");
+  auto calls = mock.requests().size();
+  auto same_text = post({{"input", "old question"}, {"instructions", "other rules"}},
+                        {{"Idempotency-Key", "old-1"}});
+  ASSERT_EQ(same_text.status, 200) << describe(same_text);
+  EXPECT_EQ(same_text.js()["id"], id1);
+  EXPECT_TRUE(is_error(post({{"input", "new question"}, {"instructions", "rules"}},
+                            {{"Idempotency-Key", "old-1"}}),
+                       409, "conflict"));
+  EXPECT_EQ(mock.requests().size(), calls);
+  EXPECT_EQ(node.all_messages(key, r1.js()["conversation"]["id"].get<std::string>().substr(5)).size(),
+            4u);
+}
+
 // GET /v1/responses/{id} gives back the request's own options as given at
 // creation (instructions, metadata, temperature, max_output_tokens); the
 // input items list every input item stored with the response.

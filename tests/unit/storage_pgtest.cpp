@@ -642,6 +642,44 @@ TEST(storage_pg, a_fork_copies_the_history_up_to_a_response_in_one_statement_onc
   EXPECT_EQ(fa->window.size(), 4u);
 }
 
+// An OpenAI response's Idempotency-Key: the hash of its request is stored on
+// the user message in the turn's commit and comes back wherever the turn is
+// read (a client id lookup, an activation's window, a fork's copy); a turn
+// without one reads back none.
+TEST(storage_pg, a_keyed_turns_request_hash_is_written_with_it_and_read_back) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  s.create_session(new_session("h1"));
+  auto a = s.activate("h1", 20);
+  ASSERT_TRUE(a);
+  auto keyed = turn("h1", a->session.epoch, 1, "q");
+  keyed.user.client_message_id = "key-1";
+  keyed.user.request_hash = "0123456789abcdef0123456789abcdef";
+  auto plain = turn("h1", a->session.epoch, 3, "q");
+  plain.user.client_message_id = "cid-2";
+  auto out = s.commit_turns({keyed});
+  ASSERT_EQ(out.front(), commit_outcome::committed);
+  ASSERT_EQ(s.commit_turns({plain}).front(), commit_outcome::committed);
+  auto hit = s.find_by_client_id("h1", "key-1");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->first.request_hash, keyed.user.request_hash);
+  ASSERT_TRUE(hit->second);
+  EXPECT_EQ(hit->second->request_hash, "");
+  auto other = s.find_by_client_id("h1", "cid-2");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->first.request_hash, "");
+  auto b = s.activate("h1", 20);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->window.size(), 4u);
+  EXPECT_EQ(b->window[0].request_hash, keyed.user.request_hash);
+  EXPECT_EQ(b->window[2].request_hash, "");
+  EXPECT_TRUE(s.fork_session({"h1fork", "h1", "alice", 2, now_rfc3339()}));
+  auto forked = s.find_by_client_id("h1fork", "key-1");
+  ASSERT_TRUE(forked);
+  EXPECT_EQ(forked->first.request_hash, keyed.user.request_hash);
+}
+
 TEST(storage_pg, appended_messages_are_fenced_like_a_turn) {
   scratch_db db;
   pg_store s{db.url()};
