@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <random>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
@@ -108,6 +111,24 @@ token_usage usage_of(const net::upstream_usage& u) {
   t.total_tokens = u.total_tokens > 0 ? sane(u.total_tokens) : t.prompt_tokens + t.completion_tokens;
   t.known = true;
   return t;
+}
+
+/// One upstream chunk of a session turn's stream: notes its model and usage,
+/// and returns its piece of text (added to what was streamed, and counted),
+/// if it has one.
+std::optional<std::string> next_piece(stream_progress& p, std::string_view data) {
+  net::chunk_info info;
+  if (!net::read_chunk(data, info))
+    return std::nullopt;
+  if (info.model)
+    p.model = std::move(*info.model);
+  if (info.usage)
+    p.usage = usage_of(*info.usage);
+  if (!info.piece)
+    return std::nullopt;
+  p.streamed += *info.piece;
+  ++p.forwarded;
+  return std::move(info.piece);
 }
 
 /// The `usage` of an answer, when it has one.
@@ -261,37 +282,19 @@ void attempt(llm_self* self, std::uint64_t id) {
       cb.pace = std::make_shared<net::stream_pace>(piece_window);
       cb.on_event = [writer = std::move(writer), listener = c.listener, caller = c.caller,
                      progress = c.progress, pace = cb.pace](std::string_view data) {
-        net::chunk_info info;
-        if (!net::read_chunk(data, info))
+        auto piece = next_piece(*progress, data);
+        if (!piece)
           return;
-        if (info.model)
-          progress->model = std::move(*info.model);
-        if (info.usage)
-          progress->usage = usage_of(*info.usage);
-        if (!info.piece)
-          return;
-        progress->streamed += *info.piece;
-        ++progress->forwarded;
         // The client left: the sink's cancel, as the sink would send it.
-        auto ticket = pace->ticket(info.piece->size());
-        if (writer->piece(*info.piece, std::move(ticket)))
+        auto ticket = pace->ticket(piece->size());
+        if (writer->piece(*piece, std::move(ticket)))
           caf::send_as(listener, caller, cancel_atom::value);
       };
     } else {
       cb.on_event = [listener = c.listener, caller = c.caller,
                      progress = c.progress](std::string_view data) {
-        net::chunk_info info;
-        if (!net::read_chunk(data, info))
-          return;
-        if (info.model)
-          progress->model = std::move(*info.model);
-        if (info.usage)
-          progress->usage = usage_of(*info.usage);
-        if (!info.piece)
-          return;
-        progress->streamed += *info.piece;
-        ++progress->forwarded;
-        caf::send_as(caller, listener, delta_atom::value, std::move(*info.piece));
+        if (auto piece = next_piece(*progress, data))
+          caf::send_as(caller, listener, delta_atom::value, std::move(*piece));
       };
     }
     cb.on_done = [me, id](net::fetch_result r) { report_done(me, id, std::move(r)); };

@@ -453,35 +453,74 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
-// A relay reads the upstream only as fast as its client takes the chunks: a
-// client that stops reading stops the upstream (at the socket buffers),
-// instead of the node buffering the whole answer; then it gets all of it.
-TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
+/// `pieces` numbered chunks of about 64 KiB each, then [DONE]; `total`
+/// gets their size in bytes.
+scripted_upstream::answer big_answer(int pieces, std::size_t& total) {
   scripted_upstream::answer a;
   a.pause = 0ms;
-  constexpr int chunks = 1200; // about 76 MiB
-  for (int i = 0; i < chunks; ++i)
+  for (int i = 0; i < pieces; ++i)
     a.pieces.push_back(
       event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
   a.pieces.push_back("data: [DONE]\n\n");
-  std::size_t total = 0;
+  total = 0;
   for (auto& p : a.pieces)
     total += p.size();
-  scripted_upstream up{std::move(a)};
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
-                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
-  auto key = node.create_key("alice");
-  auto before = rss_kib(node.process().pid());
+  return a;
+}
+
+/// A connection to 127.0.0.1:`port` with a small receive buffer (a client
+/// that reads slowly), which sent `request`; -1 on failure.
+int slow_client(unsigned short port, const std::string& request) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   int small = 64 * 1024;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_port = htons(node.port());
+  addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      !send_all(fd, request)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// What `fd` receives until the peer closes, `until` arrives (when not
+/// empty) or `limit` passed; closes `fd`.
+std::string read_all(int fd, std::chrono::seconds limit, const std::string& until = "") {
+  std::string got;
+  std::vector<char> buf(1 << 16);
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0)
+      continue;
+    auto n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0)
+      break;
+    got.append(buf.data(), static_cast<std::size_t>(n));
+    if (!until.empty() && got.find(until) != std::string::npos)
+      break;
+  }
+  ::close(fd);
+  return got;
+}
+
+// A relay reads the upstream only as fast as its client takes the chunks: a
+// client that stops reading stops the upstream (at the socket buffers),
+// instead of the node buffering the whole answer; then it gets all of it.
+TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
+  constexpr int chunks = 1200; // about 76 MiB
+  std::size_t total = 0;
+  scripted_upstream up{big_answer(chunks, total)};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
+                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
+  auto key = node.create_key("alice");
+  auto before = rss_kib(node.process().pid());
   auto body = R"({"messages":[{"role":"user","content":"long"}],"stream":true})";
-  ASSERT_TRUE(send_all(fd, raw_post("/v1/chat/completions", key, body)));
+  int fd = slow_client(node.port(), raw_post("/v1/chat/completions", key, body));
+  ASSERT_GE(fd, 0);
   // The client reads nothing for a while: the upstream must stall.
   std::this_thread::sleep_for(3s);
   auto sent_while_stalled = up.sent();
@@ -494,21 +533,7 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
     << total << " bytes";
   EXPECT_LT(during - before, 48 * 1024) << "RSS grew from " << before << " to " << during << " KiB";
   // Now it reads: everything arrives, in order, to the end.
-  std::string got;
-  char buf[1 << 16];
-  auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 1000) <= 0)
-      continue;
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0)
-      break;
-    got.append(buf, static_cast<std::size_t>(n));
-    if (got.size() > 32 && got.find("data: [DONE]") != std::string::npos)
-      break;
-  }
-  ::close(fd);
+  auto got = read_all(fd, 60s, "data: [DONE]");
   EXPECT_EQ(up.sent(), total);
   EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got.size() << " bytes";
   EXPECT_NE(got.find("\"content\":\"" + std::to_string(chunks - 1) + "ppp"), std::string::npos);
@@ -520,32 +545,17 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
 // socket buffers) instead of the node queueing the answer; then it gets all
 // of it and the turn ends with `done` once committed.
 TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) {
-  scripted_upstream::answer a;
-  a.pause = 0ms;
   constexpr int pieces = 800; // about 50 MiB
-  for (int i = 0; i < pieces; ++i)
-    a.pieces.push_back(
-      event(chunk({{"content", std::to_string(i) + std::string(64 * 1024, 'p')}})));
-  a.pieces.push_back("data: [DONE]\n\n");
   std::size_t total = 0;
-  for (auto& p : a.pieces)
-    total += p.size();
-  scripted_upstream up{std::move(a)};
+  scripted_upstream up{big_answer(pieces, total)};
   parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
                         {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
   auto key = node.create_key("alice");
   auto session = node.create_session(key);
   auto before = rss_kib(node.process().pid());
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  int small = 64 * 1024;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(node.port());
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_TRUE(send_all(fd, raw_post("/v1/sessions/" + session + "/messages", key,
-                                    R"({"content":"long","stream":true})")));
+  int fd = slow_client(node.port(), raw_post("/v1/sessions/" + session + "/messages", key,
+                                             R"({"content":"long","stream":true})"));
+  ASSERT_GE(fd, 0);
   // The client reads nothing for a while: the upstream must stall.
   std::this_thread::sleep_for(3s);
   auto sent_while_stalled = up.sent();
@@ -561,19 +571,7 @@ TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) 
   EXPECT_LT(during - before, 2 * static_cast<long>(sent_while_stalled / 1024) + 48 * 1024)
     << "RSS grew from " << before << " to " << during << " KiB";
   // Now it reads: every piece arrives, in order, then `done`.
-  std::string got;
-  std::vector<char> buf(1 << 16);
-  auto deadline = std::chrono::steady_clock::now() + 90s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 1000) <= 0)
-      continue;
-    auto n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0)
-      break;
-    got.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  ::close(fd);
+  auto got = read_all(fd, 90s);
   EXPECT_EQ(up.sent(), total);
   auto done = got.find("event: done");
   EXPECT_NE(done, std::string::npos) << got.size() << " bytes";
