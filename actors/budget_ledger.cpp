@@ -107,14 +107,14 @@ bool budget_ledger::has_leases() {
   return !leases_.empty();
 }
 
-bool budget_ledger::add(budget_settlement s) {
+budget_ledger::queued budget_ledger::add(budget_settlement s) {
   std::lock_guard<std::mutex> lock{mutex_};
   if (settlements_.size() >= max_settlements_) {
     ++dropped_;
-    return false;
+    return queued::dropped;
   }
   settlements_.push_back(std::move(s));
-  return settlements_.size() == 1;
+  return settlements_.size() == 1 ? queued::first : queued::later;
 }
 
 std::vector<budget_settlement> budget_ledger::drain() {

@@ -68,9 +68,14 @@ public:
   std::vector<returned> take_all();
   bool has_leases();
 
-  /// Queues a finished call's settlement. True when the queue was empty:
-  /// the caller then tells the ratelimit actor (one message per batch).
-  bool add(budget_settlement s);
+  /// What add did with a settlement.
+  enum class queued {
+    first,   ///< the queue was empty: tell the ratelimit actor (one message per batch)
+    later,   ///< a message for the batch is on its way
+    dropped, ///< the queue is full: the settlement is lost (counted in dropped())
+  };
+  /// Queues a finished call's settlement.
+  queued add(budget_settlement s);
   /// The queued settlements, and the queue emptied.
   std::vector<budget_settlement> drain();
   /// Settlements dropped because the queue was full.

@@ -62,8 +62,9 @@ std::int64_t completion_reservation(const call_ptr& c) {
 }
 
 budget_hold::budget_hold(ratelimit_actor rl, std::shared_ptr<budget_ledger> ledger,
-                         budget_settlement s)
-  : rl_(std::move(rl)), ledger_(std::move(ledger)), s_(std::move(s)) {}
+                         metrics_ptr metrics, budget_settlement s)
+  : rl_(std::move(rl)), ledger_(std::move(ledger)), metrics_(std::move(metrics)),
+    s_(std::move(s)) {}
 
 budget_hold::~budget_hold() {
   // Ended without a result (failed, timed out, cancelled): a refund.
@@ -85,8 +86,17 @@ void budget_hold::send(budget_settlement s) {
     return caf::anon_send(rl_, settle_atom::value, std::move(s));
   // The first of a batch tells the ratelimit actor; the others wait in the
   // ledger for the same message.
-  if (ledger_->add(std::move(s)))
-    caf::anon_send(rl_, settle_batch_atom::value);
+  switch (ledger_->add(std::move(s))) {
+    case budget_ledger::queued::first:
+      caf::anon_send(rl_, settle_batch_atom::value);
+      break;
+    case budget_ledger::queued::later:
+      break;
+    case budget_ledger::queued::dropped:
+      if (metrics_)
+        metrics_->budget_settlement_dropped();
+      break;
+  }
 }
 
 /// The cluster-wide rate limit and daily budget of chat requests: the
@@ -130,6 +140,7 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
     budget_hold_ptr hold;
     if (d.budget > 0)
       hold = std::make_shared<budget_hold>(self->state.ratelimit, self->state.ledger,
+                                           self->state.metrics,
                                            budget_settlement{key_id, day, d.reserved, 0,
                                                              d.redis_ok});
     next(std::move(hold));

@@ -182,7 +182,8 @@ void handle_list_models(edge_self*, const call_ptr&, const api_key_record*);
 /// may see the call's result.
 class budget_hold {
 public:
-  budget_hold(ratelimit_actor rl, std::shared_ptr<budget_ledger> ledger, budget_settlement s);
+  budget_hold(ratelimit_actor rl, std::shared_ptr<budget_ledger> ledger, metrics_ptr metrics,
+              budget_settlement s);
   ~budget_hold();
   budget_hold(const budget_hold&) = delete;
   budget_hold& operator=(const budget_hold&) = delete;
@@ -194,6 +195,7 @@ private:
 
   ratelimit_actor rl_;
   std::shared_ptr<budget_ledger> ledger_;
+  metrics_ptr metrics_; ///< counts settlements a full ledger dropped
   budget_settlement s_;
   std::atomic<bool> done_{false};
 };

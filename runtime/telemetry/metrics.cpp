@@ -56,6 +56,13 @@ struct node_metrics::impl {
       .Help("Chat requests refused because their key's daily token budget is spent")
       .Register(registry)
       .Add({});
+  prometheus::Counter& settlements_dropped =
+    prometheus::BuildCounter()
+      .Name("parley_budget_settlements_dropped_total")
+      .Help("Finished calls whose spend never reached the budget counters: the node's budget "
+            "ledger was full")
+      .Register(registry)
+      .Add({});
   prometheus::Family<prometheus::Counter>& shed =
     prometheus::BuildCounter()
       .Name("parley_load_shed_total")
@@ -188,6 +195,7 @@ void node_metrics::http_request(std::string_view route, unsigned status, double 
 
 void node_metrics::rate_limited() { impl_->rate_limited.Increment(); }
 void node_metrics::budget_exceeded() { impl_->budget_exceeded.Increment(); }
+void node_metrics::budget_settlement_dropped() { impl_->settlements_dropped.Increment(); }
 
 void node_metrics::shed(std::string_view reason) {
   impl_->shed.Add({{"reason", std::string{reason}}}).Increment();

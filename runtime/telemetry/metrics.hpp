@@ -34,6 +34,9 @@ public:
   /// A chat request refused because its key's daily token budget is spent:
   /// `parley_budget_exceeded_total`.
   void budget_exceeded();
+  /// A finished call's settlement dropped because the node's budget ledger
+  /// was full (actors/budget_ledger.hpp): `parley_budget_settlements_dropped_total`.
+  void budget_settlement_dropped();
   /// A turn refused by load shedding: `parley_load_shed_total{reason}` with
   /// reason "overloaded" (node in-flight cap) or "session_busy" (session queue).
   void shed(std::string_view reason);

@@ -76,14 +76,15 @@ TEST(budget_ledger, sweeps_give_back_idle_leases_and_forget_past_days) {
 
 TEST(budget_ledger, the_first_settlement_of_a_batch_sends_and_the_queue_is_bounded) {
   budget_ledger l{10, 3};
-  EXPECT_TRUE(l.add(budget_settlement{"k", 7, 10, 4, true}));
-  EXPECT_FALSE(l.add(budget_settlement{"k", 7, 10, 5, true}));
-  EXPECT_FALSE(l.add(budget_settlement{"k", 7, 10, 6, true}));
-  EXPECT_FALSE(l.add(budget_settlement{"k", 7, 10, 7, true})) << "full: dropped";
+  using queued = budget_ledger::queued;
+  EXPECT_EQ(l.add(budget_settlement{"k", 7, 10, 4, true}), queued::first);
+  EXPECT_EQ(l.add(budget_settlement{"k", 7, 10, 5, true}), queued::later);
+  EXPECT_EQ(l.add(budget_settlement{"k", 7, 10, 6, true}), queued::later);
+  EXPECT_EQ(l.add(budget_settlement{"k", 7, 10, 7, true}), queued::dropped) << "full";
   EXPECT_EQ(l.dropped(), 1u);
   auto batch = l.drain();
   ASSERT_EQ(batch.size(), 3u);
   EXPECT_EQ(batch[2].actual, 6);
   EXPECT_TRUE(l.drain().empty());
-  EXPECT_TRUE(l.add(budget_settlement{"k", 7, 10, 8, true})) << "a new batch";
+  EXPECT_EQ(l.add(budget_settlement{"k", 7, 10, 8, true}), queued::first) << "a new batch";
 }
