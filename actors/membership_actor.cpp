@@ -11,6 +11,7 @@
 
 #include "actors/cluster_view.hpp"
 #include "actors/instrumented.hpp"
+#include "runtime/telemetry/log.hpp"
 
 namespace parley {
 
@@ -119,6 +120,7 @@ void publish(membership_self* self, bool membership_changed) {
 void mark_down(membership_self* self, peer& p) {
   if (p.info.status == member_status::down)
     return;
+  log::warn("cluster: member down", {{"member", p.info.id}, {"cluster", p.info.cluster}});
   p.info.status = member_status::down;
   p.info.sessions_active = 0;
   p.down_since = clock::now();
@@ -136,6 +138,10 @@ void learn(membership_self* self, const member_info& m) {
     return; // a message of a previous life of that node
   bool changed = fresh || p.info.status != m.status || p.info.incarnation != m.incarnation ||
                  p.info.membership != m.membership;
+  if (fresh || p.info.status != m.status || p.info.incarnation != m.incarnation)
+    log::info("cluster: member " + std::string{to_string(m.status)},
+              {{"member", m.id}, {"cluster", m.cluster},
+               {"incarnation", std::to_string(m.incarnation)}});
   if (fresh || p.info.membership != m.membership)
     self->monitor(m.membership);
   p.info = m;
