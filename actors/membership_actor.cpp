@@ -127,7 +127,15 @@ void mark_down(membership_self* self, peer& p) {
   publish(self, true);
 }
 
-/// Takes in what a member says about itself (hello, heartbeat).
+/// The proxy behind a handle. Handles compare equal by actor and node, but
+/// after a reconnect a node's actors have new proxies: the old ones died with
+/// the old connection, and what is sent to them is lost without an error.
+const caf::actor_control_block* proxy_of(const caf::actor& a) {
+  return caf::actor_cast<caf::actor_control_block*>(a);
+}
+
+/// Takes in what a member says about itself (hello, heartbeat). Handles that
+/// arrive through a new connection replace the old ones in the view at once.
 void learn(membership_self* self, const member_info& m) {
   auto& st = self->state;
   if (m.id.empty() || m.id == st.cfg.self.id || !m.membership)
@@ -136,13 +144,15 @@ void learn(membership_self* self, const member_info& m) {
   auto& p = it->second;
   if (!fresh && m.incarnation < p.info.incarnation)
     return; // a message of a previous life of that node
-  bool changed = fresh || p.info.status != m.status || p.info.incarnation != m.incarnation ||
-                 p.info.membership != m.membership;
+  bool new_proxy = proxy_of(p.info.membership) != proxy_of(m.membership);
+  bool changed = fresh || new_proxy || p.info.status != m.status ||
+                 p.info.incarnation != m.incarnation ||
+                 proxy_of(p.info.registry) != proxy_of(m.registry);
   if (fresh || p.info.status != m.status || p.info.incarnation != m.incarnation)
     log::info("cluster: member " + std::string{to_string(m.status)},
               {{"member", m.id}, {"cluster", m.cluster},
                {"incarnation", std::to_string(m.incarnation)}});
-  if (fresh || p.info.membership != m.membership)
+  if (fresh || new_proxy)
     self->monitor(m.membership);
   p.info = m;
   p.last_seen = clock::now();

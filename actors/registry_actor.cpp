@@ -31,8 +31,13 @@ struct registry_entry {
   bool migrating = false;
 };
 
+/// Where a session moved: the CAF node, not the registry handle of the
+/// move. That handle dies with its connection, and a message delegated to a
+/// dead handle is lost without an error, so a turn sent on would wait for
+/// the edge's safety net; the node's registry is looked up in the current
+/// view at each use.
 struct tombstone {
-  registry_actor registry;
+  caf::node_id node;
   clock::time_point expires;
 };
 
@@ -49,6 +54,14 @@ struct registry_state {
   std::unordered_set<caf::actor_addr> departing;
   /// A move failed (target unreachable, timed out): retry on the next tick.
   bool unsettled = false;
+  /// Turns sent on to another node's registry, by the proxy they went
+  /// through: a message to a dead proxy (its connection closed) is lost
+  /// without an error, so when one dies its turns are answered here.
+  std::unordered_map<std::uint64_t, std::pair<const caf::actor_control_block*,
+                                              caf::typed_response_promise<turn_reply>>>
+    sent_on;
+  std::uint64_t next_sent = 0;
+  std::unordered_set<const caf::actor_control_block*> watched;
 };
 
 using registry_self = instrumented_actor<registry_state, registry_actor::base>;
@@ -72,26 +85,77 @@ entry_iter spawn_entry(registry_self* self, const std::string& id) {
   return st.sessions.emplace(id, registry_entry{a, 0, false}).first;
 }
 
-/// Where a recent migration sent `id`, if it is still remembered.
-const tombstone* moved_to(registry_self* self, const std::string& id) {
-  auto& moved = self->state.moved;
-  auto it = moved.find(id);
-  if (it == moved.end())
+/// Where a recent migration sent `id`, if it is still remembered and that
+/// node is still a member not down: its registry as the current view has it.
+const member_info* moved_to(registry_self* self, const std::string& id) {
+  auto& st = self->state;
+  auto it = st.moved.find(id);
+  if (it == st.moved.end())
     return nullptr;
-  if (it->second.expires < clock::now()) {
-    moved.erase(it);
-    return nullptr;
-  }
-  return &it->second;
+  if (it->second.expires >= clock::now() && st.view)
+    for (auto& m : st.view->members)
+      if (m.status != member_status::down && m.id != st.node_id && m.registry &&
+          m.registry.node() == it->second.node)
+        return &m;
+  st.moved.erase(it);
+  return nullptr;
 }
 
-void remember_move(registry_self* self, const std::string& id, registry_actor registry) {
+void remember_move(registry_self* self, const std::string& id, const caf::node_id& node) {
   auto& moved = self->state.moved;
   auto now = clock::now();
   if (moved.size() >= tombstone_sweep_at)
     for (auto it = moved.begin(); it != moved.end();)
       it = it->second.expires < now ? moved.erase(it) : std::next(it);
-  moved[id] = tombstone{std::move(registry), now + tombstone_ttl};
+  moved[id] = tombstone{node, now + tombstone_ttl};
+}
+
+void settle_sent(registry_self* self, std::uint64_t n, caf::expected<turn_reply> r) {
+  auto& st = self->state;
+  auto it = st.sent_on.find(n);
+  if (it == st.sent_on.end())
+    return;
+  auto rp = std::move(it->second.second);
+  st.sent_on.erase(it);
+  if (r)
+    rp.deliver(std::move(*r));
+  else
+    rp.deliver(std::move(r.error()));
+}
+
+/// Sends a turn on to another node's registry and answers its sender with
+/// what comes back, or with session_moved when that registry's proxy dies
+/// first (watched by a monitor set once per proxy: at once when it is dead
+/// already).
+caf::result<turn_reply> send_on(registry_self* self, const registry_actor& to, turn_request t) {
+  auto& st = self->state;
+  auto proxy = caf::actor_cast<caf::actor_control_block*>(to);
+  if (st.watched.insert(proxy).second)
+    self->monitor(to);
+  auto n = ++st.next_sent;
+  auto rp = self->make_response_promise<turn_reply>();
+  st.sent_on.emplace(n, std::make_pair(proxy, rp));
+  auto& cfg = *st.env.cfg;
+  auto bound = (cfg.llm_call_timeout + std::chrono::seconds(30)) *
+               static_cast<long>(cfg.queue_limit + 1);
+  self->request(to, bound, std::move(t))
+    .then([self, n](turn_reply& r) { settle_sent(self, n, std::move(r)); },
+          [self, n](caf::error& e) { settle_sent(self, n, std::move(e)); });
+  return rp;
+}
+
+/// A watched proxy died: the turns sent through it are answered.
+void lose_sent(registry_self* self, const caf::actor_control_block* proxy) {
+  auto& st = self->state;
+  st.watched.erase(proxy);
+  std::vector<std::uint64_t> lost;
+  for (auto& [n, s] : st.sent_on)
+    if (s.first == proxy)
+      lost.push_back(n);
+  for (auto n : lost)
+    settle_sent(self, n, make_error(errc::session_moved,
+                                    "the node hosting the session went away while the turn "
+                                    "was on its way; retry with the same client_message_id"));
 }
 
 /// The owner of `id` in this node's view when it is another node.
@@ -149,6 +213,21 @@ caf::result<std::string> migrate_active(registry_self* self, entry_iter it,
   return rp;
 }
 
+/// The sender, the actor of `id` here, leaves this node's sessions (moved
+/// away or stale); it counts as departing until it stopped. False when it
+/// is not that actor.
+bool let_go(registry_self* self, const std::string& id) {
+  auto& st = self->state;
+  auto it = st.sessions.find(id);
+  if (it == st.sessions.end() || it->second.actor.address() != self->current_sender())
+    return false;
+  auto a = it->second.actor;
+  forget(self, it);
+  st.departing.insert(a.address());
+  self->send(a, passivate_atom::value);
+  return true;
+}
+
 /// Moves every session this node hosts but no longer owns to its owner.
 void rebalance(registry_self* self) {
   std::vector<std::pair<entry_iter, const member_info*>> moves;
@@ -177,6 +256,8 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
   self->delayed_send(self, retry_every, beat_atom::value);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (st.watched.count(dm.source.get()) > 0)
+      return lose_sent(self, dm.source.get());
     if (st.departing.erase(dm.source) > 0)
       return;
     auto a = st.by_addr.find(dm.source);
@@ -188,28 +269,29 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
     st.by_addr.erase(a);
   });
   return {
-    [self](turn_request& t) {
+    [self](turn_request& t) -> caf::result<turn_reply> {
       auto& st = self->state;
       auto it = st.sessions.find(t.session_id);
       if (it == st.sessions.end()) {
         if (auto* tomb = moved_to(self, t.session_id); tomb && t.hops < max_hops) {
           ++t.hops;
-          return self->delegate(tomb->registry, std::move(t));
+          return send_on(self, as_registry(tomb->registry), std::move(t));
         }
         if (auto* owner = remote_owner(self, t.session_id); owner && t.hops < max_hops) {
           ++t.hops;
-          return self->delegate(as_registry(owner->registry), std::move(t));
+          return send_on(self, as_registry(owner->registry), std::move(t));
         }
         // Straight from an edge (a forwarded turn is served here, so that
         // the leaving node never activates a session anew).
         if (auto* host = leaving_host(self, t.session_id); host && t.hops == 0) {
           ++t.hops;
-          return self->delegate(as_registry(host->registry), std::move(t));
+          return send_on(self, as_registry(host->registry), std::move(t));
         }
         it = spawn_entry(self, t.session_id);
       }
       ++it->second.forwarded;
-      return self->delegate(it->second.actor, std::move(t));
+      self->delegate(it->second.actor, std::move(t));
+      return caf::delegated<turn_reply>{};
     },
     [self](view_atom, view_ptr& v) {
       self->state.view = std::move(v);
@@ -238,7 +320,7 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
         return migrate_active(self, it, *target);
       }
       if (auto* tomb = moved_to(self, id)) {
-        self->delegate(tomb->registry, migrate_atom::value, id, node);
+        self->delegate(as_registry(tomb->registry), migrate_atom::value, id, node);
         return caf::delegated<std::string>{};
       }
       // Not active here: make it active on the target, then pin it there.
@@ -249,7 +331,7 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
           [self, rp, id, node, to](caf::actor&) mutable {
             // Nodes that have not seen the pin yet route here: send them on.
             if (node != self->state.node_id)
-              remember_move(self, id, to);
+              remember_move(self, id, to.node());
             pin(self, id, node);
             rp.deliver(node);
           },
@@ -274,24 +356,17 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
       return self->delegate(it->second.actor, activate_atom::value);
     },
     [self](moved_atom, const std::string& id, caf::actor& to) {
-      auto& st = self->state;
-      auto it = st.sessions.find(id);
-      if (it == st.sessions.end() || it->second.actor.address() != self->current_sender())
-        return;
-      auto a = it->second.actor;
-      forget(self, it);
-      st.departing.insert(a.address());
-      remember_move(self, id, as_registry(to));
       // After this, nothing more is sent to the old actor: it may go once
       // the turns it forwarded are answered.
-      self->send(a, passivate_atom::value);
+      if (let_go(self, id))
+        remember_move(self, id, to.node());
     },
     [self](where_atom, const std::string& id) -> caf::result<session_location> {
       auto& st = self->state;
       if (st.sessions.count(id))
         return session_location{st.node_id, session_state::active};
       if (auto* tomb = moved_to(self, id)) {
-        self->delegate(tomb->registry, where_atom::value, id);
+        self->delegate(as_registry(tomb->registry), where_atom::value, id);
         return caf::delegated<session_location>{};
       }
       return session_location{st.node_id, session_state::passive};
@@ -306,10 +381,12 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
       forget(self, it);
       self->send(a, passivate_atom::value);
     },
+    // It answers the turns already sent to it "moved", then goes.
+    [self](stale_atom, const std::string& id) { let_go(self, id); },
     [self](gone_atom, const std::string& id) {
       auto& st = self->state;
       if (auto* tomb = moved_to(self, id))
-        self->send(tomb->registry, gone_atom::value, id);
+        self->send(as_registry(tomb->registry), gone_atom::value, id);
       auto it = st.sessions.find(id);
       if (it == st.sessions.end())
         return;

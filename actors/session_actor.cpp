@@ -132,7 +132,13 @@ void become_stale(session_self* self) {
     st.migrate_rp.deliver(make_error(errc::session_moved,
                                      "session '" + st.id + "' was taken over elsewhere"));
   }
-  request_passivation(self);
+  for (auto& w : st.ready_waiters)
+    w.deliver(make_error(errc::session_moved, "session '" + st.id + "' was taken over elsewhere"));
+  st.ready_waiters.clear();
+  // Not the passivation handshake: that waits for every turn forwarded here,
+  // and a count off by one would keep this actor, answering "moved" to every
+  // turn, for good. Turns already on their way are answered "moved" below.
+  self->send(st.registry, stale_atom::value, st.id);
 }
 
 /// How long a relayed turn may take: it may wait behind a full queue on the
@@ -614,10 +620,8 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
                       pending_turn{std::move(req), self->make_response_promise()}));
         return caf::delegated<turn_reply>{};
       }
-      if (s.ph == phase::stale) {
-        request_passivation(self);
+      if (s.ph == phase::stale)
         return make_error(errc::session_moved, "session '" + s.id + "' moved; retry");
-      }
       if (s.queue.size() + s.parked.size() >= s.env.cfg->queue_limit)
         return make_error(errc::session_busy,
                           "session '" + s.id + "' already has " +
@@ -706,6 +710,10 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
       s.handed_over_by.push_back(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (s.ph == phase::ready)
         return caf::actor_cast<caf::actor>(self);
+      // A stale actor is on its way out (its registry forgets it), a moved
+      // one is elsewhere: the predecessor tries again and finds a fresh one.
+      if (s.ph == phase::stale || s.ph == phase::moved)
+        return make_error(errc::session_moved, "session '" + s.id + "' moved; retry");
       if (s.ph == phase::inactive && !s.awaiting_predecessor) {
         s.awaiting_predecessor = true;
         s.predecessor = caf::actor_cast<caf::actor_addr>(self->current_sender());

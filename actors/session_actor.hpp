@@ -46,7 +46,12 @@ using session_registry_actor = caf::typed_actor<
   /// that many turns (passivation handshake, registry_actor.hpp).
   caf::reacts_to<idle_atom, std::string, std::uint64_t>,
   /// (id, target registry): the session moved there; route its turns there.
-  caf::reacts_to<moved_atom, std::string, caf::actor>>;
+  caf::reacts_to<moved_atom, std::string, caf::actor>,
+  /// (id): another actor holds the session now (a newer epoch fenced this
+  /// one's write): route no more turns here; the next one starts a fresh
+  /// actor that loads the session. Turns already on their way here are
+  /// answered session_moved.
+  caf::reacts_to<stale_atom, std::string>>;
 
 /// The session actor's protocol. Handles of sessions travel as `caf::actor`
 /// in its own messages (handoff, activate), cast back with

@@ -43,6 +43,7 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
+using stale_atom = caf::atom_constant<caf::atom("stale")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
 using find_key_atom = caf::atom_constant<caf::atom("findkey")>;

@@ -172,6 +172,8 @@ edge_actor::behavior_type edge_behavior(edge_self* self, edge_config cfg, edge_p
   st.metrics = peers.metrics ? std::move(peers.metrics) : std::make_shared<node_metrics>();
   st.inflight.on_change([m = st.metrics](std::size_t n) { m->turns_in_flight(n); });
   st.health = std::move(peers.health);
+  self->set_down_handler(
+    [self](caf::down_msg& dm) { abandon_turns_via(self, dm.source.get()); });
   member_info me;
   me.id = st.cfg.node_id;
   me.status = member_status::up;

@@ -48,8 +48,12 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
   // turns (answered at once when that node goes down), with the streams
   // (until the sink reports), or with the reply's handlers.
   std::shared_ptr<inflight_gate::ticket> held;
-  if (node != st.cfg.node_id)
-    st.remote[node].emplace(ticket, remote_turn{c, std::move(*admitted)});
+  if (node != st.cfg.node_id) {
+    auto via = caf::actor_cast<caf::actor_control_block*>(registry);
+    if (st.watched.insert(via).second)
+      self->monitor(registry); // at once when it is dead already
+    st.remote[node].emplace(ticket, remote_turn{c, std::move(*admitted), via});
+  }
   else if (c->stream)
     st.streams.emplace(ticket, std::move(*admitted));
   else
@@ -207,8 +211,24 @@ void handle_post_feedback(edge_self* self, const call_ptr& c, const api_key_reco
       [c](caf::error& e) { reply_error(c, e); });
 }
 
-/// Answers the turns waiting on `node`, which went down: 503 at once (a
-/// stream's sink writes it), and their tickets leave the gate.
+namespace {
+
+/// 503 at once (a stream's sink writes it); the ticket leaves the gate.
+void abandon(edge_self* self, const std::string& node, remote_turn& t) {
+  t.admitted.reset();
+  auto& c = t.call;
+  if (c->sink) {
+    self->send(c->sink, gone_atom::value);
+    return;
+  }
+  reply_error(c, {errc::session_moved, "node '" + node + "' hosting session '" + c->id +
+                                         "' went down; retry with the same "
+                                         "client_message_id"});
+}
+
+} // namespace
+
+/// Answers the turns waiting on `node`, which went down.
 void abandon_turns_on(edge_self* self, const std::string& node) {
   auto& st = self->state;
   auto n = st.remote.find(node);
@@ -216,17 +236,27 @@ void abandon_turns_on(edge_self* self, const std::string& node) {
     return;
   auto turns = std::move(n->second);
   st.remote.erase(n);
-  for (auto& [ticket, t] : turns) {
-    t.admitted.reset();
-    auto& c = t.call;
-    if (c->sink) {
-      self->send(c->sink, gone_atom::value);
-      continue;
-    }
-    reply_error(c, {errc::session_moved, "node '" + node + "' hosting session '" + c->id +
-                                           "' went down; retry with the same "
-                                           "client_message_id"});
+  for (auto& [ticket, t] : turns)
+    abandon(self, node, t);
+}
+
+void abandon_turns_via(edge_self* self, const caf::actor_control_block* proxy) {
+  auto& st = self->state;
+  st.watched.erase(proxy);
+  std::vector<std::pair<std::string, remote_turn>> lost;
+  for (auto n = st.remote.begin(); n != st.remote.end();) {
+    auto& turns = n->second;
+    for (auto t = turns.begin(); t != turns.end();)
+      if (t->second.via == proxy) {
+        lost.emplace_back(n->first, std::move(t->second));
+        t = turns.erase(t);
+      } else {
+        ++t;
+      }
+    n = turns.empty() ? st.remote.erase(n) : std::next(n);
   }
+  for (auto& [node, t] : lost)
+    abandon(self, node, t);
 }
 
 /// A sink reported its stream complete.

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 
@@ -34,6 +35,10 @@ using call_ptr = std::shared_ptr<http_call>;
 struct remote_turn {
   call_ptr call;
   inflight_gate::ticket admitted;
+  /// The proxy of the remote registry the turn went through: when it dies
+  /// (its connection closed), the turn is lost, also while the view still
+  /// shows the node up.
+  const caf::actor_control_block* via = nullptr;
 };
 
 struct edge_state {
@@ -58,6 +63,8 @@ struct edge_state {
   std::unordered_map<std::uint64_t, inflight_gate::ticket> streams;
   /// Turns sent to another node's registry, by node and ticket number.
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, remote_turn>> remote;
+  /// The remote registry proxies monitored, once each (remote_turn::via).
+  std::unordered_set<const caf::actor_control_block*> watched;
   std::uint64_t next_ticket = 0;
   /// Decides when the ratelimit actor does not answer in time.
   local_bucket fallback{10000};
@@ -151,6 +158,9 @@ void handle_post_feedback(edge_self*, const call_ptr&, const api_key_record*);
 
 /// The turns waiting on `node`, which went down, are answered 503 at once.
 void abandon_turns_on(edge_self* self, const std::string& node);
+/// Answers the turns that went through `proxy`, which died: a message sent
+/// to a dead proxy is lost without an error, so their answers never come.
+void abandon_turns_via(edge_self* self, const caf::actor_control_block* proxy);
 /// A sink reported (finished_atom, node, ticket): its stream is complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket);
 

@@ -453,15 +453,7 @@ TEST(chaos, faults_under_load_lose_duplicate_and_reorder_no_acknowledged_turn) {
                     {"PARLEY_REDIS_URL", redis.url()},
                     // High enough never to refuse, so every turn passes Redis's token bucket.
                     {"PARLEY_RATE_LIMIT_PER_MIN", "100000"}}};
-  // Whatever happens below, no node stays stopped.
-  struct cont_guard {
-    parley_cluster& c;
-    ~cont_guard() {
-      for (int i = 0; i < c.size(); ++i)
-        if (c[i].process().pid() > 0)
-          ::kill(c[i].process().pid(), SIGCONT);
-    }
-  } cont{c};
+  continue_on_exit cont{c}; // whatever happens below, no node stays stopped
 
   auto key = c[0].create_key("chaos");
   std::vector<std::string> sessions;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -507,6 +508,75 @@ TEST(cluster, a_retry_after_the_hosting_node_died_completes_the_turn_exactly_onc
   ASSERT_EQ(msgs.size(), 4u);
   check_history(msgs);
   EXPECT_EQ(msgs[2]["content"], "in flight");
+}
+
+// A node stopped (SIGSTOP) past failure detection comes back to a cluster
+// that declared it down and moved its sessions; its peers were down in its
+// own view for that moment. Every turn sent meanwhile, to any node, gets an
+// answer (200, or 503 to retry) within a bound far below the edge's safety
+// net: a turn whose answer was lost in the flap would wait for minutes.
+TEST(cluster, a_node_paused_past_failure_detection_leaves_no_turn_unanswered) {
+  scratch_db db;
+  mock_llm mock;
+  mock.configure({{"latency_ms", 300}});
+  parley_cluster c{db, 3, {{"PARLEY_LLM_BASE_URL", mock.base_url()}}};
+  auto key = c[0].create_key("alice");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 12; ++i)
+    ids.push_back(c[i % 3].create_session(key));
+  continue_on_exit cont{c}; // whatever happens below, no node stays stopped
+
+  std::mutex mu;
+  std::map<std::string, std::set<std::string>> acked; // session -> contents
+  std::vector<std::string> hung, lost;                // under mu
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int w = 0; w < 6; ++w)
+    load.emplace_back([&, w] {
+      for (int n = 0; n < 400 && !stop; ++n) {
+        auto& id = ids[static_cast<std::size_t>((w * 7 + n) % ids.size())];
+        auto content = "w" + std::to_string(w) + "-" + std::to_string(n);
+        auto body = json{{"content", content}, {"client_message_id", content}}.dump();
+        http_result r;
+        for (int attempt = 0; attempt < 20 && r.status != 200; ++attempt) {
+          auto& node = c[(w + n + attempt) % 3];
+          auto t0 = std::chrono::steady_clock::now();
+          r = http(node.port(), "POST", "/v1/sessions/" + id + "/messages", body,
+                   {{"Authorization", "Bearer " + key}}, 15s);
+          if (r.status == 0 && elapsed_ms(t0) >= 14000) {
+            std::lock_guard<std::mutex> lock{mu};
+            hung.push_back(content + " on session " + id + " via " + node.node_id());
+          }
+          if (r.status != 200)
+            std::this_thread::sleep_for(200ms);
+        }
+        std::lock_guard<std::mutex> lock{mu};
+        if (r.status == 200)
+          acked[id].insert(content);
+        else
+          lost.push_back(content + " on session " + id + ": " + describe(r));
+      }
+    });
+  std::this_thread::sleep_for(2s);
+  for (int round = 0; round < 3; ++round) {
+    auto& paused = c[1 + round % 2];
+    ::kill(paused.process().pid(), SIGSTOP);
+    std::this_thread::sleep_for(4s); // past PARLEY_FAILURE_DETECT_MS (1.5 s here)
+    ::kill(paused.process().pid(), SIGCONT);
+    EXPECT_TRUE(c.wait_converged(3)) << "round " << round;
+    std::this_thread::sleep_for(4s);
+  }
+  stop = true;
+  for (auto& t : load)
+    t.join();
+  EXPECT_TRUE(hung.empty()) << "no answer within 15 s: " << testing::PrintToString(hung);
+  EXPECT_TRUE(lost.empty()) << testing::PrintToString(lost);
+  for (auto& id : ids) {
+    auto users = check_history(c[0].all_messages(key, id));
+    std::multiset<std::string> stored(users.begin(), users.end());
+    for (auto& content : acked[id])
+      EXPECT_EQ(stored.count(content), 1u) << "acknowledged turn " << content << " in " << id;
+  }
 }
 
 TEST(cluster, two_actors_of_one_session_race_and_only_the_current_one_commits) {

@@ -775,6 +775,12 @@ parley_cluster::parley_cluster(const scratch_db& db, int n,
     throw std::runtime_error("the cluster did not converge: " + nodes_[0]->cluster().dump());
 }
 
+continue_on_exit::~continue_on_exit() {
+  for (int i = 0; i < c_.size(); ++i)
+    if (c_[i].process().pid() > 0)
+      ::kill(c_[i].process().pid(), SIGCONT);
+}
+
 bool parley_cluster::wait_converged(int up, std::chrono::milliseconds limit) {
   return wait_until(
     [&] {

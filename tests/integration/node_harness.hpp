@@ -247,6 +247,19 @@ private:
   std::vector<std::unique_ptr<parley_node>> nodes_;
 };
 
+/// Sends SIGCONT to every node of a cluster when it goes, so that a test that
+/// stops nodes (SIGSTOP) leaves none stopped, whatever fails.
+class continue_on_exit {
+public:
+  explicit continue_on_exit(parley_cluster& c) : c_(c) {}
+  continue_on_exit(const continue_on_exit&) = delete;
+  continue_on_exit& operator=(const continue_on_exit&) = delete;
+  ~continue_on_exit();
+
+private:
+  parley_cluster& c_;
+};
+
 // -- checks shared by the cluster suites ----------------------------------------
 
 /// Checks a history: seqs 1..n, alternating user/assistant, each reply right

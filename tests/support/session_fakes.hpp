@@ -188,6 +188,7 @@ fake_model(fake_model_actor::pointer self, std::shared_ptr<model_script> sc) {
 struct registry_script {
   std::vector<std::uint64_t> idle; ///< turn counts of passivation requests
   std::vector<std::string> moved;  ///< ids of sessions that moved away
+  std::vector<std::string> stale;  ///< ids of sessions whose actor went stale
 };
 
 inline session_registry_actor::behavior_type
@@ -195,6 +196,7 @@ fake_registry(session_registry_actor::pointer, std::shared_ptr<registry_script> 
   return {
     [sc](idle_atom, const std::string&, std::uint64_t received) { sc->idle.push_back(received); },
     [sc](moved_atom, const std::string& id, const caf::actor&) { sc->moved.push_back(id); },
+    [sc](stale_atom, const std::string& id) { sc->stale.push_back(id); },
   };
 }
 
