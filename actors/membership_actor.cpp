@@ -56,6 +56,7 @@ struct membership_state {
   std::optional<std::vector<std::string>> first_discovered;
   std::uint64_t version = 0;
   clock::time_point last_dial;
+  clock::time_point last_beat; ///< when beat() last ran
   view_ptr view;
 };
 
@@ -241,6 +242,14 @@ void beat(membership_self* self) {
   auto& st = self->state;
   auto now = clock::now();
   auto me = self_info(self);
+  // This node itself was stopped (SIGSTOP, a stalled host) for longer than
+  // failure detection: not hearing from the others meanwhile says nothing
+  // about them. They get a full period from now, as after a start; those
+  // really gone are declared down then.
+  if (st.last_beat != clock::time_point{} && now - st.last_beat > st.cfg.failure_detect)
+    for (auto& [id, p] : st.peers)
+      p.last_seen = std::max(p.last_seen, now - beat_interval(st.cfg));
+  st.last_beat = now;
   for (auto& [id, p] : st.peers) {
     if (p.info.status == member_status::down)
       continue;
@@ -333,9 +342,14 @@ caf::result<stats_map> gather_stats(membership_self* self) {
 
 membership_actor::behavior_type membership_behavior(membership_self* self, membership_config cfg) {
   self->state.cfg = std::move(cfg);
+  // Only the death of a member's current proxy says its connection is gone:
+  // one replaced by a newer connection's may die later (the edge and the
+  // registry answer what was sent through it), and taking that for the
+  // member's end would flap it down and up, abandoning turns and moving
+  // sessions each time.
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& [id, p] : self->state.peers)
-      if (p.info.membership && p.info.membership.address() == dm.source)
+      if (p.info.membership && proxy_of(p.info.membership) == dm.source.get())
         return mark_down(self, p);
   });
   publish(self, false);
