@@ -724,6 +724,11 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
   EXPECT_EQ(mock.requests().size(), 5u);
   EXPECT_EQ(count("SELECT count(*) FROM messages"), messages);
   EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
+  // `store: false` stores nothing, so its key claims nothing.
+  auto unstored = post({{"input", "not kept"}, {"store", false}}, "k-unstored");
+  ASSERT_EQ(unstored.status, 200) << describe(unstored);
+  EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key = 'k-unstored'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
   // Deleting a conversation frees the keys its turns claimed.
   ASSERT_EQ(node.call("DELETE", "/v1/conversations/" + conv_b, key).status, 200);
   EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key IN ('k-conv', 'k-b2')"), 0);
