@@ -11,8 +11,9 @@
 // same turn. The key is the user's: the turn's commit claims it for its
 // session (response_keys), and a repeat that would reach or make another
 // session is 409 (the session actor's lookup, or the statement that would
-// make the session, refuses it before any model call). `store: false` reads the history and calls the model here,
-// writing nothing.
+// make the session, refuses it before any model call). `store: false`
+// reads the history and calls the model here, writing nothing (its key
+// claims nothing).
 
 #include <algorithm>
 
