@@ -772,6 +772,46 @@ TEST(storage_pg, an_idempotency_key_is_claimed_for_one_session_in_the_turns_comm
   EXPECT_EQ(s.commit_turns({keyed("k3", 1, "K")}).front(), commit_outcome::committed);
 }
 
+// A version-8 database's keyed turns claim their keys as it upgrades: the
+// earliest session holding a key keeps it (a fork's copy does not), and a
+// session turn's client id claims nothing.
+TEST(storage_pg, a_version_8_database_claims_the_keys_of_its_keyed_turns) {
+  scratch_db db;
+  {
+    pqxx::connection c{db.url()};
+    pqxx::work w{c};
+    w.exec("CREATE TABLE parley_schema_migrations (version integer PRIMARY KEY, name text NOT "
+           "NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    for (auto& m : migrations())
+      if (m.version <= 8) {
+        w.exec(m.sql);
+        w.exec_params("INSERT INTO parley_schema_migrations (version, name) VALUES ($1, $2)",
+                      m.version, m.name);
+      }
+    // src holds keyed turn K; fork (made later) a copy of it; plain a session turn.
+    for (auto [id, at] : {std::pair{"src", "2026-01-01"}, std::pair{"fork", "2026-01-02"},
+                          std::pair{"plain", "2026-01-03"}})
+      w.exec("INSERT INTO sessions (id, user_id, created_at, model, epoch, last_seq, "
+             "message_count) VALUES ('" + std::string{id} + "', 'alice', '" + at +
+             "', 'echo', 1, 2, 2)");
+    for (auto id : {"src", "fork"})
+      w.exec("INSERT INTO messages (session_id, seq, role, content, created_at, "
+             "client_message_id, request_hash) VALUES ('" + std::string{id} +
+             "', 1, 'user', 'q', '2026-01-01', 'K', 'h')");
+    w.exec("INSERT INTO messages (session_id, seq, role, content, created_at, client_message_id) "
+           "VALUES ('plain', 1, 'user', 'q', '2026-01-03', 'C')");
+    w.commit();
+  }
+  pg_store s{db.url()};
+  EXPECT_EQ(s.migrate(), migrations().back().version);
+  auto rows = db.query("SELECT user_id, idem_key, session_id FROM response_keys");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0].as<std::string>(), "alice");
+  EXPECT_EQ(rows[0][1].as<std::string>(), "K");
+  EXPECT_EQ(rows[0][2].as<std::string>(), "src");
+  EXPECT_EQ(s.look_up_client_ids({{"fork", "K", 0, "alice"}}).front().key_owner, "src");
+}
+
 TEST(storage_pg, appended_messages_are_fenced_like_a_turn) {
   scratch_db db;
   pg_store s{db.url()};
