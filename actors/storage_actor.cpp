@@ -490,9 +490,6 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return translate(e);
       }
     },
-    [self, &st](find_cmid_atom, std::string& id, std::string& cmid) -> caf::result<client_id_hit> {
-      return look_up(self, st, {std::move(id), std::move(cmid), self->make_response_promise()});
-    },
     [self, &st](find_cmid_atom, std::string& id, std::string& cmid, std::int64_t live_seq,
                 std::string& user) -> caf::result<client_id_hit> {
       return look_up(self, st,

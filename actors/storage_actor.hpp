@@ -36,13 +36,12 @@ using session_store_actor = caf::typed_actor<
   /// -> the new epoch, or 0 when the shipped state is outdated (the session
   /// then activates normally).
   caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
-  /// (id, client_message_id) -> the stored turn with that client id, if any.
-  caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
-  /// (id, client_message_id or empty, seq, user or empty) -> the same,
-  /// whether the response whose reply has that seq was deleted
-  /// (client_id_hit::gone), and with a user (the client id is an OpenAI
-  /// Idempotency-Key) the session the user's key belongs to
-  /// (client_id_hit::key_owner); shares the statements of the lookups above.
+  /// (id, client_message_id or empty, seq, user or empty) -> the stored
+  /// turn with that client id, if any; whether the response whose reply
+  /// has that seq was deleted (client_id_hit::gone); with a user (the
+  /// client id is an OpenAI Idempotency-Key) the session the user's key
+  /// belongs to (client_id_hit::key_owner). Lookups that arrive together
+  /// share one statement.
   caf::replies_to<find_cmid_atom, std::string, std::string, std::int64_t,
                   std::string>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch

@@ -130,10 +130,6 @@ fake_store(fake_store_actor::pointer self, std::shared_ptr<store_script> sc) {
         hit.key_owner = "another-session";
       return hit;
     },
-    [sc](find_cmid_atom, const std::string&, const std::string& cmid) {
-      sc->calls.push_back("find_cmid");
-      return sc->find(cmid);
-    },
     [sc](append_atom, const append_write& w) {
       sc->calls.push_back("append");
       if (w.epoch != sc->session.epoch || w.after_seq != sc->session.last_seq)
