@@ -284,13 +284,16 @@ bool same_request(const message_record& stored, const turn_request& req) {
          (stored.request_hash.empty() || stored.request_hash == req.request_hash);
 }
 
+/// An Idempotency-Key's repeat that is another request (API.md section 5a).
+constexpr const char* key_used_elsewhere = "the Idempotency-Key was used for another request";
+
 void answer_duplicate(session_self* self, const turn_ptr& t, const message_record& user,
                       const std::optional<message_record>& reply) {
   if (!same_request(user, t->req))
     t->rp.deliver(make_error(
       errc::conflict,
       !t->req.request_hash.empty()
-        ? std::string{"the Idempotency-Key was used for another request"}
+        ? std::string{key_used_elsewhere}
         : "client_message_id '" + t->req.client_message_id + "' was already used " +
             (user.content != t->req.content ? "with different content" : "by another request")));
   else if (!reply)
@@ -322,6 +325,12 @@ void after_write(session_self* self, const turn_ptr& t, commit_outcome o, const 
     case commit_outcome::failed:
       t->rp.deliver(make_error(errc::storage_unavailable,
                                "PostgreSQL is unavailable; nothing was stored, retry"));
+      return finish_turn(self);
+    case commit_outcome::key_taken:
+      // Another session's turn claimed the Idempotency-Key first (a race
+      // the lookup before the model call could not see): nothing written,
+      // and this actor's view is still right.
+      t->rp.deliver(make_error(errc::conflict, key_used_elsewhere));
       return finish_turn(self);
     case commit_outcome::conflict:
     case commit_outcome::unknown:
@@ -494,16 +503,23 @@ void run_turn(session_self* self, turn_ptr t) {
   }
   if (cmid.empty() && previous == 0)
     return call_model(self, std::move(t));
-  // One batched lookup: the client id's turn, and whether the response
-  // continued from was deleted.
+  // One batched lookup: the client id's turn, whether the response
+  // continued from was deleted, and for an Idempotency-Key (a request hash)
+  // the session the user's key belongs to: another's is 409 before any
+  // model call (the commit checks again, for races).
+  auto keyed = !cmid.empty() && !t->req.request_hash.empty();
   self->request(st.env.storage->for_lookups(), st.env.cfg->storage_timeout, find_cmid_atom::value,
-                st.id, cmid, previous)
+                st.id, cmid, previous, keyed ? st.rec.user_id : std::string{})
     .then(
       [self, t, previous](client_id_hit& hit) {
         if (!hit.found && hit.gone) {
           t->rp.deliver(make_error(errc::not_found, "response " + std::to_string(previous) +
                                                       " of session '" + self->state.id +
                                                       "' was deleted"));
+          return finish_turn(self);
+        }
+        if (!hit.found && !hit.key_owner.empty() && hit.key_owner != self->state.id) {
+          t->rp.deliver(make_error(errc::conflict, key_used_elsewhere));
           return finish_turn(self);
         }
         if (!hit.found)

@@ -53,6 +53,7 @@ struct pending_lookup {
   std::string cmid;        ///< empty: only the deletion check
   caf::response_promise rp;
   std::int64_t live_seq = 0; ///< > 0: is the response with this reply seq deleted?
+  std::string user = {};     ///< not empty: whose Idempotency-Key `cmid` is
 };
 
 struct storage_state {
@@ -304,7 +305,7 @@ void flush_lookups(storage_self* self, storage_state& st) {
   std::vector<storage::client_lookup> keys;
   keys.reserve(batch.size());
   for (auto& l : batch)
-    keys.push_back({l.id, l.cmid, l.live_seq});
+    keys.push_back({l.id, l.cmid, l.live_seq, l.user});
   answer_batch(batch, "the request could not be stored or read", [&] {
     auto out = run(st, [&] { return st.store->look_up_client_ids(keys); });
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -318,6 +319,7 @@ void flush_lookups(storage_self* self, storage_state& st) {
         }
       }
       hit.gone = out[i].gone;
+      hit.key_owner = std::move(out[i].key_owner);
       batch[i].rp.deliver(std::move(hit));
     }
   });
@@ -398,8 +400,15 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
                  : commit_outcome::failed;
       }
     },
-    [&st](fork_atom, const fork_request& r) {
-      return guarded(st, [&] { return st.store->fork_session(r); });
+    [&st](fork_atom, const fork_request& r) -> caf::result<bool> {
+      try {
+        auto o = run(st, [&] { return st.store->fork_session(r); });
+        if (o == fork_outcome::key_taken)
+          return make_error(errc::conflict, "the Idempotency-Key was used for another request");
+        return o == fork_outcome::made;
+      } catch (const storage_error& e) {
+        return translate(e);
+      }
     },
     [&st](get_resp_atom, const response_ref& r) -> caf::result<response_record> {
       try {
@@ -413,8 +422,8 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
     [&st](del_resp_atom, const response_ref& r) {
       return guarded(st, [&] { return st.store->delete_response(r); });
     },
-    [&st](ensure_atom, const session_record& s) {
-      return guarded(st, [&] { return st.store->ensure_session(s); });
+    [&st](ensure_atom, const session_record& s, const std::string& idem_key) {
+      return guarded(st, [&] { return st.store->ensure_session(s, idem_key); });
     },
     [&st](set_meta_atom, const update_metadata_request& r) -> caf::result<session_record> {
       try {
@@ -481,13 +490,11 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         return translate(e);
       }
     },
-    [self, &st](find_cmid_atom, std::string& id, std::string& cmid) -> caf::result<client_id_hit> {
-      return look_up(self, st, {std::move(id), std::move(cmid), self->make_response_promise()});
-    },
-    [self, &st](find_cmid_atom, std::string& id, std::string& cmid,
-                std::int64_t live_seq) -> caf::result<client_id_hit> {
+    [self, &st](find_cmid_atom, std::string& id, std::string& cmid, std::int64_t live_seq,
+                std::string& user) -> caf::result<client_id_hit> {
       return look_up(self, st,
-                     {std::move(id), std::move(cmid), self->make_response_promise(), live_seq});
+                     {std::move(id), std::move(cmid), self->make_response_promise(), live_seq,
+                      std::move(user)});
     },
     [self, &st](cmid_flush_atom) {
       st.lookups_scheduled = false;

@@ -36,12 +36,14 @@ using session_store_actor = caf::typed_actor<
   /// -> the new epoch, or 0 when the shipped state is outdated (the session
   /// then activates normally).
   caf::replies_to<adopt_atom, adopt_request>::with<std::int64_t>,
-  /// (id, client_message_id) -> the stored turn with that client id, if any.
-  caf::replies_to<find_cmid_atom, std::string, std::string>::with<client_id_hit>,
-  /// (id, client_message_id or empty, seq) -> the same, and whether the
-  /// response whose reply has that seq was deleted (client_id_hit::gone);
-  /// shares the statements of the lookups above.
-  caf::replies_to<find_cmid_atom, std::string, std::string, std::int64_t>::with<client_id_hit>,
+  /// (id, client_message_id or empty, seq, user or empty) -> the stored
+  /// turn with that client id, if any; whether the response whose reply
+  /// has that seq was deleted (client_id_hit::gone); with a user (the
+  /// client id is an OpenAI Idempotency-Key) the session the user's key
+  /// belongs to (client_id_hit::key_owner). Lookups that arrive together
+  /// share one statement.
+  caf::replies_to<find_cmid_atom, std::string, std::string, std::int64_t,
+                  std::string>::with<client_id_hit>,
   /// One turn's user message and reply, committed with the writer's epoch
   /// (group commit, below).
   caf::replies_to<turn_write>::with<commit_outcome>,
@@ -84,7 +86,7 @@ using storage_actor = session_store_actor::extend<
   caf::replies_to<del_resp_atom, response_ref>::with<bool>,
   /// Creates the session unless one with its id exists (an idempotent
   /// retry): -> whether it exists now as the given user's.
-  caf::replies_to<ensure_atom, session_record>::with<bool>,
+  caf::replies_to<ensure_atom, session_record, std::string>::with<bool>,
   /// -> the session with its new metadata, or not_found (also another user's).
   caf::replies_to<set_meta_atom, update_metadata_request>::with<session_record>,
   /// (id, user) -> the session, or not_found (also another user's).

@@ -304,6 +304,9 @@ struct client_id_hit {
   message_record reply;
   /// The lookup with a response's seq: that response was deleted.
   bool gone = false;
+  /// The lookup with a user (an OpenAI Idempotency-Key): the session the
+  /// user's key belongs to (empty: none yet).
+  std::string key_owner = {};
 };
 
 // -- cluster -----------------------------------------------------------------
@@ -505,7 +508,7 @@ typename Inspector::result_type inspect(Inspector& f, response_ref& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fork_request& x) {
   return f(caf::meta::type_name("parley.fork_request"), x.new_id, x.source_id, x.user_id,
-           x.upto_seq, x.created_at);
+           x.upto_seq, x.created_at, x.idem_key);
 }
 
 template <class Inspector>
@@ -601,7 +604,7 @@ typename Inspector::result_type inspect(Inspector& f, rate_decision& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, client_id_hit& x) {
   return f(caf::meta::type_name("parley.client_id_hit"), x.found, x.user, x.has_reply, x.reply,
-           x.gone);
+           x.gone, x.key_owner);
 }
 
 // -- errors ------------------------------------------------------------------

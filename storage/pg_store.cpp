@@ -100,15 +100,24 @@ const std::string sql_fork_session =
   "WHERE id = $2 AND user_id = $3), s AS (INSERT INTO sessions (id, user_id, created_at, "
   "system_prompt, model, metadata, context_tokens, last_seq, message_count) SELECT $1, $3, "
   "$5::timestamptz, system_prompt, model, metadata, context_tokens, $4, $4 FROM src "
-  "ON CONFLICT (id) DO NOTHING RETURNING id) "
+  "WHERE NOT EXISTS (SELECT 1 FROM response_keys WHERE user_id = $3 AND idem_key = $6 "
+  "AND session_id <> $1) ON CONFLICT (id) DO NOTHING RETURNING id) "
   "INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model, "
   "client_message_id, prompt_tokens, completion_tokens, total_tokens, tokens, request_hash) "
   "SELECT s.id, m.seq, m.role, m.content, m.created_at, m.reply_to, m.model, "
   "m.client_message_id, m.prompt_tokens, m.completion_tokens, m.total_tokens, m.tokens, "
   "m.request_hash "
   "FROM s JOIN messages m ON m.session_id = $2 AND m.seq <= $4";
+// A session made for a keyed request (a new conversation of OpenAI's
+// Responses API): never while the user's key ($8; NULL: none) belongs to
+// another session.
 const std::string sql_insert_session_if_absent =
-  sql_insert_session + " ON CONFLICT (id) DO NOTHING";
+  "INSERT INTO sessions (id, user_id, created_at, system_prompt, model, metadata, "
+  "context_tokens) SELECT $1, $2, $3::timestamptz, $4, $5, $6::jsonb, nullif($7::bigint, -1) "
+  "WHERE NOT EXISTS (SELECT 1 FROM response_keys WHERE user_id = $2 AND idem_key = $8 "
+  "AND session_id <> $1) ON CONFLICT (id) DO NOTHING";
+const std::string sql_key_elsewhere =
+  "SELECT 1 FROM response_keys WHERE user_id = $1 AND idem_key = $2 AND session_id <> $3";
 const std::string sql_response_gone =
   "SELECT 1 FROM deleted_responses WHERE session_id = $1 AND seq = $2";
 const std::string sql_delete_response =
@@ -164,15 +173,18 @@ const std::string sql_list_messages_desc =
 // is made once per connection, maybe while the table is still empty, and a
 // hash join over a sequential scan of messages would stay with it.
 // The same statement answers, for each pair with a reply seq in $3 (0:
-// none), whether that response was deleted: a row -i with no message
-// (one primary key probe of deleted_responses), so a turn continuing a
-// response pays no round trip of its own for it.
+// none), whether that response was deleted (kind 1, one primary key probe
+// of deleted_responses), and for each pair with a user in $4 (NULL: none;
+// the client id is an OpenAI Idempotency-Key) the session that key belongs
+// to (kind 2, one primary key probe of response_keys), so a turn pays no
+// round trip of its own for either. Rows: position, kind (0 a message),
+// the key's session, then message_columns (NULL but for kind 0).
 const char* const client_ids_statement = "parley_find_client_ids";
 const std::string sql_find_client_ids =
   std::string{R"sql(WITH q AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
-    AS q(session_id, cmid, live, i))
-SELECT q.i, m.*
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY
+    AS q(session_id, cmid, live, user_id, i))
+SELECT q.i, 0, NULL::text, m.*
   FROM q
   CROSS JOIN LATERAL (SELECT seq FROM messages WHERE session_id = q.session_id
                          AND client_message_id = q.cmid LIMIT 1) u
@@ -181,11 +193,16 @@ SELECT q.i, m.*
      WHERE session_id = q.session_id AND seq IN (u.seq, u.seq + 1)
        AND (seq = u.seq OR reply_to = u.seq) LIMIT 2) m
 UNION ALL
-SELECT -q.i, m.*
+SELECT q.i, 1, NULL::text, m.*
   FROM q JOIN deleted_responses d ON d.session_id = q.session_id AND d.seq = q.live
   LEFT JOIN LATERAL (SELECT )sql" +
   message_columns + R"sql( FROM messages WHERE false) m ON true
- ORDER BY 1, 2)sql";
+UNION ALL
+SELECT q.i, 2, k.session_id, m.*
+  FROM q JOIN response_keys k ON k.user_id = q.user_id AND k.idem_key = q.cmid
+  LEFT JOIN LATERAL (SELECT )sql" +
+  message_columns + R"sql( FROM messages WHERE false) m ON true
+ ORDER BY 1, 2, 4)sql";
 const std::string sql_message_role =
   "SELECT role FROM messages WHERE session_id = $1 AND seq = $2";
 const std::string sql_upsert_feedback =
@@ -210,7 +227,16 @@ const std::string sql_upsert_feedback =
 // position in the batch (1-based), written only with their turn; so do a
 // response's options ($24..$28), when it has any. $29: each user message's
 // request hash (NULL: none).
-// Returns session id, epoch and user seq of every turn written.
+// A turn with a request hash (an OpenAI response's Idempotency-Key, its
+// client id) claims the key for its session in the same statement, among
+// the user's keys (response_keys, schema 9), before its fence: it is
+// written only when the key is new or its session's already. ON CONFLICT
+// may touch a row once per statement, so each (user, key) is claimed once
+// (the batch's first turn with it whose fence holds); the others compare
+// the claimed row. A turn whose key is another session's writes nothing
+// and fences nothing else. The user is the session row's.
+// Returns the position (1-based) of every turn written (true) and of every
+// turn refused for its key (false); any other turn was fenced.
 const char* const commit_statement = "parley_commit_turns";
 const std::string sql_commit_turns = R"sql(
 WITH t AS (
@@ -222,15 +248,27 @@ WITH t AS (
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
          reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
          reply_tokens, before_n, request_hash, i)
+), claim AS (
+  INSERT INTO response_keys AS k (user_id, idem_key, session_id)
+  SELECT DISTINCT ON (s.user_id, t.cmid) s.user_id, t.cmid, t.session_id
+    FROM t JOIN sessions s ON s.id = t.session_id AND s.epoch = t.epoch
+                          AND s.last_seq = t.user_seq - t.before_n - 1
+   WHERE t.request_hash IS NOT NULL AND t.cmid IS NOT NULL
+   ORDER BY s.user_id, t.cmid, t.i
+  ON CONFLICT (user_id, idem_key) DO UPDATE SET session_id = k.session_id
+  RETURNING k.user_id, k.idem_key, k.session_id
 ), fenced AS (
   UPDATE sessions s
      SET last_seq = t.reply_seq, message_count = s.message_count + 2 + t.before_n,
          updated_at = now()
     FROM t
    WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - t.before_n - 1
-  RETURNING t.session_id, t.epoch, t.user_seq, s.user_id
+     AND (t.request_hash IS NULL OR t.cmid IS NULL OR
+          EXISTS (SELECT 1 FROM claim c WHERE c.user_id = s.user_id AND c.idem_key = t.cmid
+                                          AND c.session_id = t.session_id))
+  RETURNING t.i, s.user_id
 ), written AS (
-  SELECT t.*, f.user_id FROM t JOIN fenced f USING (session_id, epoch, user_seq)
+  SELECT t.*, f.user_id FROM t JOIN fenced f USING (i)
 ), ins AS (
   INSERT INTO messages (session_id, seq, role, content, created_at, reply_to, model,
                         client_message_id, prompt_tokens, completion_tokens, total_tokens,
@@ -269,7 +307,13 @@ WITH t AS (
         prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
         completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens
 )
-SELECT session_id, epoch, user_seq FROM fenced
+SELECT i, true FROM fenced
+UNION ALL
+SELECT t.i, false
+  FROM t JOIN sessions s ON s.id = t.session_id AND s.epoch = t.epoch
+                        AND s.last_seq = t.user_seq - t.before_n - 1
+  JOIN claim c ON c.user_id = s.user_id AND c.idem_key = t.cmid AND c.session_id <> t.session_id
+ WHERE t.request_hash IS NOT NULL
 )sql";
 
 // Rows of the daily totals (usage_tally's sums: each key once) added to
@@ -817,21 +861,29 @@ bool pg_store::delete_response(const response_ref& r) {
   });
 }
 
-bool pg_store::fork_session(const fork_request& r) {
+fork_outcome pg_store::fork_session(const fork_request& r) {
   return guarded([&] {
     pqxx::work w{conn()};
-    w.exec_params(sql_fork_session, r.new_id, r.source_id, r.user_id, r.upto_seq, r.created_at);
+    w.exec_params(sql_fork_session, r.new_id, r.source_id, r.user_id, r.upto_seq, r.created_at,
+                  nonempty(r.idem_key));
     auto exists = w.exec_params(sql_session_owned, r.new_id, r.user_id);
+    auto out = fork_outcome::made;
+    if (exists.empty())
+      out = !r.idem_key.empty() &&
+                !w.exec_params(sql_key_elsewhere, r.user_id, r.idem_key, r.new_id).empty()
+              ? fork_outcome::key_taken
+              : fork_outcome::missing;
     w.commit();
-    return !exists.empty();
+    return out;
   });
 }
 
-bool pg_store::ensure_session(const session_record& s) {
+bool pg_store::ensure_session(const session_record& s, const std::string& idem_key) {
   return guarded([&] {
     pqxx::work w{conn()};
     w.exec_params(sql_insert_session_if_absent, s.id, s.user_id, s.created_at,
-                  nonempty(s.system_prompt), s.model, s.metadata_json, s.context_tokens);
+                  nonempty(s.system_prompt), s.model, s.metadata_json, s.context_tokens,
+                  nonempty(idem_key));
     auto exists = w.exec_params(sql_session_owned, s.id, s.user_id);
     w.commit();
     return !exists.empty();
@@ -1025,25 +1077,34 @@ pg_store::look_up_client_ids(const std::vector<client_lookup>& keys) {
       c.prepare(client_ids_statement, sql_find_client_ids);
       client_ids_prepared_ = true;
     }
-    pg_array sessions, cmids, live;
+    pg_array sessions, cmids, live, users;
     for (auto& k : keys) {
       sessions.add(k.session_id);
       cmids.add(k.client_message_id);
       live.add(k.live_seq);
+      if (k.user_id.empty() || k.client_message_id.empty())
+        users.add_null();
+      else
+        users.add(k.user_id);
     }
     pqxx::nontransaction n{c};
-    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str(), live.str());
+    auto r = n.exec_prepared(client_ids_statement, sessions.str(), cmids.str(), live.str(),
+                             users.str());
     for (const auto& row : r) {
-      auto i = row[0].as<std::int64_t>();
-      auto at = static_cast<std::size_t>(i < 0 ? -i : i);
+      auto at = row[0].as<std::size_t>();
       if (at < 1 || at > out.size())
         continue;
       auto& slot = out[at - 1];
-      if (i < 0) {
+      auto kind = row[1].as<int>();
+      if (kind == 1) {
         slot.gone = true;
         continue;
       }
-      auto m = read_message(row, 1);
+      if (kind == 2) {
+        slot.key_owner = row[2].as<std::string>();
+        continue;
+      }
+      auto m = read_message(row, 3);
       if (!slot.turn)
         slot.turn.emplace(std::move(m), std::nullopt);
       else if (!slot.turn->second)
@@ -1274,13 +1335,13 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                                 before_content.str(), before_at.str(), before_tokens.str(),
                                 opt_turn.str(), opt_instructions.str(), opt_metadata.str(),
                                 opt_options.str(), opt_before.str(), request_hash.str());
-    std::set<std::tuple<std::string, std::int64_t, std::int64_t>> written;
-    for (const auto& r : rows)
-      written.emplace(r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>());
-    for (std::size_t i = 0; i < turns.size(); ++i)
-      out[i] = written.count({turns[i].session_id, turns[i].epoch, turns[i].user.seq})
-                 ? commit_outcome::committed
-                 : commit_outcome::fenced;
+    out.assign(turns.size(), commit_outcome::fenced);
+    for (const auto& r : rows) {
+      auto at = r[0].as<std::int64_t>();
+      if (at >= 1 && at <= static_cast<std::int64_t>(turns.size()))
+        out[static_cast<std::size_t>(at - 1)] =
+          r[1].as<bool>() ? commit_outcome::committed : commit_outcome::key_taken;
+    }
     return out;
   } catch (const pqxx::sql_error& e) {
     if (is_session_gone(e)) {

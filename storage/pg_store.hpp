@@ -72,6 +72,9 @@ struct client_lookup {
   std::string session_id;
   std::string client_message_id;
   std::int64_t live_seq = 0;
+  /// Not empty: the client id is this user's Idempotency-Key; the answer
+  /// says which session it belongs to.
+  std::string user_id = {};
 };
 
 /// Its answer: the user message with that client id and its reply, if
@@ -79,6 +82,9 @@ struct client_lookup {
 struct client_lookup_result {
   std::optional<std::pair<message_record, std::optional<message_record>>> turn;
   bool gone = false;
+  /// With client_lookup::user_id: the session the key belongs to (empty:
+  /// none yet).
+  std::string key_owner = {};
 };
 
 class pg_store {
@@ -146,8 +152,9 @@ public:
   /// settings and its messages up to `r.upto_seq`, copied by one INSERT ...
   /// SELECT in the transaction that makes the session. True when the fork
   /// exists now (also made before: then nothing is written); false when the
-  /// source is not the user's.
-  bool fork_session(const fork_request& r);
+  /// source is not the user's. With `r.idem_key`, nothing is made while the
+  /// user's key belongs to another session (key_taken).
+  fork_outcome fork_session(const fork_request& r);
   /// The messages seq - 3 .. seq of `r.user_id`'s session and the
   /// response's options when the reply `r.seq` is a stored response that
   /// was not deleted; nullopt otherwise.
@@ -156,8 +163,10 @@ public:
   /// (also one deleted already, or another user's).
   bool delete_response(const response_ref& r);
   /// create_session() unless a session with its id exists; true when it
-  /// exists now as `s.user_id`'s.
-  bool ensure_session(const session_record& s);
+  /// exists now as `s.user_id`'s. With an `idem_key`, nothing is made
+  /// while the user's key belongs to another session (then false, unless
+  /// the session exists already).
+  bool ensure_session(const session_record& s, const std::string& idem_key = {});
   /// Sets the metadata of `user`'s session `id`; the session as it now is,
   /// nullopt when there is none.
   std::optional<session_record> update_metadata(const std::string& id, const std::string& user,

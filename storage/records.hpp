@@ -106,6 +106,16 @@ struct fork_request {
   std::string user_id;
   std::int64_t upto_seq = 0;
   std::string created_at;
+  /// The request's Idempotency-Key (empty: none): no fork is made while
+  /// the user's key belongs to another session (response_keys).
+  std::string idem_key = {};
+};
+
+/// What fork_session did.
+enum class fork_outcome : std::uint8_t {
+  made,      ///< the fork exists now (also made before)
+  missing,   ///< the source is not the user's: nothing made
+  key_taken, ///< the request's Idempotency-Key is another session's: nothing made
 };
 
 /// A stored response: the turn of `session_id` whose reply has `seq`.
@@ -119,6 +129,9 @@ enum class commit_outcome : std::uint8_t {
   committed,
   fenced,   ///< the epoch moved on (or the session is gone): nothing written
   conflict, ///< a unique key was hit: the actor's view is stale, nothing written
+  /// The turn's Idempotency-Key is another session's (API.md section 5a):
+  /// nothing written, and the actor's view is right.
+  key_taken,
   unknown,  ///< the connection failed around COMMIT: maybe written
   failed,   ///< PostgreSQL unavailable before anything was written
 };

@@ -202,6 +202,41 @@ constexpr const char* v8_sql = R"sql(
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS request_hash text;
 )sql";
 
+// OpenAI's Responses API, idempotency across sessions (API.md section 5a):
+// an Idempotency-Key is the user's, not one session's, so a keyed turn
+// claims its key for its session in the turn's commit (one row per user and
+// key) and a repeat that would make or reach another session is refused.
+// Only keyed Responses turns (a request hash) claim: a session turn's
+// client_message_id stays per session (API.md section 4). Rows go with
+// their session by their own trigger, like response_options (v7); the
+// keyed turns stored before this version claim their keys here (the first
+// session that stored one keeps it).
+constexpr const char* v9_sql = R"sql(
+CREATE TABLE IF NOT EXISTS response_keys (
+  user_id    text NOT NULL,
+  idem_key   text NOT NULL,
+  session_id text NOT NULL,
+  PRIMARY KEY (user_id, idem_key)
+);
+CREATE INDEX IF NOT EXISTS response_keys_by_session ON response_keys (session_id);
+INSERT INTO response_keys (user_id, idem_key, session_id)
+SELECT DISTINCT ON (s.user_id, m.client_message_id) s.user_id, m.client_message_id, m.session_id
+  FROM messages m JOIN sessions s ON s.id = m.session_id
+ WHERE m.request_hash IS NOT NULL AND m.client_message_id IS NOT NULL
+ ORDER BY s.user_id, m.client_message_id, s.created_at, m.session_id
+ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION parley_delete_session_response_keys() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM response_keys WHERE session_id = OLD.id;
+  RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS sessions_delete_response_keys ON sessions;
+CREATE TRIGGER sessions_delete_response_keys AFTER DELETE ON sessions
+  FOR EACH ROW EXECUTE FUNCTION parley_delete_session_response_keys();
+)sql";
+
 } // namespace
 
 const std::vector<migration>& migrations() {
@@ -214,6 +249,7 @@ const std::vector<migration>& migrations() {
     {6, "responses: deleted responses", v6_sql},
     {7, "responses: request options; conversations: idempotency hash", v7_sql},
     {8, "responses: idempotency hash of a keyed turn's request", v8_sql},
+    {9, "responses: idempotency keys per user", v9_sql},
   };
   return all;
 }

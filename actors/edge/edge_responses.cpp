@@ -8,8 +8,12 @@
 // `Idempotency-Key` is the turn's client_message_id; a request that makes a
 // new session (no conversation, or a fork) derives the session's id from
 // the user and the key, so that a retry finds the same session and the
-// same turn. `store: false` reads the history and calls the model here,
-// writing nothing.
+// same turn. The key is the user's: the turn's commit claims it for its
+// session (response_keys), and a repeat that would reach or make another
+// session is 409 (the session actor's lookup, or the statement that would
+// make the session, refuses it before any model call). `store: false`
+// reads the history and calls the model here, writing nothing (its key
+// claims nothing).
 
 #include <algorithm>
 
@@ -151,7 +155,7 @@ void new_conversation(edge_self* self, const call_ptr& c, const api_key_record& 
     return reply_error(c, {errc::forbidden, model_refusal(key.models, s.model)});
   auto id = s.id;
   self->request(st.storage->for_session(id), st.cfg.storage_timeout, ensure_atom::value,
-                std::move(s))
+                std::move(s), c->idempotency_key)
     .then(
       [self, c, key, id](bool exists) {
         if (!exists)
@@ -188,7 +192,7 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
               auto fork = [self, c, key, session, seq] {
                 auto& fst = self->state;
                 fork_request f{new_session_id(key.user_id, c->idempotency_key, "fork"), session,
-                               key.user_id, seq, now_rfc3339()};
+                               key.user_id, seq, now_rfc3339(), c->idempotency_key};
                 auto id = f.new_id;
                 self->request(fst.storage->for_session(id), fst.cfg.storage_timeout,
                               fork_atom::value, std::move(f))
@@ -203,13 +207,19 @@ void continue_from(edge_self* self, const call_ptr& c, const api_key_record& key
               if (c->idempotency_key.empty())
                 return fork();
               // A retry of a request that continued this session: its turn
-              // is there (the session actor answers it again).
+              // is there (the session actor answers it again). Else a key
+              // that is not the fork's: 409, no fork.
               self->request(self->state.storage->for_lookups(), self->state.cfg.storage_timeout,
-                            find_cmid_atom::value, session, c->idempotency_key)
+                            find_cmid_atom::value, session, c->idempotency_key, std::int64_t{0},
+                            key.user_id)
                 .then(
                   [self, c, key, session, fork](client_id_hit& hit) {
                     if (hit.found)
                       return run_stored(self, c, key, session);
+                    if (!hit.key_owner.empty() &&
+                        hit.key_owner != new_session_id(key.user_id, c->idempotency_key, "fork"))
+                      return reply_error(c, {errc::conflict, "the Idempotency-Key was used for "
+                                                             "another request"});
                     fork();
                   },
                   [c](caf::error& e) { reply_error(c, e); });

@@ -609,6 +609,134 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
   EXPECT_EQ(node.all_messages(key, session).size(), 6u);
 }
 
+// An Idempotency-Key is the user's, not one session's (API.md section 5a):
+// the same key with a request that goes to ANOTHER session (another
+// conversation, a new conversation, another previous response, a fork) is
+// 409 conflict before any model call, and leaves nothing behind (no
+// message, no session or forked conversation, no usage); the first
+// response stays retrievable and its exact repeat answers it again.
+TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MODEL", "mock-model"}}};
+  auto key = node.create_key("alice");
+  auto post = [&](const json& body, const std::string& k) {
+    return node.call("POST", "/v1/responses", key, body.dump(), {{"Idempotency-Key", k}});
+  };
+  auto ok = [](const http_result& r) {
+    EXPECT_EQ(r.status, 200) << describe(r);
+    return r.status == 200 ? r.js()["id"].get<std::string>() : std::string{};
+  };
+  auto conv_of = [](const http_result& r) {
+    return r.js()["conversation"]["id"].get<std::string>();
+  };
+  auto count = [&](const std::string& sql) { return db.query(sql)[0][0].as<long>(); };
+  auto new_conv = [&] {
+    auto r = node.call("POST", "/v1/conversations", key, "{}");
+    EXPECT_EQ(r.status, 200) << describe(r);
+    return r.js()["id"].get<std::string>();
+  };
+
+  // Conversation A: a new conversation made with key k-new, then a chain.
+  auto a1 = post({{"input", "a one"}}, "k-new");
+  auto id_a1 = ok(a1);
+  auto conv_a = conv_of(a1);
+  auto id_a2 = ok(post({{"input", "a two"}, {"previous_response_id", id_a1}}, "k-chain"));
+  // Conversation B, made empty; a turn in it with key k-conv.
+  auto conv_b = new_conv();
+  auto b1 = post({{"input", "b one"}, {"conversation", conv_b}}, "k-conv");
+  auto id_b1 = ok(b1);
+  auto id_b2 = ok(post({{"input", "b two"}, {"conversation", conv_b}}, "k-b2"));
+  // A fork of A (a1 is no longer its latest) with key k-fork.
+  auto f1 = post({{"input", "fork one"}, {"previous_response_id", id_a1}}, "k-fork");
+  auto id_f1 = ok(f1);
+  auto conv_f = conv_of(f1);
+  ASSERT_NE(conv_f, conv_a);
+  auto conv_c = new_conv();
+  ASSERT_EQ(mock.requests().size(), 5u);
+
+  auto messages = count("SELECT count(*) FROM messages");
+  auto sessions = count("SELECT count(*) FROM sessions");
+  auto usage = count("SELECT coalesce(sum(requests), 0) FROM usage_daily");
+  ASSERT_EQ(usage, 5);
+  // Each key with a request that would go to another session.
+  std::vector<std::tuple<std::string, std::string, json>> refused{
+    {"new conversation, then conversation B", "k-new", {{"input", "a one"}, {"conversation", conv_b}}},
+    {"new conversation, then an empty conversation", "k-new",
+     {{"input", "a one"}, {"conversation", conv_c}}},
+    {"new conversation, then continuing B", "k-new",
+     {{"input", "a one"}, {"previous_response_id", id_b2}}},
+    {"new conversation, then a fork", "k-new", {{"input", "a one"}, {"previous_response_id", id_b1}}},
+    {"conversation B, then conversation C", "k-conv",
+     {{"input", "b one"}, {"conversation", conv_c}}},
+    {"conversation B, then conversation A", "k-conv",
+     {{"input", "b one"}, {"conversation", conv_a}}},
+    {"conversation B, then a new conversation", "k-conv", {{"input", "b one"}}},
+    {"conversation B, then a fork", "k-conv", {{"input", "b one"}, {"previous_response_id", id_a1}}},
+    {"continuing A, then continuing B", "k-chain",
+     {{"input", "a two"}, {"previous_response_id", id_b2}}},
+    {"continuing A, then continuing the fork", "k-chain",
+     {{"input", "a two"}, {"previous_response_id", id_f1}}},
+    {"continuing A, then forking B", "k-chain",
+     {{"input", "a two"}, {"previous_response_id", id_b1}}},
+    {"continuing A, then a new conversation", "k-chain", {{"input", "a two"}}},
+    {"a fork, then continuing A", "k-fork", {{"input", "fork one"}, {"previous_response_id", id_a2}}},
+    {"a fork, then forking B", "k-fork", {{"input", "fork one"}, {"previous_response_id", id_b1}}},
+    {"a fork, then a new conversation", "k-fork", {{"input", "fork one"}}},
+    {"a fork, then conversation B", "k-fork",
+     {{"input", "fork one"}, {"conversation", conv_b}}},
+  };
+  for (auto& [why, k, body] : refused) {
+    EXPECT_TRUE(is_error(post(body, k), 409, "conflict")) << why;
+    auto streamed = body;
+    streamed["stream"] = true;
+    EXPECT_TRUE(is_error(post(streamed, k), 409, "conflict")) << why << ", streamed";
+    EXPECT_EQ(mock.requests().size(), 5u) << why;
+    EXPECT_EQ(count("SELECT count(*) FROM messages"), messages) << why;
+    EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions) << why;
+  }
+  EXPECT_EQ(count("SELECT coalesce(sum(requests), 0) FROM usage_daily"), usage);
+  EXPECT_EQ(node.all_messages(key, conv_c.substr(5)).size(), 0u);
+
+  // The first responses stand: retrievable, and an exact repeat (also
+  // streamed) answers each again with no model call.
+  std::vector<std::tuple<std::string, json, std::string>> firsts{
+    {"k-new", {{"input", "a one"}}, id_a1},
+    {"k-chain", {{"input", "a two"}, {"previous_response_id", id_a1}}, id_a2},
+    {"k-conv", {{"input", "b one"}, {"conversation", conv_b}}, id_b1},
+    {"k-fork", {{"input", "fork one"}, {"previous_response_id", id_a1}}, id_f1},
+  };
+  for (auto& [k, body, id] : firsts) {
+    auto got = node.call("GET", "/v1/responses/" + id, key);
+    ASSERT_EQ(got.status, 200) << k << ": " << describe(got);
+    auto again = post(body, k);
+    ASSERT_EQ(again.status, 200) << k << ": " << describe(again);
+    EXPECT_EQ(again.js()["id"], id) << k;
+    auto streamed = body;
+    streamed["stream"] = true;
+    auto s = post(streamed, k);
+    ASSERT_EQ(s.status, 200) << k << ": " << describe(s);
+    auto ev = events_of(s.body);
+    ASSERT_FALSE(ev.empty()) << k << ": " << s.body;
+    EXPECT_EQ(ev.back().second["response"]["id"], id) << k << ": " << s.body;
+  }
+  EXPECT_EQ(mock.requests().size(), 5u);
+  EXPECT_EQ(count("SELECT count(*) FROM messages"), messages);
+  EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
+  // `store: false` stores nothing, so its key claims nothing.
+  auto unstored = post({{"input", "not kept"}, {"store", false}}, "k-unstored");
+  ASSERT_EQ(unstored.status, 200) << describe(unstored);
+  EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key = 'k-unstored'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
+  // Deleting a conversation frees the keys its turns claimed.
+  ASSERT_EQ(node.call("DELETE", "/v1/conversations/" + conv_b, key).status, 200);
+  EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key IN ('k-conv', 'k-b2')"), 0);
+  auto moved = post({{"input", "b one"}, {"conversation", conv_c}}, "k-conv");
+  ASSERT_EQ(moved.status, 200) << describe(moved);
+  EXPECT_EQ(conv_of(moved), conv_c);
+}
+
 // A keyed turn stored before its request's hash was (schema 8) has none: a
 // repeat of its key is compared by its user text alone, as then.
 TEST(stateful_responses, a_keyed_turn_without_a_stored_hash_compares_its_text) {

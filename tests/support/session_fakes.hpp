@@ -46,6 +46,10 @@ struct store_script {
   std::vector<message_record> messages; ///< committed, ascending seq
   std::vector<std::string> calls;       ///< "activate", "adopt", "find_cmid", "commit"
   std::vector<std::int64_t> deleted;    ///< seqs of deleted responses
+  /// Idempotency-Keys of the session's user that other sessions hold
+  /// (response_keys): a keyed lookup reports them, a keyed commit is
+  /// refused with key_taken.
+  std::vector<std::string> keys_elsewhere;
   bool hold_commits = false;
   struct held_commit {
     turn_write write;
@@ -76,6 +80,10 @@ struct store_script {
   commit_outcome apply(const turn_write& w) {
     if (w.epoch != session.epoch || w.user.seq != session.last_seq + 1)
       return commit_outcome::fenced;
+    if (!w.user.request_hash.empty() &&
+        std::find(keys_elsewhere.begin(), keys_elsewhere.end(), w.user.client_message_id) !=
+          keys_elsewhere.end())
+      return commit_outcome::key_taken;
     messages.push_back(w.user);
     messages.push_back(w.reply);
     session.last_seq = w.reply.seq;
@@ -112,15 +120,15 @@ fake_store(fake_store_actor::pointer self, std::shared_ptr<store_script> sc) {
       sc->bump_epoch();
       return sc->session.epoch;
     },
-    [sc](find_cmid_atom, const std::string&, const std::string& cmid, std::int64_t live_seq) {
+    [sc](find_cmid_atom, const std::string&, const std::string& cmid, std::int64_t live_seq,
+         const std::string& user) {
       sc->calls.push_back("find_cmid");
       client_id_hit hit = sc->find(cmid);
       hit.gone = std::find(sc->deleted.begin(), sc->deleted.end(), live_seq) != sc->deleted.end();
+      if (!user.empty() && std::find(sc->keys_elsewhere.begin(), sc->keys_elsewhere.end(),
+                                     cmid) != sc->keys_elsewhere.end())
+        hit.key_owner = "another-session";
       return hit;
-    },
-    [sc](find_cmid_atom, const std::string&, const std::string& cmid) {
-      sc->calls.push_back("find_cmid");
-      return sc->find(cmid);
     },
     [sc](append_atom, const append_write& w) {
       sc->calls.push_back("append");

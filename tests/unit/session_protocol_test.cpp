@@ -302,6 +302,56 @@ TEST_F(SessionProtocol, ARepeatedClientMessageIdIsAnsweredFromTheWindowWithoutAM
   EXPECT_EQ(store->messages.size(), 2u);
 }
 
+// An OpenAI Idempotency-Key is the user's: one that another session holds
+// is 409 before any model call when the lookup sees it, and 409 from the
+// commit (key_taken) when another session's turn claimed it meanwhile. The
+// actor's view is right either way: it stays ready, unfenced, and its next
+// turn runs.
+TEST_F(SessionProtocol, AnIdempotencyKeyOfAnotherSessionIsAConflictAndTheActorGoesOn) {
+  auto keyed = [&](const std::string& content, const std::string& key) {
+    auto t = turn(content, key);
+    t.request_hash = "hash of " + content;
+    return t;
+  };
+  store->keys_elsewhere = {"K1"};
+  client->send(session, keyed("first", "K1"));
+  sched.run();
+  auto early = answer();
+  ASSERT_FALSE(early);
+  EXPECT_EQ(to_api_error(early.error()).code, errc::conflict);
+  EXPECT_EQ(to_string(early.error()).find("Idempotency-Key") != std::string::npos, true);
+  EXPECT_EQ(model->started, 0u) << "no model call for a key another session holds";
+  // A session turn's client id is per session: the same id is no conflict.
+  client->send(session, turn("plain", "K1"));
+  sched.run();
+  answer_model("p");
+  ASSERT_TRUE(answer());
+  EXPECT_EQ(store->messages.size(), 2u);
+
+  // The race: the key is claimed elsewhere after the lookup.
+  store->hold_commits = true;
+  client->send(session, keyed("second", "K2"));
+  sched.run();
+  store->keys_elsewhere.push_back("K2");
+  answer_model("r2");
+  release_commit();
+  auto late = answer();
+  ASSERT_FALSE(late);
+  EXPECT_EQ(to_api_error(late.error()).code, errc::conflict);
+  EXPECT_EQ(store->messages.size(), 2u);
+  EXPECT_TRUE(registry->stale.empty()) << "a refused key is no fence";
+  // The next turn runs on the same activation, after the last commit.
+  client->send(session, turn("third"));
+  sched.run();
+  answer_model("r3");
+  release_commit();
+  auto next = answer();
+  ASSERT_TRUE(next) << to_string(next.error());
+  EXPECT_EQ(next->user.seq, 3);
+  EXPECT_EQ(store->messages.size(), 4u);
+  EXPECT_EQ(std::count(store->calls.begin(), store->calls.end(), "activate"), 1);
+}
+
 TEST_F(SessionProtocol, AnIdleSessionAsksToPassivateAndQuitsWhenTheRegistryAgrees) {
   client->send(session, turn("hello"));
   sched.run();

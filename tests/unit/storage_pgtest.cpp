@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -617,7 +618,7 @@ TEST(storage_pg, a_fork_copies_the_history_up_to_a_response_in_one_statement_onc
     ASSERT_EQ(s.commit_turns({t}).front(), commit_outcome::committed);
   }
   fork_request f{"fork1", "src", "alice", 4, now_rfc3339()};
-  EXPECT_TRUE(s.fork_session(f));
+  EXPECT_EQ(s.fork_session(f), fork_outcome::made);
   auto forked = s.get_session("fork1", "alice");
   ASSERT_TRUE(forked);
   EXPECT_EQ(forked->last_seq, 4);
@@ -630,11 +631,11 @@ TEST(storage_pg, a_fork_copies_the_history_up_to_a_response_in_one_statement_onc
   EXPECT_EQ(page->data[3].usage.total_tokens, 12);
   EXPECT_EQ(page->data[2].client_message_id, "c3");
   // Again (a retry): nothing more is written.
-  EXPECT_TRUE(s.fork_session(f));
+  EXPECT_EQ(s.fork_session(f), fork_outcome::made);
   EXPECT_EQ(s.list_messages("fork1", "alice", 0, 50)->data.size(), 4u);
   // The source is unchanged; another user's source forks nothing.
   EXPECT_EQ(s.get_session("src", "alice")->last_seq, 6);
-  EXPECT_FALSE(s.fork_session({"fork2", "src", "bob", 2, now_rfc3339()}));
+  EXPECT_EQ(s.fork_session({"fork2", "src", "bob", 2, now_rfc3339()}), fork_outcome::missing);
   EXPECT_FALSE(s.find_session("fork2"));
   // The fork is a session like any other: it activates with its window.
   auto fa = s.activate("fork1", 20);
@@ -674,10 +675,141 @@ TEST(storage_pg, a_keyed_turns_request_hash_is_written_with_it_and_read_back) {
   ASSERT_EQ(b->window.size(), 4u);
   EXPECT_EQ(b->window[0].request_hash, keyed.user.request_hash);
   EXPECT_EQ(b->window[2].request_hash, "");
-  EXPECT_TRUE(s.fork_session({"h1fork", "h1", "alice", 2, now_rfc3339()}));
+  EXPECT_EQ(s.fork_session({"h1fork", "h1", "alice", 2, now_rfc3339()}), fork_outcome::made);
   auto forked = s.find_by_client_id("h1fork", "key-1");
   ASSERT_TRUE(forked);
   EXPECT_EQ(forked->first.request_hash, keyed.user.request_hash);
+}
+
+// An OpenAI response's Idempotency-Key is the user's (API.md section 5a):
+// a keyed turn claims it for its session in its own group commit and is
+// written only when the key is new or its session's already. A turn
+// refused for its key writes nothing, fences nothing else of its batch and
+// is reported as such; the lookup before a model call names the key's
+// session; no session or fork is made for a key another session holds;
+// the claims go with their session.
+TEST(storage_pg, an_idempotency_key_is_claimed_for_one_session_in_the_turns_commit) {
+  scratch_db db;
+  pg_store s{db.url()};
+  s.migrate();
+  std::map<std::string, std::int64_t> epoch;
+  for (auto id : {"k1", "k2", "k3", "k4", "k5"}) {
+    s.create_session(new_session(id));
+    auto a = s.activate(id, 20);
+    ASSERT_TRUE(a);
+    epoch[id] = a->session.epoch;
+  }
+  auto keyed = [&](const std::string& id, std::int64_t seq, const std::string& key) {
+    auto t = turn(id, epoch[id], seq, id + " " + key);
+    t.user.client_message_id = key;
+    t.user.request_hash = "hash of " + id + " " + key;
+    t.reply.usage = {10, 2, 12, true};
+    return t;
+  };
+  auto requests = [&] {
+    return db.query("SELECT coalesce(sum(requests), 0) FROM usage_daily")[0][0].as<int>();
+  };
+  ASSERT_EQ(s.commit_turns({keyed("k1", 1, "K")}).front(), commit_outcome::committed);
+  ASSERT_EQ(requests(), 1);
+
+  // One batch: the key in another session, a stale turn, a good keyed turn
+  // and a good plain one.
+  auto stale = turn("k3", epoch["k3"] - 1, 1, "stale");
+  auto plain = turn("k5", epoch["k5"], 1, "plain");
+  plain.user.client_message_id = "K"; // a session's client id: per session
+  auto out = s.commit_turns({keyed("k2", 1, "K"), stale, keyed("k4", 1, "K4"), plain});
+  EXPECT_EQ(out, (std::vector<commit_outcome>{commit_outcome::key_taken, commit_outcome::fenced,
+                                              commit_outcome::committed,
+                                              commit_outcome::committed}));
+  EXPECT_EQ(s.list_messages("k2", "alice", 0, 50)->data.size(), 0u);
+  EXPECT_EQ(s.get_session("k2", "alice")->last_seq, 0);
+  EXPECT_EQ(s.list_messages("k3", "alice", 0, 50)->data.size(), 0u);
+  EXPECT_EQ(s.list_messages("k4", "alice", 0, 50)->data.size(), 2u);
+  EXPECT_EQ(s.list_messages("k5", "alice", 0, 50)->data.size(), 2u);
+  EXPECT_EQ(requests(), 3);
+  // The refused turn's session is not fenced: its next turn commits.
+  EXPECT_EQ(s.commit_turns({keyed("k2", 1, "K2")}).front(), commit_outcome::committed);
+  // One new key twice in a batch: the first turn has it.
+  out = s.commit_turns({keyed("k2", 3, "N"), keyed("k4", 3, "N")});
+  EXPECT_EQ(out, (std::vector<commit_outcome>{commit_outcome::committed,
+                                              commit_outcome::key_taken}));
+  EXPECT_EQ(requests(), 5);
+  EXPECT_EQ(db.query("SELECT session_id FROM response_keys WHERE user_id = 'alice' "
+                     "AND idem_key = 'N'")[0][0].as<std::string>(),
+            "k2");
+  // Only keyed turns claim: k5's plain client id K left K with k1.
+  EXPECT_EQ(db.query("SELECT count(*) FROM response_keys")[0][0].as<int>(), 4);
+
+  // The lookup names the key's session (with the user only).
+  auto hits = s.look_up_client_ids(
+    {{"k2", "K", 0, "alice"}, {"k1", "K", 0, "alice"}, {"k2", "K", 0, ""}, {"k2", "new", 0, "alice"},
+     {"k2", "K", 0, "bob"}});
+  ASSERT_EQ(hits.size(), 5u);
+  EXPECT_FALSE(hits[0].turn);
+  EXPECT_EQ(hits[0].key_owner, "k1");
+  ASSERT_TRUE(hits[1].turn);
+  EXPECT_EQ(hits[1].key_owner, "k1");
+  EXPECT_EQ(hits[2].key_owner, "");
+  EXPECT_EQ(hits[3].key_owner, "");
+  EXPECT_EQ(hits[4].key_owner, "");
+
+  // No session and no fork for a key held by another session.
+  auto d = new_session("derived");
+  EXPECT_FALSE(s.ensure_session(d, "K"));
+  EXPECT_FALSE(s.find_session("derived"));
+  EXPECT_TRUE(s.ensure_session(d, "fresh"));
+  EXPECT_TRUE(s.ensure_session(d, "fresh"));
+  EXPECT_EQ(s.fork_session({"fk", "k1", "alice", 2, now_rfc3339(), "K4"}),
+            fork_outcome::key_taken);
+  EXPECT_FALSE(s.find_session("fk"));
+  EXPECT_EQ(s.fork_session({"fk", "k1", "alice", 2, now_rfc3339(), "K"}), fork_outcome::key_taken);
+  EXPECT_EQ(s.fork_session({"fk", "k1", "alice", 2, now_rfc3339(), "other"}), fork_outcome::made);
+
+  // A deleted session's keys are free again.
+  ASSERT_TRUE(s.delete_session("k1", "alice"));
+  EXPECT_EQ(db.query("SELECT count(*) FROM response_keys WHERE session_id = 'k1'")[0][0].as<int>(),
+            0);
+  EXPECT_EQ(s.commit_turns({keyed("k3", 1, "K")}).front(), commit_outcome::committed);
+}
+
+// A version-8 database's keyed turns claim their keys as it upgrades: the
+// earliest session holding a key keeps it (a fork's copy does not), and a
+// session turn's client id claims nothing.
+TEST(storage_pg, a_version_8_database_claims_the_keys_of_its_keyed_turns) {
+  scratch_db db;
+  {
+    pqxx::connection c{db.url()};
+    pqxx::work w{c};
+    w.exec("CREATE TABLE parley_schema_migrations (version integer PRIMARY KEY, name text NOT "
+           "NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    for (auto& m : migrations())
+      if (m.version <= 8) {
+        w.exec(m.sql);
+        w.exec_params("INSERT INTO parley_schema_migrations (version, name) VALUES ($1, $2)",
+                      m.version, m.name);
+      }
+    // src holds keyed turn K; fork (made later) a copy of it; plain a session turn.
+    for (auto [id, at] : {std::pair{"src", "2026-01-01"}, std::pair{"fork", "2026-01-02"},
+                          std::pair{"plain", "2026-01-03"}})
+      w.exec("INSERT INTO sessions (id, user_id, created_at, model, epoch, last_seq, "
+             "message_count) VALUES ('" + std::string{id} + "', 'alice', '" + at +
+             "', 'echo', 1, 2, 2)");
+    for (auto id : {"src", "fork"})
+      w.exec("INSERT INTO messages (session_id, seq, role, content, created_at, "
+             "client_message_id, request_hash) VALUES ('" + std::string{id} +
+             "', 1, 'user', 'q', '2026-01-01', 'K', 'h')");
+    w.exec("INSERT INTO messages (session_id, seq, role, content, created_at, client_message_id) "
+           "VALUES ('plain', 1, 'user', 'q', '2026-01-03', 'C')");
+    w.commit();
+  }
+  pg_store s{db.url()};
+  EXPECT_EQ(s.migrate(), migrations().back().version);
+  auto rows = db.query("SELECT user_id, idem_key, session_id FROM response_keys");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0].as<std::string>(), "alice");
+  EXPECT_EQ(rows[0][1].as<std::string>(), "K");
+  EXPECT_EQ(rows[0][2].as<std::string>(), "src");
+  EXPECT_EQ(s.look_up_client_ids({{"fork", "K", 0, "alice"}}).front().key_owner, "src");
 }
 
 TEST(storage_pg, appended_messages_are_fenced_like_a_turn) {
