@@ -350,6 +350,8 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
             std::vector<message_record> before) {
   auto& st = self->state;
   turn_write w{st.id, st.rec.epoch, user, reply, before, t->req.options};
+  if (!user.request_hash.empty())
+    w.user_id = st.rec.user_id;
   w.options.input_before = static_cast<std::int64_t>(before.size());
   w.options.keep = w.options.keep || !before.empty();
   self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))

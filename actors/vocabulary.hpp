@@ -457,7 +457,7 @@ typename Inspector::result_type inspect(Inspector& f, activation_record& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, turn_write& x) {
   return f(caf::meta::type_name("parley.turn_write"), x.session_id, x.epoch, x.user, x.reply,
-           x.before, x.options);
+           x.before, x.options, x.user_id);
 }
 
 template <class Inspector>

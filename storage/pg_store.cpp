@@ -199,7 +199,9 @@ SELECT q.i, 1, NULL::text, m.*
   message_columns + R"sql( FROM messages WHERE false) m ON true
 UNION ALL
 SELECT q.i, 2, k.session_id, m.*
-  FROM q JOIN response_keys k ON k.user_id = q.user_id AND k.idem_key = q.cmid
+  FROM q
+  CROSS JOIN LATERAL (SELECT session_id FROM response_keys
+                       WHERE user_id = q.user_id AND idem_key = q.cmid LIMIT 1) k
   LEFT JOIN LATERAL (SELECT )sql" +
   message_columns + R"sql( FROM messages WHERE false) m ON true
  ORDER BY 1, 2, 4)sql";
@@ -226,15 +228,17 @@ const std::string sql_upsert_feedback =
 // that), and their rows come flattened in $18..$22, each with its turn's
 // position in the batch (1-based), written only with their turn; so do a
 // response's options ($24..$28), when it has any. $29: each user message's
-// request hash (NULL: none).
+// request hash (NULL: none); $30: the session's user of a turn with one.
 // A turn with a request hash (an OpenAI response's Idempotency-Key, its
 // client id) claims the key for its session in the same statement, among
 // the user's keys (response_keys, schema 9), before its fence: it is
 // written only when the key is new or its session's already. ON CONFLICT
 // may touch a row once per statement, so each (user, key) is claimed once
-// (the batch's first turn with it whose fence holds); the others compare
-// the claimed row. A turn whose key is another session's writes nothing
-// and fences nothing else. The user is the session row's.
+// (the batch's first turn with it); the others compare the claimed row. A
+// turn whose key is another session's writes nothing and fences nothing
+// else. No join with sessions for it: the user comes with the turn, and a
+// key claimed by a turn whose fence then fails stays its session's, where
+// the retry of that turn finds it.
 // Returns the position (1-based) of every turn written (true) and of every
 // turn refused for its key (false); any other turn was fenced.
 const char* const commit_statement = "parley_commit_turns";
@@ -243,18 +247,17 @@ WITH t AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::text[],
                        $11::bigint[], $12::bigint[], $13::bigint[], $15::bigint[], $16::bigint[],
-                       $17::bigint[], $29::text[])
+                       $17::bigint[], $29::text[], $30::text[])
     WITH ORDINALITY
     AS t(session_id, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
          reply_at, model, prompt_tokens, completion_tokens, total_tokens, user_tokens,
-         reply_tokens, before_n, request_hash, i)
+         reply_tokens, before_n, request_hash, key_user, i)
 ), claim AS (
   INSERT INTO response_keys AS k (user_id, idem_key, session_id)
-  SELECT DISTINCT ON (s.user_id, t.cmid) s.user_id, t.cmid, t.session_id
-    FROM t JOIN sessions s ON s.id = t.session_id AND s.epoch = t.epoch
-                          AND s.last_seq = t.user_seq - t.before_n - 1
-   WHERE t.request_hash IS NOT NULL AND t.cmid IS NOT NULL
-   ORDER BY s.user_id, t.cmid, t.i
+  SELECT DISTINCT ON (t.key_user, t.cmid) t.key_user, t.cmid, t.session_id
+    FROM t
+   WHERE t.request_hash IS NOT NULL AND t.cmid IS NOT NULL AND t.key_user IS NOT NULL
+   ORDER BY t.key_user, t.cmid, t.i
   ON CONFLICT (user_id, idem_key) DO UPDATE SET session_id = k.session_id
   RETURNING k.user_id, k.idem_key, k.session_id
 ), fenced AS (
@@ -263,8 +266,8 @@ WITH t AS (
          updated_at = now()
     FROM t
    WHERE s.id = t.session_id AND s.epoch = t.epoch AND s.last_seq = t.user_seq - t.before_n - 1
-     AND (t.request_hash IS NULL OR t.cmid IS NULL OR
-          EXISTS (SELECT 1 FROM claim c WHERE c.user_id = s.user_id AND c.idem_key = t.cmid
+     AND (t.request_hash IS NULL OR t.cmid IS NULL OR t.key_user IS NULL OR
+          EXISTS (SELECT 1 FROM claim c WHERE c.user_id = t.key_user AND c.idem_key = t.cmid
                                           AND c.session_id = t.session_id))
   RETURNING t.i, s.user_id
 ), written AS (
@@ -310,9 +313,8 @@ WITH t AS (
 SELECT i, true FROM fenced
 UNION ALL
 SELECT t.i, false
-  FROM t JOIN sessions s ON s.id = t.session_id AND s.epoch = t.epoch
-                        AND s.last_seq = t.user_seq - t.before_n - 1
-  JOIN claim c ON c.user_id = s.user_id AND c.idem_key = t.cmid AND c.session_id <> t.session_id
+  FROM t JOIN claim c ON c.user_id = t.key_user AND c.idem_key = t.cmid
+                     AND c.session_id <> t.session_id
  WHERE t.request_hash IS NOT NULL
 )sql";
 
@@ -1254,7 +1256,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     return out;
   }
   pg_array session, epoch, user_seq, user_content, user_at, cmid, reply_seq, reply_content,
-    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n, request_hash;
+    reply_at, model, prompt, completion, total, user_tokens, reply_tokens, before_n, request_hash,
+    key_user;
   pg_array before_turn, before_seq, before_role, before_content, before_at, before_tokens;
   pg_array opt_turn, opt_instructions, opt_metadata, opt_options, opt_before;
   std::int64_t position = 0;
@@ -1295,6 +1298,10 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
       request_hash.add_null();
     else
       request_hash.add(t.user.request_hash);
+    if (t.user_id.empty())
+      key_user.add_null();
+    else
+      key_user.add(t.user_id);
     reply_seq.add(t.reply.seq);
     reply_content.add(t.reply.content);
     reply_at.add(t.reply.created_at);
@@ -1334,7 +1341,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
                                 before_turn.str(), before_seq.str(), before_role.str(),
                                 before_content.str(), before_at.str(), before_tokens.str(),
                                 opt_turn.str(), opt_instructions.str(), opt_metadata.str(),
-                                opt_options.str(), opt_before.str(), request_hash.str());
+                                opt_options.str(), opt_before.str(), request_hash.str(),
+                                key_user.str());
     out.assign(turns.size(), commit_outcome::fenced);
     for (const auto& r : rows) {
       auto at = r[0].as<std::int64_t>();

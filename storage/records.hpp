@@ -85,6 +85,9 @@ struct turn_write {
   std::vector<message_record> before = {};
   /// A stored response's options (written with the turn when `keep`).
   response_options options = {};
+  /// The session's user, set for a keyed turn (user.request_hash): its
+  /// Idempotency-Key is claimed among that user's keys.
+  std::string user_id = {};
 };
 
 /// Messages appended to a session by its actor (turn_request::append):

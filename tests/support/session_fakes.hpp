@@ -80,7 +80,8 @@ struct store_script {
   commit_outcome apply(const turn_write& w) {
     if (w.epoch != session.epoch || w.user.seq != session.last_seq + 1)
       return commit_outcome::fenced;
-    if (!w.user.request_hash.empty() &&
+    // As the statement: a keyed turn claims its key among its user's.
+    if (!w.user.request_hash.empty() && !w.user_id.empty() && w.user_id == session.user_id &&
         std::find(keys_elsewhere.begin(), keys_elsewhere.end(), w.user.client_message_id) !=
           keys_elsewhere.end())
       return commit_outcome::key_taken;

@@ -703,6 +703,7 @@ TEST(storage_pg, an_idempotency_key_is_claimed_for_one_session_in_the_turns_comm
     auto t = turn(id, epoch[id], seq, id + " " + key);
     t.user.client_message_id = key;
     t.user.request_hash = "hash of " + id + " " + key;
+    t.user_id = "alice"; // the session actor sets it for a keyed turn
     t.reply.usage = {10, 2, 12, true};
     return t;
   };
