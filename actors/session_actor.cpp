@@ -137,7 +137,7 @@ void become_stale(session_self* self) {
   st.ready_waiters.clear();
   // Not the passivation handshake: that waits for every turn forwarded here,
   // and a count off by one would keep this actor, answering "moved" to every
-  // turn, for good. Turns already on their way are answered "moved" below.
+  // turn, for good. Turns already on their way get "moved; retry".
   self->send(st.registry, stale_atom::value, st.id);
 }
 
