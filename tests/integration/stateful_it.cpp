@@ -39,6 +39,35 @@ std::string text_of(const json& item) {
   return out;
 }
 
+/// One node on a scratch database whose model is a mock upstream answering
+/// as `mock-model`, with user alice's key; `env` adds settings.
+struct responses_node {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node;
+  std::string key;
+
+  explicit responses_node(std::map<std::string, std::string> env = {})
+    : node{db, with_mock(mock, std::move(env))}, key{node.create_key("alice")} {}
+
+  /// `POST /v1/responses` as alice.
+  http_result post(const json& body, headers h = {}) const {
+    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
+  }
+  /// The same with an Idempotency-Key.
+  http_result post_keyed(const json& body, const std::string& k) const {
+    return post(body, {{"Idempotency-Key", k}});
+  }
+
+private:
+  static std::map<std::string, std::string> with_mock(const mock_llm& m,
+                                                      std::map<std::string, std::string> env) {
+    env["PARLEY_LLM_BASE_URL"] = m.base_url();
+    env["PARLEY_LLM_MODEL"] = "mock-model";
+    return env;
+  }
+};
+
 struct stateful : ::testing::Test {
   scratch_db db;
   parley_node node{db};
@@ -313,14 +342,11 @@ std::vector<std::pair<std::string, std::string>> sent(const mock_llm& mock, std:
 using chat = std::vector<std::pair<std::string, std::string>>;
 
 TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_instructions) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
-  auto key = node.create_key("alice");
-  auto post = [&](const json& body, headers h = {}) {
-    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
-  };
-  auto r1 = post({{"input", "q1"}, {"instructions", "sys A"}, {"temperature", 0.25},
+  responses_node fx;
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
+  auto r1 = fx.post({{"input", "q1"}, {"instructions", "sys A"}, {"temperature", 0.25},
                   {"max_output_tokens", 50}});
   ASSERT_EQ(r1.status, 200) << describe(r1);
   auto a1 = r1.js()["output"][0]["content"][0]["text"].get<std::string>();
@@ -333,21 +359,21 @@ TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_ins
   EXPECT_EQ(r1.js()["usage"]["input_tokens"].get<int>() + r1.js()["usage"]["output_tokens"].get<int>(),
             r1.js()["usage"]["total_tokens"].get<int>());
 
-  auto r2 = post({{"input", "q2"}, {"previous_response_id", id1}});
+  auto r2 = fx.post({{"input", "q2"}, {"previous_response_id", id1}});
   ASSERT_EQ(r2.status, 200) << describe(r2);
   auto a2 = r2.js()["output"][0]["content"][0]["text"].get<std::string>();
   EXPECT_EQ(sent(mock, 1), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}}));
   EXPECT_FALSE(mock.requests()[1]["body"].contains("temperature"));
 
   // store: false from the first response: its context, nothing written.
-  auto r3 = post({{"input", "q3"}, {"previous_response_id", id1}, {"store", false}});
+  auto r3 = fx.post({{"input", "q3"}, {"previous_response_id", id1}, {"store", false}});
   ASSERT_EQ(r3.status, 200) << describe(r3);
   EXPECT_EQ(sent(mock, 2), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q3"}}));
   auto items = node.call("GET", "/v1/conversations/" + conv + "/items?order=asc", key).js();
   ASSERT_EQ(items["data"].size(), 4u) << items.dump();
 
   // A fork from the first response: the same context, a new conversation.
-  auto r4 = post({{"input", "q4"}, {"previous_response_id", id1}});
+  auto r4 = fx.post({{"input", "q4"}, {"previous_response_id", id1}});
   ASSERT_EQ(r4.status, 200) << describe(r4);
   EXPECT_EQ(sent(mock, 3), (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q4"}}));
   auto fork = r4.js()["conversation"]["id"].get<std::string>();
@@ -357,14 +383,14 @@ TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_ins
   EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 4u);
 
   // The conversation parameter: its latest messages.
-  auto r5 = post({{"input", "q5"}, {"conversation", conv}});
+  auto r5 = fx.post({{"input", "q5"}, {"conversation", conv}});
   ASSERT_EQ(r5.status, 200) << describe(r5);
   EXPECT_EQ(sent(mock, 4),
             (chat{{"user", "q1"}, {"assistant", a1}, {"user", "q2"}, {"assistant", a2}, {"user", "q5"}}));
 
   // System and developer items of a stored response join this call's
   // instructions; only the user item is stored.
-  auto r6 = post({{"input", json::array({{{"role", "developer"}, {"content", "dev rules"}},
+  auto r6 = fx.post({{"input", json::array({{{"role", "developer"}, {"content", "dev rules"}},
                                          {{"role", "user"}, {"content", "q6"}}})},
                   {"instructions", "sys B"},
                   {"previous_response_id", r5.js()["id"]}});
@@ -374,18 +400,18 @@ TEST(stateful_responses, the_model_sees_the_conversation_and_only_this_calls_ins
   EXPECT_EQ(ctx6.front(), (std::pair<std::string, std::string>{"system", "sys B\n\ndev rules"}));
   EXPECT_EQ(ctx6.back(), (std::pair<std::string, std::string>{"user", "q6"}));
   EXPECT_EQ(node.all_messages(key, conv.substr(5)).size(), 8u);
-  EXPECT_TRUE(is_error(post({{"input", json::array({{{"role", "system"}, {"content", "only"}}})}}),
+  EXPECT_TRUE(is_error(fx.post({{"input", json::array({{{"role", "system"}, {"content", "only"}}})}}),
                        400, "invalid_request"));
 
   // An Idempotency-Key: a retry costs no model call.
   auto calls = mock.requests().size();
-  auto i1 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
-  auto i2 = post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  auto i1 = fx.post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
+  auto i2 = fx.post({{"input", "once"}}, {{"Idempotency-Key", "k-1"}});
   ASSERT_EQ(i1.status, 200) << describe(i1);
   ASSERT_EQ(i2.status, 200) << describe(i2);
   EXPECT_EQ(i1.js()["id"], i2.js()["id"]);
   EXPECT_EQ(mock.requests().size(), calls + 1);
-  EXPECT_TRUE(is_error(post({{"input", "twice"}}, {{"Idempotency-Key", "k-1"}}), 409, "conflict"));
+  EXPECT_TRUE(is_error(fx.post({{"input", "twice"}}, {{"Idempotency-Key", "k-1"}}), 409, "conflict"));
   // Scoped to the user: bob's k-1 is his own.
   auto bob = node.create_key("bob");
   auto b1 = node.call("POST", "/v1/responses", bob, json{{"input", "once"}}.dump(),
@@ -424,17 +450,14 @@ std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
 // item before its last user message is stored, in order, in the same
 // commit as the turn (so a failed call or a retry stores them once).
 TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
-  auto key = node.create_key("alice");
-  auto post = [&](const json& body, headers h = {}) {
-    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
-  };
+  responses_node fx;
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
   auto msg = [](const std::string& role, const std::string& text) {
     return json{{"role", role}, {"content", text}};
   };
-  auto r1 = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+  auto r1 = fx.post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
                                          msg("system", "sys"), msg("user", "q2")})}},
                  {{"Idempotency-Key", "replay-1"}});
   ASSERT_EQ(r1.status, 200) << describe(r1);
@@ -454,7 +477,7 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
   EXPECT_EQ(msgs[3]["reply_to"], 3);
 
   // A retry: the same response, nothing stored twice, no second call.
-  auto again = post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
+  auto again = fx.post({{"input", json::array({msg("user", "q1"), msg("assistant", "a1"),
                                             msg("system", "sys"), msg("user", "q2")})}},
                     {{"Idempotency-Key", "replay-1"}});
   ASSERT_EQ(again.status, 200) << describe(again);
@@ -463,7 +486,7 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
   EXPECT_EQ(node.all_messages(key, session).size(), 4u);
 
   // Continuing the chain with more replayed items: they follow in order.
-  auto r2 = post({{"input", json::array({msg("user", "q3"), msg("assistant", "a3"),
+  auto r2 = fx.post({{"input", json::array({msg("user", "q3"), msg("assistant", "a3"),
                                          msg("user", "q4")})},
                   {"previous_response_id", r1.js()["id"]}});
   ASSERT_EQ(r2.status, 200) << describe(r2);
@@ -482,14 +505,14 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
 
   // The model fails: nothing of the request is stored.
   mock.configure({{"fail_status", 500}, {"fail_count", -1}});
-  auto failed = post({{"input", json::array({msg("user", "q5"), msg("assistant", "a5"),
+  auto failed = fx.post({{"input", json::array({msg("user", "q5"), msg("assistant", "a5"),
                                              msg("user", "q6")})},
                       {"conversation", conv}});
   EXPECT_GE(failed.status, 500) << describe(failed);
   EXPECT_EQ(node.all_messages(key, session).size(), 8u);
 
   // The last message item must be the user's: it is what the model answers.
-  auto bad = post({{"input", json::array({msg("user", "q"), msg("assistant", "a")})},
+  auto bad = fx.post({{"input", json::array({msg("user", "q"), msg("assistant", "a")})},
                    {"conversation", conv}});
   EXPECT_EQ(bad.status, 400) << describe(bad);
   EXPECT_EQ(node.all_messages(key, session).size(), 8u);
@@ -505,15 +528,10 @@ TEST(stateful_responses, replayed_items_are_stored_in_order_with_their_turn_once
 // chain's fast path (previous_response_id naming the latest response) and
 // through the edge's lookups.
 TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
-                        {"PARLEY_LLM_MODEL", "mock-model"},
-                        {"PARLEY_CONTEXT_MESSAGES", "2"}}};
-  auto key = node.create_key("alice");
-  auto post = [&](const json& body, const std::string& k) {
-    return node.call("POST", "/v1/responses", key, body.dump(), {{"Idempotency-Key", k}});
-  };
+  responses_node fx{{{"PARLEY_CONTEXT_MESSAGES", "2"}}};
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
   auto msg = [](const std::string& role, const std::string& text) {
     return json{{"role", role}, {"content", text}};
   };
@@ -542,17 +560,17 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
             {"instructions", "rules"},
             {"temperature", 0.25},
             {"metadata", {{"k", "v"}}}};
-  auto r1 = post(base, "idem-new");
+  auto r1 = fx.post_keyed(base, "idem-new");
   ASSERT_EQ(r1.status, 200) << describe(r1);
   auto id1 = r1.js()["id"].get<std::string>();
   auto conv = r1.js()["conversation"]["id"].get<std::string>();
   auto session = conv.substr(5);
   ASSERT_EQ(mock.requests().size(), 1u);
-  auto again = post(base, "idem-new");
+  auto again = fx.post_keyed(base, "idem-new");
   ASSERT_EQ(again.status, 200) << describe(again);
   EXPECT_EQ(again.js()["id"], id1);
   // The same request streamed: the same response, as events.
-  auto streamed = post(with(base, "stream", true), "idem-new");
+  auto streamed = fx.post_keyed(with(base, "stream", true), "idem-new");
   ASSERT_EQ(streamed.status, 200) << describe(streamed);
   auto events = events_of(streamed.body);
   ASSERT_FALSE(events.empty()) << streamed.body;
@@ -562,23 +580,23 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
   auto refused = variations(base, "the question");
   refused.emplace_back("conversation", with(base, "conversation", conv));
   for (auto& [why, body] : refused) {
-    EXPECT_TRUE(is_error(post(body, "idem-new"), 409, "conflict")) << why;
-    EXPECT_TRUE(is_error(post(with(body, "stream", true), "idem-new"), 409, "conflict")) << why;
+    EXPECT_TRUE(is_error(fx.post_keyed(body, "idem-new"), 409, "conflict")) << why;
+    EXPECT_TRUE(is_error(fx.post_keyed(with(body, "stream", true), "idem-new"), 409, "conflict")) << why;
   }
   EXPECT_EQ(mock.requests().size(), 1u);
   EXPECT_EQ(node.all_messages(key, session).size(), 2u);
 
   // A chain going on from its latest response (the session actor's fast path).
   json next{{"input", "next question"}, {"previous_response_id", id1}};
-  auto r2 = post(next, "idem-chain");
+  auto r2 = fx.post_keyed(next, "idem-chain");
   ASSERT_EQ(r2.status, 200) << describe(r2);
   auto id2 = r2.js()["id"].get<std::string>();
   ASSERT_EQ(mock.requests().size(), 2u);
   auto retry_and_refuse = [&](const char* where) {
-    auto same = post(next, "idem-chain");
+    auto same = fx.post_keyed(next, "idem-chain");
     ASSERT_EQ(same.status, 200) << where << ": " << describe(same);
     EXPECT_EQ(same.js()["id"], id2) << where;
-    auto s = post(with(next, "stream", true), "idem-chain");
+    auto s = fx.post_keyed(with(next, "stream", true), "idem-chain");
     ASSERT_EQ(s.status, 200) << where << ": " << describe(s);
     auto ev = events_of(s.body);
     ASSERT_FALSE(ev.empty()) << where << ": " << s.body;
@@ -586,8 +604,8 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
     auto others = variations(next, "next question");
     others.emplace_back("previous_response_id", with(next, "previous_response_id", id2));
     for (auto& [why, body] : others) {
-      EXPECT_TRUE(is_error(post(body, "idem-chain"), 409, "conflict")) << where << ": " << why;
-      EXPECT_TRUE(is_error(post(with(body, "stream", true), "idem-chain"), 409, "conflict"))
+      EXPECT_TRUE(is_error(fx.post_keyed(body, "idem-chain"), 409, "conflict")) << where << ": " << why;
+      EXPECT_TRUE(is_error(fx.post_keyed(with(body, "stream", true), "idem-chain"), 409, "conflict"))
         << where << ": " << why << " streamed";
     }
   };
@@ -596,14 +614,14 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
   EXPECT_EQ(node.all_messages(key, session).size(), 4u);
   // Another turn pushes the keyed one out of the actor's window: the
   // retries look it up.
-  auto r3 = post({{"input", "third"}, {"previous_response_id", id2}}, "idem-third");
+  auto r3 = fx.post_keyed({{"input", "third"}, {"previous_response_id", id2}}, "idem-third");
   ASSERT_EQ(r3.status, 200) << describe(r3);
   ASSERT_EQ(mock.requests().size(), 3u);
   retry_and_refuse("looked up");
   EXPECT_EQ(mock.requests().size(), 3u);
   EXPECT_EQ(node.all_messages(key, session).size(), 6u);
   // A response's own key with its previous response's: still conflicts.
-  EXPECT_TRUE(is_error(post({{"input", "third"}, {"previous_response_id", id1}}, "idem-third"),
+  EXPECT_TRUE(is_error(fx.post_keyed({{"input", "third"}, {"previous_response_id", id1}}, "idem-third"),
                        409, "conflict"));
   EXPECT_EQ(mock.requests().size(), 3u);
   EXPECT_EQ(node.all_messages(key, session).size(), 6u);
@@ -616,14 +634,11 @@ TEST(stateful_responses, an_idempotency_key_covers_the_whole_request_body) {
 // message, no session or forked conversation, no usage); the first
 // response stays retrievable and its exact repeat answers it again.
 TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
-                        {"PARLEY_LLM_MODEL", "mock-model"}}};
-  auto key = node.create_key("alice");
-  auto post = [&](const json& body, const std::string& k) {
-    return node.call("POST", "/v1/responses", key, body.dump(), {{"Idempotency-Key", k}});
-  };
+  responses_node fx;
+  auto& db = fx.db;
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
   auto ok = [](const http_result& r) {
     EXPECT_EQ(r.status, 200) << describe(r);
     return r.status == 200 ? r.js()["id"].get<std::string>() : std::string{};
@@ -639,17 +654,17 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
   };
 
   // Conversation A: a new conversation made with key k-new, then a chain.
-  auto a1 = post({{"input", "a one"}}, "k-new");
+  auto a1 = fx.post_keyed({{"input", "a one"}}, "k-new");
   auto id_a1 = ok(a1);
   auto conv_a = conv_of(a1);
-  auto id_a2 = ok(post({{"input", "a two"}, {"previous_response_id", id_a1}}, "k-chain"));
+  auto id_a2 = ok(fx.post_keyed({{"input", "a two"}, {"previous_response_id", id_a1}}, "k-chain"));
   // Conversation B, made empty; a turn in it with key k-conv.
   auto conv_b = new_conv();
-  auto b1 = post({{"input", "b one"}, {"conversation", conv_b}}, "k-conv");
+  auto b1 = fx.post_keyed({{"input", "b one"}, {"conversation", conv_b}}, "k-conv");
   auto id_b1 = ok(b1);
-  auto id_b2 = ok(post({{"input", "b two"}, {"conversation", conv_b}}, "k-b2"));
+  auto id_b2 = ok(fx.post_keyed({{"input", "b two"}, {"conversation", conv_b}}, "k-b2"));
   // A fork of A (a1 is no longer its latest) with key k-fork.
-  auto f1 = post({{"input", "fork one"}, {"previous_response_id", id_a1}}, "k-fork");
+  auto f1 = fx.post_keyed({{"input", "fork one"}, {"previous_response_id", id_a1}}, "k-fork");
   auto id_f1 = ok(f1);
   auto conv_f = conv_of(f1);
   ASSERT_NE(conv_f, conv_a);
@@ -688,10 +703,10 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
      {{"input", "fork one"}, {"conversation", conv_b}}},
   };
   for (auto& [why, k, body] : refused) {
-    EXPECT_TRUE(is_error(post(body, k), 409, "conflict")) << why;
+    EXPECT_TRUE(is_error(fx.post_keyed(body, k), 409, "conflict")) << why;
     auto streamed = body;
     streamed["stream"] = true;
-    EXPECT_TRUE(is_error(post(streamed, k), 409, "conflict")) << why << ", streamed";
+    EXPECT_TRUE(is_error(fx.post_keyed(streamed, k), 409, "conflict")) << why << ", streamed";
     EXPECT_EQ(mock.requests().size(), 5u) << why;
     EXPECT_EQ(count("SELECT count(*) FROM messages"), messages) << why;
     EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions) << why;
@@ -710,12 +725,12 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
   for (auto& [k, body, id] : firsts) {
     auto got = node.call("GET", "/v1/responses/" + id, key);
     ASSERT_EQ(got.status, 200) << k << ": " << describe(got);
-    auto again = post(body, k);
+    auto again = fx.post_keyed(body, k);
     ASSERT_EQ(again.status, 200) << k << ": " << describe(again);
     EXPECT_EQ(again.js()["id"], id) << k;
     auto streamed = body;
     streamed["stream"] = true;
-    auto s = post(streamed, k);
+    auto s = fx.post_keyed(streamed, k);
     ASSERT_EQ(s.status, 200) << k << ": " << describe(s);
     auto ev = events_of(s.body);
     ASSERT_FALSE(ev.empty()) << k << ": " << s.body;
@@ -725,14 +740,14 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
   EXPECT_EQ(count("SELECT count(*) FROM messages"), messages);
   EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
   // `store: false` stores nothing, so its key claims nothing.
-  auto unstored = post({{"input", "not kept"}, {"store", false}}, "k-unstored");
+  auto unstored = fx.post_keyed({{"input", "not kept"}, {"store", false}}, "k-unstored");
   ASSERT_EQ(unstored.status, 200) << describe(unstored);
   EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key = 'k-unstored'"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM sessions"), sessions);
   // Deleting a conversation frees the keys its turns claimed.
   ASSERT_EQ(node.call("DELETE", "/v1/conversations/" + conv_b, key).status, 200);
   EXPECT_EQ(count("SELECT count(*) FROM response_keys WHERE idem_key IN ('k-conv', 'k-b2')"), 0);
-  auto moved = post({{"input", "b one"}, {"conversation", conv_c}}, "k-conv");
+  auto moved = fx.post_keyed({{"input", "b one"}, {"conversation", conv_c}}, "k-conv");
   ASSERT_EQ(moved.status, 200) << describe(moved);
   EXPECT_EQ(conv_of(moved), conv_c);
 }
@@ -740,16 +755,12 @@ TEST(stateful_responses, an_idempotency_key_is_refused_in_another_session) {
 // A keyed turn stored before its request's hash was (schema 8) has none: a
 // repeat of its key is compared by its user text alone, as then.
 TEST(stateful_responses, a_keyed_turn_without_a_stored_hash_compares_its_text) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
-                        {"PARLEY_LLM_MODEL", "mock-model"},
-                        {"PARLEY_CONTEXT_MESSAGES", "2"}}};
-  auto key = node.create_key("alice");
-  auto post = [&](const json& body, headers h = {}) {
-    return node.call("POST", "/v1/responses", key, body.dump(), std::move(h));
-  };
-  auto r1 = post({{"input", "old question"}, {"instructions", "rules"}},
+  responses_node fx{{{"PARLEY_CONTEXT_MESSAGES", "2"}}};
+  auto& db = fx.db;
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
+  auto r1 = fx.post({{"input", "old question"}, {"instructions", "rules"}},
                  {{"Idempotency-Key", "old-1"}});
   ASSERT_EQ(r1.status, 200) << describe(r1);
   auto id1 = r1.js()["id"].get<std::string>();
@@ -757,15 +768,15 @@ TEST(stateful_responses, a_keyed_turn_without_a_stored_hash_compares_its_text) {
   EXPECT_EQ(db.query("SELECT count(*) FROM messages WHERE request_hash IS NOT NULL")[0][0].as<int>(),
             1);
   // Out of the session actor's window, so a repeat reads it back.
-  auto r2 = post({{"input", "later"}, {"previous_response_id", id1}});
+  auto r2 = fx.post({{"input", "later"}, {"previous_response_id", id1}});
   ASSERT_EQ(r2.status, 200) << describe(r2);
   db.query("UPDATE messages SET request_hash = NULL");
   auto calls = mock.requests().size();
-  auto same_text = post({{"input", "old question"}, {"instructions", "other rules"}},
+  auto same_text = fx.post({{"input", "old question"}, {"instructions", "other rules"}},
                         {{"Idempotency-Key", "old-1"}});
   ASSERT_EQ(same_text.status, 200) << describe(same_text);
   EXPECT_EQ(same_text.js()["id"], id1);
-  EXPECT_TRUE(is_error(post({{"input", "new question"}, {"instructions", "rules"}},
+  EXPECT_TRUE(is_error(fx.post({{"input", "new question"}, {"instructions", "rules"}},
                             {{"Idempotency-Key", "old-1"}}),
                        409, "conflict"));
   EXPECT_EQ(mock.requests().size(), calls);
@@ -818,10 +829,10 @@ TEST_F(stateful, a_retrieved_response_has_its_requests_options_and_input_items) 
 }
 
 TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
-  scratch_db db;
-  mock_llm mock;
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()}, {"PARLEY_LLM_MODEL", "mock-model"}}};
-  auto key = node.create_key("alice");
+  responses_node fx;
+  auto& mock = fx.mock;
+  auto& node = fx.node;
+  auto& key = fx.key;
   auto r = node.call("POST", "/v1/responses", key,
                      json{{"input", "one two three four five six"}, {"stream", true}}.dump());
   ASSERT_EQ(r.status, 200) << describe(r);
