@@ -250,7 +250,7 @@ def merge_loads(paths):
                 if k == "hist":
                     for us, n in v:
                         pc["hist"][us] = pc["hist"].get(us, 0) + n
-                elif k == "expected_per_turn":
+                elif k in ("expected_per_turn", "ramp_ms"):
                     pc[k] = v
                 else:
                     pc[k] = pc.get(k, 0) + v
@@ -450,9 +450,11 @@ def print_summary(s):
     if "pieces" in s:
         pc, q = s["pieces"], s["pieces"]["added_latency_ms"] or {}
         p("   pieces      %s received (%s per answer), %s out of order, %s missing, %s extra; added "
-          "by Parley (client arrival minus mock write) p50 %s  p90 %s  p99 %s  p99.9 %s  max %s ms"
+          "by Parley (client arrival minus mock write%s) p50 %s  p90 %s  p99 %s  p99.9 %s  max %s ms"
           % ("{:,}".format(pc.get("received", 0)), pc.get("expected_per_turn"),
-             pc.get("out_of_order", 0), pc.get("missing", 0), pc.get("extra", 0), ms(q.get("p50")),
+             pc.get("out_of_order", 0), pc.get("missing", 0), pc.get("extra", 0),
+             ", %s pieces after a %s ms ramp" % ("{:,}".format(pc["measured"]), pc["ramp_ms"])
+             if pc.get("ramp_ms") else ", streams started at once", ms(q.get("p50")),
              ms(q.get("p90")), ms(q.get("p99")), ms(q.get("p99_9")), ms(q.get("max"))))
     if "streams" in s:
         st = s["streams"]

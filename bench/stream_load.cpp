@@ -18,7 +18,21 @@
 // PostgreSQL. One thread: the figures need no locks, and one core of epoll is
 // far more than 2,000 streams need.
 //
+// RAMP_MS (optional, default 0) spreads the connections' first turns evenly
+// over that many milliseconds, as users arrive: with 0 every stream starts in
+// the same millisecond and, as every answer takes as long, their pieces stay
+// in step, bursts of CONNECTIONS pieces at once. Pieces arriving during the
+// ramp are counted and checked but their latency is not recorded ("measured"
+// is the number recorded).
+//
+// KEY "-" measures the machine without Parley: PORT is mock-llm's, and each
+// turn is a streamed POST /v1/chat/completions to it (SESSIONS_FILE names
+// the connections' sessions all the same, for the figures), so "added"
+// latency is what the kernel and this client add between the mock's write
+// and the arrival here: the floor under Parley's figure.
+//
 // usage: stream_load HOST PORT KEY SESSIONS_FILE OUT DURATION_S CONNECTIONS PIECES RUN_ID
+//        [RAMP_MS]
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -81,13 +95,15 @@ struct settings {
   std::string host, port, key, run;
   std::vector<std::string> sessions;
   std::int64_t deadline_us = 0;
+  std::int64_t measure_from_us = 0; ///< the ramp's end: piece latencies recorded from here
   int pieces = 0;
 };
 
 struct figures {
   histogram turn_latency, piece_latency;
   std::map<std::string, std::uint64_t> answers;
-  std::uint64_t sent = 0, acked = 0, pieces = 0, out_of_order = 0, missing = 0, extra = 0;
+  std::uint64_t sent = 0, acked = 0, pieces = 0, measured = 0, out_of_order = 0, missing = 0,
+                extra = 0;
   std::uint64_t connect_errors = 0, read_errors = 0, write_errors = 0;
   std::vector<std::uint64_t> session_sent, session_acked;
   int open = 0; ///< connections still running
@@ -96,8 +112,9 @@ struct figures {
 /// One client connection: turns one after another on its sessions.
 class connection : public std::enable_shared_from_this<connection> {
 public:
-  connection(net::io_context& io, const settings& s, figures& f, std::vector<std::size_t> mine)
-      : socket_(io), s_(s), f_(f), mine_(std::move(mine)) {
+  connection(net::io_context& io, const settings& s, figures& f, std::vector<std::size_t> mine,
+             std::int64_t first_at_us)
+      : socket_(io), timer_(io), s_(s), f_(f), mine_(std::move(mine)), first_at_us_(first_at_us) {
     on_chunk_ = [this](std::uint64_t, std::string_view body, boost::system::error_code&) {
       on_body(body);
       return body.size();
@@ -112,7 +129,11 @@ public:
         return self->stop();
       }
       self->socket_.set_option(tcp::no_delay(true));
-      self->next_turn();
+      const auto wait = self->first_at_us_ - now_us();
+      if (wait <= 0)
+        return self->next_turn();
+      self->timer_.expires_after(std::chrono::microseconds(wait));
+      self->timer_.async_wait([self](auto) { self->next_turn(); });
     });
   }
 
@@ -125,15 +146,21 @@ private:
     ++f_.session_sent[session_];
     req_ = {};
     req_.method(http::verb::post);
-    req_.target("/v1/sessions/" + s_.sessions[session_] + "/messages");
     req_.version(11);
     req_.set(http::field::host, s_.host);
-    req_.set(http::field::authorization, "Bearer " + s_.key);
     req_.set(http::field::content_type, "application/json");
     req_.keep_alive(true);
-    req_.body() = R"({"content":"stream turn )" + std::to_string(n) +
-                  R"(","stream":true,"client_message_id":")" + s_.run + "-" +
-                  std::to_string(n) + "\"}";
+    if (direct()) {
+      req_.target("/v1/chat/completions");
+      req_.body() = R"({"model":"bench","stream":true,"messages":[{"role":"user","content":)"
+                    R"("stream turn )" + std::to_string(n) + "\"}]}";
+    } else {
+      req_.target("/v1/sessions/" + s_.sessions[session_] + "/messages");
+      req_.set(http::field::authorization, "Bearer " + s_.key);
+      req_.body() = R"({"content":"stream turn )" + std::to_string(n) +
+                    R"(","stream":true,"client_message_id":")" + s_.run + "-" +
+                    std::to_string(n) + "\"}";
+    }
     req_.prepare_payload();
     started_ = now_us();
     sse_.clear();
@@ -182,8 +209,16 @@ private:
     sse_.erase(0, from);
   }
 
+  bool direct() const { return s_.key == "-"; }
+
   void on_event(std::string_view event, std::int64_t arrived) {
-    if (event.rfind("event: done", 0) == 0) {
+    if (direct()) {
+      // The mock's own events: "data: {chunk}", then "data: [DONE]".
+      if (event.rfind("data: [DONE]", 0) == 0)
+        done_ = true;
+      if (event.rfind("data: {", 0) != 0)
+        return;
+    } else if (event.rfind("event: done", 0) == 0) {
       done_ = true;
       return;
     }
@@ -194,7 +229,7 @@ private:
                         : std::string(event.substr(at + 8, event.find('"', at + 8) - at - 8));
       return;
     }
-    if (event.rfind("event: delta", 0) != 0)
+    if (!direct() && event.rfind("event: delta", 0) != 0)
       return;
     // Each stamp is "T" and 16 digits; a delta may carry more than one piece.
     for (auto at = event.find('T'); at != std::string_view::npos; at = event.find('T', at + 1)) {
@@ -213,7 +248,10 @@ private:
       if (stamp < last_stamp_)
         ++f_.out_of_order;
       last_stamp_ = stamp;
-      f_.piece_latency.record(arrived - stamp);
+      if (arrived >= s_.measure_from_us) {
+        ++f_.measured;
+        f_.piece_latency.record(arrived - stamp);
+      }
     }
   }
 
@@ -256,9 +294,11 @@ private:
   }
 
   tcp::socket socket_;
+  net::steady_timer timer_;
   const settings& s_;
   figures& f_;
   std::vector<std::size_t> mine_;
+  std::int64_t first_at_us_; ///< when the first turn may start (the ramp)
   std::size_t turn_ = 0, session_ = 0;
   http::request<http::string_body> req_;
   boost::beast::flat_buffer buffer_;
@@ -275,9 +315,9 @@ private:
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 10) {
+  if (argc != 10 && argc != 11) {
     std::cerr << "usage: stream_load HOST PORT KEY SESSIONS_FILE OUT DURATION_S CONNECTIONS "
-                 "PIECES RUN_ID\n";
+                 "PIECES RUN_ID [RAMP_MS]\n";
     return 2;
   }
   settings s;
@@ -289,6 +329,7 @@ int main(int argc, char** argv) {
   const long conns = std::stol(argv[7]);
   s.pieces = std::stoi(argv[8]);
   s.run = argv[9];
+  const long ramp_ms = argc == 11 ? std::stol(argv[10]) : 0;
   {
     std::ifstream in(argv[4]);
     for (std::string line; std::getline(in, line);) {
@@ -297,8 +338,10 @@ int main(int argc, char** argv) {
         s.sessions.push_back(id);
     }
   }
-  if (s.sessions.empty() || conns <= 0 || duration_s <= 0) {
-    std::cerr << "stream_load: no sessions, or a non-positive duration or connection count\n";
+  if (s.sessions.empty() || conns <= 0 || duration_s <= 0 || ramp_ms < 0 ||
+      ramp_ms >= duration_s * 1000) {
+    std::cerr << "stream_load: no sessions, a non-positive duration or connection count, or a "
+                 "ramp not shorter than the duration\n";
     return 2;
   }
   figures f;
@@ -309,12 +352,14 @@ int main(int argc, char** argv) {
   const auto where = tcp::resolver(io).resolve(s.host, s.port);
   const auto started = now_us();
   s.deadline_us = started + duration_s * 1'000'000;
+  s.measure_from_us = started + ramp_ms * 1000;
   const auto n = static_cast<std::size_t>(conns);
   for (std::size_t c = 0; c < n && c < s.sessions.size(); ++c) {
     std::vector<std::size_t> mine;
     for (std::size_t i = c; i < s.sessions.size(); i += n)
       mine.push_back(i);
-    std::make_shared<connection>(io, s, f, std::move(mine))->start(where);
+    const auto first_at = started + ramp_ms * 1000 * static_cast<std::int64_t>(c) / conns;
+    std::make_shared<connection>(io, s, f, std::move(mine), first_at)->start(where);
   }
   // Turns started before the deadline run to their end (at most a minute
   // more), so every piece sent is counted.
@@ -344,6 +389,7 @@ int main(int argc, char** argv) {
     << R"(,"acked":)" << f.acked << R"(,"overlap":0,"unmatched":0},"hist":{"all":)"
     << f.turn_latency.json() << "}}]"
     << R"(,"pieces":{"expected_per_turn":)" << s.pieces << R"(,"received":)" << f.pieces
+    << R"(,"measured":)" << f.measured << R"(,"ramp_ms":)" << ramp_ms
     << R"(,"out_of_order":)" << f.out_of_order << R"(,"missing":)" << f.missing
     << R"(,"extra":)" << f.extra << R"(,"hist":)" << f.piece_latency.json() << "}}\n";
   std::ofstream sessions(out + ".sessions");
