@@ -7,6 +7,7 @@
 #include <caf/event_based_actor.hpp>
 
 #include "actors/cluster_view.hpp"
+#include "actors/deadlines.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/membership_actor.hpp"
 #include "actors/vocabulary.hpp"
@@ -62,6 +63,7 @@ struct registry_state {
     sent_on;
   std::uint64_t next_sent = 0;
   std::unordered_set<const caf::actor_control_block*> watched;
+  deadline_book deadlines; ///< of the turns sent on (actors/deadlines.hpp)
 };
 
 using registry_self = instrumented_actor<registry_state, registry_actor::base>;
@@ -138,9 +140,9 @@ caf::result<turn_reply> send_on(registry_self* self, const registry_actor& to, t
   auto& cfg = *st.env.cfg;
   auto bound = (cfg.llm_call_timeout + std::chrono::seconds(30)) *
                static_cast<long>(cfg.queue_limit + 1);
-  self->request(to, bound, std::move(t))
-    .then([self, n](turn_reply& r) { settle_sent(self, n, std::move(r)); },
-          [self, n](caf::error& e) { settle_sent(self, n, std::move(e)); });
+  timed_request<turn_reply>(
+    self, to, bound, [self, n](turn_reply& r) { settle_sent(self, n, std::move(r)); },
+    [self, n](caf::error& e) { settle_sent(self, n, std::move(e)); }, std::move(t));
   return rp;
 }
 
@@ -297,6 +299,7 @@ registry_actor::behavior_type registry_behavior(registry_self* self, session_env
       self->state.view = std::move(v);
       rebalance(self);
     },
+    [self](deadline_atom) { sweep_deadlines(self); },
     [self](beat_atom) {
       if (self->state.unsettled) {
         self->state.unsettled = false;

@@ -43,6 +43,8 @@ using registry_actor = session_registry_actor::extend<
   caf::reacts_to<view_atom, view_ptr>,
   /// Internal timer: retry the moves that failed.
   caf::reacts_to<beat_atom>,
+  /// Internal: the deadlines of its requests are due (actors/deadlines.hpp).
+  caf::reacts_to<deadline_atom>,
   /// (id, node) -> node: move a session there (admin).
   caf::replies_to<migrate_atom, std::string, std::string>::with<std::string>,
   /// From a migrating session actor on another node: take the session over

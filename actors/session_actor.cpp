@@ -9,6 +9,7 @@
 
 #include "runtime/rules/context_window.hpp"
 #include "runtime/rules/key_policy.hpp"
+#include "actors/deadlines.hpp"
 #include "actors/instrumented.hpp"
 #include "actors/vocabulary.hpp"
 #include "net/http/clock.hpp"
@@ -41,7 +42,12 @@ struct session_state {
   std::vector<turn_ptr> queue; ///< at most PARLEY_SESSION_QUEUE_LIMIT, oldest first
   bool busy = false;
   std::uint64_t received = 0; ///< turns received, compared by the registry
-  std::uint64_t activity = 0; ///< bumps on every event; the idle timer checks it
+  std::uint64_t activity = 0; ///< bumps on every event
+  /// When the last turn ended; the idle timer (one at a time: idle_armed)
+  /// passivates the actor when that is PARLEY_SESSION_IDLE_SECONDS ago.
+  caf::actor_clock::time_point idle_since;
+  bool idle_armed = false;
+  deadline_book deadlines; ///< of the requests a turn makes (actors/deadlines.hpp)
   std::vector<caf::response_promise> ready_waiters; ///< (activate_atom) and handoffs
   // migration
   bool migrating = false;
@@ -94,6 +100,17 @@ void request_passivation(session_self* self) {
   self->send(self->state.registry, idle_atom::value, self->state.id, self->state.received);
 }
 
+/// Sets the idle timer unless one is set (a timer per turn stayed in CAF's
+/// clock for the whole idle time: see actors/deadlines.hpp).
+template <class Duration>
+void arm_idle(session_self* self, Duration after) {
+  auto& st = self->state;
+  if (st.idle_armed)
+    return;
+  st.idle_armed = true;
+  self->delayed_send(self, after, idle_atom::value, st.activity);
+}
+
 void finish_turn(session_self* self) {
   auto& st = self->state;
   st.busy = false;
@@ -103,7 +120,8 @@ void finish_turn(session_self* self) {
     return ship(self);
   if (!st.queue.empty())
     return pump(self);
-  self->delayed_send(self, st.env.cfg->idle, idle_atom::value, st.activity);
+  st.idle_since = self->clock().now();
+  arm_idle(self, st.env.cfg->idle);
 }
 
 /// The actor's view may be behind PostgreSQL (a commit whose outcome is
@@ -191,9 +209,10 @@ void relay(session_self* self, turn_ptr t) {
     req.sink = caf::actor_cast<caf::actor>(self);
   }
   st.relays.emplace(n, std::move(t));
-  self->request(st.successor, relay_timeout(self), std::move(req))
-    .then([self, n](turn_reply& r) { settle_relay(self, n, std::move(r)); },
-          [self, n](caf::error& e) { settle_relay(self, n, std::move(e)); });
+  timed_request<turn_reply>(
+    self, st.successor, relay_timeout(self),
+    [self, n](turn_reply& r) { settle_relay(self, n, std::move(r)); },
+    [self, n](caf::error& e) { settle_relay(self, n, std::move(e)); }, std::move(req));
 }
 
 /// The successor is gone (its node stopped or died): every turn still on
@@ -354,8 +373,8 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
     w.user_id = st.rec.user_id;
   w.options.input_before = static_cast<std::int64_t>(before.size());
   w.options.keep = w.options.keep || !before.empty();
-  self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, std::move(w))
-    .then(
+  timed_request<commit_outcome>(
+      self, st.env.storage->for_commits(), st.env.cfg->storage_timeout,
       [self, t, user, reply, before = std::move(before)](commit_outcome o) {
         after_write(self, t, o, retry_turn, [&] {
           auto& s = self->state;
@@ -368,7 +387,7 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
           t->rp.deliver(turn_reply{user, reply});
         });
       },
-      [self, t](caf::error&) { write_timed_out(self, t, retry_turn); });
+      [self, t](caf::error&) { write_timed_out(self, t, retry_turn); }, std::move(w));
 }
 
 // --- OpenAI's conversation items: messages stored without a model call ----
@@ -384,9 +403,8 @@ void append(session_self* self, turn_ptr t) {
     w.messages[i].created_at = at;
   }
   auto written = w.messages;
-  self->request(st.env.storage->for_commits(), st.env.cfg->storage_timeout, append_atom::value,
-                std::move(w))
-    .then(
+  timed_request<commit_outcome>(
+      self, st.env.storage->for_commits(), st.env.cfg->storage_timeout,
       [self, t, written](commit_outcome o) {
         after_write(self, t, o, retry_items, [&] {
           auto& s = self->state;
@@ -397,7 +415,8 @@ void append(session_self* self, turn_ptr t) {
           t->rp.deliver(turn_reply{{}, {}, written});
         });
       },
-      [self, t](caf::error&) { write_timed_out(self, t, retry_items); });
+      [self, t](caf::error&) { write_timed_out(self, t, retry_items); }, append_atom::value,
+      std::move(w));
 }
 
 void call_model(session_self* self, turn_ptr t) {
@@ -444,10 +463,7 @@ void call_model(session_self* self, turn_ptr t) {
     send_untyped(self, st.sink, started_atom::value, user.seq + 1);
   // Streamed: the pieces go from the llm straight to the sink (a hop less
   // per piece), under this actor's identity, so the sink's cancel comes here.
-  auto call = st.sink ? self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req),
-                                      st.sink)
-                      : self->request(st.env.llm, timeout, llm_call_atom::value, std::move(req));
-  std::move(call).then(
+  auto answered =
       [self, t, user, others, before = std::move(before)](llm_result& r) mutable {
         // The counts the window is cut by next time (API.md section 4).
         user.tokens = user_message_tokens(r.usage, others, user.content);
@@ -463,11 +479,17 @@ void call_model(session_self* self, turn_ptr t) {
                          : estimate_message_tokens(reply.content);
         reply.usage = r.usage;
         commit(self, t, user, std::move(reply), std::move(before));
-      },
-      [self, t](caf::error& e) {
-        t->rp.deliver(std::move(e));
-        finish_turn(self);
-      });
+      };
+  auto failed = [self, t](caf::error& e) {
+    t->rp.deliver(std::move(e));
+    finish_turn(self);
+  };
+  if (st.sink)
+    timed_request<llm_result>(self, st.env.llm, timeout, std::move(answered), std::move(failed),
+                              llm_call_atom::value, std::move(req), st.sink);
+  else
+    timed_request<llm_result>(self, st.env.llm, timeout, std::move(answered), std::move(failed),
+                              llm_call_atom::value, std::move(req));
 }
 
 /// Whether the reply with seq `previous` is the session's last message (a
@@ -510,9 +532,8 @@ void run_turn(session_self* self, turn_ptr t) {
   // the session the user's key belongs to: another's is 409 before any
   // model call (the commit checks again, for races).
   auto keyed = !cmid.empty() && !t->req.request_hash.empty();
-  self->request(st.env.storage->for_lookups(), st.env.cfg->storage_timeout, find_cmid_atom::value,
-                st.id, cmid, previous, keyed ? st.rec.user_id : std::string{})
-    .then(
+  timed_request<client_id_hit>(
+      self, st.env.storage->for_lookups(), st.env.cfg->storage_timeout,
       [self, t, previous](client_id_hit& hit) {
         if (!hit.found && hit.gone) {
           t->rp.deliver(make_error(errc::not_found, "response " + std::to_string(previous) +
@@ -534,7 +555,8 @@ void run_turn(session_self* self, turn_ptr t) {
       [self, t](caf::error& e) {
         t->rp.deliver(std::move(e));
         finish_turn(self);
-      });
+      },
+      find_cmid_atom::value, st.id, cmid, previous, keyed ? st.rec.user_id : std::string{});
 }
 
 void pump(session_self* self) {
@@ -687,11 +709,18 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).
     [self](moved_atom) { predecessor_done(self); },
-    [self](idle_atom, std::uint64_t activity) {
+    [self](idle_atom, std::uint64_t) {
       auto& s = self->state;
-      if (activity == s.activity && s.queue.empty() && !s.busy)
+      s.idle_armed = false;
+      if (!s.queue.empty() || s.busy)
+        return; // finish_turn arms it again
+      auto idle_for = self->clock().now() - s.idle_since;
+      if (idle_for >= s.env.cfg->idle)
         request_passivation(self);
+      else
+        arm_idle(self, s.env.cfg->idle - idle_for);
     },
+    [self](deadline_atom) { sweep_deadlines(self); },
     [self](passivate_atom) {
       auto& s = self->state;
       if (s.env.metrics && s.ph != phase::moved)

@@ -41,6 +41,8 @@ namespace parley {
 using activate_atom = caf::atom_constant<caf::atom("activate")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
+/// An actor's own deadlines are due (actors/deadlines.hpp).
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using gone_atom = caf::atom_constant<caf::atom("gone")>;
 using stale_atom = caf::atom_constant<caf::atom("stale")>;

@@ -202,6 +202,7 @@ edge_actor::behavior_type edge_behavior(edge_self* self, edge_config cfg, edge_p
       stream_finished(self, node, ticket);
     },
     [self](drain_atom) { self->state.draining = true; },
+    [self](deadline_atom) { sweep_deadlines(self); },
     [self](key_revoked_atom, const std::string& prefix_or_id) {
       self->state.keys.forget(prefix_or_id);
     },

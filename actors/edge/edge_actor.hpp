@@ -96,7 +96,9 @@ using edge_actor = caf::typed_actor<
   caf::reacts_to<key_revoked_atom, std::string>,
   /// (node, ticket) a stream sink answered its client (stream_sink.hpp):
   /// the request leaves the in-flight count.
-  caf::reacts_to<finished_atom, std::string, std::uint64_t>>;
+  caf::reacts_to<finished_atom, std::string, std::uint64_t>,
+  /// Internal: the deadlines of its requests are due (actors/deadlines.hpp).
+  caf::reacts_to<deadline_atom>>;
 
 struct edge_config {
   std::string node_id;

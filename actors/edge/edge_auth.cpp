@@ -85,8 +85,8 @@ void with_key(edge_self* self, const call_ptr& c, key_continuation next) {
     for (auto& w : waiting)
       w(rec, err);
   };
-  self->request(st.storage->any(), st.cfg.storage_timeout, find_key_atom::value, hash)
-    .then(
+  timed_request<api_key_record>(
+      self, st.storage->any(), st.cfg.storage_timeout,
       [self, hash, charged, peer, resume_all](api_key_record& rec) {
         auto& s = self->state;
         auto& k = s.keys;
@@ -110,7 +110,8 @@ void with_key(edge_self* self, const call_ptr& c, key_continuation next) {
           self->state.keys.lookups_by_peer.give_back(peer, self->state.cfg.auth_failures_per_min,
                                                      1);
         resume_all(nullptr, &e);
-      });
+      },
+      find_key_atom::value, hash);
 }
 
 } // namespace parley

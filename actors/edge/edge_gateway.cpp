@@ -51,8 +51,8 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
     return;
   }
   auto held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
-  self->request(st.llm, st.cfg.turn_timeout, llm_call_atom::value, std::move(req))
-    .then(
+  timed_request<llm_result>(
+      self, st.llm, st.cfg.turn_timeout,
       [c, held, on_result](llm_result& r) {
         held->reset();
         // A completed call's usage counts; an upstream 4xx passed through is
@@ -69,7 +69,8 @@ void start_completion(edge_self* self, const call_ptr& c, const std::string& use
       [c, held](caf::error& e) {
         held->reset();
         reply_error(c, e);
-      });
+      },
+      llm_call_atom::value, std::move(req));
 }
 
 } // namespace

@@ -309,8 +309,8 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
       return;
     }
     auto held = std::make_shared<inflight_gate::ticket>(std::move(*admitted));
-    self->request(cst.llm, cst.cfg.turn_timeout, llm_call_atom::value, std::move(req))
-      .then(
+    timed_request<llm_result>(
+        self, cst.llm, cst.cfg.turn_timeout,
         [self, c, key, session, held](llm_result& r) {
           held->reset();
           auto& s = self->state;
@@ -330,7 +330,8 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
         [c, held](caf::error& e) {
           held->reset();
           reply_error(c, e);
-        });
+        },
+        llm_call_atom::value, std::move(req));
   };
   if (session.empty())
     return call({});

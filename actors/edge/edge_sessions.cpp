@@ -71,8 +71,8 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
                                           st.cfg.cancel_on_disconnect, std::move(on_reply));
     return;
   }
-  self->request(registry, st.cfg.turn_timeout, std::move(t))
-    .then(
+  timed_request<turn_reply>(
+      self, registry, st.cfg.turn_timeout,
       [self, c, node = node, ticket, held, budget, answer = std::move(answer)](turn_reply& r) {
         // The turn's usage settles the key's budget, whether or not its
         // client still waits; without a reply the reservation goes back.
@@ -95,7 +95,8 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
         if (err.code == errc::session_busy)
           self->state.metrics->shed("session_busy");
         reply_error(c, err);
-      });
+      },
+      std::move(t));
 }
 
 namespace {

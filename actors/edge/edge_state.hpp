@@ -22,6 +22,7 @@
 #include "actors/edge/edge_actor.hpp"
 #include "actors/edge/edge_auth.hpp"
 #include "actors/edge/inflight_gate.hpp"
+#include "actors/deadlines.hpp"
 #include "actors/instrumented.hpp"
 #include "runtime/rules/local_bucket.hpp"
 #include "actors/vocabulary.hpp"
@@ -50,6 +51,7 @@ struct edge_state {
   ratelimit_actor ratelimit;
   std::shared_ptr<budget_ledger> ledger; ///< shared with the ratelimit actor; may be null
   llm_actor llm; ///< the stateless gateway
+  deadline_book deadlines; ///< of its requests on a turn's path (actors/deadlines.hpp)
   view_ptr view;
   key_cache keys;
   health_ptr health;

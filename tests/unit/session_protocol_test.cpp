@@ -371,6 +371,100 @@ TEST_F(SessionProtocol, AnIdleSessionAsksToPassivateAndQuitsWhenTheRegistryAgree
   EXPECT_TRUE(down);
 }
 
+// Nothing a turn leaves in CAF's clock outlives the turn: a timer set is an
+// entry there until it fires, even once its request was answered (CAF 0.17
+// never cancels a request's timeout), so an idle timer and a storage and a
+// model timeout per turn grew a node's memory with its turn rate (about 650
+// bytes a turn for up to 300 s) and made the clock thread sort them.
+TEST_F(SessionProtocol, ManyTurnsLeaveOneIdleTimerAndTheSessionStillPassivatesWhenIdle) {
+  std::size_t after_first = 0;
+  for (int i = 0; i < 40; ++i) {
+    client->send(session, turn("turn " + std::to_string(i)));
+    sched.run();
+    answer_model("reply " + std::to_string(i));
+    ASSERT_TRUE(answer()) << i;
+    if (i == 0)
+      after_first = sched.clock().schedule().size();
+  }
+  // The idle timer, the activation's timeout and the deadline messages of
+  // the model call and the commit (one each): as many as after one turn.
+  EXPECT_LE(after_first, 4u);
+  EXPECT_EQ(sched.clock().schedule().size(), after_first);
+  EXPECT_TRUE(registry->idle.empty());
+  sched.trigger_timeouts();
+  sched.run();
+  EXPECT_EQ(registry->idle, (std::vector<std::uint64_t>{40}));
+}
+
+TEST_F(SessionProtocol, ATurnHalfWayThroughTheIdleTimeDefersPassivationByAWholeIdleTime) {
+  const auto idle = std::chrono::duration_cast<caf::timespan>(env.cfg->idle);
+  client->send(session, turn("first"));
+  sched.run();
+  answer_model("one");
+  ASSERT_TRUE(answer());
+  sched.advance_time(idle / 2);
+  sched.run();
+  client->send(session, turn("second"));
+  sched.run();
+  answer_model("two");
+  ASSERT_TRUE(answer());
+  // The first turn's timer is due: the session was idle for half the time.
+  sched.advance_time(idle / 2);
+  sched.run();
+  EXPECT_TRUE(registry->idle.empty());
+  sched.advance_time(idle / 2 - std::chrono::seconds(1));
+  sched.run();
+  EXPECT_TRUE(registry->idle.empty());
+  sched.advance_time(std::chrono::seconds(1));
+  sched.run();
+  EXPECT_EQ(registry->idle, (std::vector<std::uint64_t>{2}));
+}
+
+// The deadlines a turn's requests keep in the actor (actors/deadlines.hpp)
+// still end them: a commit PostgreSQL does not answer in storage_timeout
+// is storage_unavailable (outcome unknown), not a second earlier, and its
+// late answer changes nothing; a model call past llm_call_timeout ends the
+// turn and the next one runs.
+TEST_F(SessionProtocol, ACommitUnansweredInTheStorageTimeoutIsStorageUnavailableAtItsDeadline) {
+  store->hold_commits = true;
+  client->send(session, turn("hello"));
+  sched.run();
+  answer_model("hi");
+  ASSERT_EQ(store->commits.size(), 1u);
+  sched.advance_time(env.cfg->storage_timeout - std::chrono::seconds(1));
+  sched.run();
+  EXPECT_TRUE(client_mailbox_empty());
+  sched.advance_time(std::chrono::seconds(1));
+  sched.run();
+  auto r = answer();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(to_api_error(r.error()).code, errc::storage_unavailable);
+  release_commit();
+  EXPECT_TRUE(client_mailbox_empty());
+}
+
+TEST_F(SessionProtocol, AModelCallPastItsTimeoutEndsTheTurnAndTheNextOneRuns) {
+  client->send(session, turn("slow"));
+  sched.run();
+  client->send(session, turn("next"));
+  sched.run();
+  ASSERT_EQ(model->calls.size(), 1u);
+  sched.advance_time(env.cfg->llm_call_timeout);
+  sched.run();
+  auto r = answer();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), caf::sec::request_timeout);
+  // The late answer goes nowhere; the queued turn called the model.
+  ASSERT_EQ(model->calls.size(), 2u);
+  answer_model("late");
+  answer_model("in time");
+  auto next = answer();
+  ASSERT_TRUE(next) << to_string(next.error());
+  EXPECT_EQ(next->user.content, "next");
+  EXPECT_EQ(next->reply.content, "in time");
+  EXPECT_TRUE(client_mailbox_empty());
+}
+
 } // namespace
 } // namespace parley
 

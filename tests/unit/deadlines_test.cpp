@@ -1,0 +1,68 @@
+// The deadline book of actors/deadlines.hpp: what a long-lived actor keeps
+// instead of CAF's per-request timers (pure logic; the session protocol tests
+// drive it inside an actor).
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "actors/deadlines.hpp"
+
+namespace parley {
+namespace {
+
+using namespace std::chrono_literals;
+using tp = deadline_book::time_point;
+
+TEST(DeadlineBook, ASettledTicketNeverExpiresAndALateSettleIsRefused) {
+  deadline_book book;
+  std::vector<std::string> fired;
+  auto t0 = tp{} + 1s;
+  auto a = book.add(t0 + 5s, [&] { fired.push_back("a"); });
+  auto b = book.add(t0 + 5s, [&] { fired.push_back("b"); });
+  auto c = book.add(t0 + 2s, [&] { fired.push_back("c"); });
+  EXPECT_TRUE(book.settle(a));
+  EXPECT_FALSE(book.settle(a)); // once
+  book.expire(t0 + 2s);
+  EXPECT_EQ(fired, (std::vector<std::string>{"c"}));
+  EXPECT_FALSE(book.settle(c)); // expired: its late answer is dropped
+  book.expire(t0 + 10s);
+  EXPECT_EQ(fired, (std::vector<std::string>{"c", "b"}));
+  EXPECT_FALSE(book.settle(b));
+  EXPECT_EQ(book.pending(), 0u);
+}
+
+TEST(DeadlineBook, OneWakeUpIsAskedForUntilAnEarlierDeadlineComes) {
+  deadline_book book;
+  auto t0 = tp{} + 1s;
+  EXPECT_FALSE(book.wake_at());
+  book.add(t0 + 30s, [] {});
+  EXPECT_EQ(book.wake_at(), t0 + 30s);
+  book.add(t0 + 40s, [] {});
+  EXPECT_FALSE(book.wake_at()); // the message for 30 s comes first
+  book.add(t0 + 10s, [] {});
+  EXPECT_EQ(book.wake_at(), t0 + 10s);
+  // The 10 s message came: look again at what is left.
+  book.woke();
+  book.expire(t0 + 10s);
+  EXPECT_EQ(book.wake_at(), t0 + 30s);
+  EXPECT_EQ(book.pending(), 2u);
+}
+
+TEST(DeadlineBook, AnExpiryMayFileAnotherDeadline) {
+  deadline_book book;
+  auto t0 = tp{} + 1s;
+  int runs = 0;
+  book.add(t0 + 1s, [&] {
+    ++runs;
+    book.add(t0 + 1s, [&] { ++runs; }); // due already: runs in the same sweep
+  });
+  book.expire(t0 + 1s);
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(book.pending(), 0u);
+}
+
+} // namespace
+} // namespace parley
