@@ -154,19 +154,20 @@ void with_rate_limit(edge_self* self, const call_ptr& c, const api_key_record& k
   if (rate <= 0 && st.ledger)
     if (auto d = st.ledger->take(key_id, day, budget, req.reserve))
       return apply(*d);
-  self->request(st.ratelimit, std::chrono::milliseconds(60), rate_check_atom::value, req)
-    .then([apply](rate_decision& d) { apply(d); },
-          [self, apply, key_id, rate, live, budget](caf::error&) {
-            // The fallback: this node's own bucket decides.
-            auto v = self->state.fallback.take(key_id, rate, live, local_bucket::clock::now());
-            rate_decision d;
-            d.allowed = v.allowed;
-            d.limit = v.limit;
-            d.remaining = v.remaining;
-            d.retry_after_ms = v.retry_after_ms;
-            d.budget = budget;
-            apply(d);
-          });
+  timed_request<rate_decision>(
+    self, st.ratelimit, std::chrono::milliseconds(60), [apply](rate_decision& d) { apply(d); },
+    [self, apply, key_id, rate, live, budget](caf::error&) {
+      // The fallback: this node's own bucket decides.
+      auto v = self->state.fallback.take(key_id, rate, live, local_bucket::clock::now());
+      rate_decision d;
+      d.allowed = v.allowed;
+      d.limit = v.limit;
+      d.remaining = v.remaining;
+      d.retry_after_ms = v.retry_after_ms;
+      d.budget = budget;
+      apply(d);
+    },
+    rate_check_atom::value, req);
 }
 
 } // namespace parley
