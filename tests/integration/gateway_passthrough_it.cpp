@@ -585,6 +585,49 @@ TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) 
   }
 }
 
+// A client that stops reading for good does not hold its connection and
+// the turn forever: a write to it that makes no progress for 30 s ends the
+// stream (the connection is closed; the client gets what was sent, then the
+// end, no `done`); the turn goes on without it (its upstream read no
+// longer waits for the client) and is committed; the node serves on.
+TEST_F(passthrough, a_stream_whose_client_stops_reading_is_cut_off_after_30_s) {
+  constexpr int pieces = 800; // about 50 MiB
+  std::size_t total = 0;
+  scripted_upstream up{big_answer(pieces, total)};
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
+                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
+  auto key = node.create_key("alice");
+  auto session = node.create_session(key);
+  auto t0 = std::chrono::steady_clock::now();
+  int fd = slow_client(node.port(), raw_post("/v1/sessions/" + session + "/messages", key,
+                                             R"({"content":"long","stream":true})"));
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(3s);
+  auto stalled = up.sent();
+  EXPECT_LT(stalled, total / 2) << "the upstream went on while the client read nothing";
+  // Past the write timeout (and its check) the node let the client go: the
+  // upstream is read to its end, for the commit, with nobody to pace it.
+  ASSERT_TRUE(wait_for([&] { return up.sent() == total; }, 60s))
+    << "upstream sent " << up.sent() << " of " << total << " bytes";
+  auto cut_after = elapsed_ms(t0);
+  std::printf("[ session  ] client read nothing: the upstream was let go after %lld ms\n",
+              static_cast<long long>(cut_after));
+  EXPECT_GE(cut_after, 29000);
+  // The client, reading now, gets the start of the stream and then the end
+  // of the connection: no `done`.
+  auto got = read_all(fd, 30s);
+  EXPECT_NE(got.find("event: delta"), std::string::npos);
+  EXPECT_EQ(got.find("event: done"), std::string::npos) << got.size() << " bytes";
+  // The turn was committed whole; the node serves on.
+  ASSERT_TRUE(wait_for(
+    [&] { return node.all_messages(key, session).size() == 2; }, 30s));
+  auto msgs = node.all_messages(key, session);
+  EXPECT_EQ(msgs[1]["role"], "assistant");
+  EXPECT_NE(msgs[1]["content"].get<std::string>().find(std::to_string(pieces - 1) + "ppp"),
+            std::string::npos);
+  EXPECT_EQ(http(node.port(), "GET", "/readyz").status, 200);
+}
+
 // An upstream that answers a streamed call whole: its answer still reaches
 // the client whole, as chunks (tool calls indexed, finish_reason, usage).
 TEST_F(passthrough, a_whole_answer_to_a_streamed_call_becomes_chunks) {
