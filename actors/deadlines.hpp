@@ -20,7 +20,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <memory>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -36,32 +35,37 @@ namespace parley {
 class deadline_book {
 public:
   using time_point = caf::actor_clock::time_point;
+  /// What runs when a deadline passes: the request's error handler, given
+  /// sec::request_timeout.
+  using on_expiry = std::function<void(caf::error&)>;
 
-  /// Files `on_expiry` to run at `due` unless the ticket is settled first.
-  std::uint64_t add(time_point due, std::function<void()> on_expiry) {
+  /// Files `f` to run at `due` unless the ticket is taken first.
+  std::uint64_t add(time_point due, on_expiry f) {
     auto ticket = ++last_;
-    by_due_.emplace(std::make_pair(due, ticket), std::move(on_expiry));
+    by_due_.emplace(std::make_pair(due, ticket), std::move(f));
     due_of_.emplace(ticket, due);
     return ticket;
   }
 
-  /// The answer came: true when in time (the deadline is gone), false when
-  /// the deadline passed first (its expiry ran; drop the late answer).
-  bool settle(std::uint64_t ticket) {
+  /// The answer came: its handler, taken off the book, when in time; null
+  /// when the deadline passed first (the handler ran; drop the late answer).
+  on_expiry take(std::uint64_t ticket) {
     auto i = due_of_.find(ticket);
     if (i == due_of_.end())
-      return false;
-    by_due_.erase(std::make_pair(i->second, ticket));
+      return {};
+    auto node = by_due_.extract(std::make_pair(i->second, ticket));
     due_of_.erase(i);
-    return true;
+    return std::move(node.mapped());
   }
+  bool settle(std::uint64_t ticket) { return static_cast<bool>(take(ticket)); }
 
   /// Runs every expiry due by `now`, earliest first.
   void expire(time_point now) {
     while (!by_due_.empty() && by_due_.begin()->first.first <= now) {
       auto node = by_due_.extract(by_due_.begin());
       due_of_.erase(node.key().second);
-      node.mapped()();
+      caf::error e = caf::make_error(caf::sec::request_timeout);
+      node.mapped()(e);
     }
   }
 
@@ -84,7 +88,7 @@ public:
 
 private:
   std::uint64_t last_ = 0;
-  std::map<std::pair<time_point, std::uint64_t>, std::function<void()>> by_due_;
+  std::map<std::pair<time_point, std::uint64_t>, on_expiry> by_due_;
   std::unordered_map<std::uint64_t, time_point> due_of_;
   std::optional<time_point> armed_;
 };
@@ -99,11 +103,11 @@ void arm_deadlines(Self* self, deadline_book::time_point now) {
 
 } // namespace detail
 
-/// Files `on_expiry` for `timeout` from now in `self->state.deadlines`.
+/// Files `f` for `timeout` from now in `self->state.deadlines`.
 template <class Self, class Duration>
-std::uint64_t file_deadline(Self* self, Duration timeout, std::function<void()> on_expiry) {
+std::uint64_t file_deadline(Self* self, Duration timeout, deadline_book::on_expiry f) {
   auto now = self->clock().now();
-  auto ticket = self->state.deadlines.add(now + timeout, std::move(on_expiry));
+  auto ticket = self->state.deadlines.add(now + timeout, std::move(f));
   detail::arm_deadlines(self, now);
   return ticket;
 }
@@ -126,20 +130,17 @@ template <class R, class Self, class Handle, class Duration, class OnValue, clas
           class... Ts>
 void timed_request(Self* self, const Handle& dest, Duration timeout, OnValue on_value,
                    OnError on_error, Ts&&... xs) {
-  auto fail = std::make_shared<OnError>(std::move(on_error));
-  auto ticket = file_deadline(self, timeout, [fail] {
-    caf::error e = caf::make_error(caf::sec::request_timeout);
-    (*fail)(e);
-  });
+  // The error handler lives in the book: the deadline or the answer takes it.
+  auto ticket = file_deadline(self, timeout, std::move(on_error));
   self->request(dest, caf::infinite, std::forward<Ts>(xs)...)
     .then(
       [self, ticket, on_value = std::move(on_value)](R& r) mutable {
         if (self->state.deadlines.settle(ticket))
           on_value(r);
       },
-      [self, ticket, fail](caf::error& e) {
-        if (self->state.deadlines.settle(ticket))
-          (*fail)(e);
+      [self, ticket](caf::error& e) {
+        if (auto handler = self->state.deadlines.take(ticket))
+          handler(e);
       });
 }
 

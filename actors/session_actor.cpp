@@ -42,7 +42,6 @@ struct session_state {
   std::vector<turn_ptr> queue; ///< at most PARLEY_SESSION_QUEUE_LIMIT, oldest first
   bool busy = false;
   std::uint64_t received = 0; ///< turns received, compared by the registry
-  std::uint64_t activity = 0; ///< bumps on every event
   /// When the last turn ended; the idle timer (one at a time: idle_armed)
   /// passivates the actor when that is PARLEY_SESSION_IDLE_SECONDS ago.
   caf::actor_clock::time_point idle_since;
@@ -108,14 +107,13 @@ void arm_idle(session_self* self, Duration after) {
   if (st.idle_armed)
     return;
   st.idle_armed = true;
-  self->delayed_send(self, after, idle_atom::value, st.activity);
+  self->delayed_send(self, after, idle_atom::value);
 }
 
 void finish_turn(session_self* self) {
   auto& st = self->state;
   st.busy = false;
   st.sink = nullptr;
-  ++st.activity;
   if (st.migrating)
     return ship(self);
   if (!st.queue.empty())
@@ -654,7 +652,6 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
       if (std::find(s.handed_over_by.begin(), s.handed_over_by.end(), from) ==
           s.handed_over_by.end())
         ++s.received;
-      ++s.activity;
       if (s.ph == phase::moved) {
         relay(self, std::make_shared<pending_turn>(
                       pending_turn{std::move(req), self->make_response_promise()}));
@@ -709,7 +706,7 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).
     [self](moved_atom) { predecessor_done(self); },
-    [self](idle_atom, std::uint64_t) {
+    [self](idle_atom) {
       auto& s = self->state;
       s.idle_armed = false;
       if (!s.queue.empty() || s.busy)

@@ -76,8 +76,8 @@ using session_actor = caf::typed_actor<
   /// their way; run the ones that came here straight after them. Also the
   /// actor's own timer, should the predecessor never say so.
   caf::reacts_to<moved_atom>,
-  /// Internal idle timer (one at a time): (activity count when it was set).
-  caf::reacts_to<idle_atom, std::uint64_t>,
+  /// Internal idle timer (one at a time; actors/deadlines.hpp says why).
+  caf::reacts_to<idle_atom>,
   /// Internal: the deadlines of its requests are due (actors/deadlines.hpp).
   caf::reacts_to<deadline_atom>,
   /// From the registry: no turn is on its way; quit (after a move: once the

@@ -507,6 +507,24 @@ std::string read_all(int fd, std::chrono::seconds limit, const std::string& unti
   return got;
 }
 
+/// A session on a node whose upstream answers `pieces` big pieces
+/// (big_answer), and the streamed turn of a client that reads nothing yet.
+struct big_session_stream {
+  big_session_stream(scratch_db& db, int pieces)
+    : up{big_answer(pieces, total)},
+      node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()}, {"PARLEY_LLM_TIMEOUT_MS", "120000"}}},
+      key{node.create_key("alice")}, session{node.create_session(key)} {}
+  /// Sends the turn; the client's socket, or -1.
+  int start_slow_client() {
+    return slow_client(node.port(), raw_post("/v1/sessions/" + session + "/messages", key,
+                                             R"({"content":"long","stream":true})"));
+  }
+  std::size_t total = 0; ///< the upstream answer's bytes
+  scripted_upstream up;
+  parley_node node;
+  std::string key, session;
+};
+
 // A relay reads the upstream only as fast as its client takes the chunks: a
 // client that stops reading stops the upstream (at the socket buffers),
 // instead of the node buffering the whole answer; then it gets all of it.
@@ -546,15 +564,12 @@ TEST_F(passthrough, a_relay_holds_back_the_upstream_for_a_slow_client) {
 // of it and the turn ends with `done` once committed.
 TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) {
   constexpr int pieces = 800; // about 50 MiB
-  std::size_t total = 0;
-  scripted_upstream up{big_answer(pieces, total)};
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
-                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
-  auto key = node.create_key("alice");
-  auto session = node.create_session(key);
+  big_session_stream st{db, pieces};
+  auto& up = st.up;
+  auto& node = st.node;
+  auto total = st.total;
   auto before = rss_kib(node.process().pid());
-  int fd = slow_client(node.port(), raw_post("/v1/sessions/" + session + "/messages", key,
-                                             R"({"content":"long","stream":true})"));
+  int fd = st.start_slow_client();
   ASSERT_GE(fd, 0);
   // The client reads nothing for a while: the upstream must stall.
   std::this_thread::sleep_for(3s);
@@ -592,15 +607,14 @@ TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) 
 // longer waits for the client) and is committed; the node serves on.
 TEST_F(passthrough, a_stream_whose_client_stops_reading_is_cut_off_after_30_s) {
   constexpr int pieces = 800; // about 50 MiB
-  std::size_t total = 0;
-  scripted_upstream up{big_answer(pieces, total)};
-  parley_node node{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},
-                        {"PARLEY_LLM_TIMEOUT_MS", "120000"}}};
-  auto key = node.create_key("alice");
-  auto session = node.create_session(key);
+  big_session_stream st{db, pieces};
+  auto& up = st.up;
+  auto& node = st.node;
+  auto total = st.total;
+  auto& key = st.key;
+  auto& session = st.session;
   auto t0 = std::chrono::steady_clock::now();
-  int fd = slow_client(node.port(), raw_post("/v1/sessions/" + session + "/messages", key,
-                                             R"({"content":"long","stream":true})"));
+  int fd = st.start_slow_client();
   ASSERT_GE(fd, 0);
   std::this_thread::sleep_for(3s);
   auto stalled = up.sent();
