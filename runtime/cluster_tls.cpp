@@ -2,7 +2,10 @@
 
 #include <dlfcn.h>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -128,6 +131,39 @@ bool write_private(const std::string& path, const std::string& text) {
   return ::close(fd) == 0;
 }
 
+/// The private directories of the copies are `parley-tls-<pid>-XXXXXX`.
+constexpr const char* copies_prefix = "parley-tls-";
+const char* const copy_names[] = {"identity.pem", "ca.pem", "identity.pem.new", "ca.pem.new"};
+
+/// Removes the copies that nodes ended without their destructor (SIGKILL,
+/// a crash) left under `tmp`: this user's directories of our name whose
+/// process is gone. They hold a copy of the node's private key.
+void remove_stale_copies(const std::string& tmp) {
+  DIR* d = ::opendir(tmp.c_str());
+  if (!d)
+    return;
+  const std::string prefix = copies_prefix;
+  while (auto* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    char* end = nullptr;
+    auto pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || !end || *end != '-')
+      continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+      continue; // alive (or not ours to ask): its node may still use them
+    auto dir = tmp + "/" + name;
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::getuid())
+      continue;
+    for (auto* f : copy_names)
+      ::unlink((dir + "/" + f).c_str());
+    ::rmdir(dir.c_str());
+  }
+  ::closedir(d);
+}
+
 /// A PEM text ends with a line break before the next one is appended.
 std::string with_newline(std::string s) {
   if (!s.empty() && s.back() != '\n')
@@ -142,8 +178,11 @@ cluster_tls_files::cluster_tls_files(std::string cert_file, std::string key_file
   : cert_file_(std::move(cert_file)), key_file_(std::move(key_file)), ca_file_(std::move(ca_file)) {
   if (auto why = check_cluster_tls(cert_file_, key_file_, ca_file_); !why.empty())
     throw std::runtime_error(why);
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string{tmp && *tmp ? tmp : "/tmp"} + "/parley-cluster-tls-XXXXXX";
+  const char* tmp_env = std::getenv("TMPDIR");
+  const std::string tmp = tmp_env && *tmp_env ? tmp_env : "/tmp";
+  remove_stale_copies(tmp);
+  std::string pattern =
+    tmp + "/" + copies_prefix + std::to_string(::getpid()) + "-XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (!::mkdtemp(buf.data()))
@@ -162,10 +201,8 @@ cluster_tls_files::cluster_tls_files(std::string cert_file, std::string key_file
 }
 
 cluster_tls_files::~cluster_tls_files() {
-  for (auto* p : {&identity_, &ca_})
-    ::unlink(p->c_str());
-  for (auto* p : {&identity_, &ca_})
-    ::unlink((*p + ".new").c_str());
+  for (auto* f : copy_names)
+    ::unlink((dir_ + "/" + f).c_str());
   ::rmdir(dir_.c_str());
 }
 

@@ -20,8 +20,11 @@ namespace parley {
 class cluster_tls_files {
 public:
   /// Copies the three files into a new private directory (0700, under
-  /// TMPDIR or /tmp). Throws std::runtime_error naming the setting when the
-  /// files do not pass check_cluster_tls, or when the copies cannot be made.
+  /// TMPDIR or /tmp, named `parley-tls-<pid>-XXXXXX`; the destructor
+  /// removes it, and a node starting removes those whose process is gone,
+  /// left by a node that was killed). Throws std::runtime_error naming the
+  /// setting when the files do not pass check_cluster_tls, or when the
+  /// copies cannot be made.
   cluster_tls_files(std::string cert_file, std::string key_file, std::string ca_file);
   ~cluster_tls_files();
   cluster_tls_files(const cluster_tls_files&) = delete;

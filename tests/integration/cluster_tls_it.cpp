@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -328,6 +329,54 @@ TEST(cluster_tls, a_killed_member_leaves_the_others_connected) {
     auto r = nodes[static_cast<std::size_t>(1 - i % 2)]->post_message(key, id, {{"content", "x"}});
     EXPECT_EQ(r.status, 200) << describe(r);
   }
+}
+
+namespace {
+
+/// The entries of `dir` whose name starts with `prefix`.
+std::vector<std::string> entries(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0)
+      out.push_back(e.path().filename().string());
+  return out;
+}
+
+} // namespace
+
+// A node keeps its cluster identity (the private key too) in private
+// copies under TMPDIR; a node that is killed cannot remove them, so the
+// next node to start there removes the copies whose process is gone, and
+// a node that stops removes its own. Others' live copies stay.
+TEST(cluster_tls, a_killed_nodes_key_copies_are_removed_by_the_next_start) {
+  pki p;
+  p.make_ca("cluster-ca");
+  p.make_cert("node-0", "cluster-ca");
+  auto tmp = p.path("tmp");
+  std::filesystem::create_directory(tmp);
+  scratch_db db;
+  auto env = p.env("node-0", p.path("cluster-ca.pem"));
+  env["TMPDIR"] = tmp;
+  auto first = std::make_unique<parley_node>(db, env);
+  auto left = entries(tmp, "parley-tls-");
+  ASSERT_EQ(left.size(), 1u);
+  first->kill9();
+  first.reset();
+  EXPECT_EQ(entries(tmp, "parley-tls-"), left) << "the killed node's copies are there";
+  // A directory of our name whose process lives (this test's) is not touched.
+  auto alive = tmp + "/parley-tls-" + std::to_string(::getpid()) + "-live";
+  std::filesystem::create_directory(alive);
+  std::ofstream{alive + "/identity.pem"} << "x";
+  parley_node second{db, env};
+  auto now = entries(tmp, "parley-tls-");
+  EXPECT_EQ(now.size(), 2u);
+  EXPECT_EQ(std::count(now.begin(), now.end(), left.front()), 0) << "the stale copies stayed";
+  EXPECT_TRUE(std::filesystem::exists(alive + "/identity.pem"));
+  EXPECT_EQ(second.stop(), 0);
+  EXPECT_EQ(entries(tmp, "parley-tls-"), std::vector<std::string>{"parley-tls-" +
+                                                                   std::to_string(::getpid()) +
+                                                                   "-live"});
 }
 
 // Below Parley: a bare CAF peer gets no handle on a member's membership
