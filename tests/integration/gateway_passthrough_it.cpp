@@ -608,21 +608,16 @@ TEST_F(passthrough, a_session_stream_holds_back_the_upstream_for_a_slow_client) 
 TEST_F(passthrough, a_stream_whose_client_stops_reading_is_cut_off_after_30_s) {
   constexpr int pieces = 800; // about 50 MiB
   big_session_stream st{db, pieces};
-  auto& up = st.up;
-  auto& node = st.node;
-  auto total = st.total;
-  auto& key = st.key;
-  auto& session = st.session;
   auto t0 = std::chrono::steady_clock::now();
   int fd = st.start_slow_client();
   ASSERT_GE(fd, 0);
   std::this_thread::sleep_for(3s);
-  auto stalled = up.sent();
-  EXPECT_LT(stalled, total / 2) << "the upstream went on while the client read nothing";
+  auto stalled = st.up.sent();
+  EXPECT_LT(stalled, st.total / 2) << "the upstream went on while the client read nothing";
   // Past the write timeout (and its check) the node let the client go: the
   // upstream is read to its end, for the commit, with nobody to pace it.
-  ASSERT_TRUE(wait_for([&] { return up.sent() == total; }, 60s))
-    << "upstream sent " << up.sent() << " of " << total << " bytes";
+  ASSERT_TRUE(wait_for([&] { return st.up.sent() == st.total; }, 60s))
+    << "upstream sent " << st.up.sent() << " of " << st.total << " bytes";
   auto cut_after = elapsed_ms(t0);
   std::printf("[ session  ] client read nothing: the upstream was let go after %lld ms\n",
               static_cast<long long>(cut_after));
@@ -634,12 +629,12 @@ TEST_F(passthrough, a_stream_whose_client_stops_reading_is_cut_off_after_30_s) {
   EXPECT_EQ(got.find("event: done"), std::string::npos) << got.size() << " bytes";
   // The turn was committed whole; the node serves on.
   ASSERT_TRUE(wait_for(
-    [&] { return node.all_messages(key, session).size() == 2; }, 30s));
-  auto msgs = node.all_messages(key, session);
+    [&] { return st.node.all_messages(st.key, st.session).size() == 2; }, 30s));
+  auto msgs = st.node.all_messages(st.key, st.session);
   EXPECT_EQ(msgs[1]["role"], "assistant");
   EXPECT_NE(msgs[1]["content"].get<std::string>().find(std::to_string(pieces - 1) + "ppp"),
             std::string::npos);
-  EXPECT_EQ(http(node.port(), "GET", "/readyz").status, 200);
+  EXPECT_EQ(http(st.node.port(), "GET", "/readyz").status, 200);
 }
 
 // An upstream that answers a streamed call whole: its answer still reaches
