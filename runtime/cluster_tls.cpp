@@ -4,7 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -131,13 +131,18 @@ bool write_private(const std::string& path, const std::string& text) {
   return ::close(fd) == 0;
 }
 
-/// The private directories of the copies are `parley-tls-<pid>-XXXXXX`.
+/// The private directories of the copies are `parley-tls-<pid>-XXXXXX`,
+/// each locked (flock) by its node for as long as the node lives: the
+/// kernel lets the lock go when the process ends, however it ends.
 constexpr const char* copies_prefix = "parley-tls-";
+/// The copies: CAF's two files first, then their replacements in the making.
 const char* const copy_names[] = {"identity.pem", "ca.pem", "identity.pem.new", "ca.pem.new"};
 
 /// Removes the copies that nodes ended without their destructor (SIGKILL,
-/// a crash) left under `tmp`: this user's directories of our name whose
-/// process is gone. They hold a copy of the node's private key.
+/// a crash) left under `tmp`: this user's directories of our name that no
+/// process holds locked. They hold a copy of the node's private key. (The
+/// lock, not the pid in the name, decides: pids are per namespace, and a
+/// node in another container may share the directory.)
 void remove_stale_copies(const std::string& tmp) {
   DIR* d = ::opendir(tmp.c_str());
   if (!d)
@@ -147,19 +152,19 @@ void remove_stale_copies(const std::string& tmp) {
     std::string name = e->d_name;
     if (name.compare(0, prefix.size(), prefix) != 0)
       continue;
-    char* end = nullptr;
-    auto pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
-    if (pid <= 0 || !end || *end != '-')
-      continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
-      continue; // alive (or not ours to ask): its node may still use them
     auto dir = tmp + "/" + name;
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::getuid())
       continue;
-    for (auto* f : copy_names)
-      ::unlink((dir + "/" + f).c_str());
-    ::rmdir(dir.c_str());
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) { // nobody holds it: its node is gone
+      for (auto* f : copy_names)
+        ::unlink((dir + "/" + f).c_str());
+      ::rmdir(dir.c_str());
+    }
+    ::close(fd);
   }
   ::closedir(d);
 }
@@ -190,11 +195,21 @@ cluster_tls_files::cluster_tls_files(std::string cert_file, std::string key_file
                              "cluster identity under " + pattern.substr(0, pattern.rfind('/')) +
                              " (" + std::strerror(errno) + "); set TMPDIR to a writable directory");
   dir_ = buf.data();
-  identity_ = dir_ + "/identity.pem";
-  ca_ = dir_ + "/ca.pem";
+  lock_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    auto why = std::string{std::strerror(errno)};
+    if (lock_fd_ >= 0)
+      ::close(lock_fd_);
+    ::rmdir(dir_.c_str());
+    throw std::runtime_error("PARLEY_CLUSTER_TLS_KEY: cannot lock the private directory '" +
+                             dir_ + "' (" + why + ")");
+  }
+  identity_ = dir_ + "/" + copy_names[0];
+  ca_ = dir_ + "/" + copy_names[1];
   auto applied = refresh();
   if (applied != "applied") {
     ::rmdir(dir_.c_str());
+    ::close(lock_fd_);
     throw std::runtime_error(applied.empty() ? "PARLEY_CLUSTER_TLS_CERT: cannot copy the files"
                                              : applied);
   }
@@ -204,6 +219,7 @@ cluster_tls_files::~cluster_tls_files() {
   for (auto* f : copy_names)
     ::unlink((dir_ + "/" + f).c_str());
   ::rmdir(dir_.c_str());
+  ::close(lock_fd_);
 }
 
 std::string cluster_tls_files::refresh() {

@@ -20,9 +20,9 @@ namespace parley {
 class cluster_tls_files {
 public:
   /// Copies the three files into a new private directory (0700, under
-  /// TMPDIR or /tmp, named `parley-tls-<pid>-XXXXXX`; the destructor
-  /// removes it, and a node starting removes those whose process is gone,
-  /// left by a node that was killed). Throws std::runtime_error naming the
+  /// TMPDIR or /tmp, named `parley-tls-<pid>-XXXXXX` and locked while
+  /// this node lives; the destructor removes it, and a node starting
+  /// removes those no process holds locked, left by a node that was killed). Throws std::runtime_error naming the
   /// setting when the files do not pass check_cluster_tls, or when the
   /// copies cannot be made.
   cluster_tls_files(std::string cert_file, std::string key_file, std::string ca_file);
@@ -45,6 +45,7 @@ public:
 private:
   std::string cert_file_, key_file_, ca_file_;
   std::string dir_, identity_, ca_;
+  int lock_fd_ = -1; ///< the directory, locked while this node lives (stale copies are unlocked)
   std::string seen_; ///< the content last read (cert, key, CA), applied or refused
 };
 

@@ -10,6 +10,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -346,9 +348,10 @@ std::vector<std::string> entries(const std::string& dir, const std::string& pref
 } // namespace
 
 // A node keeps its cluster identity (the private key too) in private
-// copies under TMPDIR; a node that is killed cannot remove them, so the
-// next node to start there removes the copies whose process is gone, and
-// a node that stops removes its own. Others' live copies stay.
+// copies under TMPDIR, in a directory it holds locked; a node that is
+// killed cannot remove them, so the next node to start there removes the
+// copies nobody holds locked (the kernel let the killed node's lock go),
+// and a node that stops removes its own. Others' live copies stay.
 TEST(cluster_tls, a_killed_nodes_key_copies_are_removed_by_the_next_start) {
   pki p;
   p.make_ca("cluster-ca");
@@ -364,19 +367,24 @@ TEST(cluster_tls, a_killed_nodes_key_copies_are_removed_by_the_next_start) {
   first->kill9();
   first.reset();
   EXPECT_EQ(entries(tmp, "parley-tls-"), left) << "the killed node's copies are there";
-  // A directory of our name whose process lives (this test's) is not touched.
-  auto alive = tmp + "/parley-tls-" + std::to_string(::getpid()) + "-live";
+  // A directory of our name that its process holds locked, as a live node
+  // does, is not touched, whatever pid its name says (here one that no
+  // process of this namespace has, as for a node in another container).
+  const std::string live_name = "parley-tls-4194305-live";
+  auto alive = tmp + "/" + live_name;
   std::filesystem::create_directory(alive);
   std::ofstream{alive + "/identity.pem"} << "x";
+  int held = ::open(alive.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX | LOCK_NB), 0);
   parley_node second{db, env};
   auto now = entries(tmp, "parley-tls-");
   EXPECT_EQ(now.size(), 2u);
   EXPECT_EQ(std::count(now.begin(), now.end(), left.front()), 0) << "the stale copies stayed";
   EXPECT_TRUE(std::filesystem::exists(alive + "/identity.pem"));
   EXPECT_EQ(second.stop(), 0);
-  EXPECT_EQ(entries(tmp, "parley-tls-"), std::vector<std::string>{"parley-tls-" +
-                                                                   std::to_string(::getpid()) +
-                                                                   "-live"});
+  EXPECT_EQ(entries(tmp, "parley-tls-"), std::vector<std::string>{live_name});
+  ::close(held);
 }
 
 // Below Parley: a bare CAF peer gets no handle on a member's membership

@@ -111,6 +111,20 @@ protected:
   }
 
   bool client_mailbox_empty() { return client->mailbox().empty(); }
+
+  /// A turn from send to answer: the model replies `reply` at once.
+  caf::expected<turn_reply> complete_turn(const std::string& content, const std::string& reply) {
+    client->send(session, turn(content));
+    sched.run();
+    answer_model(reply);
+    return answer();
+  }
+
+  /// `d` passes on the simulated clock; what came due runs.
+  void pass(caf::timespan d) {
+    sched.advance_time(d);
+    sched.run();
+  }
 };
 
 TEST_F(SessionProtocol, ATurnActivatesCallsTheModelWithTheWindowAndCommitsBeforeAnswering) {
@@ -379,10 +393,7 @@ TEST_F(SessionProtocol, AnIdleSessionAsksToPassivateAndQuitsWhenTheRegistryAgree
 TEST_F(SessionProtocol, ManyTurnsLeaveOneIdleTimerAndTheSessionStillPassivatesWhenIdle) {
   std::size_t after_first = 0;
   for (int i = 0; i < 40; ++i) {
-    client->send(session, turn("turn " + std::to_string(i)));
-    sched.run();
-    answer_model("reply " + std::to_string(i));
-    ASSERT_TRUE(answer()) << i;
+    ASSERT_TRUE(complete_turn("turn " + std::to_string(i), "reply " + std::to_string(i))) << i;
     if (i == 0)
       after_first = sched.clock().schedule().size();
   }
@@ -398,25 +409,15 @@ TEST_F(SessionProtocol, ManyTurnsLeaveOneIdleTimerAndTheSessionStillPassivatesWh
 
 TEST_F(SessionProtocol, ATurnHalfWayThroughTheIdleTimeDefersPassivationByAWholeIdleTime) {
   const auto idle = std::chrono::duration_cast<caf::timespan>(env.cfg->idle);
-  client->send(session, turn("first"));
-  sched.run();
-  answer_model("one");
-  ASSERT_TRUE(answer());
-  sched.advance_time(idle / 2);
-  sched.run();
-  client->send(session, turn("second"));
-  sched.run();
-  answer_model("two");
-  ASSERT_TRUE(answer());
+  ASSERT_TRUE(complete_turn("first", "one"));
+  pass(idle / 2);
+  ASSERT_TRUE(complete_turn("second", "two"));
   // The first turn's timer is due: the session was idle for half the time.
-  sched.advance_time(idle / 2);
-  sched.run();
+  pass(idle / 2);
   EXPECT_TRUE(registry->idle.empty());
-  sched.advance_time(idle / 2 - std::chrono::seconds(1));
-  sched.run();
+  pass(idle / 2 - std::chrono::seconds(1));
   EXPECT_TRUE(registry->idle.empty());
-  sched.advance_time(std::chrono::seconds(1));
-  sched.run();
+  pass(std::chrono::seconds(1));
   EXPECT_EQ(registry->idle, (std::vector<std::uint64_t>{2}));
 }
 
@@ -431,11 +432,9 @@ TEST_F(SessionProtocol, ACommitUnansweredInTheStorageTimeoutIsStorageUnavailable
   sched.run();
   answer_model("hi");
   ASSERT_EQ(store->commits.size(), 1u);
-  sched.advance_time(env.cfg->storage_timeout - std::chrono::seconds(1));
-  sched.run();
+  pass(env.cfg->storage_timeout - std::chrono::seconds(1));
   EXPECT_TRUE(client_mailbox_empty());
-  sched.advance_time(std::chrono::seconds(1));
-  sched.run();
+  pass(std::chrono::seconds(1));
   auto r = answer();
   ASSERT_FALSE(r);
   EXPECT_EQ(to_api_error(r.error()).code, errc::storage_unavailable);
@@ -449,8 +448,7 @@ TEST_F(SessionProtocol, AModelCallPastItsTimeoutEndsTheTurnAndTheNextOneRuns) {
   client->send(session, turn("next"));
   sched.run();
   ASSERT_EQ(model->calls.size(), 1u);
-  sched.advance_time(env.cfg->llm_call_timeout);
-  sched.run();
+  pass(env.cfg->llm_call_timeout);
   auto r = answer();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), caf::sec::request_timeout);
