@@ -245,11 +245,11 @@ def merge_loads(paths):
         m["duration_us"] = max(m["duration_us"], d["duration_us"])
         m["requests"] += d.get("requests", 0)
         if "pieces" in d:  # bench/stream_load
-            pc = m.setdefault("pieces", {"hist": {}})
+            pc = m.setdefault("pieces", {"hist": {}, "read_hist": {}})
             for k, v in d["pieces"].items():
-                if k == "hist":
+                if k in ("hist", "read_hist"):
                     for us, n in v:
-                        pc["hist"][us] = pc["hist"].get(us, 0) + n
+                        pc[k][us] = pc[k].get(us, 0) + n
                 elif k in ("expected_per_turn", "ramp_ms"):
                     pc[k] = v
                 else:
@@ -359,8 +359,10 @@ def summarize(phase_dir):
     s["load_shed"] = delta(ma, mb, "parley_load_shed_total")
     if "pieces" in load:
         pc = load["pieces"]
-        s["pieces"] = {k: v for k, v in pc.items() if k != "hist"}
+        s["pieces"] = {k: v for k, v in pc.items() if k not in ("hist", "read_hist")}
         s["pieces"]["added_latency_ms"] = percentiles(pc["hist"])
+        if pc.get("read_hist"):
+            s["pieces"]["read_latency_ms"] = percentiles(pc["read_hist"])
     during = load_json(os.path.join(phase_dir, "during.json"))
     if during:
         node = [k for k in during["procs"] if k.startswith("parley")][0]
@@ -449,13 +451,23 @@ def print_summary(s):
             "{:,}".format(s["wal_bytes_per_turn"])))
     if "pieces" in s:
         pc, q = s["pieces"], s["pieces"]["added_latency_ms"] or {}
-        p("   pieces      %s received (%s per answer), %s out of order, %s missing, %s extra; added "
-          "by Parley (client arrival minus mock write%s) p50 %s  p90 %s  p99 %s  p99.9 %s  max %s ms"
+        p("   pieces      %s received (%s per answer), %s out of order, %s missing, %s extra%s"
           % ("{:,}".format(pc.get("received", 0)), pc.get("expected_per_turn"),
              pc.get("out_of_order", 0), pc.get("missing", 0), pc.get("extra", 0),
-             ", %s pieces after a %s ms ramp" % ("{:,}".format(pc["measured"]), pc["ramp_ms"])
-             if pc.get("ramp_ms") else ", streams started at once", ms(q.get("p50")),
-             ms(q.get("p90")), ms(q.get("p99")), ms(q.get("p99_9")), ms(q.get("max"))))
+             ", %s pieces measured after a %s ms ramp" % ("{:,}".format(pc["measured"]),
+                                                           pc["ramp_ms"])
+             if pc.get("ramp_ms") else ", streams started at once"))
+        p("   added ms    by Parley: the client socket's kernel receive time minus the mock's write: "
+          "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s%s"
+          % (ms(q.get("p50")), ms(q.get("p90")), ms(q.get("p99")), ms(q.get("p99_9")),
+             ms(q.get("max")), "  (%s reads unstamped, taken as read)" % pc["unstamped_reads"]
+             if pc.get("unstamped_reads") else ""))
+        r = pc.get("read_latency_ms")
+        if r:
+            p("   read ms     as the client process read it (adds its own wait for a core): "
+              "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s"
+              % (ms(r.get("p50")), ms(r.get("p90")), ms(r.get("p99")), ms(r.get("p99_9")),
+                 ms(r.get("max"))))
     if "streams" in s:
         st = s["streams"]
         p("   streams     %d open at once: Parley RSS %s MiB before, %s MiB half-way = %s B per "

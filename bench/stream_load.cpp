@@ -25,6 +25,14 @@
 // ramp are counted and checked but their latency is not recorded ("measured"
 // is the number recorded).
 //
+// A piece's arrival is the kernel's receive time of the bytes that carried
+// it (SO_TIMESTAMPNS: on loopback, the moment Parley's write reached this
+// socket), so the time this process waits for a core before it reads, on a
+// machine the mock, Parley and this client share, is not counted as
+// Parley's; for a read of several pieces it is the newest bytes' time (a
+// piece is never made earlier). The time the client read it is kept as
+// well ("read_hist": arrival as this process saw it).
+//
 // KEY "-" measures the machine without Parley: PORT is mock-llm's, and each
 // turn is a streamed POST /v1/chat/completions to it (SESSIONS_FILE names
 // the connections' sessions all the same, for the figures), so "added"
@@ -38,11 +46,18 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -70,6 +85,16 @@ std::int64_t now_us() {
 
 /// A latency histogram as turn.lua keeps it: exact microseconds below 10 ms,
 /// four significant digits above.
+/// A CLOCK_REALTIME time (a kernel receive stamp) on now_us()'s clock.
+std::int64_t steady_us_of(const timespec& real) {
+  timespec rn{}, sn{};
+  clock_gettime(CLOCK_REALTIME, &rn);
+  clock_gettime(CLOCK_MONOTONIC, &sn);
+  const std::int64_t offset_ns = (std::int64_t{rn.tv_sec} - sn.tv_sec) * 1'000'000'000 +
+                                 (rn.tv_nsec - sn.tv_nsec);
+  return (std::int64_t{real.tv_sec} * 1'000'000'000 + real.tv_nsec - offset_ns) / 1000;
+}
+
 struct histogram {
   std::map<std::int64_t, std::uint64_t> counts;
   void record(std::int64_t us) {
@@ -100,10 +125,11 @@ struct settings {
 };
 
 struct figures {
-  histogram turn_latency, piece_latency;
+  histogram turn_latency, piece_latency, piece_read_latency;
   std::map<std::string, std::uint64_t> answers;
   std::uint64_t sent = 0, acked = 0, pieces = 0, measured = 0, out_of_order = 0, missing = 0,
                 extra = 0;
+  std::uint64_t unstamped_reads = 0; ///< reads the kernel gave no receive time
   std::uint64_t connect_errors = 0, read_errors = 0, write_errors = 0;
   std::vector<std::uint64_t> session_sent, session_acked;
   int open = 0; ///< connections still running
@@ -129,6 +155,8 @@ public:
         return self->stop();
       }
       self->socket_.set_option(tcp::no_delay(true));
+      const int on = 1;
+      ::setsockopt(self->socket_.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
       const auto wait = self->first_at_us_ - now_us();
       if (wait <= 0)
         return self->next_turn();
@@ -170,6 +198,7 @@ private:
     error_code_.clear();
     parser_.emplace();
     parser_->body_limit(64 * 1024 * 1024);
+    parser_->eager(true);
     parser_->on_chunk_body(on_chunk_);
     http::async_write(socket_, req_, [self = shared_from_this()](auto ec, std::size_t) {
       if (ec) {
@@ -180,30 +209,80 @@ private:
     });
   }
 
+  /// Reads with recvmsg to get each read's kernel receive time, and hands
+  /// the bytes to the parser.
   void read() {
-    http::async_read_some(socket_, buffer_, *parser_,
-                          [self = shared_from_this()](auto ec, std::size_t) {
-                            if (ec) {
-                              ++self->f_.read_errors;
-                              return self->stop();
-                            }
-                            if (!self->parser_->is_done())
-                              return self->read();
-                            self->finish();
-                          });
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](auto ec) {
+      if (ec) {
+        ++self->f_.read_errors;
+        return self->stop();
+      }
+      self->drain();
+    });
+  }
+
+  void drain() {
+    for (;;) {
+      iovec iov{rx_.data(), rx_.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec)) * 2];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      const auto n = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return read();
+      if (n <= 0) {
+        ++f_.read_errors;
+        return stop();
+      }
+      read_at_ = now_us();
+      arrived_ = read_at_;
+      bool stamped = false;
+      for (auto* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+          timespec ts{};
+          std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+          arrived_ = std::min(steady_us_of(ts), read_at_);
+          stamped = true;
+        }
+      }
+      if (!stamped)
+        ++f_.unstamped_reads; // counted as read: reported, never hidden
+      pending_.append(rx_.data(), static_cast<std::size_t>(n));
+      while (!pending_.empty() && !parser_->is_done()) {
+        boost::system::error_code ec;
+        const auto used = parser_->put(net::buffer(pending_.data(), pending_.size()), ec);
+        pending_.erase(0, used);
+        if (ec == http::error::need_more)
+          break;
+        if (ec) {
+          ++f_.read_errors;
+          return stop();
+        }
+        if (used == 0)
+          break;
+      }
+      if (parser_->is_done()) {
+        pending_.clear(); // one turn in flight: nothing follows its answer
+        return finish();
+      }
+    }
   }
 
   /// Streamed body bytes as they arrive: complete SSE events are taken off
   /// the front of `sse_`.
   void on_body(std::string_view bytes) {
-    const std::int64_t arrived = now_us();
     sse_.append(bytes);
     std::size_t from = 0;
     for (;;) {
       const auto end = sse_.find("\n\n", from);
       if (end == std::string::npos)
         break;
-      on_event(std::string_view(sse_).substr(from, end - from), arrived);
+      on_event(std::string_view(sse_).substr(from, end - from));
       from = end + 2;
     }
     sse_.erase(0, from);
@@ -211,7 +290,7 @@ private:
 
   bool direct() const { return s_.key == "-"; }
 
-  void on_event(std::string_view event, std::int64_t arrived) {
+  void on_event(std::string_view event) {
     if (direct()) {
       // The mock's own events: "data: {chunk}", then "data: [DONE]".
       if (event.rfind("data: [DONE]", 0) == 0)
@@ -248,9 +327,10 @@ private:
       if (stamp < last_stamp_)
         ++f_.out_of_order;
       last_stamp_ = stamp;
-      if (arrived >= s_.measure_from_us) {
+      if (arrived_ >= s_.measure_from_us) {
         ++f_.measured;
-        f_.piece_latency.record(arrived - stamp);
+        f_.piece_latency.record(arrived_ - stamp);
+        f_.piece_read_latency.record(read_at_ - stamp);
       }
     }
   }
@@ -301,7 +381,9 @@ private:
   std::int64_t first_at_us_; ///< when the first turn may start (the ramp)
   std::size_t turn_ = 0, session_ = 0;
   http::request<http::string_body> req_;
-  boost::beast::flat_buffer buffer_;
+  std::array<char, 64 * 1024> rx_;
+  std::string pending_; ///< read, not yet taken by the parser
+  std::int64_t arrived_ = 0, read_at_ = 0; ///< the last read's kernel and user-space times
   std::optional<http::response_parser<http::string_body>> parser_;
   /// The parser's chunk callback (Beast keeps a reference to it).
   std::function<std::size_t(std::uint64_t, std::string_view, boost::system::error_code&)>
@@ -391,7 +473,8 @@ int main(int argc, char** argv) {
     << R"(,"pieces":{"expected_per_turn":)" << s.pieces << R"(,"received":)" << f.pieces
     << R"(,"measured":)" << f.measured << R"(,"ramp_ms":)" << ramp_ms
     << R"(,"out_of_order":)" << f.out_of_order << R"(,"missing":)" << f.missing
-    << R"(,"extra":)" << f.extra << R"(,"hist":)" << f.piece_latency.json() << "}}\n";
+    << R"(,"extra":)" << f.extra << R"(,"unstamped_reads":)" << f.unstamped_reads << R"(,"hist":)" << f.piece_latency.json()
+    << R"(,"read_hist":)" << f.piece_read_latency.json() << "}}\n";
   std::ofstream sessions(out + ".sessions");
   for (std::size_t i = 0; i < s.sessions.size(); ++i)
     sessions << s.sessions[i] << '\t' << f.session_sent[i] << '\t' << f.session_acked[i] << '\n';

@@ -36,7 +36,8 @@ constexpr std::string_view usage =
     "usage: mock-llm [--host ADDR] [--port N] [--latency-ms N] [--chunk-delay-ms N]\n"
     "                [--stamp-pieces N] [--max-records N] [--tls-cert FILE --tls-key FILE]\n"
     "defaults: --host 127.0.0.1 --port 9000 --latency-ms 0 --chunk-delay-ms 0 --stamp-pieces 0\n"
-    "          --max-records 100000 (plain HTTP unless both TLS flags are given)\n";
+    "          --max-records 100000 (plain HTTP unless both TLS flags are given)\n"
+    "streamed event k is written k * chunk-delay after the first (a fixed timeline)\n";
 
 struct options {
   std::string host = "127.0.0.1";

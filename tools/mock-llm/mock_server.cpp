@@ -171,6 +171,8 @@ private:
 
   /// Runs `fn` after `delay` on the timer, or at once when `delay` is zero.
   template <class Fn> void after(std::chrono::milliseconds delay, Fn fn);
+  /// Runs `fn` at `due` on the timer, or at once when that time has passed.
+  template <class Fn> void at(std::chrono::steady_clock::time_point due, Fn fn);
 
   Stream stream_;
   beast::flat_buffer buffer_;
@@ -186,17 +188,29 @@ private:
   std::size_t stop_after_ = 0; ///< events to send; fewer than events_.size() when cut
   stream_end stream_end_ = stream_end::complete;
   std::chrono::milliseconds chunk_delay_{0};
+  /// When the first event went out: event k is due chunk_delay_ * k later
+  /// (a fixed timeline, as a model decodes: a late write does not push the
+  /// next pieces back, so streams spread over time stay spread).
+  std::chrono::steady_clock::time_point first_event_at_;
   bool keep_alive_ = false;
 };
 
 template <class Stream>
 template <class Fn>
 void session<Stream>::after(std::chrono::milliseconds delay, Fn fn) {
-  if (delay <= 0ms) {
+  if (delay <= 0ms)
+    return fn();
+  at(std::chrono::steady_clock::now() + delay, std::move(fn));
+}
+
+template <class Stream>
+template <class Fn>
+void session<Stream>::at(std::chrono::steady_clock::time_point due, Fn fn) {
+  if (due <= std::chrono::steady_clock::now()) {
     fn();
     return;
   }
-  timer_.expires_after(delay);
+  timer_.expires_at(due);
   timer_.async_wait([keep = self(), fn = std::move(fn)](beast::error_code ec) mutable {
     if (!ec)
       fn();
@@ -447,6 +461,7 @@ template <class Stream> void session<Stream>::on_stream_header(beast::error_code
   }
   if (stop_after_ == 0)
     return finish_stream();
+  first_event_at_ = std::chrono::steady_clock::now();
   write_event();
 }
 
@@ -467,7 +482,9 @@ template <class Stream> void session<Stream>::on_event(beast::error_code ec, std
   }
   if (++next_event_ == stop_after_)
     return finish_stream();
-  after(chunk_delay_, [this] { write_event(); });
+  if (chunk_delay_ <= 0ms)
+    return write_event();
+  at(first_event_at_ + chunk_delay_ * next_event_, [this] { write_event(); });
 }
 
 template <class Stream> void session<Stream>::finish_stream() {
