@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio> // renameat2
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -186,23 +187,34 @@ cluster_tls_files::cluster_tls_files(std::string cert_file, std::string key_file
   const char* tmp_env = std::getenv("TMPDIR");
   const std::string tmp = tmp_env && *tmp_env ? tmp_env : "/tmp";
   remove_stale_copies(tmp);
+  // Made under a hidden name that the clean-up of a node starting at this
+  // moment does not look at, locked, then renamed into view: a cleaner
+  // never finds it unlocked. (A node killed in between leaves an empty
+  // hidden directory, no key.)
   std::string pattern =
-    tmp + "/" + copies_prefix + std::to_string(::getpid()) + "-XXXXXX";
+    tmp + "/." + copies_prefix + std::to_string(::getpid()) + "-XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (!::mkdtemp(buf.data()))
     throw std::runtime_error("PARLEY_CLUSTER_TLS_KEY: cannot make a private directory for the "
                              "cluster identity under " + pattern.substr(0, pattern.rfind('/')) +
                              " (" + std::strerror(errno) + "); set TMPDIR to a writable directory");
-  dir_ = buf.data();
-  lock_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+  const std::string making = buf.data();
+  dir_ = tmp + "/" + making.substr(tmp.size() + 2);
+  lock_fd_ = ::open(making.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  bool ready = lock_fd_ >= 0 && ::flock(lock_fd_, LOCK_EX | LOCK_NB) == 0;
+  if (ready) {
+    ready = ::renameat2(AT_FDCWD, making.c_str(), AT_FDCWD, dir_.c_str(), RENAME_NOREPLACE) == 0;
+    if (!ready && errno == EINVAL) // a file system without RENAME_NOREPLACE
+      ready = ::rename(making.c_str(), dir_.c_str()) == 0;
+  }
+  if (!ready) {
     auto why = std::string{std::strerror(errno)};
     if (lock_fd_ >= 0)
       ::close(lock_fd_);
-    ::rmdir(dir_.c_str());
+    ::rmdir(making.c_str());
     throw std::runtime_error("PARLEY_CLUSTER_TLS_KEY: cannot lock the private directory '" +
-                             dir_ + "' (" + why + ")");
+                             making + "' (" + why + ")");
   }
   identity_ = dir_ + "/" + copy_names[0];
   ca_ = dir_ + "/" + copy_names[1];

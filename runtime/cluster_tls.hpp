@@ -21,8 +21,9 @@ class cluster_tls_files {
 public:
   /// Copies the three files into a new private directory (0700, under
   /// TMPDIR or /tmp, named `parley-tls-<pid>-XXXXXX` and locked while
-  /// this node lives; the destructor removes it, and a node starting
-  /// removes those no process holds locked, left by a node that was killed). Throws std::runtime_error naming the
+  /// this node lives, made under a hidden name and renamed once locked; the
+  /// destructor removes it, and a node starting removes those no process
+  /// holds locked, left by a node that was killed). Throws std::runtime_error naming the
   /// setting when the files do not pass check_cluster_tls, or when the
   /// copies cannot be made.
   cluster_tls_files(std::string cert_file, std::string key_file, std::string ca_file);
