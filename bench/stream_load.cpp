@@ -53,14 +53,13 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -83,8 +82,6 @@ std::int64_t now_us() {
       .count();
 }
 
-/// A latency histogram as turn.lua keeps it: exact microseconds below 10 ms,
-/// four significant digits above.
 /// A CLOCK_REALTIME time (a kernel receive stamp) on now_us()'s clock.
 std::int64_t steady_us_of(const timespec& real) {
   timespec rn{}, sn{};
@@ -95,6 +92,8 @@ std::int64_t steady_us_of(const timespec& real) {
   return (std::int64_t{real.tv_sec} * 1'000'000'000 + real.tv_nsec - offset_ns) / 1000;
 }
 
+/// A latency histogram as turn.lua keeps it: exact microseconds below 10 ms,
+/// four significant digits above.
 struct histogram {
   std::map<std::int64_t, std::uint64_t> counts;
   void record(std::int64_t us) {
