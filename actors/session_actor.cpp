@@ -41,6 +41,7 @@ struct session_state {
   message_window window;
   std::vector<turn_ptr> queue; ///< at most PARLEY_SESSION_QUEUE_LIMIT, oldest first
   bool busy = false;
+  turn_ptr running; ///< the turn being run, answered by the session's end if it comes first
   std::uint64_t received = 0; ///< turns received, compared by the registry
   /// When the last turn ended; the idle timer (one at a time: idle_armed)
   /// passivates the actor when that is PARLEY_SESSION_IDLE_SECONDS ago.
@@ -113,6 +114,7 @@ void arm_idle(session_self* self, Duration after) {
 void finish_turn(session_self* self) {
   auto& st = self->state;
   st.busy = false;
+  st.running = nullptr;
   st.sink = nullptr;
   if (st.migrating)
     return ship(self);
@@ -564,6 +566,7 @@ void pump(session_self* self) {
   st.busy = true;
   auto t = std::move(st.queue.front());
   st.queue.erase(st.queue.begin());
+  st.running = t;
   run_turn(self, std::move(t));
 }
 
@@ -780,8 +783,16 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
       return caf::delegated<caf::actor>{};
     },
     [self](gone_atom) {
-      fail_queue(self, make_error(errc::not_found,
-                                  "session '" + self->state.id + "' was deleted"));
+      auto& s = self->state;
+      auto gone = make_error(errc::not_found, "session '" + s.id + "' was deleted");
+      // The running turn is answered too (its stream ends with an error
+      // event), and its model call stopped: what it would commit is gone.
+      if (s.running && s.running->rp.pending()) {
+        s.running->rp.deliver(gone);
+        if (s.sink)
+          self->send(s.env.llm, cancel_atom::value);
+      }
+      fail_queue(self, gone);
       self->quit();
     },
   };

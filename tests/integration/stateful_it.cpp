@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <thread>
 
 #include "tests/integration/node_harness.hpp"
 
@@ -894,6 +895,32 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   EXPECT_EQ(ctx[0].second, "one two three four five six");
   EXPECT_EQ(ctx[2].second, "not kept");
   EXPECT_EQ(node.call("GET", "/v1/conversations/" + conv + "/items", key).js()["data"].size(), 2u);
+}
+
+// A session deleted while one of its turns streams: the stream still ends,
+// with `done` or `error` (API.md section 4), in bounded time; it used to send
+// every delta and then neither, holding the connection open.
+TEST(stateful_responses, a_stream_ends_when_its_session_is_deleted_mid_turn) {
+  responses_node fx;
+  auto session = fx.node.create_session(fx.key);
+  fx.mock.configure({{"chunk_delay_ms", 20}});
+  auto port = fx.node.port();
+  auto key = fx.key;
+  auto streamed = std::async(std::launch::async, [port, key, session] {
+    return http(port, "POST", "/v1/sessions/" + session + "/messages",
+                json{{"content", std::string(200, 'd')}, {"stream", true}}.dump(),
+                {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}},
+                std::chrono::seconds(15));
+  });
+  std::this_thread::sleep_for(300ms);
+  auto gone = fx.node.call("DELETE", "/v1/sessions/" + session, fx.key);
+  ASSERT_EQ(gone.status, 204) << describe(gone);
+  auto r = streamed.get();
+  ASSERT_EQ(r.status, 200) << "the stream did not end within 15 s: " << describe(r);
+  auto events = events_of(r.body);
+  ASSERT_FALSE(events.empty()) << r.body;
+  EXPECT_TRUE(events.back().first == "done" || events.back().first == "error") << r.body;
+  EXPECT_EQ(fx.node.call("GET", "/v1/sessions/" + session, fx.key).status, 404);
 }
 
 TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
