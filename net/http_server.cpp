@@ -332,6 +332,7 @@ private:
 
   void on_read(beast::error_code ec, std::size_t) {
     release_large(); // read (or failed): the body is the handler's now
+    head_ = false;
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::operation_aborted)
       return close();
@@ -362,6 +363,7 @@ private:
       return close();
     }
     auto& msg = parser_->get();
+    head_ = msg.method() == http::verb::head;
     // API.md section 2: text that is not UTF-8, or holds a NUL or another
     // control character, in the target or a header value is the client's
     // error, answered before anything routes or stores it.
@@ -422,6 +424,11 @@ private:
     bool keep = keep_alive_ && !srv_->stopping.load() && !close_after_;
     res->keep_alive(keep);
     res->prepare_payload();
+    if (head_) { // the head of the answer alone, its Content-Length kept (RFC 9110 9.3.2)
+      auto length = res->body().size();
+      res->body().clear();
+      res->content_length(length);
+    }
     stream_.expires_after(write_timeout);
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
@@ -576,6 +583,7 @@ private:
   std::string request_id_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
+  bool head_ = false; ///< the request in flight is a HEAD: its answer has no body
   bool close_after_ = false;
   bool in_flight_ = false;
   std::size_t body_limit_ = 0; ///< of the request being read

@@ -83,6 +83,28 @@ TEST(robustness, slow_and_idle_clients_are_cut_off) {
   expect_alive(node, "timeouts");
 }
 
+// The answer to HEAD is the head alone (RFC 9110 section 9.3.2), with the
+// Content-Length the body would have, so the next answer on the connection
+// starts where the client expects it; a body after it broke the framing.
+TEST(robustness, an_answer_to_head_has_no_body_and_the_connection_stays_in_step) {
+  scratch_db db;
+  parley_node node{db};
+  auto reply = raw_exchange(node.port(),
+                            "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            std::chrono::seconds(5));
+  auto first_end = reply.find("\r\n\r\n");
+  ASSERT_NE(first_end, std::string::npos) << reply;
+  auto head = reply.substr(0, first_end);
+  EXPECT_EQ(head.rfind("HTTP/1.1 ", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Length: "), std::string::npos) << head;
+  auto second = reply.substr(first_end + 4);
+  EXPECT_EQ(second.rfind("HTTP/1.1 200 ", 0), 0u)
+      << "the GET's answer must follow the HEAD's head at once:\n" << reply;
+  EXPECT_NE(second.find("\"status\":\"ok\""), std::string::npos) << second;
+  expect_alive(node, "HEAD");
+}
+
 TEST(robustness, sigterm_finishes_in_flight_turns_and_exits_zero) {
   scratch_db db;
   mock_llm mock;
