@@ -322,8 +322,15 @@ void answer_duplicate(session_self* self, const turn_ptr& t, const message_recor
   finish_turn(self);
 }
 
-/// How a client retries a write whose outcome is unknown.
-constexpr const char* retry_turn = "retry with the same client_message_id";
+/// How a client retries a write whose outcome is unknown: a turn with a
+/// client_message_id (an Idempotency-Key) safely with it; one without may
+/// have been stored, and a blind retry would store it twice.
+const char* retry_turn(const pending_turn& t) {
+  return t.req.client_message_id.empty()
+           ? "the turn may have been stored: read the session's messages before retrying "
+             "(a client_message_id or Idempotency-Key makes a retry safe)"
+           : "retry with the same client_message_id (or Idempotency-Key)";
+}
 constexpr const char* retry_items = "list the conversation's items before retrying";
 
 /// A fenced write's outcome (a turn's or appended items'): `committed` takes
@@ -376,7 +383,7 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
   timed_request<commit_outcome>(
       self, st.env.storage->for_commits(), st.env.cfg->storage_timeout,
       [self, t, user, reply, before = std::move(before)](commit_outcome o) {
-        after_write(self, t, o, retry_turn, [&] {
+        after_write(self, t, o, retry_turn(*t), [&] {
           auto& s = self->state;
           s.rec.last_seq = reply.seq;
           s.rec.message_count += 2 + static_cast<std::int64_t>(before.size());
@@ -387,7 +394,7 @@ void commit(session_self* self, turn_ptr t, message_record user, message_record 
           t->rp.deliver(turn_reply{user, reply});
         });
       },
-      [self, t](caf::error&) { write_timed_out(self, t, retry_turn); }, std::move(w));
+      [self, t](caf::error&) { write_timed_out(self, t, retry_turn(*t)); }, std::move(w));
 }
 
 // --- OpenAI's conversation items: messages stored without a model call ----
