@@ -74,6 +74,7 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using delta_atom = caf::atom_constant<caf::atom("delta")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
+using refused_atom = caf::atom_constant<caf::atom("refused")>;
 using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
 // cluster
 using hello_atom = caf::atom_constant<caf::atom("hello")>;

@@ -201,6 +201,7 @@ edge_actor::behavior_type edge_behavior(edge_self* self, edge_config cfg, edge_p
     [self](finished_atom, const std::string& node, std::uint64_t ticket) {
       stream_finished(self, node, ticket);
     },
+    [self](refused_atom, const stream_refusal& r) { stream_refused(self, r); },
     [self](drain_atom) { self->state.draining = true; },
     [self](deadline_atom) { sweep_deadlines(self); },
     [self](key_revoked_atom, const std::string& prefix_or_id) {

@@ -97,6 +97,9 @@ using edge_actor = caf::typed_actor<
   /// (node, ticket) a stream sink answered its client (stream_sink.hpp):
   /// the request leaves the in-flight count.
   caf::reacts_to<finished_atom, std::string, std::uint64_t>,
+  /// A stream sink's turn was refused before its stream started
+  /// (stream_sink.hpp): the request's turn_refusal decides.
+  caf::reacts_to<refused_atom, stream_refusal>,
   /// Internal: the deadlines of its requests are due (actors/deadlines.hpp).
   caf::reacts_to<deadline_atom>>;
 

@@ -370,12 +370,13 @@ void start_response(edge_self* self, const call_ptr& c, const api_key_record& ke
   }
   if (b.previous_response_id.empty())
     return new_conversation(self, c, key);
-  if (c->stream)
-    return continue_from(self, c, key);
   // The common case, a chain going on from its latest response, asks the
   // session actor alone: it knows its last seq, so the turn needs no reads
   // here. Anything else (an older response: a fork; a retry whose turn is
-  // out of its window) it refuses untouched, and the lookups here decide.
+  // out of its window) it refuses untouched, and the lookups here decide;
+  // for a stream too, before its first byte (its sink hands the refusal
+  // back: stream_refused). Only the session can tell which of several
+  // continuations sent at once came first.
   auto prev = net::turn_of_response(b.previous_response_id);
   if (!prev || prev->second < 2)
     return reply_error(c, not_found_response(b.previous_response_id));

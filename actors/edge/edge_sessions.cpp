@@ -65,6 +65,10 @@ void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answe
     if (budget)
       on_reply = [budget](const turn_reply& r) { budget->settle(r.reply.usage); };
     sink_target target{c, caf::actor_cast<edge_actor>(self), node, ticket};
+    if (refused) {
+      target.redirect = true;
+      st.stream_refusals.emplace(ticket, std::make_pair(c, std::move(refused)));
+    }
     c->sink = make_sink ? make_sink(std::move(target), registry, std::move(t), std::move(on_reply))
                         : spawn_turn_sink(self->home_system(), std::move(target), registry,
                                           std::move(t), st.cfg.turn_timeout,
@@ -263,10 +267,30 @@ void abandon_turns_via(edge_self* self, const caf::actor_control_block* proxy) {
 /// A sink reported its stream complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket) {
   auto& st = self->state;
+  st.stream_refusals.erase(ticket);
   if (node.empty() || node == st.cfg.node_id)
     st.streams.erase(ticket);
   else
     settle(self, node, ticket);
+}
+
+void stream_refused(edge_self* self, const stream_refusal& r) {
+  auto& st = self->state;
+  auto& node = r.node;
+  auto ticket = r.ticket;
+  auto found = st.stream_refusals.find(ticket);
+  if (found == st.stream_refusals.end())
+    return stream_finished(self, node, ticket);
+  auto [c, refused] = std::move(found->second);
+  st.stream_refusals.erase(found);
+  // Not answered yet unless its node went down meanwhile (abandon_turns_on).
+  bool open = node.empty() || node == st.cfg.node_id ? st.streams.erase(ticket) > 0
+                                                     : settle(self, node, ticket);
+  if (!open)
+    return;
+  auto err = to_api_error(r.why);
+  if (!refused(c, err))
+    reply_error(c, err);
 }
 
 } // namespace parley

@@ -30,6 +30,8 @@
 namespace parley {
 
 using call_ptr = std::shared_ptr<http_call>;
+/// request_turn's `refused` (below).
+using turn_refusal = std::function<bool(const call_ptr&, const api_error&)>;
 
 /// A turn sent to another node's registry, until answered: when that node
 /// goes down it is answered 503 at once (or its sink told to).
@@ -63,6 +65,9 @@ struct edge_state {
   /// Streams of this node's sessions and of the gateway, by ticket number,
   /// until their sink reports (finished_atom).
   std::unordered_map<std::uint64_t, inflight_gate::ticket> streams;
+  /// The turn_refusal of a stream that has one (a Responses continuation),
+  /// with its call, by ticket number, until its sink reports.
+  std::unordered_map<std::uint64_t, std::pair<call_ptr, turn_refusal>> stream_refusals;
   /// Turns sent to another node's registry, by node and ticket number.
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, remote_turn>> remote;
   /// The remote registry proxies monitored, once each (remote_turn::via).
@@ -142,11 +147,12 @@ using turn_answer = std::function<void(const call_ptr&, turn_reply&)>;
 /// session turn's (spawn_turn_sink's arguments but the system). `budget`
 /// (optional): the key's hold (with_rate_limit), settled with the turn's
 /// usage (in the sink when streamed: its turn_listener). `refused`
-/// (optional, not streamed) sees a failed turn's error first and returns
-/// true when it took the call over (answered it or went on otherwise).
+/// (optional) sees a failed turn's error first and returns true when it
+/// took the call over (answered it or went on otherwise); for a streamed
+/// call, the not_latest and not_found refusals before its stream started
+/// (stream_refused).
 using sink_maker =
   std::function<stream_sink_actor(sink_target, registry_actor, turn_request, turn_listener)>;
-using turn_refusal = std::function<bool(const call_ptr&, const api_error&)>;
 void request_turn(edge_self* self, const call_ptr& c, turn_request t, turn_answer answer,
                   sink_maker make_sink = {}, budget_hold_ptr budget = {},
                   turn_refusal refused = {});
@@ -165,6 +171,10 @@ void abandon_turns_on(edge_self* self, const std::string& node);
 void abandon_turns_via(edge_self* self, const caf::actor_control_block* proxy);
 /// A sink reported (finished_atom, node, ticket): its stream is complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket);
+/// A sink reported (refused_atom, r): the session refused its turn before
+/// the stream started; the request's turn_refusal decides, or the error is
+/// its answer.
+void stream_refused(edge_self* self, const stream_refusal& r);
 
 // edge_conversations.cpp (OpenAI's Conversations API on sessions)
 void handle_create_conversation(edge_self*, const call_ptr&, const api_key_record*);

@@ -381,6 +381,14 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
     auto& st = self->state;
     if (st.w->done)
       return;
+    if (!st.w->started && st.to.redirect &&
+        (err.code == errc::not_latest || err.code == errc::not_found)) {
+      st.w->done = true;
+      self->send(st.to.edge, refused_atom::value,
+                 stream_refusal{st.to.node, st.to.ticket, make_error(err.code, err.message)});
+      self->quit();
+      return;
+    }
     if (!st.w->started && (plain_if_not_started || st.fmt.plain_before_start(err.code))) {
       st.w->done = true;
       reply_error(st.to.call, err);

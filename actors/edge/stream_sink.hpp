@@ -30,6 +30,8 @@
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/error.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -61,10 +63,22 @@ using stream_sink_actor = caf::typed_actor<
   /// Internal (to itself, after a plain error answer): report and quit.
   caf::reacts_to<finished_atom>>;
 
+/// A sink's turn the session refused, with not_latest or not_found, before
+/// its stream started, when its target asked for such refusals
+/// (sink_target::redirect). Node-local.
+struct stream_refusal {
+  std::string node;         ///< sink_target::node
+  std::uint64_t ticket = 0; ///< sink_target::ticket
+  caf::error why;
+};
+
 /// What a sink tells its edge (edge_actor.hpp's interface includes it).
 using sink_report_actor = caf::typed_actor<
   /// (node, ticket) the stream's client has its whole answer.
-  caf::reacts_to<finished_atom, std::string, std::uint64_t>>;
+  caf::reacts_to<finished_atom, std::string, std::uint64_t>,
+  /// The session refused the turn before its stream started: the edge
+  /// answers the request, or sends it elsewhere (a fork), not the sink.
+  caf::reacts_to<refused_atom, stream_refusal>>;
 
 /// Whom a sink answers and reports to.
 struct sink_target {
@@ -72,6 +86,7 @@ struct sink_target {
   sink_report_actor edge;
   std::string node;         ///< the node hosting the session ("" for the gateway)
   std::uint64_t ticket = 0; ///< the edge's number for this request
+  bool redirect = false;    ///< refusals before the stream go to the edge (refused_atom)
 };
 
 /// Called once with a completed turn (its usage), in the sink, before the
@@ -116,3 +131,5 @@ stream_sink_actor spawn_unstored_response_sink(caf::actor_system& sys, sink_targ
                                                completion_listener on_result);
 
 } // namespace parley
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(parley::stream_refusal)

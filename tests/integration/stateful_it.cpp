@@ -897,6 +897,51 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   EXPECT_EQ(node.call("GET", "/v1/conversations/" + conv + "/items", key).js()["data"].size(), 2u);
 }
 
+// Streamed continuations of one response sent at once: the first to run
+// appends to the conversation; by the time the others run the response is
+// no longer its conversation's latest, so each forks and its model call sees
+// the conversation up to that response only (API.md section 5a), as the
+// non-streamed route already does.
+TEST(stateful_responses, concurrent_streamed_continuations_of_one_response_fork) {
+  responses_node fx;
+  auto& mock = fx.mock;
+  auto first = fx.post({{"input", "first"}});
+  ASSERT_EQ(first.status, 200) << describe(first);
+  auto prev = first.js()["id"].get<std::string>();
+  auto conv = first.js()["conversation"]["id"].get<std::string>();
+  auto answer = text_of(first.js()["output"][0]);
+  mock.configure({{"chunk_delay_ms", 20}});
+  constexpr int n = 4;
+  std::vector<std::future<http_result>> calls;
+  for (int i = 0; i < n; ++i)
+    calls.push_back(std::async(std::launch::async, [&fx, &prev, i] {
+      return fx.post({{"input", "cont " + std::to_string(i)},
+                      {"previous_response_id", prev},
+                      {"stream", true}});
+    }));
+  int appended = 0;
+  for (auto& f : calls) {
+    auto r = f.get();
+    ASSERT_EQ(r.status, 200) << describe(r);
+    auto events = events_of(r.body);
+    ASSERT_FALSE(events.empty()) << r.body;
+    ASSERT_EQ(events.back().first, "response.completed") << r.body;
+    if (events.back().second["response"]["conversation"]["id"] == conv)
+      ++appended;
+  }
+  EXPECT_EQ(appended, 1);
+  auto items = fx.node.call("GET", "/v1/conversations/" + conv + "/items", fx.key).js();
+  EXPECT_EQ(items["data"].size(), 4u) << items.dump();
+  // Every continuation's model call saw "first", its answer and its own input.
+  ASSERT_EQ(mock.requests().size(), 1u + n);
+  for (std::size_t i = 1; i <= n; ++i) {
+    auto ctx = sent(mock, i);
+    ASSERT_EQ(ctx.size(), 3u) << mock.requests()[i].dump();
+    EXPECT_EQ(ctx[0], (std::pair<std::string, std::string>{"user", "first"}));
+    EXPECT_EQ(ctx[1], (std::pair<std::string, std::string>{"assistant", answer}));
+  }
+}
+
 // A session deleted while one of its turns streams: the stream still ends,
 // with `done` or `error` (API.md section 4), in bounded time; it used to send
 // every delta and then neither, holding the connection open.
