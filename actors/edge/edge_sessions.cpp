@@ -264,29 +264,33 @@ void abandon_turns_via(edge_self* self, const caf::actor_control_block* proxy) {
     abandon(self, node, t);
 }
 
+namespace {
+
+/// A stream's in-flight ticket goes; false when it was gone already (its
+/// node went down and the request was answered: abandon_turns_on).
+bool close_stream(edge_self* self, const std::string& node, std::uint64_t ticket) {
+  auto& st = self->state;
+  if (node.empty() || node == st.cfg.node_id)
+    return st.streams.erase(ticket) > 0;
+  return settle(self, node, ticket);
+}
+
+} // namespace
+
 /// A sink reported its stream complete.
 void stream_finished(edge_self* self, const std::string& node, std::uint64_t ticket) {
-  auto& st = self->state;
-  st.stream_refusals.erase(ticket);
-  if (node.empty() || node == st.cfg.node_id)
-    st.streams.erase(ticket);
-  else
-    settle(self, node, ticket);
+  self->state.stream_refusals.erase(ticket);
+  close_stream(self, node, ticket);
 }
 
 void stream_refused(edge_self* self, const stream_refusal& r) {
   auto& st = self->state;
-  auto& node = r.node;
-  auto ticket = r.ticket;
-  auto found = st.stream_refusals.find(ticket);
+  auto found = st.stream_refusals.find(r.ticket);
   if (found == st.stream_refusals.end())
-    return stream_finished(self, node, ticket);
+    return stream_finished(self, r.node, r.ticket);
   auto [c, refused] = std::move(found->second);
   st.stream_refusals.erase(found);
-  // Not answered yet unless its node went down meanwhile (abandon_turns_on).
-  bool open = node.empty() || node == st.cfg.node_id ? st.streams.erase(ticket) > 0
-                                                     : settle(self, node, ticket);
-  if (!open)
+  if (!close_stream(self, r.node, r.ticket))
     return;
   auto err = to_api_error(r.why);
   if (!refused(c, err))
