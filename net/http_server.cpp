@@ -69,6 +69,27 @@ bool acceptable_request_id(std::string_view id) {
   return true;
 }
 
+/// A request's header fields that make it malformed whatever its route: a
+/// transfer coding other than chunked (RFC 9112 section 6.1: Parley decodes
+/// none, and reading `gzip, chunked` as plain chunked would take compressed
+/// bytes for the body), and a field that must appear once appearing twice
+/// (which of two credentials or keys would count is a guess).
+std::optional<api_error> refuse_fields(const http::request<http::string_body>& msg) {
+  if (auto te = msg.find(http::field::transfer_encoding); te != msg.end()) {
+    auto codings = te->value();
+    if (!beast::iequals(codings, "chunked"))
+      return api_error{errc::not_implemented,
+                       "Transfer-Encoding '" + std::string{codings} +
+                         "' is not supported: send the body with chunked alone or with a "
+                         "Content-Length"};
+  }
+  for (auto name : {"Authorization", "Idempotency-Key", "Content-Type"})
+    if (msg.count(name) > 1)
+      return api_error{errc::invalid_request,
+                       std::string{"the request has more than one "} + name + " header"};
+  return std::nullopt;
+}
+
 /// The peer a connection counts against (http_request::peer): an IPv4
 /// address (also when it arrives v4-mapped on an IPv6 socket), or the /64
 /// network of an IPv6 address, since one subscriber usually holds a whole
@@ -364,6 +385,8 @@ private:
     }
     auto& msg = parser_->get();
     head_ = msg.method() == http::verb::head;
+    if (auto refusal = refuse_fields(msg))
+      return write_error(msg.version(), true, *refusal, make_request_id());
     // API.md section 2: text that is not UTF-8, or holds a NUL or another
     // control character, in the target or a header value is the client's
     // error, answered before anything routes or stores it.
@@ -396,7 +419,8 @@ private:
     req.content_type = std::string{msg[http::field::content_type]};
     req.authorization = std::string{msg[http::field::authorization]};
     req.accept = std::string{msg[http::field::accept]};
-    req.idempotency_key = std::string{msg["Idempotency-Key"]};
+    if (auto key = msg.find("Idempotency-Key"); key != msg.end())
+      req.idempotency_key = std::string{key->value()};
     auto rid = msg["X-Request-Id"];
     req.request_id = acceptable_request_id(rid) ? std::string{rid} : make_request_id();
     req.received = std::chrono::steady_clock::now();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,7 +28,8 @@ struct http_request {
   std::string content_type;
   std::string authorization;
   std::string accept;
-  std::string idempotency_key; ///< the `Idempotency-Key` header (OpenAI's Responses API)
+  /// The `Idempotency-Key` header (OpenAI's Responses API), when sent (maybe empty).
+  std::optional<std::string> idempotency_key;
   std::string request_id; ///< the client's X-Request-Id, or a generated one
   /// Who sent it: the peer's IPv4 address, or the /64 network of its IPv6
   /// address (one subscriber's block), e.g. "203.0.113.7", "2001:db8:1:2::/64".

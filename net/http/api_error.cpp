@@ -41,6 +41,8 @@ errc_info info(errc e) {
     // OpenAI's type for a spent quota (its SDKs raise a RateLimitError on 429).
     case errc::budget_exceeded: return {429, "budget_exceeded", "insufficient_quota"};
     case errc::not_latest: return {409, "conflict", "conflict_error"};
+    // RFC 9112's status for a transfer coding the server does not know.
+    case errc::not_implemented: return {501, "invalid_request", "invalid_request_error"};
   }
   return {500, "internal_error", "server_error"};
 }

@@ -34,6 +34,9 @@ enum class errc : std::uint8_t {
   /// its session's latest: nothing was done; the edge forks instead (never
   /// answered as such; 409 `conflict` if it were).
   not_latest,
+  /// A transfer coding other than chunked (RFC 9112 section 6.1): 501, code
+  /// `invalid_request`.
+  not_implemented,
 };
 
 /// HTTP status for an error code.

@@ -177,14 +177,15 @@ void parse_inputs(const net::http_request& req, http_call& call) {
   auto& row = net::row_of(call.route);
   if (!take(net::parse_body(row.body, req.body), call.body, call))
     return;
-  if (!req.idempotency_key.empty() && (call.route == net::route::create_response ||
-                                       call.route == net::route::create_conversation)) {
-    if (net::utf8_length(req.idempotency_key) > net::max_client_message_id_chars) {
+  if (req.idempotency_key && (call.route == net::route::create_response ||
+                              call.route == net::route::create_conversation)) {
+    auto n = net::utf8_length(*req.idempotency_key);
+    if (n == 0 || n > net::max_client_message_id_chars) {
       call.early_error =
         api_error{errc::invalid_request, "the Idempotency-Key header must be 1 to 128 characters"};
       return;
     }
-    call.idempotency_key = req.idempotency_key;
+    call.idempotency_key = *req.idempotency_key;
   }
   if (auto* p = std::get_if<net::post_message_body>(&call.body))
     call.stream = p->stream || req.accept.find("text/event-stream") != std::string::npos;

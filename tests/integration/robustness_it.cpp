@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "tests/integration/node_harness.hpp"
@@ -103,6 +104,65 @@ TEST(robustness, an_answer_to_head_has_no_body_and_the_connection_stays_in_step)
       << "the GET's answer must follow the HEAD's head at once:\n" << reply;
   EXPECT_NE(second.find("\"status\":\"ok\""), std::string::npos) << second;
   expect_alive(node, "HEAD");
+}
+
+// A transfer coding Parley does not decode is 501 (RFC 9112 section 6.1),
+// not a body read as if it were plain chunked; a field that may appear once,
+// sent twice, is 400 (which one would count is a guess). Neither stores
+// anything, and a lone header of each kind still works.
+TEST(robustness, unknown_transfer_codings_and_repeated_single_headers_are_refused) {
+  scratch_db db;
+  parley_node node{db};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  auto auth = "Authorization: Bearer " + key + "\r\n";
+  std::string body = R"({"content":"hello"})";
+  auto chunked = [&](const std::string& codings) {
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", body.size());
+    return "POST /v1/sessions/" + id + "/messages HTTP/1.1\r\nHost: x\r\n" + auth +
+           "Connection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: " + codings + "\r\n\r\n" +
+           size + "\r\n" + body + "\r\n0\r\n\r\n";
+  };
+  auto plain = [&](const std::string& path, const std::string& extra, const std::string& b) {
+    return "POST " + path + " HTTP/1.1\r\nHost: x\r\n" + extra +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(b.size()) +
+           "\r\n\r\n" + b;
+  };
+  auto status_of = [](const std::string& reply) {
+    return reply.size() > 12 ? reply.substr(9, 3) : reply;
+  };
+  struct refused_case {
+    std::string name, bytes, status, words;
+  };
+  std::vector<refused_case> cases = {
+    {"gzip, chunked", chunked("gzip, chunked"), "501", "Transfer-Encoding 'gzip, chunked'"},
+    {"deflate,chunked", chunked("deflate,chunked"), "501", "is not supported"},
+    {"two Authorization headers",
+     plain("/v1/sessions/" + id + "/messages", auth + "Authorization: Bearer other\r\n", body),
+     "400", "more than one Authorization header"},
+    {"two Idempotency-Key headers",
+     plain("/v1/responses", auth + "Idempotency-Key: a\r\nIdempotency-Key: b\r\n",
+           R"({"input":"hi"})"),
+     "400", "more than one Idempotency-Key header"},
+    {"two Content-Type headers",
+     plain("/v1/sessions/" + id + "/messages", auth + "Content-Type: text/plain\r\n", body),
+     "400", "more than one Content-Type header"},
+  };
+  for (auto& c : cases) {
+    auto reply = raw_exchange(node.port(), c.bytes, std::chrono::seconds(5));
+    EXPECT_EQ(status_of(reply), c.status) << c.name << ":\n" << reply;
+    EXPECT_NE(reply.find(c.words), std::string::npos) << c.name << ":\n" << reply;
+    EXPECT_NE(reply.find("\"code\":\"invalid_request\""), std::string::npos) << c.name;
+    expect_alive(node, c.name);
+  }
+  EXPECT_EQ(node.call("GET", "/v1/sessions/" + id, key).js()["message_count"], 0);
+  EXPECT_EQ(db.query("SELECT count(*) FROM messages")[0][0].as<int>(), 0);
+
+  // Chunked alone (any case) is read as before.
+  auto ok = raw_exchange(node.port(), chunked("Chunked"), std::chrono::seconds(5));
+  EXPECT_EQ(status_of(ok), "200") << ok;
+  EXPECT_EQ(node.call("GET", "/v1/sessions/" + id, key).js()["message_count"], 2);
 }
 
 TEST(robustness, sigterm_finishes_in_flight_turns_and_exits_zero) {

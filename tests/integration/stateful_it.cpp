@@ -995,6 +995,11 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
     EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
   EXPECT_TRUE(is_error(post({{"input", "x"}}, {}, {{"Idempotency-Key", std::string(129, 'k')}}),
                        400, "invalid_request"));
+  // Sent but empty is out of 1..128 too, not the same as not sent.
+  EXPECT_TRUE(is_error(post({{"input", "x"}}, {}, {{"Idempotency-Key", ""}}), 400,
+                       "invalid_request"));
+  EXPECT_TRUE(is_error(node.call("POST", "/v1/conversations", key, "{}", {{"Idempotency-Key", ""}}),
+                       400, "invalid_request"));
   for (const std::string& bad :
        std::vector<std::string>{"resp_0123456789abcdef0123456789abcdef_2", "resp_x", "nope",
                                 id.substr(0, id.rfind('_')) + "_1"})
