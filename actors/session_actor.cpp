@@ -467,7 +467,7 @@ void call_model(session_self* self, turn_ptr t) {
   st.sink = t->req.sink;
   // The sink learns the reply's seq before any piece (a Response stream's id).
   if (st.sink)
-    send_untyped(self, st.sink, started_atom::value, user.seq + 1);
+    send_untyped(self, st.sink, started_atom::value, user.seq + 1, st.rec.model);
   // Streamed: the pieces go from the llm straight to the sink (a hop less
   // per piece), under this actor's identity, so the sink's cancel comes here.
   auto answered =
@@ -706,12 +706,13 @@ session_actor::behavior_type session_behavior(session_self* self, std::string id
       else if (s.sink)
         send_untyped(self, s.sink, delta_atom::value, std::move(piece));
     },
-    [self](started_atom, std::int64_t seq) {
+    [self](started_atom, std::int64_t seq, std::string& model) {
       auto& s = self->state;
       if (s.ph == phase::moved && !s.relay_sinks.empty())
-        send_untyped(self, s.relay_sinks.front().second, started_atom::value, seq);
+        send_untyped(self, s.relay_sinks.front().second, started_atom::value, seq,
+                     std::move(model));
       else if (s.sink)
-        send_untyped(self, s.sink, started_atom::value, seq);
+        send_untyped(self, s.sink, started_atom::value, seq, std::move(model));
     },
     // From the predecessor: its queue is handed over (or from the timer set
     // on the handoff, should it never say so).

@@ -69,9 +69,9 @@ using session_actor = caf::typed_actor<
   /// its sink (the pieces of this actor's own turns go from the llm actor to
   /// the sink directly, under this actor's identity).
   caf::reacts_to<delta_atom, std::string>,
-  /// (reply seq) from the successor: a relayed streamed turn's call started;
+  /// (reply seq, model) from the successor: a relayed streamed turn's call started;
   /// on to its sink like a piece.
-  caf::reacts_to<started_atom, std::int64_t>,
+  caf::reacts_to<started_atom, std::int64_t, std::string>,
   /// From the predecessor on another node: the turns queued there are on
   /// their way; run the ones that came here straight after them. Also the
   /// actor's own timer, should the predecessor never say so.

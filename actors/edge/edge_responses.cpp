@@ -290,9 +290,14 @@ void stateless(edge_self* self, const call_ptr& c, const api_key_record& key) {
       req.messages.push_back(chat_message(item));
     req.options = rb.call_options;
     if (c->stream) {
-      response_view v{"resp_" + random_hex(16), rb.conversation.empty() ? std::string{} : session,
-                      rb.previous_response_id, rb.instructions.value_or(""), rb.metadata_json,
-                      rb.call_options, false};
+      response_view v{"resp_" + random_hex(16),
+                      rb.conversation.empty() ? std::string{} : session,
+                      rb.previous_response_id,
+                      rb.instructions.value_or(""),
+                      rb.metadata_json,
+                      rb.call_options,
+                      false,
+                      model};
       completion_listener on_result = [storage = cst.storage, user = key.user_id,
                                        metrics = cst.metrics, budget = c->budget](const llm_result& r) {
         if (budget)

@@ -179,6 +179,7 @@ std::string render_response(const response_view& v, const message_record& reply)
 std::string response_stream::opening(const response_view& v) {
   message_record pending;
   pending.created_at = now_rfc3339();
+  pending.model = v.model;
   auto r = response_json(v, pending, "in_progress", false);
   r["usage"] = nullptr;
   std::string out = sse({{"type", "response.created"}, {"sequence_number", sequence++}, {"response", r}});
@@ -239,6 +240,7 @@ std::string response_stream::closing(const response_view& v, const message_recor
 std::string response_stream::failed(const response_view& v, const api_error& e) {
   message_record pending;
   pending.created_at = now_rfc3339();
+  pending.model = v.model;
   auto r = response_json(v, pending, "failed", false);
   r["usage"] = nullptr;
   r["error"] = {{"code", std::string{code_name(e.code)}}, {"message", e.message}};

@@ -29,6 +29,9 @@ struct response_view {
   std::string metadata_json = "{}";
   std::string call_options = "{}"; ///< temperature, max_tokens
   bool store = true;
+  /// The model answering, for the events written before its reply (a stored
+  /// turn's comes with `started`: the session's).
+  std::string model = {};
 };
 
 /// `{"id", "object": "response.deleted", "deleted": true}`.

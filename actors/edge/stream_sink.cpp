@@ -55,7 +55,7 @@ struct turn_format {
     return self->request(registry, timeout, std::move(req));
   }
   void opening(net::responder&) {}
-  bool started(std::int64_t) { return false; }
+  bool started(std::int64_t, std::string&) { return false; }
   void piece(net::responder& out, const std::string& text) { out.write(render_delta_sse(text)); }
   bool relays(const relay_chunk&) { return false; } // a turn's pieces are deltas
   void relay(net::responder&, relay_chunk&) {}
@@ -100,7 +100,7 @@ struct completion_format {
                          caf::actor_cast<caf::actor>(self));
   }
   void opening(net::responder&) {}
-  bool started(std::int64_t) { return false; }
+  bool started(std::int64_t, std::string&) { return false; }
   void piece(net::responder& out, const std::string& text) {
     open_rendered(out);
     out.write(render_completion_chunk(id, created, model, &text, false, false));
@@ -176,10 +176,11 @@ struct response_format {
   }
   void opening(net::responder& out) { open(out); }
   /// True when the stream should start now.
-  bool started(std::int64_t seq) {
+  bool started(std::int64_t seq, std::string& model) {
     if (opened)
       return false;
     view.id = net::response_id(view.session_id, seq);
+    view.model = std::move(model);
     events.item_id = net::item_id(view.session_id, seq);
     return true;
   }
@@ -198,8 +199,10 @@ struct response_format {
   void relay(net::responder&, relay_chunk&) {}
   std::optional<std::pair<unsigned, std::string>> plain_result(result&) { return std::nullopt; }
   void before_closing(result& r) {
-    if (!opened)
-      started(r.reply.seq);
+    if (!opened) {
+      auto model = r.reply.model;
+      started(r.reply.seq, model);
+    }
     if (on_reply)
       on_reply(r);
   }
@@ -245,7 +248,7 @@ struct unstored_response_format {
     opened = true;
     out.write(events.opening(view));
   }
-  bool started(std::int64_t) { return false; }
+  bool started(std::int64_t, std::string&) { return false; }
   void piece(net::responder& out, const std::string& text) {
     opening(out);
     if (!text.empty())
@@ -438,10 +441,10 @@ stream_sink_actor::behavior_type stream_sink(sink_self<Format>* self, sink_targe
       st.fmt.piece(*st.w->out, piece);
       client_gone();
     },
-    [self, guard, start](started_atom, std::int64_t seq) {
+    [self, guard, start](started_atom, std::int64_t seq, std::string& model) {
       auto lk = guard();
       auto& st = self->state;
-      if (!st.w->done && st.fmt.started(seq))
+      if (!st.w->done && st.fmt.started(seq, model))
         start();
     },
     [self, guard, start, client_gone](chunk_atom, relay_chunk& ch) {

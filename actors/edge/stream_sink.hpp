@@ -48,9 +48,10 @@ using stream_sink_actor = caf::typed_actor<
   /// One piece of the reply, in order (from the session actor or, for a
   /// completion, the llm actor).
   caf::reacts_to<delta_atom, std::string>,
-  /// (reply seq) from the session actor as a streamed turn's model call
-  /// starts, before its pieces: a Response stream opens with its id.
-  caf::reacts_to<started_atom, std::int64_t>,
+  /// (reply seq, model) from the session actor as a streamed turn's model
+  /// call starts, before its pieces: a Response stream opens with its id and
+  /// the session's model.
+  caf::reacts_to<started_atom, std::int64_t, std::string>,
   /// A gateway completion: one upstream chunk, in order, from the llm
   /// actor's connection thread on this node; written to the client as it
   /// came (the usage chunk only when the client asked for it). The chunk's

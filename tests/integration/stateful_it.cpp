@@ -848,6 +848,14 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   EXPECT_EQ(events.back().first, "response.completed");
   auto id = events.back().second["response"]["id"].get<std::string>();
   EXPECT_EQ(events.front().second["response"]["id"], id);
+  // Every event that carries the response names its model, from the first.
+  auto model = events.back().second["response"]["model"].get<std::string>();
+  EXPECT_FALSE(model.empty()) << r.body;
+  for (auto& e : events) {
+    if (e.second.contains("response")) {
+      EXPECT_EQ(e.second["response"]["model"], model) << e.first;
+    }
+  }
   // Committed before response.completed: retrievable at once.
   auto got = node.call("GET", "/v1/responses/" + id, key);
   ASSERT_EQ(got.status, 200) << describe(got);
@@ -867,6 +875,8 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   EXPECT_EQ(failed.front().first, "response.created") << cut.body;
   EXPECT_EQ(failed.back().first, "response.failed") << cut.body;
   EXPECT_EQ(failed.back().second["response"]["status"], "failed");
+  EXPECT_EQ(failed.front().second["response"]["model"], model) << cut.body;
+  EXPECT_EQ(failed.back().second["response"]["model"], model) << cut.body;
   EXPECT_TRUE(failed.back().second["response"]["error"]["message"].is_string()) << cut.body;
   for (auto& e : failed)
     EXPECT_NE(e.first, "response.completed");
@@ -889,6 +899,7 @@ TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_re
   }
   EXPECT_EQ(ev.back().first, "response.completed");
   EXPECT_EQ(ev.back().second["response"]["store"], false);
+  EXPECT_EQ(ev.front().second["response"]["model"], model) << unstored.body;
   ASSERT_EQ(mock.requests().size(), calls + 1);
   auto ctx = sent(mock, calls);
   ASSERT_EQ(ctx.size(), 3u);
