@@ -6,8 +6,10 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -373,8 +375,20 @@ pid_t spawn(const std::string& exe, const std::vector<std::string>& args,
   for (auto& e : envs)
     envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  // A child forked by the main thread dies with the test process (a test
+  // that crashes or is killed by ctest's timeout leaves no node or mock
+  // holding its ports). The signal follows the forking thread, not the
+  // process, so a child forked by a worker thread, which may end first,
+  // does without it.
+  const pid_t parent = ::getpid();
+  const bool main_thread = parent == static_cast<pid_t>(::syscall(SYS_gettid));
   pid_t pid = ::fork();
   if (pid == 0) {
+    if (main_thread) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent)
+        _exit(1);
+    }
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
     sigset_t none;
