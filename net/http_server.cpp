@@ -35,6 +35,11 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::chrono::seconds write_timeout{30};
+/// Lingering after an answer to a request not read whole (linger_close).
+constexpr std::chrono::seconds linger_total{10};
+constexpr std::chrono::seconds linger_idle{2};
+constexpr std::size_t linger_bytes = 64 * 1024 * 1024;
+constexpr std::size_t linger_read = 16 * 1024;
 /// A streamed answer's chunks queued at once are written together up to
 /// this many bytes.
 constexpr std::size_t coalesce_limit = 64 * 1024;
@@ -317,10 +322,8 @@ private:
       if (length && *length > body_limit_)
         ec = http::error::body_limit;
       else if (!reserve_large(length ? *length : body_limit_))
-        return write_error(11, true,
-                           {errc::overloaded, "this node is receiving too many large request "
-                                              "bodies at once; retry shortly"},
-                           make_request_id());
+        return refuse_unread({errc::overloaded, "this node is receiving too many large request "
+                                                "bodies at once; retry shortly"});
       else
         parser_->body_limit(body_limit_);
     }
@@ -358,17 +361,13 @@ private:
         ec == asio::error::operation_aborted)
       return close();
     if (ec == http::error::body_limit)
-      return write_error(11, true,
-                         {errc::payload_too_large,
-                          "the request body is over " + describe_bytes(body_limit_)},
-                         make_request_id());
+      return refuse_unread({errc::payload_too_large,
+                            "the request body is over " + describe_bytes(body_limit_)});
     if (ec == http::error::header_limit ||
         (ec == http::error::buffer_overflow && !parser_->is_header_done()))
-      return write_error(11, true,
-                         {errc::header_too_large,
-                          "the request line and headers are over " +
-                            std::to_string(srv_->opts.header_limit / 1024) + " KiB"},
-                         make_request_id());
+      return refuse_unread({errc::header_too_large,
+                            "the request line and headers are over " +
+                              std::to_string(srv_->opts.header_limit / 1024) + " KiB"});
     if (ec == http::error::buffer_overflow)
       return write_error(11, true,
                          {errc::invalid_request,
@@ -457,6 +456,8 @@ private:
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
                         self->in_flight_ = false;
+                        if (!ec && self->linger_)
+                          return self->linger_close();
                         if (ec || !keep)
                           return self->close();
                         self->wait_idle();
@@ -583,6 +584,46 @@ private:
     close();
   }
 
+  /// An error answered before the request was read whole (its body, or
+  /// the rest of its headers): the connection closes after the answer, by
+  /// linger_close.
+  void refuse_unread(const api_error& e) {
+    linger_ = true;
+    write_error(11, true, e, make_request_id());
+  }
+
+  /// After an answer to a request that was not read whole: the send side is
+  /// shut, and what the client still sends is read and dropped for a while
+  /// (RFC 9112 section 9.6), so that a client that writes its whole body
+  /// before it reads gets the answer. Closed at once, the socket would answer
+  /// the unread bytes with a reset, the client's write would fail and the
+  /// answer would be lost. Bounded: linger_bytes in all, linger_idle between
+  /// reads, linger_total from the answer; a node that stops closes at once.
+  void linger_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    linger_until_ = std::chrono::steady_clock::now() + linger_total;
+    linger_left_ = linger_bytes;
+    buffer_.clear();
+    buffer_.shrink_to_fit();
+    buffer_.max_size(linger_read);
+    drain();
+  }
+
+  void drain() {
+    if (linger_left_ == 0 || srv_->stopping.load() ||
+        std::chrono::steady_clock::now() >= linger_until_)
+      return close();
+    stream_.expires_after(linger_idle);
+    stream_.async_read_some(buffer_.prepare(linger_read),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec)
+                                return self->close();
+                              self->linger_left_ -= std::min(n, self->linger_left_);
+                              self->drain(); // the bytes read are dropped: never committed
+                            });
+  }
+
   void write_error(unsigned version, bool close_after, const api_error& e, std::string rid) {
     version_ = version;
     keep_alive_ = false;
@@ -609,6 +650,9 @@ private:
   bool keep_alive_ = true;
   bool head_ = false; ///< the request in flight is a HEAD: its answer has no body
   bool close_after_ = false;
+  bool linger_ = false; ///< the request was not read whole: linger_close after the answer
+  std::size_t linger_left_ = 0;
+  std::chrono::steady_clock::time_point linger_until_;
   bool in_flight_ = false;
   std::size_t body_limit_ = 0; ///< of the request being read
   std::size_t reserved_ = 0;   ///< of large_body_budget, while its body is read

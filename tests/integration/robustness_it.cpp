@@ -1,5 +1,10 @@
 // Bad bytes, bad JSON and slow clients never crash a node or hold it.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -163,6 +168,59 @@ TEST(robustness, unknown_transfer_codings_and_repeated_single_headers_are_refuse
   auto ok = raw_exchange(node.port(), chunked("Chunked"), std::chrono::seconds(5));
   EXPECT_EQ(status_of(ok), "200") << ok;
   EXPECT_EQ(node.call("GET", "/v1/sessions/" + id, key).js()["message_count"], 2);
+}
+
+// A client that writes its whole body before it reads (most do) gets the
+// 413 that was answered from the headers: the node shuts its side and reads
+// and drops the rest for a while (RFC 9112 section 9.6) instead of closing
+// at once, which answered the unread bytes with a reset that failed the
+// client's write and lost the answer. The same for a 431.
+TEST(robustness, a_refused_request_still_being_sent_gets_its_answer) {
+  scratch_db db;
+  parley_node node{db};
+  auto key = node.create_key("alice");
+  auto id = node.create_session(key);
+  auto send_slowly_then_read = [&](const std::string& head, std::size_t body_bytes) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(node.port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    bool sent = send_all(fd, head);
+    // The body in pieces, a little at a time, so that the answer comes
+    // while the client is still writing (4 MiB: more than the socket
+    // buffers hold).
+    std::string piece(64 * 1024, 'x');
+    for (std::size_t off = 0; sent && off < body_bytes; off += piece.size()) {
+      sent = send_all(fd, piece);
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    }
+    ::shutdown(fd, SHUT_WR);
+    std::string reply;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      reply.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    return std::make_pair(sent, reply);
+  };
+  const std::size_t body = 4 * 1024 * 1024;
+  auto [sent, reply] = send_slowly_then_read(
+    "POST /v1/sessions/" + id + "/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+      key + "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body) +
+      "\r\n\r\n",
+    body);
+  EXPECT_TRUE(sent) << "the node reset the connection while the body was being sent";
+  EXPECT_EQ(reply.rfind("HTTP/1.1 413 ", 0), 0u) << reply.substr(0, 200);
+  EXPECT_NE(reply.find("payload_too_large"), std::string::npos) << reply.substr(0, 400);
+
+  // Headers over the limit, the rest of them still coming.
+  auto [sent_h, reply_h] = send_slowly_then_read(
+    "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20 * 1024, 'a'), body);
+  EXPECT_TRUE(sent_h) << "the node reset the connection while the headers were being sent";
+  EXPECT_EQ(reply_h.rfind("HTTP/1.1 431 ", 0), 0u) << reply_h.substr(0, 200);
+  EXPECT_EQ(node.call("GET", "/v1/sessions/" + id, key).js()["message_count"], 0);
+  expect_alive(node, "refused while sending");
 }
 
 TEST(robustness, sigterm_finishes_in_flight_turns_and_exits_zero) {
