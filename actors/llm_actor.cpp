@@ -20,6 +20,7 @@
 #include "runtime/rules/token_usage.hpp"
 #include "runtime/rules/upstream_policy.hpp"
 #include "net/http_client.hpp"
+#include "net/http/json_text.hpp"
 #include "net/http/openai_chunk.hpp"
 
 namespace parley {
@@ -44,7 +45,13 @@ struct stream_progress {
   std::string model;         ///< the model the upstream named in its chunks
   token_usage usage;         ///< from the usage chunk, once it came
   std::size_t forwarded = 0; ///< pieces or chunks that reached the listener: no retry after one
+  bool ended = false;        ///< `[DONE]` or a `finish_reason` came: the answer is whole
+  bool choices = false;      ///< some chunk held a choice
+  /// Why the stream cannot be taken, from its first bad event on (whatever
+  /// follows is dropped); empty: nothing wrong so far.
+  std::string fault;
 };
+
 
 /// One model call on its way through attempts, retries and upstreams.
 struct call {
@@ -113,19 +120,58 @@ token_usage usage_of(const net::upstream_usage& u) {
   return t;
 }
 
+/// Reads one event of a stream into `info`: true when it is a chunk to use.
+/// `[DONE]` ends the stream; an event that is not a JSON object (or not
+/// UTF-8) and an `error` event are faults, and nothing after a fault is
+/// used: a stream is taken whole or not at all.
+bool take_event(stream_progress& p, std::string_view data, net::chunk_info& info) {
+  if (!p.fault.empty())
+    return false;
+  switch (net::read_chunk(data, info)) {
+    case net::chunk_kind::done:
+      p.ended = true;
+      return false;
+    case net::chunk_kind::malformed:
+      p.fault = "it sent a streamed chunk that is not a JSON object in UTF-8";
+      return false;
+    case net::chunk_kind::chunk:
+      break;
+  }
+  if (info.error) {
+    p.fault = "it sent an error event mid-stream";
+    return false;
+  }
+  if (info.model) {
+    p.model = std::move(*info.model);
+    net::replace_nul(p.model);
+  }
+  if (info.usage)
+    p.usage = usage_of(*info.usage);
+  p.choices = p.choices || !info.no_choices;
+  p.ended = p.ended || info.finished;
+  return true;
+}
+
+/// Why a stream that ended cleanly cannot be the answer; empty when it can.
+/// A turn's stream must hold a choice, as a whole completion must.
+std::string stream_fault(const stream_progress& p, bool relay) {
+  if (!p.fault.empty())
+    return p.fault;
+  if (!p.ended)
+    return "its stream ended without [DONE] or a finish_reason (cut short)";
+  if (!relay && !p.choices)
+    return "its stream held no choice";
+  return {};
+}
+
 /// One upstream chunk of a session turn's stream: notes its model and usage,
 /// and returns its piece of text (added to what was streamed, and counted),
 /// if it has one.
 std::optional<std::string> next_piece(stream_progress& p, std::string_view data) {
   net::chunk_info info;
-  if (!net::read_chunk(data, info))
+  if (!take_event(p, data, info) || !info.piece)
     return std::nullopt;
-  if (info.model)
-    p.model = std::move(*info.model);
-  if (info.usage)
-    p.usage = usage_of(*info.usage);
-  if (!info.piece)
-    return std::nullopt;
+  net::replace_nul(*info.piece); // stored as the client saw it
   p.streamed += *info.piece;
   ++p.forwarded;
   return std::move(info.piece);
@@ -171,6 +217,11 @@ llm_result parse_completion(const std::string& body, const std::string& model, b
           r.content = content->get<std::string>();
         if (auto m = j.find("model"); m != j.end() && m->is_string())
           r.model = m->get<std::string>();
+        // A session turn stores them (a gateway call the model's name, for
+        // usage): U+0000 cannot be stored.
+        if (!relay)
+          net::replace_nul(r.content);
+        net::replace_nul(r.model);
         read_usage(j, r.usage);
         return r;
       }
@@ -252,6 +303,11 @@ void attempt(llm_self* self, std::uint64_t id) {
     c.upstream_started = c.attempt_started;
   auto me = caf::actor_cast<llm_actor>(self);
   if (c.listener) {
+    // Another attempt comes only when nothing reached the listener: it
+    // starts the stream afresh (a fault or a model name of the last attempt
+    // is not this one's). The last attempt's events are all in: its done
+    // message followed them.
+    *c.progress = stream_progress{};
     // Streamed: each piece goes from the connection's strand straight to the
     // listener (no hop through this actor: one actor for every stream of
     // the node would be a queue every piece waits in); the done message
@@ -264,12 +320,8 @@ void attempt(llm_self* self, std::uint64_t id) {
       cb.on_event = [listener = c.listener, caller = c.caller, progress = c.progress,
                      pace = cb.pace](std::string_view data) {
         net::chunk_info info;
-        if (!net::read_chunk(data, info))
-          return; // [DONE] (the sink writes its own) or not JSON
-        if (info.model)
-          progress->model = std::move(*info.model);
-        if (info.usage)
-          progress->usage = usage_of(*info.usage);
+        if (!take_event(*progress, data, info))
+          return; // [DONE] (the sink writes its own), or a fault: answered at the end
         ++progress->forwarded;
         caf::send_as(caller, listener, chunk_atom::value,
                      relay_chunk{std::string{data}, info.no_choices && info.usage.has_value(),
@@ -351,18 +403,27 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   auto now = clock::now();
   auto o = outcome_of(status, http_status);
   caf::error parse_err;
+  std::string fault_what; ///< a stream's fault, for the mid-stream error
   llm_result result;
   if (o == attempt_outcome::success) {
     if (c.listener && body.empty()) {
-      // A stream that ended cleanly: its pieces are the reply.
+      // A stream that ended cleanly: its pieces are the reply, if it is whole.
+      if (auto fault = stream_fault(*c.progress, c.relay); !fault.empty()) {
+        o = attempt_outcome::broken;
+        parse_err = make_error(errc::upstream_error, "the model upstream's answer is unusable: " +
+                                                       fault);
+        fault_what = std::move(fault);
+      }
       result.content = c.progress->streamed;
       result.model = c.progress->model.empty() ? c.model : c.progress->model;
       result.usage = c.progress->usage;
     } else {
-      // A whole completion (also an upstream that ignored "stream").
+      // A whole completion (also an upstream that ignored "stream"). One
+      // Parley cannot read (an HTML page from a proxy, a body cut short) is
+      // the upstream's failure: retried, then the fallback's turn.
       result = parse_completion(body, c.model, c.relay, parse_err);
       if (parse_err)
-        o = attempt_outcome::client_error;
+        o = attempt_outcome::broken;
       else if (c.relay) {
         // Relayed as it came; streamed, the sink turns it into chunks.
         result.raw = body;
@@ -405,8 +466,8 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     c.last = std::move(parse_err);
   else if (status == net::fetch_status::too_large)
     c.last = make_error(errc::upstream_error,
-                        "the model upstream's answer is larger than Parley accepts "
-                        "(PARLEY_LLM_MAX_RESPONSE_BYTES): " + what);
+                        "the model upstream's answer is larger than this node accepts: " +
+                          what);
   else
     c.last = error_for(o, http_status, what, st.cfg.timeout);
   if (c.progress->forwarded > 0) {
@@ -415,7 +476,8 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
     auto rp = std::move(c.rp);
     st.calls.erase(it);
     rp.deliver(make_error(errc::upstream_error,
-                          "the model upstream broke off the reply mid-stream: " + what));
+                          "the model upstream broke off the reply mid-stream: " +
+                            (fault_what.empty() ? what : fault_what)));
     return;
   }
   if (!tries_the_fallback(o)) {

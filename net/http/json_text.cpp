@@ -78,4 +78,9 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
+void replace_nul(std::string& s) {
+  for (auto at = s.find('\0'); at != std::string::npos; at = s.find('\0', at + 3))
+    s.replace(at, 1, "\xEF\xBF\xBD");
+}
+
 } // namespace parley::net

@@ -19,6 +19,10 @@ std::size_t utf8_sequence(std::string_view s);
 enum class allow_controls { yes, no };
 bool is_clean_text(std::string_view s, allow_controls controls = allow_controls::yes);
 
+/// Replaces every NUL (U+0000) in `s` with U+FFFD: text from outside (a
+/// model's answer) that PostgreSQL can store.
+void replace_nul(std::string& s);
+
 /// Appends `s` as a JSON string: quotes and backslashes escaped, control
 /// characters as \n-style or \u00XX escapes, invalid UTF-8 as U+FFFD.
 void append_json_string(std::string& out, std::string_view s);

@@ -18,7 +18,11 @@ class chunk_reader {
 public:
   using json = nlohmann::json;
 
-  bool null() { return value(); }
+  bool null() {
+    if (path_.size() == 1 && path_[0].key == "error")
+      error = true;
+    return value();
+  }
   bool boolean(bool) { return value(); }
   bool number_integer(json::number_integer_t n) {
     if (n >= 0)
@@ -33,6 +37,10 @@ public:
   bool number_float(json::number_float_t, const json::string_t&) { return value(); }
   bool binary(json::binary_t&) { return value(); }
   bool string(json::string_t& s) {
+    if (at_finish_reason())
+      finished = true;
+    if (path_.size() == 1 && path_[0].key == "error")
+      error = true;
     if (at_model())
       model = std::move(s);
     else if (at_content())
@@ -40,6 +48,8 @@ public:
     return value();
   }
   bool start_object(std::size_t) {
+    if (path_.size() == 1 && path_[0].key == "error")
+      error = true;
     if (path_.size() == 1 && path_[0].key == "usage" && !usage)
       usage = upstream_usage{};
     if (path_.size() == 1 && path_[0].key == "choices")
@@ -77,6 +87,8 @@ public:
   std::optional<std::string> content;
   std::optional<upstream_usage> usage;
   bool has_choice = false;
+  bool finished = false;
+  bool error = false;
   bool top_object = false;
 
 private:
@@ -108,6 +120,11 @@ private:
     return true;
   }
   bool at_model() const { return path_.size() == 1 && path_[0].key == "model"; }
+  /// `choices[i].finish_reason`, any choice.
+  bool at_finish_reason() const {
+    return path_.size() == 3 && !path_[0].array && path_[0].key == "choices" && path_[1].array &&
+           !path_[2].array && path_[2].key == "finish_reason";
+  }
   bool at_content() const {
     return path_.size() == 4 && !path_[0].array && path_[0].key == "choices" && path_[1].array &&
            path_[1].index == 0 && !path_[2].array && path_[2].key == "delta" &&
@@ -119,20 +136,22 @@ private:
 
 } // namespace
 
-bool read_chunk(std::string_view data, chunk_info& out) {
+chunk_kind read_chunk(std::string_view data, chunk_info& out) {
   if (data == "[DONE]")
-    return false;
+    return chunk_kind::done;
   chunk_reader r;
   if (!nlohmann::json::sax_parse(data, &r) || !r.top_object)
-    return false; // not a JSON object: skipped
+    return chunk_kind::malformed;
   chunk_info info;
   if (r.content && !r.content->empty())
     info.piece = std::move(r.content);
   info.model = std::move(r.model);
   info.usage = r.usage;
   info.no_choices = !r.has_choice;
+  info.finished = r.finished;
+  info.error = r.error;
   out = std::move(info);
-  return true;
+  return chunk_kind::chunk;
 }
 
 } // namespace parley::net

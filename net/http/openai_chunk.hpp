@@ -28,12 +28,22 @@ struct chunk_info {
   /// True when `choices` is absent or an empty array: the final usage
   /// chunk of `stream_options.include_usage` (API.md section 5).
   bool no_choices = true;
+  /// A choice's `finish_reason` is a string: the answer is whole.
+  bool finished = false;
+  /// The chunk has a top-level `error`: the upstream failed mid-stream.
+  bool error = false;
 };
 
-/// Reads one chunk's `data`. Returns false for `[DONE]`, text that is not
-/// one JSON object, and leaves `out` as it was then; true otherwise (a
-/// chunk of any shape: its fields are read where they are as above).
-/// Pure, thread-safe.
-bool read_chunk(std::string_view data, chunk_info& out);
+/// What one event of a stream is.
+enum class chunk_kind {
+  chunk,     ///< a JSON object: read into chunk_info
+  done,      ///< `[DONE]`: the stream's end
+  malformed, ///< anything else: not JSON (or not UTF-8), not an object
+};
+
+/// Reads one chunk's `data` into `out` (a chunk of any shape: its fields are
+/// read where they are as above); `out` is left as it was for `[DONE]` and
+/// for a malformed event. Pure, thread-safe.
+chunk_kind read_chunk(std::string_view data, chunk_info& out);
 
 } // namespace parley::net

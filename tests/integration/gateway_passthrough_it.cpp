@@ -711,6 +711,8 @@ TEST_F(passthrough, an_oversized_upstream_answer_is_cut_with_502) {
   EXPECT_EQ(r.status, 502) << describe(r);
   EXPECT_EQ(r.code(), "upstream_error");
   EXPECT_EQ(mock.requests().size(), 1u) << "not retried";
+  EXPECT_EQ(r.js()["error"]["message"].get<std::string>().find("PARLEY_"), std::string::npos)
+    << "the message speaks of the request, not of a setting: " << r.body;
   // One event over the cap in a stream.
   scripted_upstream up{sse_answer({chunk({{"content", std::string(100000, 'z')}})})};
   parley_node streamed{db, {{"PARLEY_LLM_BASE_URL", up.base_url()},

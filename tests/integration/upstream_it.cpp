@@ -434,3 +434,139 @@ TEST(upstream_pool, slow_turns_show_in_the_turns_in_flight_gauge) {
   EXPECT_EQ(std::count(status.begin(), status.end(), 200), static_cast<long>(sessions));
   EXPECT_EQ(s.node->metric("parley_turns_in_flight"), 0);
 }
+
+namespace {
+
+/// A chunk with one piece of text, as an upstream streams it.
+std::string piece_chunk(const std::string& text) {
+  return json{{"model", "up-model"},
+              {"choices", json::array({{{"index", 0},
+                                        {"delta", {{"content", text}}},
+                                        {"finish_reason", nullptr}}})}}
+    .dump();
+}
+
+std::string finish_chunk() {
+  return json{{"choices", json::array({{{"index", 0}, {"delta", json::object()},
+                                        {"finish_reason", "stop"}}})}}
+    .dump();
+}
+
+} // namespace
+
+// A stream is the answer only when it is whole: it ends with [DONE] or a
+// finish_reason, and every event in it is a JSON chunk. Cut short (the
+// upstream closed cleanly before its end), with an error event, or with a
+// chunk that is not JSON in UTF-8 (a lone surrogate), a session turn ends
+// with an error event and stores nothing, so a retry with the same
+// client_message_id gets a real answer; the gateway's client gets one error
+// line and no [DONE]. Before, the partial text was stored and acknowledged.
+TEST(upstream_stream, an_unfinished_or_faulty_stream_is_an_error_and_stores_nothing) {
+  // Each bad stream counts against the primary's circuit; it stays closed
+  // here, so that every call meets the bad stream.
+  setup s{{{"PARLEY_LLM_BREAKER_THRESHOLD", "1000"}}, true};
+  struct bad_stream {
+    std::string name;
+    std::vector<std::string> script;
+  };
+  std::vector<bad_stream> cases = {
+    {"cut short", {piece_chunk("Hel"), piece_chunk("lo")}},
+    {"error event",
+     {piece_chunk("Hel"), R"({"error":{"message":"overloaded","type":"server_error"}})",
+      finish_chunk(), "[DONE]"}},
+    {"not json", {piece_chunk("Hel"), "{\"choices\":[{\"delta\":{\"content\":\"x", finish_chunk(),
+                  "[DONE]"}},
+    {"lone surrogate", {piece_chunk("Hel"), R"({"choices":[{"delta":{"content":"\ud83d"}}]})",
+                        finish_chunk(), "[DONE]"}},
+  };
+  int n = 0;
+  for (auto& c : cases) {
+    auto cmid = "bad-" + std::to_string(n++);
+    s.primary.configure({{"stream_script", c.script}});
+    auto r = s.node->post_message(
+      s.key, s.id, {{"content", "tell me"}, {"client_message_id", cmid}, {"stream", true}});
+    ASSERT_EQ(r.status, 200) << c.name << ": " << describe(r);
+    EXPECT_NE(r.body.find("event: error"), std::string::npos) << c.name << ": " << r.body;
+    EXPECT_EQ(r.body.find("event: done"), std::string::npos) << c.name << ": " << r.body;
+    EXPECT_EQ(s.stored(), 0u) << c.name;
+    EXPECT_EQ(s.fallback->requests().size(), 0u) << c.name << ": pieces had reached the client";
+
+    // The gateway: the upstream's text, then one error line, no [DONE].
+    auto g = s.node->call("POST", "/v1/chat/completions", s.key,
+                          json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                               {"stream", true}}
+                            .dump());
+    ASSERT_EQ(g.status, 200) << c.name << ": " << describe(g);
+    auto last = g.body.rfind("data: ");
+    ASSERT_NE(last, std::string::npos) << c.name << ": " << g.body;
+    EXPECT_EQ(g.body.compare(last, 15, "data: {\"error\":"), 0) << c.name << ": " << g.body;
+    EXPECT_EQ(g.body.find("data: [DONE]"), std::string::npos) << c.name << ": " << g.body;
+
+    // The same client_message_id again, the upstream whole: a real answer.
+    s.primary.configure({{"stream_script", json::array()}});
+    auto again = s.node->post_message(
+      s.key, s.id, {{"content", "tell me"}, {"client_message_id", cmid}, {"stream", true}});
+    EXPECT_NE(again.body.find("event: done"), std::string::npos) << c.name << ": " << again.body;
+    auto stored = s.node->all_messages(s.key, s.id);
+    ASSERT_EQ(stored.size(), 2u) << c.name;
+    EXPECT_EQ(stored[1]["content"], "mock: tell me") << c.name;
+    ASSERT_EQ(s.node->call("DELETE", "/v1/sessions/" + s.id, s.key).status, 204);
+    s.id = s.node->create_session(s.key);
+  }
+  // A fault before the first piece reached the client: the fallback answers.
+  s.primary.configure({{"stream_script", json::array({"<html>bad gateway</html>"})}});
+  auto r = s.node->post_message(s.key, s.id, {{"content", "rescue me"}, {"stream", true}});
+  EXPECT_NE(r.body.find("event: done"), std::string::npos) << r.body;
+  EXPECT_EQ(s.fallback->requests().size(), 1u);
+  auto stored = s.node->all_messages(s.key, s.id);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1]["content"], "mock: rescue me");
+}
+
+// An answer of 200 that Parley cannot read (a proxy's HTML page) is the
+// upstream's failure like a 502: the fallback answers. Before, the turn got
+// 502 and the fallback was never asked.
+TEST(upstream, an_unreadable_answer_of_200_goes_to_the_fallback) {
+  setup s{{{"PARLEY_LLM_MAX_ATTEMPTS", "1"}}, true};
+  s.primary.configure({{"fail_status", 200}, {"fail_body", "<html>502 Bad Gateway</html>"}});
+  for (bool stream : {false, true}) {
+    auto r = s.node->post_message(s.key, s.id, {{"content", "rescue me"}, {"stream", stream}});
+    ASSERT_EQ(r.status, 200) << describe(r);
+    if (stream) {
+      EXPECT_NE(r.body.find("event: done"), std::string::npos) << r.body;
+    }
+  }
+  EXPECT_EQ(s.fallback->requests().size(), 2u);
+  auto stored = s.node->all_messages(s.key, s.id);
+  ASSERT_EQ(stored.size(), 4u);
+  EXPECT_EQ(stored[3]["content"], "mock: rescue me");
+}
+
+// A model's answer holding U+0000, which PostgreSQL cannot store, is stored
+// (and streamed) with U+FFFD in its place. Before, the turn failed with 503
+// storage_unavailable, every time the model said it again.
+TEST(upstream, a_nul_in_the_models_answer_is_stored_as_the_replacement_character) {
+  setup s;
+  json completion = {
+    {"id", "c1"},
+    {"object", "chat.completion"},
+    {"model", "up-model"},
+    {"choices", json::array({{{"index", 0},
+                              {"message", {{"role", "assistant"}, {"content", std::string("a\0b", 3)}}},
+                              {"finish_reason", "stop"}}})}};
+  s.primary.configure({{"fail_status", 200}, {"fail_body", completion}});
+  auto r = s.turn("say it");
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(r.js()["reply"]["content"], "a\xEF\xBF\xBD" "b");
+  s.primary.reset();
+  s.primary.configure({{"stream_script", json::array({piece_chunk(std::string("c\0d", 3)),
+                                                      finish_chunk(), "[DONE]"})}});
+  auto st = s.node->post_message(s.key, s.id, {{"content", "again"}, {"stream", true}});
+  ASSERT_EQ(st.status, 200) << describe(st);
+  EXPECT_NE(st.body.find("event: done"), std::string::npos) << st.body;
+  EXPECT_EQ(st.body.find("\\u0000"), std::string::npos) << st.body;
+  auto stored = s.node->all_messages(s.key, s.id);
+  ASSERT_EQ(stored.size(), 4u);
+  EXPECT_EQ(stored[1]["content"], "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(stored[3]["content"], "c\xEF\xBF\xBD" "d");
+}

@@ -10,13 +10,15 @@ namespace {
 
 struct read_out {
   bool ok;
+  chunk_kind kind;
   chunk_info info;
 };
 
 read_out read(std::string_view data) {
-  read_out r{false, {}};
+  read_out r{false, chunk_kind::malformed, {}};
   r.info.model = "unchanged";
-  r.ok = read_chunk(data, r.info);
+  r.kind = read_chunk(data, r.info);
+  r.ok = r.kind == chunk_kind::chunk;
   return r;
 }
 
@@ -104,15 +106,46 @@ TEST(openai_chunk, content_anywhere_else_is_not_the_piece) {
   }
 }
 
-TEST(openai_chunk, done_and_text_that_is_not_a_json_object_are_skipped) {
-  for (auto data : {"[DONE]", "", "not json", R"({"choices":[{"delta":{"content":"cut)",
+TEST(openai_chunk, done_ends_and_text_that_is_not_a_json_object_in_utf8_is_malformed) {
+  auto done = read("[DONE]");
+  EXPECT_EQ(done.kind, chunk_kind::done);
+  EXPECT_EQ(done.info.model, "unchanged");
+  for (auto data : {"", "not json", R"({"choices":[{"delta":{"content":"cut)",
                     R"({"model":"m","choices":[{"delta":{"content":"x"}}]} trailing)", "[1,2]",
-                    "\"text\"", "7"}) {
+                    "\"text\"", "7", "{\"choices\":[{\"delta\":{\"content\":\"\xff\xfe\"}}]}",
+                    R"({"choices":[{"delta":{"content":"\ud83d"}}]})"}) {
     auto r = read(data);
-    EXPECT_FALSE(r.ok) << data;
+    EXPECT_EQ(r.kind, chunk_kind::malformed) << data;
     EXPECT_EQ(r.info.model, "unchanged") << data;
     EXPECT_FALSE(r.info.piece) << data;
   }
+}
+
+TEST(openai_chunk, a_finish_reason_of_any_choice_ends_the_answer_and_an_error_is_flagged) {
+  auto r = read(R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(r.info.finished);
+  EXPECT_FALSE(r.info.error);
+  r = read(R"({"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},)"
+           R"({"index":1,"delta":{},"finish_reason":"length"}]})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(r.info.finished);
+  for (auto data : {R"({"choices":[{"delta":{"content":"a"},"finish_reason":null}]})",
+                    R"({"finish_reason":"stop","choices":[]})",
+                    R"({"choices":[{"delta":{"finish_reason":"stop"}}]})"}) {
+    r = read(data);
+    ASSERT_TRUE(r.ok) << data;
+    EXPECT_FALSE(r.info.finished) << data;
+  }
+  for (auto data : {R"({"error":{"message":"overloaded","type":"server_error"}})",
+                    R"({"error":"boom"})", R"({"id":"x","error":null})"}) {
+    r = read(data);
+    ASSERT_TRUE(r.ok) << data;
+    EXPECT_TRUE(r.info.error) << data;
+  }
+  r = read(R"({"choices":[{"delta":{"content":"error"}}],"x":{"error":1}})");
+  ASSERT_TRUE(r.ok);
+  EXPECT_FALSE(r.info.error);
 }
 
 } // namespace

@@ -356,6 +356,17 @@ void session<Stream>::handle_chat(const string_request& req, std::string_view pa
   case failure_kind::none:
     break;
   }
+  if (chat.stream && !config.stream_script.empty()) {
+    stream_reply reply;
+    for (const auto& data : config.stream_script)
+      reply.events.push_back("data: " + data + "\n\n");
+    reply.content_events = reply.events.size();
+    return after(config.latency, [this, version, keep_alive, reply = std::move(reply),
+                                  answer = state_->begin_answer()]() mutable {
+      answer.reset();
+      start_stream(version, keep_alive, std::move(reply), stream_end::complete);
+    });
+  }
   if (chat.stream) {
     const auto end = failure == failure_kind::cut_stream     ? stream_end::cut
                      : failure == failure_kind::stall_stream ? stream_end::stall

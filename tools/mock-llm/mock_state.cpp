@@ -124,7 +124,8 @@ json to_json(const mock_config& config) {
           {"retry_after", config.retry_after},
           {"fail_body", config.fail_body},
           {"mode", to_string(config.mode)},
-          {"api_key", config.api_key}};
+          {"api_key", config.api_key},
+          {"stream_script", config.stream_script}};
 }
 
 std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
@@ -168,6 +169,17 @@ std::optional<std::string> apply_patch(mock_config& config, const json& patch) {
         next.api_key = value.get<std::string>();
       else
         error = "api_key must be a string";
+    } else if (key == "stream_script") {
+      if (!value.is_array())
+        error = "stream_script must be an array of strings";
+      next.stream_script.clear();
+      for (const auto& e : value.is_array() ? value : json::array()) {
+        if (!e.is_string()) {
+          error = "stream_script must be an array of strings";
+          break;
+        }
+        next.stream_script.push_back(e.get<std::string>());
+      }
     } else if (key == "mode") {
       const auto mode = value.is_string() ? mode_from_string(value.get<std::string>())
                                           : std::nullopt;

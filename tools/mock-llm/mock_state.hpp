@@ -43,6 +43,11 @@ struct mock_config {
   /// When set, chat requests must carry `Authorization: Bearer <api_key>`;
   /// others get OpenAI's 401 (`invalid_api_key`). Empty: any key or none.
   std::string api_key;
+  /// When set, a streamed reply is these events' data, each sent as
+  /// `data: <text>`, in order, and nothing else (no finish chunk, no
+  /// [DONE] unless listed); the stream then ends cleanly. For upstreams that
+  /// misbehave: cut answers, error events, bad chunks.
+  std::vector<std::string> stream_script;
 };
 
 /// The config as the JSON object /_mock/config shows.
