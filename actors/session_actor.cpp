@@ -75,6 +75,12 @@ struct session_state {
   std::vector<turn_ptr> parked; ///< turns that came straight here meanwhile
 };
 
+/// The model a turn's call uses: the one its request names, else the
+/// session's.
+const std::string& turn_model(const session_state& st, const pending_turn& t) {
+  return t.req.model.empty() ? st.rec.model : t.req.model;
+}
+
 using session_self = instrumented_actor<session_state, session_actor::base>;
 
 void pump(session_self* self);
@@ -460,14 +466,14 @@ void call_model(session_self* self, turn_ptr t) {
     return plan_context(system, history, user, st.env.cfg->window, budget);
   }();
   auto others = plan.others;
-  llm_request req{st.rec.model, std::move(plan.messages), {}, t->req.call_options};
+  llm_request req{turn_model(st, *t), std::move(plan.messages), {}, t->req.call_options};
   // Retries and the fallback upstream (after a primary that timed out) all
   // end within llm_call_bound(); the node adds room beyond it.
   auto timeout = st.env.cfg->llm_call_timeout;
   st.sink = t->req.sink;
   // The sink learns the reply's seq before any piece (a Response stream's id).
   if (st.sink)
-    send_untyped(self, st.sink, started_atom::value, user.seq + 1, st.rec.model);
+    send_untyped(self, st.sink, started_atom::value, user.seq + 1, req.model);
   // Streamed: the pieces go from the llm straight to the sink (a hop less
   // per piece), under this actor's identity, so the sink's cancel comes here.
   auto answered =
@@ -516,8 +522,8 @@ void run_turn(session_self* self, turn_ptr t) {
   }
   if (!t->req.append.empty())
     return append(self, std::move(t));
-  if (!model_allowed(t->req.models, st.rec.model)) {
-    t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, st.rec.model)));
+  if (!model_allowed(t->req.models, turn_model(st, *t))) {
+    t->rp.deliver(make_error(errc::forbidden, model_refusal(t->req.models, turn_model(st, *t))));
     return finish_turn(self);
   }
   auto& cmid = t->req.client_message_id;

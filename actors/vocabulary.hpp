@@ -176,6 +176,9 @@ struct turn_request {
   /// stored with the user message, and a repeat of the id with another
   /// hash is a conflict (message_record::request_hash). Empty: content only.
   std::string request_hash = {};
+  /// OpenAI's Responses API: the model of this turn's call, which `models`
+  /// must allow (empty: the session's).
+  std::string model = {};
 };
 
 /// A completed turn: both messages are committed in PostgreSQL.
@@ -495,7 +498,7 @@ typename Inspector::result_type inspect(Inspector& f, turn_request& x) {
   return f(caf::meta::type_name("parley.turn_request"), x.session_id, x.user_id, x.content,
            x.client_message_id, x.request_id, x.hops, x.sink, x.models, x.append, x.instructions,
            x.call_options, x.previous_seq, x.before,
-           x.options, x.request_hash);
+           x.options, x.request_hash, x.model);
 }
 
 template <class Inspector>

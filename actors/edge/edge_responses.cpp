@@ -113,6 +113,8 @@ void run_stored(edge_self* self, const call_ptr& c, const api_key_record& key,
   t.instructions = std::move(instructions);
   t.call_options = b.call_options;
   t.previous_seq = previous_seq;
+  if (b.model) // a continued conversation answers with the model the request names
+    t.model = *b.model;
   if (!c->idempotency_key.empty())
     t.request_hash = request_hash(b);
   // What GET /v1/responses/{id} gives back; a response with none of them
@@ -461,6 +463,10 @@ void handle_create_response(edge_self* self, const call_ptr& c, const api_key_re
                            "earlier user and assistant items are history",
                            "input[" + std::to_string(at) + "]"});
   }
+  // A model the key may not name is refused before anything is made (a
+  // fork, a conversation), whichever way the request continues.
+  if (b.model && !model_allowed(key->models, *b.model))
+    return reply_error(c, {errc::forbidden, model_refusal(key->models, *b.model)});
   // The reservation: the input's estimate and a completion allowance.
   auto reserve = [&b] {
     std::int64_t prompt = estimate_message_tokens(b.instructions.value_or(""));

@@ -829,6 +829,54 @@ TEST_F(stateful, a_retrieved_response_has_its_requests_options_and_input_items) 
   ASSERT_EQ(inputs2.js()["data"].size(), 1u) << inputs2.body;
 }
 
+// A continued conversation answers with the model the request names (OpenAI
+// lets each response choose its own); a model the key may not name is 403
+// whichever way the request continues, and makes nothing (no fork, no
+// turn). Before, the conversation's model answered and the request's was
+// ignored, also a forbidden one.
+TEST(stateful_responses, a_continuation_uses_the_model_it_names_and_the_key_must_allow_it) {
+  responses_node fx;
+  auto& node = fx.node;
+  auto made = node.admin("POST", "/admin/v1/api-keys",
+                         {{"user", "carol"}, {"models", {"mock-model", "other-model"}}});
+  ASSERT_EQ(made.status, 201) << describe(made);
+  std::string carol = made.js()["api_key"];
+  auto post = [&](const json& body) {
+    return node.call("POST", "/v1/responses", carol, body.dump());
+  };
+  auto first = post({{"input", "one"}});
+  ASSERT_EQ(first.status, 200) << describe(first);
+  auto conv = first.js()["conversation"]["id"].get<std::string>();
+  auto first_id = first.js()["id"].get<std::string>();
+  auto second = post({{"input", "two"}, {"previous_response_id", first_id}, {"model", "other-model"}});
+  ASSERT_EQ(second.status, 200) << describe(second);
+  EXPECT_EQ(fx.mock.requests().back()["body"]["model"], "other-model");
+  auto by_conv = post({{"input", "three"}, {"conversation", conv}, {"model", "other-model"},
+                       {"stream", true}});
+  ASSERT_EQ(by_conv.status, 200) << describe(by_conv);
+  EXPECT_EQ(fx.mock.requests().back()["body"]["model"], "other-model");
+  EXPECT_NE(by_conv.body.find("\"model\":\"other-model\""), std::string::npos) << by_conv.body;
+  auto items = node.call("GET", "/v1/conversations/" + conv + "/items", carol).js()["data"];
+  ASSERT_EQ(items.size(), 6u) << items.dump();
+
+  auto calls = fx.mock.requests().size();
+  auto sessions = [&] { return fx.db.query("SELECT count(*) FROM sessions")[0][0].as<int>(); };
+  auto conversations = sessions();
+  for (const json& body :
+       {json{{"input", "x"}, {"previous_response_id", first_id}, {"model", "forbidden-model"}},
+        json{{"input", "x"}, {"conversation", conv}, {"model", "forbidden-model"}},
+        json{{"input", "x"}, {"model", "forbidden-model"}},
+        json{{"input", "x"}, {"model", "forbidden-model"}, {"store", false}}}) {
+    auto r = post(body);
+    EXPECT_EQ(r.status, 403) << body.dump() << " " << describe(r);
+    EXPECT_EQ(r.code(), "forbidden") << body.dump();
+  }
+  EXPECT_EQ(fx.mock.requests().size(), calls);
+  EXPECT_EQ(sessions(), conversations) << "no fork was made";
+  EXPECT_EQ(node.call("GET", "/v1/conversations/" + conv + "/items", carol).js()["data"].size(),
+            6u);
+}
+
 TEST(stateful_responses, a_stream_names_each_event_by_its_type_and_fails_with_response_failed) {
   responses_node fx;
   auto& mock = fx.mock;
