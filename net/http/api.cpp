@@ -188,6 +188,7 @@ parsed<post_message_body> parse_post_message(std::string_view body) {
     if (!s->is_boolean())
       return fail<post_message_body>(errc::invalid_request, "'stream' must be a boolean");
     p.value.stream = s->get<bool>();
+    p.value.stream_given = true;
   }
   return p;
 }
@@ -527,6 +528,11 @@ parsed<create_response_body> parse_create_response(std::string_view body) {
     return p;
   if (v.model && (v.model->empty() || v.model->size() > 128))
     return bad("'model' must be 1 to 128 characters");
+  // A stored response is a text turn: tools the model could call would be
+  // dropped without a word, so they are refused.
+  if (auto t = b.find("tools"); t != b.end() && !t->is_null() && !(t->is_array() && t->empty()))
+    return bad("'tools' are not supported on /v1/responses (its turns are text); call tools "
+               "through /v1/chat/completions");
   auto in = b.find("input");
   if (in == b.end() || in->is_null())
     return bad("'input' is required");

@@ -57,6 +57,7 @@ struct post_message_body {
   std::string content;
   std::string client_message_id; ///< empty when absent
   bool stream = false;
+  bool stream_given = false; ///< `stream` was in the body (it then wins over `Accept`)
 };
 
 struct feedback_body {

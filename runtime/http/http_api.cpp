@@ -188,7 +188,8 @@ void parse_inputs(const net::http_request& req, http_call& call) {
     call.idempotency_key = *req.idempotency_key;
   }
   if (auto* p = std::get_if<net::post_message_body>(&call.body))
-    call.stream = p->stream || req.accept.find("text/event-stream") != std::string::npos;
+    call.stream = p->stream_given ? p->stream
+                                  : req.accept.find("text/event-stream") != std::string::npos;
   else if (auto* ch = std::get_if<net::chat_completion_body>(&call.body))
     call.stream = ch->stream;
   else if (auto* rb = std::get_if<net::create_response_body>(&call.body))

@@ -291,6 +291,17 @@ TEST_F(api, streaming_turn_is_server_sent_events_ending_with_done) {
   auto s2 = conn.request("GET", "/v1/sessions/" + id, "", h);
   EXPECT_EQ(s2.status, 200);
   EXPECT_EQ(s2.js()["message_count"], 4);
+  // `Accept: text/event-stream` streams a turn that says nothing of it; a
+  // body's explicit "stream" wins over the header.
+  auto accept = headers{{"Authorization", "Bearer " + alice}, {"Accept", "text/event-stream"}};
+  auto by_header = conn.request("POST", "/v1/sessions/" + id + "/messages",
+                                json{{"content", "by header"}}.dump(), accept);
+  EXPECT_EQ(by_header.header("content-type"), "text/event-stream");
+  auto plain = conn.request("POST", "/v1/sessions/" + id + "/messages",
+                            json{{"content", "not streamed"}, {"stream", false}}.dump(), accept);
+  ASSERT_EQ(plain.status, 200) << describe(plain);
+  EXPECT_EQ(plain.header("content-type"), "application/json");
+  EXPECT_EQ(plain.js()["reply"]["seq"], 8);
   // Errors known before the turn are plain HTTP errors, not events.
   auto missing = node.post_message(alice, "nope", {{"content", "x"}, {"stream", true}});
   EXPECT_EQ(missing.status, 404);

@@ -1050,8 +1050,13 @@ TEST_F(stateful, responses_errors_have_openai_shape_and_change_nothing) {
          {{"input", json::array({{{"role", "user"}, {"content", "a"}},
                                  {{"role", "assistant"}, {"content", "b"}}})}},
          {{"input", json::array({{{"role", "assistant"}, {"content", "a"}}})}},
+         {{"input", "x"},
+          {"tools", json::array({{{"type", "function"}, {"name", "f"},
+                                  {"parameters", json::object()}}})}},
+         {{"input", "x"}, {"tools", "all"}},
        })
     EXPECT_TRUE(is_error(post(body), 400, "invalid_request")) << body.dump();
+  EXPECT_EQ(post({{"input", "no tools"}, {"tools", json::array()}, {"store", false}}).status, 200);
   EXPECT_TRUE(is_error(post({{"input", "x"}}, {}, {{"Idempotency-Key", std::string(129, 'k')}}),
                        400, "invalid_request"));
   // Sent but empty is out of 1..128 too, not the same as not sent.
