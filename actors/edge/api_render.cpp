@@ -371,11 +371,17 @@ std::string render_cluster(const std::string& self_id, std::uint64_t view_versio
       figures = json::parse(it->second, nullptr, false);
     if (figures.is_discarded())
       figures = nullptr;
+    // The member's own figures, asked for this answer, are fresher than its
+    // last heartbeat's count: one answer shows one count.
+    json sessions_active = m.sessions_active;
+    if (figures.is_object())
+      if (auto it = figures.find("sessions_active"); it != figures.end() && it->is_number_unsigned())
+        sessions_active = *it;
     nodes.push_back({{"id", m.id},
                      {"http", m.http},
                      {"cluster", m.cluster},
                      {"status", to_string(m.status)},
-                     {"sessions_active", m.sessions_active},
+                     {"sessions_active", std::move(sessions_active)},
                      {"self", m.id == self_id},
                      {"stats", std::move(figures)}});
   }

@@ -695,6 +695,9 @@ TEST(cluster, the_cluster_view_carries_every_nodes_figures_and_skips_a_silent_on
     ASSERT_TRUE(stats.is_object()) << m.dump();
     auto i = std::stoi(m["id"].get<std::string>().substr(5)); // node-<i> is c[i]
     EXPECT_EQ(stats["sessions_active"].get<double>(), c[i].metric("parley_sessions_active"));
+    // One answer shows one count: the member's line agrees with its figures
+    // (it lagged them by a heartbeat, 0 beside 1 right after the turns).
+    EXPECT_EQ(m["sessions_active"], stats["sessions_active"]) << m.dump();
     EXPECT_GT(stats["http"]["requests"].get<int>(), 0);
     EXPECT_GT(stats["rss_bytes"].get<double>(), 1e6);
     EXPECT_GE(stats["storage"]["commits"].get<int>(), 2);
