@@ -166,9 +166,15 @@ void parse_inputs(const net::http_request& req, http_call& call) {
                                    req.content_type + "'"};
     return;
   }
-  if (call.id.size() > max_id_length ||
-      (names_a_session(call.route) && !plausible_session_id(call.id))) {
+  if (names_a_session(call.route) &&
+      (call.id.size() > max_id_length || !plausible_session_id(call.id))) {
     call.early_error = api_error{errc::not_found, "session not found"};
+    return;
+  }
+  if (call.id.size() > max_id_length) {
+    call.early_error = api_error{errc::not_found, "not found: the id in the path is over " +
+                                                    std::to_string(max_id_length) +
+                                                    " characters"};
     return;
   }
   net::query_map q;

@@ -87,6 +87,12 @@ TEST_F(api, authentication_and_admin_routes) {
   EXPECT_NE(stored[0][0].as<std::string>(), secret);
   expect_error(node.call("DELETE", "/admin/v1/api-keys/pk_00000000", node.admin_token()), 404,
                "not_found");
+  // An id too long to exist is 404 in the words of what was asked for (it
+  // said "session not found" on every route).
+  auto long_id = node.call("DELETE", "/admin/v1/api-keys/" + std::string(3000, 'k'),
+                           node.admin_token());
+  expect_error(long_id, 404, "not_found");
+  EXPECT_EQ(long_id.body.find("session"), std::string::npos) << long_id.body;
 }
 
 TEST_F(api, revoked_keys_stop_working_within_five_seconds) {
