@@ -21,6 +21,7 @@
 #include "runtime/rules/upstream_policy.hpp"
 #include "net/http_client.hpp"
 #include "net/http/json_text.hpp"
+#include "runtime/telemetry/log.hpp"
 #include "net/http/openai_chunk.hpp"
 
 namespace parley {
@@ -37,6 +38,7 @@ struct upstream {
   std::string label; ///< "primary" or "fallback": the metrics label
   std::shared_ptr<net::http_client> client;
   circuit_breaker breaker;
+  log::throttle failures; ///< its failed attempts' log lines
 };
 
 /// What a streamed call forwarded to its listener.
@@ -450,6 +452,17 @@ void on_done(llm_self* self, std::uint64_t id, net::fetch_status status, unsigne
   else
     u.breaker.on_abandon();
   report_circuit(self, u);
+  // The operator's view of a failing upstream (not of a request it refused).
+  if (std::int64_t held = 0; o != attempt_outcome::client_error && u.failures.due(held))
+    log::line(log::level::warn, "model upstream attempt failed")
+      .str("upstream", u.label)
+      .str("outcome", outcome_label(o))
+      .num("http_status", http_status)
+      .str("reason", !fault_what.empty() ? fault_what : !what.empty() ? what
+                     : parse_err                                 ? "an answer it cannot read"
+                                                                 : "")
+      .num("held_back", held)
+      .write();
   if (c.relay && status == net::fetch_status::ok && http_status >= 400 && http_status < 500 &&
       http_status != 429) {
     // A gateway call the upstream refused (a bad tool message, a context
@@ -622,7 +635,8 @@ llm_actor spawn_llm_actor(caf::actor_system& sys, net::io_runtime& io, const llm
     try {
       upstreams.push_back(
         upstream{label, std::make_shared<net::http_client>(io, std::move(*url), opts),
-                 circuit_breaker{cfg.breaker_threshold, cfg.breaker_cooldown}});
+                 circuit_breaker{cfg.breaker_threshold, cfg.breaker_cooldown},
+                 log::throttle{}});
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(std::string{"PARLEY_LLM_CA_FILE: "} + e.what());
     }

@@ -60,6 +60,7 @@ struct storage_state {
   static inline const char* name = "storage";
   std::unique_ptr<storage::pg_store> store;
   metrics_ptr metrics;
+  log::throttle failures; ///< failed calls' log lines
   std::vector<turn_write> batch;
   std::vector<caf::response_promise> waiting;
   bool flush_scheduled = false;
@@ -161,6 +162,13 @@ bool may_try(const storage_state& st) {
 void failed(storage_state& st, const storage_error& e, clock::time_point began) {
   using c = storage_error::cause;
   auto why = e.error_cause();
+  // The operator's view (the client's answer keeps the driver's words out).
+  if (std::int64_t held = 0; st.failures.due(held))
+    log::line(log::level::warn, "PostgreSQL call failed")
+      .str("kind", e.error_kind() == storage_error::kind::transient ? "transient" : "permanent")
+      .str("reason", e.what())
+      .num("held_back", held)
+      .write();
   bool slow = why == c::timed_out || clock::now() - began >= slow_failure;
   if (why != c::other && slow && !st.store->connected())
     st.next_connect = clock::now() + reconnect_pause;
@@ -558,8 +566,9 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
       st.waiting.clear();
       auto started = std::chrono::steady_clock::now();
       // While PostgreSQL is known to be down nothing is sent: failed.
-      auto out = may_try(st) ? st.store->commit_turns(batch)
-                             : std::vector<commit_outcome>(batch.size(), commit_outcome::failed);
+      bool tried = may_try(st);
+      auto out = tried ? st.store->commit_turns(batch)
+                       : std::vector<commit_outcome>(batch.size(), commit_outcome::failed);
       if (st.store->connected())
         st.last_used = clock::now();
       else if (clock::now() - started >= slow_failure)
@@ -568,6 +577,18 @@ storage_actor::behavior_type storage_behavior(storage_self* self, std::string ur
         st.metrics->storage_commit(
           batch.size(),
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      auto bad = std::count_if(out.begin(), out.end(), [](commit_outcome o) {
+        return o == commit_outcome::failed || o == commit_outcome::unknown ||
+               o == commit_outcome::conflict;
+      });
+      if (std::int64_t held = 0; bad > 0 && st.failures.due(held))
+        log::line(log::level::warn, "PostgreSQL call failed")
+          .str("call", "commit")
+          .num("turns_failed", bad)
+          .str("reason", tried ? st.store->last_commit_failure()
+                               : std::string{"PostgreSQL is down: not tried"})
+          .num("held_back", held)
+          .write();
       for (std::size_t i = 0; i < waiting.size(); ++i)
         waiting[i].deliver(out[i]);
     },

@@ -1251,7 +1251,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
       c->prepare(commit_statement, sql_commit_turns);
       commit_prepared_ = true;
     }
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    last_commit_failure_ = e.what();
     drop_connection(); // nothing was sent: failed
     return out;
   }
@@ -1352,6 +1353,7 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
     }
     return out;
   } catch (const pqxx::sql_error& e) {
+    last_commit_failure_ = e.what();
     if (is_session_gone(e)) {
       // The server ended the session: the statement's implicit transaction
       // may have committed just before (its FATAL can follow the rows).
@@ -1363,7 +1365,8 @@ std::vector<commit_outcome> pg_store::commit_batch(const std::vector<turn_write>
       out[0] = commit_outcome::conflict;
       return out;
     }
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    last_commit_failure_ = e.what();
     in_doubt = true;
   }
   if (in_doubt) {

@@ -116,6 +116,9 @@ public:
 
   /// True while a connection is open (it may still have died unnoticed).
   bool connected() const { return conn_ != nullptr; }
+  /// The driver's words for the last commit_turns() failure, for the log
+  /// (never for an answer); empty when none failed yet.
+  const std::string& last_commit_failure() const { return last_commit_failure_; }
 
   /// Drops the connection if PostgreSQL closed it (a restart, an
   /// administrator's kill) while it was idle; costs no round trip.
@@ -270,6 +273,7 @@ private:
   short usage_shard_ = 0;
   std::unique_ptr<pqxx::connection> conn_;
   bool commit_prepared_ = false; ///< the commit statement is prepared on conn_
+  std::string last_commit_failure_;
   bool client_ids_prepared_ = false; ///< so is the client id lookup
   std::unique_ptr<watchdog> watchdog_;
 };

@@ -78,4 +78,27 @@ inline void error(std::string_view msg, const fields& extra = {}) {
   write(level::error, msg, extra);
 }
 
+/// At most one line a second from a place that may fail at every request (an
+/// upstream down, PostgreSQL away): due() says whether to write one now and
+/// how many were held back before it. One owner (an actor's state): not
+/// thread-safe.
+class throttle {
+public:
+  bool due(std::int64_t& held) {
+    auto now = std::chrono::steady_clock::now();
+    if (last_ != std::chrono::steady_clock::time_point{} && now - last_ < std::chrono::seconds(1)) {
+      ++held_;
+      return false;
+    }
+    last_ = now;
+    held = held_;
+    held_ = 0;
+    return true;
+  }
+
+private:
+  std::chrono::steady_clock::time_point last_{};
+  std::int64_t held_ = 0;
+};
+
 } // namespace parley::log

@@ -287,3 +287,60 @@ TEST(logs, a_stalled_stderr_holds_up_no_request_and_lost_lines_are_counted) {
   EXPECT_NE(out.find("\"msg\":\"stopped\""), std::string::npos);
   EXPECT_NE(out.find("log lines dropped"), std::string::npos);
 }
+
+// An operator sees a failing upstream in the log: a warn line per failed
+// attempt naming the upstream, the outcome and why, at most one a second
+// per upstream with the number held back. A request the upstream refuses
+// (a 4xx) is the client's and logs nothing. Before, failed attempts logged
+// nothing at all.
+TEST(logs, failed_model_attempts_are_logged_at_most_once_a_second_per_upstream) {
+  scratch_db db;
+  mock_llm mock;
+  parley_node node{db, {{"PARLEY_LLM_BASE_URL", mock.base_url()},
+                        {"PARLEY_LLM_MAX_ATTEMPTS", "1"},
+                        {"PARLEY_LLM_BREAKER_THRESHOLD", "1000"}}};
+  auto key = node.create_key("alice");
+  auto session = node.create_session(key);
+  mock.configure({{"fail_status", 503}});
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(node.post_message(key, session, {{"content", "x"}}).status, 502);
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_EQ(node.post_message(key, session, {{"content", "x"}}).status, 502);
+  mock.configure({{"fail_status", 400}});
+  std::this_thread::sleep_for(1100ms);
+  node.call("POST", "/v1/chat/completions", key,
+            R"({"messages":[{"role":"user","content":"refused"}]})");
+  EXPECT_EQ(node.stop(), 0);
+  std::vector<json> failed;
+  for (auto& j : log_objects(node.process().log_path()))
+    if (j.value("msg", "") == "model upstream attempt failed")
+      failed.push_back(j);
+  ASSERT_EQ(failed.size(), 2u) << "one line, then one after a second; none for the 400";
+  EXPECT_EQ(failed[0]["level"], "warn");
+  EXPECT_EQ(failed[0]["upstream"], "primary");
+  EXPECT_EQ(failed[0]["outcome"], "server_error");
+  EXPECT_EQ(failed[0]["http_status"], 503);
+  EXPECT_EQ(failed[0]["held_back"], 0);
+  EXPECT_EQ(failed[1]["held_back"], 4) << failed[1].dump();
+}
+
+// And a PostgreSQL that went away, once a second at most, with the
+// driver's words that answers keep out.
+TEST(logs, failed_postgresql_calls_are_logged_at_most_once_a_second) {
+  scratch_db db;
+  parley_node node{db, {{"PARLEY_PG_TIMEOUT_MS", "1000"}}};
+  auto key = node.create_key("alice");
+  auto session = node.create_session(key);
+  db.query("ALTER TABLE messages ADD CONSTRAINT no_more CHECK (seq < 0) NOT VALID");
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NE(node.post_message(key, session, {{"content", "x"}}).status, 200);
+  EXPECT_EQ(node.stop(), 0);
+  std::vector<json> failed;
+  for (auto& j : log_objects(node.process().log_path()))
+    if (j.value("msg", "") == "PostgreSQL call failed")
+      failed.push_back(j);
+  ASSERT_GE(failed.size(), 1u);
+  EXPECT_LE(failed.size(), 2u);
+  EXPECT_EQ(failed[0]["level"], "warn");
+  EXPECT_NE(failed[0].value("reason", "").find("no_more"), std::string::npos) << failed[0].dump();
+}
