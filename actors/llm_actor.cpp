@@ -54,7 +54,6 @@ struct stream_progress {
   std::string fault;
 };
 
-
 /// One model call on its way through attempts, retries and upstreams.
 struct call {
   caf::response_promise rp;
