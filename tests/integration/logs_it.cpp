@@ -315,13 +315,22 @@ TEST(logs, failed_model_attempts_are_logged_at_most_once_a_second_per_upstream) 
   for (auto& j : log_objects(node.process().log_path()))
     if (j.value("msg", "") == "model upstream attempt failed")
       failed.push_back(j);
-  ASSERT_EQ(failed.size(), 2u) << "one line, then one after a second; none for the 400";
-  EXPECT_EQ(failed[0]["level"], "warn");
-  EXPECT_EQ(failed[0]["upstream"], "primary");
-  EXPECT_EQ(failed[0]["outcome"], "server_error");
-  EXPECT_EQ(failed[0]["http_status"], 503);
+  // Six failed attempts: the first logged, the next held back while they
+  // come within a second (all of them on any machine that runs five turns
+  // in a second: one line, then one for the sixth with held_back 4), and
+  // every attempt accounted for; none for the 400.
+  ASSERT_GE(failed.size(), 2u);
+  ASSERT_LE(failed.size(), 6u);
+  std::int64_t attempts = 0;
+  for (auto& f : failed) {
+    EXPECT_EQ(f["level"], "warn");
+    EXPECT_EQ(f["upstream"], "primary");
+    EXPECT_EQ(f["outcome"], "server_error");
+    EXPECT_EQ(f["http_status"], 503);
+    attempts += 1 + f["held_back"].get<std::int64_t>();
+  }
   EXPECT_EQ(failed[0]["held_back"], 0);
-  EXPECT_EQ(failed[1]["held_back"], 4) << failed[1].dump();
+  EXPECT_EQ(attempts, 6) << "one line or one held back per failed attempt, not the 400";
 }
 
 // And a PostgreSQL that went away, once a second at most, with the
